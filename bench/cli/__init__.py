@@ -1,0 +1,80 @@
+"""The `bench` command. Subcommands live in their own modules and are imported only when
+used, so `bench --help` never imports torch or vllm."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from bench import __version__
+from bench.errors import BenchError
+
+# name -> "module:attribute"; each module owns one step of the flow.
+COMMANDS = {
+    "run": "bench.cli.run_cmd:run",
+    "models": "bench.cli.catalog_cmd:models",
+    "hardware": "bench.cli.catalog_cmd:hardware",
+    "probe": "bench.cli.probe_cmd:probe",
+    "cost": "bench.cli.cost_cmd:cost",
+    "plan": "bench.cli.sweep_cmd:plan",
+    "sweep": "bench.cli.sweep_cmd:sweep",
+    "upload": "bench.cli.store_cmd:upload",
+    "pull": "bench.cli.store_cmd:pull",
+    "ls": "bench.cli.store_cmd:ls",
+    "costmodel": "bench.cli.costmodel_cmd:costmodel",
+    "compare": "bench.cli.report_cmd:compare",
+    "report": "bench.cli.report_cmd:report",
+}
+
+
+class BenchClickError(click.ClickException):
+    """A domain error shown as one line: `bench: error: <cause>`."""
+
+    def __init__(self, error: BenchError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None):
+        click.echo(f"bench: error: {self.format_message()}", err=True, file=file)
+
+
+class LazyGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BenchError as e:
+            raise BenchClickError(e) from None
+        except KeyboardInterrupt:
+            click.echo("bench: interrupted; results written so far are kept", err=True)
+            ctx.exit(130)
+
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if e.name == module:  # command not built yet
+                return None
+            raise
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bench")
+def cli():
+    """bench: serve open-weight models with vLLM, measure tokens per second, per watt and
+    per dollar, and feed the shared cost model."""
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="bench")

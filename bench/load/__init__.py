@@ -1,0 +1,1 @@
+"""Load generation: workloads, arrival processes and the streaming client."""

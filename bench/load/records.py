@@ -1,0 +1,73 @@
+"""One record per request, exactly as measurement.md section 1 defines it.
+
+All times are seconds on the client's `time.perf_counter` clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RequestRecord:
+    """What the client saw of one request. A failed request is data: `error` is set."""
+
+    request_id: int
+    phase: str  # "warmup" or "measured"
+    n_in_expected: int  # prompt tokens the workload asked for
+    n_out_expected: int  # output tokens asked for (max_tokens, with ignore_eos)
+    t_send: float = 0.0  # just before the request bytes are written
+    t_first: float | None = None  # first chunk carrying >= 1 generated token
+    t_last: float | None = None  # chunk carrying the last generated token
+    n_in: int | None = None  # prompt tokens as the server reports them (usage)
+    n_out: int = 0  # output tokens as the server reports them
+    chunk_t: list[float] = field(default_factory=list)  # arrival of each token-bearing chunk
+    chunk_tokens: list[int] = field(default_factory=list)  # tokens carried by each such chunk
+    token_source: str = "usage"  # "usage" | "token_ids" | "retokenized" (labelled fallback)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.t_first is None else self.t_first - self.t_send
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if self.t_last is None else self.t_last - self.t_send
+
+    @property
+    def tpot_s(self) -> float | None:
+        if self.t_first is None or self.t_last is None or self.n_out < 2:
+            return None
+        return (self.t_last - self.t_first) / (self.n_out - 1)
+
+    @property
+    def itl_s(self) -> list[float]:
+        """Per token-bearing chunk after the first: gap to the previous one / tokens it carried.
+
+        Invariant: `e2e_s - ttft_s == sum(itl * tokens for itl, tokens in zip(itl_s, chunk_tokens[1:]))`.
+        """
+        return [
+            (self.chunk_t[i] - self.chunk_t[i - 1]) / max(self.chunk_tokens[i], 1)
+            for i in range(1, len(self.chunk_t))
+        ]
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        row.update(ttft_s=self.ttft_s, e2e_s=self.e2e_s, tpot_s=self.tpot_s)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict) -> "RequestRecord":
+        names = cls.__dataclass_fields__
+        kw = {k: v for k, v in row.items() if k in names}
+        kw["chunk_t"] = [float(x) for x in (kw.get("chunk_t") if kw.get("chunk_t") is not None else [])]
+        kw["chunk_tokens"] = [int(x) for x in (kw.get("chunk_tokens") if kw.get("chunk_tokens") is not None else [])]
+        for k in ("t_first", "t_last", "n_in", "error"):
+            v = kw.get(k)
+            if v is not None and v != v:  # NaN from a Parquet null
+                kw[k] = None
+        return cls(**kw)
