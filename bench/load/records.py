@@ -23,7 +23,7 @@ class RequestRecord:
     n_out: int = 0  # output tokens as the server reports them
     chunk_t: list[float] = field(default_factory=list)  # arrival of each token-bearing chunk
     chunk_tokens: list[int] = field(default_factory=list)  # tokens carried by each such chunk
-    token_source: str = "usage"  # "usage" | "token_ids" | "retokenized" (labelled fallback)
+    token_source: str = "usage"  # "usage" | "token_ids" | "text_chunks" | "retokenized" (last two: labelled fallbacks)
     error: str | None = None
 
     @property

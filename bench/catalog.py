@@ -1,0 +1,472 @@
+"""The catalog: `models.yaml` and `hardware/*.yaml` -> typed, validated objects.
+
+Both live at the repository top level, next to the `bench` package; set
+`BENCH_CATALOG_DIR` to read them from elsewhere. Unknown keys are errors that name the
+key and the file. Model arithmetic (weight bytes, KV-cache bytes, FLOPs) lives on
+`ModelSpec`; parameter counting from the architecture in `count_params`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import ConfigError
+
+MODELS_FILE = "models.yaml"
+HARDWARE_DIR = "hardware"
+TFLOPS_KEYS = ("bf16", "fp16", "fp8", "fp4")
+
+
+def catalog_dir() -> Path:
+    """The folder holding models.yaml and hardware/ (env `BENCH_CATALOG_DIR` overrides)."""
+    env = os.environ.get("BENCH_CATALOG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _count(value: Any) -> Any:
+    """Accept 8.0e9 (a float, or the string YAML 1.1 leaves for unsigned exponents) as int."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9.]+[eE][+-]?[0-9]+", value.strip()):
+        value = float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class ArchConfig(_Strict):
+    """The HF config.json fields bench reads (HF names); `hf_extra` is copied verbatim."""
+
+    architectures: list[str] = Field(min_length=1)
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    vocab_size: int
+    max_position_embeddings: int
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None = None
+    rms_norm_eps: float
+    torch_dtype: str = "bfloat16"
+    tie_word_embeddings: bool = False
+    attention_bias: bool | None = None
+    sliding_window: int | None = None
+    layer_types: list[Literal["full_attention", "sliding_attention"]] | None = None
+    # MoE: Qwen3-MoE names experts num_experts, Mixtral/gpt-oss num_local_experts,
+    # DeepSeek n_routed_experts.
+    num_experts: int | None = None
+    num_local_experts: int | None = None
+    n_routed_experts: int | None = None
+    num_experts_per_tok: int | None = None
+    moe_intermediate_size: int | None = None
+    n_shared_experts: int | None = None
+    decoder_sparse_step: int | None = None
+    mlp_only_layers: list[int] | None = None
+    norm_topk_prob: bool | None = None
+    first_k_dense_replace: int | None = None
+    moe_layer_freq: int | None = None
+    # DeepSeek MLA and routing.
+    kv_lora_rank: int | None = None
+    q_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    topk_method: str | None = None
+    n_group: int | None = None
+    topk_group: int | None = None
+    routed_scaling_factor: float | None = None
+    scoring_func: str | None = None
+    hf_extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def n_experts(self) -> int:
+        """Routed experts per MoE layer (0 for a dense model)."""
+        return self.num_experts or self.num_local_experts or self.n_routed_experts or 0
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    def is_moe_layer(self, i: int) -> bool:
+        if not self.n_experts:
+            return False
+        if self.first_k_dense_replace is not None:
+            return i >= self.first_k_dense_replace and i % (self.moe_layer_freq or 1) == 0
+        step = self.decoder_sparse_step or 1
+        return (i + 1) % step == 0 and i not in (self.mlp_only_layers or [])
+
+    @property
+    def n_moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.num_hidden_layers))
+
+    def is_sliding_layer(self, i: int) -> bool:
+        if self.sliding_window is None:
+            return False
+        if self.layer_types is None:
+            return True
+        return self.layer_types[i] == "sliding_attention"
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one expert (gate, up, down projections; gpt-oss adds biases)."""
+        ffn = self.moe_intermediate_size or self.intermediate_size
+        bias = 2 * ffn + self.hidden_size if self.model_type == "gpt_oss" else 0
+        return 3 * self.hidden_size * ffn + bias
+
+    def attention_params(self) -> int:
+        """Parameters of one attention block, projections plus their norms and biases."""
+        h, nh = self.hidden_size, self.num_attention_heads
+        if self.is_mla:
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * nh * qk
+            else:
+                q = h * nh * qk
+            kv_a = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+            kv_b = self.kv_lora_rank * nh * (self.qk_nope_head_dim + self.v_head_dim)
+            return q + kv_a + kv_b + nh * self.v_head_dim * h
+        hd, kv = self.head_size, self.kv_heads
+        qkv_out = nh * hd + 2 * kv * hd
+        n = h * qkv_out + nh * hd * h
+        if self.attention_bias or self.model_type == "qwen2":
+            n += qkv_out
+        if self.attention_bias:
+            n += h + nh  # o_proj bias, gpt-oss attention sinks
+        if self.model_type in ("qwen3", "qwen3_moe"):
+            n += 2 * hd  # q_norm, k_norm
+        return n
+
+
+def count_params(cfg: ArchConfig) -> tuple[int, int]:
+    """(total, active) parameters computed from the architecture, embeddings included.
+
+    Active = everything but the routed experts not chosen for a token (top-k of them
+    count, shared experts always). Small terms (router biases) may be missing: expect a
+    few per cent against published totals.
+    """
+    h = cfg.hidden_size
+    embed = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
+    total = active = embed + h  # + final norm
+    for i in range(cfg.num_hidden_layers):
+        base = cfg.attention_params() + 2 * h
+        if cfg.is_moe_layer(i):
+            shared = (cfg.n_shared_experts or 0) * cfg.expert_params
+            router = h * cfg.n_experts
+            base += shared + router
+            total += base + cfg.n_experts * cfg.expert_params
+            active += base + cfg.num_experts_per_tok * cfg.expert_params
+        else:
+            dense = 3 * h * cfg.intermediate_size
+            total += base + dense
+            active += base + dense
+    return total, active
+
+
+class Slo(_Strict):
+    """Latency limits a request must meet to count as goodput."""
+
+    ttft_s: float = Field(gt=0)
+    tpot_s: float = Field(gt=0)
+    source: str
+
+
+class ModelSpec(_Strict):
+    """One models.yaml entry. Param counts left out are computed from the architecture."""
+
+    key: str
+    hf_repo: str | None = None
+    fp8_repo: str | None = None
+    total_params: int | None = None
+    active_params: int | None = None
+    max_context: int
+    slo: Slo | None = None
+    tiny: bool = False
+    notes: list[str] = Field(default_factory=list)
+    config: ArchConfig
+
+    @field_validator("total_params", "active_params", mode="before")
+    @classmethod
+    def _norm_counts(cls, v: Any) -> Any:
+        return _count(v)
+
+    @model_validator(mode="after")
+    def _fill_counts(self) -> ModelSpec:
+        if self.total_params is None or self.active_params is None:
+            total, active = count_params(self.config)
+            self.total_params = self.total_params or total
+            self.active_params = self.active_params or active
+        if self.active_params > self.total_params:
+            raise ValueError("active_params exceeds total_params")
+        if self.config.n_experts and not self.config.num_experts_per_tok:
+            raise ValueError("an MoE config needs num_experts_per_tok")
+        return self
+
+    @property
+    def sparsity(self) -> float:
+        """Active / total parameters (1.0 for a dense model)."""
+        return self.active_params / self.total_params
+
+    @property
+    def is_moe(self) -> bool:
+        return self.config.n_experts > 0
+
+    def weight_bytes(self, bytes_per_param: float) -> float:
+        """All weights, bytes."""
+        return self.total_params * bytes_per_param
+
+    def decode_weight_bytes(self, batch: int, bytes_per_param: float) -> float:
+        """Weight bytes read by one decode step serving `batch` tokens.
+
+        Dense: all weights. MoE: non-expert weights (shared experts included) plus, per
+        MoE layer, the expected number of distinct routed experts touched under uniform
+        routing, E * (1 - (1 - k/E)^batch).
+        """
+        if not self.is_moe:
+            return self.weight_bytes(bytes_per_param)
+        cfg = self.config
+        e, k = cfg.n_experts, cfg.num_experts_per_tok
+        routed_all = cfg.n_moe_layers * e * cfg.expert_params
+        non_expert = max(self.total_params - routed_all, 0)
+        touched = e * (1.0 - (1.0 - k / e) ** max(batch, 1))
+        routed = cfg.n_moe_layers * touched * cfg.expert_params
+        return (non_expert + routed) * bytes_per_param
+
+    def kv_bytes_per_token(self, bytes_per_elem: float, context_len: int | None = None) -> float:
+        """KV-cache bytes per token of context, all layers.
+
+        Standard attention 2 x kv_heads x head_dim per layer; MLA (kv_lora_rank +
+        qk_rope_head_dim) per layer. Sliding-window layers count in full (an upper
+        bound) unless `context_len` is given: then they count min(window, context) /
+        context of a full layer.
+        """
+        cfg = self.config
+        if cfg.is_mla:
+            return (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * cfg.num_hidden_layers * bytes_per_elem
+        per_layer = 2 * cfg.kv_heads * cfg.head_size * bytes_per_elem
+        layers = 0.0
+        for i in range(cfg.num_hidden_layers):
+            if context_len and cfg.is_sliding_layer(i):
+                layers += min(cfg.sliding_window, context_len) / context_len
+            else:
+                layers += 1.0
+        return per_layer * layers
+
+    def flops_per_token(self, context_len: int) -> float:
+        """FLOPs for one token at `context_len` tokens of context.
+
+        2 x active params (embeddings counted: an approximation) + attention scores and
+        values, 2 x heads x (qk_dim + v_dim) x attended tokens per layer (4 x heads x
+        head_dim x context for standard attention; MLA in its non-absorbed form;
+        sliding layers attend min(window, context) tokens).
+        """
+        cfg = self.config
+        nh = cfg.num_attention_heads
+        if cfg.is_mla:
+            dims = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim
+        else:
+            dims = 2 * cfg.head_size
+        attn = 0.0
+        for i in range(cfg.num_hidden_layers):
+            span = min(cfg.sliding_window, context_len) if cfg.is_sliding_layer(i) else context_len
+            attn += 2 * nh * dims * span
+        return 2.0 * self.active_params + attn
+
+    def config_json(self) -> dict[str, Any]:
+        """An HF config.json for a dummy-weight run: fields set in YAML (nulls kept), plus
+        torch_dtype, then `hf_extra`."""
+        cfg = self.config
+        out = cfg.model_dump(exclude_unset=True, exclude={"hf_extra"})
+        out["torch_dtype"] = cfg.torch_dtype
+        out["tie_word_embeddings"] = cfg.tie_word_embeddings
+        out.update(cfg.hf_extra)
+        return out
+
+
+class Scaleup(_Strict):
+    link: str
+    gbs: float | None = None  # per GPU, one direction
+
+
+_PRICE_UNITS = {
+    "rental_usd_per_gpu_hour": "usd_per_gpu_hour",
+    "rental_3y_usd_per_gpu_hour": "usd_per_gpu_hour",
+    "own_hyperscaler_usd_per_gpu_hour": "usd_per_gpu_hour",
+    "own_neocloud_usd_per_gpu_hour": "usd_per_gpu_hour",
+    "all_in_kw_per_gpu": "kw_per_gpu",
+    "purchase_usd": "usd",
+    "server_factor": "ratio",
+}
+
+
+class PriceFigure(_Strict):
+    value: float = Field(ge=0)
+    unit: str
+    source: str
+
+
+class Prices(_Strict):
+    """Rental (all included) and ownership figures; absent = not known."""
+
+    rental_usd_per_gpu_hour: PriceFigure | None = None  # on-demand, range midpoint
+    rental_3y_usd_per_gpu_hour: PriceFigure | None = None
+    own_hyperscaler_usd_per_gpu_hour: PriceFigure | None = None
+    own_neocloud_usd_per_gpu_hour: PriceFigure | None = None
+    all_in_kw_per_gpu: PriceFigure | None = None
+    purchase_usd: PriceFigure | None = None
+    server_factor: PriceFigure | None = None
+
+    @model_validator(mode="after")
+    def _units(self) -> Prices:
+        for name, unit in _PRICE_UNITS.items():
+            fig = getattr(self, name)
+            if fig is not None and fig.unit != unit:
+                raise ValueError(f"prices.{name}: unit must be '{unit}', not '{fig.unit}'")
+        return self
+
+
+class HardwareSpec(_Strict):
+    """One hardware/<id>.yaml entry. TFLOPS are dense; None = precision unsupported."""
+
+    id: str
+    name: str
+    vendor: Literal["nvidia", "amd", "cpu"]
+    arch: str
+    year: int | None = None
+    memory_gb: float
+    bandwidth_tbs: float
+    tflops: dict[str, float | None]
+    power_w: float
+    scaleup: Scaleup | None = None
+    match: list[str] = Field(default_factory=list)
+    estimated: bool = False
+    sources: dict[str, str]
+    prices: Prices = Field(default_factory=Prices)
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("tflops")
+    @classmethod
+    def _tflops_keys(cls, v: dict[str, float | None]) -> dict[str, float | None]:
+        if set(v) != set(TFLOPS_KEYS):
+            raise ValueError(f"tflops needs exactly the keys {', '.join(TFLOPS_KEYS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _sourced(self) -> HardwareSpec:
+        missing = [k for k in ("memory_gb", "bandwidth_tbs", "tflops", "power_w") if k not in self.sources]
+        if missing:
+            raise ValueError(f"sources lacks a note for {', '.join(missing)}")
+        return self
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        msg = f"unknown field '{loc}'"
+    elif first["type"] == "missing":
+        msg = f"missing field '{loc}'"
+    else:
+        msg = f"field '{loc}': {first['msg']}" if loc else first["msg"]
+    more = len(err.errors()) - 1
+    return msg + (f" (and {more} more)" if more else "")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path.name}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+@lru_cache(maxsize=8)
+def _load_models(path: str, _mtime_ns: int) -> dict[str, ModelSpec]:
+    p = Path(path)
+    data = _read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p.name}: expected a mapping of model key -> entry")
+    models = {}
+    for key, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{p.name}: model '{key}': expected a mapping")
+        try:
+            models[key] = ModelSpec(key=key, **entry)
+        except ValidationError as e:
+            raise ConfigError(f"{p.name}: model '{key}': {_describe(e)}") from None
+        except TypeError as e:
+            raise ConfigError(f"{p.name}: model '{key}': {e}") from None
+    return models
+
+
+def load_models(path: str | Path | None = None) -> dict[str, ModelSpec]:
+    """All models of models.yaml, by key (cached until the file changes)."""
+    p = Path(path) if path else catalog_dir() / MODELS_FILE
+    try:
+        mtime = p.stat().st_mtime_ns
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    return _load_models(str(p.resolve()), mtime)
+
+
+def get_model(key: str, path: str | Path | None = None) -> ModelSpec:
+    """One model by key; ConfigError naming the known keys when absent."""
+    models = load_models(path)
+    if key not in models:
+        raise ConfigError(f"unknown model '{key}' (known: {', '.join(sorted(models))})")
+    return models[key]
+
+
+@lru_cache(maxsize=8)
+def _load_hardware(folder: str, _stamp: tuple) -> dict[str, HardwareSpec]:
+    out = {}
+    for f in sorted(Path(folder).glob("*.yaml")):
+        where = f"{HARDWARE_DIR}/{f.name}"
+        data = _read_yaml(f)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        try:
+            spec = HardwareSpec(**data)
+        except ValidationError as e:
+            raise ConfigError(f"{where}: {_describe(e)}") from None
+        if spec.id != f.stem:
+            raise ConfigError(f"{where}: id '{spec.id}' differs from the file name")
+        out[spec.id] = spec
+    return out
+
+
+def load_hardware(dir: str | Path | None = None) -> dict[str, HardwareSpec]:
+    """All hardware entries of hardware/*.yaml, by id (cached until a file changes)."""
+    folder = Path(dir) if dir else catalog_dir() / HARDWARE_DIR
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: hardware folder not found")
+    stamp = tuple((f.name, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.yaml")))
+    return _load_hardware(str(folder.resolve()), stamp)
+
+
+def get_hardware(id: str, dir: str | Path | None = None) -> HardwareSpec:
+    """One hardware entry by id; ConfigError naming the known ids when absent."""
+    hw = load_hardware(dir)
+    if id not in hw:
+        raise ConfigError(f"unknown hardware '{id}' (known: {', '.join(sorted(hw))})")
+    return hw[id]

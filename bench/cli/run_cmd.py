@@ -1,0 +1,107 @@
+"""`bench run`: one engine configuration under a few loads; the embedded default needs no
+arguments (the tiny Llama, dummy weights, the local device)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bench.cli.progress import Progress, summary_table
+
+DEFAULTS = {
+    "model": "tiny-llama",
+    "concurrency": "1,4,16",
+    "input_len": 128,
+    "output_len": 64,
+}
+
+
+def parse_engine_args(pairs: tuple[str, ...]) -> dict:
+    """("max_num_batched_tokens=8192", "enforce_eager") -> {"max_num_batched_tokens": 8192, "enforce_eager": True}."""
+    import yaml
+
+    from bench.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not key:
+            raise ConfigError(f"bad --engine-arg '{pair}' (expected KEY=VALUE)")
+        out[key] = yaml.safe_load(value) if sep else True
+    return out
+
+
+def engine_options(f):
+    """Options shared by `bench run` and `bench sweep` overrides."""
+    opts = [
+        click.option("--weights", help="'dummy' (random weights, no download), a HF repo id, or a local path."),
+        click.option("--engine", type=click.Choice(["vllm", "hf", "endpoint"]), help="What serves the model."),
+        click.option("--url", "endpoint_url", help="Base URL of an existing OpenAI-compatible server (--engine endpoint)."),
+        click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"])),
+        click.option("--quantization", type=click.Choice(["fp8"]), help="Weight quantization."),
+        click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"])),
+        click.option("--tp", "tensor_parallel_size", type=int, help="Tensor-parallel size."),
+        click.option("--max-num-seqs", type=int),
+        click.option("--max-model-len", type=int),
+        click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
+                     help="Any other engine argument, passed through (repeatable)."),
+        click.option("--telemetry", type=click.Choice(["auto", "nvml", "amdsmi", "rapl", "nominal", "none"]),
+                     help="Energy meter; one named explicitly must be available."),
+        click.option("--hardware", "hardware_id", help="Catalog id of the device (default: detected)."),
+        click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="OpenAI API endpoint to drive."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for run folders [./runs]."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@click.command()
+@click.option("--model", default=DEFAULTS["model"], show_default=True, help="Catalog key (see `bench models`).")
+@click.option("--concurrency", default=DEFAULTS["concurrency"], show_default=True,
+              help="Comma-separated concurrency levels.")
+@click.option("--input-len", default=DEFAULTS["input_len"], show_default=True, type=int, help="Prompt tokens.")
+@click.option("--output-len", default=DEFAULTS["output_len"], show_default=True, type=int, help="Output tokens.")
+@click.option("--requests", "n_requests", type=int, help="Measured requests per level [max(16, 4 x concurrency)].")
+@click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per level [the concurrency].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@engine_options
+def run(**opts):
+    """Serve a model, drive load at each concurrency level, write a versioned result.
+
+    With no arguments: the tiny Llama with dummy weights on the local device."""
+    from bench.session import prepare_run, run_plan
+    from bench.plan import plan_from_options
+
+    opts["engine_args"] = parse_engine_args(opts["engine_args"])
+    opts["concurrency"] = _int_list(opts["concurrency"])
+    env, hardware_note = prepare_run(opts.get("hardware_id"))
+    plan = plan_from_options(**_plan_kwargs(opts, env))
+    click.echo(hardware_note, err=True)
+    out_dir = Path(opts["out_dir"] or "runs")
+    run_dir, result = run_plan(plan, out_dir, env, Progress())
+    click.echo(summary_table(result))
+    click.echo(f"result: {run_dir}")
+    if not any(p.status == "ok" for p in result.points):
+        raise SystemExit(1)
+
+
+def _int_list(text: str) -> list[int]:
+    from bench.errors import ConfigError
+
+    try:
+        values = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"bad --concurrency '{text}' (expected integers like 1,4,16)") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"bad --concurrency '{text}' (each level must be >= 1)")
+    return values
+
+
+def _plan_kwargs(opts: dict, env) -> dict:
+    keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id")}
+    keep["hardware"] = env.hardware
+    keep["n_devices"] = env.device.get("count") or 1
+    return keep

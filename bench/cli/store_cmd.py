@@ -1,0 +1,49 @@
+"""`bench upload`, `bench pull`, `bench ls`: the shared store (bench.store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bench.textable import format_table
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "url", required=True, help="Store URL: a folder, s3://bucket/prefix, gs://..., hf://...")
+def upload(run_dirs, url):
+    """Validate, redact and publish RUN_DIR... to the store at URL."""
+    from bench.store import upload as upload_runs
+
+    for done in upload_runs(list(run_dirs), url):
+        verb = "published" if done.status == "published" else "already there"
+        click.echo(f"{verb}: {done.run_id} ({done.n_files} files, {done.size_bytes} bytes) from {done.source}")
+
+
+@click.command()
+@click.argument("url")
+@click.option("--hardware", default=None, help="Only runs on this hardware id.")
+@click.option("--model", default=None, help="Only runs of this model key.")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Local folder (default: $BENCH_CACHE_DIR/runs or ~/.cache/bench/runs).")
+def pull(url, hardware, model, dest):
+    """Copy published runs from URL into a local cache, verifying every checksum."""
+    from bench.store import default_cache_dir, pull as pull_runs
+
+    dest = dest or default_cache_dir()
+    paths = pull_runs(url, dest, hardware=hardware, model=model)
+    for path in paths:
+        click.echo(str(path))
+    click.echo(f"{len(paths)} run(s) in {dest}", err=True)
+
+
+@click.command()
+@click.argument("url")
+def ls(url):
+    """List the runs published at URL."""
+    from bench.store import ls as list_runs
+
+    rows = list_runs(url)
+    columns = ["run_id", "date", "model", "hardware", "n_gpus", "engine", "harness_version", "status", "n_points"]
+    click.echo(format_table(rows, columns) if rows else f"no published runs at {url}")

@@ -1,0 +1,104 @@
+"""A child server process in its own process group, with its log kept in a file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from pathlib import Path
+
+import urllib.request
+import urllib.error
+
+from bench.errors import EngineError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, n: int = 20) -> str:
+    """The last n lines of a log file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            lines = deque(f, maxlen=n)
+    except FileNotFoundError:
+        return ""
+    return b"".join(lines).decode("utf-8", "replace").rstrip()
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
+    """Status and body of a GET; (0, reason) when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e)
+
+
+class ChildProcess:
+    """Runs `argv` in a new session (its own process group) with stdout+stderr to `log_path`."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.argv = argv
+        self.log_path = Path(log_path)
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise EngineError(f"could not start {self.argv[0]}: {e}") from None
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left after `grace_s`."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait_s in ((signal.SIGINT, grace_s / 2), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                time.sleep(0.1)
+            if self.proc.poll() is not None and not _group_alive(pgid):
+                break
+        self.proc.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,149 @@
+"""The vLLM OpenAI-compatible server as a child process (CUDA or CPU build)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.engines.base import (
+    OOM_PATTERNS,
+    EngineDied,
+    EngineDoesNotFit,
+    engine_args_to_cli,
+    parse_prometheus_counters,
+)
+from bench.engines.process import ChildProcess, free_port, http_get, log_tail
+from bench.errors import ConfigError, EngineError
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+COUNTERS = {
+    "vllm:generation_tokens_total": "generation_tokens",
+    "vllm:prompt_tokens_total": "prompt_tokens",
+}
+# The KV cache space vLLM's CPU backend reserves, in GiB, unless the user set it.
+CPU_KVCACHE_SPACE_GIB = "2"
+
+
+class VllmServer:
+    """Start, health-check and stop `python -m vllm.entrypoints.openai.api_server`.
+
+    Nothing happens in the constructor; `start()` spawns the server in its own process
+    group and waits for `/health`, `stop()` ends the whole group.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        served_model: str,
+        log_path: Path,
+        engine_args: dict[str, Any] | None = None,
+        device: str = "cuda",
+        n_gpus: int = 1,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        startup_timeout_s: float = 600.0,
+        env: dict[str, str] | None = None,
+    ):
+        self.model_path = model_path
+        self.served_model = served_model
+        self.log_path = Path(log_path)
+        self.engine_args = dict(engine_args or {})
+        self.device = device
+        self.n_gpus = n_gpus
+        self.host = host
+        self.port = port
+        self.startup_timeout_s = startup_timeout_s
+        self.env = dict(env or {})
+        self._child: ChildProcess | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", SERVER_MODULE,
+            "--model", self.model_path,
+            "--served-model-name", self.served_model,
+            "--host", self.host,
+            "--port", str(self.port),
+            *engine_args_to_cli(self.engine_args),
+        ]
+
+    def start(self) -> None:
+        if self.device == "cpu" and str(self.engine_args.get("quantization") or "").startswith("fp8"):
+            raise ConfigError("fp8 weight quantization does not run on CPU; use bf16/fp32 here, fp8 on a GPU")
+        if self.port is None:
+            self.port = free_port(self.host)
+        env = dict(self.env)
+        if self.device == "cpu":
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_SPACE_GIB)
+        self._child = ChildProcess(self.argv(), self.log_path, env)
+        self._child.start()
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if not self._child.alive():
+                raise self._start_failure(f"vLLM server exited with code {self._child.returncode} during start")
+            status, _ = http_get(f"{self.base_url}/health", timeout_s=2.0)
+            if status == 200:
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise EngineError(
+            f"vLLM server not healthy after {self.startup_timeout_s:.0f} s; log: {self.log_path}"
+            + _quote(self.log_tail(5))
+        )
+
+    def _start_failure(self, what: str) -> EngineError:
+        tail = self.log_tail(40)
+        if OOM_PATTERNS.search(tail):
+            return EngineDoesNotFit(f"{what}: out of memory (does not fit); log: {self.log_path}" + _quote(_last_error(tail)))
+        return EngineDied(f"{what}; log: {self.log_path}" + _quote(_last_error(tail)))
+
+    def alive(self) -> bool:
+        return self._child is not None and self._child.alive()
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = None if self._child is None else self._child.returncode
+            raise EngineDied(f"vLLM server died (exit code {code}); log: {self.log_path}" + _quote(_last_error(self.log_tail(40))))
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._child.stop()
+
+    def log_tail(self, n: int = 20) -> str:
+        return log_tail(self.log_path, n)
+
+    def server_counters(self) -> dict[str, float] | None:
+        """Token counters from `/metrics` (generation_tokens, prompt_tokens); None if unreachable."""
+        status, body = http_get(f"{self.base_url}/metrics", timeout_s=5.0)
+        if status != 200:
+            return None
+        return parse_prometheus_counters(body, COUNTERS)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _last_error(tail: str) -> str:
+    """The most telling line of a log tail: the last one naming an error, else the last line."""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln or "Exception" in ln:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def _quote(text: str) -> str:
+    text = " | ".join(t for t in text.splitlines() if t.strip())
+    return f": {text[-400:]}" if text else ""

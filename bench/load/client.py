@@ -1,0 +1,211 @@
+"""The streaming client: one request to vLLM's OpenAI-compatible API -> one RequestRecord.
+
+Timing follows measurement.md section 1. The client asks the server to count tokens
+(`stream_options.continuous_usage_stats`: every chunk carries the cumulative
+`usage.completion_tokens`, so the tokens in a chunk are the delta; `return_token_ids`
+as the second source). Role-only, empty and usage-only chunks carry no token and
+never stamp `t_first`. Text is never used to count tokens unless the server gives
+neither usage nor token ids (then each chunk with text counts one token, labelled
+`token_source="text_chunks"`).
+
+Per-chunk work is kept minimal: a network read is stamped with `perf_counter()` as
+soon as it arrives, before any parsing, and every SSE event in that read gets that
+stamp. Nothing is logged per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import secrets
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from bench.load.records import RequestRecord
+
+ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+READ_BUFSIZE = 1 << 20  # bytes per connection read buffer
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Request options shared by every request of a load point."""
+
+    endpoint: str = "completions"  # "completions" | "chat"
+    timeout_s: float = 3600.0  # whole request, connect to last byte
+    temperature: float = 0.0
+    ignore_eos: bool = True
+    return_token_ids: bool = True
+    continuous_usage: bool = True
+
+    def describe(self) -> dict:
+        return {
+            "endpoint": self.endpoint,
+            "timeout_s": self.timeout_s,
+            "temperature": self.temperature,
+            "ignore_eos": self.ignore_eos,
+            "return_token_ids": self.return_token_ids,
+            "continuous_usage_stats": self.continuous_usage,
+        }
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft open-file limit toward `wanted` (capped by the hard limit); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+class StreamingClient:
+    """An aiohttp session for one load point; `await client.send(record, prompt)` fills the record.
+
+        async with StreamingClient(base_url, model, ClientConfig()) as client:
+            await client.send(record, prompt)     # prompt: list[int] (completions) or str
+    """
+
+    def __init__(self, base_url: str, model: str, config: ClientConfig | None = None):
+        self.config = config or ClientConfig()
+        if self.config.endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {self.config.endpoint!r} (known: {', '.join(ENDPOINTS)})")
+        self.url = base_url.rstrip("/") + ENDPOINTS[self.config.endpoint]
+        self.model = model
+        self.tag = secrets.token_hex(4)  # X-Request-Id prefix, unique per client
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "StreamingClient":
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+            read_bufsize=READ_BUFSIZE,
+            auto_decompress=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._session.close()
+
+    def body(self, prompt: list[int] | str, max_tokens: int) -> bytes:
+        """The JSON request body, serialized before `t_send` is stamped."""
+        cfg = self.config
+        payload: dict = {"model": self.model, "max_tokens": max_tokens, "temperature": cfg.temperature,
+                         "stream": True, "ignore_eos": cfg.ignore_eos}
+        if cfg.endpoint == "chat":
+            if not isinstance(prompt, str):
+                raise ValueError("the chat endpoint needs a text prompt")
+            payload["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            payload["prompt"] = prompt
+        payload["stream_options"] = {"include_usage": True, "continuous_usage_stats": cfg.continuous_usage}
+        if cfg.return_token_ids:
+            payload["return_token_ids"] = True
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+    async def send(self, record: RequestRecord, prompt: list[int] | str) -> RequestRecord:
+        """Stream one request into `record`. Never raises for a failed request: sets `record.error`."""
+        body = self.body(prompt, record.n_out_expected)
+        headers = {"Content-Type": "application/json", "X-Request-Id": f"{self.tag}-{record.request_id}"}
+        parser = _StreamParser(record)
+        try:
+            record.t_send = time.perf_counter()
+            async with self._session.post(self.url, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    text = await resp.text(errors="replace")
+                    record.error = _one_line(f"HTTP {resp.status}: {text}")
+                    return record
+                async for data in resp.content.iter_any():
+                    parser.feed(data, time.perf_counter())
+        except asyncio.TimeoutError:
+            record.error = f"timeout after {self.config.timeout_s:g} s"
+        except Exception as e:  # a failed request is data: any cause ends up in record.error
+            record.error = _one_line(f"{type(e).__name__}: {e}") or type(e).__name__
+        parser.finish()
+        return record
+
+
+class _StreamParser:
+    """SSE bytes -> the record's token-bearing chunks. `feed(data, t_arrival)` per network read."""
+
+    __slots__ = ("rec", "buf", "cum", "final_usage", "done", "source")
+
+    def __init__(self, record: RequestRecord):
+        self.rec = record
+        self.buf = b""
+        self.cum = 0  # cumulative completion tokens seen in chunks
+        self.final_usage: int | None = None
+        self.done = False
+        self.source: str | None = None
+
+    def feed(self, data: bytes, t: float) -> None:
+        buf = self.buf + data
+        if b"\n" not in data:
+            self.buf = buf
+            return
+        lines = buf.split(b"\n")
+        self.buf = lines.pop()
+        for line in lines:
+            if line[:5] != b"data:":
+                continue  # blank separators, SSE comments (":ping"), event/id fields
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+            elif payload:
+                self._event(json.loads(payload), t)
+
+    def _event(self, obj: dict, t: float) -> None:
+        rec = self.rec
+        usage = obj.get("usage")
+        choices = obj.get("choices")
+        if usage is not None and usage.get("prompt_tokens") is not None:
+            rec.n_in = usage["prompt_tokens"]
+        if not choices:
+            if usage is not None and usage.get("completion_tokens") is not None:
+                self.final_usage = usage["completion_tokens"]  # usage-only chunk: no token in it
+            elif "error" in obj or obj.get("object") == "error":
+                err = obj.get("error", obj)
+                rec.error = _one_line(f"server error: {err.get('message', err) if isinstance(err, dict) else err}")
+            return
+        if usage is not None and usage.get("completion_tokens") is not None:
+            n = usage["completion_tokens"] - self.cum
+            self.source = "usage"
+        else:
+            choice = choices[0]
+            ids = choice.get("token_ids")
+            if ids is not None:
+                n = len(ids)
+                self.source = "token_ids"
+            else:
+                delta = choice.get("delta")
+                text = delta.get("content") if delta else choice.get("text")
+                n = 1 if text else 0
+                self.source = self.source or "text_chunks"
+        if n <= 0:
+            return
+        self.cum += n
+        if rec.t_first is None:
+            rec.t_first = t
+        rec.t_last = t
+        rec.chunk_t.append(t)
+        rec.chunk_tokens.append(n)
+
+    def finish(self) -> None:
+        rec = self.rec
+        rec.n_out = self.final_usage if self.final_usage is not None else self.cum
+        if self.source is not None:
+            rec.token_source = self.source
+        if rec.error is not None:
+            return
+        if not self.done:
+            rec.error = "stream ended before [DONE]"
+        elif rec.n_out < rec.n_out_expected:
+            rec.error = f"fewer tokens than asked: {rec.n_out} of {rec.n_out_expected}"

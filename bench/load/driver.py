@@ -1,0 +1,182 @@
+"""One load point: warm-up, then the measured requests under a concurrency or a request rate.
+
+The measurement window (measurement.md section 2) is, for a concurrency load, from the
+`t_send` at which the in-flight count first reaches the target (min(concurrency,
+n_requests)) to the `t_send` of the last measured request; for a rate load, from the
+first measured send to the last. When a concurrency target is never reached the window
+starts at the first send and `target_reached` is false (a validity reason).
+All times are `time.perf_counter()` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.load.arrivals import ConcurrencyLoad, RateLoad, arrival_offsets_s, parse_load
+from bench.load.client import ClientConfig, StreamingClient, raise_fd_limit
+from bench.load.records import RequestRecord
+from bench.load.workload import Workload
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PointRun:
+    """What the driver saw of one load point (records in request order, warm-up first)."""
+
+    records: list[RequestRecord]
+    window_t0_s: float
+    window_t1_s: float
+    span_t0_s: float  # first measured send
+    span_t1_s: float  # last measured completion
+    max_in_flight: int  # measured phase
+    target_concurrency: int | None  # concurrency loads: min(concurrency, n_requests)
+    target_reached: bool
+    target_rate_rps: float | None  # rate loads
+    achieved_rate_rps: float | None  # measured sends per second over the window
+    client: dict = field(default_factory=dict)  # ClientConfig.describe() + request_id_prefix
+    load: dict = field(default_factory=dict)
+
+    @property
+    def measured(self) -> list[RequestRecord]:
+        return [r for r in self.records if r.phase == "measured"]
+
+    def facts(self) -> dict:
+        """The figures `bench.validity.check_point` needs."""
+        return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
+                "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
+                "achieved_rate_rps": self.achieved_rate_rps}
+
+    def client_token_counts(self) -> dict:
+        """Tokens of every request the client ran here, warm-up included (compare with server counter deltas)."""
+        return {"generation_tokens": sum(r.n_out for r in self.records),
+                "prompt_tokens": sum(r.n_in or 0 for r in self.records)}
+
+
+class _Tracker:
+    """In-flight count, its peak, the request that first reached the target, and progress."""
+
+    def __init__(self, progress: Progress | None, n_total: int):
+        self.progress, self.n_total, self.n_done = progress, n_total, 0
+        self.in_flight = self.max_in_flight = 0
+        self.target = 0
+        self.reach_record: RequestRecord | None = None
+
+    def reset(self, target: int) -> None:
+        self.in_flight = self.max_in_flight = 0
+        self.target, self.reach_record = target, None
+
+    async def send(self, client: StreamingClient, rec: RequestRecord, prompt) -> None:
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight:
+            self.max_in_flight = self.in_flight
+        if self.reach_record is None and self.target and self.in_flight >= self.target:
+            self.reach_record = rec  # its t_send is stamped before the client's first await
+        try:
+            await client.send(rec, prompt)
+        finally:
+            self.in_flight -= 1
+            self.n_done += 1
+            if self.progress is not None:
+                self.progress(self.n_done, self.n_total)
+
+
+async def _closed_loop(client, tracker: _Tracker, recs, prompts, concurrency: int) -> None:
+    work = iter(range(len(recs)))
+
+    async def worker() -> None:
+        for i in work:
+            await tracker.send(client, recs[i], prompts[i])
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(recs)))))
+
+
+async def _open_loop(client, tracker: _Tracker, recs, prompts, load: RateLoad, seed: int) -> None:
+    offsets = arrival_offsets_s(len(recs), load.rate_rps, load.arrival, load.burstiness, seed)
+    cap = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
+
+    async def one(i: int) -> None:
+        try:
+            await tracker.send(client, recs[i], prompts[i])
+        finally:
+            if cap is not None:
+                cap.release()
+
+    tasks = []
+    t_start = time.perf_counter()
+    for i, offset in enumerate(offsets.tolist()):
+        delay = t_start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if cap is not None:
+            await cap.acquire()
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+
+
+async def run_point(base_url: str, model: str, workload: Workload, load: dict, n_warmup: int,
+                    n_requests: int, endpoint: str = "completions", timeout_s: float = 3600.0,
+                    progress: Progress | None = None, temperature: float = 0.0, seed: int = 0,
+                    client_config: ClientConfig | None = None) -> PointRun:
+    """Run one load point against an OpenAI-compatible server; failed requests are recorded, not raised.
+
+    `load` is a dict as `bench.load.arrivals.parse_load` reads it; `seed` drives the arrival
+    process; `client_config` overrides endpoint/timeout_s/temperature when given.
+    """
+    spec = parse_load(load)
+    if n_requests < 1 or n_warmup < 0:
+        raise ValueError(f"need n_requests >= 1 and n_warmup >= 0, got {n_requests}, {n_warmup}")
+    cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature)
+    prompts = workload.prompts(n_warmup + n_requests)
+    payloads = [p.for_endpoint(cfg.endpoint) for p in prompts]
+    records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
+               for i, p in enumerate(prompts)]
+    width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or n_requests)
+    raise_fd_limit(4 * max(width, n_warmup) + 256)
+    tracker = _Tracker(progress, len(records))
+    warm, meas = records[:n_warmup], records[n_warmup:]
+    async with StreamingClient(base_url, model, cfg) as client:
+        if warm:
+            tracker.reset(0)
+            await _closed_loop(client, tracker, warm, payloads[:n_warmup], min(width, n_warmup))
+        if isinstance(spec, ConcurrencyLoad):
+            tracker.reset(min(spec.concurrency, n_requests))
+            await _closed_loop(client, tracker, meas, payloads[n_warmup:], spec.concurrency)
+        else:
+            tracker.reset(0)
+            await _open_loop(client, tracker, meas, payloads[n_warmup:], spec, seed)
+    return _point_run(records, meas, tracker, spec, cfg.describe() | {"request_id_prefix": client.tag})
+
+
+def _point_run(records, meas, tracker: _Tracker, spec, client: dict) -> PointRun:
+    sends = [r.t_send for r in meas]
+    span_t0, last_send = min(sends), max(sends)
+    span_t1 = max([r.t_last or r.t_send for r in meas] + [last_send])
+    if isinstance(spec, ConcurrencyLoad):
+        reached = tracker.reach_record is not None
+        t0 = tracker.reach_record.t_send if reached else span_t0
+        target_c, target_rate = min(spec.concurrency, len(meas)), None
+    else:
+        reached, t0, target_c, target_rate = True, span_t0, None, spec.rate_rps
+    window_s = last_send - t0
+    n_sent_in_window = sum(1 for s in sends if s >= t0)
+    achieved = (n_sent_in_window - 1) / window_s if window_s > 0 and n_sent_in_window > 1 else None
+    return PointRun(records=records, window_t0_s=t0, window_t1_s=last_send, span_t0_s=span_t0,
+                    span_t1_s=span_t1, max_in_flight=tracker.max_in_flight, target_concurrency=target_c,
+                    target_reached=reached, target_rate_rps=target_rate, achieved_rate_rps=achieved,
+                    client=client, load=dict(spec.__dict__))
+
+
+def run_point_sync(*args, **kwargs) -> PointRun:
+    """`run_point` on a fresh event loop (uvloop when importable)."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(run_point(*args, **kwargs))

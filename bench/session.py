@@ -1,0 +1,52 @@
+"""Set up a run on this machine: detect the device, find its catalog entry, pick the run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bench.errors import ConfigError
+from bench.runner import RunEnvironment, execute, new_run_dir
+
+PROBE_ENV = "BENCH_PROBE_FILE"
+
+
+def prepare_run(hardware_id: str | None = None) -> tuple[RunEnvironment, str]:
+    """The run environment and a one-line description of the device it found."""
+    from dataclasses import asdict
+
+    from bench.catalog import get_hardware
+    from bench.device import detect_device
+
+    detected = detect_device()
+    device = asdict(detected)
+    hw_id = hardware_id or detected.hardware_id
+    if hw_id is None:
+        raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml or pass --hardware ID")
+    hardware = get_hardware(hw_id)
+    note = f"device: {detected.name} x{detected.count} -> hardware '{hardware.id}'"
+    return RunEnvironment(device=device, hardware=hardware, probe=_load_probe()), note
+
+
+def _load_probe() -> dict | None:
+    """A probe file (`bench probe`) named by BENCH_PROBE_FILE replaces catalog bandwidth and FLOPS."""
+    path = os.environ.get(PROBE_ENV)
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{PROBE_ENV}={path}: cannot read probe file ({e})") from None
+
+
+def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir: Path | None = None):
+    """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult)."""
+    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out_dir, plan.name)
+    on_event = progress.on_event if progress is not None else None
+    try:
+        result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event)
+    finally:
+        if progress is not None:
+            progress.close()
+    return run_dir, result

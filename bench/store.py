@@ -1,0 +1,379 @@
+"""The shared store: published runs under one fsspec URL (local folder, s3://, gs://, hf://...).
+
+    URL/runs/<run_id>/run.json, requests/*.parquet, power.parquet, engine.log, ...
+    URL/runs/<run_id>/MANIFEST.json     file list with sizes and sha256; written last
+    URL/staging/<run_id>.<nonce>/...    uploads in progress (never read)
+    URL/costmodel/costmodel.parquet|csv the shared table (bench.costmodel)
+
+A run is visible only once its MANIFEST.json exists, so an interrupted upload is invisible
+and can simply be repeated. The run id is derived from the content (the redacted run.json
+and the hashes of every file), so two writers of different runs never share a prefix, and
+two writers of the same run write the same bytes. Every file is written to staging,
+verified by re-reading it, then moved into place (an atomic rename locally, one atomic
+object copy on object stores); the manifest is moved last.
+
+Credentials come from each backend's usual environment and config files; nothing here
+writes them anywhere. Extra fsspec options: the `storage_options` argument, the JSON object
+in `$BENCH_STORE_OPTIONS`, and `$BENCH_S3_ENDPOINT_URL` for S3-compatible servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from bench.errors import BenchError, ResultError, StoreError
+from bench.redact import redact, redact_text
+from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
+
+MANIFEST_FILE = "MANIFEST.json"
+MANIFEST_VERSION = 1
+RUNS_DIR = "runs"
+STAGING_DIR = "staging"
+_TEXT_SUFFIXES = {".log", ".txt", ".yaml", ".yml", ".json", ".md", ".csv"}
+
+
+@dataclass
+class PreparedRun:
+    """A validated, redacted run ready to upload: its id, file bytes and manifest."""
+
+    source: Path
+    run_id: str
+    files: dict[str, bytes]
+    manifest: dict[str, Any]
+
+
+@dataclass
+class Uploaded:
+    run_id: str
+    source: Path
+    status: str  # "published" (new in the store) | "exists" (identical run already there)
+    n_files: int
+    size_bytes: int
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def prepare(run_dir: Path) -> PreparedRun:
+    """Validate a run folder, redact secrets, hash every file and derive the run id.
+
+    Raises ResultError for a malformed result or unknown schema and StoreError for a run
+    still running or one whose request files are missing.
+    """
+    run_dir = Path(run_dir)
+    result = read_summary(run_dir)
+    if result.status == "running":
+        raise StoreError(f"{run_dir}: run is still running (status 'running'); upload it when it ends")
+    for point in result.points:
+        if point.requests_file and not (run_dir / point.requests_file).is_file():
+            raise StoreError(f"{run_dir}: point {point.point_id}: missing {point.requests_file}")
+    clean = redact(result.model_dump(mode="json"))
+    parse_summary(clean, str(run_dir / SUMMARY_FILE))
+    files = {SUMMARY_FILE: (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()}
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir).as_posix()
+        if not path.is_file() or rel in (SUMMARY_FILE, MANIFEST_FILE) or _hidden(rel):
+            continue
+        data = path.read_bytes()
+        if path.suffix in _TEXT_SUFFIXES:
+            data = redact_text(data.decode("utf-8", errors="replace")).encode()
+        files[rel] = data
+    entries = [{"path": rel, "size": len(d), "sha256": sha256_hex(d)} for rel, d in sorted(files.items())]
+    digest = hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
+    run = RunResult.model_validate(clean)
+    run_id = "-".join(
+        [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(run.config.get("model")),
+         _slug(run.config.get("hardware_id")), digest[:12]]
+    )
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "run_id": run_id,
+        "content_sha256": digest,
+        "source_run_id": run.run_id,
+        "schema_version": run.schema_version,
+        "created_utc": run.created_utc,
+        "status": run.status,
+        "harness_version": run.harness.version,
+        "model": run.config.get("model"),
+        "hardware": run.config.get("hardware_id"),
+        "n_gpus": run.config.get("n_gpus"),
+        "engine": run.config.get("engine"),
+        "n_points": len(run.points),
+        "n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
+        "files": entries,
+    }
+    return PreparedRun(run_dir, run_id, files, manifest)
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def storage_options_for(url: str, explicit: dict | None = None) -> dict:
+    """fsspec options for a store URL: $BENCH_STORE_OPTIONS, $BENCH_S3_ENDPOINT_URL, then `explicit`."""
+    options: dict = {}
+    env = os.environ.get("BENCH_STORE_OPTIONS")
+    if env:
+        try:
+            options.update(json.loads(env))
+        except json.JSONDecodeError as e:
+            raise StoreError(f"$BENCH_STORE_OPTIONS is not a JSON object ({e.msg})") from None
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol in ("s3", "s3a") and os.environ.get("BENCH_S3_ENDPOINT_URL"):
+        options.setdefault("client_kwargs", {})["endpoint_url"] = os.environ["BENCH_S3_ENDPOINT_URL"]
+    if protocol in ("file", "local"):
+        options["auto_mkdir"] = True
+    options.update(explicit or {})
+    return options
+
+
+class Store:
+    """One store URL. Creating it touches nothing remote; each method does its own I/O."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        import fsspec
+
+        self.url = url
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
+        except (ImportError, ValueError) as e:
+            raise StoreError(f"{url}: cannot open store ({e})") from None
+        self.root = root.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    # -- reading ------------------------------------------------------------------------
+    def read_manifest(self, run_id: str) -> dict | None:
+        """The published manifest of a run, or None when the run is not (fully) published."""
+        try:
+            data = self._io(
+                "read manifest", self.fs.cat_file, self.path(RUNS_DIR, run_id, MANIFEST_FILE), missing_ok=True
+            )
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError:
+            raise StoreError(f"{self.url}: run {run_id}: MANIFEST.json is not valid JSON") from None
+
+    def manifests(self) -> list[dict]:
+        """Manifests of every published run, sorted by run id."""
+        self.fs.invalidate_cache()
+        pattern = self.path(RUNS_DIR, "*", MANIFEST_FILE)
+        try:
+            paths = self._io("list runs", self.fs.glob, pattern, missing_ok=True)
+        except FileNotFoundError:
+            return []
+        out = []
+        for p in sorted(paths):
+            manifest = self.read_manifest(p.rstrip("/").split("/")[-2])
+            if manifest is not None:
+                out.append(manifest)
+        return out
+
+    def read_file(self, run_id: str, rel: str, manifest: dict | None = None) -> bytes:
+        """One file of a published run, checked against the manifest's sha256."""
+        manifest = manifest or self.read_manifest(run_id)
+        if manifest is None:
+            raise StoreError(f"{self.url}: no published run {run_id}")
+        entry = next((e for e in manifest["files"] if e["path"] == rel), None)
+        if entry is None:
+            raise StoreError(f"{self.url}: run {run_id} has no file {rel}")
+        data = self._io("read", self.fs.cat_file, self.path(RUNS_DIR, run_id, rel))
+        if sha256_hex(data) != entry["sha256"]:
+            raise StoreError(f"{self.url}: run {run_id}: {rel} does not match its manifest checksum")
+        return data
+
+    def read_run(self, run_id: str, manifest: dict | None = None) -> RunResult:
+        data = self.read_file(run_id, SUMMARY_FILE, manifest)
+        return parse_summary(json.loads(data), f"{self.url}/{RUNS_DIR}/{run_id}/{SUMMARY_FILE}")
+
+    def iter_runs(self) -> Iterator[tuple[str, RunResult]]:
+        """(run_id, RunResult) of every published run."""
+        for manifest in self.manifests():
+            yield manifest["run_id"], self.read_run(manifest["run_id"], manifest)
+
+    # -- writing ------------------------------------------------------------------------
+    def upload(self, run: PreparedRun) -> Uploaded:
+        """Publish one prepared run; a no-op when the identical run is already published."""
+        size = sum(len(d) for d in run.files.values())
+        existing = self.read_manifest(run.run_id)
+        if existing is not None:
+            return self._existing(run, existing, size)
+        staging = self.path(STAGING_DIR, f"{run.run_id}.{uuid.uuid4().hex[:12]}")
+        try:
+            for rel, data in sorted(run.files.items()):
+                self._put_verified(f"{staging}/{rel}", data)
+            self._put_verified(f"{staging}/{MANIFEST_FILE}", manifest_bytes(run.manifest))
+            existing = self.read_manifest(run.run_id)
+            if existing is not None:  # another writer published it meanwhile
+                return self._existing(run, existing, size)
+            final = self.path(RUNS_DIR, run.run_id)
+            for rel, data in sorted(run.files.items()):
+                self._publish_file(f"{staging}/{rel}", f"{final}/{rel}", data)
+            self._publish_file(f"{staging}/{MANIFEST_FILE}", f"{final}/{MANIFEST_FILE}", manifest_bytes(run.manifest))
+        finally:
+            self._remove_quietly(staging)
+        return Uploaded(run.run_id, run.source, "published", len(run.files), size)
+
+    def put_bytes(self, rel: str, data: bytes) -> str:
+        """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its path."""
+        staged = self.path(STAGING_DIR, f"{uuid.uuid4().hex[:12]}.{rel.replace('/', '_')}")
+        try:
+            self._put_verified(staged, data)
+            self._publish_file(staged, self.path(rel), data)
+        finally:
+            self._remove_quietly(staged)
+        return self.path(rel)
+
+    def pull(self, dest: Path, hardware: str | None = None, model: str | None = None) -> list[Path]:
+        """Copy published runs (optionally one hardware / model) into DEST/<run_id>/; verified.
+
+        A run already complete in DEST (its MANIFEST.json matches) is not fetched again.
+        """
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        out = []
+        for manifest in self.manifests():
+            if hardware and manifest.get("hardware") != hardware:
+                continue
+            if model and manifest.get("model") != model:
+                continue
+            out.append(self._pull_one(manifest, dest))
+        return out
+
+    # -- internals ----------------------------------------------------------------------
+    def _pull_one(self, manifest: dict, dest: Path) -> Path:
+        run_id = manifest["run_id"]
+        target = dest / run_id
+        local = target / MANIFEST_FILE
+        if local.is_file() and local.read_bytes() == manifest_bytes(manifest):
+            return target
+        partial = dest / f".{run_id}.partial-{uuid.uuid4().hex[:8]}"
+        try:
+            for entry in manifest["files"]:
+                path = partial / entry["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.read_file(run_id, entry["path"], manifest))
+            (partial / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
+            if target.exists():
+                shutil.rmtree(target)
+            try:
+                os.rename(partial, target)
+            except OSError:
+                if not (target / MANIFEST_FILE).is_file():  # not a concurrent pull that won
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        return target
+
+    def _existing(self, run: PreparedRun, existing: dict, size: int) -> Uploaded:
+        if existing.get("content_sha256") != run.manifest["content_sha256"]:
+            raise StoreError(
+                f"{self.url}: run id {run.run_id} is already published with different content; refusing to overwrite"
+            )
+        return Uploaded(run.run_id, run.source, "exists", len(run.files), size)
+
+    def _put_verified(self, path: str, data: bytes) -> None:
+        self._io("write", self.fs.pipe_file, path, data)
+        self._verify(path, data)
+
+    def _publish_file(self, staged: str, final: str, data: bytes) -> None:
+        """Move one verified staged file into its published place, then check it there."""
+        self._io("publish", self.fs.mv, staged, final)
+        self._verify(final, data)
+
+    def _verify(self, path: str, data: bytes) -> None:
+        self.fs.invalidate_cache(path)
+        size = self._io("stat", self.fs.size, path)
+        remote = self._io("read back", self.fs.cat_file, path)
+        if size != len(data) or sha256_hex(remote) != sha256_hex(data):
+            raise StoreError(f"{self.url}: {path}: checksum mismatch after upload ({size} of {len(data)} bytes)")
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except Exception:  # staging leftovers are never read; a failed cleanup is harmless
+            pass
+
+    def _io(self, what: str, fn, *args, missing_ok: bool = False):
+        """Call one fsspec operation; backend errors become one-line StoreErrors.
+
+        With missing_ok, FileNotFoundError passes through for the caller to handle."""
+        try:
+            return fn(*args)
+        except BenchError:
+            raise
+        except FileNotFoundError:
+            if missing_ok:
+                raise
+            raise StoreError(f"{self.url}: {what} failed: not found: {args[0] if args else ''}") from None
+        except Exception as e:
+            raise StoreError(f"{self.url}: {what} failed: {type(e).__name__}: {_one_line(e)}") from None
+
+
+def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) -> list[Uploaded]:
+    """Validate every run first (any refusal uploads nothing), then publish each one."""
+    prepared = []
+    for run_dir in run_dirs:
+        try:
+            prepared.append(prepare(Path(run_dir)))
+        except ResultError as e:
+            raise StoreError(f"refused: {e}") from None
+    store = Store(url, storage_options)
+    return [store.upload(run) for run in prepared]
+
+
+def pull(url: str, dest: Path, hardware: str | None = None, model: str | None = None,
+         storage_options: dict | None = None) -> list[Path]:
+    """Fetch published runs into a local cache folder; returns the local run folders."""
+    return Store(url, storage_options).pull(dest, hardware=hardware, model=model)
+
+
+def ls(url: str, storage_options: dict | None = None) -> list[dict]:
+    """One row per published run: run_id, date, model, hardware, n_gpus, engine, ..."""
+    rows = []
+    for m in Store(url, storage_options).manifests():
+        rows.append({
+            "run_id": m["run_id"],
+            "date": (m.get("created_utc") or "")[:10],
+            "model": m.get("model"),
+            "hardware": m.get("hardware"),
+            "n_gpus": m.get("n_gpus"),
+            "engine": m.get("engine"),
+            "harness_version": m.get("harness_version"),
+            "status": m.get("status"),
+            "n_points": m.get("n_points"),
+            "n_valid_points": m.get("n_valid_points"),
+        })
+    return rows
+
+
+def default_cache_dir() -> Path:
+    """Where `bench pull` puts runs: $BENCH_CACHE_DIR/runs or ~/.cache/bench/runs."""
+    base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
+    return Path(base) / "runs"
+
+
+def _slug(value: Any) -> str:
+    text = re.sub(r"[^a-z0-9.]+", "-", str(value or "unknown").lower()).strip("-.")
+    return text[:40] or "unknown"
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]

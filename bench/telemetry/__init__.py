@@ -1,0 +1,73 @@
+"""Energy telemetry: interchangeable meters behind one window API (see base.py).
+
+    tel = open_telemetry("auto", hardware, gpu_indices=[0])
+    tel.start(); tel.idle_baseline(3.0); energy = tel.energy_between(t0, t1); tel.stop()
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Callable
+
+from bench.errors import ConfigError, TelemetryError
+from bench.telemetry.base import Measurement, NoMeter, TelemetrySession, per_token
+
+__all__ = ["open_telemetry", "TelemetrySession", "Measurement", "per_token", "METERS", "AUTO_ORDER"]
+
+# name -> "module:factory"; each factory raises TelemetryError with a one-line cause.
+METERS = {
+    "nvml": "bench.telemetry.nvml:open_meter",
+    "amdsmi": "bench.telemetry.amdsmi:open_meter",
+    "rapl": "bench.telemetry.rapl:open_meter",
+    "nominal": "bench.telemetry.nominal:open_meter",
+}
+AUTO_ORDER = ("nvml", "amdsmi", "rapl", "nominal")
+
+
+def open_meter(name: str, **context):
+    module, attr = METERS[name].split(":")
+    return getattr(importlib.import_module(module), attr)(**context)
+
+
+def open_telemetry(
+    requested: str = "auto",
+    hardware=None,
+    gpu_indices: list[int] | None = None,
+    interval_s: float = 0.1,
+    nvml=None,
+    clock: Callable[[], float] = time.perf_counter,
+    *,
+    amdsmi=None,
+    rapl_root: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TelemetrySession:
+    """A session over the requested meter (not yet started).
+
+    "auto" tries nvml, amdsmi, rapl, nominal in turn and records why each was passed over;
+    rapl is skipped when GPU indices are given (it measures the CPU package, not the GPUs).
+    A meter requested by name that cannot work raises TelemetryError.
+    """
+    if requested != "none" and requested != "auto" and requested not in METERS:
+        raise ConfigError(f"unknown energy meter '{requested}' (known: auto, none, {', '.join(METERS)})")
+    context = dict(hardware=hardware, gpu_indices=gpu_indices, nvml=nvml, amdsmi=amdsmi, rapl_root=rapl_root)
+    notes: list[str] = []
+    meter = None
+    if requested == "none":
+        meter = NoMeter()
+    elif requested != "auto":
+        meter = open_meter(requested, **context)
+    else:
+        for name in AUTO_ORDER:
+            if name == "rapl" and gpu_indices:
+                notes.append("rapl: skipped (GPU benchmark; RAPL measures the CPU package)")
+                continue
+            try:
+                meter = open_meter(name, **context)
+                break
+            except TelemetryError as e:
+                notes.append(str(e))
+        if meter is None:
+            notes.append("no energy meter available: energy_method none")
+            meter = NoMeter()
+    return TelemetrySession(meter, interval_s=interval_s, clock=clock, sleep=sleep, requested=requested, notes=notes)

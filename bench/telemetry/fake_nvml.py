@@ -1,0 +1,160 @@
+"""A fake `pynvml` for tests: the real module's constants and NVMLError, scripted boards.
+
+It behaves like NVML where the harness depends on it: calls before `nvmlInit` raise
+NVML_ERROR_UNINITIALIZED; the energy counter is an integer in mJ since "driver load" and
+raises NVML_ERROR_NOT_SUPPORTED below Volta; power is an integer in mW, optionally a
+running average over `power_avg_s` (Ampere and newer average over ~1 s); the counter may
+update only every `counter_period_s`; a reset restarts the counter from zero. Time comes
+from an injectable clock, so a test scripts a power profile and reads back exact energy.
+
+    clock = FakeClock()
+    nvml = FakeNvml([FakeGpu(profile=[(0, 100.0), (10, 300.0)])], clock=clock)
+    open_telemetry("nvml", nvml=nvml, clock=clock)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pynvml as _real  # constants and the error class only; never initialised here
+
+NVMLError = _real.NVMLError
+_CONSTANTS = {k: getattr(_real, k) for k in dir(_real) if k.startswith(("NVML_ERROR_", "NVML_DEVICE_ARCH_", "NVML_FI_", "NVMLError_"))}
+
+
+class FakeClock:
+    """A manual perf_counter: `clock()` reads, `advance(dt)`/`sleep(dt)` move it (s)."""
+
+    def __init__(self, t_s: float = 0.0):
+        self.t_s = t_s
+
+    def __call__(self) -> float:
+        return self.t_s
+
+    def advance(self, dt_s: float) -> None:
+        self.t_s += dt_s
+
+    sleep = advance
+
+
+@dataclass
+class FakeGpu:
+    """One scripted board. `profile`: [(t_start_s, watts), ...], piecewise constant."""
+
+    name: str = "NVIDIA H100 80GB HBM3"
+    arch: int = _real.NVML_DEVICE_ARCH_HOPPER
+    profile: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 100.0)])
+    power_avg_s: float = 0.0  # 0 = instantaneous; ~1.0 models Ampere+ averaging
+    counter_period_s: float = 0.0  # 0 = continuous counter; else updates on this grid
+    counter_offset_mj: int = 0  # counter value at t=0
+    errors: dict[str, int] = field(default_factory=dict)  # function name -> NVML_ERROR_* to raise
+
+    def energy_since_zero_j(self, t_s: float) -> float:
+        """Exact integral of the profile from t=0 to t_s (J)."""
+        total = 0.0
+        steps = sorted(self.profile) + [(float("inf"), 0.0)]
+        for (start, watts), (nxt, _) in zip(steps, steps[1:]):
+            lo, hi = max(start, 0.0), min(nxt, t_s)
+            if hi > lo:
+                total += watts * (hi - lo)
+        return total
+
+    def power_at_w(self, t_s: float) -> float:
+        watts = 0.0
+        for start, w in sorted(self.profile):
+            if start <= t_s:
+                watts = w
+        return watts
+
+
+class _Handle:
+    def __init__(self, index: int):
+        self.index = index
+
+
+class FakeNvml:
+    """Module-like object: pass it where the code expects `pynvml`."""
+
+    def __init__(self, gpus: list[FakeGpu], clock=None, driver_version: str = "550.54.15", init_error: int | None = None):
+        self.__dict__.update(_CONSTANTS)
+        self.NVMLError = NVMLError
+        self.gpus = gpus
+        self.clock = clock or FakeClock()
+        self.driver_version = driver_version
+        self.init_error = init_error
+        self.initialized = 0
+        self._reset_at_j = [0.0] * len(gpus)  # profile energy at the last reset
+        self._was_reset = [False] * len(gpus)
+        self.calls: list[str] = []
+
+    # scripting ------------------------------------------------------------------------
+    def reset_counter(self, index: int) -> None:
+        """The driver was reloaded: the energy counter restarts from zero now."""
+        self._reset_at_j[index] = self.gpus[index].energy_since_zero_j(self.clock())
+        self._was_reset[index] = True
+
+    # the pynvml API -------------------------------------------------------------------
+    def nvmlInit(self):
+        self.calls.append("nvmlInit")
+        if self.init_error is not None:
+            raise NVMLError(self.init_error)
+        self.initialized += 1
+
+    def nvmlShutdown(self):
+        self.calls.append("nvmlShutdown")
+        self._check()
+        self.initialized -= 1
+
+    def nvmlSystemGetDriverVersion(self):
+        self._check()
+        return self.driver_version
+
+    def nvmlDeviceGetCount(self):
+        self._check()
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        self._check()
+        if not 0 <= index < len(self.gpus):
+            raise NVMLError(_real.NVML_ERROR_INVALID_ARGUMENT)
+        return _Handle(index)
+
+    def nvmlDeviceGetName(self, handle):
+        return self._gpu(handle, "nvmlDeviceGetName").name
+
+    def nvmlDeviceGetArchitecture(self, handle):
+        return self._gpu(handle, "nvmlDeviceGetArchitecture").arch
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        gpu = self._gpu(handle, "nvmlDeviceGetTotalEnergyConsumption")
+        if gpu.arch < _real.NVML_DEVICE_ARCH_VOLTA:
+            raise NVMLError(_real.NVML_ERROR_NOT_SUPPORTED)
+        t_s = self.clock()
+        if gpu.counter_period_s > 0:
+            t_s = (t_s // gpu.counter_period_s) * gpu.counter_period_s
+        i = handle.index
+        joules = gpu.energy_since_zero_j(t_s) - self._reset_at_j[i]
+        offset = 0 if self._was_reset[i] else gpu.counter_offset_mj
+        return int(max(joules, 0.0) * 1000) + offset
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        gpu = self._gpu(handle, "nvmlDeviceGetPowerUsage")
+        t_s = self.clock()
+        if gpu.power_avg_s > 0:
+            lo = max(t_s - gpu.power_avg_s, 0.0)
+            watts = (gpu.energy_since_zero_j(t_s) - gpu.energy_since_zero_j(lo)) / max(t_s - lo, 1e-9)
+        else:
+            watts = gpu.power_at_w(t_s)
+        return int(watts * 1000)
+
+    def _check(self):
+        if self.initialized <= 0:
+            raise NVMLError(_real.NVML_ERROR_UNINITIALIZED)
+
+    def _gpu(self, handle, fn: str) -> FakeGpu:
+        self._check()
+        self.calls.append(fn)
+        gpu = self.gpus[handle.index]
+        if fn in gpu.errors:
+            raise NVMLError(gpu.errors[fn])
+        return gpu

@@ -1,0 +1,43 @@
+"""Plain aligned text tables for the CLI: no colours, no box drawing, easy to grep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+Column = str | tuple[str, str]  # key, or (key, header)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], gap: int = 2) -> str:
+    """Rows (mappings) as an aligned table with a header line and a dashed rule.
+
+    A column is a key, or (key, header). Numbers are right-aligned, text left-aligned;
+    None prints as "-", booleans as yes/no, floats with 4 significant digits (format
+    them beforehand for anything else). Missing keys print as "-".
+    """
+    cols = [(c, c) if isinstance(c, str) else c for c in columns]
+    cells = [[_cell(row.get(key)) for key, _ in cols] for row in rows]
+    right = [bool(rows) and all(_numeric(r.get(k)) or r.get(k) is None for r in rows) for k, _ in cols]
+    widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, (_, h) in enumerate(cols)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
+        return (" " * gap).join(parts).rstrip()
+
+    out = [line([h for _, h in cols]), line(["-" * w for w in widths])]
+    out += [line(c) for c in cells]
+    return "\n".join(out)

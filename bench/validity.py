@@ -1,0 +1,84 @@
+"""Does a load point measure what it claims? measurement.md section 5. Pure: no I/O.
+
+    valid, reasons = check_point(metrics, load, point_run.facts(),
+                                 server_counters={"generation_tokens": d_gen, "prompt_tokens": d_prompt},
+                                 client_counters=point_run.client_token_counts(),
+                                 energy=energy)
+
+`server_counters` are deltas of vLLM's `/metrics` counters (`vllm:generation_tokens_total`,
+`vllm:prompt_tokens_total`) over an interval; `client_counters` are the client's counts over
+the SAME interval: every request that ran in it, warm-up included. The caller owns that
+pairing (`PointRun.client_token_counts()` matches counters read just before warm-up and
+just after the last request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits a valid point stays within."""
+
+    max_error_rate: float = 0.01  # failed / measured
+    max_token_mismatch: float = 0.01  # |client - server| / server
+    min_rate_fraction: float = 0.9  # achieved / target request rate
+    # p99 of fewer than 100 values is the largest or second-largest sample. Small CPU
+    # smoke runs will trip this on purpose; lower it for them explicitly.
+    min_requests_for_p99: int = 100
+
+
+def _mismatch(client: float, server: float) -> float:
+    if server == 0:
+        return 0.0 if client == 0 else float("inf")
+    return abs(client - server) / server
+
+
+def check_point(metrics: dict, load: dict, facts: dict, server_counters: dict | None = None,
+                client_counters: dict | None = None, energy: dict | None = None,
+                thresholds: Thresholds = Thresholds()) -> tuple[bool, list[str]]:
+    """(valid, reasons): reasons are short human-readable strings; valid iff there are none.
+
+    `metrics` from `bench.metrics.summarize`; `load` the load dict; `facts` from
+    `PointRun.facts()`; `energy` a telemetry dict with `energy_valid` and, when false,
+    its reasons in `energy_invalid_reasons` (or `reasons`).
+    """
+    th = thresholds
+    reasons: list[str] = []
+    target_c = facts.get("target_concurrency")
+    if load.get("kind") == "concurrency" and target_c:
+        peak = facts.get("max_in_flight", 0)
+        if peak < target_c or not facts.get("target_reached", True):
+            reasons.append(f"client saturation: in-flight peaked at {peak}, target {target_c}")
+    target_r = facts.get("target_rate_rps")
+    if load.get("kind") == "rate" and target_r and target_r != float("inf"):
+        achieved = facts.get("achieved_rate_rps")
+        if achieved is None or achieved < th.min_rate_fraction * target_r:
+            shown = "n/a" if achieved is None else f"{achieved:.3g}"
+            reasons.append(f"client saturation: achieved {shown} req/s, target {target_r:.3g} req/s "
+                           f"(< {th.min_rate_fraction:.0%})")
+    if server_counters and client_counters:
+        for key, label in (("generation_tokens", "output"), ("prompt_tokens", "prompt")):
+            s, c = server_counters.get(key), client_counters.get(key)
+            if s is None or c is None:
+                continue
+            m = _mismatch(c, s)
+            if m > th.max_token_mismatch:
+                reasons.append(f"token mismatch: client counted {c} {label} tokens, server {s:g} "
+                               f"({m:.1%} > {th.max_token_mismatch:.0%})")
+    n = metrics.get("n_measured", 0)
+    err = metrics.get("error_rate")
+    if n == 0:
+        reasons.append("no measured requests")
+    elif err is not None and err > th.max_error_rate:
+        reasons.append(f"error rate {err:.1%} above {th.max_error_rate:.0%} "
+                       f"({metrics.get('n_failed')} of {n} failed)")
+    if 0 < n < th.min_requests_for_p99:
+        reasons.append(f"fewer than {th.min_requests_for_p99} requests: p99 unstable")
+    if metrics.get("window_fallback"):
+        reasons.append("no steady-state window: throughput over the whole span")
+    if energy and energy.get("energy_valid") is False:
+        more = energy.get("energy_invalid_reasons") or energy.get("reasons") or ["energy invalid"]
+        reasons.extend(f"energy: {r}" for r in more)
+    return not reasons, reasons

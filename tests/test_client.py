@@ -1,0 +1,171 @@
+"""The streaming client and the load driver against the fake server, whose emit times are known."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from bench.load.client import ClientConfig, StreamingClient, _StreamParser
+from bench.load.driver import run_point_sync
+from bench.load.records import RequestRecord
+from bench.load.workload import RandomWorkload
+from bench.testing.fake_server import FakeServer, FakeServerConfig
+
+TOL_S = 0.001  # client stamps vs the server's write times
+
+
+def _run(cfg: FakeServerConfig, load: dict, n_warmup: int, n: int, out_len: int = 8, endpoint="completions",
+         mode="process", **kw):
+    wl = RandomWorkload(12, out_len, 500, seed=3, as_text=endpoint == "chat")
+    with FakeServer(cfg, mode=mode) as srv:
+        pr = run_point_sync(srv.base_url, cfg.model, wl, load, n_warmup, n, endpoint=endpoint, **kw)
+        return pr, srv.emits()
+
+
+def _server_view(pr, emits, rec):
+    e = emits[f"{pr.client['request_id_prefix']}-{rec.request_id}"]
+    tok = [(t, n) for t, n in e["chunks"] if n > 0]
+    return e["t_recv"], [t for t, _ in tok], [n for _, n in tok]
+
+
+@pytest.mark.parametrize(
+    "cfg,endpoint",
+    [
+        (FakeServerConfig(ttft_s=0.03, itl_s=0.004), "completions"),
+        (FakeServerConfig(ttft_s=0.02, itl_s=0.006, tokens_per_chunk=3), "completions"),
+        (FakeServerConfig(ttft_s=0.04, itl_s=0.005, role_chunk_lead_s=0.03, empty_chunks=True, empty_text=True),
+         "chat"),
+    ],
+    ids=["one-token-chunks", "multi-token-chunks", "chat-role-empty-chunks"],
+)
+def test_timing_matches_server_emits(cfg, endpoint):
+    pr, emits = _run(cfg, {"kind": "concurrency", "concurrency": 4}, 2, 12, out_len=10, endpoint=endpoint)
+    assert all(r.ok for r in pr.records), [r.error for r in pr.records]
+    for rec in pr.records:
+        t_recv, s_t, s_n = _server_view(pr, emits, rec)
+        assert rec.chunk_tokens == s_n  # same token-bearing chunks, same token counts
+        assert rec.n_out == 10 and sum(rec.chunk_tokens) == 10 and rec.token_source == "usage"
+        lag = np.asarray(rec.chunk_t) - np.asarray(s_t)
+        assert lag.min() >= 0 and lag.max() < TOL_S, lag
+        # TTFT is never stamped on the role-only / empty chunks the server wrote earlier
+        assert abs(rec.t_first - s_t[0]) < TOL_S
+        assert rec.ttft_s >= s_t[0] - t_recv
+        s_tpot = (s_t[-1] - s_t[0]) / (10 - 1)
+        assert abs(rec.tpot_s - s_tpot) < TOL_S
+        s_itl = [(s_t[i] - s_t[i - 1]) / s_n[i] for i in range(1, len(s_t))]
+        assert np.allclose(rec.itl_s, s_itl, atol=TOL_S)
+        # invariant: e2e - ttft == sum(itl x tokens of its chunk)
+        assert rec.e2e_s - rec.ttft_s == pytest.approx(
+            sum(i * n for i, n in zip(rec.itl_s, rec.chunk_tokens[1:])), abs=1e-9)
+    if cfg.tokens_per_chunk == 3:
+        rec = pr.records[-1]
+        assert rec.chunk_tokens == [3, 3, 3, 1]
+        assert rec.itl_s[0] == pytest.approx((rec.chunk_t[1] - rec.chunk_t[0]) / 3)
+
+
+def test_failed_requests_are_recorded_not_raised():
+    cfg = FakeServerConfig(ttft_s=0.005, itl_s=0.001, fail_http_every=3, cut_stream_every=4, short_every=5)
+    pr, _ = _run(cfg, {"kind": "concurrency", "concurrency": 1}, 0, 10, mode="thread")
+    errors = {r.request_id: r.error for r in pr.records}
+    assert [i for i, e in errors.items() if e is None] == [0, 1, 6]
+    assert all(errors[i].startswith("HTTP 500") for i in (2, 5, 8))
+    assert all("payload is not completed" in errors[i] for i in (3, 7))
+    assert errors[4] == errors[9] == "fewer tokens than asked: 7 of 8"
+    assert all("\n" not in e for e in errors.values() if e)
+
+
+def test_timeout_and_unreachable_server_are_errors():
+    pr, _ = _run(FakeServerConfig(ttft_s=5.0), {"kind": "concurrency", "concurrency": 2}, 0, 2,
+                 mode="thread", timeout_s=0.3)
+    assert [r.error for r in pr.records] == ["timeout after 0.3 s"] * 2
+    wl = RandomWorkload(4, 4, 100)
+    pr = run_point_sync("http://127.0.0.1:9", "m", wl, {"kind": "concurrency", "concurrency": 2}, 0, 3)
+    assert all(r.error and "onnect" in r.error for r in pr.records)
+
+
+@pytest.mark.parametrize("continuous,ids,source", [(False, True, "token_ids"), (False, False, "text_chunks")])
+def test_token_count_fallbacks(continuous, ids, source):
+    cfg = FakeServerConfig(ttft_s=0.005, itl_s=0.001, tokens_per_chunk=2 if ids else 1,
+                           continuous_usage=continuous, token_ids=ids)
+    pr, _ = _run(cfg, {"kind": "concurrency", "concurrency": 2}, 0, 4, mode="thread")
+    for r in pr.records:
+        assert r.ok and r.token_source == source and r.n_out == 8  # n_out from the final usage chunk
+        assert sum(r.chunk_tokens) == 8 and r.n_in == 12
+
+
+def test_concurrency_window_and_in_flight():
+    pr, _ = _run(FakeServerConfig(ttft_s=0.01, itl_s=0.002), {"kind": "concurrency", "concurrency": 3}, 2, 9,
+                 mode="thread")
+    meas = pr.measured
+    assert pr.max_in_flight == 3 and pr.target_reached and pr.target_concurrency == 3
+    assert pr.window_t0_s == meas[2].t_send  # the third concurrent send fills the target
+    assert pr.window_t1_s == max(r.t_send for r in meas)
+    assert pr.span_t0_s == meas[0].t_send and pr.span_t1_s == max(r.t_last for r in meas)
+    assert all(r.t_last < meas[0].t_send for r in pr.records if r.phase == "warmup")
+    assert pr.client_token_counts() == {"generation_tokens": 11 * 8, "prompt_tokens": 11 * 12}
+
+
+def test_rate_load_window_and_progress():
+    calls = []
+    pr, _ = _run(FakeServerConfig(ttft_s=0.005, itl_s=0.001),
+                 {"kind": "rate", "rate_rps": 100.0, "arrival": "poisson"}, 1, 30, mode="thread",
+                 progress=lambda d, t: calls.append((d, t)))
+    sends = sorted(r.t_send for r in pr.measured)
+    assert (pr.window_t0_s, pr.window_t1_s) == (sends[0], sends[-1])
+    assert pr.target_rate_rps == 100.0 and 40 < pr.achieved_rate_rps < 250
+    assert calls[-1] == (31, 31) and len(calls) == 31
+
+
+def test_chat_needs_text_prompts():
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="chat endpoint needs a text workload"):
+        run_point_sync("http://127.0.0.1:9", "m", RandomWorkload(4, 4, 100), {"kind": "concurrency", "concurrency": 1},
+                       0, 1, endpoint="chat")
+
+
+def _parse(chunks: list[bytes], n_out_expected=3) -> RequestRecord:
+    rec = RequestRecord(0, "measured", 4, n_out_expected)
+    p = _StreamParser(rec)
+    for i, c in enumerate(chunks):
+        p.feed(c, float(i))
+    p.finish()
+    return rec
+
+
+def _ev(obj) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def test_parser_split_reads_comments_and_crlf():
+    u = lambda n: {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": 4 + n}  # noqa: E731
+    c = lambda n: {"choices": [{"index": 0, "text": ""}], "usage": u(n)}  # noqa: E731
+    whole = _ev(c(1)) + b": ping\n\n" + _ev(c(1)) + _ev(c(3)).replace(b"\n", b"\r\n")
+    rec = _parse([whole[:7], whole[7:40], whole[40:], _ev({"choices": [], "usage": u(3)}), b"data: [DONE]\n\n"])
+    assert rec.ok and rec.n_out == 3 and rec.n_in == 4
+    assert rec.chunk_tokens == [1, 2]  # the repeated cumulative count is no token
+    assert rec.chunk_t == [2.0, 2.0] and rec.t_first == 2.0  # stamped at the read that completed the line
+
+
+def test_parser_server_error_and_missing_done():
+    rec = _parse([_ev({"error": {"message": "boom\nline2", "code": 500}}), b"data: [DONE]\n\n"])
+    assert rec.error == "server error: boom line2"
+    rec = _parse([_ev({"choices": [{"index": 0, "text": "x", "token_ids": [1, 2, 3]}]})])
+    assert rec.error == "stream ended before [DONE]" and rec.n_out == 3 and rec.token_source == "token_ids"
+
+
+def test_request_body_matches_vllm_protocol():
+    client = StreamingClient("http://x/", "m", ClientConfig(temperature=1.0))
+    body = json.loads(client.body([1, 2, 3], 7))
+    assert body == {"model": "m", "max_tokens": 7, "temperature": 1.0, "stream": True, "ignore_eos": True,
+                    "prompt": [1, 2, 3], "return_token_ids": True,
+                    "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    assert client.url == "http://x/v1/completions"
+    chat = StreamingClient("http://x", "m", ClientConfig(endpoint="chat"))
+    assert json.loads(chat.body("hi", 2))["messages"] == [{"role": "user", "content": "hi"}]
+    with pytest.raises(ValueError):
+        chat.body([1], 2)
+    asyncio.run(asyncio.sleep(0))
