@@ -43,6 +43,7 @@ _STRING_COLUMNS = {
     "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
 }
 _BOOL_COLUMNS = {"measured", "valid"}
+_INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests"}
 _PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 
 ScenariosFn = Callable[[str], dict[str, Any]]  # hardware id -> {scenario name: scenario}
@@ -57,33 +58,43 @@ class CostModelBuild:
 
 
 def precision_label(config: dict) -> str:
-    """Weight/compute precision of a run: the quantization when set ("fp8"), else the dtype."""
+    """Precision of an engine configuration: the runner's label ("bf16", "fp8", "bf16+fp8-kv")
+    when stored, else the quantization when set, else the dtype."""
+    if config.get("precision"):
+        return str(config["precision"])
     if config.get("quantization"):
         return str(config["quantization"])
     dtype = str(config.get("dtype") or "auto")
     return _PRECISION_NAMES.get(dtype, dtype)
 
 
+def point_config(run: RunResult, point_engine_config_id: str) -> dict:
+    """The engine configuration of one point: the run's top-level fields, overridden by its
+    entry in `config.engine_configs` when the run has several configurations."""
+    cfg = dict(run.config)
+    cfg.update((run.config.get("engine_configs") or {}).get(point_engine_config_id) or {})
+    return cfg
+
+
 def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None) -> list[dict]:
     """Base columns (no cost) for each valid, ok point of one run."""
     model_info = model_info or catalog_model_info
-    cfg, prov = run.config, run.provenance
-    n_gpus = int(cfg.get("n_gpus") or 1)
-    info = model_info(cfg.get("model"))
+    prov = run.provenance
     rows = []
     for p in run.points:
         if p.status != "ok" or not p.valid:
             continue
+        cfg = point_config(run, p.engine_config_id)
+        n_gpus = int(cfg.get("n_gpus") or 1)
         m, e = p.metrics, p.energy
-        kind = p.load.get("kind")
         row = {
             "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
-            "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **info,
+            "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
             "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
             "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
             "engine": cfg.get("engine"), "engine_version": prov.get("engine_version"),
-            "isl": _first(p.workload, "isl", "input_len"), "osl": _first(p.workload, "osl", "output_len"),
-            "load_kind": kind, "concurrency": p.load.get("concurrency"),
+            "isl": _first(p.workload, "input_len", "isl"), "osl": _first(p.workload, "output_len", "osl"),
+            "load_kind": p.load.get("kind"), "concurrency": p.load.get("concurrency"),
             "rate_rps": _first(p.load, "rate_rps", "rate"), "n_requests": p.n_requests,
             "output_tok_s_per_gpu": _div(m.get("output_tok_s"), n_gpus),
             "avg_power_w_per_gpu": _div(e.get("avg_power_w"), n_gpus),
@@ -136,10 +147,10 @@ def build_table(
     unknown = sorted(set(scenario_names or ()) - seen)
     if unknown and rows:
         raise ConfigError(f"unknown cost scenario(s) {', '.join(unknown)} (known: {', '.join(sorted(seen))})")
-    return _normalize(rows)
+    return rows_to_frame(rows)
 
 
-def _normalize(rows: list[dict]) -> pd.DataFrame:
+def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
     """Fixed column order (base, then scenario columns sorted), sorted rows, stable dtypes."""
     extra = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and not k.startswith("_")},
                    key=lambda c: (c.split("__", 1)[-1], SCENARIO_FIELDS.index(c.split("__", 1)[0])))
@@ -150,6 +161,8 @@ def _normalize(rows: list[dict]) -> pd.DataFrame:
             frame[c] = frame[c].astype("string")
         elif c in _BOOL_COLUMNS:
             frame[c] = frame[c].astype("boolean")
+        elif c in _INT_COLUMNS:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").round().astype("Int64")
         else:
             frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
     frame = frame.sort_values(SORT_KEYS, kind="mergesort", na_position="last").reset_index(drop=True)
@@ -190,10 +203,23 @@ def runs_from_store(url: str, storage_options: dict | None = None) -> list[tuple
     return list(Store(url, storage_options).iter_runs())
 
 
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Run folders named directly (holding run.json) or found anywhere below the given folders."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "run.json").is_file() or path.name == "run.json":
+            found.append(path if path.is_dir() else path.parent)
+        elif path.is_dir():
+            found += sorted(p.parent for p in path.rglob("run.json") if not _hidden_below(p, path))
+        else:
+            raise ConfigError(f"{path}: not a run folder or a folder of runs")
+    return found
+
+
 def runs_from_dirs(run_dirs: Iterable[Path]) -> list[tuple[str, RunResult]]:
-    """Local run folders; a folder pulled from a store keeps its store run id (MANIFEST.json)."""
+    """Local run folders (or folders of them); a folder pulled from a store keeps its store run id."""
     out = []
-    for run_dir in run_dirs:
+    for run_dir in find_run_dirs(run_dirs):
         run = read_summary(Path(run_dir))
         manifest = Path(run_dir) / "MANIFEST.json"
         run_id = json.loads(manifest.read_text())["run_id"] if manifest.is_file() else run.run_id
@@ -244,6 +270,10 @@ def _default_cost_fn() -> CostFn:
     from bench.cost import cost_for_point
 
     return cost_for_point
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _first(d: dict, *keys: str) -> Any:

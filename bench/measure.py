@@ -69,7 +69,7 @@ def build_point_result(
     cost = _default_cost(hardware, metrics, energy, n_gpus)
     valid, reasons = check_point(
         metrics, point.load, run_facts,
-        server_counters=server_delta, client_counts=client_tokens_in_counter_interval, energy=energy or None,
+        server_counters=server_delta, client_counters=client_tokens_in_counter_interval, energy=energy or None,
     )
     failed = [r for r in records if r.phase == "measured" and not r.ok]
     return PointResult(

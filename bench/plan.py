@@ -31,11 +31,12 @@ from bench.errors import ConfigError
 
 ENGINES = ("vllm", "vllm-offline", "hf", "endpoint")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
 def safe_id(text: str) -> str:
-    """`text` reduced to [A-Za-z0-9._-] so it can be a file name."""
+    """`text` reduced to [A-Za-z0-9.-]: a file-name-safe part of a point id, in which "_"
+    only ever separates the parts (config, workload, load, repeat)."""
     return _ID_UNSAFE.sub("-", text).strip("-") or "x"
 
 
@@ -160,28 +161,43 @@ def _kind_of(default: str):
 OneOrMany = Annotated[list[int], BeforeValidator(_listify)]
 
 
+Span = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+
+
 class RandomWorkload(_Strict):
-    """Token-exact random prompts; lengths in tokens."""
+    """Token-exact random prompts; lengths in tokens, ranges (low, high) inclusive."""
 
     kind: Literal["random"] = "random"
     input_len: int = Field(ge=1)
     output_len: int = Field(ge=1)
-    input_len_range: float = Field(0.0, ge=0, lt=1)  # input lengths vary +- this fraction
-    seed: int | None = None  # default: the sweep's seed
+    input_len_range: Span | None = None  # lengths drawn uniformly in it; None: input_len
+    output_len_range: Span | None = None
+    as_text: bool = False  # word prompts (about a token a word), for the chat endpoint
+    seed: int | None = None  # default: the sweep's seed + the repeat index
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomWorkload:
+        for span in (self.input_len_range, self.output_len_range):
+            if span and span[0] > span[1]:
+                raise ValueError(f"range {list(span)} must be [low, high] with low <= high")
+        return self
 
     def tag(self) -> str:
-        rng = f"x{self.input_len_range:g}" if self.input_len_range else ""
-        seed = f"-s{self.seed}" if self.seed is not None else ""
-        return f"rand-{self.input_len}{rng}-{self.output_len}{seed}"
+        tag = f"rand-{self.input_len}-{self.output_len}"
+        tag += f"-i{self.input_len_range[0]}-{self.input_len_range[1]}" if self.input_len_range else ""
+        tag += f"-o{self.output_len_range[0]}-{self.output_len_range[1]}" if self.output_len_range else ""
+        return tag + ("-text" if self.as_text else "") + (f"-s{self.seed}" if self.seed is not None else "")
 
 
 class FileWorkload(_Strict):
-    """Prompts from a JSONL file; `max_input_len` (tokens) lets preflight check the context."""
+    """Prompts from a JSONL file. `max_input_len` (tokens) only informs preflight; it is not
+    passed to the workload."""
 
     kind: Literal["file"]
     path: str
     output_len: int | None = Field(None, ge=1)
     max_input_len: int | None = Field(None, ge=1)
+    seed: int | None = None
 
     def tag(self) -> str:
         stem = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
@@ -306,9 +322,10 @@ class SweepSpec(_Strict):
     workloads: Annotated[list[Workload], Field(min_length=1)]
     loads: Annotated[list[Load], Field(min_length=1)]
     repeats: int = Field(1, ge=1)
-    n_warmup: int | None = Field(None, ge=0)  # default: one per concurrent slot
-    n_requests: int = Field(64, ge=1)
-    requests_per_concurrency: int | None = Field(None, ge=1)  # n = this x concurrency
+    n_warmup: int | None = Field(None, ge=0)  # default: the load level (one per slot)
+    n_requests: int | None = Field(None, ge=1)  # fixed per point; default: the rule below
+    requests_per_concurrency: int = Field(4, ge=1)  # n = max(min_requests, this x level)
+    min_requests: int = Field(16, ge=1)
     seed: int = 0
     endpoint: Literal["completions", "chat"] = "completions"
     slo: SLO | Literal["catalog"] | None = None
@@ -356,16 +373,37 @@ def precision_fields(name: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- loading and overrides
 
-# Override shorthands (what single-run CLI options produce) -> the sweep key they replace.
+# Override shorthands (the names single-run CLI options use) -> the sweep key they set.
 _SHORTHANDS = {
     "model": "models",
     "precision": "precisions",
-    "dtype": "precisions",
+    "requests": "n_requests",
+    "hardware_id": "hardware",
+    "out_dir": "out",
     "tensor_parallel_size": "engine_args.tensor_parallel_size",
     "max_num_seqs": "engine_args.max_num_seqs",
     "max_model_len": "engine_args.max_model_len",
     "extra_args": "engine_args.extra",
 }
+_PRECISION_OPTIONS = ("dtype", "quantization", "kv_cache_dtype")
+
+
+def overrides_from_options(options: dict[str, Any]) -> dict[str, Any]:
+    """CLI option values (as `bench run`/`bench sweep` name them) -> an override dict.
+
+    None values are dropped. `engine_args` here is the dict of pass-through engine
+    arguments (`--engine-arg K=V`), not the sweep section; `dtype`, `quantization` and
+    `kv_cache_dtype` together replace `precisions` by the one precision they describe."""
+    out = {k: v for k, v in options.items() if v is not None and k not in _PRECISION_OPTIONS}
+    if "engine_args" in out:
+        out["extra_args"] = out.pop("engine_args") or None
+    given = {k: options.get(k) for k in _PRECISION_OPTIONS if options.get(k) is not None}
+    if given:
+        parts = [given.get("dtype", "auto")]
+        parts += ["fp8"] if given.get("quantization") else []
+        parts += ["fp8-kv"] if given.get("kv_cache_dtype") == "fp8" else []
+        out["precisions"] = ["+".join(parts)]
+    return out
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -485,13 +523,13 @@ def build_plan(sweep: SweepSpec, hardware: Any = None, n_devices: int = 1, catal
     for cfg in configs:
         cid, model = cfg.config_id(), catalog.get_model(cfg.model)
         n_before = len(points)
-        for wl_tag, wl in workloads:
+        for wl_tag, wl_full, wl_run in workloads:
             for load in loads:
                 verdict = preflight.check_point(
-                    cfg, model, wl, load, target, sweep.preflight.memory_fraction, sweep.preflight.kv_overflow
+                    cfg, model, wl_full, load, target, sweep.preflight.memory_fraction, sweep.preflight.kv_overflow
                 )
                 for rep in range(sweep.repeats):
-                    point = _point(sweep, cid, model, wl_tag, wl, load, rep, verdict.notes)
+                    point = _point(sweep, cid, model, wl_tag, wl_run, load, rep, verdict.notes)
                     if verdict.reason:
                         skipped.append(Skipped(point=point, reason=verdict.reason))
                     else:
@@ -525,17 +563,17 @@ def plan_from_options(
 ) -> Plan:
     """The plan of one `bench run`: the same path as a sweep, from single-run options.
 
-    `options` are any override keys (see `apply_overrides`): weights, precision/dtype,
-    n_requests, requests_per_concurrency, n_warmup, engine, endpoint_url,
-    tensor_parallel_size, max_num_seqs, max_model_len, extra_args, seed, endpoint, slo,
-    telemetry, out, name, ..."""
+    `options` are CLI option values (see `overrides_from_options`) or override keys (see
+    `apply_overrides`): weights, dtype, quantization, kv_cache_dtype, n_requests, n_warmup,
+    engine, endpoint_url, tensor_parallel_size, max_num_seqs, max_model_len, engine_args
+    (pass-through dict), seed, endpoint, slo, telemetry, out_dir, name, ..."""
     raw = {
         "models": [model],
         "workloads": [{"kind": "random", "input_len": input_len, "output_len": output_len}],
         "loads": [{"kind": "concurrency", "concurrency": list(concurrency)}],
     }
     options.setdefault("name", f"run-{safe_id(model)}")
-    sweep = sweep_from_dict(raw, options, source="options")
+    sweep = sweep_from_dict(raw, overrides_from_options(options), source="options")
     return build_plan(sweep, hardware, n_devices, catalog)
 
 
@@ -577,16 +615,20 @@ def _resolve_weights(weights: str, model: Any, fields: dict[str, str]) -> dict[s
     return {"weights": model.hf_repo}
 
 
-def _workloads(sweep: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
-    out: dict[str, dict[str, Any]] = {}
+def _workloads(sweep: SweepSpec) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(tag, dict preflight reads, dict the point carries) per workload, in file order.
+
+    The point's dict holds exactly the arguments of the bench.load.workload class; a seed
+    left out is filled by the runner from the sweep seed and the repeat index."""
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for wl in sweep.workloads:
-        tag, data = safe_id(wl.tag()), wl.model_dump(exclude_none=True)
-        if wl.kind != "file":
-            data.setdefault("seed", sweep.seed)
-        if tag in out and out[tag] != data:
+        tag = safe_id(wl.tag())
+        full = {"kind": wl.kind, **wl.model_dump(exclude_defaults=True, mode="json")}
+        run = {k: v for k, v in full.items() if k != "max_input_len"}
+        if tag in out and out[tag][0] != full:
             raise ConfigError(f"two workloads share the id '{tag}'; give one a different seed or path")
-        out[tag] = data
-    return list(out.items())
+        out[tag] = (full, run)
+    return [(tag, full, run) for tag, (full, run) in out.items()]
 
 
 def _loads(sweep: SweepSpec) -> list[dict[str, Any]]:
@@ -615,9 +657,8 @@ def _load_tag(load: dict[str, Any]) -> str:
 
 
 def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
-    level = int(math.ceil(_level(load)))
-    per_level = sweep.requests_per_concurrency
-    n_requests = per_level * level if per_level and load["kind"] != "rate" else sweep.n_requests
+    level = math.ceil(_level(load))
+    n_requests = sweep.n_requests or max(sweep.min_requests, sweep.requests_per_concurrency * level)
     n_warmup = sweep.n_warmup if sweep.n_warmup is not None else max(1, level)
     if sweep.slo == "catalog":
         slo = {"ttft_s": model.slo.ttft_s, "tpot_s": model.slo.tpot_s} if model.slo else None

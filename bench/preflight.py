@@ -16,7 +16,6 @@ Memory is counted in decimal GB (1e9 bytes), as the catalog gives it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,8 +93,9 @@ def workload_lengths(workload: dict[str, Any]) -> tuple[int, int] | None:
     """(largest input, output) tokens of one request of a workload; None when unknown."""
     kind = workload.get("kind", "random")
     if kind == "random":
-        isl = math.ceil(workload["input_len"] * (1 + workload.get("input_len_range", 0.0)))
-        return isl, workload["output_len"]
+        isl = (workload.get("input_len_range") or [0, workload["input_len"]])[1]
+        osl = (workload.get("output_len_range") or [0, workload["output_len"]])[1]
+        return isl, osl
     if kind == "shared_prefix":
         return workload["prefix_len"] + workload["suffix_len"], workload["output_len"]
     if workload.get("max_input_len") and workload.get("output_len"):
@@ -207,32 +207,43 @@ def _check_memory(cfg, model, lengths, load, target, memory_fraction, kv_overflo
 
 # ---------------------------------------------------------------- duration estimate
 
-# Assumptions of the estimate, printed by `bench plan`. Deliberately rough: prefill and
-# queueing are ignored; decode speed per sequence is flat up to `saturation` sequences.
+# Assumptions of the estimate, printed by `bench plan`. Deliberately rough: a decode step
+# moves the weights read (MoE: experts touched) plus every sequence's KV cache at
+# BANDWIDTH_EFFICIENCY of the catalog bandwidth, and never takes less than STEP_FLOOR_S
+# (scheduling and launch overhead); prefill runs at COMPUTE_EFFICIENCY of the catalog
+# FLOPS; queueing is ignored.
 ENGINE_START_S = {"cpu": 60.0, "gpu": 120.0}
-DECODE_TOK_S_PER_SEQ = {"cpu": 20.0, "gpu": 50.0}
-DECODE_SATURATION_SEQS = {"cpu": 4, "gpu": 64}
+STEP_FLOOR_S = {"cpu": 0.05, "gpu": 0.01}
+BANDWIDTH_EFFICIENCY = 0.6
+COMPUTE_EFFICIENCY = 0.4
+_UNKNOWN_LENGTHS = (512, 256)  # file workloads without lengths
 
 
-def estimate_point_s(point: Any, is_cpu: bool) -> float:
-    """Rough seconds for one point: (warm-up + measured requests) x output tokens /
-    an assumed aggregate decode rate (per-sequence rate x min(batch, saturation));
-    rate loads last at least n_requests / rate."""
-    kind = "cpu" if is_cpu else "gpu"
-    lengths = workload_lengths(point.workload)
-    osl = lengths[1] if lengths else 256
+def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -> float:
+    """Rough seconds for one point (warm-up + measured requests): prefill at the catalog
+    FLOPS plus decode at a bandwidth-bound step rate; rate loads last at least n / rate."""
+    kind = "cpu" if hardware.vendor == "cpu" else "gpu"
+    isl, osl = workload_lengths(point.workload) or _UNKNOWN_LENGTHS
     n = point.n_warmup + point.n_requests
-    per_seq = DECODE_TOK_S_PER_SEQ[kind]
-    load = point.load
-    if load["kind"] == "rate":
-        batch = load.get("max_concurrency") or DECODE_SATURATION_SEQS[kind]
-        decode_s = n * osl / (per_seq * min(batch, DECODE_SATURATION_SEQS[kind]))
-        return max(n / load["rate_rps"] + osl / per_seq, decode_s)
-    batch = int(load_level(load)) or 1
-    return n * osl / (per_seq * min(batch, DECODE_SATURATION_SEQS[kind]))
+    batch = max(1, batch_size(point.load, cfg) or 64)
+    kv_b = batch * (isl + osl / 2) * model.kv_bytes_per_token(kv_bytes_per_elem(cfg, model))
+    step_b = model.decode_weight_bytes(batch, bytes_per_param(cfg, model)) + kv_b
+    bandwidth = hardware.bandwidth_tbs * 1e12 * cfg.n_gpus * BANDWIDTH_EFFICIENCY
+    step_s = max(STEP_FLOOR_S[kind], step_b / bandwidth)
+    decode_s = n * osl * step_s / batch
+    tflops = hardware.tflops.get("fp8" if cfg.quantization == "fp8" else "bf16") or hardware.tflops.get("bf16") or 1.0
+    prefill_s = n * isl * model.flops_per_token(isl // 2) / (tflops * 1e12 * cfg.n_gpus * COMPUTE_EFFICIENCY)
+    busy_s = decode_s + prefill_s
+    if point.load["kind"] == "rate":
+        return max(busy_s, n / point.load["rate_rps"] + osl * step_s)
+    return busy_s
 
 
-def estimate_plan_s(plan: Any, is_cpu: bool) -> tuple[float, float]:
-    """(engine start seconds, load-point seconds) for the whole plan."""
-    start_s = len(plan.engine_configs) * ENGINE_START_S["cpu" if is_cpu else "gpu"]
-    return start_s, sum(estimate_point_s(p, is_cpu) for p in plan.points)
+def estimate_plan_s(plan: Any, catalog: Any, hardware: Any) -> tuple[float, float]:
+    """(engine start seconds, load-point seconds) for the whole plan on `hardware`."""
+    start_s = len(plan.engine_configs) * ENGINE_START_S["cpu" if hardware.vendor == "cpu" else "gpu"]
+    points_s = 0.0
+    for cfg in plan.engine_configs:
+        model = catalog.get_model(cfg.model)
+        points_s += sum(estimate_point_s(p, cfg, model, hardware) for p in plan.points_for(cfg.config_id()))
+    return start_s, points_s

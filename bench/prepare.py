@@ -1,14 +1,17 @@
 """Dummy-weight model folders: config.json + a synthetic tokenizer, built offline.
 
 vLLM serves any catalog architecture with random weights (`load_format="dummy"`) given
-only this folder; nothing is downloaded. The tokenizer is a word-level one whose vocabulary
-is exactly the model's `vocab_size`:
+only this folder; nothing is downloaded. The tokenizer is a byte-level BPE (the family of
+Llama 3, Qwen, DeepSeek and gpt-oss tokenizers, with Qwen2's pre-tokenizer, so that
+transformers builds the same tokenizer whichever class it picks) whose vocabulary is
+exactly the model's `vocab_size`:
 
-    id 0..7   <unk> <s> </s> <pad> <|system|> <|user|> <|assistant|> <|end|>
-    id i >= 8 "t<i>"  (so decode(ids) re-encodes to the same ids: token-exact prompts)
+    ids 0..6       <pad> <s> </s> <|system|> <|user|> <|assistant|> <|end|>  (special)
+    ids 7..262     the 256 single bytes: any text encodes, nothing is unknown
+    ids 263..V-1   " a", " b", ..., " z", " aa", " ab", ...: a space and 1+ letters
 
-Words are split on whitespace; any word not in the vocabulary becomes <unk>. No BOS is
-added automatically, so a prompt of N token ids is N tokens to the server too.
+A word token decodes to " <letters>" and re-encodes to the same id, so a run of word ids
+is a token-exact prompt (see `WORD_TOKEN_START`). No BOS is added automatically.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ from bench.catalog import ModelSpec
 from bench.errors import ConfigError
 
 TOKENIZER_LAYOUT = 1  # bump when the synthetic tokenizer changes: new folders are built
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+BYTE_TOKEN_START = len(SPECIAL_TOKENS)
+WORD_TOKEN_START = BYTE_TOKEN_START + 256  # ids from here on round-trip through text
+# Qwen2's split: letters with an optional leading space stay one piece, digits split.
+PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} <|end|> "
     "{% endfor %}{% if add_generation_prompt %}<|assistant|> {% endif %}"
@@ -34,9 +44,55 @@ CHAT_TEMPLATE = (
 MARKER_FILE = "bench-prepare.json"
 
 
-def synthetic_token(token_id: int) -> str:
-    """The text of a token id in the synthetic vocabulary."""
-    return SPECIAL_TOKENS[token_id] if token_id < len(SPECIAL_TOKENS) else f"t{token_id}"
+def _byte_chars() -> list[str]:
+    """GPT-2's printable stand-in for each byte value 0..255 (byte-level BPE alphabet)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def _words(n: int) -> list[str]:
+    """The first n letter strings in length-then-alphabetical order (a, ..., z, aa, ...)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    out, level = [], [""]
+    while len(out) < n:
+        level = [w + c for w in level for c in letters]
+        out.extend(level[: n - len(out)])
+    return out
+
+
+def build_tokenizer(vocab_size: int):
+    """A `tokenizers.Tokenizer` with exactly `vocab_size` ids (layout in the module doc)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    if vocab_size <= WORD_TOKEN_START + 26:
+        raise ConfigError(f"vocab_size {vocab_size} is too small for the synthetic tokenizer (> {WORD_TOKEN_START + 26})")
+    byte_chars = _byte_chars()
+    space = byte_chars[ord(" ")]
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    vocab.update({c: BYTE_TOKEN_START + i for i, c in enumerate(byte_chars)})
+    merges = []
+    for i, word in enumerate(_words(vocab_size - WORD_TOKEN_START)):
+        token = space + word
+        vocab[token] = WORD_TOKEN_START + i
+        merges.append((token[:-1], token[-1]))  # every prefix is itself a token: one merge each
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    return tok
 
 
 def model_config(spec: ModelSpec) -> dict[str, Any]:
@@ -55,25 +111,24 @@ def folder_name(spec: ModelSpec) -> str:
     return f"{spec.key}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
-def build_tokenizer(vocab_size: int):
-    """A `tokenizers.Tokenizer` with exactly `vocab_size` ids (layout in the module doc)."""
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
-
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ConfigError(f"vocab_size {vocab_size} leaves no room beside {len(SPECIAL_TOKENS)} special tokens")
-    vocab = {synthetic_token(i): i for i in range(vocab_size)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    return tok
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _transformers_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
 def _write_folder(spec: ModelSpec, folder: Path) -> None:
     cfg = model_config(spec)
+    # transformers >= 5 runs its old-Mistral-tokenizer check (and warns) on a config
+    # without a version.
+    cfg["transformers_version"] = _transformers_version() or "5.0.0"
     _write_json(folder / "config.json", cfg)
     _write_json(
         folder / "generation_config.json",
@@ -86,8 +141,8 @@ def _write_folder(spec: ModelSpec, folder: Path) -> None:
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": SPECIAL_TOKENS[BOS_ID],
             "eos_token": SPECIAL_TOKENS[EOS_ID],
-            "unk_token": SPECIAL_TOKENS[UNK_ID],
             "pad_token": SPECIAL_TOKENS[PAD_ID],
+            "unk_token": None,  # byte-level: nothing is unknown (and no class adds its own)
             "model_max_length": spec.max_context,
             "clean_up_tokenization_spaces": False,
             "chat_template": CHAT_TEMPLATE,
@@ -100,7 +155,7 @@ def _write_folder(spec: ModelSpec, folder: Path) -> None:
             "model": spec.key,
             "hf_repo": spec.hf_repo,
             "weights": "random (load_format=dummy)",
-            "tokenizer": f"synthetic word-level, layout {TOKENIZER_LAYOUT}",
+            "tokenizer": f"synthetic byte-level BPE, layout {TOKENIZER_LAYOUT}",
             "vocab_size": spec.config.vocab_size,
         },
     )

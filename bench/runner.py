@@ -235,7 +235,7 @@ def _fail_all(points, status, reason, result, run_dir, emit) -> None:
 def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started) -> PointResult:
     if hasattr(engine, "run_point"):  # in-process engines measure themselves
         records, facts = engine.run_point(point, spec)
-        before = after = None
+        before = after = client = None
     else:
         from bench.load.driver import run_point_sync
 
@@ -246,16 +246,15 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
             engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
             endpoint=plan.endpoint, progress=lambda done, total: emit("request_done", {"done": done, "total": total}),
         )
-        after = engine.server_counters()
-        records, facts = pr.records, pr.facts()
+        records = pr.records
+        client = pr.client_token_counts()
+        after = _settled_counters(engine, before, client)
+        facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
+                 "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
         if not engine.alive():
             raise EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
     energy = telemetry.energy_between(facts["window_t0_s"], facts["window_t1_s"]) if telemetry else None
     delta = _counter_delta(before, after)
-    client = {
-        "generation_tokens": sum(r.n_out for r in records),
-        "prompt_tokens": sum(r.n_in or 0 for r in records),
-    } if delta is not None else None
     result = build_point_result(
         point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
         client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
@@ -263,6 +262,22 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
     )
     result.requests_file = write_requests(run_dir, point.point_id, records)
     return result
+
+
+def _settled_counters(engine, before: dict | None, client: dict, timeout_s: float = 3.0) -> dict | None:
+    """Server counters once they have caught up with the client (they are updated per engine
+    step, a moment after the last response), or as they stand after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = engine.server_counters()
+        if before is None or after is None:
+            return after
+        done = after.get("generation_tokens", 0) - before.get("generation_tokens", 0) >= client["generation_tokens"]
+        if done or time.monotonic() > deadline:
+            return after
+        time.sleep(0.2)
 
 
 def _counter_delta(before: dict | None, after: dict | None) -> dict | None:

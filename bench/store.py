@@ -90,8 +90,9 @@ def prepare(run_dir: Path) -> PreparedRun:
     entries = [{"path": rel, "size": len(d), "sha256": sha256_hex(d)} for rel, d in sorted(files.items())]
     digest = hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
     run = RunResult.model_validate(clean)
+    models = run_models(run)
     run_id = "-".join(
-        [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(run.config.get("model")),
+        [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(models[0] if len(models) == 1 else "multi"),
          _slug(run.config.get("hardware_id")), digest[:12]]
     )
     manifest = {
@@ -103,7 +104,8 @@ def prepare(run_dir: Path) -> PreparedRun:
         "created_utc": run.created_utc,
         "status": run.status,
         "harness_version": run.harness.version,
-        "model": run.config.get("model"),
+        "model": models[0] if len(models) == 1 else None,
+        "models": models,
         "hardware": run.config.get("hardware_id"),
         "n_gpus": run.config.get("n_gpus"),
         "engine": run.config.get("engine"),
@@ -247,7 +249,7 @@ class Store:
         for manifest in self.manifests():
             if hardware and manifest.get("hardware") != hardware:
                 continue
-            if model and manifest.get("model") != model:
+            if model and model not in (manifest.get("models") or [manifest.get("model")]):
                 continue
             out.append(self._pull_one(manifest, dest))
         return out
@@ -348,7 +350,7 @@ def ls(url: str, storage_options: dict | None = None) -> list[dict]:
         rows.append({
             "run_id": m["run_id"],
             "date": (m.get("created_utc") or "")[:10],
-            "model": m.get("model"),
+            "model": m.get("model") or ",".join(m.get("models") or []),
             "hardware": m.get("hardware"),
             "n_gpus": m.get("n_gpus"),
             "engine": m.get("engine"),
@@ -358,6 +360,13 @@ def ls(url: str, storage_options: dict | None = None) -> list[dict]:
             "n_valid_points": m.get("n_valid_points"),
         })
     return rows
+
+
+def run_models(run: RunResult) -> list[str]:
+    """Every model key a run measured (several when it swept engine configurations)."""
+    keys = {c.get("model") for c in (run.config.get("engine_configs") or {}).values()}
+    keys.add(run.config.get("model"))
+    return sorted(k for k in keys if k)
 
 
 def default_cache_dir() -> Path:

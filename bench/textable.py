@@ -14,7 +14,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
 
 
@@ -26,8 +26,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], g
     """Rows (mappings) as an aligned table with a header line and a dashed rule.
 
     A column is a key, or (key, header). Numbers are right-aligned, text left-aligned;
-    None prints as "-", booleans as yes/no, floats with 4 significant digits (format
-    them beforehand for anything else). Missing keys print as "-".
+    None prints as "-", booleans as yes/no, floats with 4 significant digits (no
+    decimals from 1000 up; format them beforehand for anything else). Missing keys print as "-".
     """
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
     cells = [[_cell(row.get(key)) for key, _ in cols] for row in rows]

@@ -8,6 +8,7 @@ saturates, power rises with load.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -107,21 +108,29 @@ def make_run(
     its point is invalid; `failed` lists concurrencies whose points failed.
     """
     invalid = invalid or {}
+    label = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
+    precision = "+".join([quantization or label] + (["fp8-kv"] if kv_cache_dtype == "fp8" else []))
+    engine_config = {
+        "model": model, "weights": "dummy", "engine": engine, "dtype": dtype, "quantization": quantization,
+        "kv_cache_dtype": kv_cache_dtype, "tensor_parallel_size": n_gpus,
+        "extra_args": engine_args or {"max_num_seqs": 256}, "n_gpus": n_gpus, "precision": precision,
+    }
+    config_id = f"{model}-" + hashlib.sha1(repr((dtype, quantization, kv_cache_dtype, engine, n_gpus)).encode()).hexdigest()[:8]
     run_id = name or f"syn-{model}-{hardware}-{dtype}-{quantization or 'none'}-{engine}-x{speed:g}"
     run_dir = Path(root) / run_id
     points = []
     for c in concurrencies:
         pid = f"c{c:04d}"
         load = {"kind": "concurrency", "concurrency": c}
-        workload = {"kind": "random", "isl": isl, "osl": osl}
+        workload = {"kind": "random", "input_len": isl, "output_len": osl}
         if c in failed:
-            points.append(PointResult(point_id=pid, load=load, workload=workload, status="failed",
+            points.append(PointResult(point_id=pid, engine_config_id=config_id, load=load, workload=workload, status="failed",
                                       error="engine died", valid=False, invalid_reasons=["failed"]))
             continue
         numbers = point_numbers(c, speed, n_gpus, isl, osl, hardware)
         rel = write_requests(run_dir, pid, _records(4, numbers, isl, osl))
         points.append(PointResult(
-            point_id=pid, load=load, workload=workload, n_requests=4,
+            point_id=pid, engine_config_id=config_id, load=load, workload=workload, n_requests=4,
             window={"t0_s": 0.0, "t1_s": 60.0, "window_s": 60.0, "span_s": 62.0},
             valid=c not in invalid, invalid_reasons=[invalid[c]] if c in invalid else [],
             requests_file=rel, **numbers,
@@ -136,9 +145,10 @@ def make_run(
         finished_utc=None if status == "running" else created_utc,
         harness=Harness(version="0.1.0", git_sha="0" * 40, git_dirty=False),
         config={
-            "model": model, "hardware_id": hardware, "n_gpus": n_gpus, "dtype": dtype,
-            "quantization": quantization, "kv_cache_dtype": kv_cache_dtype, "engine": engine,
-            "engine_args": engine_args or {"max_num_seqs": 256}, "weights": "dummy",
+            "hardware_id": hardware, "engine_configs": {config_id: engine_config},
+            **{k: engine_config[k] for k in ("model", "weights", "engine", "dtype", "quantization",
+                                             "kv_cache_dtype", "n_gpus", "precision")},
+            "engine_args": engine_config["extra_args"],
         },
         provenance={"engine_version": "0.0.0-synthetic", "device_name": f"synthetic {hardware}",
                     "driver_version": "0.0", "host": "fixture-host"},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
@@ -35,7 +34,7 @@ def _server_view(pr, emits, rec):
     "cfg,endpoint",
     [
         (FakeServerConfig(ttft_s=0.03, itl_s=0.004), "completions"),
-        (FakeServerConfig(ttft_s=0.02, itl_s=0.006, tokens_per_chunk=3), "completions"),
+        (FakeServerConfig(ttft_s=0.02, itl_s=0.012, tokens_per_chunk=3), "completions"),
         (FakeServerConfig(ttft_s=0.04, itl_s=0.005, role_chunk_lead_s=0.03, empty_chunks=True, empty_text=True),
          "chat"),
     ],
@@ -44,26 +43,35 @@ def _server_view(pr, emits, rec):
 def test_timing_matches_server_emits(cfg, endpoint):
     pr, emits = _run(cfg, {"kind": "concurrency", "concurrency": 4}, 2, 12, out_len=10, endpoint=endpoint)
     assert all(r.ok for r in pr.records), [r.error for r in pr.records]
+    ttft_err, tpot_err, itl_err = [], [], []
     for rec in pr.records:
         t_recv, s_t, s_n = _server_view(pr, emits, rec)
         assert rec.chunk_tokens == s_n  # same token-bearing chunks, same token counts
         assert rec.n_out == 10 and sum(rec.chunk_tokens) == 10 and rec.token_source == "usage"
-        lag = np.asarray(rec.chunk_t) - np.asarray(s_t)
-        assert lag.min() >= 0 and lag.max() < TOL_S, lag
-        # TTFT is never stamped on the role-only / empty chunks the server wrote earlier
-        assert abs(rec.t_first - s_t[0]) < TOL_S
+        assert min(np.asarray(rec.chunk_t) - np.asarray(s_t)) >= 0  # never stamped before the write
+        # TTFT is stamped on the first token, not on the role-only / empty chunks written before it
+        ttft_err.append(rec.t_first - s_t[0])
         assert rec.ttft_s >= s_t[0] - t_recv
-        s_tpot = (s_t[-1] - s_t[0]) / (10 - 1)
-        assert abs(rec.tpot_s - s_tpot) < TOL_S
-        s_itl = [(s_t[i] - s_t[i - 1]) / s_n[i] for i in range(1, len(s_t))]
-        assert np.allclose(rec.itl_s, s_itl, atol=TOL_S)
+        tpot_err.append(rec.tpot_s - (s_t[-1] - s_t[0]) / (10 - 1))
+        itl_err += list(np.asarray(rec.itl_s) - [(s_t[i] - s_t[i - 1]) / s_n[i] for i in range(1, len(s_t))])
         # invariant: e2e - ttft == sum(itl x tokens of its chunk)
         assert rec.e2e_s - rec.ttft_s == pytest.approx(
             sum(i * n for i, n in zip(rec.itl_s, rec.chunk_tokens[1:])), abs=1e-9)
+    for name, err in (("ttft", ttft_err), ("tpot", tpot_err), ("itl", itl_err)):
+        _within(name, err)
     if cfg.tokens_per_chunk == 3:
         rec = pr.records[-1]
         assert rec.chunk_tokens == [3, 3, 3, 1]
         assert rec.itl_s[0] == pytest.approx((rec.chunk_t[1] - rec.chunk_t[0]) / 3)
+
+
+def _within(name: str, err: list[float]) -> None:
+    """Typical error under 1 ms. A shared 2-core CI box preempts either process for a few ms now and
+    then, so the tail gets 5 ms; a systematic error (role chunk stamped: 30 ms; chunk gap not divided
+    by its tokens: >= 8 ms) still fails every request."""
+    err = np.abs(np.asarray(err))
+    assert np.median(err) < TOL_S and np.mean(err < 0.005) >= 0.9, (name, np.round(err * 1e3, 2))
+
 
 
 def test_failed_requests_are_recorded_not_raised():
@@ -141,8 +149,8 @@ def _ev(obj) -> bytes:
 
 
 def test_parser_split_reads_comments_and_crlf():
-    u = lambda n: {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": 4 + n}  # noqa: E731
-    c = lambda n: {"choices": [{"index": 0, "text": ""}], "usage": u(n)}  # noqa: E731
+    u = lambda n: {"prompt_tokens": 4, "completion_tokens": n, "total_tokens": 4 + n}
+    c = lambda n: {"choices": [{"index": 0, "text": ""}], "usage": u(n)}
     whole = _ev(c(1)) + b": ping\n\n" + _ev(c(1)) + _ev(c(3)).replace(b"\n", b"\r\n")
     rec = _parse([whole[:7], whole[7:40], whole[40:], _ev({"choices": [], "usage": u(3)}), b"data: [DONE]\n\n"])
     assert rec.ok and rec.n_out == 3 and rec.n_in == 4
@@ -168,4 +176,3 @@ def test_request_body_matches_vllm_protocol():
     assert json.loads(chat.body("hi", 2))["messages"] == [{"role": "user", "content": "hi"}]
     with pytest.raises(ValueError):
         chat.body([1], 2)
-    asyncio.run(asyncio.sleep(0))

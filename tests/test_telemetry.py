@@ -3,14 +3,13 @@
 import time
 
 import pandas as pd
+import pynvml
 import pytest
 
 from bench.errors import TelemetryError
 from bench.telemetry import open_telemetry, per_token
 from bench.telemetry.base import interp, trapezoid_j
-from bench.telemetry.fake_nvml import NVMLError, FakeClock, FakeGpu, FakeNvml
-
-import pynvml
+from bench.telemetry.fake_nvml import FakeClock, FakeGpu, FakeNvml, NVMLError
 
 
 def _session(gpus, **kw):

@@ -2,14 +2,13 @@
 
 from types import SimpleNamespace
 
+import pynvml
 import pytest
 
 from bench.errors import ConfigError, TelemetryError
 from bench.telemetry import open_telemetry
 from bench.telemetry.amdsmi import energy_j, power_w
 from bench.telemetry.fake_nvml import FakeClock, FakeGpu, FakeNvml
-
-import pynvml
 
 
 def _zone(root, name, energy_uj, range_uj=None, label=None):

@@ -4,6 +4,7 @@ used, so `bench --help` never imports torch or vllm."""
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -48,6 +49,14 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("bench: interrupted; results written so far are kept", err=True)
             ctx.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            if os.environ.get("BENCH_DEBUG"):
+                raise
+            first = (str(e).splitlines() or [""])[0][:300]
+            click.echo(f"bench: internal error: {type(e).__name__}: {first} (BENCH_DEBUG=1 shows the traceback)", err=True)
+            ctx.exit(1)
 
     def list_commands(self, ctx):
         return [name for name in COMMANDS if self._load(name) is not None]
@@ -62,7 +71,7 @@ class LazyGroup(click.Group):
             return None
         module, attr = target.split(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            return getattr(importlib.import_module(module), attr, None)
         except ModuleNotFoundError as e:
             if e.name == module:  # command not built yet
                 return None

@@ -15,7 +15,6 @@ stamp. Nothing is logged per chunk.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import resource
 import secrets
@@ -82,7 +81,7 @@ class StreamingClient:
         self.tag = secrets.token_hex(4)  # X-Request-Id prefix, unique per client
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "StreamingClient":
+    async def __aenter__(self) -> StreamingClient:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -125,7 +124,7 @@ class StreamingClient:
                     return record
                 async for data in resp.content.iter_any():
                     parser.feed(data, time.perf_counter())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             record.error = f"timeout after {self.config.timeout_s:g} s"
         except Exception as e:  # a failed request is data: any cause ends up in record.error
             record.error = _one_line(f"{type(e).__name__}: {e}") or type(e).__name__
@@ -136,7 +135,7 @@ class StreamingClient:
 class _StreamParser:
     """SSE bytes -> the record's token-bearing chunks. `feed(data, t_arrival)` per network read."""
 
-    __slots__ = ("rec", "buf", "cum", "final_usage", "done", "source")
+    __slots__ = ("buf", "cum", "done", "final_usage", "rec", "source")
 
     def __init__(self, record: RequestRecord):
         self.rec = record

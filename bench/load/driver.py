@@ -71,8 +71,7 @@ class _Tracker:
 
     async def send(self, client: StreamingClient, rec: RequestRecord, prompt) -> None:
         self.in_flight += 1
-        if self.in_flight > self.max_in_flight:
-            self.max_in_flight = self.in_flight
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if self.reach_record is None and self.target and self.in_flight >= self.target:
             self.reach_record = rec  # its t_send is stamped before the client's first await
         try:

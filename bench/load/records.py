@@ -61,7 +61,7 @@ class RequestRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: dict) -> "RequestRecord":
+    def from_row(cls, row: dict) -> RequestRecord:
         names = cls.__dataclass_fields__
         kw = {k: v for k, v in row.items() if k in names}
         kw["chunk_t"] = [float(x) for x in (kw.get("chunk_t") if kw.get("chunk_t") is not None else [])]

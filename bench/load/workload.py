@@ -25,14 +25,7 @@ from bench.errors import ConfigError
 
 # Common English words that are one token in the Llama, Qwen, Mistral and GPT tokenizers
 # (with their leading space): a text prompt of k words is about k tokens.
-_WORDS = (
-    "the of and to in is for on that with as was by at from it an be this are or have not "
-    "but had his they you which one were all we can her has there been if more when will "
-    "would who so no out up into than them time only some could new about two may then do "
-    "first any like my now over such our man me even most made after also did many before "
-    "must through back years where much your way well down should because each just those "
-    "people how too little state good very make world still own see men work long get here"
-).split()
+_WORDS = ["the", "of", "and", "to", "in", "is", "for", "on", "that", "with", "as", "was", "by", "at", "from", "it", "an", "be", "this", "are", "or", "have", "not", "but", "had", "his", "they", "you", "which", "one", "were", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will", "would", "who", "so", "no", "out", "up", "into", "than", "them", "time", "only", "some", "could", "new", "about", "two", "may", "then", "do", "first", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here"]
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bench.errors import ConfigError, TelemetryError
 from bench.telemetry.base import Measurement, NoMeter, TelemetrySession, per_token
 
-__all__ = ["open_telemetry", "TelemetrySession", "Measurement", "per_token", "METERS", "AUTO_ORDER"]
+__all__ = ["AUTO_ORDER", "METERS", "Measurement", "TelemetrySession", "open_telemetry", "per_token"]
 
 # name -> "module:factory"; each factory raises TelemetryError with a one-line cause.
 METERS = {
@@ -50,7 +50,7 @@ def open_telemetry(
     """
     if requested != "none" and requested != "auto" and requested not in METERS:
         raise ConfigError(f"unknown energy meter '{requested}' (known: auto, none, {', '.join(METERS)})")
-    context = dict(hardware=hardware, gpu_indices=gpu_indices, nvml=nvml, amdsmi=amdsmi, rapl_root=rapl_root)
+    context = {"hardware": hardware, "gpu_indices": gpu_indices, "nvml": nvml, "amdsmi": amdsmi, "rapl_root": rapl_root}
     notes: list[str] = []
     meter = None
     if requested == "none":

@@ -9,6 +9,8 @@ integrated when the accumulator is missing (`amdsmi_power_sampled`). uJ -> J her
 
 from __future__ import annotations
 
+import contextlib
+
 from bench.errors import TelemetryError
 from bench.telemetry.base import Reading
 
@@ -62,17 +64,15 @@ class AmdsmiMeter:
                     e_j = energy_j(self.lib.amdsmi_get_energy_count(h))
                 if self.has_power:
                     p_w = power_w(self.lib.amdsmi_get_power_info(h))
-            except Exception as e:  # amdsmi raises AmdSmiException subclasses
+            except _errors(self.lib) as e:
                 self.read_errors += 1
                 self.last_error = f"{type(e).__name__}: {e}"
             out.append(Reading(e_j, p_w))
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(_errors(self.lib)):
             self.lib.amdsmi_shut_down()
-        except Exception:
-            pass
 
     def describe(self) -> dict:
         return {"method": self.method, "devices": self.devices, "last_error": self.last_error}
@@ -83,7 +83,7 @@ def open_meter(gpu_indices=None, amdsmi=None, **_) -> AmdsmiMeter:
     try:
         lib.amdsmi_init()
         handles = list(lib.amdsmi_get_processor_handles())
-    except Exception as e:
+    except _errors(lib) as e:
         raise TelemetryError(f"amdsmi: cannot initialise ({e})") from None
     if not handles:
         lib.amdsmi_shut_down()
@@ -93,16 +93,22 @@ def open_meter(gpu_indices=None, amdsmi=None, **_) -> AmdsmiMeter:
         lib.amdsmi_shut_down()
         raise TelemetryError(f"amdsmi: GPU index out of range (amdsmi sees {len(handles)})")
     chosen = [handles[i] for i in indices]
-    use_counter = all(_works(lambda h: energy_j(lib.amdsmi_get_energy_count(h)), h) for h in chosen)
-    has_power = all(_works(lambda h: power_w(lib.amdsmi_get_power_info(h)), h) for h in chosen)
+    use_counter = all(_works(lib, lambda h: energy_j(lib.amdsmi_get_energy_count(h)), h) for h in chosen)
+    has_power = all(_works(lib, lambda h: power_w(lib.amdsmi_get_power_info(h)), h) for h in chosen)
     if not use_counter and not has_power:
         lib.amdsmi_shut_down()
         raise TelemetryError("amdsmi: neither the energy accumulator nor power readings work")
     return AmdsmiMeter(lib, chosen, [f"gpu{i}" for i in indices], use_counter, has_power)
 
 
-def _works(fn, handle) -> bool:
+def _works(lib, fn, handle) -> bool:
     try:
         return fn(handle) is not None
-    except Exception:
+    except (*_errors(lib), KeyError, TypeError, ValueError):
         return False
+
+
+def _errors(lib) -> tuple[type[BaseException], ...]:
+    """What amdsmi raises: its AmdSmiException (a stand-in module may raise any error)."""
+    exc = getattr(lib, "AmdSmiException", None)
+    return (exc,) if isinstance(exc, type) else (Exception,)

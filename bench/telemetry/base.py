@@ -9,11 +9,14 @@ sampled power (trapezoid) over the same span as a cross-check.
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol, Self
 
 CROSS_CHECK_TOLERANCE = 0.05  # counter vs sampled power: larger relative gap -> invalid
 MIN_WINDOW_SAMPLES = 2  # fewer samples strictly inside a window -> invalid
@@ -49,10 +52,12 @@ class NoMeter:
 
     method = "none"
     measured = False
-    devices: list[str] = []
-    counter_range_j: list[float | None] = []
     nominal_power_w = None
     read_errors = 0
+
+    def __init__(self):
+        self.devices: list[str] = []
+        self.counter_range_j: list[float | None] = []
 
     def read(self) -> list[Reading]:
         return []
@@ -152,7 +157,7 @@ class TelemetrySession:
                 series.energy_j.append(r.energy_j)
                 series.power_w.append(r.power_w)
 
-    def start(self) -> "TelemetrySession":
+    def start(self) -> TelemetrySession:
         """Start the background sampling thread (a no-op for nominal and none)."""
         if self._thread is not None or not self.samples_power:
             return self
@@ -181,7 +186,7 @@ class TelemetrySession:
             self.meter.close()
             self._closed = True
 
-    def __enter__(self) -> "TelemetrySession":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -335,7 +340,7 @@ def _measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> dict:
     if min(n_inside, default=0) < MIN_WINDOW_SAMPLES:
         reasons.append(f"too few samples in the window ({min(n_inside, default=0)} < {MIN_WINDOW_SAMPLES})")
     total_sampled = sum(sampled) if sampled and all(s is not None for s in sampled) else None
-    if any(e != e for e in per_gpu):  # NaN: this window cannot be measured
+    if any(math.isnan(e) for e in per_gpu):  # a device's window could not be measured
         per_gpu_out = None
     else:
         per_gpu_out = per_gpu
@@ -404,7 +409,7 @@ def trapezoid_j(ts: list[float], ps: list[float], t0_s: float, t1_s: float) -> f
     if p0 is None or p1 is None:
         return None
     pts = [(t0_s, p0)] + [(t, p) for t, p in zip(ts, ps) if t0_s < t < t1_s] + [(t1_s, p1)]
-    return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
+    return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
 
 
 def per_token(energy: dict, output_tokens: float | None, total_tokens: float | None) -> dict:

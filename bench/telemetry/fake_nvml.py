@@ -14,6 +14,7 @@ from an injectable clock, so a test scripts a power profile and reads back exact
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pynvml as _real  # constants and the error class only; never initialised here
@@ -53,7 +54,7 @@ class FakeGpu:
         """Exact integral of the profile from t=0 to t_s (J)."""
         total = 0.0
         steps = sorted(self.profile) + [(float("inf"), 0.0)]
-        for (start, watts), (nxt, _) in zip(steps, steps[1:]):
+        for (start, watts), (nxt, _) in itertools.pairwise(steps):
             lo, hi = max(start, 0.0), min(nxt, t_s)
             if hi > lo:
                 total += watts * (hi - lo)

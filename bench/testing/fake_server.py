@@ -74,10 +74,16 @@ class _App:
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/chat/completions", self.handle)
         app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/health", lambda r: web.Response(text=""))
+        app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/fake/emits", lambda r: web.json_response(self.emits))
+        app.router.add_get("/fake/emits", self.emit_times)
         return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def emit_times(self, request: web.Request) -> web.Response:
+        return web.json_response(self.emits)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.cfg.model, "object": "model"}]})
@@ -193,7 +199,7 @@ class FakeServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         if self.mode == "process":
             self._start_process()
         elif self.mode == "thread":

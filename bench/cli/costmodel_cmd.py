@@ -1,0 +1,28 @@
+"""`bench costmodel build`: the shared cost-model table from every published run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def costmodel():
+    """The shared cost-model table (one row per valid load point, $/Mtok per scenario)."""
+
+
+@costmodel.command()
+@click.option("--store", "url", required=True, help="Store URL holding the published runs.")
+@click.option("--scenario", "scenarios", multiple=True, help="Keep only these cost scenarios (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("costmodel"),
+              show_default=True, help="Local folder for costmodel.parquet and costmodel.csv.")
+def build(url, scenarios, out):
+    """Rebuild URL/costmodel/costmodel.parquet|csv from every published run, and write it locally."""
+    from bench.costmodel import build as build_table
+
+    done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None)
+    n_runs = done.table["run_id"].nunique() if not done.table.empty else 0
+    click.echo(f"{len(done.table)} load points from {n_runs} runs")
+    for path in [*map(str, done.local_paths), *done.store_paths]:
+        click.echo(f"wrote {path}")

@@ -1,0 +1,51 @@
+"""`bench compare` (across hardware, from a store or local results) and `bench report` (one run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bench.errors import ConfigError
+
+
+@click.command()
+@click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--store", "url", default=None, help="Store URL (instead of local RESULTS folders).")
+@click.option("--model", required=True, help="Model key to compare.")
+@click.option("--baseline", default="h100-sxm", show_default=True, help="Hardware id the ratios divide by.")
+@click.option("--at-interactivity", type=float, default=None, help="Match series at this tok/s per user.")
+@click.option("--ttft-slo", type=float, default=None, help="Only points with TTFT p99 at or under this (s).")
+@click.option("--scenario", "scenarios", multiple=True, help="Cost scenarios to show (default: all).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default: reports/compare-<model>).")
+def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, out):
+    """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points."""
+    from bench.costmodel import build_table, runs_from_dirs, runs_from_store
+    from bench.pareto import Operating
+    from bench.report import compare_report
+    from bench.textable import format_table
+
+    if bool(url) == bool(results):
+        raise ConfigError("give either --store URL or RESULTS folders, not both or neither")
+    runs = runs_from_store(url) if url else runs_from_dirs(results)
+    table = build_table(runs)
+    out = out or Path("reports") / f"compare-{model}"
+    rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
+                         list(scenarios) or None)
+    shown = ["series", "status", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
+             "j_per_token", "j_per_token_vs_baseline"]
+    click.echo(format_table(rep.table.to_dict("records"), [c for c in shown if c in rep.table]))
+    click.echo(f"report: {rep.path}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default: reports/<run folder name>).")
+def report(run_dir, out):
+    """Report one run: its load points with validity reasons, plots and provenance."""
+    from bench.report import run_report
+
+    rep = run_report(run_dir, out or Path("reports") / run_dir.resolve().name)
+    click.echo(f"{len(rep.table)} load points; report: {rep.path}")

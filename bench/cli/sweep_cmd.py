@@ -1,0 +1,140 @@
+"""`bench plan`: show what a sweep file will run, what it skips and why, and how long it
+should take, before any engine starts."""
+
+from __future__ import annotations
+
+import click
+
+from bench.cli.run_cmd import engine_options, parse_engine_args
+
+
+def sweep_overrides(f):
+    """Options that override a sweep file (shared by `bench plan` and `bench sweep`)."""
+    opts = [
+        click.option("--model", "models", multiple=True, help="Catalog key; replaces `models` (repeatable)."),
+        click.option("--precision", "precisions", multiple=True,
+                     help="bf16, fp16, fp8, fp8-kv or parts joined by '+'; replaces `precisions` (repeatable)."),
+        click.option("--concurrency", help="Comma-separated levels; replaces `loads`."),
+        click.option("--input-len", type=int, help="Prompt tokens; replaces `workloads` by one random workload."),
+        click.option("--output-len", type=int, help="Output tokens; replaces `workloads` by one random workload."),
+        click.option("--requests", "n_requests", type=int, help="Measured requests per point."),
+        click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per point."),
+        click.option("--repeats", type=int, help="Repeats of every point."),
+        click.option("--seed", type=int),
+        click.option("--devices", type=int, help="Device count to plan for (default: detected)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Any sweep key, dotted into sections, YAML value (repeatable): "
+                          "--set preflight.kv_overflow=allow --set 'workloads=[{input_len: 512, output_len: 64}]'."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return engine_options(f)
+
+
+def collect_overrides(opts: dict) -> dict:
+    """The override dict (bench.plan.apply_overrides) from the options of `sweep_overrides`."""
+    from bench.errors import ConfigError
+    from bench.plan import overrides_from_options
+
+    opts = dict(opts)
+    sets = opts.pop("sets", ()) or ()
+    opts["engine_args"] = parse_engine_args(opts.get("engine_args") or ()) or None
+    opts["models"] = list(opts.get("models") or ()) or None
+    opts["precisions"] = list(opts.get("precisions") or ()) or None
+    if opts.get("concurrency"):
+        from bench.cli.run_cmd import _int_list
+
+        opts["concurrency"] = _int_list(opts["concurrency"])
+    out = overrides_from_options(opts)
+    for pair in sets:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --set '{pair}' (expected KEY=VALUE)")
+        import yaml
+
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def resolve_target(hardware_id: str | None, devices: int | None):
+    """(hardware entry, device count): the named or detected device."""
+    from bench.catalog import get_hardware
+    from bench.device import detect_device
+    from bench.errors import ConfigError
+
+    if hardware_id:
+        return get_hardware(hardware_id), devices or 1
+    detected = detect_device()
+    if detected.hardware_id is None:
+        raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml or pass --hardware ID")
+    return get_hardware(detected.hardware_id), devices or detected.count or 1
+
+
+@click.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@sweep_overrides
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of tables.")
+def plan(sweep_file, as_json, **opts):
+    """Print the ordered load points of SWEEP_FILE, what preflight skips and why, and an
+    estimated duration. Starts nothing."""
+    from bench.plan import build_plan, load_sweep
+
+    sweep = load_sweep(sweep_file, collect_overrides(opts))
+    hardware, n_devices = resolve_target(sweep.hardware, sweep.devices)
+    the_plan = build_plan(sweep, hardware, n_devices)
+    if as_json:
+        click.echo(the_plan.model_dump_json(indent=2))
+        return
+    click.echo(describe_plan(the_plan, hardware))
+
+
+def describe_plan(plan, hardware) -> str:
+    """The plan as text: points, skipped points grouped by reason, duration estimate."""
+    from bench import catalog
+    from bench import preflight as pf
+    from bench.textable import format_table
+
+    kind = "cpu" if hardware.vendor == "cpu" else "gpu"
+    configs = {c.config_id(): c for c in [*plan.engine_configs, *plan.skipped_engine_configs]}
+    header = (
+        f"plan '{plan.name}': {len(plan.points)} points on {len(plan.engine_configs)} engine configs, "
+        f"{len(plan.skipped)} skipped; hardware {hardware.id} ({hardware.name}) x{plan.n_devices}"
+    )
+    lines = [header, ""]
+    rows = []
+    for p in plan.points:
+        cfg = configs[p.engine_config_id]
+        _, wl_tag, load_tag, _ = p.point_id.split("_")
+        est_s = pf.estimate_point_s(p, cfg, catalog.get_model(cfg.model), hardware)
+        rows.append({
+            "config": p.engine_config_id, "model": cfg.model, "precision": cfg.precision(), "weights": cfg.weights,
+            "tp": cfg.tensor_parallel_size, "workload": wl_tag, "load": load_tag, "repeat": p.repeat,
+            "warmup": p.n_warmup, "requests": p.n_requests, "est_s": round(est_s),
+        })
+    lines.append(format_table(rows, list(rows[0])) if rows else "nothing to run")
+    lines += [f"note: {n}" for n in sorted({n for p in plan.points for n in p.notes})]
+    if plan.skipped:
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for s in plan.skipped:
+            cid, wl_tag, load_tag, _ = s.point.point_id.split("_")
+            loads = groups.setdefault((cid, wl_tag, s.reason), [])
+            if load_tag not in loads:
+                loads.append(load_tag)
+        skipped = [
+            {"config": cid, "precision": configs[cid].precision(), "workload": wl, "loads": ",".join(loads),
+             "reason": reason}
+            for (cid, wl, reason), loads in groups.items()
+        ]
+        lines += ["", f"skipped ({len(plan.skipped)} points):", format_table(skipped, list(skipped[0]))]
+    start_s, points_s = pf.estimate_plan_s(plan, catalog, hardware)
+    estimate = (
+        f"estimate: {len(plan.engine_configs)} engine starts x {pf.ENGINE_START_S[kind]:.0f} s + load points "
+        f"{points_s:.0f} s = {(start_s + points_s) / 60:.1f} min (download and compile time not included)"
+    )
+    assumptions = (
+        f"  assumes decode steps moving weights + KV at {pf.BANDWIDTH_EFFICIENCY:g} x {hardware.bandwidth_tbs:g} TB/s, "
+        f"at least {pf.STEP_FLOOR_S[kind] * 1000:.0f} ms each; prefill at {pf.COMPUTE_EFFICIENCY:g} x catalog TFLOPS; "
+        "no queueing"
+    )
+    lines += ["", estimate, assumptions]
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""PNG plots of cost-model tables and power series (matplotlib, Agg, no pyplot state).
+
+Each function writes one PNG and returns a `Plot` naming the file and the series drawn,
+so callers and tests can check what was plotted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.pareto import X, Y, front_rows, split_series
+
+LABELS = {
+    X: "interactivity (output tok/s per user)",
+    Y: "throughput per GPU (tok/s, input + output)",
+    "output_tok_s_per_gpu": "output throughput per GPU (tok/s)",
+    "j_per_token": "energy per token (J, input + output)",
+    "j_per_output_token": "energy per output token (J)",
+}
+
+
+@dataclass
+class Plot:
+    """A written PNG, the number and labels of the series drawn, and the matplotlib Figure."""
+
+    path: Path
+    n_series: int
+    labels: list[str] = field(default_factory=list)
+    figure: Any = field(default=None, repr=False)
+
+
+def _figure(title: str, xlabel: str, ylabel: str):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _save(fig, ax, path: Path, labels: list[str]) -> Plot:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if labels:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no valid points", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return Plot(path, len(labels), labels, fig)
+
+
+def metric_vs_interactivity(table: pd.DataFrame, metric: str, path: Path, title: str = "",
+                            ylabel: str | None = None, front_only: bool = False) -> Plot:
+    """One curve per series: METRIC against interactivity, points joined in interactivity order.
+
+    With front_only, the line follows the series' Pareto front of throughput per GPU vs
+    interactivity and the other measured points are drawn as faint markers.
+    """
+    fig, ax = _figure(title or f"{metric} vs interactivity", LABELS[X], ylabel or LABELS.get(metric, metric))
+    labels = []
+    for label, _, rows in split_series(table):
+        rows = rows[rows[X].notna() & rows[metric].notna()] if metric in rows else rows.iloc[0:0]
+        if rows.empty:
+            continue
+        line = front_rows(rows) if front_only else rows.sort_values(X)
+        (handle,) = ax.plot(line[X].astype(float), line[metric].astype(float), marker="o", label=label)
+        if front_only:
+            ax.scatter(rows[X].astype(float), rows[metric].astype(float), color=handle.get_color(), alpha=0.3, s=14)
+        labels.append(label)
+    return _save(fig, ax, path, labels)
+
+
+def throughput_vs_interactivity(table: pd.DataFrame, path: Path, title: str = "") -> Plot:
+    """Throughput per GPU against tok/s per user: Pareto front line + all points, per series."""
+    return metric_vs_interactivity(table, Y, path, title or "Throughput per GPU vs interactivity",
+                                   front_only=True)
+
+
+def power_over_time(power: pd.DataFrame, path: Path, title: str = "Board power over time",
+                    windows: list[tuple[str, float, float]] | None = None) -> Plot:
+    """One line per device from a power series (columns t_s, device, power_w).
+
+    Time is shown from the first sample; `windows` (label, t0_s, t1_s) on the same clock as
+    t_s are shaded, e.g. the measurement window of each load point.
+    """
+    fig, ax = _figure(title, "time since first sample (s)", "power (W)")
+    power = power.dropna(subset=["power_w"])
+    t0 = float(power["t_s"].min()) if len(power) else 0.0
+    for i, (label, w0, w1) in enumerate(windows or []):
+        if w0 is not None and w1 is not None and len(power) and w1 >= t0:
+            ax.axvspan(w0 - t0, w1 - t0, color="grey", alpha=0.12 if i % 2 else 0.22, lw=0)
+            ax.text(w0 - t0, 1.0, label, transform=ax.get_xaxis_transform(), fontsize=6, va="bottom")
+    labels = []
+    for device, rows in sorted(power.groupby("device"), key=lambda g: str(g[0])):
+        rows = rows.sort_values("t_s")
+        label = f"device {device}"
+        ax.plot(rows["t_s"].astype(float) - t0, rows["power_w"].astype(float), label=label, linewidth=1)
+        labels.append(label)
+    return _save(fig, ax, path, labels)

@@ -1,0 +1,196 @@
+"""Markdown reports: a comparison across hardware for one model, and one run on its own.
+
+Each report is a folder: report.md, the tables as CSV, and PNG plots. Every run used is
+listed with its provenance, and synthetic (test) runs are flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.costmodel import CSV_FLOAT_FORMAT, point_config, point_rows, precision_label, rows_to_frame
+from bench.errors import ConfigError
+from bench.pareto import X, Y, Operating, compare_table
+from bench.plots import Plot, metric_vs_interactivity, power_over_time, throughput_vs_interactivity
+from bench.results import RunResult, read_summary
+
+
+@dataclass
+class Report:
+    path: Path
+    table: pd.DataFrame
+    plots: list[Plot] = field(default_factory=list)
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 4 significant digits, missing as '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: list[dict], columns: list[str | tuple[str, str]]) -> str:
+    """Rows as a Markdown table; a column is a key or (key, header)."""
+    cols = [(c, c) if isinstance(c, str) else c for c in columns]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
+    """One row per run: where, on what and with which software it was measured."""
+    out = []
+    for run_id, run in sorted(runs, key=lambda r: r[0]):
+        cfg, prov = run.config, run.provenance
+        out.append({
+            "run_id": run_id + (" (SYNTHETIC)" if run.extra.get("synthetic") else ""),
+            "date": run.created_utc[:10], "model": cfg.get("model"), "hardware": cfg.get("hardware_id"),
+            "device": prov.get("device_name"),
+            "n_gpus": ", ".join(sorted({str(c.get("n_gpus")) for c in _engine_configs(run)})),
+            "precision": ", ".join(sorted({precision_label(c) for c in _engine_configs(run)})),
+            "engine": f"{cfg.get('engine')} {prov.get('engine_version') or ''}".strip(),
+            "driver": prov.get("driver_version"), "weights": cfg.get("weights"),
+            "harness": f"{run.harness.version} {(run.harness.git_sha or '')[:10]}".strip(),
+            "status": run.status,
+            "valid_points": f"{sum(p.valid and p.status == 'ok' for p in run.points)}/{len(run.points)}",
+        })
+    return out
+
+
+PROVENANCE_COLUMNS = ["run_id", "date", "hardware", "device", "n_gpus", "precision", "engine", "driver",
+                      "weights", "harness", "status", "valid_points"]
+
+
+def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model: str, out_dir: Path,
+                   op: Operating, baseline: str | None = "h100-sxm",
+                   scenario_names: list[str] | None = None) -> Report:
+    """Compare every series of MODEL in a cost-model table; writes report.md, compare.csv, plots."""
+    rows = table[table["model"] == model]
+    if rows.empty:
+        known = ", ".join(sorted(set(table["model"].dropna()))) or "none"
+        raise ConfigError(f"no valid load points for model '{model}' (models with data: {known})")
+    scenarios = _scenarios(table, scenario_names)
+    cost_columns = [f"{f}__{s}" for s in scenarios for f in ("usd_per_mtok_output", "usd_per_mtok_total", "utilization")]
+    compared = compare_table(rows, model, op, baseline, cost_columns)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    compared.to_csv(out_dir / "compare.csv", index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+    plots = [
+        throughput_vs_interactivity(rows, out_dir / "throughput_vs_interactivity.png", f"{model}: throughput per GPU"),
+        metric_vs_interactivity(rows, "j_per_token", out_dir / "j_per_token_vs_interactivity.png",
+                                f"{model}: energy per token"),
+    ]
+    for s in scenarios:
+        plots.append(metric_vs_interactivity(rows, f"usd_per_mtok_output__{s}", out_dir / f"usd_per_mtok_{s}.png",
+                                             f"{model}: $ per million output tokens ({s})",
+                                             ylabel="$ / Mtok output"))
+    columns: list[Any] = ["series", "status", (X, "tok/s/user"), (Y, "tok/s/GPU"), (f"{Y}_vs_baseline", "x base"),
+                          ("j_per_token", "J/tok"), ("j_per_token_vs_baseline", "x base")]
+    for s in scenarios:
+        columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok out ({s})"),
+                    (f"usd_per_mtok_output__{s}_vs_baseline", "x base"), (f"utilization__{s}", "util.")]
+    used = [r for r in runs if r[0] in set(rows["run_id"])]
+    text = [
+        f"# {model}: comparison across hardware", "",
+        f"Operating point: **{op.describe()}**. Baseline: **{baseline or 'none'}**.",
+        "Matched by piecewise-linear interpolation along each series' Pareto front of throughput per GPU "
+        "vs interactivity; targets outside a series' measured range are not extrapolated. "
+        "$/Mtok assumes the utilization shown (share of hours serving at this load).", "",
+        markdown_table(compared.to_dict("records"), columns), "",
+        *_synthetic_note(used),
+        "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
+        "## Runs used", "", markdown_table(provenance_rows(used), PROVENANCE_COLUMNS), "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return Report(path, compared, plots)
+
+
+def run_report(run_dir: Path, out_dir: Path) -> Report:
+    """One run: every load point with validity reasons, plots, and the full provenance."""
+    run_dir = Path(run_dir)
+    run = read_summary(run_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    points = [_point_row(p) for p in run.points]
+    pd.DataFrame(points).to_csv(out_dir / "points.csv", index=False, float_format=CSV_FLOAT_FORMAT,
+                                lineterminator="\n")
+    valid = rows_to_frame(point_rows(run.run_id, run, model_info=lambda _: {}))
+    plots = [
+        throughput_vs_interactivity(valid, out_dir / "throughput_vs_interactivity.png", f"{run.run_id}: throughput"),
+        metric_vs_interactivity(valid, "j_per_token", out_dir / "j_per_token_vs_interactivity.png",
+                                f"{run.run_id}: energy per token"),
+    ]
+    power_file = run_dir / "power.parquet"
+    if power_file.is_file():
+        windows = [(p.point_id, p.window.get("t0_s"), p.window.get("t1_s")) for p in run.points if p.status == "ok"]
+        plots.append(power_over_time(pd.read_parquet(power_file), out_dir / "power_over_time.png",
+                                     windows=windows))
+    columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, "tok/s/GPU"),
+               (X, "tok/s/user"), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
+               "avg_power_w", "j_per_token", ("usd_per_mtok_output", "$/Mtok out"), "utilization",
+               "roofline_efficiency"]
+    about = {"status": run.status, "error": run.error, "created_utc": run.created_utc,
+             "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config,
+             "provenance": run.provenance, "extra": run.extra}
+    text = [
+        f"# Run {run.run_id}", "",
+        f"{run.config.get('model')} on {run.config.get('hardware_id')} x{run.config.get('n_gpus')}, "
+        f"engine {run.config.get('engine')}, status **{run.status}**.", "",
+        *_synthetic_note([(run.run_id, run)]),
+        "## Load points", "", markdown_table(points, columns), "",
+        "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
+        "## Provenance", "", "```json", json.dumps(about, indent=2, sort_keys=True, default=str), "```", "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return Report(path, pd.DataFrame(points), plots)
+
+
+def _engine_configs(run: RunResult) -> list[dict]:
+    return [point_config(run, cid) for cid in (run.config.get("engine_configs") or {"default": {}})]
+
+
+def _point_row(p) -> dict:
+    load = p.load
+    if load.get("kind") == "concurrency":
+        load_text = f"concurrency {load.get('concurrency')}"
+    else:
+        load_text = ", ".join(f"{k}={v}" for k, v in sorted(load.items()))
+    reasons = list(p.invalid_reasons) + ([p.error] if p.error else [])
+    row = {"point_id": p.point_id, "load": load_text, "status": p.status, "valid": p.valid,
+           "reasons": "; ".join(reasons), "n_requests": p.n_requests}
+    for key in (Y, X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
+        row[key] = p.metrics.get(key)
+    for key in ("avg_power_w", "j_per_token"):
+        row[key] = p.energy.get(key)
+    row["usd_per_mtok_output"] = p.cost.get("usd_per_mtok_output")
+    row["utilization"] = p.cost.get("utilization")
+    row["roofline_efficiency"] = p.roofline.get("roofline_efficiency")
+    return row
+
+
+def _scenarios(table: pd.DataFrame, names: list[str] | None) -> list[str]:
+    present = sorted({c.split("__", 1)[1] for c in table.columns if c.startswith("usd_per_mtok_output__")})
+    if not names:
+        return present
+    unknown = [n for n in names if n not in present]
+    if unknown:
+        raise ConfigError(f"unknown cost scenario(s) {', '.join(unknown)} (in table: {', '.join(present) or 'none'})")
+    return list(names)
+
+
+def _synthetic_note(runs: list[tuple[str, RunResult]]) -> list[str]:
+    if any(run.extra.get("synthetic") for _, run in runs):
+        return ["> **Synthetic data**: some runs are test fixtures, not measurements.", ""]
+    return []

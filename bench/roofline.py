@@ -1,0 +1,74 @@
+"""The physical limit of a load point (measurement.md section 6).
+
+Decode is bounded by memory: one step serving `batch` sequences reads the weights it
+touches once plus every sequence's KV cache, so
+
+    bandwidth_bound_tok_s = batch / (bytes_per_step / bandwidth)
+    bytes_per_step        = decode_weight_bytes(batch) + batch x context_len x kv_bytes_per_token
+
+and by compute: `compute_bound_tok_s = peak FLOP/s / flops_per_token(context_len)`.
+Both scale with n_gpus (ideal tensor parallelism). Figures from a probe file (what the
+harness measured on the card) replace the catalog's datasheet figures when given.
+"""
+
+from __future__ import annotations
+
+_DTYPE_BY_BYTES = {2.0: "bf16", 1.0: "fp8", 0.5: "fp4"}
+
+
+def flops_dtype(bytes_per_param: float) -> str:
+    """The matrix precision that weights of this width run at (4-byte weights: bf16)."""
+    return _DTYPE_BY_BYTES.get(float(bytes_per_param), "bf16")
+
+
+def point_roofline(
+    model,
+    hardware,
+    batch: int,
+    context_len: int,
+    bytes_per_param: float,
+    kv_bytes_per_elem: float,
+    n_gpus: int,
+    measured_output_tok_s: float | None,
+    probe: dict | None = None,
+    dtype: str | None = None,
+) -> dict:
+    """Bounds (tokens/s, all GPUs), the binding one, and measured / bound."""
+    probe = probe or {}
+    batch = max(int(batch), 1)
+    bw_tbs, bw_source = _pick(probe.get("bandwidth_tbs"), hardware.bandwidth_tbs)
+    want = dtype or flops_dtype(bytes_per_param)
+    used_dtype = want if hardware.tflops.get(want) or (probe.get("tflops") or {}).get(want) else "bf16"
+    tflops, flops_source = _pick((probe.get("tflops") or {}).get(used_dtype), hardware.tflops.get(used_dtype))
+
+    weight_bytes = model.decode_weight_bytes(batch, bytes_per_param)
+    kv_bytes = batch * context_len * model.kv_bytes_per_token(kv_bytes_per_elem, context_len)
+    bytes_per_step = weight_bytes + kv_bytes
+    bandwidth_bound = batch * bw_tbs * 1e12 * n_gpus / bytes_per_step
+    compute_bound = tflops * 1e12 * n_gpus / model.flops_per_token(context_len) if tflops else None
+
+    bound = min(b for b in (bandwidth_bound, compute_bound) if b is not None)
+    return {
+        "bandwidth_bound_tok_s": bandwidth_bound,
+        "compute_bound_tok_s": compute_bound,
+        "bound_tok_s": bound,
+        "bound_kind": "bandwidth" if bound == bandwidth_bound else "compute",
+        "roofline_efficiency": measured_output_tok_s / bound if measured_output_tok_s is not None else None,
+        "bandwidth_tbs": bw_tbs,
+        "bandwidth_source": bw_source,
+        "tflops": tflops,
+        "flops_dtype": used_dtype,
+        "flops_source": flops_source,
+        "bytes_per_step": bytes_per_step,
+        "weight_bytes_per_step": weight_bytes,
+        "kv_bytes_per_step": kv_bytes,
+        "batch": batch,
+        "context_len": context_len,
+        "n_gpus": n_gpus,
+    }
+
+
+def _pick(measured, catalog) -> tuple[float | None, str]:
+    if measured:
+        return float(measured), "probe"
+    return (float(catalog) if catalog else None), "catalog"

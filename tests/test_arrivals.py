@@ -1,0 +1,53 @@
+"""Arrival processes: mean rate and dispersion, seeding, and the load dict parser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.errors import ConfigError
+from bench.load.arrivals import (
+    ConcurrencyLoad,
+    RateLoad,
+    arrival_gaps_s,
+    arrival_offsets_s,
+    parse_load,
+)
+
+
+@pytest.mark.parametrize("arrival,burstiness", [("poisson", 1.0), ("gamma", 0.25), ("gamma", 1.0), ("gamma", 4.0)])
+def test_mean_rate_and_coefficient_of_variation(arrival, burstiness):
+    gaps = arrival_gaps_s(100_000, rate_rps=20.0, arrival=arrival, burstiness=burstiness, seed=11)[1:]
+    assert gaps.mean() == pytest.approx(1 / 20.0, rel=0.02)
+    cv = gaps.std() / gaps.mean()
+    assert cv == pytest.approx(1 / math.sqrt(burstiness), rel=0.03)
+
+
+def test_seeded_and_offsets():
+    a = arrival_offsets_s(50, 5.0, seed=3)
+    assert np.array_equal(a, arrival_offsets_s(50, 5.0, seed=3))
+    assert not np.array_equal(a, arrival_offsets_s(50, 5.0, seed=4))
+    assert a[0] == 0.0 and np.all(np.diff(a) >= 0)
+    assert np.array_equal(arrival_offsets_s(4, math.inf), np.zeros(4))
+    assert len(arrival_gaps_s(0, 1.0)) == 0
+
+
+def test_parse_load():
+    assert parse_load({"kind": "concurrency", "concurrency": 4}) == ConcurrencyLoad(4)
+    assert parse_load({"kind": "rate", "rate_rps": 2}) == RateLoad(2.0, "poisson", 1.0, None)
+    assert parse_load({"kind": "rate", "rate_rps": 2, "arrival": "gamma", "burstiness": 0.5,
+                       "max_concurrency": 8}) == RateLoad(2.0, "gamma", 0.5, 8)
+    bad = [
+        ({"kind": "batch"}, "unknown load kind"),
+        ({"kind": "concurrency", "concurrency": 0}, "concurrency must be"),
+        ({"kind": "concurrency", "concurrency": 2, "rate_rps": 1}, "unknown key"),
+        ({"kind": "rate", "rate_rps": 0}, "rate_rps must be > 0"),
+        ({"kind": "rate", "rate_rps": 1, "arrival": "uniform"}, "unknown arrival"),
+        ({"kind": "rate", "rate_rps": 1, "arrival": "poisson", "burstiness": 2}, "poisson arrivals"),
+        ({"kind": "rate", "rate_rps": 1, "max_concurrency": 0}, "max_concurrency"),
+    ]
+    for load, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            parse_load(load)

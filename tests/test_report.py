@@ -1,0 +1,132 @@
+"""Plots, the comparison report across hardware and the one-run report, on synthetic runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import cli
+from bench.costmodel import build_table, runs_from_dirs
+from bench.plots import metric_vs_interactivity, power_over_time, throughput_vs_interactivity
+from bench.store import upload
+from result_factory import make_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000, path
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    make_run(root / "h100", hardware="h100-sxm", speed=1.0, invalid={16: "client saturation"})
+    make_run(root / "h100", hardware="h100-sxm", speed=1.6, quantization="fp8")
+    make_run(root / "b200", hardware="b200", speed=2.5)
+    make_run(root / "mi300x", hardware="mi300x", speed=1.2)
+    make_run(root / "other", hardware="h100-sxm", model="tiny-qwen3-moe")
+    return root
+
+
+def _legend(plot) -> list[str]:
+    return [t.get_text() for t in plot.figure.axes[0].get_legend().get_texts()]
+
+
+def test_plots_draw_one_series_per_hardware_precision_engine(results, tmp_path):
+    table = build_table(runs_from_dirs([results]))
+    table = table[table["model"] == "tiny-llama"]
+    plot = throughput_vs_interactivity(table, tmp_path / "t.png")
+    assert_png(plot.path)
+    assert plot.n_series == 4
+    assert _legend(plot) == ["b200 bf16 vllm", "h100-sxm bf16 vllm", "h100-sxm fp8 vllm", "mi300x bf16 vllm"]
+    ax = plot.figure.axes[0]
+    assert len(ax.get_lines()) == 4 and len(ax.collections) == 4  # front lines + all measured points
+    cost = metric_vs_interactivity(table, "usd_per_mtok_output__rental-on-demand", tmp_path / "c.png")
+    assert_png(cost.path)
+    assert cost.n_series == 4
+    energy = metric_vs_interactivity(table[table["hardware"] == "b200"], "j_per_token", tmp_path / "j.png")
+    assert energy.n_series == 1 and len(energy.figure.axes[0].get_lines()[0].get_xdata()) == 5
+
+
+def test_power_plot_has_one_line_per_device(tmp_path):
+    power = pd.DataFrame([{"t_s": 100.0 + 0.1 * k, "device": d, "power_w": 300.0 + d + k} for k in range(50)
+                          for d in range(4)])
+    plot = power_over_time(power, tmp_path / "p.png", windows=[("c0001", 101.0, 103.0)])
+    assert_png(plot.path)
+    assert plot.n_series == 4
+    assert min(plot.figure.axes[0].get_lines()[0].get_xdata()) == 0.0
+
+
+def test_empty_plot_still_writes_a_png(tmp_path):
+    plot = throughput_vs_interactivity(build_table([]), tmp_path / "e.png")
+    assert plot.path.read_bytes()[:8] == PNG_MAGIC and plot.n_series == 0
+    assert [t.get_text() for t in plot.figure.axes[0].texts] == ["no valid points"]
+
+
+def test_compare_cli_on_local_results(results, tmp_path):
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(cli, ["compare", str(results), "--model", "tiny-llama", "--at-interactivity", "50",
+                                   "--scenario", "rental-on-demand", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "compare.csv").set_index("series")
+    assert len(table) == 4
+    assert table.loc["b200 bf16 vllm", "status"].startswith("outside measured range")
+    assert table.loc["h100-sxm bf16 vllm", "tok_s_per_gpu_vs_baseline"] == pytest.approx(1.0)
+    # the synthetic model: mi300x at speed 1.2 vs h100 at 1.0, both interpolated at 50 tok/s/user
+    mi = table.loc["mi300x bf16 vllm"]
+    assert mi["status"] == "interpolated" and mi["tok_s_per_gpu_vs_baseline"] > 1
+    assert mi["usd_per_mtok_output__rental-on-demand_vs_baseline"] > 0
+    report = (out / "report.md").read_text()
+    assert "interactivity 50 tok/s/user" in report and "Synthetic data" in report
+    for name in ("throughput_vs_interactivity.png", "j_per_token_vs_interactivity.png",
+                 "usd_per_mtok_rental-on-demand.png"):
+        assert f"]({name})" in report
+        assert_png(out / name)
+    assert report.count("(SYNTHETIC)") == 4  # every run used, and only those of this model
+    assert "tiny-qwen3-moe" not in report
+
+
+def test_compare_from_a_store_with_ttft_limit(results, tmp_path):
+    url = str(tmp_path / "store")
+    upload([p.parent for p in results.rglob("run.json")], url)
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(cli, ["compare", "--store", url, "--model", "tiny-llama", "--ttft-slo", "0.095",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "compare.csv").set_index("series")
+    assert set(table["status"]) == {"measured"}
+    assert (table["ttft_s_p99"] <= 0.095).all()
+    # synthetic h100 bf16: only concurrency 1 (p99 TTFT 0.09 s, 100 tok/s/user) meets 0.095 s
+    assert table.loc["h100-sxm bf16 vllm", "interactivity_tok_s_user"] == pytest.approx(100.0)
+    assert "20260115-tiny-llama-" in (out / "report.md").read_text()
+
+
+def test_compare_refuses_bad_arguments(results, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["compare", str(results), "--model", "nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "no valid load points for model 'nope'" in res.output
+    res = runner.invoke(cli, ["compare", "--model", "tiny-llama"])
+    assert res.exit_code != 0 and "either --store URL or RESULTS" in res.output
+    res = runner.invoke(cli, ["compare", str(results), "--model", "tiny-llama", "--scenario", "free-lunch",
+                              "--out", str(tmp_path / "y")])
+    assert res.exit_code != 0 and "free-lunch" in res.output
+
+
+def test_run_report_lists_every_point_with_reasons(tmp_path):
+    run = make_run(tmp_path / "runs", n_gpus=2, invalid={8: "client saturation: 6.1 in flight of 8"}, failed=(16,))
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(cli, ["report", str(run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = (out / "report.md").read_text()
+    assert "client saturation: 6.1 in flight of 8" in text and "engine died" in text
+    assert text.count("| c00") == 5
+    assert '"engine_version": "0.0.0-synthetic"' in text
+    points = pd.read_csv(out / "points.csv")
+    assert list(points["valid"]) == [True, True, True, False, False]
+    for name in ("throughput_vs_interactivity.png", "j_per_token_vs_interactivity.png", "power_over_time.png"):
+        assert_png(out / name)

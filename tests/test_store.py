@@ -1,0 +1,269 @@
+"""The shared store on a local folder and on a real S3 API (moto's server on loopback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bench import store as store_mod
+from bench.cli import cli
+from bench.errors import StoreError
+from bench.store import MANIFEST_FILE, Store, ls, prepare, pull, upload
+from result_factory import make_run
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_url(request, tmp_path, monkeypatch):
+    """A fresh, empty store: a local folder, or a new bucket on the moto S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "BENCH_S3_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"bench-{uuid.uuid4().hex[:10]}"
+    Store(f"s3://{bucket}").fs.mkdir(bucket)
+    return f"s3://{bucket}/shared"
+
+
+def _all_files(url: str) -> list[str]:
+    s = Store(url)
+    s.fs.invalidate_cache()
+    try:
+        return sorted(s.fs.find(s.root))
+    except FileNotFoundError:
+        return []
+
+
+def test_upload_ls_pull_roundtrip(store_url, tmp_path):
+    run = make_run(tmp_path / "runs", hardware="h100-sxm")
+    [done] = upload([run], store_url)
+    assert done.status == "published"
+    rows = ls(store_url)
+    assert [r["run_id"] for r in rows] == [done.run_id]
+    assert rows[0]["hardware"] == "h100-sxm" and rows[0]["model"] == "tiny-llama"
+    assert rows[0]["n_points"] == 5 and rows[0]["date"] == "2026-01-15"
+    [local] = pull(store_url, tmp_path / "cache")
+    assert local.name == done.run_id
+    for rel in ("requests/c0001.parquet", "power.parquet", "engine.log"):
+        assert (local / rel).read_bytes() == (run / rel).read_bytes()
+    assert json.loads((local / "run.json").read_text())["points"] == json.loads((run / "run.json").read_text())["points"]
+
+
+def test_duplicate_upload_is_a_noop(store_url, tmp_path):
+    run = make_run(tmp_path / "runs")
+    first = upload([run], store_url)[0]
+    before = {p: Store(store_url).fs.cat_file(p) for p in _all_files(store_url)}
+    second = upload([run], store_url)[0]
+    assert (first.status, second.status) == ("published", "exists")
+    assert second.run_id == first.run_id
+    after = {p: Store(store_url).fs.cat_file(p) for p in _all_files(store_url)}
+    assert after == before
+    # a run pulled from the store and uploaded again is the same run
+    [local] = pull(store_url, tmp_path / "cache")
+    assert upload([local], store_url)[0].status == "exists"
+
+
+def test_run_id_is_content_derived(tmp_path):
+    a = make_run(tmp_path / "a", name="r")
+    b = make_run(tmp_path / "b", name="r")
+    c = make_run(tmp_path / "c", name="r", speed=1.01)
+    ida, idb, idc = prepare(a).run_id, prepare(b).run_id, prepare(c).run_id
+    assert ida == idb != idc
+    assert ida.startswith("20260115-tiny-llama-h100-sxm-")
+
+
+def test_malformed_runs_are_refused_and_nothing_uploaded(store_url, tmp_path):
+    good = make_run(tmp_path / "runs", name="good")
+    bad_json = make_run(tmp_path / "runs", name="badjson")
+    (bad_json / "run.json").write_text("{not json")
+    future = make_run(tmp_path / "runs", name="future")
+    data = json.loads((future / "run.json").read_text())
+    data["schema_version"] = 99
+    (future / "run.json").write_text(json.dumps(data))
+    running = make_run(tmp_path / "runs", name="running", status="running")
+    for bad, reason in ((bad_json, "not valid JSON"), (future, "unknown schema_version 99"), (running, "still running")):
+        with pytest.raises(StoreError, match=reason):
+            upload([good, bad], store_url)
+    assert ls(store_url) == []
+    assert _all_files(store_url) == []
+
+
+def test_missing_request_file_is_refused(tmp_path):
+    run = make_run(tmp_path / "runs")
+    (run / "requests" / "c0004.parquet").unlink()
+    with pytest.raises(StoreError, match="c0004"):
+        prepare(run)
+
+
+def test_interrupted_upload_is_invisible_and_can_be_retried(store_url, tmp_path, monkeypatch):
+    run = make_run(tmp_path / "runs")
+    real = Store._publish_file
+    calls = []
+
+    def flaky(self, staged, final, data):
+        calls.append(final)
+        if len(calls) == 3:
+            raise ConnectionError("link dropped mid-copy")
+        return real(self, staged, final, data)
+
+    monkeypatch.setattr(Store, "_publish_file", flaky)
+    with pytest.raises(ConnectionError):
+        upload([run], store_url)
+    assert any("/runs/" in p for p in _all_files(store_url))  # some files did land
+    assert ls(store_url) == []
+    assert pull(store_url, tmp_path / "cache") == []
+    monkeypatch.setattr(Store, "_publish_file", real)
+    [done] = upload([run], store_url)
+    assert done.status == "published"
+    assert [r["run_id"] for r in ls(store_url)] == [done.run_id]
+    assert not [p for p in _all_files(store_url) if "/staging/" in p]
+    [local] = pull(store_url, tmp_path / "cache")
+    assert (local / MANIFEST_FILE).is_file()
+
+
+def test_same_id_with_different_content_is_refused(store_url, tmp_path):
+    run = make_run(tmp_path / "runs")
+    [done] = upload([run], store_url)
+    s = Store(store_url)
+    path = s.path("runs", done.run_id, MANIFEST_FILE)
+    manifest = json.loads(s.fs.cat_file(path))
+    manifest["content_sha256"] = "0" * 64
+    s.fs.pipe_file(path, json.dumps(manifest).encode())
+    with pytest.raises(StoreError, match="different content"):
+        upload([run], store_url)
+
+
+def test_pull_verifies_checksums_filters_and_caches(store_url, tmp_path, monkeypatch):
+    h100 = make_run(tmp_path / "runs", hardware="h100-sxm")
+    b200 = make_run(tmp_path / "runs", hardware="b200", model="tiny-qwen3-moe")
+    ids = {d.source.name: d.run_id for d in upload([h100, b200], store_url)}
+    got = pull(store_url, tmp_path / "cache", hardware="b200")
+    assert [p.name for p in got] == [ids[b200.name]]
+    assert pull(store_url, tmp_path / "cache", model="tiny-llama")[0].name == ids[h100.name]
+    assert pull(store_url, tmp_path / "cache", hardware="b200", model="tiny-llama") == []
+
+    reads = []
+    with monkeypatch.context() as m:
+        m.setattr(Store, "read_file", lambda self, *a, **k: reads.append(a))
+        pull(store_url, tmp_path / "cache")
+    assert reads == []  # both runs already complete in the cache
+
+    s = Store(store_url)
+    s.fs.pipe_file(s.path("runs", ids[h100.name], "engine.log"), b"tampered\n")
+    with pytest.raises(StoreError, match="checksum"):
+        pull(store_url, tmp_path / "fresh", hardware="h100-sxm")
+
+
+def test_concurrent_writers_keep_every_run_intact(store_url, tmp_path):
+    runs = [make_run(tmp_path / "runs", hardware=hw, speed=1 + i / 10) for i, hw in enumerate(["h100-sxm", "b200", "mi300x"])]
+    jobs = runs + [runs[0], runs[0]]  # three distinct runs, one of them three times at once
+    results, errors = [], []
+    barrier = threading.Barrier(len(jobs))
+
+    def work(run_dir):
+        barrier.wait()
+        try:
+            results.append(upload([run_dir], store_url)[0])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert len({r.run_id for r in results}) == 3
+    assert sum(r.status == "published" for r in results) >= 3
+    listed = ls(store_url)
+    assert len(listed) == 3
+    pulled = pull(store_url, tmp_path / "cache")
+    assert len(pulled) == 3  # pull re-verifies every sha256 against the manifests
+    by_hw = {json.loads((p / "run.json").read_text())["config"]["hardware_id"]: p for p in pulled}
+    for run in runs:
+        hw = json.loads((run / "run.json").read_text())["config"]["hardware_id"]
+        assert (by_hw[hw] / "power.parquet").read_bytes() == (run / "power.parquet").read_bytes()
+
+
+def test_secrets_never_reach_the_store(store_url, tmp_path):
+    token = "hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2"
+    run = make_run(tmp_path / "runs", engine_args={"hf_token": token, "max_num_batched_tokens": 8192,
+                                                    "api_key": "plainsecretvalue"})
+    (run / "engine.log").write_text(f"INFO args: --api-key sk-{'x' * 24} HF_TOKEN={token}\n")
+    [done] = upload([run], store_url)
+    s = Store(store_url)
+    blob = b"".join(s.fs.cat_file(p) for p in _all_files(store_url))
+    assert token.encode() not in blob and b"plainsecretvalue" not in blob and b"sk-xxxx" not in blob
+    stored = s.read_run(done.run_id)
+    assert stored.config["engine_args"]["max_num_batched_tokens"] == 8192
+    assert stored.config["engine_args"]["hf_token"] == "<redacted>"
+
+
+def test_storage_options_from_env(monkeypatch):
+    monkeypatch.setenv("BENCH_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("BENCH_STORE_OPTIONS", '{"anon": false}')
+    opts = store_mod.storage_options_for("s3://b/x", {"key": "k"})
+    assert opts == {"anon": False, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}, "key": "k"}
+    monkeypatch.setenv("BENCH_STORE_OPTIONS", "[not json")
+    with pytest.raises(StoreError, match="BENCH_STORE_OPTIONS"):
+        store_mod.storage_options_for("s3://b/x")
+
+
+def test_cli_upload_ls_pull(store_url, tmp_path):
+    run = make_run(tmp_path / "runs")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["upload", str(run), "--to", store_url])
+    assert res.exit_code == 0, res.output
+    assert "published:" in res.output
+    res = runner.invoke(cli, ["ls", store_url])
+    assert res.exit_code == 0 and "tiny-llama" in res.output and "h100-sxm" in res.output
+    res = runner.invoke(cli, ["pull", store_url, "--dest", str(tmp_path / "c"), "--hardware", "h100-sxm"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "c").iterdir())) == 1
+    (run / "run.json").write_text("{}")
+    res = runner.invoke(cli, ["upload", str(run), "--to", store_url])
+    assert res.exit_code != 0 and res.output.startswith("bench: error: refused:")
+
+
+def test_costmodel_written_back_to_the_store_loads_with_pandas(store_url, tmp_path):
+    import pandas as pd
+
+    from bench.costmodel import build
+
+    upload([make_run(tmp_path / "runs", concurrencies=(1, 4))], store_url)
+    first = build(store_url, out_dir=tmp_path / "a")
+    second = build(store_url, out_dir=tmp_path / "b")
+    for name in ("costmodel.parquet", "costmodel.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    s = Store(store_url)
+    assert s.fs.cat_file(s.path("costmodel", "costmodel.parquet")) == (tmp_path / "a" / "costmodel.parquet").read_bytes()
+    url = f"{store_url}/costmodel/costmodel.parquet"
+    options = {"client_kwargs": {"endpoint_url": os.environ["BENCH_S3_ENDPOINT_URL"]}} if url.startswith("s3") else None
+    frame = pd.read_parquet(url, storage_options=options)
+    assert len(frame) == len(first.table) == len(second.table) == 2
+    assert not [p for p in _all_files(store_url) if "/staging/" in p]
