@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import ConfigError
 
@@ -89,6 +96,17 @@ class ArchConfig(_Strict):
     routed_scaling_factor: float | None = None
     scoring_func: str | None = None
     hf_extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ArchConfig:
+        if self.n_experts and not self.num_experts_per_tok:
+            raise ValueError("an MoE config needs num_experts_per_tok")
+        mla = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+        if self.is_mla and any(getattr(self, k) is None for k in mla):
+            raise ValueError(f"an MLA config (kv_lora_rank) needs {', '.join(mla)}")
+        if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError("layer_types needs one entry per layer")
+        return self
 
     @property
     def is_mla(self) -> bool:
@@ -217,8 +235,6 @@ class ModelSpec(_Strict):
             self.active_params = self.active_params or active
         if self.active_params > self.total_params:
             raise ValueError("active_params exceeds total_params")
-        if self.config.n_experts and not self.config.num_experts_per_tok:
-            raise ValueError("an MoE config needs num_experts_per_tok")
         return self
 
     @property
@@ -386,7 +402,8 @@ def _describe(err: ValidationError) -> str:
     elif first["type"] == "missing":
         msg = f"missing field '{loc}'"
     else:
-        msg = f"field '{loc}': {first['msg']}" if loc else first["msg"]
+        text = first["msg"].removeprefix("Value error, ")
+        msg = f"field '{loc}': {text}" if loc else text
     more = len(err.errors()) - 1
     return msg + (f" (and {more} more)" if more else "")
 
@@ -410,12 +427,12 @@ def _load_models(path: str, _mtime_ns: int) -> dict[str, ModelSpec]:
     for key, entry in data.items():
         if not isinstance(entry, dict):
             raise ConfigError(f"{p.name}: model '{key}': expected a mapping")
+        if "key" in entry:
+            raise ConfigError(f"{p.name}: model '{key}': unknown field 'key' (the mapping key is the key)")
         try:
-            models[key] = ModelSpec(key=key, **entry)
+            models[key] = ModelSpec.model_validate({**entry, "key": key})
         except ValidationError as e:
             raise ConfigError(f"{p.name}: model '{key}': {_describe(e)}") from None
-        except TypeError as e:
-            raise ConfigError(f"{p.name}: model '{key}': {e}") from None
     return models
 
 

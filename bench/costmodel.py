@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError, ResultError
 from bench.results import RunResult, read_summary
 
 COSTMODEL_DIR = "costmodel"
@@ -55,6 +56,7 @@ class CostModelBuild:
     table: pd.DataFrame
     local_paths: list[Path] = field(default_factory=list)
     store_paths: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "run_id: reason" of runs this bench cannot read
 
 
 def precision_label(config: dict) -> str:
@@ -197,10 +199,22 @@ def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def runs_from_store(url: str, storage_options: dict | None = None) -> list[tuple[str, RunResult]]:
+def runs_from_store(url: str, storage_options: dict | None = None,
+                    skipped: list[str] | None = None) -> list[tuple[str, RunResult]]:
+    """Every published run. A run this bench cannot read (e.g. a newer schema version) is
+    left out and noted in `skipped`; a checksum mismatch is an error (StoreError)."""
     from bench.store import Store
 
-    return list(Store(url, storage_options).iter_runs())
+    store = Store(url, storage_options)
+    out = []
+    for manifest in store.manifests():
+        try:
+            out.append((manifest["run_id"], store.read_run(manifest["run_id"], manifest)))
+        except ResultError as e:
+            if skipped is None:
+                raise
+            skipped.append(f"{manifest['run_id']}: {e}")
+    return out
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
@@ -232,9 +246,10 @@ def build(store_url: str, out_dir: Path | None = None, scenario_names: list[str]
     """Build the table from every published run, write it locally (if out_dir) and back to the store."""
     from bench.store import Store
 
+    skipped: list[str] = []
+    table = build_table(runs_from_store(store_url, storage_options, skipped), scenario_names, **inject)
+    result = CostModelBuild(table, skipped=skipped)
     store = Store(store_url, storage_options)
-    table = build_table(store.iter_runs(), scenario_names, **inject)
-    result = CostModelBuild(table)
     if out_dir is not None:
         result.local_paths = write_table(table, out_dir)
     for ext, blob in table_bytes(table).items():
@@ -256,8 +271,8 @@ def catalog_model_info(model_key: str | None) -> dict:
 
 def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
     """bench.cost scenarios of a catalog hardware entry; none for hardware the catalog lacks."""
-    from bench.cost import scenarios_for
     from bench.catalog import get_hardware
+    from bench.cost import scenarios_for
 
     try:
         hardware = get_hardware(hardware_id)

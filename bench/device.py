@@ -7,6 +7,7 @@ need a catalog entry call `require_hardware`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,8 @@ def _from_nvml(nvml: Any, hardware: dict[str, HardwareSpec]) -> Detected | None:
         # NVML loaded but a query failed: a real fault, not "no GPU here"
         raise TelemetryError(f"NVML failed while reading the devices: {e}") from None
     finally:
-        try:
+        with contextlib.suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
-        except nvml.NVMLError:
-            pass
     spec = match_hardware(first, hardware)
     return Detected(
         hardware_id=spec.id if spec else None,
@@ -96,9 +95,10 @@ def _from_nvml(nvml: Any, hardware: dict[str, HardwareSpec]) -> Detected | None:
 
 
 def _from_amdsmi(amdsmi: Any, hardware: dict[str, HardwareSpec]) -> Detected | None:
+    amd_error = getattr(amdsmi, "AmdSmiException", Exception)  # base of amdsmi's errors
     try:
         amdsmi.amdsmi_init()
-    except Exception:  # amdsmi raises AmdSmiLibraryException (and others) without a GPU
+    except amd_error:  # no driver or no GPU: fall through
         return None
     try:
         handles = amdsmi.amdsmi_get_processor_handles()
@@ -108,11 +108,11 @@ def _from_amdsmi(amdsmi: Any, hardware: dict[str, HardwareSpec]) -> Detected | N
         names = [amdsmi.amdsmi_get_gpu_asic_info(h)["market_name"] for h in handles]
         vram = amdsmi.amdsmi_get_gpu_memory_total(handles[0], amdsmi.AmdSmiMemoryType.VRAM)
         driver = amdsmi.amdsmi_get_gpu_driver_info(handles[0]).get("driver_version")
+    except amd_error as e:
+        raise TelemetryError(f"amdsmi failed while reading the devices: {e}") from None
     finally:
-        try:
+        with contextlib.suppress(amd_error):
             amdsmi.amdsmi_shut_down()
-        except Exception:
-            pass
     spec = match_hardware(first, hardware)
     return Detected(
         hardware_id=spec.id if spec else None,
@@ -147,7 +147,7 @@ def _cpu_host(cpuinfo: str, meminfo: str) -> Detected:
 def _import(module: str) -> Any:
     try:
         return __import__(module)
-    except Exception:  # not installed, or its native library failed to load
+    except (ImportError, OSError):  # not installed, or its native library failed to load
         return None
 
 

@@ -10,8 +10,8 @@ straight lines; nothing is ever read beyond the measured range.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 

@@ -69,7 +69,15 @@ def _words(n: int) -> list[str]:
 
 def build_tokenizer(vocab_size: int):
     """A `tokenizers.Tokenizer` with exactly `vocab_size` ids (layout in the module doc)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+    )
 
     if vocab_size <= WORD_TOKEN_START + 26:
         raise ConfigError(f"vocab_size {vocab_size} is too small for the synthetic tokenizer (> {WORD_TOKEN_START + 26})")

@@ -100,7 +100,7 @@ def _redact_args(items: list) -> list:
             continue
         hide_next = False
         if isinstance(item, str) and item.startswith("--"):
-            flag, eq, value = item.partition("=")
+            flag, eq, _ = item.partition("=")
             if is_secret_name(flag[2:]):
                 if eq:
                     out.append(f"{flag}={REDACTED}")

@@ -14,11 +14,23 @@ from typing import Any
 
 import pandas as pd
 
-from bench.costmodel import CSV_FLOAT_FORMAT, point_config, point_rows, precision_label, rows_to_frame
+from bench.costmodel import (
+    CSV_FLOAT_FORMAT,
+    point_config,
+    point_rows,
+    precision_label,
+    rows_to_frame,
+)
 from bench.errors import ConfigError
-from bench.pareto import X, Y, Operating, compare_table
-from bench.plots import Plot, metric_vs_interactivity, power_over_time, throughput_vs_interactivity
+from bench.pareto import Operating, X, Y, compare_table
+from bench.plots import (
+    Plot,
+    metric_vs_interactivity,
+    power_over_time,
+    throughput_vs_interactivity,
+)
 from bench.results import RunResult, read_summary
+from bench.store import run_models
 
 
 @dataclass
@@ -103,9 +115,9 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model
     text = [
         f"# {model}: comparison across hardware", "",
         f"Operating point: **{op.describe()}**. Baseline: **{baseline or 'none'}**.",
-        "Matched by piecewise-linear interpolation along each series' Pareto front of throughput per GPU "
-        "vs interactivity; targets outside a series' measured range are not extrapolated. "
-        "$/Mtok assumes the utilization shown (share of hours serving at this load).", "",
+        ("Matched by piecewise-linear interpolation along each series' Pareto front of throughput per GPU "
+         "vs interactivity; targets outside a series' measured range are not extrapolated. "
+         "$/Mtok assumes the utilization shown (share of hours serving at this load)."), "",
         markdown_table(compared.to_dict("records"), columns), "",
         *_synthetic_note(used),
         "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
@@ -138,17 +150,24 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
                                      windows=windows))
     columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, "tok/s/GPU"),
                (X, "tok/s/user"), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
-               "avg_power_w", "j_per_token", ("usd_per_mtok_output", "$/Mtok out"), "utilization",
-               "roofline_efficiency"]
+               "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency"]
+    costs = [_cost_row(p) for p in run.points if p.status == "ok"]
+    scenarios = sorted({k.split("__", 1)[1] for row in costs for k in row if "__" in k})
+    cost_columns = ["point_id"] + [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"),
+                                                                  (f"util__{s}", "util."))]
     about = {"status": run.status, "error": run.error, "created_utc": run.created_utc,
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config,
              "provenance": run.provenance, "extra": run.extra}
     text = [
         f"# Run {run.run_id}", "",
-        f"{run.config.get('model')} on {run.config.get('hardware_id')} x{run.config.get('n_gpus')}, "
-        f"engine {run.config.get('engine')}, status **{run.status}**.", "",
+        (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, "
+         f"{len(run.points)} load points, status **{run.status}**."), "",
         *_synthetic_note([(run.run_id, run)]),
         "## Load points", "", markdown_table(points, columns), "",
+        "## Cost as stored with the run", "",
+        ("$ per million output tokens for each cost scenario, at the utilization shown "
+         "(`bench costmodel build` recomputes them with current prices)."), "",
+        markdown_table(costs, cost_columns) if scenarios else "No cost figures stored.", "",
         "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
         "## Provenance", "", "```json", json.dumps(about, indent=2, sort_keys=True, default=str), "```", "",
     ]
@@ -174,9 +193,21 @@ def _point_row(p) -> dict:
         row[key] = p.metrics.get(key)
     for key in ("avg_power_w", "j_per_token"):
         row[key] = p.energy.get(key)
-    row["usd_per_mtok_output"] = p.cost.get("usd_per_mtok_output")
-    row["utilization"] = p.cost.get("utilization")
+    row["energy_method"] = p.energy.get("energy_method")
     row["roofline_efficiency"] = p.roofline.get("roofline_efficiency")
+    return row
+
+
+def _cost_row(p) -> dict:
+    """$/Mtok output and utilization per stored scenario: `cost` is {scenario: figures}, or
+    one scenario's figures at the top level."""
+    by_scenario = {k: v for k, v in p.cost.items() if isinstance(v, dict) and "usd_per_mtok_output" in v}
+    if not by_scenario and "usd_per_mtok_output" in p.cost:
+        by_scenario = {str(p.cost.get("scenario") or "stored"): p.cost}
+    row = {"point_id": p.point_id}
+    for name, figures in by_scenario.items():
+        row[f"usd__{name}"] = figures.get("usd_per_mtok_output")
+        row[f"util__{name}"] = figures.get("utilization")
     return row
 
 

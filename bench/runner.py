@@ -166,7 +166,9 @@ def _start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path):
         engine = engine_class("endpoint")(cfg.endpoint_url, cfg.weights if cfg.weights != "dummy" else cfg.model,
                                           log_path, n_gpus=cfg.n_gpus)
         engine.start()
-        return engine, None
+        from bench.catalog import get_model
+
+        return engine, get_model(cfg.model)
     model_path, spec = _model_path(cfg, env)
     kwargs = dict(engine_args=server_args(cfg, env), device="cpu" if env.on_cpu else "cuda",
                   n_gpus=cfg.n_gpus, startup_timeout_s=env.startup_timeout_s)
@@ -200,7 +202,8 @@ def _run_config(cfg, todo, plan, run_dir, env, result, telemetry, emit) -> None:
                         raise
                     _fail_all(pending, "failed", f"engine failed to start: {e}", result, run_dir, emit)
                     return
-                if telemetry is not None and cfg.config_id() not in result.extra.get("idle_baseline", {}):
+                emit("engine_ready", {"config_id": cfg.config_id(), "pid": getattr(engine, "pid", None)})
+                if telemetry is not None:  # after every (re)start: the loaded, idle engine
                     result.extra.setdefault("idle_baseline", {})[cfg.config_id()] = telemetry.idle_baseline(IDLE_BASELINE_S)
             point = pending[0]
             started = utc_now()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
-from bench.errors import ConfigError
+from bench.errors import BenchError, ConfigError
 from bench.runner import RunEnvironment, execute, new_run_dir
 
 PROBE_ENV = "BENCH_PROBE_FILE"
@@ -44,9 +45,23 @@ def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir
     """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult)."""
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(out_dir, plan.name)
     on_event = progress.on_event if progress is not None else None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated job keeps its points too
     try:
         result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if progress is not None:
             progress.close()
     return run_dir, result
+
+
+class Interrupted(BenchError):
+    """Ctrl-C or SIGTERM during a run; everything measured so far is on disk."""
+
+    exit_code = 130
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt

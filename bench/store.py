@@ -25,9 +25,10 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench.errors import BenchError, ResultError, StoreError
 from bench.redact import redact, redact_text
@@ -306,7 +307,7 @@ class Store:
         try:
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
-        except Exception:  # staging leftovers are never read; a failed cleanup is harmless
+        except Exception:  # noqa: BLE001, S110 - staging leftovers are never read; a failed cleanup is harmless
             pass
 
     def _io(self, what: str, fn, *args, missing_ok: bool = False):
@@ -321,7 +322,7 @@ class Store:
             if missing_ok:
                 raise
             raise StoreError(f"{self.url}: {what} failed: not found: {args[0] if args else ''}") from None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - each backend (botocore, gcsfs, hf) has its own error types
             raise StoreError(f"{self.url}: {what} failed: {type(e).__name__}: {_one_line(e)}") from None
 
 

@@ -176,3 +176,18 @@ def test_request_body_matches_vllm_protocol():
     assert json.loads(chat.body("hi", 2))["messages"] == [{"role": "user", "content": "hi"}]
     with pytest.raises(ValueError):
         chat.body([1], 2)
+
+
+def test_fake_server_counters_match_client_counts():
+    cfg = FakeServerConfig(ttft_s=0.002, itl_s=0.001, short_every=4)
+    wl = RandomWorkload(12, 8, 500, seed=3)
+    with FakeServer(cfg, mode="thread") as srv:
+        pr = run_point_sync(srv.base_url, cfg.model, wl, {"kind": "concurrency", "concurrency": 2}, 1, 7)
+        text = srv.metrics_text()
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("vllm:")}
+    counts = pr.client_token_counts()
+    assert counts == {"generation_tokens": 8 * 8 - 2, "prompt_tokens": 8 * 12}  # two short requests
+    assert values == {"vllm:generation_tokens_total": counts["generation_tokens"],
+                      "vllm:prompt_tokens_total": counts["prompt_tokens"]}
+    assert "# TYPE vllm:generation_tokens_total counter" in text

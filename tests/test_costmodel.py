@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -9,15 +10,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from result_factory import make_run
 
 from bench.cli import cli
 from bench.costmodel import (
-    BASE_COLUMNS, SCENARIO_FIELDS, build, build_table, runs_from_dirs, table_bytes, write_table,
+    BASE_COLUMNS,
+    SCENARIO_FIELDS,
+    build,
+    build_table,
+    runs_from_dirs,
+    table_bytes,
+    write_table,
 )
 from bench.errors import ConfigError
 from bench.results import read_summary, write_summary
 from bench.store import upload
-from result_factory import make_run
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "costmodel.md"
 
@@ -150,7 +157,7 @@ def test_cli_costmodel_build(run_dirs, tmp_path):
 
 def test_every_column_is_documented():
     text = DOCS.read_text()
-    documented = set(re.findall(r"^\| `([a-z_0-9]+)(?:__<scenario>)?` \|", text, flags=re.M))
+    documented = set(re.findall(r"^\| `([a-z_0-9]+)(?:__<scenario>)?` \|", text, flags=re.MULTILINE))
     assert set(BASE_COLUMNS) <= documented
     assert set(SCENARIO_FIELDS) <= documented
 
@@ -162,3 +169,22 @@ def test_invalid_points_are_never_counted(tmp_path):
         p.valid, p.invalid_reasons = False, ["token mismatch"]
     write_summary(run_dir, result)
     assert build_table(runs_from_dirs([run_dir]), **INJECT).empty
+
+
+def test_a_run_of_an_unknown_schema_in_the_store_is_skipped_not_fatal(run_dirs, tmp_path):
+    url = str(tmp_path / "store")
+    done = upload(run_dirs, url)
+    # a newer harness published a run this one cannot read: rewrite it consistently
+    run_dir = tmp_path / "store" / "runs" / done[0].run_id
+    data = json.loads((run_dir / "run.json").read_text())
+    data["schema_version"] = 99
+    blob = (json.dumps(data) + "\n").encode()
+    (run_dir / "run.json").write_bytes(blob)
+    manifest = json.loads((run_dir / "MANIFEST.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "run.json":
+            entry.update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+    (run_dir / "MANIFEST.json").write_text(json.dumps(manifest))
+    result = build(url, **INJECT)
+    assert len(result.table) == 10
+    assert len(result.skipped) == 1 and "unknown schema_version 99" in result.skipped[0]

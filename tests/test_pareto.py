@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+from itertools import pairwise
 
 import pandas as pd
 import pytest
 
-from bench.pareto import OUTSIDE, Operating, compare_table, interpolate, match_series, pareto_front
+from bench.pareto import (
+    OUTSIDE,
+    Operating,
+    compare_table,
+    interpolate,
+    match_series,
+    pareto_front,
+)
 
 
 def test_front_drops_dominated_points_and_sorts_by_x():
@@ -32,8 +40,8 @@ def test_front_is_strictly_monotone_on_random_clouds():
         front = pareto_front([p[0] for p in pts], [p[1] for p in pts])
         fx = [pts[i][0] for i in front]
         fy = [pts[i][1] for i in front]
-        assert all(a < b for a, b in zip(fx, fx[1:]))
-        assert all(a > b for a, b in zip(fy, fy[1:]))
+        assert all(a < b for a, b in pairwise(fx))
+        assert all(a > b for a, b in pairwise(fy))
         on_front = set(front)
         for i, (x, y) in enumerate(pts):  # every point off the front is dominated by one on it
             if i not in on_front:
@@ -51,7 +59,7 @@ def test_interpolation_is_piecewise_linear_and_never_extrapolates():
     assert interpolate([], [], 1.0) is None
     grid = [10 + 0.5 * k for k in range(61)]
     values = [interpolate(xs, ys, x) for x in grid]
-    assert all(a >= b for a, b in zip(values, values[1:]))  # monotone along the front
+    assert all(a >= b for a, b in pairwise(values))  # monotone along the front
 
 
 def _series(points: list[tuple[float, float, float]], **key) -> pd.DataFrame:

@@ -7,12 +7,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from result_factory import make_run
 
 from bench.cli import cli
 from bench.costmodel import build_table, runs_from_dirs
-from bench.plots import metric_vs_interactivity, power_over_time, throughput_vs_interactivity
+from bench.plots import (
+    metric_vs_interactivity,
+    power_over_time,
+    throughput_vs_interactivity,
+)
 from bench.store import upload
-from result_factory import make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -124,8 +128,10 @@ def test_run_report_lists_every_point_with_reasons(tmp_path):
     assert res.exit_code == 0, res.output
     text = (out / "report.md").read_text()
     assert "client saturation: 6.1 in flight of 8" in text and "engine died" in text
-    assert text.count("| c00") == 5
+    assert text.split("## Cost")[0].count("| c00") == 5
     assert '"engine_version": "0.0.0-synthetic"' in text
+    cost = text.split("## Cost as stored with the run")[1].split("## Plots")[0]
+    assert "$/Mtok out (synthetic-rental)" in cost and cost.count("| c00") == 4  # the failed point has none
     points = pd.read_csv(out / "points.csv")
     assert list(points["valid"]) == [True, True, True, False, False]
     for name in ("throughput_vs_interactivity.png", "j_per_token_vs_interactivity.png", "power_over_time.png"):

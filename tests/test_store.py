@@ -8,16 +8,15 @@ import os
 import socket
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from result_factory import make_run
 
 from bench import store as store_mod
 from bench.cli import cli
 from bench.errors import StoreError
 from bench.store import MANIFEST_FILE, Store, ls, prepare, pull, upload
-from result_factory import make_run
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +188,7 @@ def test_concurrent_writers_keep_every_run_intact(store_url, tmp_path):
         barrier.wait()
         try:
             results.append(upload([run_dir], store_url)[0])
-        except Exception as e:  # pragma: no cover - reported below
+        except Exception as e:  # noqa: BLE001 - any error in a writer thread fails the test below
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(r,)) for r in jobs]

@@ -22,6 +22,8 @@ def build(url, scenarios, out):
     from bench.costmodel import build as build_table
 
     done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None)
+    for reason in done.skipped:
+        click.echo(f"bench: warning: skipped {reason}", err=True)
     n_runs = done.table["run_id"].nunique() if not done.table.empty else 0
     click.echo(f"{len(done.table)} load points from {n_runs} runs")
     for path in [*map(str, done.local_paths), *done.store_paths]:

@@ -28,14 +28,18 @@ def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios
 
     if bool(url) == bool(results):
         raise ConfigError("give either --store URL or RESULTS folders, not both or neither")
-    runs = runs_from_store(url) if url else runs_from_dirs(results)
+    skipped: list[str] = []
+    runs = runs_from_store(url, skipped=skipped) if url else runs_from_dirs(results)
+    for reason in skipped:
+        click.echo(f"bench: warning: skipped {reason}", err=True)
     table = build_table(runs)
     out = out or Path("reports") / f"compare-{model}"
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
                          list(scenarios) or None)
     shown = ["series", "status", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
              "j_per_token", "j_per_token_vs_baseline"]
-    click.echo(format_table(rep.table.to_dict("records"), [c for c in shown if c in rep.table]))
+    rows = rep.table.astype(object).where(rep.table.notna(), None).to_dict("records")
+    click.echo(format_table(rows, [c for c in shown if c in rep.table]))
     click.echo(f"report: {rep.path}")
 
 

@@ -29,7 +29,8 @@ def upload(run_dirs, url):
               help="Local folder (default: $BENCH_CACHE_DIR/runs or ~/.cache/bench/runs).")
 def pull(url, hardware, model, dest):
     """Copy published runs from URL into a local cache, verifying every checksum."""
-    from bench.store import default_cache_dir, pull as pull_runs
+    from bench.store import default_cache_dir
+    from bench.store import pull as pull_runs
 
     dest = dest or default_cache_dir()
     paths = pull_runs(url, dest, hardware=hardware, model=model)

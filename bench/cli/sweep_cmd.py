@@ -138,3 +138,33 @@ def describe_plan(plan, hardware) -> str:
     )
     lines += ["", estimate, assumptions]
     return "\n".join(lines)
+
+
+@click.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@sweep_overrides
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
+              help="Continue the run in RUN_DIR: finished points are kept, the rest run.")
+def sweep(sweep_file, resume_dir, **opts):
+    """Run every point of SWEEP_FILE: one engine start per engine configuration, each
+    finished point on disk before the next begins. Ctrl-C keeps what is done; --resume
+    continues it."""
+    from pathlib import Path
+
+    from bench.cli.progress import Progress, summary_table
+    from bench.plan import build_plan, load_sweep
+    from bench.session import prepare_run, run_plan
+
+    sweep_spec = load_sweep(sweep_file, collect_overrides(opts))
+    env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"))
+    n_devices = sweep_spec.devices or env.device.get("count") or 1
+    the_plan = build_plan(sweep_spec, env.hardware, n_devices)
+    click.echo(note, err=True)
+    click.echo(describe_plan(the_plan, env.hardware), err=True)
+    out_dir = Path(opts.get("out_dir") or the_plan.out_dir or "runs")
+    progress = Progress(n_points=len(the_plan.points))
+    run_dir, result = run_plan(the_plan, out_dir, env, progress, resume_dir=Path(resume_dir) if resume_dir else None)
+    click.echo(summary_table(result))
+    click.echo(f"result: {run_dir}")
+    if not any(p.status == "ok" for p in result.points):
+        raise SystemExit(1)

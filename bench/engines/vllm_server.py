@@ -105,6 +105,11 @@ class VllmServer:
             return EngineDoesNotFit(f"{what}: out of memory (does not fit); log: {self.log_path}" + _quote(_last_error(tail)))
         return EngineDied(f"{what}; log: {self.log_path}" + _quote(_last_error(tail)))
 
+    @property
+    def pid(self) -> int | None:
+        """Process id (and process-group id) of the server, once started."""
+        return None if self._child is None or self._child.proc is None else self._child.proc.pid
+
     def alive(self) -> bool:
         return self._child is not None and self._child.alive()
 

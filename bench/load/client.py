@@ -20,6 +20,7 @@ import resource
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Self
 
 import aiohttp
 
@@ -81,7 +82,7 @@ class StreamingClient:
         self.tag = secrets.token_hex(4)  # X-Request-Id prefix, unique per client
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> StreamingClient:
+    async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -126,7 +127,7 @@ class StreamingClient:
                     parser.feed(data, time.perf_counter())
         except TimeoutError:
             record.error = f"timeout after {self.config.timeout_s:g} s"
-        except Exception as e:  # a failed request is data: any cause ends up in record.error
+        except Exception as e:  # noqa: BLE001  a failed request is data: any cause ends up in record.error
             record.error = _one_line(f"{type(e).__name__}: {e}") or type(e).__name__
         parser.finish()
         return record

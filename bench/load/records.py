@@ -5,6 +5,7 @@ All times are seconds on the client's `time.perf_counter` clock.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -68,6 +69,6 @@ class RequestRecord:
         kw["chunk_tokens"] = [int(x) for x in (kw.get("chunk_tokens") if kw.get("chunk_tokens") is not None else [])]
         for k in ("t_first", "t_last", "n_in", "error"):
             v = kw.get(k)
-            if v is not None and v != v:  # NaN from a Parquet null
+            if isinstance(v, float) and math.isnan(v):  # NaN from a Parquet null
                 kw[k] = None
         return cls(**kw)

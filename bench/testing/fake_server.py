@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
+from typing import Self
 
 from aiohttp import web
 
@@ -199,7 +200,7 @@ class FakeServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         if self.mode == "process":
             self._start_process()
         elif self.mode == "thread":

@@ -1,0 +1,197 @@
+"""Device detection with fake NVML / amdsmi modules faithful to the real APIs."""
+
+from __future__ import annotations
+
+import sys
+from collections import namedtuple
+
+import pynvml
+import pytest
+
+from bench.device import (
+    Detected,
+    _cpu_host,
+    detect_device,
+    match_hardware,
+    require_hardware,
+)
+from bench.errors import ConfigError, TelemetryError
+
+MemoryInfo = namedtuple("MemoryInfo", "total free used")  # nvmlDeviceGetMemoryInfo: bytes
+
+
+class FakeNVML:
+    """The slice of pynvml that detection uses. Raises the real NVMLError subclasses with
+    their real codes; calls before nvmlInit fail as NVML does (Uninitialized)."""
+
+    NVMLError = pynvml.NVMLError
+
+    def __init__(self, names, memory_bytes=85_520_809_984, driver="550.54.15", init_error=None,
+                 name_as_bytes=False, fail_on_name=False):
+        self.names = names
+        self.memory_bytes = memory_bytes
+        self.driver = driver
+        self.init_error = init_error
+        self.name_as_bytes = name_as_bytes
+        self.fail_on_name = fail_on_name
+        self.initialized = 0
+
+    def _check(self):
+        if not self.initialized:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def nvmlInit(self):
+        if self.init_error is not None:
+            raise pynvml.NVMLError(self.init_error)
+        self.initialized += 1
+
+    def nvmlShutdown(self):
+        self._check()
+        self.initialized -= 1
+
+    def nvmlDeviceGetCount(self):
+        self._check()
+        return len(self.names)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        self._check()
+        if not 0 <= index < len(self.names):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return ("handle", index)
+
+    def nvmlDeviceGetName(self, handle):
+        self._check()
+        if self.fail_on_name:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        name = self.names[handle[1]]
+        return name.encode() if self.name_as_bytes else name
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self._check()
+        return MemoryInfo(total=self.memory_bytes, free=self.memory_bytes, used=0)
+
+    def nvmlSystemGetDriverVersion(self):
+        self._check()
+        return self.driver
+
+
+class NoAmdSmi:
+    """amdsmi on a machine without an AMD GPU: init raises."""
+
+    class AmdSmiException(Exception):
+        pass
+
+    class AmdSmiLibraryException(AmdSmiException):
+        pass
+
+    def amdsmi_init(self):
+        raise self.AmdSmiLibraryException("Error code: 8 (AMDSMI_STATUS_INIT_ERROR)")
+
+
+class FakeAmdSmi:
+    class AmdSmiMemoryType:
+        VRAM = 0
+
+    def __init__(self, names):
+        self.names = names
+
+    def amdsmi_init(self):
+        pass
+
+    def amdsmi_shut_down(self):
+        pass
+
+    def amdsmi_get_processor_handles(self):
+        return list(range(len(self.names)))
+
+    def amdsmi_get_gpu_asic_info(self, handle):
+        return {"market_name": self.names[handle], "vendor_id": "0x1002"}
+
+    def amdsmi_get_gpu_memory_total(self, handle, mem_type):
+        return 205_822_885_888
+
+    def amdsmi_get_gpu_driver_info(self, handle):
+        return {"driver_name": "amdgpu", "driver_version": "6.10.5"}
+
+
+def test_h100_sxm():
+    nvml = FakeNVML(["NVIDIA H100 80GB HBM3"] * 8)
+    d = detect_device(nvml=nvml, amdsmi=NoAmdSmi())
+    assert d == Detected("h100-sxm", "NVIDIA H100 80GB HBM3", "nvidia", 8, "550.54.15", 85.520809984)
+    assert nvml.initialized == 0  # shut down again
+
+
+def test_h100_pcie_and_old_bytes_names():
+    d = detect_device(nvml=FakeNVML(["NVIDIA H100 PCIe"] * 2, name_as_bytes=True), amdsmi=NoAmdSmi())
+    assert (d.hardware_id, d.name, d.count) == ("h100-pcie", "NVIDIA H100 PCIe", 2)
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("NVIDIA A100-SXM4-80GB", "a100-80g-sxm"),
+        ("NVIDIA A100 80GB PCIe", None),
+        ("NVIDIA H200", "h200-sxm"),
+        ("NVIDIA GH200 480GB", None),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA GB200", "gb200"),
+        ("NVIDIA L4", "l4"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA L40", None),
+        ("NVIDIA GeForce RTX 4090", "rtx-4090"),
+        ("NVIDIA GeForce RTX 5090", "rtx-5090"),
+        ("AMD Instinct MI300X", "mi300x"),
+        ("AMD Instinct MI355X", "mi355x"),
+    ],
+)
+def test_name_matching(name, expected):
+    spec = match_hardware(name)
+    assert (spec.id if spec else None) == expected
+
+
+def test_unknown_gpu_keeps_name():
+    d = detect_device(nvml=FakeNVML(["Tesla T4"]), amdsmi=NoAmdSmi())
+    assert d.hardware_id is None and d.name == "Tesla T4" and d.vendor == "nvidia"
+    with pytest.raises(ConfigError, match=r"^unknown hardware 'Tesla T4'; add hardware/<id>\.yaml$"):
+        require_hardware(d)
+    assert "not in catalog" in d.describe()
+
+
+def test_require_hardware_returns_entry():
+    d = detect_device(nvml=FakeNVML(["NVIDIA L4"]), amdsmi=NoAmdSmi())
+    assert require_hardware(d).power_w == 72
+
+
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED])
+def test_nvml_unavailable_falls_back_to_cpu(code):
+    d = detect_device(nvml=FakeNVML(["NVIDIA H100 80GB HBM3"], init_error=code), amdsmi=NoAmdSmi())
+    assert d.hardware_id == "cpu-host" and d.vendor == "cpu" and d.count == 1 and d.driver_version is None
+
+
+def test_no_gpus_falls_back_to_cpu():
+    assert detect_device(nvml=FakeNVML([]), amdsmi=NoAmdSmi()).hardware_id == "cpu-host"
+
+
+def test_modules_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
+    assert detect_device().hardware_id == "cpu-host"
+
+
+def test_nvml_query_failure_is_loud():
+    with pytest.raises(TelemetryError, match="NVML failed"):
+        detect_device(nvml=FakeNVML(["NVIDIA H100 80GB HBM3"], fail_on_name=True), amdsmi=NoAmdSmi())
+
+
+def test_amd_gpus():
+    nvml = FakeNVML([], init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    d = detect_device(nvml=nvml, amdsmi=FakeAmdSmi(["AMD Instinct MI300X"] * 8))
+    assert (d.hardware_id, d.vendor, d.count, d.driver_version) == ("mi300x", "amd", 8, "6.10.5")
+    assert d.memory_gb == pytest.approx(205.8, abs=0.1)
+
+
+def test_cpu_host_parsing():
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7R13 Processor\nprocessor\t: 1\nmodel name\t: AMD EPYC 7R13 Processor\n"
+    d = _cpu_host(cpuinfo, "MemTotal:       16303448 kB\nMemFree: 1 kB\n")
+    assert d == Detected("cpu-host", "AMD EPYC 7R13 Processor", "cpu", 1, None, 16303448 * 1024 / 1e9)
+    assert _cpu_host("", "").name == "unknown CPU"
