@@ -65,6 +65,8 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     write_summary(run_dir, result)
 
     telemetry = _open_telemetry(plan, env)
+    if telemetry is not None:
+        result.extra["telemetry"] = telemetry.describe()
     try:
         for cfg in plan.engine_configs:
             todo = [p for p in plan.points_for(cfg.config_id()) if p.point_id not in done]
@@ -90,6 +92,8 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
 
 def _open_result(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool) -> RunResult:
     config = run_config(plan, env)
+    if not resume and (run_dir / "run.json").exists():
+        raise BenchError(f"{run_dir} already holds a run; resume it (--resume) or choose another folder")
     if resume and (run_dir / "run.json").exists():
         old = read_summary(run_dir)
         if old.config.get("plan_points") != config["plan_points"]:
@@ -294,10 +298,19 @@ def _open_telemetry(plan: Plan, env: RunEnvironment):
         return None
     from bench.telemetry import open_telemetry
 
-    gpus = list(range(env.device.get("count") or 1)) if not env.on_cpu else None
-    session = open_telemetry(plan.telemetry, hardware=env.hardware, gpu_indices=gpus)
-    session.start()
-    return session
+    gpus = None if env.on_cpu else visible_gpu_indices(env.device.get("count") or 1)
+    return open_telemetry(plan.telemetry, hardware=env.hardware, gpu_indices=gpus).start()
+
+
+def visible_gpu_indices(count: int, visible: str | None = None) -> list[int]:
+    """NVML indices of the GPUs the engine can use: CUDA_VISIBLE_DEVICES when it lists
+    indices (NVML ignores it), else all `count`."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if visible and all(part.strip().isdigit() for part in visible.split(",")):
+        return [int(part) for part in visible.split(",")]
+    return list(range(count))
 
 
 def _write_power(run_dir: Path, telemetry, result: RunResult) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -13,8 +12,10 @@ from bench.runner import RunEnvironment, execute, new_run_dir
 PROBE_ENV = "BENCH_PROBE_FILE"
 
 
-def prepare_run(hardware_id: str | None = None) -> tuple[RunEnvironment, str]:
-    """The run environment and a one-line description of the device it found."""
+def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -> tuple[RunEnvironment, str]:
+    """The run environment and a one-line description of the device it found.
+
+    A probe file (`bench probe`, or BENCH_PROBE_FILE) replaces catalog bandwidth and FLOPS."""
     from dataclasses import asdict
 
     from bench.catalog import get_hardware
@@ -27,18 +28,14 @@ def prepare_run(hardware_id: str | None = None) -> tuple[RunEnvironment, str]:
         raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml or pass --hardware ID")
     hardware = get_hardware(hw_id)
     note = f"device: {detected.name} x{detected.count} -> hardware '{hardware.id}'"
-    return RunEnvironment(device=device, hardware=hardware, probe=_load_probe()), note
+    probe_file = probe_file or os.environ.get(PROBE_ENV)
+    probe = None
+    if probe_file:
+        from bench.probe import load_probe
 
-
-def _load_probe() -> dict | None:
-    """A probe file (`bench probe`) named by BENCH_PROBE_FILE replaces catalog bandwidth and FLOPS."""
-    path = os.environ.get(PROBE_ENV)
-    if not path:
-        return None
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{PROBE_ENV}={path}: cannot read probe file ({e})") from None
+        probe = load_probe(probe_file)
+        note += f"; roofline from probe {probe_file}"
+    return RunEnvironment(device=device, hardware=hardware, probe=probe), note
 
 
 def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir: Path | None = None):

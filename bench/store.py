@@ -127,9 +127,12 @@ def storage_options_for(url: str, explicit: dict | None = None) -> dict:
     env = os.environ.get("BENCH_STORE_OPTIONS")
     if env:
         try:
-            options.update(json.loads(env))
+            parsed = json.loads(env)
         except json.JSONDecodeError as e:
             raise StoreError(f"$BENCH_STORE_OPTIONS is not a JSON object ({e.msg})") from None
+        if not isinstance(parsed, dict):
+            raise StoreError("$BENCH_STORE_OPTIONS is not a JSON object")
+        options.update(parsed)
     protocol = url.split("://", 1)[0] if "://" in url else "file"
     if protocol in ("s3", "s3a") and os.environ.get("BENCH_S3_ENDPOINT_URL"):
         options.setdefault("client_kwargs", {})["endpoint_url"] = os.environ["BENCH_S3_ENDPOINT_URL"]

@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--out-len", type=int, default=64, help="output tokens per request")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply request counts (>= 1 request per slot)")
     ap.add_argument("--no-vllm", action="store_true", help="skip vLLM's client")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per client and level (median shown); "
+                    "clients alternate order between repeats")
     args = ap.parse_args()
     try:
         import uvloop
@@ -126,6 +128,7 @@ def main() -> None:
     except ImportError:
         factory = None
     rows = []
+    print(f"load average (1 min) at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     clients = ["bench"] if args.no_vllm else ["bench", "vllm"]
     with asyncio.Runner(loop_factory=factory) as runner:
         # one untimed round per client first: imports and first-call paths are not what we measure
@@ -136,10 +139,13 @@ def main() -> None:
             n, itl = PLAN.get(conc, (4 * conc, 0.01))
             n = max(conc, int(n * args.scale))
             cfg = FakeServerConfig(ttft_s=0.05, itl_s=itl, tokens_per_chunk=1)
-            for kind in clients:
-                with FakeServer(cfg, mode="process") as srv:
-                    rows.append(_measure(kind, srv.base_url, srv, conc, n, args.out_len, runner))
-                print(_fmt(rows[-1]), flush=True)
+            runs: dict[str, list[dict]] = {k: [] for k in clients}
+            for rep in range(max(1, args.repeats)):
+                for kind in clients if rep % 2 == 0 else clients[::-1]:
+                    with FakeServer(cfg, mode="process") as srv:
+                        runs[kind].append(_measure(kind, srv.base_url, srv, conc, n, args.out_len, runner))
+                    print(_fmt(runs[kind][-1]), flush=True)
+            rows += [_median(runs[k]) for k in clients]
     print()
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(_HEADER)
@@ -152,6 +158,10 @@ def main() -> None:
             theirs = next(r for r in rows if r["conc"] == conc and r["client"] == "vllm")
             print(f"conc {conc:5d}: CPU per token bench/vllm = {ours['cpu_s_per_1k_tok'] / theirs['cpu_s_per_1k_tok']:.2f}"
                   f", TTFT p99 error bench {ours['ttft_p99_ms']:.2f} ms vs vllm {theirs['ttft_p99_ms']:.2f} ms")
+
+
+def _median(runs: list[dict]) -> dict:
+    return {k: (float(np.median([r[k] for r in runs])) if isinstance(v, float) else v) for k, v in runs[0].items()}
 
 
 _HEADER = (f"{'client':6s} {'conc':>5s} {'reqs':>5s} {'fail':>4s} {'client tok/s':>12s} {'server tok/s':>12s} "

@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from bench.errors import BenchError
 from bench.plan import build_plan, sweep_from_dict
 from bench.results import read_summary
 from bench.runner import execute
@@ -51,8 +52,11 @@ def test_interrupted_sweep_resumes_without_repeating_points(run_env, tmp_path):
     skipped = [p for p in first.points if p.status == "skipped"]
     assert len(skipped) == len(plan.skipped) and all("fp8" in p.error for p in skipped)
 
+    with pytest.raises(BenchError, match="already holds a run"):
+        execute(plan, run_dir, run_env)  # never overwrites a run by accident
+
     started = []
-    resumed = execute(plan, run_dir, run_env,
+    resumed = execute(plan, run_dir, run_env, resume=True,
                       on_event=lambda kind, info: started.append(info["point_id"]) if kind == "point_start" else None)
     assert resumed.status == "complete"
     assert set(started) == {p.point_id for p in plan.points} - set(finished)  # nothing measured twice

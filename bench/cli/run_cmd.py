@@ -9,6 +9,8 @@ import click
 
 from bench.cli.progress import Progress, summary_table
 
+# Fewer measured requests than this and a point's p99 is one of its largest samples.
+MIN_REQUESTS = 100
 DEFAULTS = {
     "model": "tiny-llama",
     "concurrency": "1,4,16",
@@ -50,6 +52,8 @@ def engine_options(f):
         click.option("--telemetry", type=click.Choice(["auto", "nvml", "amdsmi", "rapl", "nominal", "none"]),
                      help="Energy meter; one named explicitly must be available."),
         click.option("--hardware", "hardware_id", help="Catalog id of the device (default: detected)."),
+        click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True),
+                     help="Probe file from `bench probe`: measured bandwidth/FLOPS for the roofline."),
         click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="OpenAI API endpoint to drive."),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for run folders [./runs]."),
     ]
@@ -64,7 +68,8 @@ def engine_options(f):
               help="Comma-separated concurrency levels.")
 @click.option("--input-len", default=DEFAULTS["input_len"], show_default=True, type=int, help="Prompt tokens.")
 @click.option("--output-len", default=DEFAULTS["output_len"], show_default=True, type=int, help="Output tokens.")
-@click.option("--requests", "n_requests", type=int, help="Measured requests per level [max(16, 4 x concurrency)].")
+@click.option("--requests", "n_requests", type=int,
+              help="Measured requests per level [max(100, 4 x concurrency): p99 needs 100].")
 @click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per level [the concurrency].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @engine_options
@@ -77,7 +82,7 @@ def run(**opts):
 
     opts["engine_args"] = parse_engine_args(opts["engine_args"])
     opts["concurrency"] = _int_list(opts["concurrency"])
-    env, hardware_note = prepare_run(opts.get("hardware_id"))
+    env, hardware_note = prepare_run(opts.get("hardware_id"), opts.get("probe_file"))
     plan = plan_from_options(**_plan_kwargs(opts, env))
     click.echo(hardware_note, err=True)
     out_dir = Path(opts["out_dir"] or "runs")
@@ -101,7 +106,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def _plan_kwargs(opts: dict, env) -> dict:
-    keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id")}
+    keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id", "probe_file")}
+    keep.setdefault("min_requests", MIN_REQUESTS)
     keep["hardware"] = env.hardware
     keep["n_devices"] = env.device.get("count") or 1
     return keep

@@ -37,6 +37,7 @@ def collect_overrides(opts: dict) -> dict:
     from bench.plan import overrides_from_options
 
     opts = dict(opts)
+    opts.pop("probe_file", None)  # read by the run environment, not part of the plan
     sets = opts.pop("sets", ()) or ()
     opts["engine_args"] = parse_engine_args(opts.get("engine_args") or ()) or None
     opts["models"] = list(opts.get("models") or ()) or None
@@ -156,7 +157,7 @@ def sweep(sweep_file, resume_dir, **opts):
     from bench.session import prepare_run, run_plan
 
     sweep_spec = load_sweep(sweep_file, collect_overrides(opts))
-    env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"))
+    env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))
     n_devices = sweep_spec.devices or env.device.get("count") or 1
     the_plan = build_plan(sweep_spec, env.hardware, n_devices)
     click.echo(note, err=True)

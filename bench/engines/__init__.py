@@ -11,6 +11,7 @@ ENGINES = {
     "vllm": "bench.engines.vllm_server:VllmServer",
     "endpoint": "bench.engines.endpoint:Endpoint",
     "hf": "bench.engines.hf_engine:HfEngine",
+    "vllm-offline": "bench.engines.vllm_offline:VllmOffline",
 }
 
 

@@ -95,6 +95,18 @@ class ChildProcess:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies, which an init that does not
+    reap can leave behind, do not count)."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for stat in proc.glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False
     try:
         os.killpg(pgid, 0)
         return True
