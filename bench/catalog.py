@@ -3,42 +3,39 @@
 Both live at the repository top level, next to the `bench` package; set
 `BENCH_CATALOG_DIR` to read them from elsewhere. Unknown keys are errors that name the
 key and the file. Model arithmetic (weight bytes, KV-cache bytes, FLOPs) lives on
-`ModelSpec`; parameter counting from the architecture in `count_params`.
+`ModelSpec`; parameter counting from the architecture in `count_params`. The hardware
+entries are defined in `bench.hardware` and re-exported here.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from bench.configbase import Strict, catalog_dir, describe_error, read_yaml
+from bench.errors import ConfigError
+from bench.hardware import (
+    HARDWARE_DIR,
+    TFLOPS_KEYS,
+    HardwareSpec,
+    PriceFigure,
+    Prices,
+    Scaleup,
+    get_hardware,
+    load_hardware,
 )
 
-from bench.errors import ConfigError
+__all__ = [
+    "HARDWARE_DIR", "MODELS_FILE", "TFLOPS_KEYS", "ArchConfig", "HardwareSpec", "ModelSpec", "PriceFigure",
+    "Prices", "Scaleup", "Slo", "catalog_dir", "count_params", "get_hardware", "get_model", "load_hardware",
+    "load_models",
+]
 
 MODELS_FILE = "models.yaml"
-HARDWARE_DIR = "hardware"
-TFLOPS_KEYS = ("bf16", "fp16", "fp8", "fp4")
-
-
-def catalog_dir() -> Path:
-    """The folder holding models.yaml and hardware/ (env `BENCH_CATALOG_DIR` overrides)."""
-    env = os.environ.get("BENCH_CATALOG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _count(value: Any) -> Any:
@@ -50,7 +47,7 @@ def _count(value: Any) -> Any:
     return value
 
 
-class ArchConfig(_Strict):
+class ArchConfig(Strict):
     """The HF config.json fields bench reads (HF names); `hf_extra` is copied verbatim."""
 
     architectures: list[str] = Field(min_length=1)
@@ -200,7 +197,7 @@ def count_params(cfg: ArchConfig) -> tuple[int, int]:
     return total, active
 
 
-class Slo(_Strict):
+class Slo(Strict):
     """Latency limits a request must meet to count as goodput."""
 
     ttft_s: float = Field(gt=0)
@@ -208,7 +205,7 @@ class Slo(_Strict):
     source: str
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """One models.yaml entry. Param counts left out are computed from the architecture."""
 
     key: str
@@ -318,109 +315,10 @@ class ModelSpec(_Strict):
         return out
 
 
-class Scaleup(_Strict):
-    link: str
-    gbs: float | None = None  # per GPU, one direction
-
-
-_PRICE_UNITS = {
-    "rental_usd_per_gpu_hour": "usd_per_gpu_hour",
-    "rental_3y_usd_per_gpu_hour": "usd_per_gpu_hour",
-    "own_hyperscaler_usd_per_gpu_hour": "usd_per_gpu_hour",
-    "own_neocloud_usd_per_gpu_hour": "usd_per_gpu_hour",
-    "all_in_kw_per_gpu": "kw_per_gpu",
-    "purchase_usd": "usd",
-    "server_factor": "ratio",
-}
-
-
-class PriceFigure(_Strict):
-    value: float = Field(ge=0)
-    unit: str
-    source: str
-
-
-class Prices(_Strict):
-    """Rental (all included) and ownership figures; absent = not known."""
-
-    rental_usd_per_gpu_hour: PriceFigure | None = None  # on-demand, range midpoint
-    rental_3y_usd_per_gpu_hour: PriceFigure | None = None
-    own_hyperscaler_usd_per_gpu_hour: PriceFigure | None = None
-    own_neocloud_usd_per_gpu_hour: PriceFigure | None = None
-    all_in_kw_per_gpu: PriceFigure | None = None
-    purchase_usd: PriceFigure | None = None
-    server_factor: PriceFigure | None = None
-
-    @model_validator(mode="after")
-    def _units(self) -> Prices:
-        for name, unit in _PRICE_UNITS.items():
-            fig = getattr(self, name)
-            if fig is not None and fig.unit != unit:
-                raise ValueError(f"prices.{name}: unit must be '{unit}', not '{fig.unit}'")
-        return self
-
-
-class HardwareSpec(_Strict):
-    """One hardware/<id>.yaml entry. TFLOPS are dense; None = precision unsupported."""
-
-    id: str
-    name: str
-    vendor: Literal["nvidia", "amd", "cpu"]
-    arch: str
-    year: int | None = None
-    memory_gb: float
-    bandwidth_tbs: float
-    tflops: dict[str, float | None]
-    power_w: float
-    scaleup: Scaleup | None = None
-    match: list[str] = Field(default_factory=list)
-    estimated: bool = False
-    sources: dict[str, str]
-    prices: Prices = Field(default_factory=Prices)
-    notes: list[str] = Field(default_factory=list)
-
-    @field_validator("tflops")
-    @classmethod
-    def _tflops_keys(cls, v: dict[str, float | None]) -> dict[str, float | None]:
-        if set(v) != set(TFLOPS_KEYS):
-            raise ValueError(f"tflops needs exactly the keys {', '.join(TFLOPS_KEYS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _sourced(self) -> HardwareSpec:
-        missing = [k for k in ("memory_gb", "bandwidth_tbs", "tflops", "power_w") if k not in self.sources]
-        if missing:
-            raise ValueError(f"sources lacks a note for {', '.join(missing)}")
-        return self
-
-
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        msg = f"unknown field '{loc}'"
-    elif first["type"] == "missing":
-        msg = f"missing field '{loc}'"
-    else:
-        text = first["msg"].removeprefix("Value error, ")
-        msg = f"field '{loc}': {text}" if loc else text
-    more = len(err.errors()) - 1
-    return msg + (f" (and {more} more)" if more else "")
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path.name}: not valid YAML ({str(e).splitlines()[0]})") from None
-
-
 @lru_cache(maxsize=8)
 def _load_models(path: str, _mtime_ns: int) -> dict[str, ModelSpec]:
     p = Path(path)
-    data = _read_yaml(p)
+    data = read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p.name}: expected a mapping of model key -> entry")
     models = {}
@@ -432,7 +330,7 @@ def _load_models(path: str, _mtime_ns: int) -> dict[str, ModelSpec]:
         try:
             models[key] = ModelSpec.model_validate({**entry, "key": key})
         except ValidationError as e:
-            raise ConfigError(f"{p.name}: model '{key}': {_describe(e)}") from None
+            raise ConfigError(f"{p.name}: model '{key}': {describe_error(e)}") from None
     return models
 
 
@@ -452,38 +350,3 @@ def get_model(key: str, path: str | Path | None = None) -> ModelSpec:
     if key not in models:
         raise ConfigError(f"unknown model '{key}' (known: {', '.join(sorted(models))})")
     return models[key]
-
-
-@lru_cache(maxsize=8)
-def _load_hardware(folder: str, _stamp: tuple) -> dict[str, HardwareSpec]:
-    out = {}
-    for f in sorted(Path(folder).glob("*.yaml")):
-        where = f"{HARDWARE_DIR}/{f.name}"
-        data = _read_yaml(f)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        try:
-            spec = HardwareSpec(**data)
-        except ValidationError as e:
-            raise ConfigError(f"{where}: {_describe(e)}") from None
-        if spec.id != f.stem:
-            raise ConfigError(f"{where}: id '{spec.id}' differs from the file name")
-        out[spec.id] = spec
-    return out
-
-
-def load_hardware(dir: str | Path | None = None) -> dict[str, HardwareSpec]:
-    """All hardware entries of hardware/*.yaml, by id (cached until a file changes)."""
-    folder = Path(dir) if dir else catalog_dir() / HARDWARE_DIR
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: hardware folder not found")
-    stamp = tuple((f.name, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.yaml")))
-    return _load_hardware(str(folder.resolve()), stamp)
-
-
-def get_hardware(id: str, dir: str | Path | None = None) -> HardwareSpec:
-    """One hardware entry by id; ConfigError naming the known ids when absent."""
-    hw = load_hardware(dir)
-    if id not in hw:
-        raise ConfigError(f"unknown hardware '{id}' (known: {', '.join(sorted(hw))})")
-    return hw[id]

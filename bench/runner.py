@@ -241,7 +241,7 @@ def _fail_all(points, status, reason, result, run_dir, emit) -> None:
 
 def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started) -> PointResult:
     if hasattr(engine, "run_point"):  # in-process engines measure themselves
-        records, facts = engine.run_point(point, spec)
+        records, facts = engine.run_point(point, spec, seed=plan.seed + point.repeat)
         before = after = client = None
     else:
         from bench.load.driver import run_point_sync
@@ -260,7 +260,10 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
                  "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
         if not engine.alive():
             raise EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
-    energy = telemetry.energy_between(facts["window_t0_s"], facts["window_t1_s"]) if telemetry else None
+    t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
+    if t1 <= t0:  # no steady-state window: metrics fall back to the span, so does energy
+        t0, t1 = facts["span_t0_s"], facts["span_t1_s"]
+    energy = telemetry.energy_between(t0, t1) if telemetry else None
     delta = _counter_delta(before, after)
     result = build_point_result(
         point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,

@@ -51,6 +51,18 @@ def test_constructor_has_no_side_effects_and_variable_lengths_are_refused(tmp_pa
         engine.run_point(_point({"kind": "offline", "batch": 1}, workload=wl))
 
 
+def test_real_weights_quantization_and_parallelism_are_refused_at_start(tmp_path):
+    from bench.catalog import get_model
+    from bench.plan import EngineConfig
+
+    for bad in ({"weights": "meta-llama/Llama-3.1-8B"}, {"quantization": "fp8"}, {"tensor_parallel_size": 2}):
+        cfg = EngineConfig(model="tiny-llama", engine="hf", **bad)
+        engine = HfEngine("unused", "tiny-llama", tmp_path / "e.log", config=cfg, model_spec=get_model("tiny-llama"))
+        with pytest.raises(ConfigError, match="hf engine"):
+            engine.start()
+        assert not engine.alive()
+
+
 def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     from bench.plan import plan_from_options
     from bench.results import read_requests, read_summary

@@ -77,6 +77,9 @@ class HfEngine:
         if cfg is not None and (cfg.quantization or cfg.kv_cache_dtype != "auto" or cfg.n_gpus > 1):
             raise ConfigError("hf engine: runs one device in bf16/fp16/fp32 only "
                               "(no quantization, fp8 KV cache or tensor/pipeline parallelism)")
+        if cfg is not None and cfg.weights != "dummy":
+            raise ConfigError(f"hf engine: builds random-initialised weights only (weights 'dummy'), "
+                              f"not '{cfg.weights}'")
         if self.model_spec is None:
             raise ConfigError("hf engine: needs the catalog model_spec to build the model")
         t0 = time.perf_counter()

@@ -1,0 +1,162 @@
+"""Pure energy arithmetic behind `TelemetrySession.energy_between` (measurement.md section 3).
+
+Counter readings are made continuous across wraps and resets, interpolated at the window
+ends and cross-checked against the trapezoid integral of sampled power. Times in
+perf_counter seconds, energy in J, power in W.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.telemetry.base import Meter
+
+CROSS_CHECK_TOLERANCE = 0.05  # counter vs sampled power: larger relative gap -> invalid
+MIN_WINDOW_SAMPLES = 2  # fewer samples strictly inside a window -> invalid
+
+
+def energy_dict(method, measured, window_s, per_gpu, sampled, reasons, n_samples) -> dict:
+    """The energy dict of one window (J, W, s) from per-device energy `per_gpu` (J, None = not known)."""
+    energy_j = sum(per_gpu) if per_gpu is not None else None
+    return {
+        "energy_j": energy_j,
+        "per_gpu_energy_j": per_gpu,
+        "avg_power_w": energy_j / window_s if energy_j is not None and window_s > 0 else None,
+        "window_s": window_s,
+        "energy_method": method,
+        "measured": measured,
+        "energy_valid": not reasons,
+        "energy_invalid_reasons": reasons,
+        "sampled_energy_j": sampled,
+        "n_devices": len(per_gpu) if per_gpu is not None else 0,
+        "n_samples": n_samples,
+    }
+
+
+def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> dict:
+    """The energy dict of [t0_s, t1_s] from a meter's samples, (t_s, energy_j, power_w) lists per device."""
+    reasons: list[str] = []
+    per_gpu: list[float] = []
+    sampled: list[float | None] = []
+    has_counter = meter.method not in ("nvml_power_sampled", "amdsmi_power_sampled")
+    n_inside = []
+    for i, (ts, es, ps) in enumerate(snapshot):
+        label = meter.devices[i]
+        p_pts = [(t, p) for t, p in zip(ts, ps) if p is not None]
+        s_j = trapezoid_j([t for t, _ in p_pts], [p for _, p in p_pts], t0_s, t1_s) if p_pts else None
+        sampled.append(s_j)
+        n_inside.append(sum(1 for t in ts if t0_s < t < t1_s))
+        if has_counter:
+            e_pts = [(t, e) for t, e in zip(ts, es) if e is not None]
+            e_ts = [t for t, _ in e_pts]
+            cum, problems = continuous_counter_j(
+                e_ts, [e for _, e in e_pts], meter.counter_range_j[i], p_pts
+            )
+            reasons += [f"{label}: {p}" for p in problems if _touches(p, e_ts, t0_s, t1_s)]
+            e0, e1 = interp(e_ts, cum, t0_s), interp(e_ts, cum, t1_s)
+            if e0 is None or e1 is None:
+                reasons.append(f"{label}: samples do not cover the window")
+                per_gpu.append(float("nan"))
+                continue
+            per_gpu.append(e1 - e0)
+            if s_j is not None and e1 - e0 > 0:
+                gap = abs(s_j - (e1 - e0)) / (e1 - e0)
+                if gap > CROSS_CHECK_TOLERANCE:
+                    reasons.append(
+                        f"{label}: counter {e1 - e0:.1f} J vs sampled power {s_j:.1f} J differ by {gap:.0%}"
+                    )
+        else:
+            if s_j is None:
+                reasons.append(f"{label}: samples do not cover the window")
+            per_gpu.append(s_j if s_j is not None else float("nan"))
+    if min(n_inside, default=0) < MIN_WINDOW_SAMPLES:
+        reasons.append(f"too few samples in the window ({min(n_inside, default=0)} < {MIN_WINDOW_SAMPLES})")
+    total_sampled = sum(sampled) if sampled and all(s is not None for s in sampled) else None
+    if any(math.isnan(e) for e in per_gpu):  # a device's window could not be measured
+        per_gpu_out = None
+    else:
+        per_gpu_out = per_gpu
+    return energy_dict(meter.method, True, t1_s - t0_s, per_gpu_out, total_sampled, reasons, min(n_inside, default=0))
+
+
+def _touches(problem, ts, t0_s, t1_s) -> bool:
+    """A counter problem matters only if it happened inside the span that brackets the window."""
+    t = problem.t_s
+    lo = max([x for x in ts if x <= t0_s], default=ts[0] if ts else t0_s)
+    hi = min([x for x in ts if x >= t1_s], default=ts[-1] if ts else t1_s)
+    return lo < t <= hi
+
+
+class CounterProblem(str):
+    """A reason string that also remembers when (perf_counter s) the problem was seen."""
+
+    t_s: float
+
+    def __new__(cls, text: str, t_s: float):
+        obj = super().__new__(cls, text)
+        obj.t_s = t_s
+        return obj
+
+
+def continuous_counter_j(ts, es, range_j, power_pts) -> tuple[list[float], list[CounterProblem]]:
+    """Cumulative energy (J, from 0 at the first sample) made continuous across wraps and resets.
+
+    A drop with a known wrap range (RAPL) is a wrap: the range is added, no problem raised.
+    Any other drop is a reset: the gap is bridged with the sampled power when there is
+    some, else with the new counter value (a counter restarted from zero), and reported.
+    """
+    cum = [0.0] if ts else []
+    problems: list[CounterProblem] = []
+    for k in range(1, len(ts)):
+        delta = es[k] - es[k - 1]
+        if delta < 0 and range_j:
+            delta += range_j
+        elif delta < 0:
+            problems.append(CounterProblem(f"energy counter went backwards at t={ts[k]:.3f} s (reset or wrap)", ts[k]))
+            bridged = trapezoid_j([t for t, _ in power_pts], [p for _, p in power_pts], ts[k - 1], ts[k])
+            delta = bridged if bridged is not None else max(es[k], 0.0)
+        cum.append(cum[-1] + delta)
+    return cum, problems
+
+
+def interp(ts: list[float], ys: list[float], t: float) -> float | None:
+    """Linear interpolation of ys(ts) at t; None outside [ts[0], ts[-1]]."""
+    if not ts or t < ts[0] or t > ts[-1]:
+        return None
+    lo, hi = 0, len(ts) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ts[mid] <= t:
+            lo = mid
+        else:
+            hi = mid
+    if ts[hi] == ts[lo]:
+        return ys[hi]
+    return ys[lo] + (ys[hi] - ys[lo]) * (t - ts[lo]) / (ts[hi] - ts[lo])
+
+
+def trapezoid_j(ts: list[float], ps: list[float], t0_s: float, t1_s: float) -> float | None:
+    """Integral (J) of power samples ps (W) at ts (s) over [t0_s, t1_s]; None if not covered."""
+    p0, p1 = interp(ts, ps, t0_s), interp(ts, ps, t1_s)
+    if p0 is None or p1 is None:
+        return None
+    pts = [(t0_s, p0)] + [(t, p) for t, p in zip(ts, ps) if t0_s < t < t1_s] + [(t1_s, p1)]
+    return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
+
+
+def per_token(energy: dict, output_tokens: float | None, total_tokens: float | None) -> dict:
+    """Energy per token (J/token) and tokens per joule, gross and net of the idle baseline."""
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    out = {}
+    for suffix, key in (("", "energy_j"), ("_net", "energy_net_j")):
+        e_j = energy.get(key)
+        out[f"j_per_output_token{suffix}"] = ratio(e_j, output_tokens)
+        out[f"j_per_token{suffix}"] = ratio(e_j, total_tokens)
+        out[f"output_tok_per_j{suffix}"] = ratio(output_tokens, e_j)
+    return out
