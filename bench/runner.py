@@ -258,7 +258,7 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
         after = _settled_counters(engine, before, client)
         facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
                  "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
-        if not engine.alive():
+        if not engine.alive() or (any(not r.ok for r in records) and not engine.healthy()):
             raise EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
     t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
     if t1 <= t0:  # no steady-state window: metrics fall back to the span, so does energy

@@ -3,9 +3,20 @@ client, against the fake server (its own process, known timing, 127.0.0.1 only).
 
 For each concurrency level it prints: streamed tokens/s the client received vs what the
 server wrote, TTFT error (client first-token stamp - server write time of that chunk) and
-ITL error (client gap - server gap), mean and p99 in ms, and client CPU seconds per 1k
-tokens (time.process_time of this process; the server's CPU is not in it). Then the same
-for vLLM's `async_request_openai_completions`, driven the same way, and the CPU ratio.
+ITL error (client gap - server gap), mean and p99 in ms, send lag (server receipt -
+client `t_send`, mean/p99 ms: how early the client stamps a request before its bytes go
+out, plus the server's own parse delay, which is the same for both clients), and client
+CPU seconds per 1k tokens (time.process_time of this process; the server's CPU is not in
+it). Then the same for vLLM's `async_request_openai_completions`, driven the same way,
+and the CPU ratio.
+
+Fairness: one fake server process per run (fresh, same config), same request count,
+prompts and output length, no warm-up and fresh connections for either client, the same
+uvloop event loop, errors computed by the same code against the server's emit times.
+The GC heap (vLLM and torch imports included) is frozen once before the first measured
+run, as `vllm bench serve` does before its benchmark and as bench's driver does per
+point. Each client sends its own request: ours asks for per-chunk usage and token ids,
+so its chunks are about twice the bytes of vLLM's.
 
     python scripts/bench_client.py                 # default: ~2-3 min on 2 cores
     python scripts/bench_client.py --levels 1 64 --out-len 32
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import time
 
@@ -46,6 +58,11 @@ def _errors(t_sends_firsts_chunks, emits, keys):
         n_tok += len(c_t)
         t_lo, t_hi = min(t_lo, t_send), max(t_hi, c_t[-1])
     return np.asarray(ttft_err), np.abs(np.asarray(itl_err)), n_tok, t_hi - t_lo
+
+
+def _send_lag_s(rows, emits, keys) -> np.ndarray:
+    """Server receipt - client t_send per request, seconds."""
+    return np.asarray([emits[k]["t_recv"] - t_send for k, (t_send, _) in zip(keys, rows) if k in emits])
 
 
 def _server_rate(emits, keys, t0: float) -> float:
@@ -102,12 +119,14 @@ def _measure(kind, base_url, srv, conc, n, out_len, runner):
     cpu_s = time.process_time() - cpu0
     emits = srv.emits()
     ttft_err, itl_err, n_tok, span_s = _errors(rows, emits, keys)
+    send_lag = _send_lag_s(rows, emits, keys)
     return {
         "client": kind, "conc": conc, "n": n, "failed": n_failed,
         "client_tok_s": n_tok / span_s if span_s > 0 else float("nan"),
         "server_tok_s": _server_rate(emits, keys, min(t for t, _ in rows)),
         "ttft_mean_ms": 1e3 * ttft_err.mean(), "ttft_p99_ms": 1e3 * np.percentile(ttft_err, 99),
         "itl_mean_ms": 1e3 * itl_err.mean(), "itl_p99_ms": 1e3 * np.percentile(itl_err, 99),
+        "send_lag_mean_ms": 1e3 * send_lag.mean(), "send_lag_p99_ms": 1e3 * np.percentile(send_lag, 99),
         "cpu_s_per_1k_tok": 1e3 * cpu_s / max(n_tok, 1),
     }
 
@@ -135,6 +154,8 @@ def main() -> None:
         with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.002), mode="process") as srv:
             for kind in clients:
                 _measure(kind, srv.base_url, srv, 8, 16, 8, runner)
+        gc.collect()
+        gc.freeze()  # as vllm bench serve's freeze_gc_heap(); bench's run_point freezes again (cheap)
         for conc in args.levels:
             n, itl = PLAN.get(conc, (4 * conc, 0.01))
             n = max(conc, int(n * args.scale))
@@ -165,13 +186,15 @@ def _median(runs: list[dict]) -> dict:
 
 
 _HEADER = (f"{'client':6s} {'conc':>5s} {'reqs':>5s} {'fail':>4s} {'client tok/s':>12s} {'server tok/s':>12s} "
-           f"{'TTFT err ms mean/p99':>21s} {'ITL err ms mean/p99':>20s} {'CPU s/1k tok':>12s}")
+           f"{'TTFT err ms mean/p99':>21s} {'ITL err ms mean/p99':>20s} {'send lag ms mean/p99':>21s} "
+           f"{'CPU s/1k tok':>12s}")
 
 
 def _fmt(r: dict) -> str:
     return (f"{r['client']:6s} {r['conc']:5d} {r['n']:5d} {r['failed']:4d} {r['client_tok_s']:12.0f} "
             f"{r['server_tok_s']:12.0f} {r['ttft_mean_ms']:10.2f}/{r['ttft_p99_ms']:<10.2f} "
-            f"{r['itl_mean_ms']:9.2f}/{r['itl_p99_ms']:<10.2f} {r['cpu_s_per_1k_tok']:12.4f}")
+            f"{r['itl_mean_ms']:9.2f}/{r['itl_p99_ms']:<10.2f} {r['send_lag_mean_ms']:10.2f}/{r['send_lag_p99_ms']:<10.2f} "
+            f"{r['cpu_s_per_1k_tok']:12.4f}")
 
 
 if __name__ == "__main__":

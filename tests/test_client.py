@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.load.client import ClientConfig, StreamingClient, _StreamParser
+from bench.load.client import ClientConfig, StreamingClient, _StampingProtocol, _StreamParser
 from bench.load.driver import run_point_sync
 from bench.load.records import RequestRecord
 from bench.load.workload import RandomWorkload
@@ -49,6 +49,7 @@ def test_timing_matches_server_emits(cfg, endpoint):
         assert rec.chunk_tokens == s_n  # same token-bearing chunks, same token counts
         assert rec.n_out == 10 and sum(rec.chunk_tokens) == 10 and rec.token_source == "usage"
         assert min(np.asarray(rec.chunk_t) - np.asarray(s_t)) >= 0  # never stamped before the write
+        assert rec.t_send <= t_recv  # stamped before the server had the request
         # TTFT is stamped on the first token, not on the role-only / empty chunks written before it
         ttft_err.append(rec.t_first - s_t[0])
         assert rec.ttft_s >= s_t[0] - t_recv
@@ -127,6 +128,26 @@ def test_rate_load_window_and_progress():
     assert calls[-1] == (31, 31) and len(calls) == 31
 
 
+def test_connections_stamp_writes_and_reads():
+    """The session's connections are the stamping protocol and its requests stamp the write:
+    if aiohttp stopped using them, t_send and arrival would silently fall back to task time."""
+    import asyncio
+    import time
+
+    async def one(base_url: str) -> tuple:
+        async with StreamingClient(base_url, "fake-model") as client:
+            t0 = time.perf_counter()
+            async with client._session.post(client.url, data=client.body([1, 2], 2)) as resp:
+                proto = resp.connection.protocol
+                await resp.read()
+                return t0, proto, time.perf_counter()
+
+    with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001), mode="thread") as srv:
+        t0, proto, t1 = asyncio.run(one(srv.base_url))
+    assert isinstance(proto, _StampingProtocol)
+    assert t0 < proto.t_write_s < proto.t_data_s < t1
+
+
 def test_chat_needs_text_prompts():
     from bench.errors import ConfigError
 
@@ -191,3 +212,34 @@ def test_fake_server_counters_match_client_counts():
     assert values == {"vllm:generation_tokens_total": counts["generation_tokens"],
                       "vllm:prompt_tokens_total": counts["prompt_tokens"]}
     assert "# TYPE vllm:generation_tokens_total counter" in text
+
+
+def test_parser_usage_fast_path_matches_full_parse():
+    """Token chunks after the first are read by a bytes search; it must agree with json.loads,
+    whatever the JSON spacing, and never be fooled by the key inside a text or a null usage."""
+    def chunk(n, text="", sep=(",", ":")):
+        obj = {"choices": [{"index": 0, "text": text, "token_ids": [7] * n}],
+               "usage": {"prompt_tokens": 4, "total_tokens": 4 + n, "completion_tokens": n}}
+        return b"data: " + json.dumps(obj, separators=sep).encode() + b"\n\n"
+
+    sneaky = '"completion_tokens":99, "choices":[{'
+    stream = [chunk(1), chunk(3, sneaky), chunk(4, sep=(", ", ": ")),
+              _ev({"choices": [{"index": 0, "text": "x", "token_ids": [5]}],
+                   "usage": {"prompt_tokens": 4, "completion_tokens": None}}),
+              chunk(6), _ev({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 6}}),
+              b"data: [DONE]\n\n"]
+    fast = _parse(stream, n_out_expected=6)
+    class FullParse(_StreamParser):
+        __slots__ = ()
+
+        def _usage_tokens(self, payload):
+            return None
+
+    slow_parser = FullParse(RequestRecord(0, "measured", 4, 6))
+    for i, c in enumerate(stream):
+        slow_parser.feed(c, float(i))
+    slow_parser.finish()
+    slow = slow_parser.rec
+    assert fast.ok and fast.chunk_tokens == [1, 2, 1, 1, 1] and fast.chunk_t == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert (fast.chunk_tokens, fast.chunk_t, fast.n_out, fast.n_in, fast.token_source) == \
+        (slow.chunk_tokens, slow.chunk_t, slow.n_out, slow.n_in, slow.token_source)

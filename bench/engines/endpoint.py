@@ -29,6 +29,8 @@ class Endpoint:
     def alive(self) -> bool:
         return http_get(f"{self.base_url}/v1/models", timeout_s=5.0)[0] == 200
 
+    healthy = alive
+
     def stop(self) -> None:
         pass
 

@@ -113,6 +113,10 @@ class VllmServer:
     def alive(self) -> bool:
         return self._child is not None and self._child.alive()
 
+    def healthy(self) -> bool:
+        """The process runs and answers /health (a killed server can linger a moment as a process)."""
+        return self.alive() and http_get(f"{self.base_url}/health", timeout_s=5.0)[0] == 200
+
     def check_alive(self) -> None:
         if not self.alive():
             code = None if self._child is None else self._child.returncode

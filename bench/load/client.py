@@ -8,14 +8,25 @@ never stamp `t_first`. Text is never used to count tokens unless the server give
 neither usage nor token ids (then each chunk with text counts one token, labelled
 `token_source="text_chunks"`).
 
-Per-chunk work is kept minimal: a network read is stamped with `perf_counter()` as
-soon as it arrives, before any parsing, and every SSE event in that read gets that
-stamp. Nothing is logged per chunk.
+`t_send` is stamped where the request is written: aiohttp writes a request body from
+its own `write_bytes` step (a separate task before Python 3.12, so after every other
+request launched in the same loop iteration); the request class records `perf_counter()`
+on the connection as that step starts, microseconds before the bytes go to the socket,
+and the record's early stamp (taken before `session.post`) is replaced by it. Arrival
+is stamped where the bytes arrive: the connection's protocol records
+`perf_counter()` in `data_received`, as the event loop reads the socket, before any task
+runs. The request's task later takes that stamp for everything it reads, so the parsing
+done by the other streams woken in the same loop iteration does not delay it. Every SSE
+event in one read gets that stamp. Nothing is logged per chunk, and after a request's
+first event a token chunk with usage is read by a bytes search for its
+`"completion_tokens"` instead of a full `json.loads`; any other chunk is parsed in full.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import resource
 import secrets
 import time
@@ -23,11 +34,16 @@ from dataclasses import dataclass
 from typing import Self
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from bench.load.records import RequestRecord
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 READ_BUFSIZE = 1 << 20  # bytes per connection read buffer
+# The fast path of a token chunk with continuous usage. A '"' inside a JSON string is always
+# escaped, so these byte patterns only ever match the keys themselves.
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_NONEMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\{')
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,38 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
+class _StampingProtocol(ResponseHandler):
+    """aiohttp's connection protocol, also keeping perf_counter() s of the latest socket read
+    and of the start of the latest request write on this connection."""
+
+    t_data_s: float | None = None
+    t_write_s: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self.t_data_s = time.perf_counter()
+        super().data_received(data)
+
+
+class _StampingConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose connections are `_StampingProtocol`s (aiohttp keeps the factory in `_factory`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(getattr(self, "_factory", None), functools.partial):
+            self._factory = functools.partial(_StampingProtocol, loop=self._loop)
+
+
+class _StampingRequest(aiohttp.ClientRequest):
+    """aiohttp's request, stamping the connection just before the request bytes are written."""
+
+    async def write_bytes(self, writer, conn, *args, **kwargs) -> None:
+        proto = conn.protocol
+        if isinstance(proto, _StampingProtocol):
+            proto.t_write_s = time.perf_counter()
+        await super().write_bytes(writer, conn, *args, **kwargs)
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(str(text).split())[:limit]
 
@@ -83,11 +131,12 @@ class StreamingClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False, keepalive_timeout=60)
+        connector = _StampingConnector(limit=0, limit_per_host=0, force_close=False, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
             read_bufsize=READ_BUFSIZE,
+            request_class=_StampingRequest,
             auto_decompress=False,
         )
         return self
@@ -111,20 +160,31 @@ class StreamingClient:
             payload["return_token_ids"] = True
         return json.dumps(payload, separators=(",", ":")).encode()
 
-    async def send(self, record: RequestRecord, prompt: list[int] | str) -> RequestRecord:
-        """Stream one request into `record`. Never raises for a failed request: sets `record.error`."""
-        body = self.body(prompt, record.n_out_expected)
+    async def send(self, record: RequestRecord, prompt: list[int] | str | None = None,
+                   body: bytes | None = None) -> RequestRecord:
+        """Stream one request into `record`. Never raises for a failed request: sets `record.error`.
+
+        `body`: the request already encoded by `self.body(prompt, record.n_out_expected)`
+        (the load driver encodes every request before a point starts); `prompt` is then unused.
+        """
+        if body is None:
+            body = self.body(prompt, record.n_out_expected)
         headers = {"Content-Type": "application/json", "X-Request-Id": f"{self.tag}-{record.request_id}"}
         parser = _StreamParser(record)
         try:
-            record.t_send = time.perf_counter()
+            record.t_send = time.perf_counter()  # replaced by the write stamp once the response starts
             async with self._session.post(self.url, data=body, headers=headers) as resp:
                 if resp.status != 200:
                     text = await resp.text(errors="replace")
                     record.error = _one_line(f"HTTP {resp.status}: {text}")
                     return record
+                proto = resp.connection.protocol if resp.connection is not None else None
+                stamped = isinstance(proto, _StampingProtocol)
+                if stamped and proto.t_write_s is not None and proto.t_write_s >= record.t_send:
+                    record.t_send = proto.t_write_s
                 async for data in resp.content.iter_any():
-                    parser.feed(data, time.perf_counter())
+                    t = proto.t_data_s if stamped else None
+                    parser.feed(data, t if t is not None else time.perf_counter())
         except TimeoutError:
             record.error = f"timeout after {self.config.timeout_s:g} s"
         except Exception as e:  # noqa: BLE001  a failed request is data: any cause ends up in record.error
@@ -160,7 +220,23 @@ class _StreamParser:
             if payload == b"[DONE]":
                 self.done = True
             elif payload:
-                self._event(json.loads(payload), t)
+                n = self._usage_tokens(payload)
+                if n is None:
+                    self._event(json.loads(payload), t)
+                elif n > 0:
+                    self._add(n, t)
+
+    def _usage_tokens(self, payload: bytes) -> int | None:
+        """Tokens in a token chunk read from its cumulative usage by a bytes search, without
+        json.loads; None (parse it in full) for the first event, a chunk with no choice or
+        no integer usage.completion_tokens, or one before which a chunk lacked usage."""
+        if self.rec.n_in is None or self.source not in (None, "usage"):
+            return None
+        m = _COMPLETION_TOKENS.search(payload)
+        if m is None or _NONEMPTY_CHOICES.search(payload) is None:
+            return None
+        self.source = "usage"
+        return int(m.group(1)) - self.cum
 
     def _event(self, obj: dict, t: float) -> None:
         rec = self.rec
@@ -189,8 +265,12 @@ class _StreamParser:
                 text = delta.get("content") if delta else choice.get("text")
                 n = 1 if text else 0
                 self.source = self.source or "text_chunks"
-        if n <= 0:
-            return
+        if n > 0:
+            self._add(n, t)
+
+    def _add(self, n: int, t: float) -> None:
+        """A chunk that carried `n` >= 1 generated tokens, arrived at `t`."""
+        rec = self.rec
         self.cum += n
         if rec.t_first is None:
             rec.t_first = t

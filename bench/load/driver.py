@@ -6,11 +6,28 @@ n_requests)) to the `t_send` of the last measured request; for a rate load, from
 first measured send to the last. When a concurrency target is never reached the window
 starts at the first send and `target_reached` is false (a validity reason).
 All times are `time.perf_counter()` seconds.
+
+Request launches are paced to at most `LAUNCHES_PER_ITERATION` per event-loop iteration.
+At high concurrency a decode step ends many streams at once (the fake server, like vLLM,
+emits in lockstep), and launching all the follow-up requests in one iteration (~0.1 ms
+of aiohttp work each, 30-50 ms for 256) would keep the loop from reading its sockets, so
+the first tokens of the requests launched first would be stamped late. Paced, the loop
+reads between batches; the requests still go out as fast as the client can write them,
+and `t_send` is each one's write time either way.
+
+Client-side noise is kept out of the measured phase: request bodies are JSON-encoded
+before the point starts, and the garbage collector's heap is frozen (`gc.freeze`, as
+vLLM's own bench client does) before the warm-up and again before the measured phase, so
+a full collection scans only the objects made during the point instead of pausing the
+event loop for every module the process has imported (100+ ms with vLLM or torch loaded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +38,7 @@ from bench.load.records import RequestRecord
 from bench.load.workload import Workload
 
 Progress = Callable[[int, int], None]
+LAUNCHES_PER_ITERATION = 16  # request launches per event-loop iteration; 0: no pacing
 
 
 @dataclass
@@ -56,10 +74,43 @@ class PointRun:
                 "prompt_tokens": sum(r.n_in or 0 for r in self.records)}
 
 
+class _LaunchGate:
+    """Lets at most `per_iteration` callers of `wait()` through per event-loop iteration, in FIFO order."""
+
+    def __init__(self, per_iteration: int):
+        self.per_iteration = per_iteration
+        self.passed = 0  # in the current iteration
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.reset_scheduled = False
+
+    async def wait(self) -> None:
+        if self.per_iteration <= 0:
+            return
+        if self.passed >= self.per_iteration or self.waiters:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            await fut  # granted by _next_iteration, which counted it
+        else:
+            self.passed += 1
+        if not self.reset_scheduled:
+            self.reset_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_iteration)
+
+    def _next_iteration(self) -> None:
+        self.reset_scheduled = False
+        self.passed = 0
+        while self.waiters and self.passed < self.per_iteration:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self.passed += 1
+
+
 class _Tracker:
     """In-flight count, its peak, the request that first reached the target, and progress."""
 
     def __init__(self, progress: Progress | None, n_total: int):
+        self.gate = _LaunchGate(LAUNCHES_PER_ITERATION)
         self.progress, self.n_total, self.n_done = progress, n_total, 0
         self.in_flight = self.max_in_flight = 0
         self.target = 0
@@ -69,13 +120,14 @@ class _Tracker:
         self.in_flight = self.max_in_flight = 0
         self.target, self.reach_record = target, None
 
-    async def send(self, client: StreamingClient, rec: RequestRecord, prompt) -> None:
+    async def send(self, client: StreamingClient, rec: RequestRecord, body: bytes) -> None:
+        await self.gate.wait()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if self.reach_record is None and self.target and self.in_flight >= self.target:
-            self.reach_record = rec  # its t_send is stamped before the client's first await
+            self.reach_record = rec  # the window starts at its t_send (read once the point is over)
         try:
-            await client.send(rec, prompt)
+            await client.send(rec, body=body)
         finally:
             self.in_flight -= 1
             self.n_done += 1
@@ -83,23 +135,41 @@ class _Tracker:
                 self.progress(self.n_done, self.n_total)
 
 
-async def _closed_loop(client, tracker: _Tracker, recs, prompts, concurrency: int) -> None:
+def _freeze_heap() -> None:
+    """Collect, then move every tracked object to the GC's permanent generation (off its scans)."""
+    gc.collect()
+    gc.freeze()
+
+
+@contextlib.contextmanager
+def _gc_frozen():
+    """Freeze the heap for a load point; unfreeze afterwards unless the caller had frozen it already."""
+    was_frozen = gc.get_freeze_count() > 0
+    _freeze_heap()
+    try:
+        yield
+    finally:
+        if not was_frozen:
+            gc.unfreeze()
+
+
+async def _closed_loop(client, tracker: _Tracker, recs, bodies, concurrency: int) -> None:
     work = iter(range(len(recs)))
 
     async def worker() -> None:
         for i in work:
-            await tracker.send(client, recs[i], prompts[i])
+            await tracker.send(client, recs[i], bodies[i])
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(recs)))))
 
 
-async def _open_loop(client, tracker: _Tracker, recs, prompts, load: RateLoad, seed: int) -> None:
+async def _open_loop(client, tracker: _Tracker, recs, bodies, load: RateLoad, seed: int) -> None:
     offsets = arrival_offsets_s(len(recs), load.rate_rps, load.arrival, load.burstiness, seed)
     cap = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
 
     async def one(i: int) -> None:
         try:
-            await tracker.send(client, recs[i], prompts[i])
+            await tracker.send(client, recs[i], bodies[i])
         finally:
             if cap is not None:
                 cap.release()
@@ -138,15 +208,18 @@ async def run_point(base_url: str, model: str, workload: Workload, load: dict, n
     tracker = _Tracker(progress, len(records))
     warm, meas = records[:n_warmup], records[n_warmup:]
     async with StreamingClient(base_url, model, cfg) as client:
-        if warm:
-            tracker.reset(0)
-            await _closed_loop(client, tracker, warm, payloads[:n_warmup], min(width, n_warmup))
-        if isinstance(spec, ConcurrencyLoad):
-            tracker.reset(min(spec.concurrency, n_requests))
-            await _closed_loop(client, tracker, meas, payloads[n_warmup:], spec.concurrency)
-        else:
-            tracker.reset(0)
-            await _open_loop(client, tracker, meas, payloads[n_warmup:], spec, seed)
+        bodies = [client.body(p, r.n_out_expected) for p, r in zip(payloads, records)]
+        with _gc_frozen():
+            if warm:
+                tracker.reset(0)
+                await _closed_loop(client, tracker, warm, bodies[:n_warmup], min(width, n_warmup))
+                _freeze_heap()
+            if isinstance(spec, ConcurrencyLoad):
+                tracker.reset(min(spec.concurrency, n_requests))
+                await _closed_loop(client, tracker, meas, bodies[n_warmup:], spec.concurrency)
+            else:
+                tracker.reset(0)
+                await _open_loop(client, tracker, meas, bodies[n_warmup:], spec, seed)
     return _point_run(records, meas, tracker, spec, cfg.describe() | {"request_id_prefix": client.tag})
 
 
