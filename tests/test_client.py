@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from bench.load.client import ClientConfig, StreamingClient, _StampingProtocol, _StreamParser
+from bench.load.client import (
+    ClientConfig,
+    StreamingClient,
+    _StampingProtocol,
+    _StreamParser,
+)
 from bench.load.driver import run_point_sync
 from bench.load.records import RequestRecord
 from bench.load.workload import RandomWorkload
@@ -243,3 +248,32 @@ def test_parser_usage_fast_path_matches_full_parse():
     assert fast.ok and fast.chunk_tokens == [1, 2, 1, 1, 1] and fast.chunk_t == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert (fast.chunk_tokens, fast.chunk_t, fast.n_out, fast.n_in, fast.token_source) == \
         (slow.chunk_tokens, slow.chunk_t, slow.n_out, slow.n_in, slow.token_source)
+
+
+@pytest.mark.parametrize("per_iteration", [0, 2])
+def test_launch_gate_paces_launches_per_loop_iteration(per_iteration):
+    import asyncio
+
+    from bench.load.driver import _LaunchGate
+
+    async def main():
+        gate, passed, seen = _LaunchGate(per_iteration), [], []
+
+        async def one(i):
+            await gate.wait()
+            passed.append(i)
+
+        tasks = [asyncio.create_task(one(i)) for i in range(7)]
+        for _ in range(12):  # one step of this coroutine per loop iteration
+            await asyncio.sleep(0)
+            seen.append(len(passed))
+        await asyncio.gather(*tasks)
+        return passed, seen
+
+    passed, seen = asyncio.run(main())
+    assert passed == list(range(7))  # first come, first launched
+    per_step = np.diff([0] + seen)
+    if per_iteration:
+        assert per_step.max() == 2 and seen[-1] == 7
+    else:
+        assert per_step[0] == 7
