@@ -27,6 +27,8 @@ class Thresholds:
     # p99 of fewer than 100 values is the largest or second-largest sample. Small CPU
     # smoke runs will trip this on purpose; lower it for them explicitly.
     min_requests_for_p99: int = 100
+    # The client's event loop woke this late (p99) or more: its time stamps are late by as much.
+    max_loop_lag_s: float = 0.010
 
 
 def _mismatch(client: float, server: float) -> float:
@@ -67,6 +69,10 @@ def check_point(metrics: dict, load: dict, facts: dict, server_counters: dict | 
             if m > th.max_token_mismatch:
                 reasons.append(f"token mismatch: client counted {c} {label} tokens, server {s:g} "
                                f"({m:.1%} > {th.max_token_mismatch:.0%})")
+    lag = facts.get("loop_lag_s_p99")
+    if lag is not None and lag > th.max_loop_lag_s:
+        reasons.append(f"client saturation: event-loop lag p99 {lag * 1e3:.1f} ms > {th.max_loop_lag_s * 1e3:.0f} ms "
+                       "(time stamps may be late)")
     n = metrics.get("n_measured", 0)
     err = metrics.get("error_rate")
     if n == 0:

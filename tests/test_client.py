@@ -277,3 +277,24 @@ def test_launch_gate_paces_launches_per_loop_iteration(per_iteration):
         assert per_step.max() == 2 and seen[-1] == 7
     else:
         assert per_step[0] == 7
+
+
+def test_loop_lag_monitor_sees_a_blocked_loop():
+    import asyncio
+    import time as _time
+
+    from bench.load.looplag import LoopLagMonitor
+
+    async def main():
+        async with LoopLagMonitor(interval_s=0.005) as quiet:
+            await asyncio.sleep(0.1)
+        async with LoopLagMonitor(interval_s=0.005) as blocked:
+            await asyncio.sleep(0.02)
+            _time.sleep(0.08)  # the loop cannot run: every stamp taken now would be late
+            await asyncio.sleep(0.02)
+        return quiet.summary(), blocked.summary()
+
+    quiet, blocked = asyncio.run(main())
+    assert quiet["loop_lag_samples"] > 5
+    assert blocked["loop_lag_s_max"] >= 0.07
+    assert blocked["loop_lag_s_max"] > quiet["loop_lag_s_max"] + 0.05

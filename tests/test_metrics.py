@@ -134,3 +134,11 @@ def test_validity_rate_saturation():
     assert not ok and reasons == ["client saturation: achieved 8.5 req/s, target 10 req/s (< 90%)"]
     assert check_point(m, load, facts | {"achieved_rate_rps": 9.5}) == (True, [])
     assert check_point({"n_measured": 0}, load, facts | {"achieved_rate_rps": 9.5})[1] == ["no measured requests"]
+
+
+def test_validity_flags_a_lagging_client_loop():
+    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0}
+    load = {"kind": "concurrency", "concurrency": 8}
+    ok, reasons = check_point(m, load, _facts() | {"loop_lag_s_p99": 0.035})
+    assert not ok and reasons == ["client saturation: event-loop lag p99 35.0 ms > 10 ms (time stamps may be late)"]
+    assert check_point(m, load, _facts() | {"loop_lag_s_p99": 0.002}) == (True, [])

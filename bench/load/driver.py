@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from bench.load.arrivals import ConcurrencyLoad, RateLoad, arrival_offsets_s, parse_load
 from bench.load.client import ClientConfig, StreamingClient, raise_fd_limit
+from bench.load.looplag import LoopLagMonitor
 from bench.load.records import RequestRecord
 from bench.load.workload import Workload
 
@@ -57,6 +58,7 @@ class PointRun:
     achieved_rate_rps: float | None  # measured sends per second over the window
     client: dict = field(default_factory=dict)  # ClientConfig.describe() + request_id_prefix
     load: dict = field(default_factory=dict)
+    loop_lag: dict = field(default_factory=dict)  # LoopLagMonitor.summary() over the measured phase
 
     @property
     def measured(self) -> list[RequestRecord]:
@@ -66,7 +68,7 @@ class PointRun:
         """The figures `bench.validity.check_point` needs."""
         return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
                 "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
-                "achieved_rate_rps": self.achieved_rate_rps}
+                "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag}
 
     def client_token_counts(self) -> dict:
         """Tokens of every request the client ran here, warm-up included (compare with server counter deltas)."""
@@ -214,13 +216,16 @@ async def run_point(base_url: str, model: str, workload: Workload, load: dict, n
                 tracker.reset(0)
                 await _closed_loop(client, tracker, warm, bodies[:n_warmup], min(width, n_warmup))
                 _freeze_heap()
-            if isinstance(spec, ConcurrencyLoad):
-                tracker.reset(min(spec.concurrency, n_requests))
-                await _closed_loop(client, tracker, meas, bodies[n_warmup:], spec.concurrency)
-            else:
-                tracker.reset(0)
-                await _open_loop(client, tracker, meas, bodies[n_warmup:], spec, seed)
-    return _point_run(records, meas, tracker, spec, cfg.describe() | {"request_id_prefix": client.tag})
+            async with LoopLagMonitor() as lag:
+                if isinstance(spec, ConcurrencyLoad):
+                    tracker.reset(min(spec.concurrency, n_requests))
+                    await _closed_loop(client, tracker, meas, bodies[n_warmup:], spec.concurrency)
+                else:
+                    tracker.reset(0)
+                    await _open_loop(client, tracker, meas, bodies[n_warmup:], spec, seed)
+    run = _point_run(records, meas, tracker, spec, cfg.describe() | {"request_id_prefix": client.tag})
+    run.loop_lag = lag.summary()
+    return run
 
 
 def _point_run(records, meas, tracker: _Tracker, spec, client: dict) -> PointRun:
