@@ -39,7 +39,9 @@ def engine_options(f):
     """Options shared by `bench run` and `bench sweep` overrides."""
     opts = [
         click.option("--weights", help="'dummy' (random weights, no download), a HF repo id, or a local path."),
-        click.option("--engine", type=click.Choice(["vllm", "hf", "endpoint"]), help="What serves the model."),
+        click.option("--engine", type=click.Choice(["vllm", "vllm-offline", "hf", "endpoint"]),
+                     help="What serves the model: the vLLM server, vLLM's offline LLM.generate (max throughput), "
+                          "transformers, or an existing server (--url)."),
         click.option("--url", "endpoint_url", help="Base URL of an existing OpenAI-compatible server (--engine endpoint)."),
         click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"])),
         click.option("--quantization", type=click.Choice(["fp8"]), help="Weight quantization."),
@@ -65,7 +67,7 @@ def engine_options(f):
 @click.command()
 @click.option("--model", default=DEFAULTS["model"], show_default=True, help="Catalog key (see `bench models`).")
 @click.option("--concurrency", default=DEFAULTS["concurrency"], show_default=True,
-              help="Comma-separated concurrency levels.")
+              help="Comma-separated concurrency levels (batch sizes for --engine vllm-offline).")
 @click.option("--input-len", default=DEFAULTS["input_len"], show_default=True, type=int, help="Prompt tokens.")
 @click.option("--output-len", default=DEFAULTS["output_len"], show_default=True, type=int, help="Output tokens.")
 @click.option("--requests", "n_requests", type=int,
@@ -108,6 +110,8 @@ def _int_list(text: str) -> list[int]:
 def _plan_kwargs(opts: dict, env) -> dict:
     keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id", "probe_file")}
     keep.setdefault("min_requests", MIN_REQUESTS)
+    if keep.get("engine") == "vllm-offline":  # no server: each level is one static batch size
+        keep["loads"] = [{"kind": "offline", "batch": keep["concurrency"]}]
     keep["hardware"] = env.hardware
     keep["n_devices"] = env.device.get("count") or 1
     return keep
