@@ -1,9 +1,8 @@
-"""Device detection with fake NVML / amdsmi modules faithful to the real APIs."""
+"""Device detection with the shared fake pynvml and fake amdsmi modules faithful to the real APIs."""
 
 from __future__ import annotations
 
 import sys
-from collections import namedtuple
 
 import pynvml
 import pytest
@@ -16,63 +15,12 @@ from bench.device import (
     require_hardware,
 )
 from bench.errors import ConfigError, TelemetryError
+from bench.telemetry.fake_nvml import FakeGpu, FakeNvml
 
-MemoryInfo = namedtuple("MemoryInfo", "total free used")  # nvmlDeviceGetMemoryInfo: bytes
 
-
-class FakeNVML:
-    """The slice of pynvml that detection uses. Raises the real NVMLError subclasses with
-    their real codes; calls before nvmlInit fail as NVML does (Uninitialized)."""
-
-    NVMLError = pynvml.NVMLError
-
-    def __init__(self, names, memory_bytes=85_520_809_984, driver="550.54.15", init_error=None,
-                 name_as_bytes=False, fail_on_name=False):
-        self.names = names
-        self.memory_bytes = memory_bytes
-        self.driver = driver
-        self.init_error = init_error
-        self.name_as_bytes = name_as_bytes
-        self.fail_on_name = fail_on_name
-        self.initialized = 0
-
-    def _check(self):
-        if not self.initialized:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
-
-    def nvmlInit(self):
-        if self.init_error is not None:
-            raise pynvml.NVMLError(self.init_error)
-        self.initialized += 1
-
-    def nvmlShutdown(self):
-        self._check()
-        self.initialized -= 1
-
-    def nvmlDeviceGetCount(self):
-        self._check()
-        return len(self.names)
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        self._check()
-        if not 0 <= index < len(self.names):
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return ("handle", index)
-
-    def nvmlDeviceGetName(self, handle):
-        self._check()
-        if self.fail_on_name:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
-        name = self.names[handle[1]]
-        return name.encode() if self.name_as_bytes else name
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        self._check()
-        return MemoryInfo(total=self.memory_bytes, free=self.memory_bytes, used=0)
-
-    def nvmlSystemGetDriverVersion(self):
-        self._check()
-        return self.driver
+def _nvml(names, **kw) -> FakeNvml:
+    """The shared fake pynvml with one board per name."""
+    return FakeNvml([FakeGpu(name=n) for n in names], **kw)
 
 
 class NoAmdSmi:
@@ -115,14 +63,14 @@ class FakeAmdSmi:
 
 
 def test_h100_sxm():
-    nvml = FakeNVML(["NVIDIA H100 80GB HBM3"] * 8)
+    nvml = _nvml(["NVIDIA H100 80GB HBM3"] * 8)
     d = detect_device(nvml=nvml, amdsmi=NoAmdSmi())
     assert d == Detected("h100-sxm", "NVIDIA H100 80GB HBM3", "nvidia", 8, "550.54.15", 85.520809984)
     assert nvml.initialized == 0  # shut down again
 
 
 def test_h100_pcie_and_old_bytes_names():
-    d = detect_device(nvml=FakeNVML(["NVIDIA H100 PCIe"] * 2, name_as_bytes=True), amdsmi=NoAmdSmi())
+    d = detect_device(nvml=_nvml(["NVIDIA H100 PCIe"] * 2, bytes_strings=True), amdsmi=NoAmdSmi())
     assert (d.hardware_id, d.name, d.count) == ("h100-pcie", "NVIDIA H100 PCIe", 2)
 
 
@@ -150,7 +98,7 @@ def test_name_matching(name, expected):
 
 
 def test_unknown_gpu_keeps_name():
-    d = detect_device(nvml=FakeNVML(["Tesla T4"]), amdsmi=NoAmdSmi())
+    d = detect_device(nvml=_nvml(["Tesla T4"]), amdsmi=NoAmdSmi())
     assert d.hardware_id is None and d.name == "Tesla T4" and d.vendor == "nvidia"
     with pytest.raises(ConfigError, match=r"^unknown hardware 'Tesla T4'; add hardware/<id>\.yaml$"):
         require_hardware(d)
@@ -158,18 +106,18 @@ def test_unknown_gpu_keeps_name():
 
 
 def test_require_hardware_returns_entry():
-    d = detect_device(nvml=FakeNVML(["NVIDIA L4"]), amdsmi=NoAmdSmi())
+    d = detect_device(nvml=_nvml(["NVIDIA L4"]), amdsmi=NoAmdSmi())
     assert require_hardware(d).power_w == 72
 
 
 @pytest.mark.parametrize("code", [pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED])
 def test_nvml_unavailable_falls_back_to_cpu(code):
-    d = detect_device(nvml=FakeNVML(["NVIDIA H100 80GB HBM3"], init_error=code), amdsmi=NoAmdSmi())
+    d = detect_device(nvml=_nvml(["NVIDIA H100 80GB HBM3"], init_error=code), amdsmi=NoAmdSmi())
     assert d.hardware_id == "cpu-host" and d.vendor == "cpu" and d.count == 1 and d.driver_version is None
 
 
 def test_no_gpus_falls_back_to_cpu():
-    assert detect_device(nvml=FakeNVML([]), amdsmi=NoAmdSmi()).hardware_id == "cpu-host"
+    assert detect_device(nvml=_nvml([]), amdsmi=NoAmdSmi()).hardware_id == "cpu-host"
 
 
 def test_modules_not_installed(monkeypatch):
@@ -179,12 +127,13 @@ def test_modules_not_installed(monkeypatch):
 
 
 def test_nvml_query_failure_is_loud():
+    lost = FakeGpu(errors={"nvmlDeviceGetName": pynvml.NVML_ERROR_GPU_IS_LOST})
     with pytest.raises(TelemetryError, match="NVML failed"):
-        detect_device(nvml=FakeNVML(["NVIDIA H100 80GB HBM3"], fail_on_name=True), amdsmi=NoAmdSmi())
+        detect_device(nvml=FakeNvml([lost]), amdsmi=NoAmdSmi())
 
 
 def test_amd_gpus():
-    nvml = FakeNVML([], init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    nvml = _nvml([], init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
     d = detect_device(nvml=nvml, amdsmi=FakeAmdSmi(["AMD Instinct MI300X"] * 8))
     assert (d.hardware_id, d.vendor, d.count, d.driver_version) == ("mi300x", "amd", 8, "6.10.5")
     assert d.memory_gb == pytest.approx(205.8, abs=0.1)

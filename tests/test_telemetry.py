@@ -195,3 +195,21 @@ def test_interp_and_trapezoid():
     assert interp([0.0, 1.0], [0.0, 10.0], 1.5) is None
     assert trapezoid_j([0.0, 1.0, 2.0], [0.0, 100.0, 100.0], 0.5, 2.0) == pytest.approx(12.5 + 25.0 + 100.0)
     assert trapezoid_j([1.0, 2.0], [5.0, 5.0], 0.0, 2.0) is None
+
+
+def test_fake_nvml_keeps_pynvml_semantics():
+    nvml = FakeNvml([FakeGpu(name="NVIDIA L4", memory_total_bytes=24_000_000_000, memory_used_bytes=1_000)],
+                    bytes_strings=True)
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        nvml.nvmlDeviceGetCount()
+    nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByIndex(0)
+    mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+    assert isinstance(mem, pynvml.c_nvmlMemory_t)
+    assert (mem.total, mem.free, mem.used) == (24_000_000_000, 24_000_000_000 - 1_000, 1_000)
+    assert nvml.nvmlDeviceGetName(handle) == b"NVIDIA L4" and nvml.nvmlSystemGetDriverVersion() == b"550.54.15"
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        nvml.nvmlDeviceGetHandleByIndex(1)
+    nvml.nvmlShutdown()
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        nvml.nvmlDeviceGetMemoryInfo(handle)

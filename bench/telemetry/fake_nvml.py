@@ -6,6 +6,8 @@ raises NVML_ERROR_NOT_SUPPORTED below Volta; power is an integer in mW, optional
 running average over `power_avg_s` (Ampere and newer average over ~1 s); the counter may
 update only every `counter_period_s`; a reset restarts the counter from zero. Time comes
 from an injectable clock, so a test scripts a power profile and reads back exact energy.
+For device detection it reports names, memory (the real `c_nvmlMemory_t`, bytes) and the
+driver version; `bytes_strings=True` returns bytes as bindings before 11.515 did.
 
     clock = FakeClock()
     nvml = FakeNvml([FakeGpu(profile=[(0, 100.0), (10, 300.0)])], clock=clock)
@@ -48,6 +50,8 @@ class FakeGpu:
     power_avg_s: float = 0.0  # 0 = instantaneous; ~1.0 models Ampere+ averaging
     counter_period_s: float = 0.0  # 0 = continuous counter; else updates on this grid
     counter_offset_mj: int = 0  # counter value at t=0
+    memory_total_bytes: int = 85_520_809_984  # nvmlDeviceGetMemoryInfo(...).total
+    memory_used_bytes: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # function name -> NVML_ERROR_* to raise
 
     def energy_since_zero_j(self, t_s: float) -> float:
@@ -76,13 +80,15 @@ class _Handle:
 class FakeNvml:
     """Module-like object: pass it where the code expects `pynvml`."""
 
-    def __init__(self, gpus: list[FakeGpu], clock=None, driver_version: str = "550.54.15", init_error: int | None = None):
+    def __init__(self, gpus: list[FakeGpu], clock=None, driver_version: str = "550.54.15", init_error: int | None = None,
+                 bytes_strings: bool = False):
         self.__dict__.update(_CONSTANTS)
         self.NVMLError = NVMLError
         self.gpus = gpus
         self.clock = clock or FakeClock()
         self.driver_version = driver_version
         self.init_error = init_error
+        self.bytes_strings = bytes_strings
         self.initialized = 0
         self._reset_at_j = [0.0] * len(gpus)  # profile energy at the last reset
         self._was_reset = [False] * len(gpus)
@@ -108,7 +114,7 @@ class FakeNvml:
 
     def nvmlSystemGetDriverVersion(self):
         self._check()
-        return self.driver_version
+        return self._str(self.driver_version)
 
     def nvmlDeviceGetCount(self):
         self._check()
@@ -121,7 +127,12 @@ class FakeNvml:
         return _Handle(index)
 
     def nvmlDeviceGetName(self, handle):
-        return self._gpu(handle, "nvmlDeviceGetName").name
+        return self._str(self._gpu(handle, "nvmlDeviceGetName").name)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        gpu = self._gpu(handle, "nvmlDeviceGetMemoryInfo")
+        total, used = gpu.memory_total_bytes, gpu.memory_used_bytes
+        return _real.c_nvmlMemory_t(total=total, free=total - used, used=used)
 
     def nvmlDeviceGetArchitecture(self, handle):
         return self._gpu(handle, "nvmlDeviceGetArchitecture").arch
@@ -147,6 +158,9 @@ class FakeNvml:
         else:
             watts = gpu.power_at_w(t_s)
         return int(watts * 1000)
+
+    def _str(self, text: str) -> str | bytes:
+        return text.encode() if self.bytes_strings else text
 
     def _check(self):
         if self.initialized <= 0:
