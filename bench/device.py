@@ -83,15 +83,7 @@ def _from_nvml(nvml: Any, hardware: dict[str, HardwareSpec]) -> Detected | None:
     finally:
         with contextlib.suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
-    spec = match_hardware(first, hardware)
-    return Detected(
-        hardware_id=spec.id if spec else None,
-        name=first,
-        vendor="nvidia",
-        count=sum(1 for x in names if x == first),
-        driver_version=driver,
-        memory_gb=memory_gb,
-    )
+    return _detected(first, names, "nvidia", driver, memory_gb, hardware)
 
 
 def _from_amdsmi(amdsmi: Any, hardware: dict[str, HardwareSpec]) -> Detected | None:
@@ -113,14 +105,19 @@ def _from_amdsmi(amdsmi: Any, hardware: dict[str, HardwareSpec]) -> Detected | N
     finally:
         with contextlib.suppress(amd_error):
             amdsmi.amdsmi_shut_down()
+    return _detected(first, names, "amd", driver, vram / 1e9, hardware)
+
+
+def _detected(first: str, names: list[str], vendor: str, driver, memory_gb, hardware) -> Detected:
+    """Device 0 mapped to the catalog; the count is the devices of the same name."""
     spec = match_hardware(first, hardware)
     return Detected(
         hardware_id=spec.id if spec else None,
         name=first,
-        vendor="amd",
+        vendor=vendor,
         count=sum(1 for x in names if x == first),
         driver_version=driver,
-        memory_gb=vram / 1e9,
+        memory_gb=memory_gb,
     )
 
 

@@ -65,10 +65,14 @@ def summary_table(result) -> str:
     from bench.textable import format_table
 
     rows = []
+    scenario = None
     for p in result.points:
         m, e = p.metrics, p.energy
         load = p.load.get("concurrency") or p.load.get("rate_rps") or p.load.get("batch")
-        cost = next((c for c in p.cost.values() if isinstance(c, dict) and "usd_per_mtok_output" in c), {})
+        name, cost = next(((n, c) for n, c in p.cost.items() if isinstance(c, dict) and "usd_per_mtok_output" in c),
+                          (None, {}))
+        if name and not scenario:
+            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.get('utilization', 1.0):g}"
         rows.append({
             "point": p.point_id,
             "load": f"{p.load.get('kind', '')[:4]} {load}",
@@ -90,4 +94,5 @@ def summary_table(result) -> str:
              if p.status != "ok" or not p.valid]
     footer = ["* energy estimated from nominal catalog power (not measured)"] if any(
         p.energy and not p.energy.get("measured") for p in result.points) else []
+    footer += [scenario] if scenario else []
     return "\n".join([table, *footer, *notes])
