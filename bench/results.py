@@ -85,6 +85,13 @@ class RunResult(_Strict):
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and rename: never a torn file."""
     path = Path(path)
+    try:
+        _atomic_write(path, text)
+    except OSError as e:  # full disk, read-only folder: what was written before stays as it was
+        raise ResultError(f"cannot write {path}: {e.strerror or e}; the previous version of the file is kept") from None
+
+
+def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     umask = os.umask(0)

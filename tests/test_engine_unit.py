@@ -99,3 +99,20 @@ def test_server_out_of_memory_at_start_means_does_not_fit(tmp_path, monkeypatch)
                         "import sys; print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'); sys.exit(1)"])
     with pytest.raises(EngineDoesNotFit, match="does not fit"):
         server.start()
+
+
+def test_a_failed_summary_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    from bench import results
+    from bench.errors import ResultError
+
+    path = tmp_path / "run.json"
+    results.atomic_write_text(path, '{"v": 1}\n')
+
+    def disk_full(fd, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "fsync", disk_full)
+    with pytest.raises(ResultError, match="No space left on device; the previous version of the file is kept"):
+        results.atomic_write_text(path, '{"v": 2}\n')
+    assert path.read_text() == '{"v": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind

@@ -88,7 +88,7 @@ def run(**opts):
     plan = plan_from_options(**_plan_kwargs(opts, env))
     click.echo(hardware_note, err=True)
     out_dir = Path(opts["out_dir"] or "runs")
-    run_dir, result = run_plan(plan, out_dir, env, Progress())
+    run_dir, result = run_plan(plan, out_dir, env, Progress(n_points=len(plan.points)))
     click.echo(summary_table(result))
     click.echo(f"result: {run_dir}")
     if not any(p.status == "ok" for p in result.points):
