@@ -74,6 +74,8 @@ def engine_options(f):
               help="Measured requests per level [max(100, 4 x concurrency): p99 needs 100].")
 @click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per level [the concurrency].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
+              help="Continue the interrupted run in RUN_DIR (same options): finished points are kept.")
 @engine_options
 def run(**opts):
     """Serve a model, drive load at each concurrency level, write a versioned result.
@@ -88,7 +90,8 @@ def run(**opts):
     plan = plan_from_options(**_plan_kwargs(opts, env))
     click.echo(hardware_note, err=True)
     out_dir = Path(opts["out_dir"] or "runs")
-    run_dir, result = run_plan(plan, out_dir, env, Progress(n_points=len(plan.points)))
+    resume_dir = Path(opts["resume_dir"]) if opts["resume_dir"] else None
+    run_dir, result = run_plan(plan, out_dir, env, Progress(n_points=len(plan.points)), resume_dir=resume_dir)
     click.echo(summary_table(result))
     click.echo(f"result: {run_dir}")
     if not any(p.status == "ok" for p in result.points):
@@ -108,7 +111,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _plan_kwargs(opts: dict, env) -> dict:
-    keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id", "probe_file")}
+    keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id", "probe_file", "resume_dir")}
     keep.setdefault("min_requests", MIN_REQUESTS)
     if keep.get("engine") == "vllm-offline":  # no server: each level is one static batch size
         keep["loads"] = [{"kind": "offline", "batch": keep["concurrency"]}]
