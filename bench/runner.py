@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
 from bench.errors import BenchError, EngineError
-from bench.measure import build_point_result, failed_point, make_workload, target_concurrency
+from bench.measure import build_point_result, failed_point, make_workload
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.provenance import collect, harness, utc_now
 from bench.results import Harness, PointResult, RunResult, read_summary, write_requests, write_summary

@@ -3,7 +3,6 @@ test session: it takes about a minute to start on 2 cores."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

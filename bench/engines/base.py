@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
-from bench.errors import EngineError
+from bench.errors import ConfigError, EngineError
 
 
 class Engine(Protocol):
@@ -77,3 +77,32 @@ def parse_prometheus_counters(text: str, names: dict[str, str]) -> dict[str, flo
             out[names[m.group(1)]] += float(m.group(3))
             found.add(m.group(1))
     return {names[n]: out[names[n]] for n in found}
+
+
+# The KV cache space vLLM's CPU backend reserves, in GiB, unless the user set it.
+CPU_KVCACHE_SPACE_GIB = "2"
+
+
+def vllm_child_env(device: str, engine_args: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """Extra environment of a vLLM child process; refuses what cannot run on this device."""
+    if device == "cpu" and str(engine_args.get("quantization") or "").startswith("fp8"):
+        raise ConfigError("fp8 weight quantization does not run on CPU; use bf16/fp32 here, fp8 on a GPU")
+    env = dict(env)
+    if device == "cpu":
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_SPACE_GIB)
+    return env
+
+
+def last_error_line(tail: str) -> str:
+    """The most telling line of a log tail: the last one naming an error, else the last line."""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln or "Exception" in ln:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def quote_log(text: str) -> str:
+    """`: line | line` (at most 400 characters) for a one-line error message; '' for no text."""
+    text = " | ".join(t for t in text.splitlines() if t.strip())
+    return f": {text[-400:]}" if text else ""

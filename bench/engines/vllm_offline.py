@@ -26,15 +26,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.engines.base import OOM_PATTERNS, EngineDied, EngineDoesNotFit
+from bench.engines.base import (
+    OOM_PATTERNS,
+    EngineDied,
+    EngineDoesNotFit,
+    last_error_line,
+    quote_log,
+    vllm_child_env,
+)
 from bench.engines.hf_engine import batch_facts, point_seed, static_batches
 from bench.engines.process import ChildProcess, log_tail
-from bench.engines.vllm_server import _last_error, _quote
-from bench.errors import ConfigError, EngineError
+from bench.errors import EngineError
 from bench.load.records import RequestRecord
 
 WORKER_MODULE = "bench.engines.offline_worker"
-CPU_KVCACHE_SPACE_GIB = "2"  # as for the server: vLLM's CPU KV cache, in GiB, unless the user set it
 
 
 class _PipedChild(ChildProcess):
@@ -82,11 +87,7 @@ class VllmOffline:
         return [sys.executable, "-m", WORKER_MODULE, json.dumps(kwargs)]
 
     def start(self) -> None:
-        if self.device == "cpu" and str(self.engine_args.get("quantization") or "").startswith("fp8"):
-            raise ConfigError("fp8 weight quantization does not run on CPU; use bf16/fp32 here, fp8 on a GPU")
-        env = dict(self.env)
-        if self.device == "cpu":
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_SPACE_GIB)
+        env = vllm_child_env(self.device, self.engine_args, self.env)
         self._buffer = b""
         self._child = _PipedChild(self.argv(), self.log_path, env)
         self._child.start()
@@ -96,12 +97,12 @@ class VllmOffline:
             tail = self.log_tail(40)
             if OOM_PATTERNS.search(tail):
                 raise EngineDoesNotFit(f"vLLM offline worker ran out of memory while loading (does not fit); "
-                                       f"log: {self.log_path}" + _quote(_last_error(tail))) from None
+                                       f"log: {self.log_path}" + quote_log(last_error_line(tail))) from None
             raise e from None
         if ready is None:
             self.stop()
             raise EngineError(f"vLLM offline worker not ready after {self.startup_timeout_s:.0f} s; "
-                              f"log: {self.log_path}" + _quote(self.log_tail(5)))
+                              f"log: {self.log_path}" + quote_log(self.log_tail(5)))
         self.vllm_version = ready.get("vllm_version")
 
     def stop(self) -> None:
@@ -198,7 +199,7 @@ class VllmOffline:
     def _died(self, what: str) -> EngineDied:
         code = None if self._child is None else self._child.returncode
         return EngineDied(f"vLLM offline worker {what} (exit code {code}); log: {self.log_path}"
-                          + _quote(_last_error(self.log_tail(40))))
+                          + quote_log(last_error_line(self.log_tail(40))))
 
 
 def _vocab(model_spec) -> int:

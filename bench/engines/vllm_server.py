@@ -12,18 +12,19 @@ from bench.engines.base import (
     EngineDied,
     EngineDoesNotFit,
     engine_args_to_cli,
+    last_error_line,
     parse_prometheus_counters,
+    quote_log,
+    vllm_child_env,
 )
 from bench.engines.process import ChildProcess, free_port, http_get, log_tail
-from bench.errors import ConfigError, EngineError
+from bench.errors import EngineError
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 COUNTERS = {
     "vllm:generation_tokens_total": "generation_tokens",
     "vllm:prompt_tokens_total": "prompt_tokens",
 }
-# The KV cache space vLLM's CPU backend reserves, in GiB, unless the user set it.
-CPU_KVCACHE_SPACE_GIB = "2"
 
 
 class VllmServer:
@@ -73,13 +74,9 @@ class VllmServer:
         ]
 
     def start(self) -> None:
-        if self.device == "cpu" and str(self.engine_args.get("quantization") or "").startswith("fp8"):
-            raise ConfigError("fp8 weight quantization does not run on CPU; use bf16/fp32 here, fp8 on a GPU")
+        env = vllm_child_env(self.device, self.engine_args, self.env)
         if self.port is None:
             self.port = free_port(self.host)
-        env = dict(self.env)
-        if self.device == "cpu":
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_SPACE_GIB)
         self._child = ChildProcess(self.argv(), self.log_path, env)
         self._child.start()
         self._wait_healthy()
@@ -96,14 +93,14 @@ class VllmServer:
         self.stop()
         raise EngineError(
             f"vLLM server not healthy after {self.startup_timeout_s:.0f} s; log: {self.log_path}"
-            + _quote(self.log_tail(5))
+            + quote_log(self.log_tail(5))
         )
 
     def _start_failure(self, what: str) -> EngineError:
         tail = self.log_tail(40)
         if OOM_PATTERNS.search(tail):
-            return EngineDoesNotFit(f"{what}: out of memory (does not fit); log: {self.log_path}" + _quote(_last_error(tail)))
-        return EngineDied(f"{what}; log: {self.log_path}" + _quote(_last_error(tail)))
+            return EngineDoesNotFit(f"{what}: out of memory (does not fit); log: {self.log_path}" + quote_log(last_error_line(tail)))
+        return EngineDied(f"{what}; log: {self.log_path}" + quote_log(last_error_line(tail)))
 
     @property
     def pid(self) -> int | None:
@@ -120,7 +117,7 @@ class VllmServer:
     def check_alive(self) -> None:
         if not self.alive():
             code = None if self._child is None else self._child.returncode
-            raise EngineDied(f"vLLM server died (exit code {code}); log: {self.log_path}" + _quote(_last_error(self.log_tail(40))))
+            raise EngineDied(f"vLLM server died (exit code {code}); log: {self.log_path}" + quote_log(last_error_line(self.log_tail(40))))
 
     def stop(self) -> None:
         if self._child is not None:
@@ -142,17 +139,3 @@ class VllmServer:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def _last_error(tail: str) -> str:
-    """The most telling line of a log tail: the last one naming an error, else the last line."""
-    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if "Error" in ln or "error" in ln or "Exception" in ln:
-            return ln
-    return lines[-1] if lines else ""
-
-
-def _quote(text: str) -> str:
-    text = " | ".join(t for t in text.splitlines() if t.strip())
-    return f": {text[-400:]}" if text else ""
