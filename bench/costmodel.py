@@ -207,7 +207,7 @@ def runs_from_store(url: str, storage_options: dict | None = None,
 
     store = Store(url, storage_options)
     out = []
-    for manifest in store.manifests():
+    for manifest in store.manifests(refused=skipped):
         try:
             out.append((manifest["run_id"], store.read_run(manifest["run_id"], manifest)))
         except ResultError as e:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import ResultError
 from bench.load.records import RequestRecord
+from bench.safepath import UnsafePath, check_rel_path, inside
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -66,6 +67,17 @@ class PointResult(_Strict):
     requests_file: str | None = None
     started_utc: str | None = None
     finished_utc: str | None = None
+
+    @field_validator("requests_file")
+    @classmethod
+    def _plain_relative(cls, value: str | None) -> str | None:
+        """A run.json may come from a shared store: its file names must stay in the run."""
+        if value is not None:
+            try:
+                check_rel_path(value)
+            except UnsafePath as e:
+                raise ValueError(str(e)) from None
+        return value
 
 
 class RunResult(_Strict):
@@ -161,7 +173,7 @@ def read_summary(run_dir: Path) -> RunResult:
 def read_requests(run_dir: Path, point: PointResult) -> list[RequestRecord]:
     if not point.requests_file:
         return []
-    frame = pd.read_parquet(Path(run_dir) / point.requests_file)
+    frame = pd.read_parquet(inside(Path(run_dir), point.requests_file))
     return [RequestRecord.from_row(row) for row in frame.to_dict("records")]
 
 

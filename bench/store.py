@@ -33,6 +33,8 @@ from typing import Any
 from bench.errors import BenchError, ResultError, StoreError
 from bench.redact import redact, redact_text
 from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
+from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
+from bench.store_paths import check_manifest, content_digest
 
 MANIFEST_FILE = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -75,21 +77,35 @@ def prepare(run_dir: Path) -> PreparedRun:
     if result.status == "running":
         raise StoreError(f"{run_dir}: run is still running (status 'running'); upload it when it ends")
     for point in result.points:
-        if point.requests_file and not (run_dir / point.requests_file).is_file():
+        if not point.requests_file:
+            continue
+        try:
+            found = inside(run_dir, point.requests_file).is_file()
+        except UnsafePath as e:
+            raise StoreError(f"{run_dir}: point {point.point_id}: refused requests_file: {e}") from None
+        if not found:
             raise StoreError(f"{run_dir}: point {point.point_id}: missing {point.requests_file}")
     clean = redact(result.model_dump(mode="json"))
     parse_summary(clean, str(run_dir / SUMMARY_FILE))
     files = {SUMMARY_FILE: (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir).as_posix()
-        if not path.is_file() or rel in (SUMMARY_FILE, MANIFEST_FILE) or _hidden(rel):
+        if _hidden(rel):
             continue
+        if path.is_symlink():
+            raise StoreError(f"{run_dir}: {rel} is a symbolic link; a run folder to upload holds plain files only")
+        if not path.is_file() or rel in (SUMMARY_FILE, MANIFEST_FILE):
+            continue
+        try:
+            check_rel_path(rel)
+        except UnsafePath as e:
+            raise StoreError(f"{run_dir}: cannot upload {rel!r}: {e}") from None
         data = path.read_bytes()
         if path.suffix in _TEXT_SUFFIXES:
             data = redact_text(data.decode("utf-8", errors="replace")).encode()
         files[rel] = data
     entries = [{"path": rel, "size": len(d), "sha256": sha256_hex(d)} for rel, d in sorted(files.items())]
-    digest = hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
+    digest = content_digest(entries)
     run = RunResult.model_validate(clean)
     models = run_models(run)
     run_id = "-".join(
@@ -160,7 +176,12 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
     def read_manifest(self, run_id: str) -> dict | None:
-        """The published manifest of a run, or None when the run is not (fully) published."""
+        """The published manifest of a run, checked (store_paths.check_manifest) before it is
+        returned; None when the run is not (fully) published."""
+        try:
+            check_run_id(run_id)
+        except UnsafePath as e:
+            raise StoreError(f"{self.url}: refused run folder: {e}") from None
         try:
             data = self._io(
                 "read manifest", self.fs.cat_file, self.path(RUNS_DIR, run_id, MANIFEST_FILE), missing_ok=True
@@ -168,12 +189,16 @@ class Store:
         except FileNotFoundError:
             return None
         try:
-            return json.loads(data)
-        except json.JSONDecodeError:
+            manifest = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise StoreError(f"{self.url}: run {run_id}: MANIFEST.json is not valid JSON") from None
+        return check_manifest(manifest, run_id, self.url)
 
-    def manifests(self) -> list[dict]:
-        """Manifests of every published run, sorted by run id."""
+    def manifests(self, refused: list[str] | None = None) -> list[dict]:
+        """Manifests of every published run, sorted by run id.
+
+        A manifest that fails its checks is left out, its one-line reason appended to
+        `refused` (raised when `refused` is None): one planted run never hides the others."""
         self.fs.invalidate_cache()
         pattern = self.path(RUNS_DIR, "*", MANIFEST_FILE)
         try:
@@ -182,14 +207,20 @@ class Store:
             return []
         out = []
         for p in sorted(paths):
-            manifest = self.read_manifest(p.rstrip("/").split("/")[-2])
+            try:
+                manifest = self.read_manifest(p.rstrip("/").split("/")[-2])
+            except StoreError as e:
+                if refused is None:
+                    raise
+                refused.append(str(e))
+                continue
             if manifest is not None:
                 out.append(manifest)
         return out
 
     def read_file(self, run_id: str, rel: str, manifest: dict | None = None) -> bytes:
         """One file of a published run, checked against the manifest's sha256."""
-        manifest = manifest or self.read_manifest(run_id)
+        manifest = check_manifest(manifest, run_id, self.url) if manifest else self.read_manifest(run_id)
         if manifest is None:
             raise StoreError(f"{self.url}: no published run {run_id}")
         entry = next((e for e in manifest["files"] if e["path"] == rel), None)
@@ -213,7 +244,7 @@ class Store:
     def upload(self, run: PreparedRun) -> Uploaded:
         """Publish one prepared run; a no-op when the identical run is already published."""
         size = sum(len(d) for d in run.files.values())
-        existing = self.read_manifest(run.run_id)
+        existing = self._published_manifest(run.run_id)
         if existing is not None:
             return self._existing(run, existing, size)
         staging = self.path(STAGING_DIR, f"{run.run_id}.{uuid.uuid4().hex[:12]}")
@@ -221,7 +252,7 @@ class Store:
             for rel, data in sorted(run.files.items()):
                 self._put_verified(f"{staging}/{rel}", data)
             self._put_verified(f"{staging}/{MANIFEST_FILE}", manifest_bytes(run.manifest))
-            existing = self.read_manifest(run.run_id)
+            existing = self._published_manifest(run.run_id)
             if existing is not None:  # another writer published it meanwhile
                 return self._existing(run, existing, size)
             final = self.path(RUNS_DIR, run.run_id)
@@ -242,35 +273,47 @@ class Store:
             self._remove_quietly(staged)
         return self.path(rel)
 
-    def pull(self, dest: Path, hardware: str | None = None, model: str | None = None) -> list[Path]:
+    def pull(self, dest: Path, hardware: str | None = None, model: str | None = None,
+             skipped: list[str] | None = None) -> list[Path]:
         """Copy published runs (optionally one hardware / model) into DEST/<run_id>/; verified.
 
-        A run already complete in DEST (its MANIFEST.json matches) is not fetched again.
+        A run already complete in DEST (its MANIFEST.json matches) is not fetched again. A run
+        that fails a check (manifest, path, checksum, run.json) is never placed in DEST: with
+        `skipped` given, its one-line reason is appended there and the pull goes on;
+        without, the first one raises StoreError.
         """
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         out = []
-        for manifest in self.manifests():
+        for manifest in self.manifests(refused=skipped):
             if hardware and manifest.get("hardware") != hardware:
                 continue
             if model and model not in (manifest.get("models") or [manifest.get("model")]):
                 continue
-            out.append(self._pull_one(manifest, dest))
+            try:
+                out.append(self._pull_one(manifest, dest))
+            except (StoreError, UnsafePath) as e:
+                if skipped is None:
+                    raise StoreError(str(e)) from None
+                skipped.append(str(e))
         return out
 
     # -- internals ----------------------------------------------------------------------
     def _pull_one(self, manifest: dict, dest: Path) -> Path:
         run_id = manifest["run_id"]
-        target = dest / run_id
+        check_manifest(manifest, run_id, self.url)
+        target = inside(dest, run_id)
         local = target / MANIFEST_FILE
         if local.is_file() and local.read_bytes() == manifest_bytes(manifest):
             return target
         partial = dest / f".{run_id}.partial-{uuid.uuid4().hex[:8]}"
         try:
+            partial.mkdir()
             for entry in manifest["files"]:
-                path = partial / entry["path"]
+                path = inside(partial, entry["path"])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(self.read_file(run_id, entry["path"], manifest))
+            _check_pulled_summary(partial, self.url, run_id)
             (partial / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
             if target.exists():
                 shutil.rmtree(target)
@@ -282,6 +325,14 @@ class Store:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return target
+
+    def _published_manifest(self, run_id: str) -> dict | None:
+        """For upload: the manifest already under this id; a refused one is different content."""
+        try:
+            return self.read_manifest(run_id)
+        except StoreError as e:
+            raise StoreError(f"{self.url}: run id {run_id} is already published with different content "
+                             f"({str(e).rsplit(': ', 1)[-1]}); refusing to overwrite") from None
 
     def _existing(self, run: PreparedRun, existing: dict, size: int) -> Uploaded:
         if existing.get("content_sha256") != run.manifest["content_sha256"]:
@@ -342,15 +393,17 @@ def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) 
 
 
 def pull(url: str, dest: Path, hardware: str | None = None, model: str | None = None,
-         storage_options: dict | None = None) -> list[Path]:
-    """Fetch published runs into a local cache folder; returns the local run folders."""
-    return Store(url, storage_options).pull(dest, hardware=hardware, model=model)
+         storage_options: dict | None = None, skipped: list[str] | None = None) -> list[Path]:
+    """Fetch published runs into a local cache folder; returns the local run folders.
+    See Store.pull for `skipped`."""
+    return Store(url, storage_options).pull(dest, hardware=hardware, model=model, skipped=skipped)
 
 
-def ls(url: str, storage_options: dict | None = None) -> list[dict]:
-    """One row per published run: run_id, date, model, hardware, n_gpus, engine, ..."""
+def ls(url: str, storage_options: dict | None = None, refused: list[str] | None = None) -> list[dict]:
+    """One row per published run: run_id, date, model, hardware, n_gpus, engine, ...
+    (see Store.manifests for `refused`)."""
     rows = []
-    for m in Store(url, storage_options).manifests():
+    for m in Store(url, storage_options).manifests(refused=refused):
         rows.append({
             "run_id": m["run_id"],
             "date": (m.get("created_utc") or "")[:10],
@@ -377,6 +430,18 @@ def default_cache_dir() -> Path:
     """Where `bench pull` puts runs: $BENCH_CACHE_DIR/runs or ~/.cache/bench/runs."""
     base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
     return Path(base) / "runs"
+
+
+def _check_pulled_summary(run_dir: Path, url: str, run_id: str) -> None:
+    """A pulled run.json must parse, and each point's requests file must be one the
+    manifest brought (its path was checked by the result schema)."""
+    try:
+        result = read_summary(run_dir)
+    except ResultError as e:
+        raise StoreError(f"{url}: run {run_id}: refused: {e}") from None
+    for point in result.points:
+        if point.requests_file and not inside(run_dir, point.requests_file).is_file():
+            raise StoreError(f"{url}: run {run_id}: point {point.point_id}: {point.requests_file} is not in the run")
 
 
 def _slug(value: Any) -> str:

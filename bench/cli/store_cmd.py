@@ -33,10 +33,15 @@ def pull(url, hardware, model, dest):
     from bench.store import pull as pull_runs
 
     dest = dest or default_cache_dir()
-    paths = pull_runs(url, dest, hardware=hardware, model=model)
+    skipped: list[str] = []
+    paths = pull_runs(url, dest, hardware=hardware, model=model, skipped=skipped)
     for path in paths:
         click.echo(str(path))
-    click.echo(f"{len(paths)} run(s) in {dest}", err=True)
+    for reason in skipped:
+        click.echo(f"bench: skipped: {reason}", err=True)
+    click.echo(f"{len(paths)} run(s) in {dest}" + (f"; {len(skipped)} refused (see above)" if skipped else ""), err=True)
+    if skipped:
+        raise SystemExit(1)
 
 
 @click.command()
@@ -45,6 +50,9 @@ def ls(url):
     """List the runs published at URL."""
     from bench.store import ls as list_runs
 
-    rows = list_runs(url)
+    refused: list[str] = []
+    rows = list_runs(url, refused=refused)
     columns = ["run_id", "date", "model", "hardware", "n_gpus", "engine", "harness_version", "status", "n_points"]
     click.echo(format_table(rows, columns) if rows else f"no published runs at {url}")
+    for reason in refused:
+        click.echo(f"bench: skipped: {reason}", err=True)
