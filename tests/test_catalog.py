@@ -258,10 +258,10 @@ def test_bench_models_table():
 
 
 def test_bench_hardware_marks_detected(monkeypatch):
-    import bench.device
+    import bench.catalog.device
 
-    fake = bench.device.Detected("h100-sxm", "NVIDIA H100 80GB HBM3", "nvidia", 8, "550.54.15", 85.0)
-    monkeypatch.setattr(bench.device, "detect_device", lambda: fake)
+    fake = bench.catalog.device.Detected("h100-sxm", "NVIDIA H100 80GB HBM3", "nvidia", 8, "550.54.15", 85.0)
+    monkeypatch.setattr(bench.catalog.device, "detect_device", lambda: fake)
     res = CliRunner().invoke(cli, ["hardware"])
     assert res.exit_code == 0, res.output
     marked = [line for line in res.output.splitlines() if line.startswith("*")]

@@ -10,7 +10,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.costmodel import build_table, runs_from_dirs, table_bytes
+from bench.store.costmodel import build_table, runs_from_dirs, table_bytes
 from bench.results import read_requests, read_summary
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu-host"
@@ -28,7 +28,7 @@ def test_every_committed_run_validates_and_recomputes():
             measured = [r for r in records if r.phase == "measured"]
             assert point.status == "ok" and len(measured) == point.n_requests
             # the stored aggregates are recomputable from the stored records
-            from bench.metrics import summarize
+            from bench.measure.metrics import summarize
 
             again = summarize(records, window=(point.window["t0_s"], point.window["t1_s"]),
                               n_gpus=1, slo=None)

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.cost import (
+from bench.measure.cost import (
     cost_breakdown,
     cost_for_point,
     crf,

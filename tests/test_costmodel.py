@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from result_factory import make_run
 
 from bench.cli import cli
-from bench.costmodel import (
+from bench.store.costmodel import (
     BASE_COLUMNS,
     SCENARIO_FIELDS,
     build,
@@ -30,7 +30,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "costmodel.md"
 
 
 class StandInScenario:
-    """A stand-in for bench.cost.Scenario: a flat hourly price and a utilization."""
+    """A stand-in for bench.measure.cost.Scenario: a flat hourly price and a utilization."""
 
     def __init__(self, usd_per_gpu_hour: float, utilization: float = 1.0):
         self.usd_per_gpu_hour, self.utilization = usd_per_gpu_hour, utilization
@@ -185,7 +185,7 @@ def test_a_run_of_an_unknown_schema_in_the_store_is_skipped_not_fatal(run_dirs, 
         if entry["path"] == "run.json":
             entry.update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
     # a consistent store entry: the content hash, and so the run id, follow the new content
-    from bench.store_paths import content_digest
+    from bench.store.manifest import content_digest
 
     manifest["content_sha256"] = content_digest(manifest["files"])
     manifest["run_id"] = run_dir.name[:-12] + manifest["content_sha256"][:12]

@@ -7,7 +7,7 @@ import sys
 import pynvml
 import pytest
 
-from bench.device import (
+from bench.catalog.device import (
     Detected,
     _cpu_host,
     detect_device,

@@ -14,7 +14,7 @@ from bench.engines.process import ChildProcess, log_tail
 from bench.engines.vllm_server import COUNTERS, VllmServer
 from bench.errors import ConfigError, EngineError
 from bench.plan import EngineConfig
-from bench.runner import RunEnvironment, server_args, visible_gpu_indices
+from bench.run.runner import RunEnvironment, server_args, visible_gpu_indices
 
 
 def test_engine_args_to_cli():
@@ -102,7 +102,7 @@ def test_server_out_of_memory_at_start_means_does_not_fit(tmp_path, monkeypatch)
 
 
 def test_a_failed_summary_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    from bench import results
+    from bench import atomicio as results
     from bench.errors import ResultError
 
     path = tmp_path / "run.json"

@@ -6,7 +6,7 @@ import pytest
 
 from bench.engines.hf import build_model, hf_config, resolve_dtype, run_hf_point
 from bench.errors import ConfigError
-from bench.metrics import summarize
+from bench.measure.metrics import summarize
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The transformers engine behind the runner: static-batch sizing, facts, and one real run
-of the catalog's tiny llama on CPU through `bench.runner.execute`."""
+of the catalog's tiny llama on CPU through `bench.run.runner.execute`."""
 
 import pytest
 
@@ -66,7 +66,7 @@ def test_real_weights_quantization_and_parallelism_are_refused_at_start(tmp_path
 def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     from bench.plan import plan_from_options
     from bench.results import read_requests, read_summary
-    from bench.runner import execute
+    from bench.run.runner import execute
 
     plan = plan_from_options("tiny-llama", concurrency=[2], input_len=16, output_len=8, engine="hf",
                              n_requests=4, n_warmup=2, hardware=run_env.hardware, n_devices=1)
@@ -89,7 +89,7 @@ def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
         assert key in point.energy, key
     assert point.energy["energy_j"] > 0 and point.energy["avg_power_w"] > 0
     assert point.cost == {}  # cpu-host has no catalog prices; the formula still applies to this point:
-    from bench.cost import cost_for_point, make_scenario
+    from bench.measure.cost import cost_for_point, make_scenario
 
     cost = cost_for_point(m, point.energy, make_scenario(name="t", kind="rental", rental_usd_per_gpu_hour=1.0), 1)
     assert cost["usd_per_mtok_output"] == pytest.approx(1e6 / (m["output_tok_s"] * 3600))

@@ -1,4 +1,4 @@
-"""bench.metrics.summarize and bench.validity.check_point on hand-built records."""
+"""bench.measure.metrics.summarize and bench.measure.validity.check_point on hand-built records."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bench.load.records import RequestRecord
-from bench.metrics import stats, summarize
-from bench.validity import Thresholds, check_point
+from bench.measure.metrics import stats, summarize
+from bench.measure.validity import Thresholds, check_point
 
 
 def rec(i, t_send, chunk_t, chunk_tokens, phase="measured", n_in=10, error=None, n_out_expected=None):

@@ -9,7 +9,7 @@ from itertools import pairwise
 import pandas as pd
 import pytest
 
-from bench.pareto import (
+from bench.analysis.pareto import (
     OUTSIDE,
     Operating,
     compare_table,

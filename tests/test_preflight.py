@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import preflight as pf
+from bench.plan import preflight as pf
 from bench.catalog import get_hardware, get_model
 from bench.plan import EngineConfig, PointSpec
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from tokenizers import Tokenizer
 
-import bench.prepare
+import bench.catalog.prepare
 from bench.catalog import get_model, load_models
-from bench.prepare import (
+from bench.catalog.prepare import (
     BOS_ID,
     EOS_ID,
     WORD_TOKEN_START,
@@ -72,7 +72,7 @@ def test_crash_leaves_no_folder(tmp_path, monkeypatch):
     def boom(vocab_size):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(bench.prepare, "build_tokenizer", boom)
+    monkeypatch.setattr(bench.catalog.prepare, "build_tokenizer", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         prepare_model(get_model("tiny-llama"), tmp_path)
     assert list(tmp_path.iterdir()) == []

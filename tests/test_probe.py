@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.errors import ConfigError
-from bench.probe import load_probe, measure_nvml_counter, run_probe, write_probe
-from bench.roofline import point_roofline
+from bench.telemetry.probe import load_probe, measure_nvml_counter, run_probe, write_probe
+from bench.measure.roofline import point_roofline
 from bench.telemetry.fake_nvml import FakeGpu, FakeNvml
 
 

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from result_factory import make_run
 
 from bench.cli import cli
-from bench.costmodel import build_table, runs_from_dirs
-from bench.plots import (
+from bench.store.costmodel import build_table, runs_from_dirs
+from bench.analysis.plots import (
     metric_vs_interactivity,
     power_over_time,
     throughput_vs_interactivity,

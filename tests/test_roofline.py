@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.roofline import point_roofline
+from bench.measure.roofline import point_roofline
 
 
 class _Model:

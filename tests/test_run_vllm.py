@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from bench.cli import cli
 from bench.plan import plan_from_options
 from bench.results import read_requests, read_summary
-from bench.runner import execute
+from bench.run.runner import execute
 
 
 def _endpoint_plan(server, env, concurrency, n_requests=6, n_warmup=2, **kw):

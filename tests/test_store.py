@@ -257,7 +257,7 @@ def test_cli_upload_ls_pull(store_url, tmp_path):
 def test_costmodel_written_back_to_the_store_loads_with_pandas(store_url, tmp_path):
     import pandas as pd
 
-    from bench.costmodel import build
+    from bench.store.costmodel import build
 
     upload([make_run(tmp_path / "runs", concurrencies=(1, 4))], store_url)
     first = build(store_url, out_dir=tmp_path / "a")

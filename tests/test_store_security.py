@@ -18,7 +18,7 @@ from bench.errors import ResultError, StoreError
 from bench.results import read_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
 from bench.store import MANIFEST_FILE, Store, prepare, pull, upload
-from bench.store_paths import check_manifest, content_digest
+from bench.store.manifest import check_manifest, content_digest
 
 PLANTED = "../../../../PWNED_pull.txt"
 

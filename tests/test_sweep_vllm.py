@@ -11,7 +11,7 @@ import pytest
 from bench.errors import BenchError
 from bench.plan import build_plan, sweep_from_dict
 from bench.results import read_summary
-from bench.runner import execute
+from bench.run.runner import execute
 
 BASE = {
     "models": ["tiny-llama"],

@@ -92,7 +92,7 @@ def _point(batch, n_requests, input_len=16, output_len=16, n_warmup=None, pid="p
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory):
     from bench.catalog import get_model
-    from bench.prepare import prepare_model
+    from bench.catalog.prepare import prepare_model
 
     spec = get_model(TINY)
     path = prepare_model(spec, tmp_path_factory.mktemp("models"))
@@ -111,7 +111,7 @@ def offline(tmp_path_factory):
 
 @pytest.mark.vllm
 def test_an_offline_batch_is_token_exact_inside_its_window(offline):
-    from bench.metrics import summarize
+    from bench.measure.metrics import summarize
 
     engine, spec = offline
     records, facts = engine.run_point(_point(batch=8, n_requests=8, n_warmup=2), spec)

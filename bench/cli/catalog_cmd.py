@@ -13,7 +13,7 @@ def _billions(n: int) -> str:
 def models():
     """List the models of models.yaml."""
     from bench.catalog import load_models
-    from bench.textable import format_table
+    from bench.cli.textable import format_table
 
     rows = [
         {
@@ -36,8 +36,8 @@ def models():
 def hardware():
     """List the hardware catalog; `*` marks the device detected here."""
     from bench.catalog import load_hardware
-    from bench.device import detect_device
-    from bench.textable import format_table
+    from bench.catalog.device import detect_device
+    from bench.cli.textable import format_table
 
     detected = detect_device()
     rows = [

@@ -32,7 +32,7 @@ COLUMNS = [
 def cost(results, scenario_name, rental_usd_h, gpu_price_usd, server_factor, years, rate, usd_per_kwh, pue,
          host_factor, om_usd_h, utilization, hardware_id, as_json):
     """Recompute cost per million tokens for finished RESULT folders."""
-    from bench.cost import recost_run, scenario_from_options
+    from bench.measure.cost import recost_run, scenario_from_options
     from bench.results import read_summary
 
     ownership = {"gpu_price_usd": gpu_price_usd, "server_factor": server_factor, "years": years, "rate": rate,
@@ -53,6 +53,6 @@ def cost(results, scenario_name, rental_usd_h, gpu_price_usd, server_factor, yea
     if as_json:
         click.echo(json.dumps([r["cost"] | {"run": r["run"], "point": r["point"]} for r in rows], indent=2))
         return
-    from bench.textable import format_table
+    from bench.cli.textable import format_table
 
     click.echo(format_table(rows, COLUMNS))

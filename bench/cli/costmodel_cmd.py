@@ -19,7 +19,7 @@ def costmodel():
               show_default=True, help="Local folder for costmodel.parquet and costmodel.csv.")
 def build(url, scenarios, out):
     """Rebuild URL/costmodel/costmodel.parquet|csv from every published run, and write it locally."""
-    from bench.costmodel import build as build_table
+    from bench.store.costmodel import build as build_table
 
     done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None)
     for reason in done.skipped:

@@ -7,7 +7,7 @@ import click
 
 @click.command()
 @click.option("--out", "out_path", default="probe.json", show_default=True, type=click.Path(dir_okay=False),
-              help="Probe file to write (JSON); bench.probe.load_probe reads it for the roofline.")
+              help="Probe file to write (JSON); bench.telemetry.probe.load_probe reads it for the roofline.")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None,
               help="Device to probe (default: cuda when torch sees one, else cpu).")
 @click.option("--min-time-s", type=float, default=None, help="Seconds each measurement repeats for (default 0.5 GPU, 0.3 CPU).")
@@ -15,8 +15,8 @@ import click
 @click.option("--bandwidth-mb", type=int, default=None, help="Copy buffer size in MiB (default 2048 GPU, 256 CPU).")
 def probe(out_path, device, min_time_s, max_n, bandwidth_mb):
     """Measure achievable memory bandwidth, bf16/fp16/fp8 matmul TFLOP/s and (GPU) NVML behaviour."""
-    from bench.probe import run_probe, write_probe
-    from bench.textable import format_table
+    from bench.telemetry.probe import run_probe, write_probe
+    from bench.cli.textable import format_table
 
     result = run_probe(device, min_time_s=min_time_s, max_n=max_n,
                        bandwidth_bytes=bandwidth_mb << 20 if bandwidth_mb else None)

@@ -62,7 +62,7 @@ def _num(v, fmt="{:.1f}"):
 
 def summary_table(result) -> str:
     """One row per load point: load, throughput, latency, energy, cost, validity."""
-    from bench.textable import format_table
+    from bench.cli.textable import format_table
 
     rows = []
     scenario = None

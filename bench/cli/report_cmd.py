@@ -21,10 +21,10 @@ from bench.errors import ConfigError
               help="Report folder (default: reports/compare-<model>).")
 def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, out):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points."""
-    from bench.costmodel import build_table, runs_from_dirs, runs_from_store
-    from bench.pareto import Operating
-    from bench.report import compare_report
-    from bench.textable import format_table
+    from bench.store.costmodel import build_table, runs_from_dirs, runs_from_store
+    from bench.analysis.pareto import Operating
+    from bench.analysis.report import compare_report
+    from bench.cli.textable import format_table
 
     if bool(url) == bool(results):
         raise ConfigError("give either --store URL or RESULTS folders, not both or neither")
@@ -49,7 +49,7 @@ def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios
               help="Report folder (default: reports/<run folder name>).")
 def report(run_dir, out):
     """Report one run: its load points with validity reasons, plots and provenance."""
-    from bench.report import run_report
+    from bench.analysis.report import run_report
 
     rep = run_report(run_dir, out or Path("reports") / run_dir.resolve().name)
     click.echo(f"{len(rep.table)} load points; report: {rep.path}")

@@ -81,7 +81,7 @@ def run(**opts):
     """Serve a model, drive load at each concurrency level, write a versioned result.
 
     With no arguments: the tiny Llama with dummy weights on the local device."""
-    from bench.session import prepare_run, run_plan
+    from bench.run.session import prepare_run, run_plan
     from bench.plan import plan_from_options
 
     opts["engine_args"] = parse_engine_args(opts["engine_args"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bench.textable import format_table
+from bench.cli.textable import format_table
 
 
 @click.command()

@@ -60,7 +60,7 @@ def collect_overrides(opts: dict) -> dict:
 def resolve_target(hardware_id: str | None, devices: int | None):
     """(hardware entry, device count): the named or detected device."""
     from bench.catalog import get_hardware
-    from bench.device import detect_device
+    from bench.catalog.device import detect_device
     from bench.errors import ConfigError
 
     if hardware_id:
@@ -92,8 +92,8 @@ def plan(sweep_file, as_json, **opts):
 def describe_plan(plan, hardware) -> str:
     """The plan as text: points, skipped points grouped by reason, duration estimate."""
     from bench import catalog
-    from bench import preflight as pf
-    from bench.textable import format_table
+    from bench.plan import preflight as pf
+    from bench.cli.textable import format_table
 
     kind = "cpu" if hardware.vendor == "cpu" else "gpu"
     configs = {c.config_id(): c for c in [*plan.engine_configs, *plan.skipped_engine_configs]}
@@ -154,7 +154,7 @@ def sweep(sweep_file, resume_dir, **opts):
 
     from bench.cli.progress import Progress, summary_table
     from bench.plan import build_plan, load_sweep
-    from bench.session import prepare_run, run_plan
+    from bench.run.session import prepare_run, run_plan
 
     sweep_spec = load_sweep(sweep_file, collect_overrides(opts))
     env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))

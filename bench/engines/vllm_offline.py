@@ -155,7 +155,7 @@ class VllmOffline:
 
     def run_point(self, point, model_spec=None, seed: int | None = None) -> tuple[list[RequestRecord], dict[str, Any]]:
         """Records (warm-up + measured) and facts of one point; times are perf_counter seconds."""
-        from bench.measure import make_workload
+        from bench.measure.point import make_workload
 
         batch, n_warm, n_batches = static_batches(point)
         vocab = self.vocab_size or _vocab(model_spec)

@@ -65,7 +65,7 @@ class PointRun:
         return [r for r in self.records if r.phase == "measured"]
 
     def facts(self) -> dict:
-        """The figures `bench.validity.check_point` needs."""
+        """The figures `bench.measure.validity.check_point` needs."""
         return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
                 "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
                 "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag}

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.configbase import Strict, catalog_dir, describe_error, read_yaml
+from bench.catalog.configbase import Strict, catalog_dir, describe_error, read_yaml
 from bench.errors import ConfigError
 
 HARDWARE_DIR = "hardware"

@@ -1,6 +1,6 @@
 """The plan: a sweep file (or single-run options) + CLI overrides -> ordered load points.
 
-The sweep file's schema and loading live in `bench.sweepfile` (re-exported here).
+The sweep file's schema and loading live in `bench.plan.sweepfile` (re-exported here).
 
 `Plan.points` is ordered for the runner: grouped by engine configuration (one engine start
 each), then workload (in file order), then load ascending, then repeat. Points that
@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.configbase import safe_id
+from bench.catalog.configbase import safe_id
 from bench.errors import ConfigError
-from bench.sweepfile import (
+from bench.plan.sweepfile import (
     SLO,
     ConcurrencyLoad,
     EngineArgs,
@@ -156,7 +156,7 @@ def build_plan(sweep: SweepSpec, hardware: Any = None, n_devices: int = 1, catal
     `hardware`: a catalog hardware id or entry (the detected device); the sweep's own
     `hardware` key wins over it, its `devices` key over `n_devices`. None: no device checks.
     `catalog`: an object with get_model/get_hardware (default `bench.catalog`)."""
-    from bench import preflight
+    from bench.plan import preflight
 
     if catalog is None:
         from bench import catalog

@@ -1,6 +1,6 @@
 """Helpers shared by the modules that read user-written YAML (catalog, hardware, sweep file).
 
-Kept apart so that `bench.catalog`, `bench.hardware`, `bench.sweepfile` and `bench.plan`
+Kept apart so that `bench.catalog`, `bench.catalog.hardware`, `bench.plan.sweepfile` and `bench.plan`
 can all import them without importing one another.
 """
 
@@ -28,7 +28,7 @@ class Strict(BaseModel):
 def catalog_dir() -> Path:
     """The folder holding models.yaml and hardware/ (env `BENCH_CATALOG_DIR` overrides)."""
     env = os.environ.get("BENCH_CATALOG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent
 
 
 def read_yaml(path: Path) -> Any:

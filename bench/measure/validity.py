@@ -42,7 +42,7 @@ def check_point(metrics: dict, load: dict, facts: dict, server_counters: dict | 
                 thresholds: Thresholds = Thresholds()) -> tuple[bool, list[str]]:
     """(valid, reasons): reasons are short human-readable strings; valid iff there are none.
 
-    `metrics` from `bench.metrics.summarize`; `load` the load dict; `facts` from
+    `metrics` from `bench.measure.metrics.summarize`; `load` the load dict; `facts` from
     `PointRun.facts()`; `energy` a telemetry dict with `energy_valid` and, when false,
     its reasons in `energy_invalid_reasons` (or `reasons`).
     """

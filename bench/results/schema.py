@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bench.atomicio import atomic_write_text
 from bench.errors import ResultError
 from bench.load.records import RequestRecord
 from bench.safepath import UnsafePath, check_rel_path, inside
@@ -92,32 +92,6 @@ class RunResult(_Strict):
     provenance: dict[str, Any] = Field(default_factory=dict)
     points: list[PointResult] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)  # idle baseline, probe used, notes
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: never a torn file."""
-    path = Path(path)
-    try:
-        _atomic_write(path, text)
-    except OSError as e:  # full disk, read-only folder: what was written before stays as it was
-        raise ResultError(f"cannot write {path}: {e.strerror or e}; the previous version of the file is kept") from None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_summary(run_dir: Path, result: RunResult) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.load.records import RequestRecord
 from bench.plan import EngineConfig, PointSpec
-from bench.provenance import utc_now
+from bench.run.provenance import utc_now
 from bench.results import PointResult
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2, "fp8": 1}
@@ -55,8 +55,8 @@ def build_point_result(
     started_utc: str | None = None,
 ) -> PointResult:
     """Metrics, energy per token, roofline, default cost and validity for one finished point."""
-    from bench.metrics import summarize
-    from bench.validity import check_point
+    from bench.measure.metrics import summarize
+    from bench.measure.validity import check_point
 
     window = (run_facts["window_t0_s"], run_facts["window_t1_s"])
     metrics = summarize(records, window=window, n_gpus=n_gpus, slo=point.slo)
@@ -122,7 +122,7 @@ def _total_tokens(metrics: dict) -> float | None:
 def _roofline(cfg, point, model, hardware, n_gpus, metrics, probe) -> dict:
     if model is None or hardware is None or not metrics.get("output_tok_s"):
         return {}
-    from bench.roofline import point_roofline
+    from bench.measure.roofline import point_roofline
 
     wl = point.workload
     context = int(wl.get("input_len", 0)) + int(wl.get("output_len", 0)) // 2
@@ -142,7 +142,7 @@ def _default_cost(hardware, metrics, energy, n_gpus) -> dict:
     """$/Mtok under every named scenario the hardware's catalog prices allow."""
     if hardware is None:
         return {}
-    from bench.cost import cost_for_point, scenarios_for
+    from bench.measure.cost import cost_for_point, scenarios_for
 
     out = {}
     for name, scenario in scenarios_for(hardware).items():

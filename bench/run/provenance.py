@@ -30,7 +30,7 @@ def utc_now() -> str:
 
 def git_info(repo: Path | None = None) -> dict[str, Any]:
     """The harness's own git sha and whether the tree had uncommitted changes."""
-    repo = repo or Path(__file__).resolve().parent.parent
+    repo = repo or Path(__file__).resolve().parent.parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:

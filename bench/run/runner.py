@@ -15,9 +15,9 @@ from typing import Any
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
 from bench.errors import BenchError, EngineError
-from bench.measure import build_point_result, failed_point, make_workload
+from bench.measure.point import build_point_result, failed_point, make_workload
 from bench.plan import EngineConfig, Plan, PointSpec
-from bench.provenance import collect, harness, utc_now
+from bench.run.provenance import collect, harness, utc_now
 from bench.results import Harness, PointResult, RunResult, read_summary, write_requests, write_summary
 
 IDLE_BASELINE_S = 3.0
@@ -156,7 +156,7 @@ def _model_path(cfg: EngineConfig, env: RunEnvironment) -> tuple[str, Any]:
 
     spec = get_model(cfg.model)
     if cfg.weights == "dummy":
-        from bench.prepare import prepare_model
+        from bench.catalog.prepare import prepare_model
 
         return str(prepare_model(spec, env.cache_dir)), spec
     return cfg.weights, spec

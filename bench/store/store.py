@@ -3,7 +3,7 @@
     URL/runs/<run_id>/run.json, requests/*.parquet, power.parquet, engine.log, ...
     URL/runs/<run_id>/MANIFEST.json     file list with sizes and sha256; written last
     URL/staging/<run_id>.<nonce>/...    uploads in progress (never read)
-    URL/costmodel/costmodel.parquet|csv the shared table (bench.costmodel)
+    URL/costmodel/costmodel.parquet|csv the shared table (bench.store.costmodel)
 
 A run is visible only once its MANIFEST.json exists, so an interrupted upload is invisible
 and can simply be repeated. The run id is derived from the content (the redacted run.json
@@ -34,7 +34,7 @@ from bench.errors import BenchError, ResultError, StoreError
 from bench.redact import redact, redact_text
 from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
-from bench.store_paths import check_manifest, content_digest
+from bench.store.manifest import check_manifest, content_digest
 
 MANIFEST_FILE = "MANIFEST.json"
 MANIFEST_VERSION = 1

@@ -1,7 +1,7 @@
 """The shared cost-model table: every valid, ok load point of every published run, one row.
 
 $/Mtok is recomputed for each cost scenario from the stored metrics and energy with
-`bench.cost`, so changing a price never needs a rerun. The table is deterministic: the
+`bench.measure.cost`, so changing a price never needs a rerun. The table is deterministic: the
 same runs give the same bytes (rows and columns in a fixed order, no timestamps, fixed
 float formatting in CSV and fixed Parquet writer options). Columns: docs/costmodel.md.
 """
@@ -125,7 +125,7 @@ def build_table(
     """The cost-model table of (run_id, RunResult) pairs; order of `runs` does not matter.
 
     `scenario_names` keeps only those scenarios (an unknown name is a ConfigError);
-    `scenarios_for`/`cost_for_point` default to bench.cost (injected in tests).
+    `scenarios_for`/`cost_for_point` default to bench.measure.cost (injected in tests).
     """
     scenarios_for = scenarios_for or catalog_scenarios
     cost_for_point = cost_for_point or _default_cost_fn()
@@ -270,9 +270,9 @@ def catalog_model_info(model_key: str | None) -> dict:
 
 
 def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
-    """bench.cost scenarios of a catalog hardware entry; none for hardware the catalog lacks."""
+    """bench.measure.cost scenarios of a catalog hardware entry; none for hardware the catalog lacks."""
     from bench.catalog import get_hardware
-    from bench.cost import scenarios_for
+    from bench.measure.cost import scenarios_for
 
     try:
         hardware = get_hardware(hardware_id)
@@ -282,7 +282,7 @@ def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
 
 
 def _default_cost_fn() -> CostFn:
-    from bench.cost import cost_for_point
+    from bench.measure.cost import cost_for_point
 
     return cost_for_point
 

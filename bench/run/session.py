@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from bench.errors import BenchError, ConfigError
-from bench.runner import RunEnvironment, execute, new_run_dir
+from bench.run.runner import RunEnvironment, execute, new_run_dir
 
 PROBE_ENV = "BENCH_PROBE_FILE"
 
@@ -19,7 +19,7 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -
     from dataclasses import asdict
 
     from bench.catalog import get_hardware
-    from bench.device import detect_device
+    from bench.catalog.device import detect_device
 
     detected = detect_device()
     device = asdict(detected)
@@ -31,7 +31,7 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -
     probe_file = probe_file or os.environ.get(PROBE_ENV)
     probe = None
     if probe_file:
-        from bench.probe import load_probe
+        from bench.telemetry.probe import load_probe
 
         probe = load_probe(probe_file)
         note += f"; roofline from probe {probe_file}"

@@ -1,7 +1,7 @@
 """What the card actually delivers: memory bandwidth, matrix throughput, NVML behaviour.
 
 `run_probe` returns a JSON-able dict (written by `bench probe`) whose `bandwidth_tbs` and
-`tflops[dtype]` replace the catalog's datasheet figures in `bench.roofline`. Timing uses
+`tflops[dtype]` replace the catalog's datasheet figures in `bench.measure.roofline`. Timing uses
 CUDA events on GPU and perf_counter on CPU; every measurement first sizes its work so one
 call takes a few milliseconds, then repeats it for about `min_time_s`.
 """
@@ -225,7 +225,7 @@ def run_probe(device: str | None = None, min_time_s: float | None = None, bandwi
 
 
 def write_probe(probe: dict, path: str | Path) -> Path:
-    from bench.results import atomic_write_text
+    from bench.atomicio import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(probe, indent=2) + "\n")

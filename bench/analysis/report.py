@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.costmodel import (
+from bench.store.costmodel import (
     CSV_FLOAT_FORMAT,
     point_config,
     point_rows,
@@ -22,8 +22,8 @@ from bench.costmodel import (
     rows_to_frame,
 )
 from bench.errors import ConfigError
-from bench.pareto import Operating, X, Y, compare_table
-from bench.plots import (
+from bench.analysis.pareto import Operating, X, Y, compare_table
+from bench.analysis.plots import (
     Plot,
     metric_vs_interactivity,
     power_over_time,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.pareto import X, Y, front_rows, split_series
+from bench.analysis.pareto import X, Y, front_rows, split_series
 
 LABELS = {
     X: "interactivity (output tok/s per user)",

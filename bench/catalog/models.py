@@ -4,7 +4,7 @@ Both live at the repository top level, next to the `bench` package; set
 `BENCH_CATALOG_DIR` to read them from elsewhere. Unknown keys are errors that name the
 key and the file. Model arithmetic (weight bytes, KV-cache bytes, FLOPs) lives on
 `ModelSpec`; parameter counting from the architecture in `count_params`. The hardware
-entries are defined in `bench.hardware` and re-exported here.
+entries are defined in `bench.catalog.hardware` and re-exported here.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.configbase import Strict, catalog_dir, describe_error, read_yaml
+from bench.catalog.configbase import Strict, catalog_dir, describe_error, read_yaml
 from bench.errors import ConfigError
-from bench.hardware import (
+from bench.catalog.hardware import (
     HARDWARE_DIR,
     TFLOPS_KEYS,
     HardwareSpec,

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.configbase import safe_id
+from bench.catalog.configbase import safe_id
 from bench.errors import ConfigError
 
 

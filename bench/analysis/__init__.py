@@ -1,0 +1,1 @@
+"""Analysis: Pareto fronts, comparisons across hardware, reports and plots over results."""

@@ -1,0 +1,7 @@
+"""Catalog: `models.yaml` and `hardware/*.yaml` -> typed objects; device detection; dummy-weight folders.
+
+    from bench.catalog import get_model, get_hardware
+"""
+
+from bench.catalog.models import *  # noqa: F403 - the catalog's public names
+from bench.catalog.models import __all__  # noqa: F401

@@ -1,0 +1,2 @@
+"""Measure: request records + energy -> the figures of one load point: metrics, energy per
+token, cost, roofline, validity. Pure functions; no I/O."""

@@ -1,0 +1,2 @@
+"""Run: set up this machine, execute a plan (engine starts, load points, telemetry), write
+every finished point before the next; provenance of the run."""
