@@ -1,12 +1,19 @@
-"""The transformers engine on CPU with the catalog's tiny llama and a tiny batch."""
+"""The transformers engine on CPU with the catalog's tiny llama and a tiny batch (loads torch)."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from bench.engines.hf import build_model, hf_config, resolve_dtype, run_hf_point
+from bench.engines.hf import build_model, generate_batch, hf_config, resolve_dtype
+from bench.engines.hf_engine import HfEngine
 from bench.errors import ConfigError
+from bench.load.static import records_from_batch, run_static_point
+from bench.load.workload import Prompt, RandomWorkload
 from bench.measure.metrics import summarize
+from bench.plan import PointSpec
+
+pytestmark = pytest.mark.torch
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +24,23 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny):
-    return build_model(tiny, "cpu", "auto", seed=0)
+def engine(tiny, tmp_path_factory):
+    engine = HfEngine("unused", "tiny-llama", tmp_path_factory.mktemp("hf") / "engine.log", model_spec=tiny)
+    engine.start()
+    yield engine
+    engine.stop()
 
 
-def test_static_batches_become_token_exact_records(tiny, tiny_model):
-    records, t0, t1 = run_hf_point(tiny, batch_size=2, input_len=8, output_len=4, n_batches=2, device="cpu",
-                                   dtype="auto", seed=1, model=tiny_model)
+def _point(batch, n_warmup, n_requests):
+    return PointSpec(point_id="p", engine_config_id="c", n_warmup=n_warmup, n_requests=n_requests,
+                     workload={"kind": "random", "input_len": 8, "output_len": 4},
+                     load={"kind": "offline", "batch": batch})
+
+
+def test_static_batches_become_token_exact_records(tiny, engine):
+    workload = RandomWorkload(input_len=8, output_len=4, vocab_size=tiny.config_json()["vocab_size"], seed=1)
+    records, facts = run_static_point(engine, _point(batch=2, n_warmup=2, n_requests=4), workload)
+    t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
     assert [r.phase for r in records] == ["warmup"] * 2 + ["measured"] * 4
     assert len({r.request_id for r in records}) == 6
     measured = [r for r in records if r.phase == "measured"]
@@ -37,6 +54,7 @@ def test_static_batches_become_token_exact_records(tiny, tiny_model):
     m = summarize(records, window=(t0, t1), n_gpus=1)
     assert m["window_output_tokens"] == 16
     assert m["output_tok_s"] == pytest.approx(16 / (t1 - t0))
+    assert "point p: 1 warm-up + 2 batches of 2" in engine.log_tail()
 
 
 def test_model_is_random_initialised_in_fp32_on_cpu_without_touching_the_global_rng(tiny):
@@ -69,15 +87,31 @@ def test_config_sources_and_dtypes(tiny):
 
 
 def test_a_failing_generate_is_recorded_not_raised():
+    import torch
+
     class OutOfMemory:
         config = SimpleNamespace(vocab_size=100)
 
         def generate(self, **kw):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
 
-    records, t0, t1 = run_hf_point(None, 3, 4, 2, 1, n_warmup_batches=0, model=OutOfMemory())
-    assert len(records) == 3 and all(not r.ok for r in records)
-    assert records[0].error == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert t0 == records[0].t_send and t1 >= t0
-    with pytest.raises(ConfigError, match=">= 1"):
-        run_hf_point(None, 0, 4, 2, 1, model=OutOfMemory())
+    output = generate_batch(OutOfMemory(), torch.full((3, 4), 11), 2)
+    assert output.error == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" and output.sequences == []
+    assert output.t_done >= output.t_send
+    records = records_from_batch([Prompt(4, 2, token_ids=[11] * 4)] * 3, output, 0, "measured")
+    assert len(records) == 3 and all(r.error == output.error for r in records)
+
+
+def test_fp8_through_torchao_needs_a_gpu(tiny):
+    from bench.engines.hf import quantize_fp8
+
+    with pytest.raises(ConfigError, match="fp8 weights need a GPU"):
+        quantize_fp8(build_model(tiny, "cpu", "auto", seed=0), "cpu")
+
+
+def test_a_stopped_engine_cannot_generate(tiny, tmp_path):
+    from bench.engines.base import BatchRequest, EngineDied
+
+    engine = HfEngine("unused", "tiny-llama", Path(tmp_path) / "e.log", model_spec=tiny)
+    with pytest.raises(EngineDied, match="before start"):
+        engine.generate_batch([BatchRequest(2, [11, 12])])

@@ -78,6 +78,7 @@ def test_crash_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.torch
 def test_transformers_loads_the_folders(tmp_path):
     from transformers import AutoTokenizer
 
@@ -97,6 +98,7 @@ def test_transformers_loads_the_folders(tmp_path):
         assert chat == "<|user|> hi <|end|> <|assistant|> "
 
 
+@pytest.mark.torch
 def test_transformers_accepts_every_catalog_config(tmp_path):
     from transformers import AutoConfig
 

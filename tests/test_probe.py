@@ -19,6 +19,7 @@ def cpu_probe():
     return run_probe("cpu", min_time_s=0.02, bandwidth_bytes=8 << 20, max_n=256)
 
 
+@pytest.mark.torch
 def test_cpu_probe_measures_and_records_provenance(cpu_probe):
     p = cpu_probe
     assert p["probe_version"] == 1 and p["device"] == "cpu" and p["device_name"]
@@ -31,6 +32,7 @@ def test_cpu_probe_measures_and_records_provenance(cpu_probe):
     assert p["elapsed_s"] < 30
 
 
+@pytest.mark.torch
 def test_probe_file_round_trip_feeds_the_roofline(cpu_probe, tmp_path):
     path = write_probe(cpu_probe, tmp_path / "probe.json")
     loaded = load_probe(path)
@@ -61,6 +63,7 @@ def test_nvml_counter_check_against_the_fake():
     assert nvml.initialized == 0
 
 
+@pytest.mark.torch
 def test_probe_command_writes_the_file(tmp_path):
     out = tmp_path / "p.json"
     res = CliRunner().invoke(cli, ["probe", "--device", "cpu", "--out", str(out), "--min-time-s", "0.02",

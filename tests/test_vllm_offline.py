@@ -1,4 +1,4 @@
-"""The offline vLLM engine: the worker protocol's records, start failures, and one real
+"""The offline vLLM engine: the worker protocol's outputs, start failures, and one real
 worker (CPU, tiny llama, dummy weights) shared by the module's integration tests."""
 
 import os
@@ -9,9 +9,10 @@ import time
 import pytest
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
-from bench.engines.vllm_offline import VllmOffline, _records
+from bench.engines.vllm_offline import VllmOffline, batch_output
 from bench.errors import EngineError
-from bench.load.workload import Prompt
+from bench.load.static import records_from_batch, run_static_point
+from bench.load.workload import Prompt, make_workload
 from bench.plan import PointSpec
 
 TINY = "tiny-llama"
@@ -19,6 +20,10 @@ TINY = "tiny-llama"
 
 def _prompts(n, n_in=4, n_out=3):
     return [Prompt(n_in, n_out, token_ids=list(range(10, 10 + n_in))) for _ in range(n)]
+
+
+def _records(prompts, answer, id0, phase):
+    return records_from_batch(prompts, batch_output(answer), id0, phase)
 
 
 def test_records_carry_engine_times_as_two_chunks():
@@ -109,12 +114,17 @@ def offline(tmp_path_factory):
         engine.stop()
 
 
+def _run(engine, spec, point):
+    workload = make_workload(point.workload, vocab_size=spec.config_json()["vocab_size"], seed=0)
+    return run_static_point(engine, point, workload)
+
+
 @pytest.mark.vllm
 def test_an_offline_batch_is_token_exact_inside_its_window(offline):
     from bench.measure.metrics import summarize
 
     engine, spec = offline
-    records, facts = engine.run_point(_point(batch=8, n_requests=8, n_warmup=2), spec)
+    records, facts = _run(engine, spec, _point(batch=8, n_requests=8, n_warmup=2))
     assert [r.phase for r in records] == ["warmup"] * 8 + ["measured"] * 8  # warm-up: one full batch
     measured = [r for r in records if r.phase == "measured"]
     t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
@@ -127,13 +137,13 @@ def test_an_offline_batch_is_token_exact_inside_its_window(offline):
     m = summarize(records, window=(t0, t1), n_gpus=1)
     assert m["window_output_tokens"] == 8 * 16 and m["window_input_tokens"] == 8 * 16
     assert m["output_tok_s"] == pytest.approx(128 / (t1 - t0))
-    assert engine.server_counters() is None and engine.alive()
+    assert engine.alive() and engine.version() == engine.vllm_version
 
 
 @pytest.mark.vllm
 def test_the_engine_serves_job_after_job(offline):
     engine, spec = offline
-    records, facts = engine.run_point(_point(batch=3, n_requests=5, input_len=5, output_len=7, n_warmup=0), spec)
+    records, facts = _run(engine, spec, _point(batch=3, n_requests=5, input_len=5, output_len=7, n_warmup=0))
     assert len(records) == 6 and all(r.phase == "measured" for r in records)  # two full batches of 3
     assert [r.request_id for r in records] == list(range(6))
     assert all(r.ok and r.n_in == 5 and r.n_out == 7 for r in records)
@@ -150,5 +160,5 @@ def test_a_killed_worker_is_an_engine_death(offline):
     engine, spec = offline
     os.kill(engine._child.proc.pid, signal.SIGKILL)
     with pytest.raises(EngineDied, match="offline worker"):
-        engine.run_point(_point(batch=2, n_requests=2), spec)
+        _run(engine, spec, _point(batch=2, n_requests=2))
     assert not engine.alive()

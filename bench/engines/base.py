@@ -1,28 +1,126 @@
-"""What every engine offers the runner, and helpers shared by the server engines."""
+"""What every engine offers the runner (the Engine protocol and its two kinds), the plain
+outputs of batch engines, and helpers shared by the vLLM engines."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 from bench.errors import ConfigError, EngineError
 
 
 class Engine(Protocol):
-    """An engine the runner can start once and run load points against.
+    """Everything the runner uses of an engine. `kind` says which of the two shapes below it
+    has ("server": ServerEngine, "batch": BatchEngine); the registry
+    (`bench.catalog.engines`) declares the same kind for its name.
 
-    Server engines expose `base_url` and `served_model` and are driven by the streaming
-    client; in-process engines (transformers) implement `run_point` themselves.
+    Nothing happens in the constructor; `start()` loads the model (raises EngineDoesNotFit
+    when it runs out of memory, EngineError otherwise), `stop()` may be called at any time.
     """
 
+    name: ClassVar[str]
+    kind: ClassVar[str]
     n_gpus: int
-    log_path: Any
+    log_path: Path
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, model_path: str, model_spec: Any, log_path: Path, device: str,
+                    devices: list[int] | None = None, vendor: str | None = None,
+                    startup_timeout_s: float = 600.0) -> Engine:
+        """The engine for one plan EngineConfig; raises ConfigError for what it cannot run."""
+        ...
+
+    @classmethod
+    def launch_args(cls, cfg: Any, device: str) -> dict[str, Any]:
+        """The engine arguments `cfg` starts this engine with (recorded in provenance)."""
+        ...
+
+    def version(self) -> str:
+        """This engine's own version (its distribution's, or what its server reports)."""
+        ...
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def alive(self) -> bool: ...
     def log_tail(self, n: int = 20) -> str: ...
-    def server_counters(self) -> dict[str, float] | None: ...
+
+
+class ServerEngine(Engine, Protocol):
+    """kind "server": an OpenAI-compatible server the streaming client drives."""
+
+    base_url: str
+    served_model: str
+
+    def healthy(self) -> bool:
+        """Alive and answering its health check."""
+        ...
+
+    def server_counters(self) -> dict[str, float] | None:
+        """Cumulative token counters ("generation_tokens", "prompt_tokens"); None if not exposed."""
+        ...
+
+
+@dataclass
+class BatchRequest:
+    """One sequence of a static batch: prompt token ids (or text) and exact output tokens."""
+
+    max_tokens: int
+    token_ids: list[int] | None = None
+    text: str | None = None
+
+
+@dataclass
+class GeneratedSequence:
+    """What a batch engine returns for one sequence. Times are perf_counter seconds:
+    `t_first`/`t_last` the first and last output token (None: not known), `chunk_t[i]`
+    when `chunk_tokens[i]` tokens reached the host."""
+
+    n_in: int | None = None
+    n_out: int = 0
+    t_first: float | None = None
+    t_last: float | None = None
+    chunk_t: list[float] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class BatchOutput:
+    """One static batch: submitted at `t_send`, finished at `t_done` (perf_counter seconds).
+    `error` set: the whole batch failed and `sequences` is empty."""
+
+    t_send: float
+    t_done: float
+    sequences: list[GeneratedSequence] = field(default_factory=list)
+    error: str | None = None
+
+
+class BatchEngine(Engine, Protocol):
+    """kind "batch": generates a whole static batch in one call (`bench.load.static` runs a
+    point's batches and turns the outputs into RequestRecords)."""
+
+    def generate_batch(self, requests: list[BatchRequest]) -> BatchOutput:
+        """Every request at once, each forced to exactly `max_tokens` outputs. Raises
+        EngineDied when the engine is gone, ConfigError for requests it cannot run."""
+        ...
+
+    def note(self, line: str) -> None:
+        """Append one line to the engine log."""
+        ...
+
+
+def device_env(devices: list[int] | None, vendor: str | None = "nvidia") -> dict[str, str]:
+    """Environment pinning a child process to `devices`, NVML / amdsmi indices
+    (CUDA_VISIBLE_DEVICES on NVIDIA, in PCI bus order as NVML counts; HIP_VISIBLE_DEVICES on
+    AMD); {} for None (every visible device) or the CPU."""
+    if devices is None or vendor == "cpu":
+        return {}
+    listed = ",".join(str(int(d)) for d in devices)
+    if vendor == "amd":
+        return {"HIP_VISIBLE_DEVICES": listed}
+    return {"CUDA_VISIBLE_DEVICES": listed, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 class EngineDied(EngineError):

@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from bench.engines.base import EngineDied, parse_prometheus_counters
 from bench.engines.process import http_get
 from bench.engines.vllm_server import COUNTERS
+from bench.errors import ConfigError
 
 
 class Endpoint:
     """Benchmarks `base_url` without launching anything; start() only checks it answers."""
 
-    def __init__(self, base_url: str, served_model: str, log_path: Path, n_gpus: int = 1, **_ignored):
+    name = "endpoint"
+    kind = "server"
+
+    def __init__(self, base_url: str, served_model: str, log_path: Path, n_gpus: int = 1):
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.served_model = served_model
         self.log_path = Path(log_path)
         self.n_gpus = n_gpus
+
+    @classmethod
+    def launch_args(cls, cfg: Any, device: str) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, model_path: str | None = None, model_spec: Any = None, log_path: Path,
+                    device: str = "cuda", devices: list[int] | None = None, vendor: str | None = None,
+                    startup_timeout_s: float = 600.0) -> Endpoint:
+        """The server at `cfg.endpoint_url`, serving `cfg.weights` (or the catalog key for dummy)."""
+        if not cfg.endpoint_url:
+            raise ConfigError("engine 'endpoint' needs endpoint_url (--url)")
+        served = cfg.weights if cfg.weights != "dummy" else cfg.model
+        return cls(cfg.endpoint_url, served, log_path, n_gpus=cfg.n_gpus)
+
+    def version(self) -> str:
+        """What the server reports at /version (vLLM: {"version": "0.32.0"}), else "unknown"."""
+        status, body = http_get(f"{self.base_url}/version", timeout_s=5.0)
+        if status != 200:
+            return "unknown"
+        try:
+            version = json.loads(body).get("version")
+        except (ValueError, AttributeError):
+            return "unknown"
+        return str(version) if version else "unknown"
 
     def start(self) -> None:
         self.check_alive()

@@ -1,10 +1,10 @@
 """Static batches through transformers `model.generate`: a baseline where vLLM cannot run.
 
-Random-initialised weights are built from the catalog's config (nothing is downloaded).
-Every sequence is forced to exactly `output_len` new tokens (min_new_tokens =
-max_new_tokens: the ignore_eos equivalent). A streamer stamps each decoding step on the
-perf_counter clock as its tokens reach the host, so each sequence of a batch becomes a
-RequestRecord with per-token times (`token_source="token_ids"`) and the same metrics apply.
+Random-initialised weights are built from the catalog's config (nothing is downloaded);
+fp8 weights come from torchao's float8 quantization of those (GPU only). Every sequence is
+forced to exactly `output_len` new tokens (min_new_tokens = max_new_tokens: the ignore_eos
+equivalent). A streamer stamps each decoding step on the perf_counter clock as its tokens
+reach the host, so each sequence carries per-token times and the same metrics apply.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.engines.base import BatchOutput, GeneratedSequence
 from bench.errors import ConfigError
-from bench.load.records import RequestRecord
 
 _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
            "fp32": "float32", "float32": "float32"}
-_FIRST_TOKEN_ID = 10  # sampled prompt ids stay clear of the usual special-token ids
 
 
 def resolve_dtype(dtype: str | None, device: str) -> str:
@@ -45,7 +44,8 @@ def hf_config(model_spec: Any):
 
 
 def build_model(model_spec: Any, device: str, dtype: str | None, seed: int):
-    """Random-initialised causal LM on `device`; the global torch RNG is left untouched."""
+    """Random-initialised causal LM on `device` (built there directly on a GPU); the global
+    torch RNG is left untouched."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -54,7 +54,11 @@ def build_model(model_spec: Any, device: str, dtype: str | None, seed: int):
     fork = [torch.device(device).index or 0] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=fork):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        if fork:  # initialised on the GPU itself: billions of parameters in seconds, not minutes on the host
+            with torch.device(device):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     return model.to(device).eval()
 
 
@@ -79,66 +83,47 @@ def _step_streamer(clock: Callable[[], float]):
     return StepClock()
 
 
-def generate_batch(model, input_ids, output_len: int, request_id0: int, phase: str,
-                   clock: Callable[[], float] = time.perf_counter) -> list[RequestRecord]:
-    """One static batch; one RequestRecord per sequence. A failure is recorded, not raised."""
+def quantize_fp8(model, device: str):
+    """fp8 weights and dynamic per-row fp8 activations through torchao (the W8A8 scheme of
+    vLLM's `--quantization fp8`); needs a GPU with fp8 matmuls (compute capability >= 8.9)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        raise ConfigError("hf engine: fp8 weights need a GPU; use bf16/fp32 on CPU")
+    if torch.cuda.get_device_capability(torch.device(device)) < (8, 9):
+        raise ConfigError(f"hf engine: fp8 needs compute capability >= 8.9, "
+                          f"{torch.cuda.get_device_name(torch.device(device))} has less")
+    try:
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            PerRow,
+            quantize_,
+        )
+    except ImportError:
+        raise ConfigError("hf engine: fp8 needs torchao (pip install torchao)") from None
+    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    return model
+
+
+def generate_batch(model, input_ids, output_len: int, clock: Callable[[], float] = time.perf_counter) -> BatchOutput:
+    """One static batch; one GeneratedSequence per row. A failure is data, not raised."""
     import torch
 
     batch, input_len = input_ids.shape
-    records = [RequestRecord(request_id=request_id0 + i, phase=phase, n_in_expected=input_len,
-                             n_out_expected=output_len, token_source="token_ids") for i in range(batch)]
     streamer = _step_streamer(clock)
     t_send = clock()
-    for r in records:
-        r.t_send = t_send
     try:
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                  max_new_tokens=output_len, min_new_tokens=output_len, do_sample=False,
                                  streamer=streamer, pad_token_id=0)
     except (RuntimeError, ValueError) as e:  # OOM and shape errors: data, not the end of the run
-        for r in records:
-            r.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return records
+        return BatchOutput(t_send=t_send, t_done=clock(),
+                           error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     times = streamer.times
-    n_out = int(out.shape[1]) - input_len
-    for r in records:
-        r.n_in = input_len
-        r.n_out = min(n_out, len(times))
-        r.chunk_t = list(times[: r.n_out])
-        r.chunk_tokens = [1] * r.n_out
-        r.t_first = r.chunk_t[0] if r.chunk_t else None
-        r.t_last = r.chunk_t[-1] if r.chunk_t else None
-        if r.n_out < output_len:
-            r.error = f"returned {r.n_out} tokens, asked for {output_len}"
-    return records
-
-
-def run_hf_point(model_spec: Any, batch_size: int, input_len: int, output_len: int, n_batches: int,
-                 device: str = "cpu", dtype: str | None = "auto", seed: int = 0, n_warmup_batches: int = 1,
-                 model=None, clock: Callable[[], float] = time.perf_counter) -> tuple[list[RequestRecord], float, float]:
-    """Run `n_batches` measured static batches (after warm-up batches of the same shape).
-
-    Returns (records, window_t0_s, window_t1_s): the window spans the first measured
-    batch's start to the last measured token, perf_counter seconds. Pass `model` to reuse
-    one built by `build_model` across points.
-    """
-    import torch
-
-    if min(batch_size, input_len, output_len, n_batches) < 1:
-        raise ConfigError("hf engine: batch_size, input_len, output_len and n_batches must be >= 1")
-    model = model if model is not None else build_model(model_spec, device, dtype, seed)
-    vocab = int(model.config.vocab_size)
-    gen = torch.Generator().manual_seed(seed)
-    records: list[RequestRecord] = []
-    window_t0_s = window_t1_s = None
-    for b in range(n_warmup_batches + n_batches):
-        phase = "warmup" if b < n_warmup_batches else "measured"
-        ids = torch.randint(_FIRST_TOKEN_ID, vocab, (batch_size, input_len), generator=gen).to(device)
-        batch = generate_batch(model, ids, output_len, len(records), phase, clock)
-        records += batch
-        if phase == "measured":
-            window_t0_s = batch[0].t_send if window_t0_s is None else window_t0_s
-            last = [r.t_last for r in batch if r.t_last is not None]
-            window_t1_s = max(last) if last else clock()
-    return records, window_t0_s, window_t1_s
+    n_out = min(int(out.shape[1]) - input_len, len(times))
+    chunk_t = list(times[:n_out])
+    sequences = [GeneratedSequence(n_in=input_len, n_out=n_out, t_first=chunk_t[0] if chunk_t else None,
+                                   t_last=chunk_t[-1] if chunk_t else None, chunk_t=list(chunk_t),
+                                   chunk_tokens=[1] * n_out) for _ in range(batch)]
+    return BatchOutput(t_send=t_send, t_done=chunk_t[-1] if chunk_t else clock(), sequences=sequences)

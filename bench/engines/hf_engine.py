@@ -1,58 +1,60 @@
-"""The transformers engine for the runner: one model built at `start()`, static batches per point.
+"""The transformers engine: one model built at `start()`, static batches generated in-process.
 
-A load point's level (concurrency C, or offline batch N) becomes the static batch size;
-the point's requests run as ceil(n_requests / batch) full batches after
-ceil(n_warmup / batch) warm-up batches, through `bench.engines.hf.run_hf_point`.
-Every sequence of a batch is in flight at once, so the target concurrency is reached by
-construction. The helpers `static_batches` and `batch_facts` serve the offline vLLM engine too.
+A batch engine (`kind = "batch"`): `bench.load.static` runs a point's batches through
+`generate_batch`. Weights are random-initialised from the catalog's config; precision
+bf16/fp16/fp32, or fp8 weights through torchao on a GPU (`bench.engines.hf`).
 """
 
 from __future__ import annotations
 
-import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.catalog.engines import installed_version
+from bench.engines.base import BatchOutput, BatchRequest, EngineDied
 from bench.errors import ConfigError
-from bench.load.records import RequestRecord
 
 
-def static_batches(point) -> tuple[int, int, int]:
-    """(batch size, warm-up batches, measured batches) of a point run as static batches."""
-    load = point.load
-    batch = int(load.get("concurrency") or load.get("batch") or 0)
-    if load.get("kind") not in ("concurrency", "offline") or batch < 1:
-        raise ConfigError(f"point {point.point_id}: static-batch engines run concurrency or offline loads, "
-                          f"not {load.get('kind')!r}")
-    return batch, math.ceil(point.n_warmup / batch), math.ceil(point.n_requests / batch)
+def check_config(cfg: Any, device: str) -> None:
+    """ConfigError (one line) for what this engine cannot run, before anything is loaded."""
+    if cfg is None:
+        return
+    if cfg.quantization not in (None, "fp8"):
+        raise ConfigError(f"hf engine: quantization '{cfg.quantization}' is not supported (only fp8, on a GPU)")
+    if cfg.quantization == "fp8" and device == "cpu":
+        raise ConfigError("hf engine: fp8 weights do not run on CPU; use bf16/fp32 here, fp8 on a GPU")
+    if cfg.kv_cache_dtype != "auto" or cfg.n_gpus > 1:
+        raise ConfigError("hf engine: runs one device without an fp8 KV cache "
+                          "(no tensor/pipeline/data parallelism)")
+    if cfg.weights != "dummy":
+        raise ConfigError(f"hf engine: builds random-initialised weights only (weights 'dummy'), "
+                          f"not '{cfg.weights}'")
 
 
-def batch_facts(records: list[RequestRecord], batch: int, window_t0_s: float, window_t1_s: float) -> dict[str, Any]:
-    """The facts dict the runner wants from an engine that measures itself (perf_counter seconds)."""
-    measured = [r for r in records if r.phase == "measured"]
-    ends = [r.t_last if r.t_last is not None else r.t_send for r in measured]
-    return {
-        "window_t0_s": window_t0_s, "window_t1_s": window_t1_s,
-        "span_t0_s": min(r.t_send for r in measured), "span_t1_s": max([*ends, window_t1_s]),
-        "max_in_flight": batch, "target_concurrency": batch, "target_reached": True,
-        "target_rate_rps": None, "achieved_rate_rps": None,
-    }
-
-
-def point_seed(point, seed: int | None) -> int:
-    """The workload's own seed, else `seed`, else the repeat index."""
-    if point.workload.get("seed") is not None:
-        return int(point.workload["seed"])
-    return int(seed) if seed is not None else point.repeat
+def torch_index(device: int, visible: str | None = None) -> int:
+    """torch's index of NVML device `device` in this process: its position in
+    CUDA_VISIBLE_DEVICES when that lists indices, else the index itself."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    parts = [p.strip() for p in (visible or "").split(",") if p.strip()]
+    if parts and all(p.isdigit() for p in parts):
+        if str(int(device)) not in parts:
+            raise ConfigError(f"hf engine: device {device} is not in CUDA_VISIBLE_DEVICES={visible}")
+        return parts.index(str(int(device)))
+    return int(device)
 
 
 class HfEngine:
-    """transformers `generate` in this process; the runner calls `run_point` for each point.
+    """transformers `generate` in this process.
 
     Nothing happens in the constructor; `start()` builds the random-initialised model
-    (dtype "auto": float32 on CPU, bfloat16 on CUDA), `stop()` drops it.
+    (dtype "auto": float32 on CPU, bfloat16 on CUDA; fp8 weights quantized after), `stop()`
+    drops it.
     """
+
+    name = "hf"
+    kind = "batch"
 
     def __init__(self, model_path: str, served_model: str, log_path: Path, config=None, model_spec=None,
                  device: str = "cpu", seed: int = 0):
@@ -66,28 +68,49 @@ class HfEngine:
         self.n_gpus = 1
         self._model = None
 
+    @classmethod
+    def launch_args(cls, cfg: Any, device: str) -> dict[str, Any]:
+        args = {"dtype": cfg.dtype, "quantization": cfg.quantization}
+        return {k: v for k, v in args.items() if v is not None}
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, model_path: str, model_spec: Any, log_path: Path, device: str,
+                    devices: list[int] | None = None, vendor: str | None = None,
+                    startup_timeout_s: float = 600.0) -> HfEngine:
+        """The engine for one EngineConfig on the first of `devices` (None: the current GPU)."""
+        check_config(cfg, device)
+        if device != "cpu" and devices:
+            device = f"cuda:{torch_index(devices[0])}"
+        return cls(model_path, cfg.model, log_path, config=cfg, model_spec=model_spec, device=device)
+
+    def version(self) -> str:
+        """"transformers X, torch Y" from package metadata."""
+        return installed_version(self.name)
+
     @property
     def dtype(self) -> str:
         return getattr(self.config, "dtype", None) or "auto"
 
-    def start(self) -> None:
-        from bench.engines.hf import build_model, resolve_dtype
+    @property
+    def quantization(self) -> str | None:
+        return getattr(self.config, "quantization", None)
 
-        cfg = self.config
-        if cfg is not None and (cfg.quantization or cfg.kv_cache_dtype != "auto" or cfg.n_gpus > 1):
-            raise ConfigError("hf engine: runs one device in bf16/fp16/fp32 only "
-                              "(no quantization, fp8 KV cache or tensor/pipeline parallelism)")
-        if cfg is not None and cfg.weights != "dummy":
-            raise ConfigError(f"hf engine: builds random-initialised weights only (weights 'dummy'), "
-                              f"not '{cfg.weights}'")
+    def start(self) -> None:
+        from bench.engines.hf import build_model, quantize_fp8, resolve_dtype
+
+        check_config(self.config, "cpu" if self.device == "cpu" else "cuda")
         if self.model_spec is None:
             raise ConfigError("hf engine: needs the catalog model_spec to build the model")
         t0 = time.perf_counter()
-        self._model = build_model(self.model_spec, self.device, self.dtype, self.seed)
-        n_params = sum(p.numel() for p in self._model.parameters())
-        self._log(f"loaded {getattr(self.model_spec, 'key', self.served_model)}: random-initialised "
-                  f"{type(self._model).__name__}, {n_params} parameters, dtype {resolve_dtype(self.dtype, self.device)}, "
-                  f"device {self.device}, seed {self.seed}, {time.perf_counter() - t0:.2f} s")
+        model = build_model(self.model_spec, self.device, self.dtype, self.seed)
+        if self.quantization == "fp8":
+            model = quantize_fp8(model, self.device)
+        self._model = model
+        n_params = sum(p.numel() for p in model.parameters())
+        quant = ", fp8 weights (torchao)" if self.quantization == "fp8" else ""
+        self.note(f"loaded {getattr(self.model_spec, 'key', self.served_model)}: random-initialised "
+                  f"{type(model).__name__}, {n_params} parameters, dtype {resolve_dtype(self.dtype, self.device)}"
+                  f"{quant}, device {self.device}, seed {self.seed}, {time.perf_counter() - t0:.2f} s")
 
     def stop(self) -> None:
         if self._model is None:
@@ -97,7 +120,7 @@ class HfEngine:
             import torch
 
             torch.cuda.empty_cache()
-        self._log("stopped")
+        self.note("stopped")
 
     def alive(self) -> bool:
         return self._model is not None
@@ -107,34 +130,22 @@ class HfEngine:
 
         return log_tail(self.log_path, n)
 
-    def server_counters(self) -> None:
-        return None
-
-    def run_point(self, point, model_spec=None, seed: int | None = None) -> tuple[list[RequestRecord], dict[str, Any]]:
-        """Records (warm-up + measured) and facts of one point; times are perf_counter seconds."""
-        from bench.engines.base import EngineDied
-        from bench.engines.hf import run_hf_point
+    def generate_batch(self, requests: list[BatchRequest]) -> BatchOutput:
+        """One `model.generate` over token-id prompts of one length, one output length."""
+        from bench.engines.hf import generate_batch
 
         if self._model is None:
-            raise EngineDied("hf engine: run_point before start() (or after stop())")
-        wl = point.workload
-        if wl.get("kind", "random") != "random" or wl.get("input_len_range") or wl.get("output_len_range") \
-                or wl.get("as_text"):
-            raise ConfigError(f"point {point.point_id}: the hf engine runs fixed-length random token workloads only")
-        batch, n_warm, n_batches = static_batches(point)
-        t0 = time.perf_counter()
-        records, w0, w1 = run_hf_point(
-            model_spec or self.model_spec, batch_size=batch, input_len=int(wl["input_len"]),
-            output_len=int(wl["output_len"]), n_batches=n_batches, device=self.device, dtype=self.dtype,
-            seed=point_seed(point, seed), n_warmup_batches=n_warm, model=self._model,
-        )
-        failed = sum(1 for r in records if not r.ok)
-        self._log(f"point {point.point_id}: {n_warm} warm-up + {n_batches} batches of {batch} "
-                  f"({wl['input_len']} in, {wl['output_len']} out), window {w1 - w0:.3f} s, "
-                  f"total {time.perf_counter() - t0:.3f} s, {failed} failed")
-        return records, batch_facts(records, batch, w0, w1)
+            raise EngineDied("hf engine: generate_batch before start() (or after stop())")
+        lengths = {(len(r.token_ids), r.max_tokens) if r.token_ids is not None else None for r in requests}
+        if None in lengths or len(lengths) != 1:
+            raise ConfigError("hf engine: runs fixed-length token workloads only "
+                              "(random, without length ranges or as_text)")
+        import torch
 
-    def _log(self, line: str) -> None:
+        ids = torch.tensor([r.token_ids for r in requests], dtype=torch.long).to(self.device)
+        return generate_batch(self._model, ids, requests[0].max_tokens)
+
+    def note(self, line: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} hf engine: {line}\n")

