@@ -1,4 +1,5 @@
-"""Arrival processes: mean rate and dispersion, seeding, and the load dict parser."""
+"""Arrival processes: mean rate and dispersion, seeding, and the typed load parser (one definition,
+shared with the plan)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from bench.errors import ConfigError
 from bench.load.arrivals import (
     ConcurrencyLoad,
+    OfflineLoad,
     RateLoad,
     arrival_gaps_s,
     arrival_offsets_s,
@@ -35,19 +37,34 @@ def test_seeded_and_offsets():
 
 
 def test_parse_load():
-    assert parse_load({"kind": "concurrency", "concurrency": 4}) == ConcurrencyLoad(4)
-    assert parse_load({"kind": "rate", "rate_rps": 2}) == RateLoad(2.0, "poisson", 1.0, None)
+    assert parse_load({"kind": "concurrency", "concurrency": 4}) == ConcurrencyLoad(concurrency=4)
+    assert parse_load({"kind": "rate", "rate_rps": 2}) == RateLoad(rate_rps=2.0)
     assert parse_load({"kind": "rate", "rate_rps": 2, "arrival": "gamma", "burstiness": 0.5,
-                       "max_concurrency": 8}) == RateLoad(2.0, "gamma", 0.5, 8)
+                       "max_concurrency": 8}) == RateLoad(rate_rps=2.0, arrival="gamma", burstiness=0.5, max_concurrency=8)
+    assert parse_load({"kind": "offline", "batch": 3}) == OfflineLoad(batch=3)
+    typed = ConcurrencyLoad(concurrency=2)
+    assert parse_load(typed) is typed
     bad = [
-        ({"kind": "batch"}, "unknown load kind"),
-        ({"kind": "concurrency", "concurrency": 0}, "concurrency must be"),
-        ({"kind": "concurrency", "concurrency": 2, "rate_rps": 1}, "unknown key"),
-        ({"kind": "rate", "rate_rps": 0}, "rate_rps must be > 0"),
-        ({"kind": "rate", "rate_rps": 1, "arrival": "uniform"}, "unknown arrival"),
+        ({"kind": "batch"}, "bad load"),
+        ({"kind": "concurrency", "concurrency": 0}, "bad load concurrency: Input should be greater than or equal to 1"),
+        ({"kind": "concurrency", "concurrency": True}, "bad load concurrency: Input should be a valid integer"),
+        ({"kind": "concurrency", "concurrency": 2, "rate_rps": 1}, "rate_rps: Extra inputs"),
+        ({"kind": "rate", "rate_rps": 0}, "rate_rps: Input should be greater than 0"),
+        ({"kind": "rate", "rate_rps": 1, "arrival": "uniform"}, "arrival"),
         ({"kind": "rate", "rate_rps": 1, "arrival": "poisson", "burstiness": 2}, "poisson arrivals"),
         ({"kind": "rate", "rate_rps": 1, "max_concurrency": 0}, "max_concurrency"),
+        ("c8", "bad load"),
     ]
     for load, msg in bad:
         with pytest.raises(ConfigError, match=msg):
             parse_load(load)
+
+
+def test_point_load_dumps_the_dicts_results_were_built_from():
+    # run.json and point ids were made from these dicts before the loads were typed
+    assert ConcurrencyLoad(concurrency=4).model_dump(mode="json") == {"kind": "concurrency", "concurrency": 4}
+    assert RateLoad(rate_rps=2).model_dump(mode="json") == {
+        "kind": "rate", "rate_rps": 2.0, "arrival": "poisson", "burstiness": 1.0}
+    capped = RateLoad(rate_rps=math.inf, arrival="gamma", burstiness=0.5, max_concurrency=8)
+    assert capped.model_dump(mode="json")["max_concurrency"] == 8
+    assert OfflineLoad(batch=2).model_dump(mode="json") == {"kind": "offline", "batch": 2}

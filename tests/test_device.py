@@ -11,8 +11,10 @@ from bench.catalog.device import (
     Detected,
     _cpu_host,
     detect_device,
+    host_memory_bytes,
     match_hardware,
     require_hardware,
+    resolve_hardware,
 )
 from bench.errors import ConfigError, TelemetryError
 from bench.telemetry.fake_nvml import FakeGpu, FakeNvml
@@ -100,7 +102,7 @@ def test_name_matching(name, expected):
 def test_unknown_gpu_keeps_name():
     d = detect_device(nvml=_nvml(["Tesla T4"]), amdsmi=NoAmdSmi())
     assert d.hardware_id is None and d.name == "Tesla T4" and d.vendor == "nvidia"
-    with pytest.raises(ConfigError, match=r"^unknown hardware 'Tesla T4'; add hardware/<id>\.yaml$"):
+    with pytest.raises(ConfigError, match=r"^unknown hardware 'Tesla T4'; add hardware/<id>\.yaml or pass --hardware ID$"):
         require_hardware(d)
     assert "not in catalog" in d.describe()
 
@@ -144,3 +146,33 @@ def test_cpu_host_parsing():
     d = _cpu_host(cpuinfo, "MemTotal:       16303448 kB\nMemFree: 1 kB\n")
     assert d == Detected("cpu-host", "AMD EPYC 7R13 Processor", "cpu", 1, None, 16303448 * 1024 / 1e9)
     assert _cpu_host("", "").name == "unknown CPU"
+
+
+def test_resolve_hardware_named_detected_or_unknown():
+    t4 = lambda: detect_device(nvml=_nvml(["Tesla T4"]), amdsmi=NoAmdSmi())
+    l4 = lambda: detect_device(nvml=_nvml(["NVIDIA L4", "NVIDIA L4"]), amdsmi=NoAmdSmi())
+    spec, detected = resolve_hardware(None, detect=l4)
+    assert spec.id == "l4" and detected.count == 2
+    assert resolve_hardware("h100-sxm", detect=t4)[0].id == "h100-sxm"  # a named id wins over detection
+    with pytest.raises(ConfigError, match=r"^unknown hardware 'Tesla T4'; .* or pass --hardware ID$"):
+        resolve_hardware(None, detect=t4)
+    with pytest.raises(ConfigError, match="unknown hardware 'no-such-card'"):
+        resolve_hardware("no-such-card", detect=l4)
+
+
+def test_host_memory_is_read_once_in_bytes(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       65536000 kB\nMemFree:        1000 kB\n")
+    assert host_memory_bytes(meminfo) == 65536000 * 1024
+    assert host_memory_bytes(tmp_path / "missing") is None
+    assert _cpu_host("", meminfo.read_text()).memory_gb == host_memory_bytes(meminfo) / 1e9
+
+
+def test_provenance_reads_host_memory_through_the_catalog_in_gib(monkeypatch):
+    from bench.run import provenance
+
+    monkeypatch.setattr("bench.catalog.device.host_memory_bytes", lambda *a: 16 * 2**30)
+    assert provenance.host_info()["memory_gib"] == 16.0  # was "memory_gb" holding GiB
+    old = {"host": {"cpu": "c", "cpu_count": 2, "memory_gb": 16.0}}
+    new = {"host": {"cpu": "c", "cpu_count": 2, "memory_gib": 16.0}}
+    assert provenance.manifest_hash(old) == provenance.manifest_hash(new)  # stored hashes stay reproducible

@@ -261,7 +261,7 @@ def test_bench_plan_cli_overrides_and_skips():
     assert result.exit_code == 0, result.output
     plan = Plan.model_validate(json.loads(result.output))
     assert len(plan.points) == 2 * 2 * 2 and len(plan.skipped) == 2 * 2 * 2
-    assert {p.load["concurrency"] for p in plan.points} == {1, 3}
+    assert {p.load.concurrency for p in plan.points} == {1, 3}
 
 
 def test_bench_plan_cli_error_is_one_line(tmp_path):
@@ -269,3 +269,187 @@ def test_bench_plan_cli_error_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["plan", str(path), "--hardware", "cpu-host"])
     assert result.exit_code == 2
     assert result.output.strip() == f"bench: error: {path}: unknown key 'concurency' in loads[0] (and 1 more)"
+
+
+# -- parallelism and devices (issue 8) ------------------------------------------------------------
+
+
+def test_dp_counts_in_n_gpus():
+    assert EngineConfig(model="m", tensor_parallel_size=2, data_parallel_size=2).n_gpus == 4
+    # a data_parallel_size passed through as an engine arg (older sweeps) counts too
+    assert EngineConfig(model="m", tensor_parallel_size=2, extra_args={"data_parallel_size": 2}).n_gpus == 4
+
+
+def test_parallel_sizes_keep_the_ids_they_had_as_engine_args():
+    # ids pinned from the hash of the configs as older code built them (sizes inside extra_args)
+    pp = EngineConfig(model="llama-3.1-8b", tensor_parallel_size=2, pipeline_parallel_size=2)
+    assert pp.config_id() == "llama-3.1-8b-8240a2c0"
+    old = EngineConfig(model="llama-3.1-8b", tensor_parallel_size=2, extra_args={"pipeline_parallel_size": 2})
+    assert old.pipeline_parallel_size == 2 and old.extra_args == {} and old == pp
+    moe = EngineConfig(model="qwen3-30b-a3b", tensor_parallel_size=2, data_parallel_size=2, enable_expert_parallel=True)
+    assert moe.config_id() == "qwen3-30b-a3b-212609e2"
+
+
+def test_gpus_do_not_enter_the_config_id_and_must_match_n_gpus():
+    cfg = EngineConfig(model="tiny-llama", tensor_parallel_size=2, gpus=[2, 3])
+    assert cfg.config_id() == EngineConfig(model="tiny-llama", tensor_parallel_size=2).config_id()
+    for gpus, message in [([0], "gpus lists 1 devices, the configuration needs 2"),
+                          ([1, 1], "lists a device twice"), ([0, -1], "greater than or equal to 0")]:
+        with pytest.raises(ValueError, match=message):
+            EngineConfig(model="tiny-llama", tensor_parallel_size=2, gpus=gpus)
+
+
+def test_old_run_json_engine_configs_still_load():
+    old = {"model": "tiny-llama", "weights": "dummy", "weights_prequantized": False, "engine": "vllm",
+           "endpoint_url": None, "dtype": "auto", "quantization": None, "kv_cache_dtype": "auto",
+           "tensor_parallel_size": 1, "max_num_seqs": 8, "max_model_len": 512, "extra_args": {}}
+    cfg = EngineConfig.model_validate(old)
+    assert cfg.config_id() == "tiny-llama-5512f474" and cfg.n_gpus == 1 and cfg.gpus is None
+
+
+def test_sweep_crosses_pp_dp_ep_and_takes_gpus(tmp_path):
+    data = {**BASE, "models": ["qwen3-30b-a3b"], "gpus": [4, 5, 6, 7],
+            "engine_args": {"tensor_parallel_size": 2, "data_parallel_size": 2, "enable_expert_parallel": [False, True]}}
+    plan = plan_of(data, n_devices=8)
+    cfgs = plan.engine_configs
+    assert [(c.tensor_parallel_size, c.data_parallel_size, c.enable_expert_parallel) for c in cfgs] == [
+        (2, 2, False), (2, 2, True)]
+    assert all(c.gpus == [4, 5, 6, 7] and c.n_gpus == 4 for c in cfgs)
+    per_model = {**BASE, "models": [{"key": "tiny-llama", "gpus": 1}], "gpus": [0, 1]}
+    assert plan_of(per_model, "cpu-host").engine_configs[0].gpus == [1]
+
+
+def test_sweep_gpus_of_the_wrong_length_is_a_plan_time_error(tmp_path):
+    path = write(tmp_path, {**BASE, "gpus": [0, 1], "engine_args": {"tensor_parallel_size": [1, 2]}})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    assert str(e.value).startswith(f"{path}: ") and "gpus lists 2 devices, the configuration needs 1" in str(e.value)
+
+
+def test_pipeline_parallel_in_extra_args_keeps_working(tmp_path):
+    new = plan_of({**BASE, "engine_args": {"pipeline_parallel_size": 2}}, "h100-sxm", 2)
+    old = plan_of({**BASE, "engine_args": {"extra": {"pipeline_parallel_size": 2}}}, "h100-sxm", 2)
+    assert [p.point_id for p in new.points] == [p.point_id for p in old.points]
+    assert old.engine_configs[0].pipeline_parallel_size == 2 and old.engine_configs[0].n_gpus == 2
+
+
+def test_cli_parallel_options(tmp_path):
+    args = ["plan", str(REPO / "sweeps/cpu-tiny.yaml"), "--hardware", "h100-sxm", "--devices", "8", "--tp", "2",
+            "--pp", "2", "--dp", "2", "--ep", "--gpus", "0,1,2,3,4,5,6,7", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    cfg = Plan.model_validate(json.loads(result.output)).engine_configs[0]
+    assert (cfg.tensor_parallel_size, cfg.pipeline_parallel_size, cfg.data_parallel_size) == (2, 2, 2)
+    assert cfg.enable_expert_parallel and cfg.gpus == list(range(8))
+    few = CliRunner().invoke(cli, [*args[:-3], "--hardware", "h100-sxm", "--devices", "4"])
+    assert few.exit_code == 0 and "needs 8 GPUs (TP 2 x PP 2 x DP 2 + EP), the box has 4" in few.output
+    bad = CliRunner().invoke(cli, [*args[:-3], "--gpus", "0,1"])
+    assert bad.exit_code == 2 and "gpus lists 2 devices, the configuration needs 8" in bad.output
+
+
+# -- typed loads and workloads ----------------------------------------------------------------------
+
+
+def test_points_carry_typed_specs_that_dump_the_same_dicts():
+    from bench.plan import (
+        ConcurrencyLoad,
+        RandomWorkload,
+        RateLoad,
+        SharedPrefixWorkload,
+    )
+
+    data = {**BASE, "workloads": [{"input_len": 64, "output_len": 32},
+                                  {"kind": "shared_prefix", "prefix_len": 8, "suffix_len": 4, "output_len": 8},
+                                  {"kind": "file", "path": "p.jsonl", "max_input_len": 100, "output_len": 8}],
+            "loads": [{"concurrency": 2}, {"kind": "rate", "rate_rps": [1, 2.5], "max_concurrency": 4}]}
+    plan = plan_of(data, "cpu-host")
+    first = plan.points[0]
+    assert isinstance(first.load, ConcurrencyLoad) and isinstance(first.workload, RandomWorkload)
+    dumped = [(p.workload.model_dump(mode="json"), p.load.model_dump(mode="json")) for p in plan.points]
+    assert dumped[0] == ({"kind": "random", "input_len": 64, "output_len": 32}, {"kind": "concurrency", "concurrency": 2})
+    assert dumped[1][1] == {"kind": "rate", "rate_rps": 1.0, "arrival": "poisson", "burstiness": 1.0, "max_concurrency": 4}
+    sp = next(p.workload for p in plan.points if isinstance(p.workload, SharedPrefixWorkload))
+    assert sp.model_dump(mode="json") == {"kind": "shared_prefix", "prefix_len": 8, "suffix_len": 4, "output_len": 8}
+    files = {json.dumps(p.workload.model_dump(mode="json")) for p in plan.points if p.workload.kind == "file"}
+    assert files == {json.dumps({"kind": "file", "path": "p.jsonl", "output_len": 8})}  # max_input_len: preflight only
+    assert Plan.model_validate(json.loads(plan.model_dump_json())) == Plan.model_validate(plan.model_dump(mode="json"))
+    assert isinstance(plan.points[-1].load, RateLoad)
+
+
+# -- validation gaps (issue 11 defect 7) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"loads": [{"concurrency": -2}]}, "loads[0].concurrency[0]: Input should be greater than or equal to 1"),
+        ({"loads": [{"concurrency": [1, 0]}]}, "loads[0].concurrency[1]: Input should be greater than or equal to 1"),
+        ({"loads": [{"concurrency": []}]}, "loads[0].concurrency: empty list, give at least one value"),
+        ({"loads": [{"concurrency": True}]}, "loads[0].concurrency[0]: Input should be a valid integer"),
+        ({"loads": [{"kind": "rate", "rate_rps": [0]}]}, "loads[0].rate_rps[0]: Input should be greater than 0"),
+        ({"loads": [{"kind": "rate", "rate_rps": []}]}, "loads[0].rate_rps: empty list, give at least one value"),
+        ({"loads": [{"kind": "offline", "batch": 0}]}, "loads[0].batch[0]: Input should be greater than or equal to 1"),
+        ({"n_requests": True}, "n_requests: Input should be a valid integer"),
+        ({"n_requests": 0}, "n_requests: Input should be greater than or equal to 1"),
+        ({"repeats": 1.5}, "repeats: Input should be a valid integer"),
+        ({"workloads": [{"input_len": 0, "output_len": 8}]}, "workloads[0].input_len: Input should be greater than"),
+        ({"workloads": [{"input_len": True, "output_len": 8}]}, "workloads[0].input_len: Input should be a valid integer"),
+        ({"workloads": []}, "workloads: empty list, give at least one value"),
+        ({"engine_args": {"tensor_parallel_size": 0}}, "engine_args.tensor_parallel_size[0]: Input should be greater"),
+        ({"engine_args": {"pipeline_parallel_size": []}}, "engine_args.pipeline_parallel_size: empty list"),
+        ({"engine_args": {"data_parallel_size": -1}}, "engine_args.data_parallel_size[0]: Input should be greater"),
+        ({"precisions": []}, "precisions: empty list, give at least one value"),
+        ({"gpus": [0, True]}, "gpus[1]: Input should be a valid integer"),
+        ({"engine_args": {"enable_expert_parallel": "yes"}}, "engine_args.enable_expert_parallel[0]: Input should be a valid boolean"),
+        ({"workloads": [{"input_len": 8, "output_len": 8, "as_text": 1}]}, "workloads[0].as_text: Input should be a valid boolean"),
+    ],
+)
+def test_bad_values_fail_when_the_sweep_is_loaded(tmp_path, patch, message):
+    path = write(tmp_path, {**BASE, **patch})
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bench_plan_refuses_negative_concurrency_before_any_run(tmp_path):
+    path = write(tmp_path, {**BASE, "loads": [{"concurrency": [-2, 0]}]})
+    result = CliRunner().invoke(cli, ["plan", str(path), "--hardware", "cpu-host"])
+    assert result.exit_code == 2 and "c-2" not in result.output
+    assert result.output.startswith(f"bench: error: {path}: loads[0].concurrency[0]: Input should be greater")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x08", "invalid YAML: unacceptable character #x0008"),  # a yaml ReaderError: its text is two lines
+    (b"models: [\xff]", "not UTF-8 text"),  # was a UnicodeDecodeError traceback
+])
+def test_unreadable_sweep_text_is_one_config_error_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    assert str(e.value).startswith(str(path)) and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_infinite_rate_survives_the_plan_json_packed_workers_read():
+    plan = plan_of({**BASE, "loads": [{"kind": "rate", "rate_rps": float("inf"), "max_concurrency": 2}]}, "cpu-host")
+    again = Plan.model_validate_json(plan.model_dump_json())  # was rate_rps null: the worker failed to start
+    assert again.points[0].load.rate_rps == float("inf") and again.points[0].point_id.endswith("_rpsinf-mc2_r0")
+
+
+def test_plan_from_options_takes_the_parallel_options():
+    plan = plan_from_options("tiny-llama", hardware="cpu-host", n_devices=8, tensor_parallel_size=2,
+                             pipeline_parallel_size=2, data_parallel_size=2, enable_expert_parallel=True,
+                             gpus=list(range(8)))
+    cfg = plan.engine_configs[0]
+    assert cfg.n_gpus == 8 and cfg.enable_expert_parallel and cfg.gpus == list(range(8))
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"<": None, **BASE}, "t.yaml: unknown key '<' at the top level"),  # was an IndexError
+    ({"\n": 1, **BASE}, "t.yaml: unknown key '\\n' at the top level"),  # was a two-line message
+])
+def test_odd_keys_are_named_on_one_line(raw, message):
+    with pytest.raises(ConfigError) as e:
+        sweep_from_dict(raw, source="t.yaml")
+    assert str(e.value) == message

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.plan import preflight as pf
 from bench.catalog import get_hardware, get_model
 from bench.plan import EngineConfig, PointSpec
+from bench.plan import preflight as pf
 
 RAND_1K = {"kind": "random", "input_len": 1024, "output_len": 1024}
 C1 = {"kind": "concurrency", "concurrency": 1}
@@ -114,7 +114,7 @@ def test_70b_bf16_fits_four_cards_with_tp4():
 
 def test_tp2_with_one_device_is_skipped():
     reason = check("llama-3.1-8b", "h100-sxm", n_devices=1, tensor_parallel_size=2).reason
-    assert reason == "tensor_parallel_size x pipeline_parallel_size = 2 needs 2 devices, 1 available"
+    assert reason == "needs 2 GPUs (TP 2), the box has 1"
     assert check("llama-3.1-8b", "h100-sxm", n_devices=2, tensor_parallel_size=2).reason is None
 
 
@@ -155,14 +155,10 @@ def test_endpoint_skips_device_checks():
     assert verdict.reason is None
 
 
-def test_cpu_target_uses_host_memory(tmp_path):
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       65536000 kB\nMemFree:        1000 kB\n")
-    host_gb = pf.host_memory_gb(meminfo)
-    assert host_gb == pytest.approx(65536000 * 1024 / 1e9)
+def test_cpu_target_uses_host_memory():
+    host_gb = 65536000 * 1024 / 1e9
     assert pf.target_for(get_hardware("cpu-host"), 1, host_gb).memory_gb == host_gb
     assert pf.target_for(get_hardware("h100-sxm"), 1, host_gb).memory_gb == 80
-    assert pf.host_memory_gb(tmp_path / "missing") is None
 
 
 def _point(load, n_requests=16, workload=RAND_1K):
@@ -178,3 +174,90 @@ def test_estimate_grows_with_requests_and_respects_rate():
     # at batch 1 a step moves all 16 GB of weights: >= 16e9 / (0.6 x 3.35e12) s per token
     floor_s = 16 * 1024 * model.weight_bytes(2) / (pf.BANDWIDTH_EFFICIENCY * 3.35e12)
     assert pf.estimate_point_s(_point(C1, 16), cfg, model, hw) >= floor_s
+
+
+# -- parallelism: TP / PP / DP / EP -------------------------------------------------------------
+
+
+def test_devices_count_tp_pp_and_dp():
+    assert EngineConfig(model="m", tensor_parallel_size=2, data_parallel_size=2).n_gpus == 4
+    assert EngineConfig(model="m", tensor_parallel_size=2, pipeline_parallel_size=2, data_parallel_size=2).n_gpus == 8
+    reason = check("llama-3.1-8b", "h100-sxm", n_devices=4, tensor_parallel_size=4, data_parallel_size=2).reason
+    assert reason == "needs 8 GPUs (TP 4 x DP 2), the box has 4"
+    assert check("llama-3.1-8b", "h100-sxm", n_devices=8, tensor_parallel_size=4, data_parallel_size=2).reason is None
+
+
+def test_dp_replicas_each_hold_the_weights():
+    # 20 GB of bf16 weights: TP 2 splits them (10 GB a card); DP 2 replicates them (20 GB a card)
+    model, target = StandInModel(), standin_target(memory_gb=16.0, n=4)
+    tp2 = EngineConfig(model="standin", dtype="bfloat16", tensor_parallel_size=2)
+    dp2 = EngineConfig(model="standin", dtype="bfloat16", data_parallel_size=2)
+    assert pf.check_point(tp2, model, RAND_1K, C1, target).reason is None
+    reason = pf.check_point(dp2, model, RAND_1K, C1, target).reason
+    assert reason.startswith("weights need 20.0 GB per device (DP 2) at 2 B/param, 14.4 GB usable per device")
+
+
+def test_dp_splits_the_batch_over_replicas():
+    # 24 GB cards, 0.9 usable: 21.6 - 20 = 1.6 GB free per card, 0.4096 GB per sequence: 3 a replica
+    model, target = StandInModel(), standin_target(n=2)
+    dp2 = EngineConfig(model="standin", dtype="bfloat16", data_parallel_size=2)
+    assert pf.check_point(dp2, model, RAND_1K, conc(6), target).reason is None
+    reason = pf.check_point(dp2, model, RAND_1K, conc(7), target).reason
+    assert reason.startswith("KV cache for 7 x 2048 tokens needs 2.9 GB, 3.2 GB left after weights on 2 x")
+    assert reason.endswith("(fits batch <= 6)")
+
+
+def test_expert_parallel_splits_experts_over_tp_x_dp():
+    model = get_model("qwen3-30b-a3b")
+    arch = model.config
+    routed = arch.n_moe_layers * arch.n_experts * arch.expert_params * 2.0
+    total = model.weight_bytes(2.0)
+    tp2dp2 = {"model": "qwen3-30b-a3b", "dtype": "bfloat16", "tensor_parallel_size": 2, "data_parallel_size": 2}
+    no_ep = pf.weight_bytes_per_device(EngineConfig(**tp2dp2), model, 2.0)
+    ep = pf.weight_bytes_per_device(EngineConfig(**tp2dp2, enable_expert_parallel=True), model, 2.0)
+    assert no_ep == pytest.approx(total / 2)  # each replica: everything split over its 2 TP ranks
+    assert ep == pytest.approx((total - routed) / 2 + routed / 4)  # experts over the 4 TP x DP ranks
+    dense = get_model("llama-3.1-8b")
+    ep_dense = EngineConfig(model="llama-3.1-8b", tensor_parallel_size=2, data_parallel_size=2, enable_expert_parallel=True)
+    assert pf.weight_bytes_per_device(ep_dense, dense, 2.0) == pytest.approx(dense.weight_bytes(2.0) / 2)
+
+
+def test_pp_splits_weights_like_tp():
+    model, target = StandInModel(), standin_target(memory_gb=16.0, n=2)
+    pp2 = EngineConfig(model="standin", dtype="bfloat16", pipeline_parallel_size=2)
+    assert pf.check_point(pp2, model, RAND_1K, C1, target).reason is None
+    assert pf.check_point(pp2, model, RAND_1K, C1, standin_target(memory_gb=16.0, n=1)).reason == (
+        "needs 2 GPUs (PP 2), the box has 1")
+
+
+# -- bytes per dtype: one function for preflight and the roofline ---------------------------------
+
+
+def test_auto_dtype_is_the_models_own_everywhere():
+    from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
+    from bench.measure import point as measure_point
+
+    fp32_model = StandInModel(config=SimpleNamespace(torch_dtype="float32"))
+    auto = EngineConfig(model="standin")
+    assert pf.bytes_per_param(auto, fp32_model) == bytes_per_param(auto, fp32_model) == 4.0
+    assert kv_bytes_per_elem(auto, fp32_model) == 4.0
+    assert bytes_per_param(EngineConfig(model="standin", quantization="fp8"), fp32_model) == 1.0
+    assert kv_bytes_per_elem(EngineConfig(model="standin", kv_cache_dtype="fp8"), fp32_model) == 1.0
+    assert not hasattr(measure_point, "DTYPE_BYTES")  # the roofline's own table (auto = 2) is gone
+
+
+def test_roofline_of_an_auto_float32_model_reads_4_bytes_per_weight(monkeypatch):
+    from bench.measure import point as measure_point
+
+    seen = {}
+
+    def fake_roofline(model, hardware, **kw):
+        seen.update(kw)
+
+    monkeypatch.setattr("bench.measure.roofline.point_roofline", fake_roofline)
+    fp32_model = StandInModel(config=SimpleNamespace(torch_dtype="float32"))
+    cfg = EngineConfig(model="standin", tensor_parallel_size=2, data_parallel_size=2)
+    metrics = SimpleNamespace(output_tok_s=100.0)
+    measure_point._roofline(cfg, _point(conc(8)), fp32_model, get_hardware("h100-sxm"), cfg.n_gpus, metrics, None)
+    assert seen["bytes_per_param"] == 4.0 and seen["kv_bytes_per_elem"] == 4.0
+    assert seen["n_gpus"] == 4 and seen["batch"] == 8

@@ -91,3 +91,45 @@ def test_file_workload_errors_name_file_and_line(tmp_path):
         FileWorkload(path, output_len=2).prompts(1)
     with pytest.raises(ConfigError, match="no such prompt file"):
         FileWorkload(tmp_path / "missing.jsonl").prompts(1)
+
+
+def test_make_workload_builds_the_generator_of_a_typed_spec(tmp_path):
+    from bench.load.workload import make_workload
+    from bench.plan.points import RandomWorkload as RandomSpec
+    from bench.plan.points import SharedPrefixWorkload as SharedPrefixSpec
+
+    spec = RandomSpec(input_len=8, output_len=4, input_len_range=(2, 5))
+    wl = make_workload(spec, vocab_size=100, seed=3)
+    assert isinstance(wl, RandomWorkload) and wl.seed == 3 and wl.input_len_range == (2, 5)
+    assert wl.prompts(5) == RandomWorkload(8, 4, 100, seed=3, input_len_range=(2, 5)).prompts(5)
+    assert make_workload(RandomSpec(input_len=8, output_len=4, seed=9), 100, seed=3).seed == 9  # its own seed wins
+    sp = make_workload(SharedPrefixSpec(kind="shared_prefix", prefix_len=4, suffix_len=2, output_len=3), 100, 1)
+    assert isinstance(sp, SharedPrefixWorkload) and sp.n_prefixes == 1
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a b", "output_len": 2}\n')
+    assert isinstance(make_workload({"kind": "file", "path": str(path)}, 100, 0), FileWorkload)
+
+
+def test_make_workload_refuses_bad_dicts_with_one_line():
+    from bench.load.workload import make_workload
+
+    with pytest.raises(ConfigError, match="^bad workload input_len: Input should be greater than or equal to 1$"):
+        make_workload({"kind": "random", "input_len": 0, "output_len": 4}, 100, 0)
+    with pytest.raises(ConfigError, match="^bad workload"):
+        make_workload({"kind": "trace"}, 100, 0)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'[1, 2]\n', "expected a JSON object per line, got list"),  # was AttributeError
+    (b'{"conversations": null}\n', "no prompt"),  # was TypeError
+    (b'{"conversations": [1, {"from": "human", "value": "hi"}]}\n', "no output length"),
+    (b'{"prompt": "hi", "output_len": "many"}\n', "output_len must be an integer >= 1"),  # was ValueError
+    (b'{"prompt": "hi", "output_len": true}\n', "output_len must be an integer >= 1"),  # was read as 1
+    (b'{"prompt": "hi", "output_len": 2}\n\x80\n', "not UTF-8 text"),  # was UnicodeDecodeError
+])
+def test_malformed_prompt_files_are_one_config_error_line(tmp_path, content, message):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as e:
+        FileWorkload(path).prompts(1)
+    assert "\n" not in str(e.value)

@@ -54,8 +54,27 @@ def match_hardware(name: str, hardware: dict[str, HardwareSpec] | None = None) -
 def require_hardware(detected: Detected) -> HardwareSpec:
     """The catalog entry of a detected device; ConfigError when it has none."""
     if detected.hardware_id is None:
-        raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml")
+        raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml or pass --hardware ID")
     return get_hardware(detected.hardware_id)
+
+
+def resolve_hardware(hardware_id: str | None = None, detect=None) -> tuple[HardwareSpec, Detected]:
+    """(catalog entry, detected device): the entry named by `hardware_id`, else the detected
+    device's; ConfigError (one line) for an unknown id or an unknown detected device.
+    `detect` (default `detect_device`) is injectable for tests."""
+    detected = (detect or detect_device)()
+    spec = get_hardware(hardware_id) if hardware_id else require_hardware(detected)
+    return spec, detected
+
+
+def host_memory_bytes(meminfo_path: str | Path = "/proc/meminfo") -> int | None:
+    """The host's total RAM in bytes (MemTotal of /proc/meminfo); None where unreadable."""
+    return _mem_total_bytes(_read(str(meminfo_path)))
+
+
+def _mem_total_bytes(meminfo: str) -> int | None:
+    mem = re.search(r"^MemTotal:\s*(\d+)\s*kB", meminfo, flags=re.MULTILINE)
+    return int(mem.group(1)) * 1024 if mem else None
 
 
 def _text(value: Any) -> str:
@@ -130,14 +149,14 @@ def _read(path: str) -> str:
 
 def _cpu_host(cpuinfo: str, meminfo: str) -> Detected:
     name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, flags=re.MULTILINE)
-    mem = re.search(r"^MemTotal:\s*(\d+)\s*kB", meminfo, flags=re.MULTILINE)
+    mem_b = _mem_total_bytes(meminfo)
     return Detected(
         hardware_id=CPU_HOST_ID,
         name=name.group(1).strip() if name else "unknown CPU",
         vendor="cpu",
         count=1,
         driver_version=None,
-        memory_gb=int(mem.group(1)) * 1024 / 1e9 if mem else None,
+        memory_gb=mem_b / 1e9 if mem_b else None,
     )
 
 

@@ -1,8 +1,7 @@
-"""Load shapes: a fixed concurrency (closed loop) or a request rate with an arrival process.
+"""Arrival times of an open-loop (rate) load.
 
-    {"kind": "concurrency", "concurrency": 64}
-    {"kind": "rate", "rate_rps": 8.0, "arrival": "poisson" | "gamma", "burstiness": 1.0,
-     "max_concurrency": None}
+The load a point runs under is `bench.plan.points.LoadSpec` (ConcurrencyLoad | RateLoad |
+OfflineLoad), parsed from a dict by `parse_load`; both are re-exported here.
 
 Rate arrivals follow vLLM's `--burstiness`: gaps ~ Gamma(shape=b, scale=1/(rate*b)), so
 the mean gap is 1/rate and the coefficient of variation is 1/sqrt(b); b = 1 is Poisson
@@ -12,66 +11,22 @@ the mean gap is 1/rate and the coefficient of variation is 1/sqrt(b); b = 1 is P
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.plan.points import (
+    ConcurrencyLoad,
+    LoadSpec,
+    OfflineLoad,
+    RateLoad,
+    parse_load,
+)
+
+__all__ = ["ARRIVALS", "ConcurrencyLoad", "LoadSpec", "OfflineLoad", "RateLoad", "arrival_gaps_s",
+           "arrival_offsets_s", "parse_load"]
 
 ARRIVALS = ("poisson", "gamma")
-
-
-@dataclass(frozen=True)
-class ConcurrencyLoad:
-    """Closed loop: `concurrency` requests in flight; a new one is sent as soon as one ends."""
-
-    concurrency: int
-    kind: str = "concurrency"
-
-
-@dataclass(frozen=True)
-class RateLoad:
-    """Open loop: requests sent at `rate_rps` (inf = all at once), optionally capped in flight."""
-
-    rate_rps: float
-    arrival: str = "poisson"
-    burstiness: float = 1.0
-    max_concurrency: int | None = None
-    kind: str = "rate"
-
-
-def parse_load(load: dict) -> ConcurrencyLoad | RateLoad:
-    """Validate a load dict; unknown kinds or keys raise ConfigError naming them."""
-    if not isinstance(load, dict):
-        raise ConfigError(f"load must be a mapping, got {type(load).__name__}")
-    kind = load.get("kind")
-    allowed = {"concurrency": {"kind", "concurrency"},
-               "rate": {"kind", "rate_rps", "arrival", "burstiness", "max_concurrency"}}
-    if kind not in allowed:
-        raise ConfigError(f"unknown load kind {kind!r} (known: concurrency, rate)")
-    extra = set(load) - allowed[kind]
-    if extra:
-        raise ConfigError(f"unknown key(s) in {kind} load: {', '.join(sorted(extra))}")
-    if kind == "concurrency":
-        c = load.get("concurrency")
-        if not isinstance(c, int) or c < 1:
-            raise ConfigError(f"concurrency must be an integer >= 1, got {c!r}")
-        return ConcurrencyLoad(c)
-    rate = float(load.get("rate_rps", 0))
-    arrival = load.get("arrival") or "poisson"
-    burstiness = float(load.get("burstiness") if load.get("burstiness") is not None else 1.0)
-    cap = load.get("max_concurrency")
-    if not rate > 0:
-        raise ConfigError(f"rate_rps must be > 0 (inf for all at once), got {load.get('rate_rps')!r}")
-    if arrival not in ARRIVALS:
-        raise ConfigError(f"unknown arrival {arrival!r} (known: {', '.join(ARRIVALS)})")
-    if not burstiness > 0:
-        raise ConfigError(f"burstiness must be > 0, got {burstiness}")
-    if arrival == "poisson" and burstiness != 1.0:
-        raise ConfigError("poisson arrivals have burstiness 1; use arrival: gamma for another burstiness")
-    if cap is not None and (not isinstance(cap, int) or cap < 1):
-        raise ConfigError(f"max_concurrency must be an integer >= 1, got {cap!r}")
-    return RateLoad(rate, arrival, burstiness, cap)
 
 
 def arrival_gaps_s(n: int, rate_rps: float, arrival: str = "poisson", burstiness: float = 1.0,

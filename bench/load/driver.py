@@ -32,14 +32,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.load.arrivals import ConcurrencyLoad, RateLoad, arrival_offsets_s, parse_load
-from bench.load.client import ClientConfig, StreamingClient, raise_fd_limit
+from bench.errors import ConfigError
+from bench.load.arrivals import ConcurrencyLoad, LoadSpec, RateLoad, arrival_offsets_s, parse_load
+from bench.load.client import DEFAULT_STALL_TIMEOUT_S, ClientConfig, StreamingClient, raise_fd_limit
 from bench.load.looplag import LoopLagMonitor
 from bench.load.records import RequestRecord
 from bench.load.workload import Workload
 
 Progress = Callable[[int, int], None]
+Stalled = Callable[[int], None]  # called with the number of in-flight requests quiet for STALL_SHOW_S
 LAUNCHES_PER_ITERATION = 16  # request launches per event-loop iteration; 0: no pacing
+STALL_SHOW_S = 10.0  # an in-flight request with no token for this long is shown as stalled
 
 
 @dataclass
@@ -117,6 +120,12 @@ class _Tracker:
         self.in_flight = self.max_in_flight = 0
         self.target = 0
         self.reach_record: RequestRecord | None = None
+        self.open: dict[int, RequestRecord] = {}  # in flight by request_id, for the stalled count
+
+    def n_stalled(self, now_s: float, quiet_s: float | None = None) -> int:
+        """In-flight requests with neither a send nor a token in the last `quiet_s` s (default STALL_SHOW_S)."""
+        quiet_s = STALL_SHOW_S if quiet_s is None else quiet_s
+        return sum(1 for r in self.open.values() if now_s - max(r.t_send, r.t_last or 0.0) >= quiet_s)
 
     def reset(self, target: int) -> None:
         self.in_flight = self.max_in_flight = 0
@@ -128,9 +137,11 @@ class _Tracker:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if self.reach_record is None and self.target and self.in_flight >= self.target:
             self.reach_record = rec  # the window starts at its t_send (read once the point is over)
+        self.open[rec.request_id] = rec
         try:
             await client.send(rec, body=body)
         finally:
+            self.open.pop(rec.request_id, None)
             self.in_flight -= 1
             self.n_done += 1
             if self.progress is not None:
@@ -188,19 +199,28 @@ async def _open_loop(client, tracker: _Tracker, recs, bodies, load: RateLoad, se
     await asyncio.gather(*tasks)
 
 
-async def run_point(base_url: str, model: str, workload: Workload, load: dict, n_warmup: int,
-                    n_requests: int, endpoint: str = "completions", timeout_s: float = 3600.0,
+async def run_point(base_url: str, model: str, workload: Workload, load: LoadSpec | dict, n_warmup: int,
+                    n_requests: int, endpoint: str = "completions", timeout_s: float | None = None,
                     progress: Progress | None = None, temperature: float = 0.0, seed: int = 0,
-                    client_config: ClientConfig | None = None) -> PointRun:
+                    client_config: ClientConfig | None = None,
+                    stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
+                    stalled: Stalled | None = None) -> PointRun:
     """Run one load point against an OpenAI-compatible server; failed requests are recorded, not raised.
 
-    `load` is a dict as `bench.load.arrivals.parse_load` reads it; `seed` drives the arrival
-    process; `client_config` overrides endpoint/timeout_s/temperature when given.
+    `load` is a concurrency or rate `LoadSpec` (a dict is parsed; ConfigError when invalid or
+    offline); `seed` drives the arrival process; `timeout_s` limits each request (None: from its expected lengths, see
+    `ClientConfig`), `stall_timeout_s` the time without a byte; a request past either is
+    recorded as failed with a `timeout: ...` error. `stalled(n)` is called (about once a
+    second, when n changes) with the in-flight requests quiet for STALL_SHOW_S s.
+    `client_config` overrides endpoint/timeouts/temperature when given.
     """
     spec = parse_load(load)
+    if not isinstance(spec, (ConcurrencyLoad, RateLoad)):
+        raise ConfigError(f"a {spec.kind} load needs an offline engine (vllm-offline, hf), not a server")
     if n_requests < 1 or n_warmup < 0:
         raise ValueError(f"need n_requests >= 1 and n_warmup >= 0, got {n_requests}, {n_warmup}")
-    cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature)
+    cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature,
+                                        stall_timeout_s=stall_timeout_s)
     prompts = workload.prompts(n_warmup + n_requests)
     payloads = [p.for_endpoint(cfg.endpoint) for p in prompts]
     records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
@@ -211,7 +231,7 @@ async def run_point(base_url: str, model: str, workload: Workload, load: dict, n
     warm, meas = records[:n_warmup], records[n_warmup:]
     async with StreamingClient(base_url, model, cfg) as client:
         bodies = [client.body(p, r.n_out_expected) for p, r in zip(payloads, records)]
-        with _gc_frozen():
+        with _gc_frozen(), _stall_reporter(tracker, stalled):
             if warm:
                 tracker.reset(0)
                 await _closed_loop(client, tracker, warm, bodies[:n_warmup], min(width, n_warmup))
@@ -226,6 +246,31 @@ async def run_point(base_url: str, model: str, workload: Workload, load: dict, n
     run = _point_run(records, meas, tracker, spec, cfg.describe() | {"request_id_prefix": client.tag})
     run.loop_lag = lag.summary()
     return run
+
+
+@contextlib.contextmanager
+def _stall_reporter(tracker: _Tracker, stalled: Stalled | None, every_s: float = 1.0):
+    """While the point runs: `stalled(n)` each `every_s` s when the stalled count changes."""
+    if stalled is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    state = {"n": 0, "handle": None}
+
+    def tick() -> None:
+        n = tracker.n_stalled(time.perf_counter())
+        if n != state["n"]:
+            state["n"] = n
+            stalled(n)
+        state["handle"] = loop.call_later(every_s, tick)
+
+    state["handle"] = loop.call_later(every_s, tick)
+    try:
+        yield
+    finally:
+        state["handle"].cancel()
+        if state["n"]:
+            stalled(0)
 
 
 def _point_run(records, meas, tracker: _Tracker, spec, client: dict) -> PointRun:
@@ -244,7 +289,7 @@ def _point_run(records, meas, tracker: _Tracker, spec, client: dict) -> PointRun
     return PointRun(records=records, window_t0_s=t0, window_t1_s=last_send, span_t0_s=span_t0,
                     span_t1_s=span_t1, max_in_flight=tracker.max_in_flight, target_concurrency=target_c,
                     target_reached=reached, target_rate_rps=target_rate, achieved_rate_rps=achieved,
-                    client=client, load=dict(spec.__dict__))
+                    client=client, load=spec.model_dump(mode="json"))
 
 
 def run_point_sync(*args, **kwargs) -> PointRun:

@@ -1,6 +1,9 @@
 """Workloads: what each request asks for. Every workload is seeded and deterministic.
 
-A workload turns `n` into a list of `Prompt`s: `workload.prompts(n)` returns the same
+What a workload is (its kind, fields, units and valid ranges) is defined once, by the
+point-level specs in `bench.plan.points` (RandomWorkload | SharedPrefixWorkload |
+FileWorkload); `make_workload(spec, vocab_size, seed)` builds the prompt generator of a
+spec from the classes here. A generator turns `n` into a list of `Prompt`s: `workload.prompts(n)` returns the same
 list for the same seed, every time, from its own `numpy.random.Generator` (never the
 global RNG). `describe()` is the dict stored in the result config.
 
@@ -22,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.plan import points
 
 # Common English words that are one token in the Llama, Qwen, Mistral and GPT tokenizers
 # (with their leading space): a text prompt of k words is about k tokens.
@@ -164,10 +168,13 @@ class FileWorkload:
         if not self.path.exists():
             raise ConfigError(f"{self.path}: no such prompt file")
         items = []
-        with self.path.open() as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    items.append(self._parse(line, lineno))
+        try:
+            with self.path.open(encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        items.append(self._parse(line, lineno))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{self.path}: not UTF-8 text (byte {e.start} of a line)") from None
         if not items:
             raise ConfigError(f"{self.path}: no prompts in file")
         self._items = items
@@ -179,9 +186,12 @@ class FileWorkload:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
         reply = None
         if "conversations" in obj:
             turns = obj["conversations"]
+            turns = [t for t in turns if isinstance(t, dict)] if isinstance(turns, list) else []
             prompt = next((t.get("value") for t in turns if t.get("from") == "human"), None)
             reply = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
         else:
@@ -189,11 +199,13 @@ class FileWorkload:
         if not isinstance(prompt, str) or not prompt:
             raise ConfigError(f"{where}: no prompt (expected 'prompt' or a human turn in 'conversations')")
         out = obj.get("output_len", self.output_len)
-        if out is None and reply is not None and self.encode is not None:
+        if out is None and isinstance(reply, str) and self.encode is not None:
             out = len(self.encode(reply))
-        if out is None or int(out) < 1:
+        if out is None:
             raise ConfigError(f"{where}: no output length (give 'output_len' in the line or the workload)")
-        return prompt, int(out)
+        if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+            raise ConfigError(f"{where}: output_len must be an integer >= 1, got {json.dumps(out)[:40]}")
+        return prompt, out
 
     def prompts(self, n: int) -> list[Prompt]:
         items = self._load()
@@ -214,3 +226,18 @@ class FileWorkload:
     def describe(self) -> dict:
         return {"kind": "file", "path": str(self.path), "seed": self.seed, "output_len": self.output_len,
                 "token_exact": self.encode is not None, "n_prompts": len(self._load())}
+
+
+def make_workload(spec: points.WorkloadSpec | dict, vocab_size: int, seed: int) -> Workload:
+    """The prompt generator of a point's workload spec (a dict is parsed: ConfigError when
+    invalid); `seed` is used where the spec leaves its own seed out."""
+    spec = points.parse_workload(spec)
+    own_seed = seed if spec.seed is None else spec.seed
+    if isinstance(spec, points.RandomWorkload):
+        return RandomWorkload(spec.input_len, spec.output_len, vocab_size, seed=own_seed,
+                              input_len_range=spec.input_len_range, output_len_range=spec.output_len_range,
+                              as_text=spec.as_text)
+    if isinstance(spec, points.SharedPrefixWorkload):
+        return SharedPrefixWorkload(spec.n_prefixes, spec.prefix_len, spec.suffix_len, spec.output_len,
+                                    vocab_size, seed=own_seed)
+    return FileWorkload(spec.path, seed=own_seed, output_len=spec.output_len)

@@ -9,104 +9,68 @@ preflight rejects are listed in `Plan.skipped` with a one-line reason, never run
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.catalog.configbase import safe_id
+from bench.catalog.engines import engine_names
 from bench.errors import ConfigError
-from bench.plan.sweepfile import (
-    SLO,
+from bench.plan.engineconfig import EngineConfig
+from bench.plan.points import (
     ConcurrencyLoad,
-    EngineArgs,
     FileWorkload,
-    ModelEntry,
+    LoadSpec,
     OfflineLoad,
-    PreflightSettings,
     RandomWorkload,
     RateLoad,
     SharedPrefixWorkload,
+    WorkloadSpec,
+    engine_batch,
+    load_level,
+)
+from bench.plan.sweepfile import (
+    SLO,
+    ConcurrencyLevels,
+    EngineArgs,
+    ModelEntry,
+    OfflineLevels,
+    PreflightSettings,
+    RateLevels,
     SweepSpec,
     apply_overrides,
+    gpus_problem,
     load_sweep,
+    one_line,
     overrides_from_options,
     precision_fields,
     sweep_from_dict,
 )
 
 __all__ = [
-    "DTYPES", "ENGINES", "SLO", "ConcurrencyLoad", "EngineArgs", "EngineConfig", "FileWorkload", "ModelEntry",
-    "OfflineLoad", "Plan", "PointSpec", "PreflightSettings", "RandomWorkload", "RateLoad", "SharedPrefixWorkload",
-    "Skipped", "SweepSpec", "apply_overrides", "build_plan", "load_sweep", "overrides_from_options",
-    "plan_from_options", "precision_fields", "safe_id", "sweep_from_dict",
+    "DTYPES", "ENGINES", "SLO", "ConcurrencyLevels", "ConcurrencyLoad", "EngineArgs", "EngineConfig",
+    "FileWorkload", "LoadSpec", "ModelEntry", "OfflineLevels", "OfflineLoad", "Plan", "PointSpec",
+    "PreflightSettings", "RandomWorkload", "RateLevels", "RateLoad", "SharedPrefixWorkload", "Skipped",
+    "SweepSpec", "WorkloadSpec", "apply_overrides", "build_plan", "gpus_problem", "load_sweep",
+    "overrides_from_options", "plan_from_options", "precision_fields", "safe_id", "sweep_from_dict",
 ]
 
-ENGINES = ("vllm", "vllm-offline", "hf", "endpoint")
+ENGINES = tuple(engine_names())  # the registry's names (bench.catalog.engines)
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-
-
-class EngineConfig(BaseModel):
-    """One engine start: the model, its weights, precision and engine arguments."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str  # catalog key (models.yaml)
-    weights: str = "dummy"  # "dummy" | HF repo id | local path
-    # True when `weights` is a checkpoint already stored in the quantized format
-    # (the catalog's fp8_repo): vLLM reads the method from its config, so the runner
-    # must not pass --quantization (vLLM rejects a mismatch such as compressed-tensors vs fp8).
-    weights_prequantized: bool = False
-    engine: str = "vllm"  # "vllm" (OpenAI server) | "vllm-offline" | "hf" | "endpoint"
-    endpoint_url: str | None = None  # for engine "endpoint"
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
-    quantization: str | None = None  # None | "fp8" (fp8 weights)
-    kv_cache_dtype: str = "auto"  # auto | fp8
-    tensor_parallel_size: int = Field(1, ge=1)
-    max_num_seqs: int | None = Field(None, ge=1)
-    max_model_len: int | None = Field(None, ge=1)
-    extra_args: dict[str, Any] = Field(default_factory=dict)  # more engine args (--key value)
-
-    def config_id(self) -> str:
-        """Short stable id: the model key + 8 hex of a hash of the non-default fields.
-
-        Fields left at (or set to) their default do not enter the hash, so adding a field
-        with a default later keeps every existing id."""
-        canon = json.dumps(self.model_dump(exclude_defaults=True), sort_keys=True, default=str)
-        digest = hashlib.sha1(canon.encode()).hexdigest()[:8]
-        return f"{safe_id(self.model)}-{digest}"
-
-    @property
-    def n_gpus(self) -> int:
-        """Devices this configuration occupies (tensor parallel x pipeline parallel)."""
-        pp = int(self.extra_args.get("pipeline_parallel_size", 1))
-        return self.tensor_parallel_size * pp
-
-    def precision(self) -> str:
-        """Short precision label, e.g. "bf16", "fp8", "bf16+fp8-kv"."""
-        parts = [_DTYPE_LABEL.get(self.dtype, self.dtype)]
-        if self.quantization:
-            parts = [self.quantization] if self.dtype == "auto" else [*parts, self.quantization]
-        if self.kv_cache_dtype != "auto":
-            parts.append(f"{self.kv_cache_dtype}-kv")
-        return "+".join(parts)
-
-
-_DTYPE_LABEL = {"auto": "auto", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 class PointSpec(BaseModel):
     """One load point: an engine configuration under one workload and one load."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # a rate of inf survives JSON
 
     point_id: str  # [A-Za-z0-9._-] only; unique in a plan; becomes a file name
     engine_config_id: str
-    workload: dict[str, Any]  # {"kind": "random", "input_len": 128, "output_len": 64, ...}
-    load: dict[str, Any]  # {"kind": "concurrency", "concurrency": 8} | rate | offline
+    workload: WorkloadSpec  # random | shared_prefix | file (bench.plan.points)
+    load: LoadSpec  # concurrency | rate | offline (bench.plan.points)
     n_warmup: int
     n_requests: int
     repeat: int = 0
@@ -123,6 +87,8 @@ class Skipped(BaseModel):
 
 class Plan(BaseModel):
     """Everything a run executes, in order, plus what was skipped and the run settings."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")  # a rate of inf survives JSON (packed workers)
 
     engine_configs: list[EngineConfig]  # those with at least one point to run, in run order
     points: list[PointSpec]
@@ -151,6 +117,14 @@ class Plan(BaseModel):
 
 
 def build_plan(sweep: SweepSpec, hardware: Any = None, n_devices: int = 1, catalog: Any = None) -> Plan:
+    """The ordered, preflighted plan of a sweep (see `_build_plan`); a ConfigError is one line."""
+    try:
+        return _build_plan(sweep, hardware, n_devices, catalog)
+    except ConfigError as e:
+        raise ConfigError(one_line(str(e))) from None
+
+
+def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -> Plan:
     """The ordered, preflighted plan of a sweep.
 
     `hardware`: a catalog hardware id or entry (the detected device); the sweep's own
@@ -167,7 +141,12 @@ def build_plan(sweep: SweepSpec, hardware: Any = None, n_devices: int = 1, catal
     n_devices = sweep.devices or n_devices
     target = None
     if hardware is not None:
-        host_gb = preflight.host_memory_gb() if hardware.vendor == "cpu" and not sweep.hardware else None
+        host_gb = None
+        if hardware.vendor == "cpu" and not sweep.hardware:
+            from bench.catalog.device import host_memory_bytes
+
+            host_b = host_memory_bytes()
+            host_gb = host_b / preflight.GB if host_b else None
         target = preflight.target_for(hardware, n_devices, host_gb)
     configs = _engine_configs(sweep, catalog)
     workloads = _workloads(sweep)
@@ -176,13 +155,13 @@ def build_plan(sweep: SweepSpec, hardware: Any = None, n_devices: int = 1, catal
     for cfg in configs:
         cid, model = cfg.config_id(), catalog.get_model(cfg.model)
         n_before = len(points)
-        for wl_tag, wl_full, wl_run in workloads:
+        for wl_tag, workload in workloads:
             for load in loads:
                 verdict = preflight.check_point(
-                    cfg, model, wl_full, load, target, sweep.preflight.memory_fraction, sweep.preflight.kv_overflow
+                    cfg, model, workload, load, target, sweep.preflight.memory_fraction, sweep.preflight.kv_overflow
                 )
                 for rep in range(sweep.repeats):
-                    point = _point(sweep, cid, model, wl_tag, wl_run, load, rep, verdict.notes)
+                    point = _point(sweep, cid, model, wl_tag, workload, load, rep, verdict.notes)
                     if verdict.reason:
                         skipped.append(Skipped(point=point, reason=verdict.reason))
                     else:
@@ -237,22 +216,34 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
         entry = ModelEntry(key=item) if isinstance(item, str) else item
         model = catalog.get_model(entry.key)
         args = entry.engine_args or sweep.engine_args
+        gpus = entry.gpus or sweep.gpus
         for weights, precision in itertools.product(entry.weights or sweep.weights, entry.precisions or sweep.precisions):
             fields = precision_fields(precision)
-            for tp, seqs, ctx, extra in itertools.product(
-                args.tensor_parallel_size, args.max_num_seqs, args.max_model_len, args.extra
+            for tp, pp, dp, ep, seqs, ctx, extra in itertools.product(
+                args.tensor_parallel_size, args.pipeline_parallel_size, args.data_parallel_size,
+                args.enable_expert_parallel, args.max_num_seqs, args.max_model_len, args.extra,
             ):
-                cfg = EngineConfig(
-                    model=entry.key,
-                    **_resolve_weights(weights, model, fields),
-                    engine=sweep.engine,
-                    endpoint_url=sweep.endpoint_url,
-                    tensor_parallel_size=tp,
-                    max_num_seqs=seqs,
-                    max_model_len=ctx,
-                    extra_args=extra,
-                    **fields,
-                )
+                parallel = {"pipeline_parallel_size": pp, "data_parallel_size": dp, "enable_expert_parallel": ep}
+                parallel = {k: v for k, v in parallel.items() if k not in extra}  # older files: in extra
+                try:
+                    cfg = EngineConfig(
+                        model=entry.key,
+                        **_resolve_weights(weights, model, fields),
+                        engine=sweep.engine,
+                        endpoint_url=sweep.endpoint_url,
+                        tensor_parallel_size=tp,
+                        **parallel,
+                        gpus=gpus,
+                        max_num_seqs=seqs,
+                        max_model_len=ctx,
+                        extra_args=extra,
+                        **fields,
+                    )
+                except ValidationError as e:
+                    first = e.errors()[0]
+                    loc = ".".join(str(p) for p in first["loc"])
+                    msg = first["msg"].removeprefix("Value error, ")
+                    raise ConfigError(f"model '{entry.key}': {loc + ': ' if loc else ''}{msg}") from None
                 out.setdefault(cfg.config_id(), cfg)
     return list(out.values())
 
@@ -268,49 +259,47 @@ def _resolve_weights(weights: str, model: Any, fields: dict[str, str]) -> dict[s
     return {"weights": model.hf_repo}
 
 
-def _workloads(sweep: SweepSpec) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(tag, dict preflight reads, dict the point carries) per workload, in file order.
-
-    The point's dict holds exactly the arguments of the bench.load.workload class; a seed
-    left out is filled by the runner from the sweep seed and the repeat index."""
-    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+def _workloads(sweep: SweepSpec) -> list[tuple[str, WorkloadSpec]]:
+    """(tag, workload) per distinct workload, in file order; a seed left out is filled by
+    the runner from the sweep seed and the repeat index."""
+    out: dict[str, WorkloadSpec] = {}
     for wl in sweep.workloads:
         tag = safe_id(wl.tag())
-        full = {"kind": wl.kind, **wl.model_dump(exclude_defaults=True, mode="json")}
-        run = {k: v for k, v in full.items() if k != "max_input_len"}
-        if tag in out and out[tag][0] != full:
+        if tag in out and out[tag] != wl:
             raise ConfigError(f"two workloads share the id '{tag}'; give one a different seed or path")
-        out[tag] = (full, run)
-    return [(tag, full, run) for tag, (full, run) in out.items()]
+        out[tag] = wl
+    return list(out.items())
 
 
-def _loads(sweep: SweepSpec) -> list[dict[str, Any]]:
+def _loads(sweep: SweepSpec) -> list[LoadSpec]:
     """Every load level, grouped by kind in order of first appearance, ascending within."""
     kinds = list(dict.fromkeys(spec.kind for spec in sweep.loads))
-    unique: dict[str, dict[str, Any]] = {}
+    unique: dict[str, LoadSpec] = {}
     for spec in sweep.loads:
         for load in spec.expand():
-            unique.setdefault(json.dumps(load, sort_keys=True), load)
-    return sorted(unique.values(), key=lambda d: (kinds.index(d["kind"]), _level(d), json.dumps(d, sort_keys=True)))
+            unique.setdefault(load.model_dump_json(), load)
+    return sorted(unique.values(), key=lambda d: (kinds.index(d.kind), load_level(d), _canon(d)))
 
 
-def _level(load: dict[str, Any]) -> float:
-    return float(load.get("concurrency") or load.get("rate_rps") or load.get("batch") or 0)
+def _canon(load: LoadSpec) -> str:
+    return json.dumps(load.model_dump(mode="json"), sort_keys=True)
 
 
-def _load_tag(load: dict[str, Any]) -> str:
-    if load["kind"] == "concurrency":
-        return f"c{load['concurrency']}"
-    if load["kind"] == "offline":
-        return f"b{load['batch']}"
-    tag = f"rps{load['rate_rps']:g}"
-    if load["arrival"] != "poisson" or load["burstiness"] != 1.0:
-        tag += f"-{load['arrival']}{load['burstiness']:g}"
-    return tag + (f"-mc{load['max_concurrency']}" if load.get("max_concurrency") else "")
+def _load_tag(load: LoadSpec) -> str:
+    if isinstance(load, ConcurrencyLoad):
+        return f"c{load.concurrency}"
+    if isinstance(load, OfflineLoad):
+        return f"b{load.batch}"
+    tag = f"rps{load.rate_rps:g}"
+    if load.arrival != "poisson" or load.burstiness != 1.0:
+        tag += f"-{load.arrival}{load.burstiness:g}"
+    return tag + (f"-mc{load.max_concurrency}" if load.max_concurrency else "")
 
 
 def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
-    level = math.ceil(_level(load))
+    level = load_level(load)
+    # an infinite rate (all at once) counts as its in-flight cap for warm-up and request counts
+    level = math.ceil(level) if math.isfinite(level) else (engine_batch(load) or 1)
     n_requests = sweep.n_requests or max(sweep.min_requests, sweep.requests_per_concurrency * level)
     n_warmup = sweep.n_warmup if sweep.n_warmup is not None else max(1, level)
     if sweep.slo == "catalog":

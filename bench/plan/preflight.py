@@ -7,27 +7,45 @@ for a point that does not fit. Rules (docs/sweeps.md, "Preflight"):
 1. the load kind suits the engine (offline loads need an offline engine, and back);
 2. input + output tokens fit max_model_len, and max_model_len fits the model's context;
 3. the precision is supported (fp8 weights or KV cache need `tflops["fp8"]`);
-4. tensor_parallel_size x pipeline_parallel_size <= the devices present;
-5. weights at the precision's bytes per parameter + the KV cache of the batch (concurrency
-   capped by max_num_seqs) x (input + output) tokens <= memory x devices x memory_fraction.
+4. TP x PP x DP <= the devices present;
+5. per device: its share of the weights + its share of the KV cache <= memory x
+   memory_fraction. Each of the DP replicas holds the weights split over its TP x PP
+   devices; with expert parallelism the routed experts of a MoE model are split over
+   TP x DP ranks instead (and over PP stages by layer). A replica serves ceil(batch / DP)
+   sequences (concurrency capped by max_num_seqs), whose KV cache of (input + output)
+   tokens each is split over its TP x PP devices.
 
-Memory is counted in decimal GB (1e9 bytes), as the catalog gives it.
+Memory is counted in decimal GB (1e9 bytes), as the catalog gives it. Bytes per weight and
+per KV element come from `bench.catalog.dtypes`, as the roofline's do.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
+from bench.catalog.engines import engines_for_load, get_engine
+from bench.plan.points import (
+    LoadSpec,
+    RateLoad,
+    WorkloadSpec,
+    engine_batch,
+    load_level,
+    parse_load,
+    parse_workload,
+)
 
 if TYPE_CHECKING:
     from bench.plan import EngineConfig
 
+__all__ = [
+    "Target", "Verdict", "batch_size", "bytes_per_param", "check_point", "estimate_plan_s", "estimate_point_s",
+    "kv_bytes_per_elem", "load_level", "target_for", "weight_bytes_per_device", "workload_lengths",
+]
+
 GB = 1e9
-_DTYPE_BYTES = {"bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
-# Engines whose load is an offline batch; the others take concurrency or rate loads.
-_OFFLINE_ENGINES = {"vllm-offline"}
-_SERVER_ENGINES = {"vllm", "endpoint"}
 
 
 @dataclass(frozen=True)
@@ -50,96 +68,70 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
 
 
-def host_memory_gb(meminfo_path: str | Path = "/proc/meminfo") -> float | None:
-    """The host's total RAM in GB (1e9 bytes) from /proc/meminfo; None where unreadable."""
-    try:
-        for line in Path(meminfo_path).read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024 / GB
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def target_for(hardware: Any, n_devices: int, host_memory: float | None = None) -> Target:
     """A `Target` from a catalog `HardwareSpec`. On a CPU host the memory is the host's RAM
-    (`host_memory`, GB, e.g. from `host_memory_gb()`) when given, else the catalog's."""
+    (`host_memory`, GB, e.g. `bench.catalog.device.host_memory_bytes() / 1e9`) when given,
+    else the catalog's."""
     is_cpu = hardware.vendor == "cpu"
     memory_gb = host_memory if is_cpu and host_memory else hardware.memory_gb
     supported = {k: hardware.tflops.get(k) is not None for k in ("bf16", "fp16", "fp8")}
     return Target(hardware.id, hardware.name, is_cpu, float(memory_gb), max(1, n_devices), supported)
 
 
-def bytes_per_param(cfg: EngineConfig, model: Any) -> float:
-    """Bytes per weight: 1 for fp8 weights, else the dtype's (auto: the model's own)."""
-    if cfg.quantization == "fp8":
-        return 1.0
-    return _dtype_bytes(cfg, model)
+def workload_lengths(workload: WorkloadSpec | dict[str, Any]) -> tuple[int, int] | None:
+    """(largest input, largest output) tokens of one request of a workload; None when unknown."""
+    return parse_workload(workload).lengths()
 
 
-def kv_bytes_per_elem(cfg: EngineConfig, model: Any) -> float:
-    """Bytes per KV-cache element: 1 for an fp8 KV cache, else the dtype's."""
-    return 1.0 if cfg.kv_cache_dtype == "fp8" else _dtype_bytes(cfg, model)
-
-
-def _dtype_bytes(cfg: EngineConfig, model: Any) -> float:
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = getattr(getattr(model, "config", None), "torch_dtype", "bfloat16")
-    return _DTYPE_BYTES.get(dtype, 2.0)
-
-
-def workload_lengths(workload: dict[str, Any]) -> tuple[int, int] | None:
-    """(largest input, output) tokens of one request of a workload; None when unknown."""
-    kind = workload.get("kind", "random")
-    if kind == "random":
-        isl = (workload.get("input_len_range") or [0, workload["input_len"]])[1]
-        osl = (workload.get("output_len_range") or [0, workload["output_len"]])[1]
-        return isl, osl
-    if kind == "shared_prefix":
-        return workload["prefix_len"] + workload["suffix_len"], workload["output_len"]
-    if workload.get("max_input_len") and workload.get("output_len"):
-        return workload["max_input_len"], workload["output_len"]
-    return None
-
-
-def load_level(load: dict[str, Any]) -> float:
-    """The load's size: concurrency, requests per second, or batch."""
-    return float(load.get("concurrency") or load.get("rate_rps") or load.get("batch") or 0)
-
-
-def batch_size(load: dict[str, Any], cfg: EngineConfig) -> int | None:
-    """Sequences the engine holds at once under this load; None when the load does not
-    bound it (an open-loop rate without max_concurrency or max_num_seqs)."""
-    wanted = load.get("concurrency") or load.get("batch") or load.get("max_concurrency")
+def batch_size(load: LoadSpec | dict[str, Any], cfg: EngineConfig) -> int | None:
+    """Sequences the engine holds at once under this load (all replicas); None when the
+    load does not bound it (an open-loop rate without max_concurrency or max_num_seqs).
+    max_num_seqs caps each of the DP replicas."""
+    wanted = engine_batch(parse_load(load))
+    cap = cfg.max_num_seqs * cfg.data_parallel_size if cfg.max_num_seqs else None
     if wanted is None:
-        return cfg.max_num_seqs
-    return min(wanted, cfg.max_num_seqs) if cfg.max_num_seqs else wanted
+        return cap
+    return min(wanted, cap) if cap else wanted
+
+
+def weight_bytes_per_device(cfg: EngineConfig, model: Any, bpp: float) -> float:
+    """Weight bytes on each device: a replica's weights split over TP x PP; with expert
+    parallelism a MoE model's routed experts split over TP x DP x PP instead."""
+    tp_pp = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+    total = model.weight_bytes(bpp)
+    if not (cfg.enable_expert_parallel and getattr(model, "is_moe", False)):
+        return total / tp_pp
+    arch = model.config
+    routed = min(arch.n_moe_layers * arch.n_experts * arch.expert_params * bpp, total)
+    return (total - routed) / tp_pp + routed / (tp_pp * cfg.data_parallel_size)
 
 
 def check_point(
     cfg: EngineConfig,
     model: Any,
-    workload: dict[str, Any],
-    load: dict[str, Any],
+    workload: WorkloadSpec | dict[str, Any],
+    load: LoadSpec | dict[str, Any],
     target: Target | None,
     memory_fraction: float = 0.9,
     kv_overflow: str = "skip",
 ) -> Verdict:
-    """Whether one point can run on `target` (None: no device checks, as for an endpoint)."""
+    """Whether one point can run on `target` (None: no device checks, as for an endpoint).
+    `workload` and `load` are the typed point specs (dicts are parsed)."""
     verdict = Verdict()
-    kind = load["kind"]
-    if kind == "offline" and cfg.engine in _SERVER_ENGINES:
-        return Verdict(f"offline load needs engine vllm-offline or hf, not {cfg.engine}")
-    if kind != "offline" and cfg.engine in _OFFLINE_ENGINES:
-        return Verdict(f"{kind} load needs a server engine (vllm, endpoint, hf), not {cfg.engine}")
+    load, workload = parse_load(load), parse_workload(workload)
+    kind = load.kind
+    if kind not in get_engine(cfg.engine).loads:  # the registry says which loads each engine runs
+        able = engines_for_load(kind)
+        if kind == "offline":
+            return Verdict(f"offline load needs engine {' or '.join(able)}, not {cfg.engine}")
+        return Verdict(f"{kind} load needs a server engine ({', '.join(able)}), not {cfg.engine}")
     lengths = workload_lengths(workload)
     reason = _check_lengths(cfg, model, lengths)
     if reason:
         return Verdict(reason)
     if lengths is None:
         verdict.notes.append("request lengths unknown (file workload without max_input_len): context and KV not checked")
-    if cfg.engine == "endpoint" or target is None:
+    if not get_engine(cfg.engine).needs_model_files or target is None:
         return verdict
     reason = _check_precision(cfg, target) or _check_devices(cfg, target)
     if reason:
@@ -171,19 +163,24 @@ def _check_precision(cfg: EngineConfig, target: Target) -> str | None:
 
 def _check_devices(cfg: EngineConfig, target: Target) -> str | None:
     if cfg.n_gpus > target.n_devices:
-        unit = "host" if target.is_cpu else "device"
-        return f"tensor_parallel_size x pipeline_parallel_size = {cfg.n_gpus} needs {cfg.n_gpus} {unit}s, {target.n_devices} available"
+        unit, box = ("CPU hosts", "the run has") if target.is_cpu else ("GPUs", "the box has")
+        return f"needs {cfg.n_gpus} {unit} ({cfg.parallel_label()}), {box} {target.n_devices}"
     return None
 
 
 def _check_memory(cfg, model, lengths, load, target, memory_fraction, kv_overflow, verdict) -> Verdict:
-    n = cfg.n_gpus
-    usable_b = target.memory_gb * GB * n * memory_fraction
+    n, tp_pp, dp = cfg.n_gpus, cfg.tensor_parallel_size * cfg.pipeline_parallel_size, cfg.data_parallel_size
+    usable_b = target.memory_gb * GB * memory_fraction  # per device
     where = f"{n} x {target.name} ({memory_fraction:g} of {target.memory_gb:.0f} GB each)"
     bpp = bytes_per_param(cfg, model)
-    weights_b = model.weight_bytes(bpp)
+    weights_b = weight_bytes_per_device(cfg, model, bpp)
     if weights_b > usable_b:
-        return Verdict(f"weights need {weights_b / GB:.1f} GB at {bpp:g} B/param, {usable_b / GB:.1f} GB usable on {where}")
+        if n == 1:
+            return Verdict(f"weights need {weights_b / GB:.1f} GB at {bpp:g} B/param, {usable_b / GB:.1f} GB usable on {where}")
+        return Verdict(
+            f"weights need {weights_b / GB:.1f} GB per device ({cfg.parallel_label()}) at {bpp:g} B/param, "
+            f"{usable_b / GB:.1f} GB usable per device on {where}"
+        )
     batch = batch_size(load, cfg)
     if lengths is None:
         return verdict
@@ -191,13 +188,13 @@ def _check_memory(cfg, model, lengths, load, target, memory_fraction, kv_overflo
         batch = 1
         verdict.notes.append("batch unbounded (rate load, no max_concurrency/max_num_seqs): KV checked for 1 sequence")
     per_seq_b = sum(lengths) * model.kv_bytes_per_token(kv_bytes_per_elem(cfg, model))
-    kv_b = batch * per_seq_b
-    free_b = usable_b - weights_b
-    if kv_b > free_b:
-        fits = int(free_b // per_seq_b)
+    replica_batch = math.ceil(batch / dp)
+    free_b = usable_b - weights_b  # per device
+    if replica_batch * per_seq_b / tp_pp > free_b:
+        fits = int(free_b * tp_pp // per_seq_b) * dp
         msg = (
-            f"KV cache for {batch} x {sum(lengths)} tokens needs {kv_b / GB:.1f} GB, "
-            f"{free_b / GB:.1f} GB left after weights on {where} (fits batch <= {fits})"
+            f"KV cache for {batch} x {sum(lengths)} tokens needs {batch * per_seq_b / GB:.1f} GB, "
+            f"{free_b * n / GB:.1f} GB left after weights on {where} (fits batch <= {fits})"
         )
         if kv_overflow == "skip":
             return Verdict(msg)
@@ -223,7 +220,7 @@ def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -
     """Rough seconds for one point (warm-up + measured requests): prefill at the catalog
     FLOPS plus decode at a bandwidth-bound step rate; rate loads last at least n / rate."""
     kind = "cpu" if hardware.vendor == "cpu" else "gpu"
-    isl, osl = workload_lengths(point.workload) or _UNKNOWN_LENGTHS
+    isl, osl = point.workload.lengths() or _UNKNOWN_LENGTHS
     n = point.n_warmup + point.n_requests
     batch = max(1, batch_size(point.load, cfg) or 64)
     kv_b = batch * (isl + osl / 2) * model.kv_bytes_per_token(kv_bytes_per_elem(cfg, model))
@@ -234,8 +231,8 @@ def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -
     tflops = hardware.tflops.get("fp8" if cfg.quantization == "fp8" else "bf16") or hardware.tflops.get("bf16") or 1.0
     prefill_s = n * isl * model.flops_per_token(isl // 2) / (tflops * 1e12 * cfg.n_gpus * COMPUTE_EFFICIENCY)
     busy_s = decode_s + prefill_s
-    if point.load["kind"] == "rate":
-        return max(busy_s, n / point.load["rate_rps"] + osl * step_s)
+    if isinstance(point.load, RateLoad):
+        return max(busy_s, n / point.load.rate_rps + osl * step_s)
     return busy_s
 
 

@@ -7,12 +7,14 @@ ordered load points is `bench.plan.build_plan`. See docs/sweeps.md for every key
 
 from __future__ import annotations
 
-import json
+import copy
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,7 +26,18 @@ from pydantic import (
 )
 
 from bench.catalog.configbase import safe_id
+from bench.catalog.engines import get_engine
 from bench.errors import ConfigError
+from bench.plan.points import (
+    ConcurrencyLoad,
+    OfflineLoad,
+    PositiveInt,
+    Rate,
+    RateLoad,
+    StrictBool,
+    WorkloadSpec,
+    kind_of,
+)
 
 
 class _Strict(BaseModel):  # not configbase.Strict: ruff (RUF012) must see list defaults on a BaseModel
@@ -36,146 +49,82 @@ def _listify(value: Any) -> Any:
     return value if isinstance(value, list) or value is None else [value]
 
 
-def _kind_of(default: str):
-    def pick(value: Any) -> str | None:
-        kind = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
-        return f"<{kind}>"
-
-    return Discriminator(pick)
+def _levels(item):
+    """A non-empty list of levels; a scalar becomes a one-element list."""
+    return Annotated[list[item], BeforeValidator(_listify), Field(min_length=1)]
 
 
-OneOrMany = Annotated[list[int], BeforeValidator(_listify)]
-
-
-Span = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
-
-
-class RandomWorkload(_Strict):
-    """Token-exact random prompts; lengths in tokens, ranges (low, high) inclusive."""
-
-    kind: Literal["random"] = "random"
-    input_len: int = Field(ge=1)
-    output_len: int = Field(ge=1)
-    input_len_range: Span | None = None  # lengths drawn uniformly in it; None: input_len
-    output_len_range: Span | None = None
-    as_text: bool = False  # word prompts (about a token a word), for the chat endpoint
-    seed: int | None = None  # default: the sweep's seed + the repeat index
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RandomWorkload:
-        for span in (self.input_len_range, self.output_len_range):
-            if span and span[0] > span[1]:
-                raise ValueError(f"range {list(span)} must be [low, high] with low <= high")
-        return self
-
-    def tag(self) -> str:
-        tag = f"rand-{self.input_len}-{self.output_len}"
-        tag += f"-i{self.input_len_range[0]}-{self.input_len_range[1]}" if self.input_len_range else ""
-        tag += f"-o{self.output_len_range[0]}-{self.output_len_range[1]}" if self.output_len_range else ""
-        return tag + ("-text" if self.as_text else "") + (f"-s{self.seed}" if self.seed is not None else "")
-
-
-class FileWorkload(_Strict):
-    """Prompts from a JSONL file. `max_input_len` (tokens) only informs preflight; it is not
-    passed to the workload."""
-
-    kind: Literal["file"]
-    path: str
-    output_len: int | None = Field(None, ge=1)
-    max_input_len: int | None = Field(None, ge=1)
-    seed: int | None = None
-
-    def tag(self) -> str:
-        stem = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
-        return f"file-{stem}" + (f"-{self.output_len}" if self.output_len else "")
-
-
-class SharedPrefixWorkload(_Strict):
-    """`n_prefixes` shared system prompts of `prefix_len` tokens + unique `suffix_len` tokens."""
-
-    kind: Literal["shared_prefix"]
-    prefix_len: int = Field(ge=1)
-    suffix_len: int = Field(ge=1)
-    output_len: int = Field(ge=1)
-    n_prefixes: int = Field(1, ge=1)
-    seed: int | None = None
-
-    def tag(self) -> str:
-        seed = f"-s{self.seed}" if self.seed is not None else ""
-        return f"sp-{self.prefix_len}-{self.suffix_len}-{self.output_len}-n{self.n_prefixes}{seed}"
-
-
-Workload = Annotated[
-    Annotated[RandomWorkload, Tag("<random>")]
-    | Annotated[FileWorkload, Tag("<file>")]
-    | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")],
-    _kind_of("random"),
-]
-
-
-class ConcurrencyLoad(_Strict):
-    """Closed loop: `concurrency` requests in flight; a list expands to one point each."""
+class ConcurrencyLevels(_Strict):
+    """Closed loop at each `concurrency` level: one `ConcurrencyLoad` point each."""
 
     kind: Literal["concurrency"] = "concurrency"
-    concurrency: OneOrMany
+    concurrency: _levels(PositiveInt)
 
-    def expand(self) -> list[dict[str, Any]]:
-        return [{"kind": "concurrency", "concurrency": c} for c in self.concurrency]
+    def expand(self) -> list[ConcurrencyLoad]:
+        return [ConcurrencyLoad(concurrency=c) for c in self.concurrency]
 
 
-class RateLoad(_Strict):
-    """Open loop: requests arrive at `rate_rps` per second (poisson, or gamma with burstiness)."""
+class RateLevels(_Strict):
+    """Open loop at each `rate_rps` level (poisson, or gamma with burstiness): one `RateLoad` each."""
 
     kind: Literal["rate"]
-    rate_rps: Annotated[list[float], BeforeValidator(_listify)]
+    rate_rps: _levels(Rate)
     arrival: Literal["poisson", "gamma"] = "poisson"
-    burstiness: float = Field(1.0, gt=0)
-    max_concurrency: int | None = Field(None, ge=1)
+    burstiness: Rate = 1.0
+    max_concurrency: PositiveInt | None = None
 
-    def expand(self) -> list[dict[str, Any]]:
-        out = []
-        for rate in self.rate_rps:
-            load = {"kind": "rate", "rate_rps": rate, "arrival": self.arrival, "burstiness": self.burstiness}
-            if self.max_concurrency:
-                load["max_concurrency"] = self.max_concurrency
-            out.append(load)
-        return out
+    @model_validator(mode="after")
+    def _valid_points(self) -> RateLevels:
+        self.expand()  # the point-level rules (poisson has burstiness 1), checked once per file
+        return self
+
+    def expand(self) -> list[RateLoad]:
+        shape = {"arrival": self.arrival, "burstiness": self.burstiness, "max_concurrency": self.max_concurrency}
+        return [RateLoad(rate_rps=rate, **shape) for rate in self.rate_rps]
 
 
-class OfflineLoad(_Strict):
-    """Offline batch (vllm-offline / hf engines): `batch` prompts submitted at once."""
+class OfflineLevels(_Strict):
+    """Offline batches (vllm-offline / hf engines): one `OfflineLoad` point per `batch` size."""
 
     kind: Literal["offline"]
-    batch: OneOrMany
+    batch: _levels(PositiveInt)
 
-    def expand(self) -> list[dict[str, Any]]:
-        return [{"kind": "offline", "batch": b} for b in self.batch]
+    def expand(self) -> list[OfflineLoad]:
+        return [OfflineLoad(batch=b) for b in self.batch]
 
 
-Load = Annotated[
-    Annotated[ConcurrencyLoad, Tag("<concurrency>")]
-    | Annotated[RateLoad, Tag("<rate>")]
-    | Annotated[OfflineLoad, Tag("<offline>")],
-    _kind_of("concurrency"),
+Levels = Annotated[
+    Annotated[ConcurrencyLevels, Tag("<concurrency>")]
+    | Annotated[RateLevels, Tag("<rate>")]
+    | Annotated[OfflineLevels, Tag("<offline>")],
+    kind_of("concurrency"),
 ]
+
+
+GpuIndex = Annotated[int, Field(strict=True, ge=0)]
+_Gpus = Annotated[list[GpuIndex], BeforeValidator(_listify), Field(min_length=1)]
 
 
 class EngineArgs(_Strict):
-    """Engine arguments; each list is crossed (one engine config per value)."""
+    """Engine arguments; each list is crossed (one engine config per combination)."""
 
-    tensor_parallel_size: OneOrMany = [1]
-    max_num_seqs: Annotated[list[int | None], BeforeValidator(_listify)] = [None]
-    max_model_len: Annotated[list[int | None], BeforeValidator(_listify)] = [None]
-    extra: Annotated[list[dict[str, Any]], BeforeValidator(_listify)] = [{}]
+    tensor_parallel_size: _levels(PositiveInt) = [1]
+    pipeline_parallel_size: _levels(PositiveInt) = [1]
+    data_parallel_size: _levels(PositiveInt) = [1]
+    enable_expert_parallel: _levels(StrictBool) = [False]
+    max_num_seqs: _levels(PositiveInt | None) = [None]
+    max_model_len: _levels(PositiveInt | None) = [None]
+    extra: _levels(dict[str, Any]) = [{}]
 
 
 class ModelEntry(_Strict):
     """A model with its own axes, replacing the sweep-level ones for this model only."""
 
     key: str
-    weights: Annotated[list[str], BeforeValidator(_listify)] | None = None
-    precisions: Annotated[list[str], BeforeValidator(_listify)] | None = None
+    weights: _levels(str) | None = None
+    precisions: _levels(str) | None = None
     engine_args: EngineArgs | None = None
+    gpus: _Gpus | None = None  # device indices for this model's configs (replaces the sweep's)
 
 
 _ModelItem = Annotated[
@@ -194,38 +143,79 @@ class PreflightSettings(_Strict):
     kv_overflow: Literal["skip", "allow"] = "skip"  # batch KV larger than free memory
 
 
+def _registered_engine(name: str) -> str:
+    """The engine's registered name; a ValueError (so the message names the file) when unknown."""
+    try:
+        return get_engine(name).name
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
 class SweepSpec(_Strict):
     """A sweep file, validated. See docs/sweeps.md for every key."""
 
     name: str = ""
     description: str = ""
-    models: Annotated[list[_ModelItem], BeforeValidator(_listify), Field(min_length=1)]
-    weights: Annotated[list[str], BeforeValidator(_listify)] = ["dummy"]
-    precisions: Annotated[list[str], BeforeValidator(_listify)] = ["auto"]
-    engine: Literal["vllm", "vllm-offline", "hf", "endpoint"] = "vllm"
+    models: _levels(_ModelItem)
+    weights: _levels(str) = ["dummy"]
+    precisions: _levels(str) = ["auto"]
+    engine: Annotated[str, AfterValidator(_registered_engine)] = "vllm"  # a registered engine
     endpoint_url: str | None = None
     engine_args: EngineArgs = Field(default_factory=EngineArgs)
-    workloads: Annotated[list[Workload], Field(min_length=1)]
-    loads: Annotated[list[Load], Field(min_length=1)]
-    repeats: int = Field(1, ge=1)
-    n_warmup: int | None = Field(None, ge=0)  # default: the load level (one per slot)
-    n_requests: int | None = Field(None, ge=1)  # fixed per point; default: the rule below
-    requests_per_concurrency: int = Field(4, ge=1)  # n = max(min_requests, this x level)
-    min_requests: int = Field(16, ge=1)
-    seed: int = 0
+    gpus: _Gpus | None = None  # device indices (`--gpus 0,1`); None: the runner assigns them
+    workloads: _levels(WorkloadSpec)
+    loads: _levels(Levels)
+    repeats: PositiveInt = 1
+    n_warmup: Annotated[int, Field(strict=True, ge=0)] | None = None  # default: the load level (one per slot)
+    n_requests: PositiveInt | None = None  # fixed per point; default: the rule below
+    requests_per_concurrency: PositiveInt = 4  # n = max(min_requests, this x level)
+    min_requests: PositiveInt = 16
+    seed: Annotated[int, Field(strict=True)] = 0
     endpoint: Literal["completions", "chat"] = "completions"
     slo: SLO | Literal["catalog"] | None = None
     telemetry: str = "auto"
     hardware: str | None = None  # plan for this catalog hardware id instead of the detected one
-    devices: int | None = Field(None, ge=1)  # device count instead of the detected one
+    devices: PositiveInt | None = None  # device count instead of the detected one
     out: str | None = None
+    # Client limits (s): a request past either is recorded as failed (docs/reliability.md).
+    request_timeout_s: Annotated[float, Field(gt=0)] | None = None  # connect to last byte; None: from lengths
+    stall_timeout_s: Annotated[float, Field(gt=0)] | None = 300.0  # no byte from the server; None: off
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:
-        if self.engine == "endpoint" and not self.endpoint_url:
-            raise ValueError("engine 'endpoint' needs endpoint_url")
+        if get_engine(self.engine).needs_url and not self.endpoint_url:
+            raise ValueError(f"engine '{self.engine}' needs endpoint_url")
         return self
+
+    @model_validator(mode="after")
+    def _gpus_fit(self) -> SweepSpec:
+        """Every engine config of a model with `gpus` occupies exactly that many devices."""
+        for item in self.models:
+            entry = item if isinstance(item, ModelEntry) else ModelEntry(key=item)
+            gpus = entry.gpus or self.gpus
+            if gpus is None:
+                continue
+            args = entry.engine_args or self.engine_args
+            for tp, pp, dp, extra in itertools.product(args.tensor_parallel_size, args.pipeline_parallel_size,
+                                                       args.data_parallel_size, args.extra):
+                pp, dp = extra.get("pipeline_parallel_size", pp), extra.get("data_parallel_size", dp)
+                n = tp * pp * dp if all(isinstance(x, int) for x in (pp, dp)) else 0
+                reason = gpus_problem(gpus, n)
+                if reason:
+                    raise ValueError(f"model '{entry.key}': {reason} (TP {tp} x PP {pp} x DP {dp})")
+        return self
+
+
+def gpus_problem(gpus: list[int], n_gpus: int) -> str | None:
+    """Why a device list cannot hold a config of `n_gpus` devices; None when it can."""
+    if any(isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in gpus):
+        return f"gpus {gpus} must be non-negative device indices"
+    if len(set(gpus)) != len(gpus):
+        return f"gpus {gpus} lists a device twice"
+    if len(gpus) != n_gpus:
+        return f"gpus lists {len(gpus)} devices, the configuration needs {n_gpus}"
+    return None
 
 
 _PRECISION_PARTS: dict[str, dict[str, str]] = {
@@ -263,6 +253,9 @@ _SHORTHANDS = {
     "hardware_id": "hardware",
     "out_dir": "out",
     "tensor_parallel_size": "engine_args.tensor_parallel_size",
+    "pipeline_parallel_size": "engine_args.pipeline_parallel_size",
+    "data_parallel_size": "engine_args.data_parallel_size",
+    "enable_expert_parallel": "engine_args.enable_expert_parallel",
     "max_num_seqs": "engine_args.max_num_seqs",
     "max_model_len": "engine_args.max_model_len",
     "extra_args": "engine_args.extra",
@@ -296,7 +289,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> di
     `_SHORTHANDS`, `concurrency` (replaces `loads` by one concurrency load) and
     `input_len`/`output_len` (replace `workloads` by one random workload; a length not
     given comes from the file's first random workload). None values are ignored."""
-    out = json.loads(json.dumps(raw))
+    out = copy.deepcopy(raw)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "input_len" in given or "output_len" in given:
         base = next((w for w in out.get("workloads") or [] if w.get("kind", "random") == "random"), {})
@@ -323,11 +316,14 @@ def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None
     """Validate a raw sweep dict (+ overrides); errors name `source` and the key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sweep keys, got {type(raw).__name__}")
-    merged = apply_overrides(raw, overrides)
+    try:
+        merged = apply_overrides(raw, overrides)
+    except ConfigError as e:
+        raise ConfigError(one_line(f"{source}: {e}")) from None
     try:
         sweep = SweepSpec.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_describe(source, e)) from None
+        raise ConfigError(one_line(_describe(source, e))) from None
     if not sweep.name:
         sweep.name = safe_id(source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     return sweep
@@ -340,18 +336,28 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read sweep file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a ReaderError has no problem
+        raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
     return sweep_from_dict(raw if raw is not None else {}, overrides, source=str(path))
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped: a key or value from a file may hold some, an error
+    message may not."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _describe(source: str, error: ValidationError) -> str:
     """The first validation error as one line naming the file and the key."""
     errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # typos first
     first = errors[0]
-    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("<"))]
+    raw_loc = first["loc"]
+    loc = [p for i, p in enumerate(raw_loc) if not (_is_tag(p) and i < len(raw_loc) - 1)] or ["?"]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc[-1]}' {_where(loc[:-1])}{more}"
@@ -361,8 +367,15 @@ def _describe(source: str, error: ValidationError) -> str:
         return f"{source}: unknown kind '{tag}' in {_path(loc)} (expected: {expected}){more}"
     if first["type"] == "missing":
         return f"{source}: missing key '{loc[-1]}' {_where(loc[:-1])}{more}"
+    if first["type"] == "too_short":
+        return f"{source}: {_path(loc) or 'sweep'}: empty list, give at least one value{more}"
     msg = first["msg"].removeprefix("Value error, ")
     return f"{source}: {_path(loc) or 'sweep'}: {msg}{more}"
+
+
+def _is_tag(part: Any) -> bool:
+    """A union tag pydantic puts in an error location ("<random>"), not a key of the file."""
+    return isinstance(part, str) and part.startswith("<") and part.endswith(">")
 
 
 def _where(loc: list[Any]) -> str:

@@ -1,0 +1,108 @@
+"""One engine start: the model, its weights, precision, parallelism and engine arguments.
+
+`config_id()` names it (stable across harness versions: fields at their default do not
+enter the hash); `n_gpus` is the devices it occupies, TP x PP x DP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bench.catalog.configbase import safe_id
+from bench.plan.sweepfile import gpus_problem
+
+
+class EngineConfig(BaseModel):
+    """One engine start: the model, its weights, precision and engine arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # catalog key (models.yaml)
+    weights: str = "dummy"  # "dummy" | HF repo id | local path
+    # True when `weights` is a checkpoint already stored in the quantized format
+    # (the catalog's fp8_repo): vLLM reads the method from its config, so the runner
+    # must not pass --quantization (vLLM rejects a mismatch such as compressed-tensors vs fp8).
+    weights_prequantized: bool = False
+    engine: str = "vllm"  # a name registered in bench.catalog.engines
+    endpoint_url: str | None = None  # for engine "endpoint"
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    quantization: str | None = None  # None | "fp8" (fp8 weights)
+    kv_cache_dtype: str = "auto"  # auto | fp8
+    tensor_parallel_size: int = Field(1, ge=1, strict=True)  # vLLM --tensor-parallel-size
+    pipeline_parallel_size: int = Field(1, ge=1, strict=True)  # vLLM --pipeline-parallel-size
+    data_parallel_size: int = Field(1, ge=1, strict=True)  # vLLM --data-parallel-size (replicas)
+    enable_expert_parallel: bool = Field(False, strict=True)  # vLLM --enable-expert-parallel (MoE experts split over TP x DP)
+    # Device indices this configuration runs on (`--gpus 0,1`); None: the runner assigns them.
+    # Where a config runs, not what it is: never part of config_id().
+    gpus: list[Annotated[int, Field(strict=True, ge=0)]] | None = None
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    extra_args: dict[str, Any] = Field(default_factory=dict)  # more engine args (--key value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parallel_out_of_extra(cls, data: Any) -> Any:
+        """Parallel sizes given as pass-through engine args (older sweeps) become fields."""
+        if isinstance(data, dict) and isinstance(data.get("extra_args"), dict):
+            data, extra = dict(data), dict(data["extra_args"])
+            for key in _PARALLEL_FIELDS:
+                if key in extra:
+                    if key in data and data[key] != extra[key]:
+                        raise ValueError(f"{key} given twice ({data[key]} and extra_args {extra[key]})")
+                    data = {**data, key: extra.pop(key)}
+            data["extra_args"] = extra
+        return data
+
+    @model_validator(mode="after")
+    def _gpus_match(self) -> EngineConfig:
+        if self.gpus is not None:
+            reason = gpus_problem(self.gpus, self.n_gpus)
+            if reason:
+                raise ValueError(f"{reason} ({self.parallel_label()})")
+        return self
+
+    def config_id(self) -> str:
+        """Short stable id: the model key + 8 hex of a hash of the non-default fields.
+
+        Fields left at (or set to) their default do not enter the hash, so adding a field
+        with a default later keeps every existing id. `gpus` never enters it; the parallel
+        sizes are hashed inside extra_args, where configurations held them before they
+        were fields, so those keep their ids too."""
+        canon = self.model_dump(exclude_defaults=True, exclude={"gpus", *_PARALLEL_FIELDS})
+        moved = {k: getattr(self, k) for k in _PARALLEL_FIELDS if getattr(self, k) != _DEFAULTS[k]}
+        if moved:
+            canon["extra_args"] = {**self.extra_args, **moved}
+        text = json.dumps(canon, sort_keys=True, default=str)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        return f"{safe_id(self.model)}-{digest}"
+
+    @property
+    def n_gpus(self) -> int:
+        """Devices this configuration occupies: TP x PP x DP (each DP replica holds TP x PP)."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+    def parallel_label(self) -> str:
+        """e.g. "TP 4 x DP 2" (sizes of 1 left out; "TP 1" when all are 1), "+ EP" with expert parallel."""
+        parts = [f"{name} {size}" for name, size in (("TP", self.tensor_parallel_size),
+                 ("PP", self.pipeline_parallel_size), ("DP", self.data_parallel_size)) if size > 1]
+        return " x ".join(parts or ["TP 1"]) + (" + EP" if self.enable_expert_parallel else "")
+
+    def precision(self) -> str:
+        """Short precision label, e.g. "bf16", "fp8", "bf16+fp8-kv"."""
+        parts = [_DTYPE_LABEL.get(self.dtype, self.dtype)]
+        if self.quantization:
+            parts = [self.quantization] if self.dtype == "auto" else [*parts, self.quantization]
+        if self.kv_cache_dtype != "auto":
+            parts.append(f"{self.kv_cache_dtype}-kv")
+        return "+".join(parts)
+
+
+_PARALLEL_FIELDS = ("pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel")
+_DEFAULTS = {"pipeline_parallel_size": 1, "data_parallel_size": 1, "enable_expert_parallel": False}
+
+
+_DTYPE_LABEL = {"auto": "auto", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}

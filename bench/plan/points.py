@@ -1,0 +1,239 @@
+"""The typed load and workload of one load point: the single definition the plan, the load
+driver and the workload generators share.
+
+A point's `load` is a discriminated union on `kind` (concurrency | rate | offline), its
+`workload` likewise (random | shared_prefix | file). Integers are strict (a YAML `true`
+is not 1), every size is >= 1 and every rate > 0, so a bad value fails when the plan is
+built, not after a run folder exists.
+
+`model_dump(mode="json")` gives the dicts results and point ids were built from before
+these types existed: a load drops unset (None) fields, a workload drops fields left at
+their default (its `kind` always kept) and never carries `max_input_len`, which only
+informs preflight.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+
+from bench.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Seed = Annotated[int, Field(strict=True)]
+Span = tuple[PositiveInt, PositiveInt]
+Rate = Annotated[float, Field(strict=True, gt=0)]  # strict float: ints pass, bools do not
+StrictBool = Annotated[bool, Field(strict=True)]  # true/false only, not 1 or "yes"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def kind_of(default: str) -> Discriminator:
+    """A union discriminator on `kind`, `default` when the key is absent."""
+
+    def pick(value: Any) -> str | None:
+        kind = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
+        return f"<{kind}>"
+
+    return Discriminator(pick)
+
+
+# ---------------------------------------------------------------- loads
+
+
+class _LoadSpec(_Spec):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # rate_rps inf stays inf
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ConcurrencyLoad(_LoadSpec):
+    """Closed loop: `concurrency` requests in flight; a new one is sent as soon as one ends."""
+
+    kind: Literal["concurrency"] = "concurrency"
+    concurrency: PositiveInt = Field(description="Requests in flight (requests).")
+
+
+class RateLoad(_LoadSpec):
+    """Open loop: requests sent at `rate_rps` (inf: all at once), optionally capped in flight.
+
+    Gaps ~ Gamma(shape=burstiness, scale=1/(rate x burstiness)), vLLM's `--burstiness`:
+    poisson is burstiness 1."""
+
+    kind: Literal["rate"] = "rate"
+    rate_rps: Rate = Field(description="Mean request arrivals per second (requests/s); inf sends all at once.")
+    arrival: Literal["poisson", "gamma"] = Field("poisson", description="Arrival process of the request sends.")
+    burstiness: Rate = Field(1.0, description="Gamma shape (dimensionless): < 1 burstier, > 1 more regular.")
+    max_concurrency: PositiveInt | None = Field(None, description="Cap on requests in flight (requests); None: no cap.")
+
+    @model_validator(mode="after")
+    def _poisson_is_burstiness_one(self) -> RateLoad:
+        if self.arrival == "poisson" and self.burstiness != 1.0:
+            raise ValueError("poisson arrivals have burstiness 1; use arrival: gamma for another burstiness")
+        return self
+
+
+class OfflineLoad(_LoadSpec):
+    """Offline batch (vllm-offline / hf engines): `batch` prompts submitted at once."""
+
+    kind: Literal["offline"] = "offline"
+    batch: PositiveInt = Field(description="Prompts submitted together (requests).")
+
+
+LoadSpec = Annotated[
+    Annotated[ConcurrencyLoad, Tag("<concurrency>")]
+    | Annotated[RateLoad, Tag("<rate>")]
+    | Annotated[OfflineLoad, Tag("<offline>")],
+    kind_of("concurrency"),
+]
+
+
+def load_level(load: LoadSpec) -> float:
+    """The load's size: concurrency (requests), rate (requests/s) or batch (requests)."""
+    if isinstance(load, ConcurrencyLoad):
+        return float(load.concurrency)
+    if isinstance(load, RateLoad):
+        return load.rate_rps
+    return float(load.batch)
+
+
+def engine_batch(load: LoadSpec) -> int | None:
+    """Sequences this load keeps in the engine at most (requests); None: unbounded (a rate
+    load without max_concurrency)."""
+    if isinstance(load, ConcurrencyLoad):
+        return load.concurrency
+    if isinstance(load, OfflineLoad):
+        return load.batch
+    return load.max_concurrency
+
+
+# ---------------------------------------------------------------- workloads
+
+
+class _WorkloadSpec(_Spec):
+    @model_serializer(mode="wrap")
+    def _drop_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        fields = type(self).model_fields
+        out = {"kind": data.pop("kind")}
+        out.update({k: v for k, v in data.items() if k not in fields or v != fields[k].default})
+        return out
+
+
+class RandomWorkload(_WorkloadSpec):
+    """Token-exact random prompts; ranges (low, high) inclusive, drawn uniformly."""
+
+    kind: Literal["random"] = "random"
+    input_len: PositiveInt = Field(description="Prompt length (tokens).")
+    output_len: PositiveInt = Field(description="Output length, generated with ignore_eos (tokens).")
+    input_len_range: Span | None = Field(None, description="(low, high) prompt tokens; None: input_len.")
+    output_len_range: Span | None = Field(None, description="(low, high) output tokens; None: output_len.")
+    as_text: StrictBool = Field(False, description="Word prompts (about a token a word), for the chat endpoint.")
+    seed: Seed | None = Field(None, description="Prompt RNG seed; None: the sweep seed + the repeat index.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomWorkload:
+        for span in (self.input_len_range, self.output_len_range):
+            if span and span[0] > span[1]:
+                raise ValueError(f"range {list(span)} must be [low, high] with low <= high")
+        return self
+
+    def tag(self) -> str:
+        tag = f"rand-{self.input_len}-{self.output_len}"
+        tag += f"-i{self.input_len_range[0]}-{self.input_len_range[1]}" if self.input_len_range else ""
+        tag += f"-o{self.output_len_range[0]}-{self.output_len_range[1]}" if self.output_len_range else ""
+        return tag + ("-text" if self.as_text else "") + (f"-s{self.seed}" if self.seed is not None else "")
+
+    def lengths(self) -> tuple[int, int]:
+        """(largest input, largest output) tokens of one request."""
+        isl = self.input_len_range[1] if self.input_len_range else self.input_len
+        osl = self.output_len_range[1] if self.output_len_range else self.output_len
+        return isl, osl
+
+
+class FileWorkload(_WorkloadSpec):
+    """Prompts from a JSONL file (ShareGPT conversations or {"prompt", "output_len"} lines)."""
+
+    kind: Literal["file"]
+    path: str = Field(description="JSONL prompt file.")
+    output_len: PositiveInt | None = Field(None, description="Output tokens when a line gives none.")
+    max_input_len: PositiveInt | None = Field(
+        None, exclude=True, description="Longest prompt (tokens); informs preflight only, not the workload."
+    )
+    seed: Seed | None = Field(None, description="Shuffle seed; None: the sweep seed + the repeat index.")
+
+    def tag(self) -> str:
+        stem = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+        return f"file-{stem}" + (f"-{self.output_len}" if self.output_len else "")
+
+    def lengths(self) -> tuple[int, int] | None:
+        if self.max_input_len and self.output_len:
+            return self.max_input_len, self.output_len
+        return None
+
+
+class SharedPrefixWorkload(_WorkloadSpec):
+    """`n_prefixes` shared system prompts of `prefix_len` tokens + unique `suffix_len` tokens."""
+
+    kind: Literal["shared_prefix"]
+    prefix_len: PositiveInt = Field(description="Shared prefix length (tokens).")
+    suffix_len: PositiveInt = Field(description="Unique suffix length per request (tokens).")
+    output_len: PositiveInt = Field(description="Output length (tokens).")
+    n_prefixes: PositiveInt = Field(1, description="Distinct prefixes, drawn uniformly per request.")
+    seed: Seed | None = Field(None, description="Prompt RNG seed; None: the sweep seed + the repeat index.")
+
+    def tag(self) -> str:
+        seed = f"-s{self.seed}" if self.seed is not None else ""
+        return f"sp-{self.prefix_len}-{self.suffix_len}-{self.output_len}-n{self.n_prefixes}{seed}"
+
+    def lengths(self) -> tuple[int, int]:
+        return self.prefix_len + self.suffix_len, self.output_len
+
+
+WorkloadSpec = Annotated[
+    Annotated[RandomWorkload, Tag("<random>")]
+    | Annotated[FileWorkload, Tag("<file>")]
+    | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")],
+    kind_of("random"),
+]
+
+_LOADS: TypeAdapter = TypeAdapter(LoadSpec)
+_WORKLOADS: TypeAdapter = TypeAdapter(WorkloadSpec)
+
+
+def parse_load(load: Any) -> ConcurrencyLoad | RateLoad | OfflineLoad:
+    """A typed load from a dict (or a typed load, returned as is); ConfigError, one line."""
+    return load if isinstance(load, (ConcurrencyLoad, RateLoad, OfflineLoad)) else _parse(_LOADS, load, "load")
+
+
+def parse_workload(workload: Any) -> RandomWorkload | FileWorkload | SharedPrefixWorkload:
+    """A typed workload from a dict (or a typed workload, returned as is); ConfigError, one line."""
+    if isinstance(workload, (RandomWorkload, FileWorkload, SharedPrefixWorkload)):
+        return workload
+    return _parse(_WORKLOADS, workload, "workload")
+
+
+def _parse(adapter: TypeAdapter, value: Any, what: str) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("<"))
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"bad {what}{f' {loc}' if loc else ''}: {msg}") from None
