@@ -1,4 +1,5 @@
-"""Synthetic run folders for tests: valid `bench.results` output with made-up numbers.
+"""Synthetic run folders for tests: valid `bench.results` output (the current schema
+version, typed groups) with made-up numbers.
 
 Nothing here is a measurement. Every run is marked `extra.synthetic: true`; never copy
 these folders under results/. The numbers follow a simple, self-consistent model so that
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.load.records import RequestRecord
+from bench.measure.groups import CostFigures, Energy, Metrics, Roofline
 from bench.results import Harness, PointResult, RunResult, write_requests, write_summary
 
 BOARD_POWER_W = {"h100-sxm": 700.0, "h200-sxm": 700.0, "b200": 1000.0, "mi300x": 750.0, "l4": 72.0}
@@ -52,6 +54,9 @@ def point_numbers(concurrency: int, speed: float, n_gpus: int, isl: int, osl: in
         "j_per_token": avg_w / total_tok_s,
         "energy_method": "nvml_counter",
         "measured": True,
+        "energy_valid": True,
+        "n_devices": n_gpus,
+        "devices": list(range(n_gpus)),
     }
     scenario = {"scenario": "synthetic-rental", "kind": "rental", "usd_per_gpu_hour": RENTAL_USD_PER_GPU_HOUR,
                 "utilization": 1.0,
@@ -60,7 +65,9 @@ def point_numbers(concurrency: int, speed: float, n_gpus: int, isl: int, osl: in
                 "usd_per_mtok_total": usd_per_hour / (total_tok_s * 3600 / 1e6)}
     cost = {"synthetic-rental": scenario}  # as the runner stores it: {scenario name: figures}
     roofline = {"roofline_efficiency": min(0.9, 0.05 * concurrency)}
-    return {"metrics": metrics, "energy": energy, "cost": cost, "roofline": roofline}
+    return {"metrics": Metrics(**metrics), "energy": Energy(**energy),
+            "cost": {name: CostFigures(**figures) for name, figures in cost.items()},
+            "roofline": Roofline(**roofline)}
 
 
 def _records(n: int, numbers: dict, isl: int, osl: int) -> list[RequestRecord]:

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
+from bench.errors import ConfigError
 from bench.measure.cost import (
     cost_breakdown,
     cost_for_point,
@@ -14,7 +15,7 @@ from bench.measure.cost import (
     scenario_from_options,
     scenarios_for,
 )
-from bench.errors import ConfigError
+from bench.measure.groups import CostFigures
 from bench.results import Harness, PointResult, RunResult, write_summary
 
 METRICS = {"output_tok_s": 4000.0, "input_tok_s": 16000.0, "total_tok_s": 20000.0}
@@ -46,6 +47,20 @@ def test_straight_line_ownership_worked_example():
     # 2000 output tok/s per GPU = 7.2 Mtok per GPU-hour
     assert c["usd_per_mtok_output"] == pytest.approx((capex + power + 0.05) / 7.2)
     assert c["inputs"]["years"] == 4 and c["inputs"]["host_factor"] == 1.5
+
+
+def test_power_is_divided_by_the_devices_the_energy_covers():
+    """Issue 8 item 1: 1400 W read on 2 devices is 700 W per GPU even if the point claims 4 GPUs."""
+    s = make_scenario(kind="ownership", gpu_price_usd=30000, server_factor=1.4, years=4, rate=0.0)
+    energy = {"avg_power_w": 1400.0, "energy_method": "nvml_counter", "measured": True, "n_devices": 2}
+    c = cost_for_point(METRICS, energy, s, n_gpus=4)
+    assert isinstance(c, CostFigures)
+    assert c.avg_power_w_per_gpu == 700.0 and c.n_devices_power == 2 and c.n_gpus == 4
+    assert c.energy_usd_per_gpu_hour == pytest.approx(0.700 * 1.5 * 1.2 * 0.08)
+    # 4000 output tok/s over the 4 GPUs the point used: 1000 per GPU
+    assert c.usd_per_mtok_output == pytest.approx(c.usd_per_gpu_hour / 3.6)
+    without = cost_for_point(METRICS, energy | {"n_devices": None}, s, n_gpus=4)
+    assert without.avg_power_w_per_gpu == 350.0 and without.n_devices_power == 4
 
 
 def test_crf_with_a_rate_matches_the_hand_computation():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bench.load.records import RequestRecord
+from bench.measure.groups import Metrics
 from bench.measure.metrics import stats, summarize
 from bench.measure.validity import Thresholds, check_point
 
@@ -54,19 +55,41 @@ def test_summarize_window_counts_tokens_where_produced():
     assert m["tpot_s_p99"] == pytest.approx(np.percentile([r.tpot_s for r in meas], 99))
     assert m["itl_s_mean"] == pytest.approx(np.mean([x for r in meas for x in r.itl_s]))
     assert m["interactivity_tok_s_user"] == pytest.approx(1 / np.median([r.tpot_s for r in meas]))
-    # output tokens by chunk arrival in [2, 4]: req 1 (2.2..2.6: 6), req 2 (3.2..3.6: 6), failed req 6
-    # (3.5, 3.6: 2); the slow one's chunks (4.5..4.7) fall after it; warm-up is never counted
-    assert m["window_output_tokens"] == 6 + 6 + 2
-    # input tokens at t_first in [2, 4]: req 1 (2.2), req 2 (3.2), req 6 (3.5)
-    assert m["window_input_tokens"] == 30
+    # output tokens by chunk arrival in [2, 4]: req 1 (2.2..2.6: 6), req 2 (3.2..3.6: 6); the slow one's
+    # chunks (4.5..4.7) fall after it; warm-up is never counted; the failed req 6 received 2 tokens
+    # inside (3.5, 3.6): labelled apart, in no rate
+    assert m["window_output_tokens"] == 6 + 6 and m["window_failed_output_tokens"] == 2
+    # input tokens at t_first in [2, 4] of successful requests: req 1 (2.2), req 2 (3.2)
+    assert m["window_input_tokens"] == 20
     assert m["window_s"] == 2.0 and m["window_fallback"] is False
-    assert m["output_tok_s"] == 7.0 and m["input_tok_s"] == 15.0 and m["total_tok_s"] == 22.0
+    assert m["output_tok_s"] == 6.0 and m["input_tok_s"] == 10.0 and m["total_tok_s"] == 16.0
     assert m["request_s"] == 1.0  # requests 1 and 2 finished (2.6 s, 3.6 s) inside; failed not counted
-    assert m["tok_s_per_gpu"] == 11.0 and m["output_tok_s_per_gpu"] == 3.5
+    assert m["window_requests"] == 2
+    assert m["tok_s_per_gpu"] == 8.0 and m["output_tok_s_per_gpu"] == 3.0
+    # totals are the records' sums (failed included: the Parquet must add up to them), in no rate
     assert m["output_tokens_total"] == 4 * 6 + 6 + 2 and m["input_tokens_total"] == 60
     assert m["span_s"] == pytest.approx(5.6 - 2.0)  # first measured send 2.0, last token 5.6
-    assert m["span_output_tok_s"] == pytest.approx(32 / 3.6)
+    assert m["span_output_tok_s"] == pytest.approx(30 / 3.6)
     assert m["span_request_s"] == pytest.approx(5 / 3.6)
+
+
+def test_summarize_returns_the_typed_group():
+    m = summarize(_point(), window=(2.0, 4.0), n_gpus=1)
+    assert isinstance(m, Metrics) and m.output_tok_s == m["output_tok_s"] == 6.0 and m.extra == {}
+    assert Metrics.model_validate_json(m.model_dump_json()) == m
+
+
+def test_every_request_failing_shows_no_throughput():
+    """Issue 11 defect 4: 20 of 20 failed (streams closed mid-way) once showed 8,736.7 total tok/s."""
+    records = [rec(i, 0.1 * i, [0.1 * i + 0.05, 0.1 * i + 0.06], [1, 1], n_in=4000,
+                   error="stream closed mid-way", n_out_expected=64) for i in range(20)]
+    m = summarize(records, window=(0.0, 2.0), n_gpus=1)
+    assert (m.n_measured, m.n_failed) == (20, 20)
+    for key in ("output_tok_s", "input_tok_s", "total_tok_s", "request_s", "tok_s_per_gpu",
+                "output_tok_s_per_gpu", "span_total_tok_s", "span_output_tok_s"):
+        assert m[key] is None, key
+    assert m.window_output_tokens == m.window_input_tokens == 0
+    assert m.window_failed_output_tokens == 40  # received, labelled, not counted as served
 
 
 def test_degenerate_window_falls_back_to_span():
@@ -74,7 +97,7 @@ def test_degenerate_window_falls_back_to_span():
     for window in (None, (3.0, 3.0), (4.0, 3.0)):
         m = summarize(records, window=window, n_gpus=1)
         assert m["window_fallback"] is True and m["window_s"] == pytest.approx(m["span_s"])
-        assert m["window_output_tokens"] == m["output_tokens_total"]
+        assert m["window_output_tokens"] + m["window_failed_output_tokens"] == m["output_tokens_total"]
 
 
 def test_goodput_and_slo_attainment():
@@ -117,7 +140,7 @@ def test_validity_reasons():
         "client saturation: in-flight peaked at 5, target 8",
         "token mismatch: client counted 980 output tokens, server 1000 (2.0% > 1%)",
         "error rate 4.0% above 1% (2 of 50 failed)",
-        "fewer than 100 requests: p99 unstable",
+        "50 requests in the measurement window, fewer than 100: p99 unstable",
         "no steady-state window: throughput over the whole span",
         "energy: counter went backwards",
     ]
@@ -142,3 +165,59 @@ def test_validity_flags_a_lagging_client_loop():
     ok, reasons = check_point(m, load, _facts() | {"loop_lag_s_p99": 0.035})
     assert not ok and reasons == ["client saturation: event-loop lag p99 35.0 ms > 10 ms (time stamps may be late)"]
     assert check_point(m, load, _facts() | {"loop_lag_s_p99": 0.002}) == (True, [])
+
+
+def test_p99_guard_counts_requests_inside_the_window():
+    """Issue 8 defect 3: 200 measured, only 40 inside the window: p99 of the steady state is unstable."""
+    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0, "window_fallback": False, "window_requests": 40}
+    load = {"kind": "concurrency", "concurrency": 8}
+    ok, reasons = check_point(m, load, _facts())
+    assert not ok and reasons == ["40 requests in the measurement window, fewer than 100: p99 unstable"]
+    assert check_point(m | {"window_requests": 150}, load, _facts()) == (True, [])
+
+
+def test_p99_guard_on_summarized_records():
+    # 120 successful requests, 1 s apart; the window [50, 100] holds the completions of about 50 of them
+    records = [rec(i, float(i), [i + 0.1, i + 0.2], [1, 1]) for i in range(120)]
+    m = summarize(records, window=(50.0, 100.0), n_gpus=1)
+    assert m.n_measured == 120 and m.window_requests == 50
+    ok, reasons = check_point(m, {"kind": "concurrency", "concurrency": 1},
+                              _facts(max_in_flight=1, target_concurrency=1))
+    assert not ok and reasons == ["50 requests in the measurement window, fewer than 100: p99 unstable"]
+
+
+def test_energy_over_other_devices_than_the_point_uses_is_invalid():
+    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0, "window_requests": 200}
+    load = {"kind": "concurrency", "concurrency": 8}
+    energy = {"energy_valid": True, "n_devices": 8, "devices": list(range(8))}
+    ok, reasons = check_point(m, load, _facts(), energy=energy, n_gpus=2)
+    assert not ok and reasons == ["energy: covers 8 devices, the point uses 2 GPUs"]
+    assert check_point(m, load, _facts(), energy=energy | {"n_devices": 2}, n_gpus=2) == (True, [])
+    # no meter at all (n_devices 0) is reported by the energy's own reasons, not as a mismatch
+    assert check_point(m, load, _facts(), energy={"energy_valid": True, "n_devices": 0}, n_gpus=2) == (True, [])
+
+
+def test_point_groups_compose_into_a_point_result():
+    """measure_point returns typed groups; bench.results composes them (measure never imports results)."""
+    from bench.measure.groups import Energy, Window
+    from bench.measure.point import measure_point
+    from bench.plan import EngineConfig, PointSpec
+    from bench.results.point import point_result
+
+    point = PointSpec.model_validate({
+        "point_id": "c8", "engine_config_id": "e", "workload": {"kind": "random", "input_len": 10, "output_len": 6},
+        "load": {"kind": "concurrency", "concurrency": 8}, "n_warmup": 1, "n_requests": 6})
+    facts = _facts() | {"window_t0_s": 2.0, "window_t1_s": 4.0, "span_t0_s": 2.0, "span_t1_s": 5.6}
+    energy = {"energy_j": 200.0, "avg_power_w": 100.0, "window_s": 2.0, "energy_method": "nvml_counter",
+              "measured": True, "energy_valid": True, "energy_invalid_reasons": [], "n_devices": 4,
+              "devices": [0, 1, 2, 3], "packed_with": ["other-config"]}
+    groups = measure_point(point, EngineConfig(model="tiny-llama"), _point(), facts, n_gpus=2, energy=energy,
+                           server_delta=None, client_tokens_in_counter_interval=None)
+    assert isinstance(groups.window, Window) and groups.window.window_s == 2.0 and groups.window.span_s == pytest.approx(3.6)
+    assert isinstance(groups.energy, Energy) and groups.energy.j_per_output_token == pytest.approx(200.0 / 12)
+    assert groups.energy.extra == {"packed_with": ["other-config"]}  # a figure v2 does not name is kept
+    assert "energy: covers 4 devices, the point uses 2 GPUs" in groups.validity.reasons
+    pr = point_result(point, groups, started_utc="2026-01-01T00:00:00Z")
+    assert pr.load == {"kind": "concurrency", "concurrency": 8} and pr.workload["input_len"] == 10
+    assert pr.metrics is groups.metrics and pr.valid is False and pr.invalid_reasons == groups.validity.reasons
+    assert (pr.n_requests, pr.n_failed, pr.error) == (6, 1, "fewer tokens than asked: 2 of 8")

@@ -14,14 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from bench.store.costmodel import (
-    CSV_FLOAT_FORMAT,
-    point_config,
-    point_rows,
-    precision_label,
-    rows_to_frame,
-)
-from bench.errors import ConfigError
 from bench.analysis.pareto import Operating, X, Y, compare_table
 from bench.analysis.plots import (
     Plot,
@@ -29,8 +21,17 @@ from bench.analysis.plots import (
     power_over_time,
     throughput_vs_interactivity,
 )
+from bench.errors import ConfigError
 from bench.results import RunResult, read_summary
 from bench.store import run_models
+from bench.store.costmodel import (
+    CSV_FLOAT_FORMAT,
+    engine_version_of,
+    point_config,
+    point_rows,
+    precision_label,
+    rows_to_frame,
+)
 
 
 @dataclass
@@ -70,7 +71,8 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
             "device": prov.get("device_name"),
             "n_gpus": ", ".join(sorted({str(c.get("n_gpus")) for c in _engine_configs(run)})),
             "precision": ", ".join(sorted({precision_label(c) for c in _engine_configs(run)})),
-            "engine": f"{cfg.get('engine')} {prov.get('engine_version') or ''}".strip(),
+            "engine": ", ".join(sorted({f"{point_config(run, cid).get('engine')} {engine_version_of(run, cid) or ''}".strip()
+                                        for cid in (cfg.get("engine_configs") or {"default": {}})})),
             "driver": prov.get("driver_version"), "weights": cfg.get("weights"),
             "harness": f"{run.harness.version} {(run.harness.git_sha or '')[:10]}".strip(),
             "status": run.status,
@@ -145,7 +147,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     ]
     power_file = run_dir / "power.parquet"
     if power_file.is_file():
-        windows = [(p.point_id, p.window.get("t0_s"), p.window.get("t1_s")) for p in run.points if p.status == "ok"]
+        windows = [(p.point_id, p.window.t0_s, p.window.t1_s) for p in run.points if p.status == "ok" and p.window]
         plots.append(power_over_time(pd.read_parquet(power_file), out_dir / "power_over_time.png",
                                      windows=windows))
     columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, "tok/s/GPU"),
@@ -189,21 +191,20 @@ def _point_row(p) -> dict:
     reasons = list(p.invalid_reasons) + ([p.error] if p.error else [])
     row = {"point_id": p.point_id, "load": load_text, "status": p.status, "valid": p.valid,
            "reasons": "; ".join(reasons), "n_requests": p.n_requests}
+    m, e = p.metrics or {}, p.energy or {}
     for key in (Y, X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
-        row[key] = p.metrics.get(key)
+        row[key] = m.get(key)
     for key in ("avg_power_w", "j_per_token"):
-        row[key] = p.energy.get(key)
-    row["energy_method"] = p.energy.get("energy_method")
-    row["roofline_efficiency"] = p.roofline.get("roofline_efficiency")
+        row[key] = e.get(key)
+    row["energy_method"] = e.get("energy_method")
+    row["roofline_efficiency"] = (p.roofline or {}).get("roofline_efficiency")
     return row
 
 
 def _cost_row(p) -> dict:
-    """$/Mtok output and utilization per stored scenario: `cost` is {scenario: figures}, or
-    one scenario's figures at the top level."""
-    by_scenario = {k: v for k, v in p.cost.items() if isinstance(v, dict) and "usd_per_mtok_output" in v}
-    if not by_scenario and "usd_per_mtok_output" in p.cost:
-        by_scenario = {str(p.cost.get("scenario") or "stored"): p.cost}
+    """$/Mtok output and utilization per stored scenario (`cost` is {scenario: CostFigures};
+    a v1 file's flat figures were put under their scenario name on read)."""
+    by_scenario = {k: v for k, v in p.cost.items() if v.usd_per_mtok_output is not None}
     row = {"point_id": p.point_id}
     for name, figures in by_scenario.items():
         row[f"usd__{name}"] = figures.get("usd_per_mtok_output")

@@ -1,2 +1,2 @@
-"""Measure: request records + energy -> the figures of one load point: metrics, energy per
-token, cost, roofline, validity. Pure functions; no I/O."""
+"""Measure: request records + energy -> the typed groups of one load point (groups.py):
+metrics, energy per token, cost, roofline, validity. Pure functions; no I/O."""

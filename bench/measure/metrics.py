@@ -4,8 +4,10 @@ Definitions follow measurement.md sections 1-2 and docs/metrics.md:
 - latency statistics use successful measured requests only; warm-up is never counted;
 - window throughput counts tokens where they were produced inside [t0, t1]: an output
   token at the arrival of the chunk that carried it, a request's input tokens at its
-  `t_first` (prefill is done when the first token arrives). Tokens of failed requests
-  that did arrive are counted: the server produced them (and was paid in energy);
+  `t_first` (prefill is done when the first token arrives). Only successful requests
+  count: tokens that a failed request did receive are reported apart, labelled
+  (`window_failed_output_tokens`), and never enter a rate; with no successful request
+  every throughput is None (a point where everything failed served nothing);
 - `request_s` counts successful requests whose last token arrived inside the window;
 - a zero-length or missing window falls back to the whole span (`window_fallback: true`).
 Times are seconds, rates per second.
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from bench.load.records import RequestRecord
+from bench.measure.groups import Metrics
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -63,8 +66,8 @@ def _meets(r: RequestRecord, slo: dict) -> bool:
 
 
 def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | None, n_gpus: int,
-              slo: dict | None = None) -> dict:
-    """The flat metrics dict of one load point (keys carry units; see docs/metrics.md).
+              slo: dict | None = None) -> Metrics:
+    """The metrics group of one load point (fields carry units; see docs/metrics.md).
 
     `window` = (t0, t1) in perf_counter seconds; `n_gpus` = TP x PP x DP actually used;
     `slo` = {"ttft_s": .., "tpot_s": .., "e2e_s": ..} (any subset) adds goodput keys.
@@ -88,15 +91,16 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
     fallback = window is None or not (window[1] - window[0] > 0)
     t0, t1 = (span if span else (0.0, 0.0)) if fallback else window
     window_s = t1 - t0
-    w_out, w_in = _tokens_in(meas, t0, t1)
+    w_out, w_in = _tokens_in(ok, t0, t1)
+    failed_out, _ = _tokens_in([r for r in meas if not r.ok], t0, t1)
     n_done = sum(1 for r in ok if r.t_last is not None and t0 <= r.t_last <= t1)
 
     def rate(x: float, seconds: float) -> float | None:
-        return x / seconds if seconds > 0 else None
+        return x / seconds if seconds > 0 and ok else None
 
     out |= {
-        "window_s": window_s, "window_fallback": fallback,
-        "window_output_tokens": w_out, "window_input_tokens": w_in,
+        "window_s": window_s, "window_fallback": fallback, "window_requests": n_done,
+        "window_output_tokens": w_out, "window_input_tokens": w_in, "window_failed_output_tokens": failed_out,
         "output_tok_s": rate(w_out, window_s), "input_tok_s": rate(w_in, window_s),
         "total_tok_s": rate(w_out + w_in, window_s), "request_s": rate(n_done, window_s),
     }
@@ -104,12 +108,16 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
     out["tok_s_per_gpu"] = total / n_gpus if total is not None else None
     out["output_tok_s_per_gpu"] = out["output_tok_s"] / n_gpus if out["output_tok_s"] is not None else None
 
-    out_total = sum(r.n_out for r in meas)
-    in_total = sum(r.n_in if r.n_in is not None else r.n_in_expected for r in meas if r.t_first is not None)
+    def n_in(rs: Sequence[RequestRecord]) -> int:
+        return sum(r.n_in if r.n_in is not None else r.n_in_expected for r in rs if r.t_first is not None)
+
+    # The totals are what the records hold (failed requests' received tokens included: the
+    # per-request Parquet sums to them); the span rates count successful requests only.
+    ok_out, ok_in = sum(r.n_out for r in ok), n_in(ok)
     out |= {
-        "output_tokens_total": out_total, "input_tokens_total": in_total, "span_s": span_s,
-        "span_output_tok_s": rate(out_total, span_s), "span_input_tok_s": rate(in_total, span_s),
-        "span_total_tok_s": rate(out_total + in_total, span_s), "span_request_s": rate(len(ok), span_s),
+        "output_tokens_total": sum(r.n_out for r in meas), "input_tokens_total": n_in(meas), "span_s": span_s,
+        "span_output_tok_s": rate(ok_out, span_s), "span_input_tok_s": rate(ok_in, span_s),
+        "span_total_tok_s": rate(ok_out + ok_in, span_s), "span_request_s": rate(len(ok), span_s),
     }
     if slo:
         good = [r for r in meas if _meets(r, slo)]
@@ -121,4 +129,4 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
             "slo_attainment": len(good) / n if n else None,
         }
         out |= {f"slo_{k}": v for k, v in slo.items()}
-    return out
+    return Metrics.from_flat(out)

@@ -13,6 +13,8 @@ harness measured on the card) replace the catalog's datasheet figures when given
 
 from __future__ import annotations
 
+from bench.measure.groups import Roofline
+
 _DTYPE_BY_BYTES = {2.0: "bf16", 1.0: "fp8", 0.5: "fp4"}
 
 
@@ -32,7 +34,7 @@ def point_roofline(
     measured_output_tok_s: float | None,
     probe: dict | None = None,
     dtype: str | None = None,
-) -> dict:
+) -> Roofline:
     """Bounds (tokens/s, all GPUs), the binding one, and measured / bound."""
     probe = probe or {}
     batch = max(int(batch), 1)
@@ -48,24 +50,24 @@ def point_roofline(
     compute_bound = tflops * 1e12 * n_gpus / model.flops_per_token(context_len) if tflops else None
 
     bound = min(b for b in (bandwidth_bound, compute_bound) if b is not None)
-    return {
-        "bandwidth_bound_tok_s": bandwidth_bound,
-        "compute_bound_tok_s": compute_bound,
-        "bound_tok_s": bound,
-        "bound_kind": "bandwidth" if bound == bandwidth_bound else "compute",
-        "roofline_efficiency": measured_output_tok_s / bound if measured_output_tok_s is not None else None,
-        "bandwidth_tbs": bw_tbs,
-        "bandwidth_source": bw_source,
-        "tflops": tflops,
-        "flops_dtype": used_dtype,
-        "flops_source": flops_source,
-        "bytes_per_step": bytes_per_step,
-        "weight_bytes_per_step": weight_bytes,
-        "kv_bytes_per_step": kv_bytes,
-        "batch": batch,
-        "context_len": context_len,
-        "n_gpus": n_gpus,
-    }
+    return Roofline(
+        bandwidth_bound_tok_s=bandwidth_bound,
+        compute_bound_tok_s=compute_bound,
+        bound_tok_s=bound,
+        bound_kind="bandwidth" if bound == bandwidth_bound else "compute",
+        roofline_efficiency=measured_output_tok_s / bound if measured_output_tok_s is not None else None,
+        bandwidth_tbs=bw_tbs,
+        bandwidth_source=bw_source,
+        tflops=tflops,
+        flops_dtype=used_dtype,
+        flops_source=flops_source,
+        bytes_per_step=bytes_per_step,
+        weight_bytes_per_step=weight_bytes,
+        kv_bytes_per_step=kv_bytes,
+        batch=batch,
+        context_len=context_len,
+        n_gpus=n_gpus,
+    )
 
 
 def _pick(measured, catalog) -> tuple[float | None, str]:

@@ -3,7 +3,8 @@
     valid, reasons = check_point(metrics, load, point_run.facts(),
                                  server_counters={"generation_tokens": d_gen, "prompt_tokens": d_prompt},
                                  client_counters=point_run.client_token_counts(),
-                                 energy=energy)
+                                 energy=energy, n_gpus=cfg_n_gpus)
+    group = validity(...)   # the same, as the typed Validity group
 
 `server_counters` are deltas of vLLM's `/metrics` counters (`vllm:generation_tokens_total`,
 `vllm:prompt_tokens_total`) over an interval; `client_counters` are the client's counts over
@@ -14,7 +15,10 @@ just after the last request).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from bench.measure.groups import Validity
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,21 @@ def _mismatch(client: float, server: float) -> float:
     return abs(client - server) / server
 
 
-def check_point(metrics: dict, load: dict, facts: dict, server_counters: dict | None = None,
-                client_counters: dict | None = None, energy: dict | None = None,
-                thresholds: Thresholds = Thresholds()) -> tuple[bool, list[str]]:
+def validity(*args, **kwargs) -> Validity:
+    """`check_point` as the typed validity group."""
+    valid, reasons = check_point(*args, **kwargs)
+    return Validity(valid=valid, reasons=reasons)
+
+
+def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict | None = None,
+                client_counters: dict | None = None, energy: Mapping | None = None,
+                thresholds: Thresholds = Thresholds(), n_gpus: int | None = None) -> tuple[bool, list[str]]:
     """(valid, reasons): reasons are short human-readable strings; valid iff there are none.
 
     `metrics` from `bench.measure.metrics.summarize`; `load` the load dict; `facts` from
-    `PointRun.facts()`; `energy` a telemetry dict with `energy_valid` and, when false,
-    its reasons in `energy_invalid_reasons` (or `reasons`).
+    `PointRun.facts()`; `energy` a telemetry dict (or Energy group) with `energy_valid` and,
+    when false, its reasons in `energy_invalid_reasons` (or `reasons`), and `n_devices`, the
+    devices it covers, which must equal `n_gpus` (the GPUs the engine configuration uses).
     """
     th = thresholds
     reasons: list[str] = []
@@ -80,11 +91,18 @@ def check_point(metrics: dict, load: dict, facts: dict, server_counters: dict | 
     elif err is not None and err > th.max_error_rate:
         reasons.append(f"error rate {err:.1%} above {th.max_error_rate:.0%} "
                        f"({metrics.get('n_failed')} of {n} failed)")
-    if 0 < n < th.min_requests_for_p99:
-        reasons.append(f"fewer than {th.min_requests_for_p99} requests: p99 unstable")
+    # p99 describes the steady state: count the requests the window holds, not all measured ones.
+    in_window = metrics.get("window_requests")
+    in_window = n if in_window is None else in_window
+    if n > 0 and in_window < th.min_requests_for_p99:
+        reasons.append(f"{in_window} requests in the measurement window, fewer than "
+                       f"{th.min_requests_for_p99}: p99 unstable")
     if metrics.get("window_fallback"):
         reasons.append("no steady-state window: throughput over the whole span")
     if energy and energy.get("energy_valid") is False:
         more = energy.get("energy_invalid_reasons") or energy.get("reasons") or ["energy invalid"]
         reasons.extend(f"energy: {r}" for r in more)
+    n_devices = energy.get("n_devices") if energy else None
+    if n_gpus is not None and n_devices and n_devices != n_gpus:
+        reasons.append(f"energy: covers {n_devices} devices, the point uses {n_gpus} GPUs")
     return not reasons, reasons

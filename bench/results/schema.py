@@ -8,6 +8,10 @@
 
 `status` is "running" until the run ends; only a run that ended normally is "complete".
 A reader never mistakes a half-written run for a finished one.
+
+Schema versions (docs/results.md): 2 holds the typed groups of `bench.measure.groups`
+(its JSON Schema, generated from these models, is docs/run.schema.json); 1 held the same
+figures as free dicts and is upgraded to 2 on read, keys v2 does not name kept in `extra`.
 """
 
 from __future__ import annotations
@@ -23,14 +27,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.atomicio import atomic_write_text
 from bench.errors import ResultError
 from bench.load.records import RequestRecord
+from bench.measure.groups import (
+    CostFigures,
+    Energy,
+    Metrics,
+    Roofline,
+    ServerCounters,
+    Window,
+)
 from bench.safepath import UnsafePath, check_rel_path, inside
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 SUMMARY_FILE = "run.json"
 REQUESTS_DIR = "requests"
 
-RunStatus = Literal["running", "complete", "interrupted", "failed"]
+RunStatus = Literal["running", "complete", "partial", "interrupted", "failed"]  # bench.run.status
 PointStatus = Literal["ok", "failed", "skipped"]
 
 
@@ -46,27 +58,27 @@ class Harness(_Strict):
 
 
 class PointResult(_Strict):
-    """One load point. Metric groups are flat dicts whose keys carry their units."""
+    """One load point: its plan entry, and the typed groups measuring it (None when not measured)."""
 
-    point_id: str
-    engine_config_id: str = "default"
-    load: dict[str, Any]  # {"kind": "concurrency", "concurrency": 8} | {"kind": "rate", ...}
-    workload: dict[str, Any] = Field(default_factory=dict)
-    status: PointStatus = "ok"
-    error: str | None = None  # one line, when status is failed or skipped
-    n_requests: int = 0
-    n_failed: int = 0
-    window: dict[str, Any] = Field(default_factory=dict)  # t0_s, t1_s, window_s, span_s
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    server: dict[str, Any] = Field(default_factory=dict)  # server-side counter deltas
-    energy: dict[str, Any] = Field(default_factory=dict)
-    cost: dict[str, Any] = Field(default_factory=dict)
-    roofline: dict[str, Any] = Field(default_factory=dict)
-    valid: bool = True
-    invalid_reasons: list[str] = Field(default_factory=list)
-    requests_file: str | None = None
-    started_utc: str | None = None
-    finished_utc: str | None = None
+    point_id: str = Field(description="Plan point id; also names requests/<point_id>.parquet.")
+    engine_config_id: str = Field(default="default", description="The engine configuration it ran on.")
+    load: dict[str, Any] = Field(description='The load: {"kind": "concurrency", "concurrency": 8} or a rate.')
+    workload: dict[str, Any] = Field(default_factory=dict, description="The workload (prompt source, lengths).")
+    status: PointStatus = Field(default="ok", description="ok, failed or skipped.")
+    error: str | None = Field(default=None, description="One line: why it failed or was skipped, or a failed request's error.")
+    n_requests: int = Field(default=0, description="Measured requests.")
+    n_failed: int = Field(default=0, description="Measured requests that failed.")
+    window: Window | None = Field(default=None, description="Measurement window and span.")
+    metrics: Metrics | None = Field(default=None, description="Client-side metrics.")
+    server: ServerCounters | None = Field(default=None, description="Server token counters vs the client's.")
+    energy: Energy | None = Field(default=None, description="Energy of the engine's devices over the window.")
+    cost: dict[str, CostFigures] = Field(default_factory=dict, description="Cost figures by scenario name.")
+    roofline: Roofline | None = Field(default=None, description="Bounds from the card and measured / bound.")
+    valid: bool = Field(default=True, description="Validity group: true iff invalid_reasons is empty.")
+    invalid_reasons: list[str] = Field(default_factory=list, description="Validity group: why the point is invalid.")
+    requests_file: str | None = Field(default=None, description="Per-request Parquet, relative to the run folder.")
+    started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
+    finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
 
     @field_validator("requests_file")
     @classmethod
@@ -81,17 +93,20 @@ class PointResult(_Strict):
 
 
 class RunResult(_Strict):
-    schema_version: int = SCHEMA_VERSION
-    run_id: str
-    status: RunStatus = "running"
-    error: str | None = None
-    created_utc: str
-    finished_utc: str | None = None
-    harness: Harness
-    config: dict[str, Any]
-    provenance: dict[str, Any] = Field(default_factory=dict)
-    points: list[PointResult] = Field(default_factory=list)
-    extra: dict[str, Any] = Field(default_factory=dict)  # idle baseline, probe used, notes
+    """run.json: one run of the harness, self-describing (measurement.md, docs/results.md)."""
+
+    schema_version: Literal[2] = Field(default=SCHEMA_VERSION, description="Version of this format.")
+    run_id: str = Field(description="Names the run folder.")
+    status: RunStatus = Field(default="running", description="running until the run ends; then complete (every point "
+                              "ok), partial (some failed or skipped), failed or interrupted.")
+    error: str | None = Field(default=None, description="One line, when the run failed.")
+    created_utc: str = Field(description="ISO 8601 UTC.")
+    finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
+    harness: Harness = Field(description="The harness that wrote it: version and git sha.")
+    config: dict[str, Any] = Field(description="The full resolved configuration (plan, engine configs).")
+    provenance: dict[str, Any] = Field(default_factory=dict, description="Environment: versions, devices, host.")
+    points: list[PointResult] = Field(default_factory=list, description="Load points in the order they ran.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Idle baseline, probe used, notes.")
 
 
 def write_summary(run_dir: Path, result: RunResult) -> Path:
@@ -117,17 +132,45 @@ def parse_summary(data: dict, source: str = "<memory>") -> RunResult:
     if not isinstance(data, dict):
         raise ResultError(f"{source}: not a bench result (expected a JSON object)")
     version = data.get("schema_version")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
         raise ResultError(
             f"{source}: unknown schema_version {version!r}; this bench {_version()} reads "
             f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}"
         )
+    if version == 1:
+        try:
+            data = upgrade_v1(data)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ResultError(f"{source}: malformed version 1 result ({type(e).__name__}: {e})"[:300]) from None
     try:
         return RunResult.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise ResultError(f"{source}: invalid result at '{where}': {first['msg']}") from None
+
+
+def upgrade_v1(data: dict) -> dict:
+    """A version 1 summary dict as version 2: empty groups become None, a flat cost becomes
+    {scenario: figures}; group keys v2 does not name are kept in each group's `extra`."""
+    out = dict(data, schema_version=2)
+    out["extra"] = dict(data.get("extra") or {}, upgraded_from_schema_version=1)
+    points = []
+    for p in data.get("points") or []:
+        if not isinstance(p, dict):
+            points.append(p)
+            continue
+        p = dict(p)
+        for key in ("window", "metrics", "server", "energy", "roofline"):
+            if p.get(key) == {}:
+                p[key] = None
+        cost = p.get("cost") or {}
+        if isinstance(cost, dict) and cost and not all(isinstance(v, dict) for v in cost.values()):
+            cost = {str(cost.get("scenario") or "stored"): cost}
+        p["cost"] = cost
+        points.append(p)
+    out["points"] = points
+    return out
 
 
 def read_summary(run_dir: Path) -> RunResult:

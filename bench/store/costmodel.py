@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError, ConfigError, ResultError
+from bench.catalog.engines import recorded_engine_version
+from bench.errors import BenchError, ConfigError, ResultError, StoreError
 from bench.results import RunResult, read_summary
 
 COSTMODEL_DIR = "costmodel"
@@ -78,6 +79,12 @@ def point_config(run: RunResult, point_engine_config_id: str) -> dict:
     return cfg
 
 
+def engine_version_of(run: RunResult, config_id: str) -> str | None:
+    """The engine version one configuration of `run` ran with (each engine its own)."""
+    started = (run.extra.get("engine_version") or {}).get(config_id)
+    return recorded_engine_version(point_config(run, config_id), run.provenance, started)
+
+
 def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None) -> list[dict]:
     """Base columns (no cost) for each valid, ok point of one run."""
     model_info = model_info or catalog_model_info
@@ -88,20 +95,20 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             continue
         cfg = point_config(run, p.engine_config_id)
         n_gpus = int(cfg.get("n_gpus") or 1)
-        m, e = p.metrics, p.energy
+        m, e = p.metrics or {}, p.energy or {}
         row = {
             "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
             "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
             "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
             "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
-            "engine": cfg.get("engine"), "engine_version": prov.get("engine_version"),
+            "engine": cfg.get("engine"), "engine_version": engine_version_of(run, p.engine_config_id),
             "isl": _first(p.workload, "input_len", "isl"), "osl": _first(p.workload, "output_len", "osl"),
             "load_kind": p.load.get("kind"), "concurrency": p.load.get("concurrency"),
             "rate_rps": _first(p.load, "rate_rps", "rate"), "n_requests": p.n_requests,
             "output_tok_s_per_gpu": _div(m.get("output_tok_s"), n_gpus),
-            "avg_power_w_per_gpu": _div(e.get("avg_power_w"), n_gpus),
+            "avg_power_w_per_gpu": _div(e.get("avg_power_w"), e.get("n_devices") or n_gpus),
             "energy_method": e.get("energy_method"), "measured": e.get("measured"),
-            "roofline_efficiency": p.roofline.get("roofline_efficiency"), "valid": True,
+            "roofline_efficiency": (p.roofline or {}).get("roofline_efficiency"), "valid": True,
             "harness_version": run.harness.version, "device_name": prov.get("device_name"),
             "run_date": run.created_utc[:10],
         }
@@ -201,19 +208,20 @@ def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 def runs_from_store(url: str, storage_options: dict | None = None,
                     skipped: list[str] | None = None) -> list[tuple[str, RunResult]]:
-    """Every published run. A run this bench cannot read (e.g. a newer schema version) is
-    left out and noted in `skipped`; a checksum mismatch is an error (StoreError)."""
+    """Every published run whose files check out (checksums; request Parquet agrees with
+    run.json). A run that fails (or that this bench cannot read, e.g. a newer schema) is
+    left out with its one-line reason in `skipped`; raised when `skipped` is None."""
     from bench.store import Store
 
     store = Store(url, storage_options)
     out = []
     for manifest in store.manifests(refused=skipped):
         try:
-            out.append((manifest["run_id"], store.read_run(manifest["run_id"], manifest)))
-        except ResultError as e:
+            out.append((manifest["run_id"], store.read_checked_run(manifest["run_id"], manifest)))
+        except (ResultError, StoreError) as e:
             if skipped is None:
                 raise
-            skipped.append(f"{manifest['run_id']}: {e}")
+            skipped.append(str(e) if isinstance(e, StoreError) else f"{manifest['run_id']}: {e}")
     return out
 
 

@@ -1,0 +1,229 @@
+"""The typed result groups of one load point: one definition per concept, units in the names.
+
+    Window, Metrics, ServerCounters, Energy, CostFigures, Roofline, Validity
+
+Measure produces them; `bench.results.PointResult` composes them and run.json's JSON Schema
+is generated from them (docs/run.schema.json). Every field has a one-line description.
+A group read from an older result keeps keys this version does not know in `extra`
+(never lost); a group built now has nothing there unless its producer added a figure the
+schema does not name yet (kept, not refused: a measurement is never dropped for a name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+
+class Group(BaseModel):
+    """A result group. Reads like the flat dict it replaces (`g["key"]`, `g.get("key")`) so
+    that readers of v1 dicts keep working; `extra` holds keys this schema does not name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    extra: dict[str, Any] = Field(default_factory=dict,
+                                  description="Figures this schema version does not name (e.g. from a v1 result).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_to_extra(cls, data: Any) -> Any:
+        """A flat dict's keys this group does not name are kept in `extra`, not refused."""
+        if not isinstance(data, Mapping):
+            return data
+        known = set(cls.model_fields) - {"extra"}
+        extra = dict(data["extra"]) if isinstance(data.get("extra"), Mapping) else {}
+        extra |= {k: v for k, v in data.items() if k not in known and k != "extra"}
+        return {k: v for k, v in data.items() if k in known} | {"extra": extra}
+
+    @classmethod
+    def from_flat(cls, data: Mapping[str, Any] | Group | None):
+        """The group from a flat dict (or another group): named keys become fields, the rest `extra`."""
+        if data is None or isinstance(data, cls):
+            return data
+        return cls.model_validate(data.flat() if isinstance(data, Group) else data)
+
+    def flat(self) -> dict[str, Any]:
+        """Fields and `extra` as one flat dict (the v1 shape)."""
+        out = {k: getattr(self, k) for k in type(self).model_fields if k != "extra"}
+        return out | self.extra
+
+    # Mapping-style reads, for code written against the v1 dicts.
+    def get(self, key: str, default: Any = None) -> Any:
+        if key != "extra" and key in type(self).model_fields:
+            return getattr(self, key)
+        return self.extra.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        if key != "extra" and key in type(self).model_fields:
+            return getattr(self, key)
+        if key in self.extra:
+            return self.extra[key]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return (key != "extra" and key in type(self).model_fields and getattr(self, key) is not None) or key in self.extra
+
+    def keys(self) -> Iterator[str]:
+        return iter(k for k, v in self.flat().items() if v is not None)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return iter((k, v) for k, v in self.flat().items() if v is not None)
+
+
+def _f(description: str, default: Any = None) -> Any:
+    return Field(default=default, description=description)
+
+
+class Window(Group):
+    """The measurement window and the whole span, perf_counter seconds of the client."""
+
+    t0_s: float | None = _f("Window start: the in-flight count first reached the target (s, perf_counter).")
+    t1_s: float | None = _f("Window end: the last request was issued (s, perf_counter).")
+    window_s: float | None = _f("Window length t1_s - t0_s (s).")
+    span_s: float | None = _f("Whole span: first send to last completion (s).")
+
+
+class Validity(Group):
+    """Does the point measure what it claims (measurement.md section 5)."""
+
+    valid: bool = Field(default=True, description="True iff there are no reasons.")
+    reasons: list[str] = Field(default_factory=list, description="Why the point is invalid, one line each.")
+
+
+_LATENCIES = {
+    "ttft_s": "time to first token (s)",
+    "tpot_s": "time per output token after the first (s)",
+    "itl_s": "inter-token latency, per token of each chunk (s)",
+    "e2e_s": "end-to-end latency, send to last token (s)",
+}
+_STATS = {"mean": "mean", "std": "standard deviation", "p50": "median", "p90": "90th percentile",
+          "p95": "95th percentile", "p99": "99th percentile"}
+LATENCY_FIELDS = tuple(f"{m}_{s}" for m in _LATENCIES for s in _STATS)
+
+
+class _MetricsBase(Group):
+    """Client-side metrics of one load point (measurement.md sections 1-2, docs/metrics.md)."""
+
+    n_measured: int | None = _f("Measured requests (warm-up excluded).")
+    n_failed: int | None = _f("Measured requests that failed.")
+    error_rate: float | None = _f("n_failed / n_measured.")
+    window_requests: int | None = _f("Successful requests whose last token arrived inside the window.")
+    interactivity_tok_s_user: float | None = _f("1 / median tpot: output tokens per second one user sees.")
+    window_s: float | None = _f("Length of the window the rates are over (s).")
+    window_fallback: bool | None = _f("True when there was no steady-state window: rates over the whole span.")
+    window_output_tokens: int | None = _f("Output tokens of successful requests that arrived inside the window.")
+    window_input_tokens: int | None = _f("Input tokens of successful requests whose first token arrived inside the window.")
+    window_failed_output_tokens: int | None = _f(
+        "Output tokens received inside the window from requests that then failed (partial streams; not in any rate).")
+    output_tok_s: float | None = _f("Output tokens per second over the window; None without a successful request.")
+    input_tok_s: float | None = _f("Input tokens per second over the window.")
+    total_tok_s: float | None = _f("Input + output tokens per second over the window.")
+    request_s: float | None = _f("Successful requests completed per second over the window.")
+    tok_s_per_gpu: float | None = _f("total_tok_s / n_gpus (TP x PP x DP).")
+    output_tok_s_per_gpu: float | None = _f("output_tok_s / n_gpus.")
+    output_tokens_total: int | None = _f(
+        "Output tokens received by all measured requests, failed ones included (the records' sum; in no rate).")
+    input_tokens_total: int | None = _f(
+        "Input tokens of all measured requests that got a first token, failed ones included (in no rate).")
+    span_s: float | None = _f("Whole span: first send to last completion (s).")
+    span_output_tok_s: float | None = _f("Output tokens of successful requests per second over the whole span.")
+    span_input_tok_s: float | None = _f("Input tokens of successful requests per second over the whole span.")
+    span_total_tok_s: float | None = _f("Input + output tokens of successful requests per second over the whole span.")
+    span_request_s: float | None = _f("Successful requests per second over the whole span.")
+    goodput_request_s: float | None = _f("Requests meeting every SLO completed per second over the window.")
+    goodput_output_tok_s: float | None = _f("Output tokens of requests meeting every SLO per second over the window.")
+    slo_attainment: float | None = _f("Share of measured requests meeting every SLO.")
+    slo_ttft_s: float | None = _f("SLO on ttft used for goodput (s).")
+    slo_tpot_s: float | None = _f("SLO on tpot used for goodput (s).")
+    slo_e2e_s: float | None = _f("SLO on e2e latency used for goodput (s).")
+
+
+Metrics = create_model(
+    "Metrics",
+    __base__=_MetricsBase,
+    __doc__=_MetricsBase.__doc__,
+    **{f"{m}_{s}": (float | None, _f(f"{_STATS[s].capitalize()} of {_LATENCIES[m]} over successful requests."))
+       for m in _LATENCIES for s in _STATS},
+)
+
+
+class ServerCounters(Group):
+    """Server-side token counters (vLLM /metrics) against the client's counts over the same interval."""
+
+    counter_delta: dict[str, float] | None = _f(
+        "Counter deltas over the interval: generation_tokens, prompt_tokens (tokens); None without /metrics.")
+    client_counts: dict[str, int] | None = _f(
+        "The client's token counts over the same interval, warm-up included (tokens).")
+
+
+class Energy(Group):
+    """Board energy of the engine's devices over the window (measurement.md section 3)."""
+
+    energy_j: float | None = _f("Energy over the window, sum over devices (J).")
+    per_gpu_energy_j: list[float] | None = _f("Energy over the window per device (J).")
+    avg_power_w: float | None = _f("energy_j / window_s, sum over devices (W).")
+    window_s: float | None = _f("Window the energy covers (s).")
+    energy_method: str | None = _f("nvml_counter, amdsmi_counter, nvml_power_sampled, rapl, nominal or none.")
+    measured: bool | None = _f("False for a nominal (catalog power x time) estimate.")
+    energy_valid: bool | None = _f("False when a cross-check or counter check failed.")
+    energy_invalid_reasons: list[str] = Field(default_factory=list, description="Why the energy is invalid.")
+    sampled_energy_j: float | None = _f("Trapezoid integral of polled power, the cross-check (J).")
+    n_devices: int | None = _f("Devices the energy covers; must equal the point's n_gpus.")
+    devices: list[Any] | None = _f("Device indices (or labels) the energy covers.")
+    n_samples: int | None = _f("Fewest power samples inside the window on any device.")
+    idle_power_w: float | None = _f("Idle, model-loaded power before load, sum over devices (W).")
+    energy_net_j: float | None = _f("energy_j minus idle_power_w x window_s (J).")
+    j_per_output_token: float | None = _f("energy_j / window output tokens of successful requests (J/token).")
+    j_per_token: float | None = _f("energy_j / window input + output tokens of successful requests (J/token).")
+    output_tok_per_j: float | None = _f("Window output tokens / energy_j (token/J).")
+    j_per_output_token_net: float | None = _f("energy_net_j / window output tokens (J/token).")
+    j_per_token_net: float | None = _f("energy_net_j / window input + output tokens (J/token).")
+    output_tok_per_j_net: float | None = _f("Window output tokens / energy_net_j (token/J).")
+
+
+class CostFigures(Group):
+    """$/Mtok of one point under one scenario (measurement.md section 4, docs/cost.md)."""
+
+    scenario: str | None = _f("Scenario name.")
+    kind: Literal["rental", "ownership"] | None = _f("rental (all-in hourly price) or ownership.")
+    capex_usd_per_gpu_hour: float | None = _f("Capital cost per GPU-hour ($).")
+    energy_usd_per_gpu_hour: float | None = _f("Electricity per GPU-hour, host and PUE included ($).")
+    om_usd_per_gpu_hour: float | None = _f("Operations per GPU-hour ($).")
+    usd_per_gpu_hour: float | None = _f("All-in cost per GPU-hour ($).")
+    utilization: float | None = _f("Share of hours the card serves at this load (load factor).")
+    n_gpus: int | None = _f("GPUs the throughput is divided by.")
+    n_devices_power: int | None = _f("Devices the measured power covers (it is divided by these).")
+    avg_power_w_per_gpu: float | None = _f("Measured gross power per device (W).")
+    energy_method: str | None = _f("How the power was measured.")
+    power_measured: bool | None = _f("False for a nominal power estimate.")
+    usd_per_mtok_output: float | None = _f("$ per million output tokens.")
+    usd_per_mtok_input: float | None = _f("$ per million input tokens.")
+    usd_per_mtok_total: float | None = _f("$ per million input + output tokens.")
+    usd_per_mtok_goodput: float | None = _f("$ per million output tokens of requests meeting every SLO.")
+    inputs: dict[str, Any] | None = _f("Every scenario input, so the figure can be recomputed.")
+    note: str | None = _f("Why a figure is missing.")
+    error: str | None = _f("Why the cost could not be computed.")
+
+
+class Roofline(Group):
+    """How close the point is to the card (measurement.md section 6); throughputs over all GPUs."""
+
+    bandwidth_bound_tok_s: float | None = _f("Decode bound from memory bandwidth (tokens/s).")
+    compute_bound_tok_s: float | None = _f("Bound from peak FLOP/s (tokens/s).")
+    bound_tok_s: float | None = _f("The binding (smaller) bound (tokens/s).")
+    bound_kind: Literal["bandwidth", "compute"] | None = _f("Which bound binds.")
+    roofline_efficiency: float | None = _f("Measured output tokens/s / bound_tok_s.")
+    bandwidth_tbs: float | None = _f("Memory bandwidth used (TB/s per GPU).")
+    bandwidth_source: str | None = _f("probe (measured) or catalog.")
+    tflops: float | None = _f("Peak matrix throughput used (TFLOP/s per GPU).")
+    flops_dtype: str | None = _f("Precision the TFLOP/s figure is for.")
+    flops_source: str | None = _f("probe (measured) or catalog.")
+    bytes_per_step: float | None = _f("Bytes moved per decode step (B).")
+    weight_bytes_per_step: float | None = _f("Weight bytes read per decode step (B).")
+    kv_bytes_per_step: float | None = _f("KV-cache bytes read per decode step (B).")
+    batch: int | None = _f("Sequences per decode step.")
+    context_len: int | None = _f("Mean context length assumed (tokens).")
+    n_gpus: int | None = _f("GPUs the bounds scale with.")
+    error: str | None = _f("Why the roofline could not be computed.")

@@ -1,0 +1,78 @@
+"""A load point's PointResult, from the groups `bench.measure.point` produced (or from a failure).
+
+    pr = build_point_result(point, cfg, records, facts, n_gpus=..., energy=..., ...)
+    pr = failed_point(point, "failed", "engine died: ...")
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.load.records import RequestRecord
+from bench.measure.point import PointGroups, measure_point
+from bench.plan import EngineConfig, PointSpec
+from bench.results.schema import PointResult
+
+
+def utc_now() -> str:
+    """Now, ISO 8601 UTC to the second ("2026-01-15T10:00:00Z")."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> dict:
+    """A load or workload as the dict run.json stores (typed plan models dump to the same dict)."""
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value or {})
+
+
+def point_result(point: PointSpec, groups: PointGroups, started_utc: str | None = None) -> PointResult:
+    """Compose one measured point's groups into its PointResult."""
+    return PointResult(
+        point_id=point.point_id,
+        engine_config_id=point.engine_config_id,
+        load=_plain(point.load),
+        workload=_plain(point.workload),
+        status="ok",
+        n_requests=groups.n_requests,
+        n_failed=groups.n_failed,
+        error=groups.error,
+        window=groups.window,
+        metrics=groups.metrics,
+        server=groups.server,
+        energy=groups.energy,
+        cost=groups.cost,
+        roofline=groups.roofline,
+        valid=groups.validity.valid,
+        invalid_reasons=groups.validity.reasons,
+        started_utc=started_utc,
+        finished_utc=utc_now(),
+    )
+
+
+def build_point_result(
+    point: PointSpec,
+    cfg: EngineConfig,
+    records: list[RequestRecord],
+    run_facts: dict[str, Any],
+    *,
+    started_utc: str | None = None,
+    **measure_kwargs: Any,
+) -> PointResult:
+    """Measure one finished point (`bench.measure.point.measure_point` arguments) into a PointResult."""
+    return point_result(point, measure_point(point, cfg, records, run_facts, **measure_kwargs), started_utc)
+
+
+def failed_point(point: PointSpec, status: str, error: str, started_utc: str | None = None) -> PointResult:
+    """A point that did not produce measurements (failed or skipped), with its one-line cause."""
+    return PointResult(
+        point_id=point.point_id,
+        engine_config_id=point.engine_config_id,
+        load=_plain(point.load),
+        workload=_plain(point.workload),
+        status=status,
+        error=error,
+        valid=False,
+        invalid_reasons=[error],
+        started_utc=started_utc,
+        finished_utc=utc_now(),
+    )
