@@ -22,6 +22,7 @@ def _endpoint_plan(server, env, concurrency, n_requests=6, n_warmup=2, **kw):
     )
 
 
+@pytest.mark.vllm
 def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_env, tmp_path):
     plan = _endpoint_plan(vllm_server, run_env, [1, 3])
     before = vllm_server.server_counters()
@@ -52,6 +53,7 @@ def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_
     assert result.harness.version and stored.provenance["engine_version"]
 
 
+@pytest.mark.vllm
 def test_energy_is_nominal_and_flagged_and_cost_recomputes(vllm_server, run_env, tmp_path):
     plan = _endpoint_plan(vllm_server, run_env, [2])
     execute(plan, tmp_path / "run", run_env)
@@ -85,6 +87,7 @@ def test_unknown_hardware_is_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.vllm
 def test_engine_that_exits_at_start_is_one_line_and_the_run_is_not_complete(tmp_path):
     out = CliRunner().invoke(cli, ["run", "--concurrency", "1", "--requests", "2", "--out", str(tmp_path),
                                    "--engine-arg", "no_such_engine_flag=1"])

@@ -127,3 +127,42 @@ def test_none_and_unknown_names():
     assert open_telemetry("none").method == "none"
     with pytest.raises(ConfigError, match="unknown energy meter 'joulemeter'"):
         open_telemetry("joulemeter")
+
+
+def _fake_amdsmi_host(clock, watts):
+    """Several AMD boards: board i draws watts[i] W (accumulator in 15.259 uJ ticks)."""
+    handles = [f"h{i}" for i in range(len(watts))]
+
+    def energy_count(handle):
+        w = watts[handles.index(handle)]
+        return {"energy_accumulator": int(w * clock() * 1e6 / 15.259), "counter_resolution": 15.259}
+
+    return SimpleNamespace(
+        amdsmi_init=lambda: None, amdsmi_shut_down=lambda: None,
+        amdsmi_get_processor_handles=lambda: list(handles), amdsmi_get_energy_count=energy_count,
+        amdsmi_get_power_info=lambda h: {"current_socket_power": watts[handles.index(h)]},
+    )
+
+
+def test_every_meter_measures_exactly_the_given_devices_and_records_them():
+    """Issue 8: energy covers the engine's devices, never every visible one (nvml, amdsmi, nominal)."""
+    from bench.telemetry.fake_nvml import FakeGpu, FakeNvml
+
+    watts = [100.0, 200.0, 300.0, 400.0]
+    clock = FakeClock()
+    nvml = FakeNvml([FakeGpu(profile=[(0, w)]) for w in watts], clock=clock)
+    sessions = {
+        "nvml": open_telemetry("nvml", nvml=nvml, gpu_indices=[1, 3], clock=clock),
+        "amdsmi": open_telemetry("amdsmi", amdsmi=_fake_amdsmi_host(clock, watts), gpu_indices=[1, 3], clock=clock),
+    }
+    for _ in range(40):
+        for tel in sessions.values():
+            tel.sample_once()
+        clock.advance(0.1)
+    for name, tel in sessions.items():
+        e = tel.energy_between(1.0, 3.0)
+        assert e["devices"] == [1, 3] and e["n_devices"] == 2, name
+        assert e["energy_j"] == pytest.approx((200.0 + 400.0) * 2.0, rel=1e-3), name
+    hw = SimpleNamespace(id="h100-sxm", power_w=700.0)
+    e = open_telemetry("nominal", hardware=hw, gpu_indices=[5]).energy_between(0.0, 2.0)
+    assert e["devices"] == [5] and e["n_devices"] == 1 and e["energy_j"] == pytest.approx(1400.0)

@@ -59,16 +59,12 @@ def collect_overrides(opts: dict) -> dict:
 
 def resolve_target(hardware_id: str | None, devices: int | None):
     """(hardware entry, device count): the named or detected device."""
-    from bench.catalog import get_hardware
-    from bench.catalog.device import detect_device
-    from bench.errors import ConfigError
+    from bench.catalog.device import resolve_hardware
 
+    hardware, detected = resolve_hardware(hardware_id)
     if hardware_id:
-        return get_hardware(hardware_id), devices or 1
-    detected = detect_device()
-    if detected.hardware_id is None:
-        raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml or pass --hardware ID")
-    return get_hardware(detected.hardware_id), devices or detected.count or 1
+        return hardware, devices or 1
+    return hardware, devices or detected.count or 1
 
 
 @click.command()
@@ -109,7 +105,7 @@ def describe_plan(plan, hardware) -> str:
         est_s = pf.estimate_point_s(p, cfg, catalog.get_model(cfg.model), hardware)
         rows.append({
             "config": p.engine_config_id, "model": cfg.model, "precision": cfg.precision(), "weights": cfg.weights,
-            "tp": cfg.tensor_parallel_size, "workload": wl_tag, "load": load_tag, "repeat": p.repeat,
+            "parallel": cfg.parallel_label(), "workload": wl_tag, "load": load_tag, "repeat": p.repeat,
             "warmup": p.n_warmup, "requests": p.n_requests, "est_s": round(est_s),
         })
     lines.append(format_table(rows, list(rows[0])) if rows else "nothing to run")
@@ -146,7 +142,10 @@ def describe_plan(plan, hardware) -> str:
 @sweep_overrides
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="Continue the run in RUN_DIR: finished points are kept, the rest run.")
-def sweep(sweep_file, resume_dir, **opts):
+@click.option("--pack", is_flag=True,
+              help="Run independent engine configs at the same time on disjoint GPUs of this box "
+                   "(docs/packing.md); off by default.")
+def sweep(sweep_file, resume_dir, pack, **opts):
     """Run every point of SWEEP_FILE: one engine start per engine configuration, each
     finished point on disk before the next begins. Ctrl-C keeps what is done; --resume
     continues it."""
@@ -158,14 +157,18 @@ def sweep(sweep_file, resume_dir, **opts):
 
     sweep_spec = load_sweep(sweep_file, collect_overrides(opts))
     env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))
+    env.request_timeout_s, env.stall_timeout_s = sweep_spec.request_timeout_s, sweep_spec.stall_timeout_s
     n_devices = sweep_spec.devices or env.device.get("count") or 1
     the_plan = build_plan(sweep_spec, env.hardware, n_devices)
     click.echo(note, err=True)
     click.echo(describe_plan(the_plan, env.hardware), err=True)
     out_dir = Path(opts.get("out_dir") or the_plan.out_dir or "runs")
     progress = Progress(n_points=len(the_plan.points))
-    run_dir, result = run_plan(the_plan, out_dir, env, progress, resume_dir=Path(resume_dir) if resume_dir else None)
+    run_dir, result = run_plan(the_plan, out_dir, env, progress, resume_dir=Path(resume_dir) if resume_dir else None,
+                               pack=pack)
     click.echo(summary_table(result))
     click.echo(f"result: {run_dir}")
-    if not any(p.status == "ok" for p in result.points):
-        raise SystemExit(1)
+    from bench.run.status import exit_code
+
+    if exit_code(result.status):  # partial 4, failed 1 (docs/reliability.md)
+        raise SystemExit(exit_code(result.status))

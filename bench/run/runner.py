@@ -14,26 +14,47 @@ from pathlib import Path
 from typing import Any
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
-from bench.errors import BenchError, EngineError
-from bench.measure.point import build_point_result, failed_point, make_workload
+from bench.errors import BenchError, ConfigError, EngineError
+from bench.load.client import DEFAULT_STALL_TIMEOUT_S
+from bench.load.workload import make_workload
 from bench.plan import EngineConfig, Plan, PointSpec
+from bench.redact import redact, redact_text
+from bench.run.devices import devices_for, engine_n_gpus, visible_gpu_indices
 from bench.run.provenance import collect, harness, utc_now
+from bench.run.scope import ResultSink, idle_baseline, open_scoped, power_frame, write_power
+from bench.run.status import final_status
 from bench.results import Harness, PointResult, RunResult, read_summary, write_requests, write_summary
+from bench.results.point import build_point_result, failed_point
 
 IDLE_BASELINE_S = 3.0
-POWER_FILE = "power.parquet"
 
 
 class RunEnvironment:
     """What the runner needs from the machine: device, hardware entry, caches, output."""
 
     def __init__(self, device: dict[str, Any], hardware=None, cache_dir: Path | None = None,
-                 startup_timeout_s: float = 900.0, probe: dict | None = None):
+                 startup_timeout_s: float = 900.0, probe: dict | None = None, *,
+                 telemetry_factory: Callable[..., Any] | None = None, idle_baseline_s: float = IDLE_BASELINE_S,
+                 visible_devices: list[int] | None = None):
         self.device = device  # detect_device() as a dict
         self.hardware = hardware  # catalog HardwareSpec or None
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "bench" / "models")
         self.startup_timeout_s = startup_timeout_s
         self.probe = probe
+        # open_telemetry(requested, hardware=, gpu_indices=) -> unstarted session; injectable (tests: fake NVML)
+        self.telemetry_factory = telemetry_factory
+        self.idle_baseline_s = idle_baseline_s  # s of idle sampling after every engine (re)start
+        self._visible = list(visible_devices) if visible_devices is not None else None
+        # Client limits (s): per request (None: from its expected lengths) and without a byte (None: off).
+        self.request_timeout_s: float | None = None
+        self.stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S
+
+    def visible_devices(self) -> list[int] | None:
+        """Device indices this run may use (None on CPU): injected, else CUDA_VISIBLE_DEVICES / the count."""
+        if self._visible is not None:
+            return list(self._visible)
+        return None if self.on_cpu else visible_gpu_indices(self.device.get("count") or 1,
+                                                             vendor=self.device.get("vendor"))
 
     @property
     def on_cpu(self) -> bool:
@@ -48,43 +69,63 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 
 def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = False,
-            on_event: Callable[[str, dict], None] | None = None) -> RunResult:
+            on_event: Callable[[str, dict], None] | None = None, pack: bool = False) -> RunResult:
     """Run every point of `plan` into `run_dir`; returns the final RunResult.
 
+    Each engine configuration runs on its own devices (bench.run.devices), measured by a
+    telemetry session scoped to exactly those devices. `pack=True` runs configurations on
+    disjoint devices at the same time (bench.run.pack, docs/packing.md).
     `on_event(kind, info)` receives progress events ("engine_start", "point_start",
     "request_done", "point_done", "engine_failed") for progress bars; it never affects results.
+    The run folder is locked for the call (bench.run.lock): a second process is refused.
     """
+    from bench.run.lock import RunLock
+
+    with RunLock(run_dir):
+        return _execute(plan, Path(run_dir), env, resume, on_event, pack)
+
+
+def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_event, pack: bool) -> RunResult:
     emit = on_event or (lambda kind, info: None)
-    run_dir = Path(run_dir)
+    visible = env.visible_devices()  # devices checked before anything is written
+    if pack and visible is None:
+        raise ConfigError("--pack needs GPUs: on a CPU host every configuration would share the same cores")
+    devices = {c.config_id(): (devices_for(c, visible) if visible is not None else None) for c in plan.engine_configs}
     result = _open_result(plan, run_dir, env, resume)
     done = {p.point_id for p in result.points if p.status in ("ok", "skipped")}
     result.points = [p for p in result.points if p.point_id in done]
     for s in plan.skipped:
         if s.point.point_id not in done:
             result.points.append(failed_point(s.point, "skipped", s.reason))
+    for cid, devs in devices.items():
+        result.config.setdefault("engine_configs", {}).setdefault(cid, {})["devices"] = devs
     write_summary(run_dir, result)
 
-    telemetry = _open_telemetry(plan, env)
-    if telemetry is not None:
-        result.extra["telemetry"] = telemetry.describe()
+    sink = ResultSink(run_dir, result)
     try:
-        for cfg in plan.engine_configs:
-            todo = [p for p in plan.points_for(cfg.config_id()) if p.point_id not in done]
-            if todo:
-                _run_config(cfg, todo, plan, run_dir, env, result, telemetry, emit)
-        result.status = "complete"
+        todo = {c.config_id(): [p for p in plan.points_for(c.config_id()) if p.point_id not in done]
+                for c in plan.engine_configs}
+        if pack:
+            from bench.run.pack import execute_packed
+
+            execute_packed(plan, env, sink, todo, devices, visible, emit)
+        else:
+            for cfg in plan.engine_configs:
+                if todo[cfg.config_id()]:
+                    raise_start = len(plan.engine_configs) == 1 and not any(p.status == "ok" for p in result.points)
+                    _run_config(cfg, todo[cfg.config_id()], plan, run_dir, env, sink, emit,
+                                devices=devices[cfg.config_id()], visible=visible, raise_start=raise_start)
+        result.status, result.error = final_status(result.points)
     except KeyboardInterrupt:
         result.status = "interrupted"
         result.error = "interrupted by the user (Ctrl-C); finished points are kept"
         raise
     except BaseException as e:
         result.status = "failed"
-        result.error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        result.error = redact_text(f"{type(e).__name__}: {e}".splitlines()[0][:500])
         raise
     finally:
-        if telemetry is not None:
-            telemetry.stop()
-            _write_power(run_dir, telemetry, result)
+        write_power(run_dir, sink.power_frames, result)
         result.finished_utc = utc_now()
         write_summary(run_dir, result)
     return result
@@ -98,22 +139,28 @@ def _open_result(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool) -
         old = read_summary(run_dir)
         if old.config.get("plan_points") != config["plan_points"]:
             raise BenchError(f"{run_dir}: cannot resume: the plan differs from the one this run was started with")
+        # the caller holds the folder's lock: a run.json still "running" lost its process
+        old.extra.setdefault("resumed_from", []).append("stale (process gone)" if old.status == "running" else old.status)
         old.status, old.error, old.finished_utc = "running", None, None
         old.extra.setdefault("resumed_utc", []).append(utc_now())
         return old
-    engine_args = {c.config_id(): server_args(c, env) for c in plan.engine_configs}
+    engine_args = {c.config_id(): engine_launch_args(c, env) for c in plan.engine_configs}
     return RunResult(
         run_id=run_dir.name,
         created_utc=utc_now(),
         harness=Harness(**harness()),
-        config=config,
-        provenance=collect(env.device, engine_args),
+        config=redact(config),  # secrets (api_key, user:pass@ URLs) stay in memory only
+        provenance=collect(env.device, engine_args,
+                           {cid: c["engine_version"] for cid, c in config["engine_configs"].items()}),
     )
 
 
 def run_config(plan: Plan, env: RunEnvironment) -> dict[str, Any]:
     """The full resolved configuration stored with the result."""
-    cfgs = {c.config_id(): {**c.model_dump(), "n_gpus": c.n_gpus, "precision": c.precision()}
+    from bench.catalog.engines import installed_version
+
+    cfgs = {c.config_id(): {**c.model_dump(), "n_gpus": c.n_gpus, "precision": c.precision(),
+                            "engine_version": installed_version(c.engine)}
             for c in [*plan.engine_configs, *plan.skipped_engine_configs]}
     config: dict[str, Any] = {
         "name": plan.name,
@@ -128,27 +175,17 @@ def run_config(plan: Plan, env: RunEnvironment) -> dict[str, Any]:
     }
     if len(cfgs) == 1:  # single-configuration runs: the common fields at the top level too
         only = next(iter(cfgs.values()))
-        config.update({k: only[k] for k in ("model", "weights", "engine", "dtype", "quantization",
-                                             "kv_cache_dtype", "n_gpus", "precision")})
+        config.update({k: only[k] for k in ("model", "weights", "engine", "engine_version", "dtype",
+                                             "quantization", "kv_cache_dtype", "n_gpus", "precision")})
         config["engine_args"] = only["extra_args"]
     return config
 
 
-def server_args(cfg: EngineConfig, env: RunEnvironment) -> dict[str, Any]:
-    """The engine arguments vLLM is started with (besides model, name, host, port)."""
-    args: dict[str, Any] = {"dtype": cfg.dtype, "tensor_parallel_size": cfg.tensor_parallel_size}
-    if cfg.weights == "dummy":
-        args["load_format"] = "dummy"
-    if cfg.quantization and not cfg.weights_prequantized:
-        args["quantization"] = cfg.quantization
-    if cfg.kv_cache_dtype != "auto":
-        args["kv_cache_dtype"] = cfg.kv_cache_dtype
-    for key in ("max_num_seqs", "max_model_len"):
-        if getattr(cfg, key) is not None:
-            args[key] = getattr(cfg, key)
-    if env.on_cpu and args["tensor_parallel_size"] == 1:
-        args.pop("tensor_parallel_size")
-    return {**args, **cfg.extra_args}
+def engine_launch_args(cfg: EngineConfig, env: RunEnvironment) -> dict[str, Any]:
+    """The arguments `cfg`'s engine starts with, as that engine builds them (for provenance)."""
+    from bench.engines import engine_class
+
+    return engine_class(cfg.engine).launch_args(cfg, "cpu" if env.on_cpu else "cuda")
 
 
 def _model_path(cfg: EngineConfig, env: RunEnvironment) -> tuple[str, Any]:
@@ -162,23 +199,20 @@ def _model_path(cfg: EngineConfig, env: RunEnvironment) -> tuple[str, Any]:
     return cfg.weights, spec
 
 
-def _start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path):
+def _start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None = None):
+    """The started engine of `cfg` (pinned to `devices`; None: every visible one) and its catalog model."""
+    from bench.catalog import get_model
+    from bench.catalog.engines import get_engine
     from bench.engines import engine_class
 
-    log_path = run_dir / f"engine-{cfg.config_id()}.log"
-    if cfg.engine == "endpoint":
-        engine = engine_class("endpoint")(cfg.endpoint_url, cfg.weights if cfg.weights != "dummy" else cfg.model,
-                                          log_path, n_gpus=cfg.n_gpus)
-        engine.start()
-        from bench.catalog import get_model
-
-        return engine, get_model(cfg.model)
-    model_path, spec = _model_path(cfg, env)
-    kwargs = dict(engine_args=server_args(cfg, env), device="cpu" if env.on_cpu else "cuda",
-                  n_gpus=cfg.n_gpus, startup_timeout_s=env.startup_timeout_s)
-    if cfg.engine == "hf":
-        kwargs = dict(config=cfg, model_spec=spec, device="cpu" if env.on_cpu else "cuda")
-    engine = engine_class(cfg.engine)(model_path, cfg.model, log_path, **kwargs)
+    if get_engine(cfg.engine).needs_model_files:
+        model_path, spec = _model_path(cfg, env)
+    else:
+        model_path, spec = None, get_model(cfg.model)
+    engine = engine_class(cfg.engine).from_config(
+        cfg, model_path=model_path, model_spec=spec, log_path=run_dir / f"engine-{cfg.config_id()}.log",
+        device="cpu" if env.on_cpu else "cuda", devices=devices, vendor=env.device.get("vendor"),
+        startup_timeout_s=env.startup_timeout_s)
     try:
         engine.start()
     except BaseException:
@@ -187,71 +221,98 @@ def _start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path):
     return engine, spec
 
 
-def _run_config(cfg, todo, plan, run_dir, env, result, telemetry, emit) -> None:
-    """Start the engine once, run its points, restart it if it dies mid-point."""
+def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visible=None,
+                raise_start=False, measure_others=True) -> None:
+    """Start the engine once, run its points, restart it if it dies mid-point.
+
+    Telemetry is opened for exactly `devices`; with `measure_others` the idle power of the
+    other visible devices is recorded beside it (never added)."""
+    cid = cfg.config_id()
+    telemetry = open_scoped(plan.telemetry, env, devices)
+    if telemetry is not None:
+        sink.note("telemetry", cid, telemetry.describe())
+    others = [d for d in (visible or []) if d not in (devices or [])] if measure_others else []
     engine = None
     pending = list(todo)
     restarts = 0
     try:
         while pending:
             if engine is None:
-                emit("engine_start", {"config_id": cfg.config_id(), "model": cfg.model})
+                emit("engine_start", {"config_id": cid, "model": cfg.model, "devices": devices})
                 try:
-                    engine, spec = _start_engine(cfg, env, run_dir)
+                    engine, spec = _start_engine(cfg, env, run_dir, devices=devices)
                 except EngineDoesNotFit as e:
-                    _fail_all(pending, "failed", f"does not fit: {e}", result, run_dir, emit)
+                    _fail_all(pending, "failed", f"does not fit: {e}", sink, emit)
                     return
                 except EngineError as e:
-                    if len(plan.engine_configs) == 1 and not any(p.status == "ok" for p in result.points):
+                    if raise_start:
                         raise
-                    _fail_all(pending, "failed", f"engine failed to start: {e}", result, run_dir, emit)
+                    _fail_all(pending, "failed", f"engine failed to start: {e}", sink, emit)
                     return
-                emit("engine_ready", {"config_id": cfg.config_id(), "pid": getattr(engine, "pid", None)})
+                emit("engine_ready", {"config_id": cid, "pid": getattr(engine, "pid", None)})
+                sink.note("engine_version", cid, engine.version())  # as started (an endpoint's own report)
                 if telemetry is not None:  # after every (re)start: the loaded, idle engine
-                    result.extra.setdefault("idle_baseline", {})[cfg.config_id()] = telemetry.idle_baseline(IDLE_BASELINE_S)
+                    sink.note("idle_baseline", cid, idle_baseline(telemetry, plan.telemetry, env, others))
             point = pending[0]
             started = utc_now()
             emit("point_start", {"point_id": point.point_id, "n": point.n_warmup + point.n_requests})
             try:
                 pr = _measure(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started)
             except EngineDied as e:
-                pr = failed_point(point, "failed", f"engine died: {e}", started)
+                pr = _died_point(point, e, started, run_dir)
                 engine.stop()
                 engine = None
                 restarts += 1
-            result.points.append(pr)
-            write_summary(run_dir, result)
+            sink.point(pr)
             emit("point_done", {"point_id": point.point_id, "point": pr})
             pending.pop(0)
             if restarts > 3:
-                _fail_all(pending, "failed", "engine died more than 3 times; configuration abandoned", result, run_dir, emit)
+                _fail_all(pending, "failed", "engine died more than 3 times; configuration abandoned", sink, emit)
                 return
     finally:
         if engine is not None:
             engine.stop()
+        if telemetry is not None:
+            telemetry.stop()
+            sink.power(power_frame(telemetry, cid))
 
 
-def _fail_all(points, status, reason, result, run_dir, emit) -> None:
+def _died_point(point, error: EngineDied, started: str, run_dir: Path) -> PointResult:
+    """A point whose engine died: failed, with the requests that finished before it on disk."""
+    pr = failed_point(point, "failed", f"engine died: {error}", started)
+    records = getattr(error, "records", None) or []
+    if records:
+        measured = [r for r in records if r.phase == "measured"]
+        pr.n_requests = len(measured)
+        pr.n_failed = sum(1 for r in measured if not r.ok)
+        pr.requests_file = write_requests(run_dir, point.point_id, records)
+    return pr
+
+
+def _fail_all(points, status, reason, sink, emit) -> None:
     for p in points:
         pr = failed_point(p, status, reason.splitlines()[0][:600])
-        result.points.append(pr)
+        sink.point(pr)
         emit("point_done", {"point_id": p.point_id, "point": pr})
-    write_summary(run_dir, result)
 
 
 def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started) -> PointResult:
-    if hasattr(engine, "run_point"):  # in-process engines measure themselves
-        records, facts = engine.run_point(point, spec, seed=plan.seed + point.repeat)
+    vocab = spec.config_json().get("vocab_size") if spec is not None else None
+    workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=plan.seed + point.repeat)
+    if engine.kind == "batch":  # static batches generated in-process (bench.load.static)
+        from bench.load.static import run_static_point
+
+        records, facts = run_static_point(engine, point, workload)
         before = after = client = None
     else:
         from bench.load.driver import run_point_sync
 
-        vocab = spec.config_json().get("vocab_size") if spec is not None else None
-        workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=plan.seed + point.repeat)
         before = engine.server_counters()
         pr = run_point_sync(
             engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
             endpoint=plan.endpoint, progress=lambda done, total: emit("request_done", {"done": done, "total": total}),
+            timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s,
+            stalled=lambda n: emit("requests_stalled", {"n": n}),
         )
         records = pr.records
         client = pr.client_token_counts()
@@ -259,14 +320,16 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
         facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
                  "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
         if not engine.alive() or (any(not r.ok for r in records) and not engine.healthy()):
-            raise EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
+            died = EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
+            died.records = records  # what finished before the death is kept with the failed point
+            raise died
     t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
     if t1 <= t0:  # no steady-state window: metrics fall back to the span, so does energy
         t0, t1 = facts["span_t0_s"], facts["span_t1_s"]
     energy = telemetry.energy_between(t0, t1) if telemetry else None
     delta = _counter_delta(before, after)
     result = build_point_result(
-        point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
+        point, cfg, records, facts, n_gpus=engine_n_gpus(cfg), energy=energy, server_delta=delta,
         client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
         started_utc=started,
     )
@@ -294,33 +357,3 @@ def _counter_delta(before: dict | None, after: dict | None) -> dict | None:
     if not before or not after:
         return None
     return {k: after[k] - before.get(k, 0.0) for k in after}
-
-
-def _open_telemetry(plan: Plan, env: RunEnvironment):
-    if plan.telemetry == "none":
-        return None
-    from bench.telemetry import open_telemetry
-
-    gpus = None if env.on_cpu else visible_gpu_indices(env.device.get("count") or 1)
-    return open_telemetry(plan.telemetry, hardware=env.hardware, gpu_indices=gpus).start()
-
-
-def visible_gpu_indices(count: int, visible: str | None = None) -> list[int]:
-    """NVML indices of the GPUs the engine can use: CUDA_VISIBLE_DEVICES when it lists
-    indices (NVML ignores it), else all `count`."""
-    import os
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
-    if visible and all(part.strip().isdigit() for part in visible.split(",")):
-        return [int(part) for part in visible.split(",")]
-    return list(range(count))
-
-
-def _write_power(run_dir: Path, telemetry, result: RunResult) -> None:
-    try:
-        frame = telemetry.power_series()
-        if frame is not None and len(frame):
-            frame.to_parquet(run_dir / POWER_FILE, index=False)
-            result.extra["power_file"] = POWER_FILE
-    except OSError as e:  # a full disk must not hide the points already written
-        result.extra["power_file_error"] = str(e)

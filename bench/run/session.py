@@ -6,7 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError
 from bench.run.runner import RunEnvironment, execute, new_run_dir
 
 PROBE_ENV = "BENCH_PROBE_FILE"
@@ -18,15 +18,10 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -
     A probe file (`bench probe`, or BENCH_PROBE_FILE) replaces catalog bandwidth and FLOPS."""
     from dataclasses import asdict
 
-    from bench.catalog import get_hardware
-    from bench.catalog.device import detect_device
+    from bench.catalog.device import resolve_hardware
 
-    detected = detect_device()
+    hardware, detected = resolve_hardware(hardware_id)
     device = asdict(detected)
-    hw_id = hardware_id or detected.hardware_id
-    if hw_id is None:
-        raise ConfigError(f"unknown hardware '{detected.name}'; add hardware/<id>.yaml or pass --hardware ID")
-    hardware = get_hardware(hw_id)
     note = f"device: {detected.name} x{detected.count} -> hardware '{hardware.id}'"
     probe_file = probe_file or os.environ.get(PROBE_ENV)
     probe = None
@@ -38,13 +33,16 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -
     return RunEnvironment(device=device, hardware=hardware, probe=probe), note
 
 
-def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir: Path | None = None):
-    """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult)."""
+def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir: Path | None = None,
+             pack: bool = False):
+    """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult).
+
+    `pack`: configurations on disjoint devices run at the same time (docs/packing.md)."""
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(out_dir, plan.name)
     on_event = progress.on_event if progress is not None else None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated job keeps its points too
     try:
-        result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event)
+        result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
     finally:

@@ -70,4 +70,6 @@ def open_telemetry(
         if meter is None:
             notes.append("no energy meter available: energy_method none")
             meter = NoMeter()
-    return TelemetrySession(meter, interval_s=interval_s, clock=clock, sleep=sleep, requested=requested, notes=notes)
+    indices = list(gpu_indices) if gpu_indices is not None and meter.devices else None
+    return TelemetrySession(meter, interval_s=interval_s, clock=clock, sleep=sleep, requested=requested, notes=notes,
+                            device_indices=indices)

@@ -118,8 +118,11 @@ class TelemetrySession:
         sleep: Callable[[float], None] = time.sleep,
         requested: str = "auto",
         notes: list[str] | None = None,
+        device_indices: list[int] | None = None,
     ):
         self.meter = meter
+        # the device indices this session measures, recorded with every window (None: not GPUs)
+        self.device_indices = list(device_indices) if device_indices is not None else None
         self.interval_s = interval_s
         self.clock = clock
         self.sleep = sleep
@@ -149,6 +152,7 @@ class TelemetrySession:
             "energy_method": self.method,
             "measured": self.meter.measured,
             "devices": list(self.meter.devices),
+            "device_indices": self.device_indices,
             "interval_s": self.interval_s,
             "idle_power_w": self.idle_power_w,
             "read_errors": self.meter.read_errors,
@@ -264,6 +268,8 @@ class TelemetrySession:
             with self._lock:
                 snapshot = [(list(s.t_s), list(s.energy_j), list(s.power_w)) for s in self._series]
             out = measured_energy(self.meter, snapshot, t0_s, t1_s)
+        if self.device_indices is not None and self.meter.devices:
+            out["devices"] = list(self.device_indices)
         idle = self.idle_power_w if net else None
         out["idle_power_w"] = idle
         out["energy_net_j"] = (

@@ -17,6 +17,7 @@ driver version; `bytes_strings=True` returns bytes as bindings before 11.515 did
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import pynvml as _real  # constants and the error class only; never initialised here
@@ -173,3 +174,24 @@ class FakeNvml:
         if fn in gpu.errors:
             raise NVMLError(gpu.errors[fn])
         return gpu
+
+
+class FakeNvmlTelemetry:
+    """A telemetry factory over a fake NVML host, for the runner (`RunEnvironment(telemetry_factory=...)`).
+
+    Board i draws `watts[i]` W constantly on the real perf_counter clock, so a window of
+    t s on devices D measures exactly sum(watts[d] for d in D) x t J. Picklable: it crosses
+    into spawned `--pack` workers, each of which opens its own fake NVML, as each real one would."""
+
+    def __init__(self, watts: list[float], interval_s: float = 0.02):
+        self.watts = list(watts)
+        self.interval_s = interval_s
+
+    def nvml(self) -> FakeNvml:
+        return FakeNvml([FakeGpu(profile=[(0.0, float(w))]) for w in self.watts], clock=time.perf_counter)
+
+    def __call__(self, requested: str = "auto", hardware=None, gpu_indices=None):
+        from bench.telemetry import open_telemetry
+
+        return open_telemetry(requested, hardware=hardware, gpu_indices=gpu_indices, nvml=self.nvml(),
+                              interval_s=self.interval_s)

@@ -15,9 +15,9 @@ class NominalMeter:
     measured = False
     read_errors = 0
 
-    def __init__(self, power_w: float, n_devices: int, hardware_id: str | None):
+    def __init__(self, power_w: float, n_devices: int, hardware_id: str | None, indices: list[int] | None = None):
         self.nominal_power_w = [float(power_w)] * n_devices
-        self.devices = [f"dev{i}" for i in range(n_devices)]
+        self.devices = [f"gpu{i}" for i in indices] if indices else [f"dev{i}" for i in range(n_devices)]
         self.counter_range_j = [None] * n_devices
         self.hardware_id = hardware_id
 
@@ -35,5 +35,5 @@ def open_meter(hardware=None, gpu_indices=None, **_) -> NominalMeter:
     power_w = getattr(hardware, "power_w", None)
     if not power_w:
         raise TelemetryError("nominal: no board power (power_w) known for this hardware")
-    n_devices = len(gpu_indices) if gpu_indices else 1
-    return NominalMeter(power_w, n_devices, getattr(hardware, "id", None))
+    n_devices = len(gpu_indices) if gpu_indices else 1  # exactly the engine's devices, never every visible one
+    return NominalMeter(power_w, n_devices, getattr(hardware, "id", None), list(gpu_indices or []))

@@ -1,0 +1,82 @@
+"""Telemetry scoped to one engine configuration's devices, and where finished points go.
+
+The runner opens one session per engine configuration over exactly its devices (issue 8);
+the idle power of the other visible devices is measured beside it, never added.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.results import PointResult, RunResult, write_summary
+
+POWER_FILE = "power.parquet"
+
+
+class ResultSink:
+    """Where finished points go: appended to the RunResult and written to run.json at once.
+
+    The only writer of run.json; packed workers send their points to it (bench.run.pack)."""
+
+    def __init__(self, run_dir: Path, result: RunResult):
+        self.run_dir = Path(run_dir)
+        self.result = result
+        self.power_frames: list = []
+
+    def point(self, pr: PointResult) -> None:
+        self.result.points.append(pr)
+        write_summary(self.run_dir, self.result)
+
+    def note(self, key: str, config_id: str, value: Any) -> None:
+        """result.extra[key][config_id] = value (idle baselines, telemetry descriptions)."""
+        self.result.extra.setdefault(key, {})[config_id] = value
+
+    def power(self, frame) -> None:
+        if frame is not None and len(frame):
+            self.power_frames.append(frame)
+
+
+def open_scoped(requested: str, env, devices: list[int] | None):
+    """A started telemetry session over exactly `devices` (None: CPU run), or None."""
+    if requested == "none":
+        return None
+    factory = env.telemetry_factory
+    if factory is None:
+        from bench.telemetry import open_telemetry as factory
+    return factory(requested, hardware=env.hardware, gpu_indices=devices).start()
+
+
+def power_frame(telemetry, config_id: str):
+    frame = telemetry.power_series()
+    if frame is not None and len(frame):
+        frame.insert(0, "config_id", config_id)
+    return frame
+
+
+def write_power(run_dir: Path, frames: list, result) -> None:
+    """Every session's samples in one file (column config_id tells which configuration's)."""
+    if not frames:
+        return
+    import pandas as pd
+
+    try:
+        pd.concat(frames, ignore_index=True).to_parquet(run_dir / POWER_FILE, index=False)
+        result.extra["power_file"] = POWER_FILE
+    except OSError as e:  # a full disk must not hide the points already written
+        result.extra["power_file_error"] = str(e)
+
+
+def idle_baseline(telemetry, requested: str, env, others: list[int]) -> dict:
+    """The idle baseline of the engine's devices; the other visible devices' idle power beside it."""
+    if not others or not telemetry.meter.measured:
+        return telemetry.idle_baseline(env.idle_baseline_s)
+    other = open_scoped(requested, env, others)
+    t0 = other.clock()
+    try:
+        base = telemetry.idle_baseline(env.idle_baseline_s)
+        e = other.energy_between(t0, other.clock(), net=False)
+    finally:
+        other.stop()
+    idle_w = e["energy_j"] / e["window_s"] if e.get("energy_j") is not None and e["window_s"] > 0 else None
+    return {**base, "other_devices": others, "other_devices_idle_w": idle_w}
