@@ -68,6 +68,21 @@ def redact_text(text: str) -> str:
     return _NAMED_IN_TEXT.sub(named, out)
 
 
+def url_userinfo(url: str) -> str | None:
+    """The `user:password` of `scheme://user:password@host/...`, or None: a literal to scrub
+    from messages that quote the URL without its scheme (as a backend's error may)."""
+    m = _URL_USERINFO.match(url.strip())
+    return m.group(0)[len(m.group("scheme")):-1] if m else None
+
+
+def redact_text_of(text: str, url: str) -> str:
+    """`redact_text`, and the userinfo of `url` removed wherever it appears, scheme or not."""
+    info = url_userinfo(url)
+    if info:
+        text = text.replace(info, REDACTED)
+    return redact_text(text)
+
+
 def redact(obj: Any) -> Any:
     """A copy of a JSON-like object (dicts, lists, strings, numbers) with secrets replaced.
 

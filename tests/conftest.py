@@ -3,9 +3,17 @@ test session: it takes about a minute to start on 2 cores."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests: a quick sweep in the everyday tier, a deep one on demand
+# (HYPOTHESIS_PROFILE=deep python3 -m pytest tests/test_properties.py ...).
+settings.register_profile("fast", max_examples=40, deadline=None)
+settings.register_profile("deep", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 TINY = "tiny-llama"
 

@@ -68,14 +68,7 @@ def test_every_folder_is_a_known_step():
 
 
 # Being removed by the engine-seam and typed-results work (issue 8); must end empty.
-KNOWN = {
-    "engines/hf.py:17 imports bench.load.records",
-    "engines/hf_engine.py:18 imports bench.load.records",
-    "engines/vllm_offline.py:40 imports bench.load.records",
-    "engines/vllm_offline.py:158 imports bench.measure.point",
-    "measure/point.py:13 imports bench.run.provenance",
-    "measure/point.py:14 imports bench.results",
-}
+KNOWN: set[str] = set()
 
 
 def test_imports_only_point_back_along_the_flow():

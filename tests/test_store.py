@@ -54,6 +54,13 @@ def store_url(request, tmp_path, monkeypatch):
     return f"s3://{bucket}/shared"
 
 
+@pytest.fixture
+def local_store_url(tmp_path):
+    """A fresh local store, for logic that does not depend on the backend (the S3 round
+    trips above cover the backend-specific paths)."""
+    return str(tmp_path / "store")
+
+
 def _all_files(url: str) -> list[str]:
     s = Store(url)
     s.fs.invalidate_cache()
@@ -78,18 +85,18 @@ def test_upload_ls_pull_roundtrip(store_url, tmp_path):
     assert json.loads((local / "run.json").read_text())["points"] == json.loads((run / "run.json").read_text())["points"]
 
 
-def test_duplicate_upload_is_a_noop(store_url, tmp_path):
+def test_duplicate_upload_is_a_noop(local_store_url, tmp_path):
     run = make_run(tmp_path / "runs")
-    first = upload([run], store_url)[0]
-    before = {p: Store(store_url).fs.cat_file(p) for p in _all_files(store_url)}
-    second = upload([run], store_url)[0]
+    first = upload([run], local_store_url)[0]
+    before = {p: Store(local_store_url).fs.cat_file(p) for p in _all_files(local_store_url)}
+    second = upload([run], local_store_url)[0]
     assert (first.status, second.status) == ("published", "exists")
     assert second.run_id == first.run_id
-    after = {p: Store(store_url).fs.cat_file(p) for p in _all_files(store_url)}
+    after = {p: Store(local_store_url).fs.cat_file(p) for p in _all_files(local_store_url)}
     assert after == before
     # a run pulled from the store and uploaded again is the same run
-    [local] = pull(store_url, tmp_path / "cache")
-    assert upload([local], store_url)[0].status == "exists"
+    [local] = pull(local_store_url, tmp_path / "cache")
+    assert upload([local], local_store_url)[0].status == "exists"
 
 
 def test_run_id_is_content_derived(tmp_path):
@@ -101,7 +108,7 @@ def test_run_id_is_content_derived(tmp_path):
     assert ida.startswith("20260115-tiny-llama-h100-sxm-")
 
 
-def test_malformed_runs_are_refused_and_nothing_uploaded(store_url, tmp_path):
+def test_malformed_runs_are_refused_and_nothing_uploaded(local_store_url, tmp_path):
     good = make_run(tmp_path / "runs", name="good")
     bad_json = make_run(tmp_path / "runs", name="badjson")
     (bad_json / "run.json").write_text("{not json")
@@ -112,9 +119,9 @@ def test_malformed_runs_are_refused_and_nothing_uploaded(store_url, tmp_path):
     running = make_run(tmp_path / "runs", name="running", status="running")
     for bad, reason in ((bad_json, "not valid JSON"), (future, "unknown schema_version 99"), (running, "still running")):
         with pytest.raises(StoreError, match=reason):
-            upload([good, bad], store_url)
-    assert ls(store_url) == []
-    assert _all_files(store_url) == []
+            upload([good, bad], local_store_url)
+    assert ls(local_store_url) == []
+    assert _all_files(local_store_url) == []
 
 
 def test_missing_request_file_is_refused(tmp_path):
@@ -150,37 +157,37 @@ def test_interrupted_upload_is_invisible_and_can_be_retried(store_url, tmp_path,
     assert (local / MANIFEST_FILE).is_file()
 
 
-def test_same_id_with_different_content_is_refused(store_url, tmp_path):
+def test_same_id_with_different_content_is_refused(local_store_url, tmp_path):
     run = make_run(tmp_path / "runs")
-    [done] = upload([run], store_url)
-    s = Store(store_url)
+    [done] = upload([run], local_store_url)
+    s = Store(local_store_url)
     path = s.path("runs", done.run_id, MANIFEST_FILE)
     manifest = json.loads(s.fs.cat_file(path))
     manifest["content_sha256"] = "0" * 64
     s.fs.pipe_file(path, json.dumps(manifest).encode())
     with pytest.raises(StoreError, match="different content .*content_sha256"):
-        upload([run], store_url)
+        upload([run], local_store_url)
 
 
-def test_pull_verifies_checksums_filters_and_caches(store_url, tmp_path, monkeypatch):
+def test_pull_verifies_checksums_filters_and_caches(local_store_url, tmp_path, monkeypatch):
     h100 = make_run(tmp_path / "runs", hardware="h100-sxm")
     b200 = make_run(tmp_path / "runs", hardware="b200", model="tiny-qwen3-moe")
-    ids = {d.source.name: d.run_id for d in upload([h100, b200], store_url)}
-    got = pull(store_url, tmp_path / "cache", hardware="b200")
+    ids = {d.source.name: d.run_id for d in upload([h100, b200], local_store_url)}
+    got = pull(local_store_url, tmp_path / "cache", hardware="b200")
     assert [p.name for p in got] == [ids[b200.name]]
-    assert pull(store_url, tmp_path / "cache", model="tiny-llama")[0].name == ids[h100.name]
-    assert pull(store_url, tmp_path / "cache", hardware="b200", model="tiny-llama") == []
+    assert pull(local_store_url, tmp_path / "cache", model="tiny-llama")[0].name == ids[h100.name]
+    assert pull(local_store_url, tmp_path / "cache", hardware="b200", model="tiny-llama") == []
 
     reads = []
     with monkeypatch.context() as m:
         m.setattr(Store, "read_file", lambda self, *a, **k: reads.append(a))
-        pull(store_url, tmp_path / "cache")
+        pull(local_store_url, tmp_path / "cache")
     assert reads == []  # both runs already complete in the cache
 
-    s = Store(store_url)
+    s = Store(local_store_url)
     s.fs.pipe_file(s.path("runs", ids[h100.name], "engine.log"), b"tampered\n")
     with pytest.raises(StoreError, match="checksum"):
-        pull(store_url, tmp_path / "fresh", hardware="h100-sxm")
+        pull(local_store_url, tmp_path / "fresh", hardware="h100-sxm")
 
 
 def test_concurrent_writers_keep_every_run_intact(store_url, tmp_path):
@@ -214,14 +221,14 @@ def test_concurrent_writers_keep_every_run_intact(store_url, tmp_path):
         assert (by_hw[hw] / "power.parquet").read_bytes() == (run / "power.parquet").read_bytes()
 
 
-def test_secrets_never_reach_the_store(store_url, tmp_path):
+def test_secrets_never_reach_the_store(local_store_url, tmp_path):
     token = "hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2"
     run = make_run(tmp_path / "runs", engine_args={"hf_token": token, "max_num_batched_tokens": 8192,
                                                     "api_key": "plainsecretvalue"})
     (run / "engine.log").write_text(f"INFO args: --api-key sk-{'x' * 24} HF_TOKEN={token}\n")
-    [done] = upload([run], store_url)
-    s = Store(store_url)
-    blob = b"".join(s.fs.cat_file(p) for p in _all_files(store_url))
+    [done] = upload([run], local_store_url)
+    s = Store(local_store_url)
+    blob = b"".join(s.fs.cat_file(p) for p in _all_files(local_store_url))
     assert token.encode() not in blob and b"plainsecretvalue" not in blob and b"sk-xxxx" not in blob
     stored = s.read_run(done.run_id)
     assert stored.config["engine_args"]["max_num_batched_tokens"] == 8192

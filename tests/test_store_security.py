@@ -173,7 +173,7 @@ def test_run_ids():
 _path_chars = st.text(alphabet=string.ascii_letters + string.digits + "./\\:-_ \x00\n~%", max_size=40)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(deadline=None)
 @given(rel=st.one_of(_path_chars, st.text(max_size=40)))
 def test_accepted_paths_stay_inside_their_root(tmp_path_factory, rel):
     root = tmp_path_factory.getbasetemp() / "root"
@@ -194,7 +194,7 @@ _json = st.recursive(
 _entry = st.fixed_dictionaries({"path": _path_chars, "size": st.integers(-2, 10), "sha256": st.sampled_from(["0" * 64, "z"])})
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(manifest=st.one_of(_json, st.fixed_dictionaries({
     "run_id": st.sampled_from(["r-000000000000", "../r"]),
     "files": st.lists(_entry, max_size=4),

@@ -15,6 +15,7 @@ class Progress:
         self.run_bar = tqdm(total=n_points, desc="points", unit="pt", position=0, disable=self.disable,
                             dynamic_ncols=True) if n_points else None
         self.point_bar = None
+        self._stall_shown = False
 
     def on_event(self, kind: str, info: dict) -> None:
         if kind == "engine_start":
@@ -26,13 +27,17 @@ class Progress:
         elif kind == "request_done" and self.point_bar is not None:
             self.point_bar.n = info["done"]
             self.point_bar.refresh()
+        elif kind == "requests_stalled":
+            self._stalled(info["n"])
         elif kind == "point_done":
             self._close_point()
             pr = info["point"]
             line = f"{pr.point_id}: {pr.status}"
             if pr.status == "ok":
-                m = pr.metrics
-                line += f", {m.get('output_tok_s', 0):.1f} out tok/s, ttft p50 {1000 * (m.get('ttft_s_p50') or 0):.1f} ms"
+                m = pr.metrics or {}
+                out_tok_s = m.get("output_tok_s")
+                line += (f", {'no' if out_tok_s is None else f'{out_tok_s:.1f}'} out tok/s, "
+                         f"ttft p50 {1000 * (m.get('ttft_s_p50') or 0):.1f} ms")
                 if not pr.valid:
                     line += f", INVALID: {'; '.join(pr.invalid_reasons)}"
             elif pr.error:
@@ -40,6 +45,14 @@ class Progress:
             tqdm.write(line, file=sys.stderr)
             if self.run_bar is not None:
                 self.run_bar.update(1)
+
+    def _stalled(self, n: int) -> None:
+        """In-flight requests with no token for a while: on the bar, or one line when there is no bar."""
+        if self.point_bar is not None and not self.disable:
+            self.point_bar.set_postfix_str(f"{n} stalled" if n else "", refresh=True)
+        elif n and not self._stall_shown:
+            tqdm.write(f"{n} request(s) stalled: no token from the server for a while", file=sys.stderr)
+        self._stall_shown = bool(n)
 
     def _close_point(self) -> None:
         if self.point_bar is not None:
@@ -67,12 +80,12 @@ def summary_table(result) -> str:
     rows = []
     scenario = None
     for p in result.points:
-        m, e = p.metrics, p.energy
+        m, e = p.metrics or {}, p.energy or {}
         load = p.load.get("concurrency") or p.load.get("rate_rps") or p.load.get("batch")
-        name, cost = next(((n, c) for n, c in p.cost.items() if isinstance(c, dict) and "usd_per_mtok_output" in c),
+        name, cost = next(((n, c) for n, c in p.cost.items() if c.get("usd_per_mtok_output") is not None),
                           (None, {}))
         if name and not scenario:
-            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.get('utilization', 1.0):g}"
+            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.get('utilization') or 1.0:g}"
         rows.append({
             "point": p.point_id,
             "load": f"{p.load.get('kind', '')[:4]} {load}",
@@ -86,13 +99,13 @@ def summary_table(result) -> str:
             "errors": "" if p.status != "ok" else str(p.n_failed),
             "W": _num(e.get("avg_power_w")),
             "J/tok": _num(e.get("j_per_token"), "{:.3g}"),
-            "energy": ("" if not e else e.get("energy_method", "") + ("" if e.get("measured") else "*")),
+            "energy": ("" if not e else (e.get("energy_method") or "") + ("" if e.get("measured") else "*")),
             "$/Mtok out": _num(cost.get("usd_per_mtok_output"), "{:.3g}"),
         })
     table = format_table(rows, list(rows[0]) if rows else ["point"])
     notes = [f"{p.point_id}: {p.error or '; '.join(p.invalid_reasons)}" for p in result.points
              if p.status != "ok" or not p.valid]
     footer = ["* energy estimated from nominal catalog power (not measured)"] if any(
-        p.energy and not p.energy.get("measured") for p in result.points) else []
+        p.energy is not None and not p.energy.measured for p in result.points) else []
     footer += [scenario] if scenario else []
     return "\n".join([table, *footer, *notes])

@@ -18,7 +18,8 @@ from bench.errors import ConfigError
 @click.option("--ttft-slo", type=float, default=None, help="Only points with TTFT p99 at or under this (s).")
 @click.option("--scenario", "scenarios", multiple=True, help="Cost scenarios to show (default: all).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Report folder (default: reports/compare-<model>).")
+              help="Report folder [compare-<model> in the folder holding RESULTS; with --store, "
+                   "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
 def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, out):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points."""
     from bench.store.costmodel import build_table, runs_from_dirs, runs_from_store
@@ -33,7 +34,7 @@ def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios
     for reason in skipped:
         click.echo(f"bench: warning: skipped {reason}", err=True)
     table = build_table(runs)
-    out = out or Path("reports") / f"compare-{model}"
+    out = out or default_compare_dir(results, model)
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
                          list(scenarios) or None)
     shown = ["series", "status", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
@@ -46,10 +47,24 @@ def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Report folder (default: reports/<run folder name>).")
+              help="Report folder [RUN_DIR/report].")
 def report(run_dir, out):
     """Report one run: its load points with validity reasons, plots and provenance."""
     from bench.analysis.report import run_report
 
-    rep = run_report(run_dir, out or Path("reports") / run_dir.resolve().name)
+    rep = run_report(run_dir, out or run_dir / "report")
     click.echo(f"{len(rep.table)} load points; report: {rep.path}")
+
+
+def default_compare_dir(results: tuple[Path, ...], model: str) -> Path:
+    """compare-<model> in the folder holding every RESULTS folder; from a store, beside the pull cache."""
+    import os
+
+    name = f"compare-{model.replace('/', '-')}"
+    if not results:
+        from bench.store import default_cache_dir
+
+        return default_cache_dir().parent / "reports" / name
+    # a run folder itself is left alone (it is uploaded as it is): its parent holds the report
+    folders = [p.resolve().parent if not p.is_dir() or (p / "run.json").is_file() else p.resolve() for p in results]
+    return Path(os.path.commonpath(folders)) / name

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bench.catalog.engines import ENGINES, engine_names, get_engine
 from bench.cli.progress import Progress, summary_table
 
 # Fewer measured requests than this and a point's p99 is one of its largest samples.
@@ -35,18 +36,34 @@ def parse_engine_args(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def _gpu_list(ctx, param, text: str | None) -> list[int] | None:
+    """"0,1" -> [0, 1] (click callback of --gpus); range and count are checked by the plan."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise click.BadParameter(f"'{text}' (expected device indices like 0,1)") from None
+
+
 def engine_options(f):
     """Options shared by `bench run` and `bench sweep` overrides."""
     opts = [
         click.option("--weights", help="'dummy' (random weights, no download), a HF repo id, or a local path."),
-        click.option("--engine", type=click.Choice(["vllm", "vllm-offline", "hf", "endpoint"]),
-                     help="What serves the model: the vLLM server, vLLM's offline LLM.generate (max throughput), "
-                          "transformers, or an existing server (--url)."),
+        click.option("--engine", type=click.Choice(engine_names()),
+                     help="What serves the model: " + "; ".join(f"{e.name}: {e.description}" for e in ENGINES.values())
+                          + "."),
         click.option("--url", "endpoint_url", help="Base URL of an existing OpenAI-compatible server (--engine endpoint)."),
         click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"])),
         click.option("--quantization", type=click.Choice(["fp8"]), help="Weight quantization."),
         click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"])),
         click.option("--tp", "tensor_parallel_size", type=int, help="Tensor-parallel size."),
+        click.option("--pp", "pipeline_parallel_size", type=int, help="Pipeline-parallel size."),
+        click.option("--dp", "data_parallel_size", type=int, help="Data-parallel size (engine replicas)."),
+        click.option("--ep/--no-ep", "enable_expert_parallel", default=None,
+                     help="Expert parallelism: MoE experts split over TP x DP ranks."),
+        click.option("--gpus", callback=_gpu_list, metavar="0,1,...",
+                     help="Device indices to run on; exactly TP x PP x DP of them [assigned by the runner]."),
         click.option("--max-num-seqs", type=int),
         click.option("--max-model-len", type=int),
         click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
@@ -76,6 +93,11 @@ def engine_options(f):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="Continue the interrupted run in RUN_DIR (same options): finished points are kept.")
+@click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request may take, connect to last byte; past it the request fails "
+                   "[300 + 1 per output token + 0.01 per prompt token].")
+@click.option("--stall-timeout", "stall_timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="Seconds without a byte from the server before a request fails as stalled.")
 @engine_options
 def run(**opts):
     """Serve a model, drive load at each concurrency level, write a versioned result.
@@ -87,6 +109,7 @@ def run(**opts):
     opts["engine_args"] = parse_engine_args(opts["engine_args"])
     opts["concurrency"] = _int_list(opts["concurrency"])
     env, hardware_note = prepare_run(opts.get("hardware_id"), opts.get("probe_file"))
+    env.request_timeout_s, env.stall_timeout_s = opts["request_timeout_s"], opts["stall_timeout_s"]
     plan = plan_from_options(**_plan_kwargs(opts, env))
     click.echo(hardware_note, err=True)
     out_dir = Path(opts["out_dir"] or "runs")
@@ -94,8 +117,10 @@ def run(**opts):
     run_dir, result = run_plan(plan, out_dir, env, Progress(n_points=len(plan.points)), resume_dir=resume_dir)
     click.echo(summary_table(result))
     click.echo(f"result: {run_dir}")
-    if not any(p.status == "ok" for p in result.points):
-        raise SystemExit(1)
+    from bench.run.status import exit_code
+
+    if exit_code(result.status):  # partial 4, failed 1 (docs/reliability.md)
+        raise SystemExit(exit_code(result.status))
 
 
 def _int_list(text: str) -> list[int]:
@@ -111,9 +136,10 @@ def _int_list(text: str) -> list[int]:
 
 
 def _plan_kwargs(opts: dict, env) -> dict:
-    keep = {k: v for k, v in opts.items() if v is not None and k not in ("out_dir", "hardware_id", "probe_file", "resume_dir")}
+    not_plan = ("out_dir", "hardware_id", "probe_file", "resume_dir", "request_timeout_s", "stall_timeout_s")
+    keep = {k: v for k, v in opts.items() if v is not None and k not in not_plan}
     keep.setdefault("min_requests", MIN_REQUESTS)
-    if keep.get("engine") == "vllm-offline":  # no server: each level is one static batch size
+    if keep.get("engine") and "concurrency" not in get_engine(keep["engine"]).loads:  # each level: one static batch
         keep["loads"] = [{"kind": "offline", "batch": keep["concurrency"]}]
     keep["hardware"] = env.hardware
     keep["n_devices"] = env.device.get("count") or 1

@@ -48,11 +48,12 @@ def pull(url, hardware, model, dest):
 @click.argument("url")
 def ls(url):
     """List the runs published at URL."""
+    from bench.redact import redact_text
     from bench.store import ls as list_runs
 
     refused: list[str] = []
     rows = list_runs(url, refused=refused)
     columns = ["run_id", "date", "model", "hardware", "n_gpus", "engine", "harness_version", "status", "n_points"]
-    click.echo(format_table(rows, columns) if rows else f"no published runs at {url}")
+    click.echo(format_table(rows, columns) if rows else f"no published runs at {redact_text(url)}")
     for reason in refused:
         click.echo(f"bench: skipped: {reason}", err=True)

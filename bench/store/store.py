@@ -31,15 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ResultError, StoreError
-from bench.redact import redact, redact_text
+from bench.redact import redact, redact_text, redact_text_of
 from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
+from bench.store.integrity import check_run_requests
 from bench.store.manifest import check_manifest, content_digest
 
 MANIFEST_FILE = "MANIFEST.json"
 MANIFEST_VERSION = 1
 RUNS_DIR = "runs"
 STAGING_DIR = "staging"
+REPORT_DIR = "report"  # `bench report` writes here inside a run folder; derived, never uploaded
 _TEXT_SUFFIXES = {".log", ".txt", ".yaml", ".yml", ".json", ".md", ".csv"}
 
 
@@ -70,7 +72,8 @@ def prepare(run_dir: Path) -> PreparedRun:
     """Validate a run folder, redact secrets, hash every file and derive the run id.
 
     Raises ResultError for a malformed result or unknown schema and StoreError for a run
-    still running or one whose request files are missing.
+    still running, or one whose request files are missing, do not read as Parquet or
+    disagree with run.json (bench.store.integrity).
     """
     run_dir = Path(run_dir)
     result = read_summary(run_dir)
@@ -90,7 +93,7 @@ def prepare(run_dir: Path) -> PreparedRun:
     files = {SUMMARY_FILE: (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir).as_posix()
-        if _hidden(rel):
+        if _hidden(rel) or rel.split("/", 1)[0] == REPORT_DIR:
             continue
         if path.is_symlink():
             raise StoreError(f"{run_dir}: {rel} is a symbolic link; a run folder to upload holds plain files only")
@@ -107,6 +110,7 @@ def prepare(run_dir: Path) -> PreparedRun:
     entries = [{"path": rel, "size": len(d), "sha256": sha256_hex(d)} for rel, d in sorted(files.items())]
     digest = content_digest(entries)
     run = RunResult.model_validate(clean)
+    check_run_requests(run, lambda rel: _bytes_of(files, rel, run_dir), str(run_dir))
     models = run_models(run)
     run_id = "-".join(
         [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(models[0] if len(models) == 1 else "multi"),
@@ -165,10 +169,11 @@ class Store:
         import fsspec
 
         self.url = url
+        self.where = redact_text(url)  # the URL for messages: never a password in it
         try:
             self.fs, root = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
         except (ImportError, ValueError) as e:
-            raise StoreError(f"{url}: cannot open store ({e})") from None
+            raise StoreError(f"{self.where}: cannot open store ({_one_line(e, url)})") from None
         self.root = root.rstrip("/")
 
     def path(self, *parts: str) -> str:
@@ -181,7 +186,7 @@ class Store:
         try:
             check_run_id(run_id)
         except UnsafePath as e:
-            raise StoreError(f"{self.url}: refused run folder: {e}") from None
+            raise StoreError(f"{self.where}: refused run folder: {e}") from None
         try:
             data = self._io(
                 "read manifest", self.fs.cat_file, self.path(RUNS_DIR, run_id, MANIFEST_FILE), missing_ok=True
@@ -191,8 +196,8 @@ class Store:
         try:
             manifest = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"{self.url}: run {run_id}: MANIFEST.json is not valid JSON") from None
-        return check_manifest(manifest, run_id, self.url)
+            raise StoreError(f"{self.where}: run {run_id}: MANIFEST.json is not valid JSON") from None
+        return check_manifest(manifest, run_id, self.where)
 
     def manifests(self, refused: list[str] | None = None) -> list[dict]:
         """Manifests of every published run, sorted by run id.
@@ -220,20 +225,29 @@ class Store:
 
     def read_file(self, run_id: str, rel: str, manifest: dict | None = None) -> bytes:
         """One file of a published run, checked against the manifest's sha256."""
-        manifest = check_manifest(manifest, run_id, self.url) if manifest else self.read_manifest(run_id)
+        manifest = check_manifest(manifest, run_id, self.where) if manifest else self.read_manifest(run_id)
         if manifest is None:
-            raise StoreError(f"{self.url}: no published run {run_id}")
+            raise StoreError(f"{self.where}: no published run {run_id}")
         entry = next((e for e in manifest["files"] if e["path"] == rel), None)
         if entry is None:
-            raise StoreError(f"{self.url}: run {run_id} has no file {rel}")
+            raise StoreError(f"{self.where}: run {run_id} has no file {rel}")
         data = self._io("read", self.fs.cat_file, self.path(RUNS_DIR, run_id, rel))
         if sha256_hex(data) != entry["sha256"]:
-            raise StoreError(f"{self.url}: run {run_id}: {rel} does not match its manifest checksum")
+            raise StoreError(f"{self.where}: run {run_id}: {rel} does not match its manifest checksum")
         return data
 
     def read_run(self, run_id: str, manifest: dict | None = None) -> RunResult:
+        """A published run.json, parsed; StoreError (one line) for one that is not a bench result."""
         data = self.read_file(run_id, SUMMARY_FILE, manifest)
-        return parse_summary(json.loads(data), f"{self.url}/{RUNS_DIR}/{run_id}/{SUMMARY_FILE}")
+        return _parse_untrusted(data, f"{self.where}/{RUNS_DIR}/{run_id}/{SUMMARY_FILE}")
+
+    def read_checked_run(self, run_id: str, manifest: dict | None = None) -> RunResult:
+        """`read_run`, and every point's requests Parquet read and checked against it
+        (bench.store.integrity); StoreError when one disagrees."""
+        manifest = check_manifest(manifest, run_id, self.where) if manifest else self.read_manifest(run_id)
+        run = self.read_run(run_id, manifest)
+        check_run_requests(run, lambda rel: self.read_file(run_id, rel, manifest), f"{self.where}: run {run_id}")
+        return run
 
     def iter_runs(self) -> Iterator[tuple[str, RunResult]]:
         """(run_id, RunResult) of every published run."""
@@ -264,14 +278,15 @@ class Store:
         return Uploaded(run.run_id, run.source, "published", len(run.files), size)
 
     def put_bytes(self, rel: str, data: bytes) -> str:
-        """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its path."""
+        """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
+        URL as it may be shown (credentials redacted)."""
         staged = self.path(STAGING_DIR, f"{uuid.uuid4().hex[:12]}.{rel.replace('/', '_')}")
         try:
             self._put_verified(staged, data)
             self._publish_file(staged, self.path(rel), data)
         finally:
             self._remove_quietly(staged)
-        return self.path(rel)
+        return f"{self.where.rstrip('/')}/{rel}"
 
     def pull(self, dest: Path, hardware: str | None = None, model: str | None = None,
              skipped: list[str] | None = None) -> list[Path]:
@@ -301,7 +316,7 @@ class Store:
     # -- internals ----------------------------------------------------------------------
     def _pull_one(self, manifest: dict, dest: Path) -> Path:
         run_id = manifest["run_id"]
-        check_manifest(manifest, run_id, self.url)
+        check_manifest(manifest, run_id, self.where)
         target = inside(dest, run_id)
         local = target / MANIFEST_FILE
         if local.is_file() and local.read_bytes() == manifest_bytes(manifest):
@@ -313,7 +328,7 @@ class Store:
                 path = inside(partial, entry["path"])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(self.read_file(run_id, entry["path"], manifest))
-            _check_pulled_summary(partial, self.url, run_id)
+            _check_pulled_summary(partial, self.where, run_id)
             (partial / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
             if target.exists():
                 shutil.rmtree(target)
@@ -331,13 +346,13 @@ class Store:
         try:
             return self.read_manifest(run_id)
         except StoreError as e:
-            raise StoreError(f"{self.url}: run id {run_id} is already published with different content "
+            raise StoreError(f"{self.where}: run id {run_id} is already published with different content "
                              f"({str(e).rsplit(': ', 1)[-1]}); refusing to overwrite") from None
 
     def _existing(self, run: PreparedRun, existing: dict, size: int) -> Uploaded:
         if existing.get("content_sha256") != run.manifest["content_sha256"]:
             raise StoreError(
-                f"{self.url}: run id {run.run_id} is already published with different content; refusing to overwrite"
+                f"{self.where}: run id {run.run_id} is already published with different content; refusing to overwrite"
             )
         return Uploaded(run.run_id, run.source, "exists", len(run.files), size)
 
@@ -355,7 +370,7 @@ class Store:
         size = self._io("stat", self.fs.size, path)
         remote = self._io("read back", self.fs.cat_file, path)
         if size != len(data) or sha256_hex(remote) != sha256_hex(data):
-            raise StoreError(f"{self.url}: {path}: checksum mismatch after upload ({size} of {len(data)} bytes)")
+            raise StoreError(f"{self.where}: {path}: checksum mismatch after upload ({size} of {len(data)} bytes)")
 
     def _remove_quietly(self, path: str) -> None:
         try:
@@ -375,9 +390,10 @@ class Store:
         except FileNotFoundError:
             if missing_ok:
                 raise
-            raise StoreError(f"{self.url}: {what} failed: not found: {args[0] if args else ''}") from None
+            raise StoreError(f"{self.where}: {what} failed: not found: "
+                             f"{_one_line(args[0] if args else '', self.url)}") from None
         except Exception as e:  # noqa: BLE001 - each backend (botocore, gcsfs, hf) has its own error types
-            raise StoreError(f"{self.url}: {what} failed: {type(e).__name__}: {_one_line(e)}") from None
+            raise StoreError(f"{self.where}: {what} failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
 
 def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) -> list[Uploaded]:
@@ -434,14 +450,30 @@ def default_cache_dir() -> Path:
 
 def _check_pulled_summary(run_dir: Path, url: str, run_id: str) -> None:
     """A pulled run.json must parse, and each point's requests file must be one the
-    manifest brought (its path was checked by the result schema)."""
-    try:
-        result = read_summary(run_dir)
-    except ResultError as e:
-        raise StoreError(f"{url}: run {run_id}: refused: {e}") from None
+    manifest brought (its path was checked by the result schema), read as Parquet and
+    agree with run.json."""
+    result = _parse_untrusted((run_dir / SUMMARY_FILE).read_bytes(), f"{url}: run {run_id}: {SUMMARY_FILE}")
     for point in result.points:
         if point.requests_file and not inside(run_dir, point.requests_file).is_file():
             raise StoreError(f"{url}: run {run_id}: point {point.point_id}: {point.requests_file} is not in the run")
+    check_run_requests(result, lambda rel: inside(run_dir, rel).read_bytes(), f"{url}: run {run_id}")
+
+
+def _parse_untrusted(data: bytes, source: str) -> RunResult:
+    """run.json bytes from a store -> RunResult. Whatever the bytes, the only error is a
+    one-line StoreError: a store is untrusted input, and one bad run must not stop a pull."""
+    try:
+        return parse_summary(json.loads(data), source)
+    except ResultError as e:
+        raise StoreError(f"refused: {e}") from None
+    except Exception as e:  # noqa: BLE001  malformed JSON or a shape the parser did not expect
+        raise StoreError(f"{source}: refused: not a readable bench result ({type(e).__name__})") from None
+
+
+def _bytes_of(files: dict[str, bytes], rel: str, run_dir: Path) -> bytes:
+    if rel not in files:
+        raise StoreError(f"{run_dir}: {rel} is not among the files to upload")
+    return files[rel]
 
 
 def _slug(value: Any) -> str:
@@ -453,5 +485,6 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in rel.split("/"))
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]
+def _one_line(e: Exception | str, url: str) -> str:
+    """A backend error on one line, credentials removed (it may quote the URL, with or without its scheme)."""
+    return redact_text_of(" ".join(str(e).split()), url)[:300]

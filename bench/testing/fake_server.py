@@ -8,6 +8,12 @@ CLOCK_MONOTONIC on Linux, so a client in another process can compare its own sta
 with the server's. It also serves `/metrics` (Prometheus text, vLLM's counter names),
 `/health`, `/v1/models` and `/fake/emits` (the recorded emit times as JSON).
 
+Faults, for reliability tests (each on every k-th request, see FakeServerConfig): HTTP 500,
+a connection closed mid-stream, a stream that stops half-way with the connection open
+(stall), a request never answered (no status line), a garbage event half-way, a body
+that is not SSE at all, and slow headers. Stalled and unanswered requests are released
+(connection aborted) when the server stops, so a test never waits on them.
+
     with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.01)) as srv:   # thread
         ... srv.base_url ... srv.emits()
     with FakeServer(cfg, mode="process") as srv:  # own process: its CPU is not yours
@@ -44,6 +50,11 @@ class FakeServerConfig:
     fail_http_every: int = 0  # answer HTTP 500
     cut_stream_every: int = 0  # close the connection half-way through the stream
     short_every: int = 0  # generate one token fewer than asked, then end normally
+    hang_every: int = 0  # never answer: no status line, connection left open
+    stall_every: int = 0  # stop sending half-way through the stream, connection left open
+    garbage_every: int = 0  # half-way through the stream, a `data:` line that is not JSON
+    not_sse_every: int = 0  # answer 200 with a body that is not SSE (an HTML error page)
+    headers_delay_s: float = 0.0  # wait this long before the response headers (slow headers)
     model: str = "fake-model"
 
 
@@ -69,6 +80,15 @@ class _App:
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.emits: dict[str, dict] = {}
+        self.release: asyncio.Event | None = None  # set on shutdown: frees hung and stalled handlers
+
+    async def _hold(self, request: web.Request) -> None:
+        """Keep a request open until the server stops, then drop its connection."""
+        if self.release is None:
+            self.release = asyncio.Event()
+        await self.release.wait()
+        if request.transport is not None:
+            request.transport.abort()
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -109,12 +129,21 @@ class _App:
         chat = request.path.endswith("chat/completions")
         if _hit(cfg.fail_http_every, k):
             return web.json_response({"error": {"message": "injected failure", "code": 500}}, status=500)
+        if _hit(cfg.hang_every, k):
+            await self._hold(request)
+            return web.Response(status=500)  # never sent: the connection is gone
+        if cfg.headers_delay_s > 0:
+            await asyncio.sleep(cfg.headers_delay_s)
+        if _hit(cfg.not_sse_every, k):
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         n_prompt = _prompt_tokens(body)
         self.prompt_tokens += n_prompt
         n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         if _hit(cfg.short_every, k):
             n_out -= 1
         cut_after = n_out // 2 if _hit(cfg.cut_stream_every, k) else None
+        stall_after = n_out // 2 if _hit(cfg.stall_every, k) else None
+        garbage_after = n_out // 2 if _hit(cfg.garbage_every, k) else None
         opts = body.get("stream_options") or {}
         usage_on = bool(opts.get("include_usage"))
         continuous = usage_on and bool(opts.get("continuous_usage_stats")) and cfg.continuous_usage
@@ -152,6 +181,11 @@ class _App:
             if done and cut_after is not None and done >= cut_after:
                 request.transport.abort()  # a broken stream: no [DONE], no chunked terminator
                 return resp
+            if done and stall_after is not None and done >= stall_after:
+                await self._hold(request)
+                return resp
+            if garbage_after is not None and done == garbage_after:
+                await resp.write(b'data: {"id": "cmpl-x", "choices": [{"text": "\xff\n\n')
             if done:
                 await asyncio.sleep(cfg.itl_s)
             n_tok = min(cfg.tokens_per_chunk, n_out - done)
@@ -195,6 +229,12 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._app: _App | None = None
+
+    async def _release(self) -> None:
+        if self._app.release is None:
+            self._app.release = asyncio.Event()
+        self._app.release.set()
 
     @property
     def base_url(self) -> str:
@@ -219,6 +259,7 @@ class FakeServer:
                 self._proc.wait()
             self._proc = None
         if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._release(), self._loop).result(timeout=10)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
@@ -239,7 +280,8 @@ class FakeServer:
         self._loop = asyncio.new_event_loop()
 
         async def start() -> None:
-            self._runner = web.AppRunner(_App(self.config).build(), access_log=None)
+            self._app = _App(self.config)
+            self._runner = web.AppRunner(self._app.build(), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
             await site.start()
