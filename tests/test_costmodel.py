@@ -13,6 +13,9 @@ from click.testing import CliRunner
 from result_factory import make_run
 
 from bench.cli import cli
+from bench.errors import ConfigError
+from bench.results import read_summary, write_summary
+from bench.store import upload
 from bench.store.costmodel import (
     BASE_COLUMNS,
     SCENARIO_FIELDS,
@@ -22,9 +25,6 @@ from bench.store.costmodel import (
     table_bytes,
     write_table,
 )
-from bench.errors import ConfigError
-from bench.results import read_summary, write_summary
-from bench.store import upload
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "costmodel.md"
 

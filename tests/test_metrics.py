@@ -218,6 +218,6 @@ def test_point_groups_compose_into_a_point_result():
     assert groups.energy.extra == {"packed_with": ["other-config"]}  # a figure v2 does not name is kept
     assert "energy: covers 4 devices, the point uses 2 GPUs" in groups.validity.reasons
     pr = point_result(point, groups, started_utc="2026-01-01T00:00:00Z")
-    assert pr.load == {"kind": "concurrency", "concurrency": 8} and pr.workload["input_len"] == 10
+    assert pr.load.model_dump(mode="json") == {"kind": "concurrency", "concurrency": 8} and pr.workload.input_len == 10
     assert pr.metrics is groups.metrics and pr.valid is False and pr.invalid_reasons == groups.validity.reasons
     assert (pr.n_requests, pr.n_failed, pr.error) == (6, 1, "fewer tokens than asked: 2 of 8")

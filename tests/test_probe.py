@@ -9,9 +9,14 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.errors import ConfigError
-from bench.telemetry.probe import load_probe, measure_nvml_counter, run_probe, write_probe
 from bench.measure.roofline import point_roofline
 from bench.telemetry.fake_nvml import FakeGpu, FakeNvml
+from bench.telemetry.probe import (
+    load_probe,
+    measure_nvml_counter,
+    run_probe,
+    write_probe,
+)
 
 
 @pytest.fixture(scope="module")

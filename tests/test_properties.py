@@ -143,7 +143,7 @@ def test_a_published_run_json_of_any_content_is_read_or_refused_with_a_store_err
 @given(rel=st.text(max_size=30))
 def test_a_run_json_requests_file_is_a_plain_path_or_refused(rel):
     try:
-        point = PointResult(point_id="p", load={}, requests_file=rel)
+        point = PointResult(point_id="p", load={"kind": "concurrency", "concurrency": 1}, requests_file=rel)
     except ValueError:
         return
     parts = point.requests_file.split("/")
@@ -158,7 +158,7 @@ def test_a_run_json_requests_file_is_a_plain_path_or_refused(rel):
 def test_requests_check_raises_only_store_errors(data, flip):
     from bench.store.integrity import check_requests
 
-    point = PointResult(point_id="p", load={}, requests_file="requests/p.parquet", n_requests=1)
+    point = PointResult(point_id="p", load={"kind": "concurrency", "concurrency": 1}, requests_file="requests/p.parquet", n_requests=1)
     try:
         check_requests(data, point, "x")
     except StoreError as e:

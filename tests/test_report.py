@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from result_factory import make_run
 
-from bench.cli import cli
-from bench.store.costmodel import build_table, runs_from_dirs
 from bench.analysis.plots import (
     metric_vs_interactivity,
     power_over_time,
     throughput_vs_interactivity,
 )
+from bench.cli import cli
 from bench.store import upload
+from bench.store.costmodel import build_table, runs_from_dirs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

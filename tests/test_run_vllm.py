@@ -32,7 +32,7 @@ def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_
     stored = read_summary(tmp_path / "run")
     assert stored.status == "complete"
     assert [p.status for p in stored.points] == ["ok", "ok"]
-    assert [p.load["concurrency"] for p in stored.points] == [1, 3]
+    assert [p.load.concurrency for p in stored.points] == [1, 3]
     client_out = client_in = 0
     for point in stored.points:
         records = read_requests(tmp_path / "run", point)

@@ -233,3 +233,18 @@ def test_final_status_and_exit_codes():
     assert final_status([P(status="failed"), P(status="skipped")])[0] == "failed"
     assert final_status([])[0] == "failed"
     assert [exit_code(s) for s in ("complete", "partial", "failed", "interrupted")] == [0, 4, 1, 130]
+
+
+def test_report_shows_a_dead_writers_run_as_stale(server, tmp_path):
+    """Issue 11 defect 2: `bench report` tells a live run from one whose process is gone."""
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    execute(make_plan([endpoint(server.base_url)]), tmp_path, make_env())
+    on_disk = json.loads((tmp_path / "run.json").read_text())
+    on_disk["status"] = "running"  # what a SIGKILLed run leaves behind
+    (tmp_path / "run.json").write_text(json.dumps(on_disk))
+    res = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "status stale (process gone)" in res.output

@@ -116,10 +116,18 @@ def test_malformed_runs_are_refused_and_nothing_uploaded(local_store_url, tmp_pa
     data = json.loads((future / "run.json").read_text())
     data["schema_version"] = 99
     (future / "run.json").write_text(json.dumps(data))
-    running = make_run(tmp_path / "runs", name="running", status="running")
-    for bad, reason in ((bad_json, "not valid JSON"), (future, "unknown schema_version 99"), (running, "still running")):
+    stale = make_run(tmp_path / "runs", name="stale", status="running")  # no process holds it
+    live = make_run(tmp_path / "runs", name="live", status="running")
+    for bad, reason in ((bad_json, "not valid JSON"), (future, "unknown schema_version 99"),
+                        (stale, "stale .* --resume"), (live, "still running")):
         with pytest.raises(StoreError, match=reason):
-            upload([good, bad], local_store_url)
+            if bad is live:
+                from bench.run.lock import RunLock
+
+                with RunLock(live):  # a live writer holds the folder
+                    upload([good, bad], local_store_url)
+            else:
+                upload([good, bad], local_store_url)
     assert ls(local_store_url) == []
     assert _all_files(local_store_url) == []
 

@@ -14,7 +14,7 @@ from bench.cli import cli
 from bench.errors import StoreError
 from bench.results import read_summary
 from bench.store import Store, pull, upload
-from bench.store import store as store_mod
+from bench.store import publish as publish_mod
 from bench.store.costmodel import build, runs_from_store
 
 
@@ -104,7 +104,7 @@ def test_row_and_failure_counts_must_match_run_json(tmp_path):
 def _publish_unchecked(monkeypatch, run_dirs, url):
     """Publish as an older bench (or a hand-made upload) would: without the Parquet check."""
     with monkeypatch.context() as m:
-        m.setattr(store_mod, "check_run_requests", lambda *a, **k: None)
+        m.setattr(publish_mod, "check_run_requests", lambda *a, **k: None)
         return upload(run_dirs, url)
 
 

@@ -39,6 +39,7 @@ class Report:
     path: Path
     table: pd.DataFrame
     plots: list[Plot] = field(default_factory=list)
+    status: str | None = None  # one run's status as it stands now ("stale (process gone)" included)
 
 
 def fmt(value: Any) -> str:
@@ -132,8 +133,11 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model
 
 def run_report(run_dir: Path, out_dir: Path) -> Report:
     """One run: every load point with validity reasons, plots, and the full provenance."""
+    from bench.run.lock import run_state
+
     run_dir = Path(run_dir)
     run = read_summary(run_dir)
+    status = run_state(run_dir, run.status)  # "stale (process gone)" for a dead writer's run
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     points = [_point_row(p) for p in run.points]
@@ -157,13 +161,13 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     scenarios = sorted({k.split("__", 1)[1] for row in costs for k in row if "__" in k})
     cost_columns = ["point_id"] + [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"),
                                                                   (f"util__{s}", "util."))]
-    about = {"status": run.status, "error": run.error, "created_utc": run.created_utc,
+    about = {"status": status, "error": run.error, "created_utc": run.created_utc,
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config,
              "provenance": run.provenance, "extra": run.extra}
     text = [
         f"# Run {run.run_id}", "",
         (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, "
-         f"{len(run.points)} load points, status **{run.status}**."), "",
+         f"{len(run.points)} load points, status **{status}**."), "",
         *_synthetic_note([(run.run_id, run)]),
         "## Load points", "", markdown_table(points, columns), "",
         "## Cost as stored with the run", "",
@@ -175,7 +179,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(text))
-    return Report(path, pd.DataFrame(points), plots)
+    return Report(path, pd.DataFrame(points), plots, status)
 
 
 def _engine_configs(run: RunResult) -> list[dict]:
@@ -183,7 +187,7 @@ def _engine_configs(run: RunResult) -> list[dict]:
 
 
 def _point_row(p) -> dict:
-    load = p.load
+    load = p.load.model_dump(mode="json")
     if load.get("kind") == "concurrency":
         load_text = f"concurrency {load.get('concurrency')}"
     else:

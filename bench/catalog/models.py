@@ -17,7 +17,6 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.catalog.configbase import Strict, catalog_dir, describe_error, read_yaml
-from bench.errors import ConfigError
 from bench.catalog.hardware import (
     HARDWARE_DIR,
     TFLOPS_KEYS,
@@ -28,6 +27,7 @@ from bench.catalog.hardware import (
     get_hardware,
     load_hardware,
 )
+from bench.errors import ConfigError
 
 __all__ = [
     "HARDWARE_DIR", "MODELS_FILE", "TFLOPS_KEYS", "ArchConfig", "HardwareSpec", "ModelSpec", "PriceFigure",

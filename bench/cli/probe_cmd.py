@@ -15,8 +15,8 @@ import click
 @click.option("--bandwidth-mb", type=int, default=None, help="Copy buffer size in MiB (default 2048 GPU, 256 CPU).")
 def probe(out_path, device, min_time_s, max_n, bandwidth_mb):
     """Measure achievable memory bandwidth, bf16/fp16/fp8 matmul TFLOP/s and (GPU) NVML behaviour."""
-    from bench.telemetry.probe import run_probe, write_probe
     from bench.cli.textable import format_table
+    from bench.telemetry.probe import run_probe, write_probe
 
     result = run_probe(device, min_time_s=min_time_s, max_n=max_n,
                        bandwidth_bytes=bandwidth_mb << 20 if bandwidth_mb else None)

@@ -81,14 +81,15 @@ def summary_table(result) -> str:
     scenario = None
     for p in result.points:
         m, e = p.metrics or {}, p.energy or {}
-        load = p.load.get("concurrency") or p.load.get("rate_rps") or p.load.get("batch")
+        spec = p.load.model_dump(mode="json")
+        load = spec.get("concurrency") or spec.get("rate_rps") or spec.get("batch")
         name, cost = next(((n, c) for n, c in p.cost.items() if c.get("usd_per_mtok_output") is not None),
                           (None, {}))
         if name and not scenario:
             scenario = f"$/Mtok under scenario '{name}' at utilization {cost.get('utilization') or 1.0:g}"
         rows.append({
             "point": p.point_id,
-            "load": f"{p.load.get('kind', '')[:4]} {load}",
+            "load": f"{p.load.kind[:4]} {load}",
             "status": p.status if p.status != "ok" else ("ok" if p.valid else "INVALID"),
             "out tok/s": _num(m.get("output_tok_s")),
             "tok/s/gpu": _num(m.get("tok_s_per_gpu")),

@@ -22,10 +22,10 @@ from bench.errors import ConfigError
                    "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
 def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, out):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points."""
-    from bench.store.costmodel import build_table, runs_from_dirs, runs_from_store
     from bench.analysis.pareto import Operating
     from bench.analysis.report import compare_report
     from bench.cli.textable import format_table
+    from bench.store.costmodel import build_table, runs_from_dirs, runs_from_store
 
     if bool(url) == bool(results):
         raise ConfigError("give either --store URL or RESULTS folders, not both or neither")
@@ -53,7 +53,7 @@ def report(run_dir, out):
     from bench.analysis.report import run_report
 
     rep = run_report(run_dir, out or run_dir / "report")
-    click.echo(f"{len(rep.table)} load points; report: {rep.path}")
+    click.echo(f"{len(rep.table)} load points; status {rep.status}; report: {rep.path}")
 
 
 def default_compare_dir(results: tuple[Path, ...], model: str) -> Path:

@@ -103,8 +103,8 @@ def run(**opts):
     """Serve a model, drive load at each concurrency level, write a versioned result.
 
     With no arguments: the tiny Llama with dummy weights on the local device."""
-    from bench.run.session import prepare_run, run_plan
     from bench.plan import plan_from_options
+    from bench.run.session import prepare_run, run_plan
 
     opts["engine_args"] = parse_engine_args(opts["engine_args"])
     opts["concurrency"] = _int_list(opts["concurrency"])

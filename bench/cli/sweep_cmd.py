@@ -88,8 +88,8 @@ def plan(sweep_file, as_json, **opts):
 def describe_plan(plan, hardware) -> str:
     """The plan as text: points, skipped points grouped by reason, duration estimate."""
     from bench import catalog
-    from bench.plan import preflight as pf
     from bench.cli.textable import format_table
+    from bench.plan import preflight as pf
 
     kind = "cpu" if hardware.vendor == "cpu" else "gpu"
     configs = {c.config_id(): c for c in [*plan.engine_configs, *plan.skipped_engine_configs]}

@@ -7,11 +7,10 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from pathlib import Path
-
-import urllib.request
-import urllib.error
 
 from bench.errors import EngineError
 

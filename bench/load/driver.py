@@ -33,8 +33,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.errors import ConfigError
-from bench.load.arrivals import ConcurrencyLoad, LoadSpec, RateLoad, arrival_offsets_s, parse_load
-from bench.load.client import DEFAULT_STALL_TIMEOUT_S, ClientConfig, StreamingClient, raise_fd_limit
+from bench.load.arrivals import (
+    ConcurrencyLoad,
+    LoadSpec,
+    RateLoad,
+    arrival_offsets_s,
+    parse_load,
+)
+from bench.load.client import (
+    DEFAULT_STALL_TIMEOUT_S,
+    ClientConfig,
+    StreamingClient,
+    raise_fd_limit,
+)
 from bench.load.looplag import LoopLagMonitor
 from bench.load.records import RequestRecord
 from bench.load.workload import Workload

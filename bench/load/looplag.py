@@ -28,7 +28,7 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval_s)
             self.lags_s.append(max(0.0, self.clock() - t0 - self.interval_s))
 
-    async def __aenter__(self) -> "LoopLagMonitor":
+    async def __aenter__(self) -> LoopLagMonitor:
         self._task = asyncio.create_task(self._run())
         return self
 

@@ -11,7 +11,15 @@ from typing import Any
 
 from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
 from bench.load.records import RequestRecord
-from bench.measure.groups import CostFigures, Energy, Metrics, Roofline, ServerCounters, Validity, Window
+from bench.measure.groups import (
+    CostFigures,
+    Energy,
+    Metrics,
+    Roofline,
+    ServerCounters,
+    Validity,
+    Window,
+)
 from bench.plan import EngineConfig, PointSpec
 from bench.plan.points import LoadSpec, engine_batch
 

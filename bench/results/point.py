@@ -20,18 +20,13 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _plain(value: Any) -> dict:
-    """A load or workload as the dict run.json stores (typed plan models dump to the same dict)."""
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value or {})
-
-
 def point_result(point: PointSpec, groups: PointGroups, started_utc: str | None = None) -> PointResult:
     """Compose one measured point's groups into its PointResult."""
     return PointResult(
         point_id=point.point_id,
         engine_config_id=point.engine_config_id,
-        load=_plain(point.load),
-        workload=_plain(point.workload),
+        load=point.load,
+        workload=point.workload,
         status="ok",
         n_requests=groups.n_requests,
         n_failed=groups.n_failed,
@@ -67,8 +62,8 @@ def failed_point(point: PointSpec, status: str, error: str, started_utc: str | N
     return PointResult(
         point_id=point.point_id,
         engine_config_id=point.engine_config_id,
-        load=_plain(point.load),
-        workload=_plain(point.workload),
+        load=point.load,
+        workload=point.workload,
         status=status,
         error=error,
         valid=False,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.atomicio import atomic_write_text
 from bench.errors import ResultError
 from bench.load.records import RequestRecord
+from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.measure.groups import (
     CostFigures,
     Energy,
@@ -62,8 +63,8 @@ class PointResult(_Strict):
 
     point_id: str = Field(description="Plan point id; also names requests/<point_id>.parquet.")
     engine_config_id: str = Field(default="default", description="The engine configuration it ran on.")
-    load: dict[str, Any] = Field(description='The load: {"kind": "concurrency", "concurrency": 8} or a rate.')
-    workload: dict[str, Any] = Field(default_factory=dict, description="The workload (prompt source, lengths).")
+    load: LoadSpec = Field(description="The load, as the plan defined it (bench.plan.points).")
+    workload: WorkloadSpec | None = Field(default=None, description="The workload (prompt source, lengths), as planned.")
     status: PointStatus = Field(default="ok", description="ok, failed or skipped.")
     error: str | None = Field(default=None, description="One line: why it failed or was skipped, or a failed request's error.")
     n_requests: int = Field(default=0, description="Measured requests.")
@@ -161,7 +162,7 @@ def upgrade_v1(data: dict) -> dict:
             points.append(p)
             continue
         p = dict(p)
-        for key in ("window", "metrics", "server", "energy", "roofline"):
+        for key in ("window", "metrics", "server", "energy", "roofline", "workload"):
             if p.get(key) == {}:
                 p[key] = None
         cost = p.get("cost") or {}

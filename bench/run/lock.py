@@ -33,6 +33,7 @@ class RunLock:
 
     def acquire(self) -> Self:
         """Take the lock now or raise RunLocked naming the holder (one line)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

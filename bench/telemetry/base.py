@@ -21,10 +21,10 @@ from bench.telemetry.energy import (
     CROSS_CHECK_TOLERANCE,
     MIN_WINDOW_SAMPLES,
     CounterProblem,
-    energy_dict,
-    measured_energy,
     continuous_counter_j,
+    energy_dict,
     interp,
+    measured_energy,
     per_token,
     trapezoid_j,
 )
