@@ -18,6 +18,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 TINY = "tiny-llama"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The fast tier (`-m "not vllm and not torch"`) runs on two worker processes when
+    pytest-xdist is installed and no `-n` was given: its tests wait on fake servers and
+    subprocesses as much as they compute. Anything that may start vLLM stays in one process
+    (one shared server, and vLLM's CPU backend busy-polls a core of its own)."""
+    markexpr = (config.option.markexpr or "").replace(" ", "")
+    fast = "notvllm" in markexpr and "nottorch" in markexpr
+    if not fast or os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None) is not None:
+        return
+    if getattr(config.option, "usepdb", False) or not config.pluginmanager.hasplugin("xdist"):
+        return
+    config.option.numprocesses = 2
+    config.option.dist = "load"
+
+
 def _vllm_importable() -> bool:
     import importlib.util
 
