@@ -139,7 +139,8 @@ def test_per_model_axes_replace_the_sweep_axes():
 
 def test_request_counts_and_warmup():
     plan = plan_of({**BASE, "loads": [{"concurrency": [1, 8]}]})
-    assert [(p.n_warmup, p.n_requests) for p in plan.points] == [(1, 16), (8, 32)]
+    # min_requests (16) + the level: the requests in flight at the last send finish outside the window
+    assert [(p.n_warmup, p.n_requests) for p in plan.points] == [(1, 17), (8, 32)]
     plan = plan_of({**BASE, "n_requests": 5, "n_warmup": 0})
     assert {(p.n_warmup, p.n_requests) for p in plan.points} == {(0, 5)}
 

@@ -88,7 +88,7 @@ def engine_options(f):
 @click.option("--input-len", default=DEFAULTS["input_len"], show_default=True, type=int, help="Prompt tokens.")
 @click.option("--output-len", default=DEFAULTS["output_len"], show_default=True, type=int, help="Output tokens.")
 @click.option("--requests", "n_requests", type=int,
-              help="Measured requests per level [max(100, 4 x concurrency): p99 needs 100].")
+              help="Measured requests per level [max(100 + concurrency, 4 x concurrency): p99 needs 100 inside the measurement window].")
 @click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per level [the concurrency].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),

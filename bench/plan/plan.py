@@ -300,7 +300,9 @@ def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
     level = load_level(load)
     # an infinite rate (all at once) counts as its in-flight cap for warm-up and request counts
     level = math.ceil(level) if math.isfinite(level) else (engine_batch(load) or 1)
-    n_requests = sweep.n_requests or max(sweep.min_requests, sweep.requests_per_concurrency * level)
+    # The measurement window ends at the last send, so about `level` requests (those still in
+    # flight then) finish outside it: ask for that many more than the window must hold.
+    n_requests = sweep.n_requests or max(sweep.min_requests + level, sweep.requests_per_concurrency * level)
     n_warmup = sweep.n_warmup if sweep.n_warmup is not None else max(1, level)
     if sweep.slo == "catalog":
         slo = {"ttft_s": model.slo.ttft_s, "tpot_s": model.slo.tpot_s} if model.slo else None

@@ -168,7 +168,7 @@ class SweepSpec(_Strict):
     repeats: PositiveInt = 1
     n_warmup: Annotated[int, Field(strict=True, ge=0)] | None = None  # default: the load level (one per slot)
     n_requests: PositiveInt | None = None  # fixed per point; default: the rule below
-    requests_per_concurrency: PositiveInt = 4  # n = max(min_requests, this x level)
+    requests_per_concurrency: PositiveInt = 4  # n = max(min_requests + level, this x level)
     min_requests: PositiveInt = 16
     seed: Annotated[int, Field(strict=True)] = 0
     endpoint: Literal["completions", "chat"] = "completions"
