@@ -26,6 +26,17 @@ class _Model:
 HW = SimpleNamespace(bandwidth_tbs=1.0, tflops={"bf16": 100.0, "fp16": 100.0, "fp8": None, "fp4": None})
 
 
+def test_data_parallel_replicas_each_read_their_weights():
+    """DP=2 x TP=2 (4 GPUs): each replica reads its own 1 GB of weights per step, so a step
+    moves 2e9 of weights + 2e9 of KV over 4 GPUs' bandwidth, not 1e9 + 2e9."""
+    kw = dict(batch=20, context_len=1000, bytes_per_param=2, kv_bytes_per_elem=2, n_gpus=4,
+              measured_output_tok_s=None)
+    dp = point_roofline(_Model(), HW, replicas=2, **kw)
+    assert dp["weight_bytes_per_step"] == pytest.approx(2e9) and dp["replicas"] == 2
+    assert dp["bandwidth_bound_tok_s"] == pytest.approx(20 * 4e12 / 4e9)
+    assert point_roofline(_Model(), HW, **kw)["bandwidth_bound_tok_s"] > dp["bandwidth_bound_tok_s"]
+
+
 def test_decode_is_bandwidth_bound_with_kv_reads():
     r = point_roofline(_Model(), HW, batch=10, context_len=1000, bytes_per_param=2, kv_bytes_per_elem=2,
                        n_gpus=1, measured_output_tok_s=2500.0)

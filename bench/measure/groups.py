@@ -226,4 +226,5 @@ class Roofline(Group):
     batch: int | None = _f("Sequences per decode step.")
     context_len: int | None = _f("Mean context length assumed (tokens).")
     n_gpus: int | None = _f("GPUs the bounds scale with.")
+    replicas: int | None = _f("Data-parallel replicas: each reads its own copy of the weights every step.")
     error: str | None = _f("Why the roofline could not be computed.")

@@ -7,7 +7,9 @@ touches once plus every sequence's KV cache, so
     bytes_per_step        = decode_weight_bytes(batch) + batch x context_len x kv_bytes_per_token
 
 and by compute: `compute_bound_tok_s = peak FLOP/s / flops_per_token(context_len)`.
-Both scale with n_gpus (ideal tensor parallelism). Figures from a probe file (what the
+Both scale with n_gpus (ideal tensor parallelism). Under data parallelism each of the
+`replicas` serves its share of the batch and reads its own copy of the weights, so a step
+moves replicas x the weights of that share. Figures from a probe file (what the
 harness measured on the card) replace the catalog's datasheet figures when given.
 """
 
@@ -34,6 +36,7 @@ def point_roofline(
     measured_output_tok_s: float | None,
     probe: dict | None = None,
     dtype: str | None = None,
+    replicas: int = 1,
 ) -> Roofline:
     """Bounds (tokens/s, all GPUs), the binding one, and measured / bound."""
     probe = probe or {}
@@ -43,7 +46,8 @@ def point_roofline(
     used_dtype = want if hardware.tflops.get(want) or (probe.get("tflops") or {}).get(want) else "bf16"
     tflops, flops_source = _pick((probe.get("tflops") or {}).get(used_dtype), hardware.tflops.get(used_dtype))
 
-    weight_bytes = model.decode_weight_bytes(batch, bytes_per_param)
+    replicas = max(int(replicas), 1)
+    weight_bytes = replicas * model.decode_weight_bytes(-(-batch // replicas), bytes_per_param)
     kv_bytes = batch * context_len * model.kv_bytes_per_token(kv_bytes_per_elem, context_len)
     bytes_per_step = weight_bytes + kv_bytes
     bandwidth_bound = batch * bw_tbs * 1e12 * n_gpus / bytes_per_step
@@ -67,6 +71,7 @@ def point_roofline(
         batch=batch,
         context_len=context_len,
         n_gpus=n_gpus,
+        replicas=replicas,
     )
 
 

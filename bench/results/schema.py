@@ -123,8 +123,12 @@ def write_requests(run_dir: Path, point_id: str, records: list[RequestRecord]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     frame = pd.DataFrame([r.to_row() for r in records])
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk: no torn or hidden file left; what was written before stays
+        tmp.unlink(missing_ok=True)
+        raise ResultError(f"cannot write {path}: {e.strerror or e}; points already written are kept") from None
     return rel
 
 
