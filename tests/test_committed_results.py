@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from result_factory import make_run
+from result_factory import make_run, republish
 
 from bench.cli import cli
 from bench.results import parse_summary, read_requests, read_summary, write_summary
@@ -174,18 +174,4 @@ def _published_run(tmp_path: Path, run_id: str) -> dict:
 
 
 def _republish(run_dir: Path, blob: bytes) -> None:
-    """Replace a published run.json, keeping the store entry consistent (hashes, run id)."""
-    import hashlib
-
-    from bench.store.manifest import content_digest
-
-    (run_dir / "run.json").write_bytes(blob)
-    manifest = json.loads((run_dir / "MANIFEST.json").read_text())
-    manifest["schema_version"] = json.loads(blob)["schema_version"]
-    for entry in manifest["files"]:
-        if entry["path"] == "run.json":
-            entry.update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
-    manifest["content_sha256"] = content_digest(manifest["files"])
-    manifest["run_id"] = run_dir.name[:-12] + manifest["content_sha256"][:12]
-    (run_dir / "MANIFEST.json").write_text(json.dumps(manifest))
-    run_dir.rename(run_dir.with_name(manifest["run_id"]))
+    republish(run_dir, blob)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from result_factory import make_run
+from result_factory import make_run, republish
 
 from bench.cli import cli
 from bench.errors import ConfigError
@@ -178,19 +177,7 @@ def test_a_run_of_an_unknown_schema_in_the_store_is_skipped_not_fatal(run_dirs, 
     run_dir = tmp_path / "store" / "runs" / done[0].run_id
     data = json.loads((run_dir / "run.json").read_text())
     data["schema_version"] = 99
-    blob = (json.dumps(data) + "\n").encode()
-    (run_dir / "run.json").write_bytes(blob)
-    manifest = json.loads((run_dir / "MANIFEST.json").read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == "run.json":
-            entry.update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
-    # a consistent store entry: the content hash, and so the run id, follow the new content
-    from bench.store.manifest import content_digest
-
-    manifest["content_sha256"] = content_digest(manifest["files"])
-    manifest["run_id"] = run_dir.name[:-12] + manifest["content_sha256"][:12]
-    (run_dir / "MANIFEST.json").write_text(json.dumps(manifest))
-    run_dir.rename(run_dir.with_name(manifest["run_id"]))
+    republish(run_dir, (json.dumps(data) + "\n").encode())
     result = build(url, **INJECT)
     assert len(result.table) == 10
     assert len(result.skipped) == 1 and "unknown schema_version 99" in result.skipped[0]
