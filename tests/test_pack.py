@@ -104,9 +104,11 @@ def test_four_tp2_configs_run_packed_and_every_point_lands_on_disk(tmp_path):
     for p in on_disk["points"]:
         i = ids.index(p["engine_config_id"])
         assert p["energy"]["devices"] == [2 * i, 2 * i + 1]
+        assert sorted(p["packed_with"]) == sorted(set(ids) - {p["engine_config_id"]})  # per point, too
         assert p["energy"]["avg_power_w"] == pytest.approx(WATTS[2 * i] + WATTS[2 * i + 1], rel=0.01)
     ref = on_disk["extra"]["pack_reference"]
     assert ref["point_id"] == plan.points[0].point_id and ref["devices"] == [0, 1]
+    assert ref["point"]["packed_with"] is None  # the solo reference ran alone
     assert (tmp_path / ref["point"]["requests_file"]).is_file()  # kept apart from the packed run's file
     (packed_twin,) = [p for p in on_disk["points"] if p["point_id"] == ref["point_id"]]
     assert (tmp_path / packed_twin["requests_file"]).is_file()

@@ -78,6 +78,8 @@ class PointResult(_Strict):
     valid: bool = Field(default=True, description="Validity group: true iff invalid_reasons is empty.")
     invalid_reasons: list[str] = Field(default_factory=list, description="Validity group: why the point is invalid.")
     requests_file: str | None = Field(default=None, description="Per-request Parquet, relative to the run folder.")
+    packed_with: list[str] | None = Field(default=None, description="Engine configurations that ran at the same time "
+                                          "on other devices of the box (bench sweep --pack); None: it ran alone.")
     started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
 

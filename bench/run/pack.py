@@ -172,6 +172,8 @@ def execute_packed(plan, env, sink, todo: dict[str, list], devices: dict[str, li
                 continue
             if kind == "point":
                 pr = PointResult.model_validate(payload)
+                if len(ids) > 1:
+                    pr = pr.model_copy(update={"packed_with": [i for i in ids if i != cid]})
                 pr = _mark_packed(pr, solo)
                 sink.point(pr)
                 emit("point_done", {"point_id": pr.point_id, "point": pr})
