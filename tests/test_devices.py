@@ -8,7 +8,6 @@ from bench.plan import EngineConfig
 from bench.run.devices import (
     check_devices,
     devices_for,
-    engine_n_gpus,
     plan_devices,
     visible_gpu_indices,
 )
@@ -27,10 +26,12 @@ def test_visible_devices_honour_cuda_visible_devices(monkeypatch):
 
 
 def test_n_gpus_is_tp_times_pp_times_dp():
-    assert engine_n_gpus(EngineConfig(model="tiny-llama", tensor_parallel_size=2, data_parallel_size=2)) == 4
-    assert engine_n_gpus(EngineConfig(model="tiny-llama", tensor_parallel_size=2, pipeline_parallel_size=2,
-                                      data_parallel_size=2)) == 8
-    assert engine_n_gpus(EngineConfig(model="tiny-llama")) == 1
+    assert EngineConfig(model="tiny-llama", tensor_parallel_size=2, data_parallel_size=2).n_gpus == 4
+    assert EngineConfig(model="tiny-llama", tensor_parallel_size=2, pipeline_parallel_size=2,
+                        data_parallel_size=2).n_gpus == 8
+    assert EngineConfig(model="tiny-llama").n_gpus == 1
+    # --engine-arg data_parallel_size=2 (an engine argument passed through) counts the same
+    assert EngineConfig(model="tiny-llama", tensor_parallel_size=2, extra_args={"data_parallel_size": 2}).n_gpus == 4
 
 
 def test_automatic_assignment_takes_the_first_visible_devices():

@@ -21,8 +21,8 @@ def vllm_launch_args(cfg: Any, device: str) -> dict[str, Any]:
     server). `cfg.extra_args` wins over every derived value."""
     args: dict[str, Any] = {"dtype": cfg.dtype, "tensor_parallel_size": cfg.tensor_parallel_size}
     for field_name, key, default in _PARALLEL:
-        value = getattr(cfg, field_name, default)  # fields of the newer EngineConfig
-        if value is not None and value != default:
+        value = getattr(cfg, field_name)
+        if value != default:
             args[key] = value
     if cfg.weights == "dummy":
         args["load_format"] = "dummy"

@@ -110,7 +110,7 @@ def _roofline(cfg, point, model, hardware, n_gpus, metrics, probe) -> Roofline |
             model, hardware, batch=target_concurrency(point.load), context_len=max(context, 1),
             bytes_per_param=bytes_per_param(cfg, model), kv_bytes_per_elem=kv_bytes_per_elem(cfg, model), n_gpus=n_gpus,
             measured_output_tok_s=metrics.output_tok_s, probe=probe,
-            replicas=int(getattr(cfg, "data_parallel_size", 1) or 1),
+            replicas=cfg.data_parallel_size,
         )
     except Exception as e:  # a missing catalog figure must not lose a measured point
         return Roofline(error=f"roofline not computed: {e}")

@@ -28,25 +28,6 @@ def visible_gpu_indices(count: int, visible: str | None = None, vendor: str | No
     return list(range(count))
 
 
-def _parallel(cfg, name: str) -> int:
-    value = getattr(cfg, name, None)
-    if value is None:
-        value = (getattr(cfg, "extra_args", None) or {}).get(name, 1)
-    return int(value or 1)
-
-
-def engine_n_gpus(cfg) -> int:
-    """Devices one configuration occupies: tensor x pipeline x data parallel size.
-
-    Reads the EngineConfig fields where they exist and the engine arguments otherwise, so
-    `--data-parallel-size 2` passed through extra_args counts as well."""
-    names = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
-    n = 1
-    for name in names:
-        n *= _parallel(cfg, name)
-    return max(n, int(getattr(cfg, "n_gpus", 1) or 1))
-
-
 def check_devices(devices: list[int], visible: list[int], what: str) -> list[int]:
     """`devices` unchanged when each is a distinct visible index; else ConfigError naming them."""
     missing = [d for d in devices if d not in visible]
@@ -62,15 +43,11 @@ def devices_for(cfg, visible: list[int], exclude: set[int] | frozenset[int] = fr
     or the first n_gpus visible indices not in `exclude`.
 
     A configuration needing more devices than are left raises ConfigError with the numbers."""
-    n = engine_n_gpus(cfg)
+    n = cfg.n_gpus
     cid = cfg.config_id()
-    explicit = getattr(cfg, "gpus", None)
-    if explicit:
-        devices = check_devices(list(explicit), visible, f"engine config {cid}")
-        if len(devices) != n:
-            raise ConfigError(f"engine config {cid}: gpus {devices} lists {len(devices)} device(s), "
-                              f"the configuration needs {n} (TP x PP x DP)")
-        return devices
+    explicit = cfg.gpus
+    if explicit:  # its length was checked against n_gpus when the EngineConfig was built
+        return check_devices(list(explicit), visible, f"engine config {cid}")
     free = [d for d in visible if d not in exclude]
     if len(free) < n:
         raise ConfigError(f"engine config {cid} needs {n} device(s); {len(free)} free of {len(visible)} visible")

@@ -44,7 +44,7 @@ def pack_waves(configs, visible: list[int], devices: dict[str, list[int] | None]
         raise ConfigError("--pack needs GPUs: on a CPU host every configuration shares the same cores")
     waves: list[tuple[set[int], list]] = []
     for cfg in configs:
-        explicit = getattr(cfg, "gpus", None)
+        explicit = cfg.gpus
         for used, members in waves:
             if explicit:
                 fits = not (set(devices[cfg.config_id()]) & used)
@@ -81,11 +81,11 @@ def packed_disagreement(packed, solo, tolerance: float = PACK_TOLERANCE) -> list
 
 
 def _value(point, group: str, key: str):
-    """point.<group>.<key> whether the group is a plain dict or a typed group (None if absent)."""
+    """point.<group>.<key> (None if absent)."""
     g = getattr(point, group, None)
     if g is None:
         return None
-    return g.get(key) if hasattr(g, "get") else getattr(g, key, None)  # result groups read like dicts
+    return g.get(key)  # typed groups and v1 dicts both read with get
 
 
 class _QueueSink:

@@ -28,7 +28,7 @@ from bench.results import (
     write_summary,
 )
 from bench.results.point import build_point_result, failed_point, utc_now
-from bench.run.devices import devices_for, engine_n_gpus, visible_gpu_indices
+from bench.run.devices import devices_for, visible_gpu_indices
 from bench.run.provenance import collect, harness
 from bench.run.scope import (
     ResultSink,
@@ -342,7 +342,7 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
     energy = telemetry.energy_between(t0, t1) if telemetry else None
     delta = _counter_delta(before, after)
     result = build_point_result(
-        point, cfg, records, facts, n_gpus=engine_n_gpus(cfg), energy=energy, server_delta=delta,
+        point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
         client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
         started_utc=started,
     )
