@@ -4,6 +4,7 @@ when a server dies. Nothing here imports torch or starts vLLM."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -241,6 +242,22 @@ def test_child_process_group_is_stopped_and_log_kept(tmp_path):
              if Path(f"/proc/{grandchild}").exists() else "gone")
     assert state in ("Z", "gone")  # the grandchild went with the group
     assert (tmp_path / "child.log").read_text().splitlines()[0] == str(grandchild)  # the log is kept
+
+
+def test_child_runs_in_its_own_group_but_in_benchs_session_and_autogroup(tmp_path):
+    """A new session would give the engine a scheduler autogroup of its own, which starved the client."""
+    child = ChildProcess([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "child.log")
+    child.start()
+    try:
+        pid = child.proc.pid
+        assert os.getpgid(pid) == pid  # its own process group: stop() ends the whole group
+        assert os.getsid(pid) == os.getsid(0)  # bench's session
+        mine, theirs = Path("/proc/self/autogroup"), Path(f"/proc/{pid}/autogroup")
+        if mine.exists():  # Linux with CONFIG_SCHED_AUTOGROUP: one group for bench and its engine
+            assert theirs.read_text().split()[0] == mine.read_text().split()[0]
+    finally:
+        child.stop(grace_s=2)
+    assert not child.alive()
 
 
 def test_server_that_exits_at_start_quotes_its_log(tmp_path, monkeypatch):

@@ -1,4 +1,15 @@
-"""A child server process in its own process group, with its log kept in a file."""
+"""A child server process in its own process group, with its log kept in a file.
+
+The child gets its own process group (so `stop()` ends it and every process it started,
+and a Ctrl-C at the terminal reaches bench alone) but stays in bench's session. A new
+session (`setsid`) would also put it in a scheduler autogroup of its own on Linux kernels
+with `sched_autogroup_enabled` (the default on most distributions): the scheduler then
+shares CPU between the two groups, not between processes, and on a small box an engine
+that busy-polls its cores starved the load client of bench's group. Measured on 2 cores
+with vLLM's CPU build (tiny Llama, c=1/4/16): in its own session, the client waited on the
+run queue 94% of the time and its event loop lagged 100-1600 ms (p99); in the same session,
+0.25 s of wait per point and 1.3-2.6 ms lag p99 (docs/reliability.md, "CPU placement").
+"""
 
 from __future__ import annotations
 
@@ -42,8 +53,11 @@ def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
         return 0, str(e)
 
 
+CHILD_GROUP = {"process_group": 0}  # Popen: a process group of its own, in bench's session (see above)
+
+
 class ChildProcess:
-    """Runs `argv` in a new session (its own process group) with stdout+stderr to `log_path`."""
+    """Runs `argv` in its own process group (bench's session) with stdout+stderr to `log_path`."""
 
     def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.argv = argv
@@ -61,7 +75,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(self.env or {})},
-                start_new_session=True,
+                **CHILD_GROUP,
             )
         except OSError as e:
             raise EngineError(f"could not start {self.argv[0]}: {e}") from None
