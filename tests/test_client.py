@@ -10,7 +10,7 @@ import pytest
 from bench.load.client import (
     ClientConfig,
     StreamingClient,
-    _StampingProtocol,
+    _Connection,
     _StreamParser,
 )
 from bench.load.driver import run_point_sync
@@ -86,7 +86,7 @@ def test_failed_requests_are_recorded_not_raised():
     errors = {r.request_id: r.error for r in pr.records}
     assert [i for i, e in errors.items() if e is None] == [0, 1, 6]
     assert all(errors[i].startswith("HTTP 500") for i in (2, 5, 8))
-    assert all("payload is not completed" in errors[i] for i in (3, 7))
+    assert all(errors[i].startswith("connection closed before the response ended") for i in (3, 7))
     assert errors[4] == errors[9] == "fewer tokens than asked: 7 of 8"
     assert all("\n" not in e for e in errors.values() if e)
 
@@ -133,24 +133,49 @@ def test_rate_load_window_and_progress():
     assert calls[-1] == (31, 31) and len(calls) == 31
 
 
-def test_connections_stamp_writes_and_reads():
-    """The session's connections are the stamping protocol and its requests stamp the write:
-    if aiohttp stopped using them, t_send and arrival would silently fall back to task time."""
+def test_connections_stamp_writes_and_reads_and_are_reused():
+    """t_send is the write stamp of the request's own connection and arrivals are read stamps:
+    a connection carries one request at a time and goes back to the pool for the next one."""
     import asyncio
-    import time
 
-    async def one(base_url: str) -> tuple:
+    async def two(base_url: str) -> tuple:
         async with StreamingClient(base_url, "fake-model") as client:
-            t0 = time.perf_counter()
-            async with client._session.post(client.url, data=client.body([1, 2], 2)) as resp:
-                proto = resp.connection.protocol
-                await resp.read()
-                return t0, proto, time.perf_counter()
+            a, b = RequestRecord(0, "measured", 2, 3), RequestRecord(1, "measured", 2, 3)
+            await client.send(a, [1, 2])
+            (conn,) = client.connections
+            t_write_a = conn.t_write_s
+            await client.send(b, [1, 2])
+            return a, b, t_write_a, client.connections
 
     with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001), mode="thread") as srv:
-        t0, proto, t1 = asyncio.run(one(srv.base_url))
-    assert isinstance(proto, _StampingProtocol)
-    assert t0 < proto.t_write_s < proto.t_data_s < t1
+        a, b, t_write_a, conns = asyncio.run(two(srv.base_url))
+        emits = srv.emits()
+    assert a.ok and b.ok, (a.error, b.error)
+    assert len(conns) == 1 and isinstance(conns[0], _Connection)  # one keep-alive connection, reused
+    assert a.t_send == t_write_a and b.t_send == conns[0].t_write_s
+    assert b.chunk_t[-1] <= conns[0].t_data_s  # arrivals are stamps of socket reads
+    for rec in (a, b):
+        assert rec.t_send < emits[f"{next(iter(emits)).rsplit('-', 1)[0]}-{rec.request_id}"]["t_recv"]
+
+
+def test_http_errors_keep_the_connection_and_a_cut_stream_does_not():
+    import asyncio
+
+    cfg = FakeServerConfig(ttft_s=0.002, itl_s=0.001, fail_http_every=1)
+
+    async def one(base_url: str):
+        async with StreamingClient(base_url, "fake-model") as client:
+            rec = RequestRecord(0, "measured", 2, 3)
+            await client.send(rec, [1, 2])
+            return rec, len(client.connections)
+
+    with FakeServer(cfg, mode="thread") as srv:
+        rec, n_open = asyncio.run(one(srv.base_url))
+    assert rec.error.startswith("HTTP 500: ") and "injected failure" in rec.error and n_open == 1
+    with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001, cut_stream_every=1), mode="thread") as srv:
+        rec, n_open = asyncio.run(one(srv.base_url))
+    assert rec.error.startswith("connection closed before the response ended") and n_open == 0
+    assert rec.n_out == 1 and rec.chunk_tokens == [1]  # the token before the cut is kept
 
 
 def test_chat_needs_text_prompts():

@@ -70,12 +70,12 @@ def test_a_body_that_is_not_sse_and_other_faults_at_once():
     cfg = FakeServerConfig(not_sse_every=5, fail_http_every=3, cut_stream_every=4, hang_every=7)
     pr, wall_s = _run(cfg, 16, load={"kind": "concurrency", "concurrency": 4}, stall_timeout_s=0.5)
     assert len(pr.records) == 16 and pr.max_in_flight == 4
-    kinds = {"ok": 0, "HTTP 500": 0, "stream ended": 0, "payload": 0, "timeout": 0}
+    kinds = {"ok": 0, "HTTP 500": 0, "stream ended": 0, "connection closed": 0, "timeout": 0}
     for r in pr.records:
         key = "ok" if r.ok else next((k for k in kinds if r.error.startswith(k) or k in r.error), r.error)
         kinds[key] += 1
     # server requests: HTTP 500 3,6,9,12,15; hang 7,14; cut 4,8,16; HTML body (then no [DONE]) 5,10
-    assert kinds == {"ok": 4, "HTTP 500": 5, "stream ended": 2, "payload": 3, "timeout": 2}
+    assert kinds == {"ok": 4, "HTTP 500": 5, "stream ended": 2, "connection closed": 3, "timeout": 2}
     assert wall_s < 15
 
 

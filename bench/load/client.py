@@ -1,62 +1,58 @@
-"""The streaming client: one request to vLLM's OpenAI-compatible API -> one RequestRecord.
+"""The streaming client: one request to an OpenAI-compatible API -> one RequestRecord.
 
 Timing follows measurement.md section 1. The client asks the server to count tokens
 (`stream_options.continuous_usage_stats`: every chunk carries the cumulative
-`usage.completion_tokens`, so the tokens in a chunk are the delta; `return_token_ids`
-as the second source). Role-only, empty and usage-only chunks carry no token and
-never stamp `t_first`. Text is never used to count tokens unless the server gives
-neither usage nor token ids (then each chunk with text counts one token, labelled
-`token_source="text_chunks"`).
+`usage.completion_tokens`; `return_token_ids` as the second source); bench.load.sse turns
+the events into the record's token-bearing chunks.
 
-`t_send` is stamped where the request is written: aiohttp writes a request body from
-its own `write_bytes` step (a separate task before Python 3.12, so after every other
-request launched in the same loop iteration); the request class records `perf_counter()`
-on the connection as that step starts, microseconds before the bytes go to the socket,
-and the record's early stamp (taken before `session.post`) is replaced by it. Arrival
-is stamped where the bytes arrive: the connection's protocol records
-`perf_counter()` in `data_received`, as the event loop reads the socket, before any task
-runs. The request's task later takes that stamp for everything it reads, so the parsing
-done by the other streams woken in the same loop iteration does not delay it. Every SSE
-event in one read gets that stamp. Nothing is logged per chunk, and after a request's
-first event a token chunk with usage is read by a bytes search for its
-`"completion_tokens"` instead of a full `json.loads`; any other chunk is parsed in full.
+HTTP/1.1 is spoken by an asyncio protocol per keep-alive connection, with httptools (the
+llhttp parser uvicorn uses) for status, headers and chunked framing. The hot path of a
+streamed token is then: the event loop reads the socket and calls `data_received`, which
+stamps `perf_counter()` once for the read, the C parser de-chunks it and hands the body
+bytes to the SSE parser. No task is woken and no future resolved per chunk (an aiohttp
+stream costs both, plus its StreamReader, per read: 2-3x the CPU per token here).
+
+- `t_send` is stamped immediately before the request bytes are handed to the socket, on a
+  connection that is already open (connecting is not in the request's latency).
+- Arrival is the stamp of the read that carried the bytes, taken in `data_received` before
+  any parsing, so the parsing of other streams woken in the same loop iteration does not
+  delay it. Every SSE event in one read gets that stamp.
 
 Two limits end a request that would otherwise hang (the record gets a `timeout: ...`
-error, a failed request like any other): the request limit (connect to last byte) and
-the stall limit (no byte from the server for that long, headers included). Both are one
-`asyncio.timeout` per request; the stall limit is enforced by a watchdog timer that fires
-once per `stall_timeout_s` and reads the connection's last-read stamp, so no work is added
-per chunk.
+error, a failed request like any other): the request limit (connect to last byte) and the
+stall limit (no byte from the server for that long, headers included). The request limit
+is one `asyncio.timeout`; the stall limit is a watchdog timer that fires once per
+`stall_timeout_s` and reads the connection's last-read stamp, so no work is added per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import base64
+import collections
 import json
-import re
 import resource
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Self
+from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
+import httptools
 
 from bench.load.records import RequestRecord
+from bench.load.sse import StreamParser, one_line
+
+_StreamParser = StreamParser  # the name the tests and property tests know
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
-READ_BUFSIZE = 1 << 20  # bytes per connection read buffer
+ERROR_BODY_BYTES = 4096  # of a non-200 answer, kept for its one-line error
 DEFAULT_STALL_TIMEOUT_S = 300.0  # no byte for this long: queueing + prefill before a first token fits
 # The request limit when none is given: generous per-token budgets over the expected lengths.
 REQUEST_TIMEOUT_BASE_S = 300.0
 REQUEST_TIMEOUT_PER_OUTPUT_TOKEN_S = 1.0
 REQUEST_TIMEOUT_PER_INPUT_TOKEN_S = 0.01
-# The fast path of a token chunk with continuous usage. A '"' inside a JSON string is always
-# escaped, so these byte patterns only ever match the keys themselves.
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
-_NONEMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\{')
 
 
 @dataclass(frozen=True)
@@ -105,49 +101,104 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-class _StampingProtocol(ResponseHandler):
-    """aiohttp's connection protocol, also keeping perf_counter() s of the latest socket read
-    and of the start of the latest request write on this connection."""
+class ResponseEnded(Exception):
+    """The connection ended before the response did (a cut stream, a reset)."""
 
-    t_data_s: float | None = None
-    t_write_s: float | None = None
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection carrying one request at a time.
+
+    `t_data_s` / `t_write_s`: perf_counter() s of the latest socket read and of the latest
+    request write on this connection."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.t_data_s: float | None = None
+        self.t_write_s: float | None = None
+        self.open = False
+        self._sse: StreamParser | None = None
+        self._done: asyncio.Future | None = None
+        self._t = 0.0
+        self._status = 0
+        self._error_body = b""
+        self._headers_done = False
+        self._framed = False  # the body has a length or chunked framing (else it ends at close)
+        self._keep_alive = True
+
+    # asyncio protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.open = True
 
     def data_received(self, data: bytes) -> None:
-        if data:
-            self.t_data_s = time.perf_counter()
-        super().data_received(data)
+        self._t = self.t_data_s = time.perf_counter()
+        if self._done is None:  # bytes nobody asked for: this connection cannot be trusted
+            self.transport.abort()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._finish(ResponseEnded(one_line(f"bad HTTP response: {e}")))
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self._done is not None and not self._done.done():
+            if exc is None and self._headers_done and not self._framed:
+                self._finish(None)  # a body delimited by the connection's close
+            else:
+                why = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+                self._finish(ResponseEnded(one_line(f"connection closed before the response ended{why}")))
 
-class _StampingConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose connections are `_StampingProtocol`s (aiohttp keeps the factory in `_factory`)."""
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = name.lower()
+        if n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(getattr(self, "_factory", None), functools.partial):
-            self._factory = functools.partial(_StampingProtocol, loop=self._loop)
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._status = self.parser.get_status_code()
+        self._keep_alive = self.parser.should_keep_alive()
 
+    def on_body(self, body: bytes) -> None:
+        if self._status == 200:
+            self._sse.feed(body, self._t)
+        elif len(self._error_body) < ERROR_BODY_BYTES:
+            self._error_body += body[:ERROR_BODY_BYTES - len(self._error_body)]
 
-class _StampingRequest(aiohttp.ClientRequest):
-    """aiohttp's request, stamping the connection just before the request bytes are written."""
+    def on_message_complete(self) -> None:
+        self._finish(None)
 
-    async def write_bytes(self, writer, conn, *args, **kwargs) -> None:
-        proto = conn.protocol
-        if isinstance(proto, _StampingProtocol):
-            proto.t_write_s = time.perf_counter()
-        await super().write_bytes(writer, conn, *args, **kwargs)
+    # one request
+    def request(self, head_and_body: bytes, sse: StreamParser, record: RequestRecord) -> asyncio.Future:
+        """Write one request (stamping `record.t_send` just before); the future ends with the response."""
+        self._sse, self._status, self._error_body = sse, 0, b""
+        self._headers_done = self._framed = False
+        self._done = asyncio.get_running_loop().create_future()
+        record.t_send = self.t_write_s = time.perf_counter()
+        self.transport.write(head_and_body)
+        return self._done
 
+    def _finish(self, error: Exception | None) -> None:
+        done, self._done = self._done, None
+        if done is not None and not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
-def _count(value) -> int | None:
-    """A token count from a server's JSON: a non-negative int (not a bool), else None."""
-    return value if type(value) is int and value >= 0 else None
+    @property
+    def reusable(self) -> bool:
+        return self.open and self._keep_alive and self._done is None
 
-
-def _one_line(text: str, limit: int = 200) -> str:
-    return " ".join(str(text).split())[:limit]
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
 
 class StreamingClient:
-    """An aiohttp session for one load point; `await client.send(record, prompt)` fills the record.
+    """The connections of one load point; `await client.send(record, prompt)` fills the record.
 
         async with StreamingClient(base_url, model, ClientConfig()) as client:
             await client.send(record, prompt)     # prompt: list[int] (completions) or str
@@ -158,23 +209,37 @@ class StreamingClient:
         if self.config.endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {self.config.endpoint!r} (known: {', '.join(ENDPOINTS)})")
         self.url = base_url.rstrip("/") + ENDPOINTS[self.config.endpoint]
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"the client speaks http and https, not {parts.scheme!r} ({self.url})")
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        auth = ""
+        if parts.username is not None:  # user:pass@ in an endpoint URL: HTTP basic auth
+            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+            auth = f"Authorization: Basic {token}\r\n"
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        self._head = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                      f"Accept: text/event-stream\r\n{auth}").encode()
         self.model = model
         self.tag = secrets.token_hex(4)  # X-Request-Id prefix, unique per client
-        self._session: aiohttp.ClientSession | None = None
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self._all: set[_Connection] = set()
 
     async def __aenter__(self) -> Self:
-        connector = _StampingConnector(limit=0, limit_per_host=0, force_close=False, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None),
-            read_bufsize=READ_BUFSIZE,
-            request_class=_StampingRequest,
-            auto_decompress=False,
-        )
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._session.close()
+        for conn in self._all:
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
+
+    @property
+    def connections(self) -> list[_Connection]:
+        """Open connections (idle or carrying a request)."""
+        return [c for c in self._all if c.open]
 
     def body(self, prompt: list[int] | str, max_tokens: int) -> bytes:
         """The JSON request body, serialized before `t_send` is stamped."""
@@ -192,6 +257,25 @@ class StreamingClient:
             payload["return_token_ids"] = True
         return json.dumps(payload, separators=(",", ":")).encode()
 
+    async def _connection(self) -> _Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable:
+                return conn
+            self._all.discard(conn)
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl,
+                                               server_hostname=self._host if self._ssl else None)
+        self._all.add(conn)
+        return conn
+
+    def _release(self, conn: _Connection, ok: bool) -> None:
+        if ok and conn.reusable:
+            self._idle.append(conn)
+        else:
+            conn.close()
+            self._all.discard(conn)
+
     async def send(self, record: RequestRecord, prompt: list[int] | str | None = None,
                    body: bytes | None = None) -> RequestRecord:
         """Stream one request into `record`. Never raises for a failed request: sets `record.error`.
@@ -201,39 +285,41 @@ class StreamingClient:
         """
         if body is None:
             body = self.body(prompt, record.n_out_expected)
-        headers = {"Content-Type": "application/json", "X-Request-Id": f"{self.tag}-{record.request_id}"}
-        parser = _StreamParser(record)
+        message = b"".join((self._head, b"X-Request-Id: ", f"{self.tag}-{record.request_id}".encode(),
+                            b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
+        parser = StreamParser(record)
         limit_s = self.config.request_timeout_s(record.n_in_expected, record.n_out_expected)
         watch = _StallWatch(record, self.config.stall_timeout_s)
+        conn: _Connection | None = None
+        ok = False
         try:
-            record.t_send = time.perf_counter()  # replaced by the write stamp once the response starts
+            record.t_send = time.perf_counter()  # replaced by the write stamp once connected
             async with asyncio.timeout(limit_s) as deadline:
                 watch.arm(deadline)
-                async with self._session.post(self.url, data=body, headers=headers) as resp:
-                    if resp.status != 200:
-                        text = await resp.text(errors="replace")
-                        record.error = _one_line(f"HTTP {resp.status}: {text}")
-                        return record
-                    proto = resp.connection.protocol if resp.connection is not None else None
-                    stamped = isinstance(proto, _StampingProtocol)
-                    if stamped:
-                        watch.proto = proto
-                        if proto.t_write_s is not None and proto.t_write_s >= record.t_send:
-                            record.t_send = proto.t_write_s
-                    async for data in resp.content.iter_any():
-                        t = proto.t_data_s if stamped else None
-                        parser.feed(data, t if t is not None else time.perf_counter())
+                conn = await self._connection()
+                watch.proto = conn
+                await conn.request(message, parser, record)
+                ok = True
+            if conn._status != 200:
+                text = conn._error_body.decode(errors="replace")
+                record.error = one_line(f"HTTP {conn._status}: {text}")
         except TimeoutError as e:
             if watch.reason is not None:
                 record.error = watch.reason
             elif watch.deadline is not None and watch.deadline.expired():
                 record.error = f"timeout: request took over {limit_s:g} s"
             else:  # an OS-level timeout (e.g. connect), not one of ours
-                record.error = _one_line(f"{type(e).__name__}: {e}") or type(e).__name__
+                record.error = one_line(f"{type(e).__name__}: {e}") or type(e).__name__
+        except ResponseEnded as e:
+            record.error = str(e)
         except Exception as e:  # noqa: BLE001  a failed request is data: any cause ends up in record.error
-            record.error = _one_line(f"{type(e).__name__}: {e}") or type(e).__name__
+            record.error = one_line(f"{type(e).__name__}: {e}") or type(e).__name__
         finally:
             watch.disarm()
+            if conn is not None:
+                self._release(conn, ok)
+        if record.error is not None and conn is not None and conn._status not in (0, 200):
+            return record  # an HTTP error: no stream to finish
         parser.finish()
         return record
 
@@ -242,13 +328,13 @@ class _StallWatch:
     """Ends a request (through its asyncio.timeout) once no byte has arrived for `stall_s`.
 
     A timer fires every `stall_s` at most, not per chunk: progress is the later of the
-    record's send stamp and the connection's last-read stamp (set once headers are in)."""
+    record's send stamp and the connection's last-read stamp."""
 
     __slots__ = ("deadline", "handle", "proto", "reason", "rec", "stall_s")
 
     def __init__(self, record: RequestRecord, stall_s: float | None):
         self.rec, self.stall_s = record, stall_s
-        self.proto: _StampingProtocol | None = None
+        self.proto: _Connection | None = None
         self.deadline: asyncio.Timeout | None = None
         self.handle: asyncio.TimerHandle | None = None
         self.reason: str | None = None
@@ -261,12 +347,15 @@ class _StallWatch:
 
     def _check(self) -> None:
         last = self.rec.t_send
-        if self.proto is not None and self.proto.t_data_s is not None:
-            last = max(last, self.proto.t_data_s)
+        proto = self.proto
+        if proto is not None and proto.t_data_s is not None and proto.t_write_s is not None \
+                and proto.t_data_s >= proto.t_write_s:
+            last = max(last, proto.t_data_s)  # a read of this request, not of the connection's previous one
         quiet_s = time.perf_counter() - last
         loop = asyncio.get_running_loop()
         if quiet_s >= self.stall_s:
-            phase = "a response" if self.proto is None else "the next bytes"
+            got_headers = proto is not None and proto._headers_done and proto._sse is not None
+            phase = "the next bytes" if got_headers else "a response"
             self.reason = f"timeout: stalled, no bytes for {self.stall_s:g} s while waiting for {phase}"
             self.handle = None
             self.deadline.reschedule(loop.time())
@@ -277,114 +366,3 @@ class _StallWatch:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-
-
-
-class _StreamParser:
-    """SSE bytes -> the record's token-bearing chunks. `feed(data, t_arrival)` per network read."""
-
-    __slots__ = ("buf", "cum", "done", "final_usage", "rec", "source")
-
-    def __init__(self, record: RequestRecord):
-        self.rec = record
-        self.buf = b""
-        self.cum = 0  # cumulative completion tokens seen in chunks
-        self.final_usage: int | None = None
-        self.done = False
-        self.source: str | None = None
-
-    def feed(self, data: bytes, t: float) -> None:
-        buf = self.buf + data
-        if b"\n" not in data:
-            self.buf = buf
-            return
-        lines = buf.split(b"\n")
-        self.buf = lines.pop()
-        for line in lines:
-            if line[:5] != b"data:":
-                continue  # blank separators, SSE comments (":ping"), event/id fields
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-            elif payload:
-                n = self._usage_tokens(payload)
-                if n is None:
-                    try:
-                        self._event(json.loads(payload), t)
-                    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
-                        self._malformed(payload)  # a server's garbage is a failed request, not a crash
-                elif n > 0:
-                    self._add(n, t)
-
-    def _malformed(self, payload: bytes) -> None:
-        if self.rec.error is None:
-            self.rec.error = _one_line(f"malformed stream event: {payload[:80].decode(errors='replace')}")
-
-    def _usage_tokens(self, payload: bytes) -> int | None:
-        """Tokens in a token chunk read from its cumulative usage by a bytes search, without
-        json.loads; None (parse it in full) for the first event, a chunk with no choice or
-        no integer usage.completion_tokens, or one before which a chunk lacked usage."""
-        if self.rec.n_in is None or self.source not in (None, "usage"):
-            return None
-        m = _COMPLETION_TOKENS.search(payload)
-        if m is None or _NONEMPTY_CHOICES.search(payload) is None:
-            return None
-        self.source = "usage"
-        return int(m.group(1)) - self.cum
-
-    def _event(self, obj: dict, t: float) -> None:
-        rec = self.rec
-        if not isinstance(obj, dict):
-            raise TypeError("not a JSON object")
-        usage = obj.get("usage")
-        if not isinstance(usage, dict):
-            usage = None
-        choices = obj.get("choices")
-        if usage is not None and _count(usage.get("prompt_tokens")) is not None:
-            rec.n_in = _count(usage["prompt_tokens"])
-        completion = _count(usage.get("completion_tokens")) if usage is not None else None
-        if not choices or not isinstance(choices, list):
-            if completion is not None:
-                self.final_usage = completion  # usage-only chunk: no token in it
-            elif "error" in obj or obj.get("object") == "error":
-                err = obj.get("error", obj)
-                rec.error = _one_line(f"server error: {err.get('message', err) if isinstance(err, dict) else err}")
-            return
-        if completion is not None:
-            n = completion - self.cum
-            self.source = "usage"
-        else:
-            choice = choices[0] if isinstance(choices[0], dict) else {}
-            ids = choice.get("token_ids")
-            if isinstance(ids, list):
-                n = len(ids)
-                self.source = "token_ids"
-            else:
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                n = 1 if text else 0
-                self.source = self.source or "text_chunks"
-        if n > 0:
-            self._add(n, t)
-
-    def _add(self, n: int, t: float) -> None:
-        """A chunk that carried `n` >= 1 generated tokens, arrived at `t`."""
-        rec = self.rec
-        self.cum += n
-        if rec.t_first is None:
-            rec.t_first = t
-        rec.t_last = t
-        rec.chunk_t.append(t)
-        rec.chunk_tokens.append(n)
-
-    def finish(self) -> None:
-        rec = self.rec
-        rec.n_out = self.final_usage if self.final_usage is not None else self.cum
-        if self.source is not None:
-            rec.token_source = self.source
-        if rec.error is not None:
-            return
-        if not self.done:
-            rec.error = "stream ended before [DONE]"
-        elif rec.n_out < rec.n_out_expected:
-            rec.error = f"fewer tokens than asked: {rec.n_out} of {rec.n_out_expected}"

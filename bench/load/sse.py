@@ -1,0 +1,142 @@
+"""Server-sent events of an OpenAI-compatible stream -> the token-bearing chunks of one RequestRecord.
+
+Token counts come from the server (measurement.md section 1): the cumulative
+`usage.completion_tokens` of each chunk (continuous usage stats), else the chunk's
+`token_ids`, else one token per chunk with text (labelled `text_chunks`). Role-only, empty
+and usage-only chunks carry no token and never stamp `t_first`. After a request's first
+event, a token chunk with usage is read by a bytes search for its `"completion_tokens"`
+instead of a full `json.loads` (the hot path: one such chunk per streamed token or few).
+A server's garbage is a failed request (`record.error`), never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from bench.load.records import RequestRecord
+
+# The fast path of a token chunk with continuous usage. A '"' inside a JSON string is always
+# escaped, so these byte patterns only ever match the keys themselves.
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_NONEMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\{')
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` on one line, at most `limit` characters (for `record.error`)."""
+    return " ".join(str(text).split())[:limit]
+
+
+def _count(value) -> int | None:
+    """A token count from a server's JSON: a non-negative int (not a bool), else None."""
+    return value if type(value) is int and value >= 0 else None
+
+
+class StreamParser:
+    """SSE bytes -> the record's token-bearing chunks. `feed(data, t_arrival)` per network read."""
+
+    __slots__ = ("buf", "cum", "done", "final_usage", "rec", "source")
+
+    def __init__(self, record: RequestRecord):
+        self.rec = record
+        self.buf = b""
+        self.cum = 0  # cumulative completion tokens seen in chunks
+        self.final_usage: int | None = None
+        self.done = False
+        self.source: str | None = None
+
+    def feed(self, data: bytes, t: float) -> None:
+        buf = self.buf + data
+        if b"\n" not in data:
+            self.buf = buf
+            return
+        lines = buf.split(b"\n")
+        self.buf = lines.pop()
+        for line in lines:
+            if line[:5] != b"data:":
+                continue  # blank separators, SSE comments (":ping"), event/id fields
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+            elif payload:
+                n = self._usage_tokens(payload)
+                if n is None:
+                    try:
+                        self._event(json.loads(payload), t)
+                    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
+                        self._malformed(payload)  # a server's garbage is a failed request, not a crash
+                elif n > 0:
+                    self._add(n, t)
+
+    def _malformed(self, payload: bytes) -> None:
+        if self.rec.error is None:
+            self.rec.error = one_line(f"malformed stream event: {payload[:80].decode(errors='replace')}")
+
+    def _usage_tokens(self, payload: bytes) -> int | None:
+        """Tokens in a token chunk read from its cumulative usage by a bytes search, without
+        json.loads; None (parse it in full) for the first event, a chunk with no choice or
+        no integer usage.completion_tokens, or one before which a chunk lacked usage."""
+        if self.rec.n_in is None or self.source not in (None, "usage"):
+            return None
+        m = _COMPLETION_TOKENS.search(payload)
+        if m is None or _NONEMPTY_CHOICES.search(payload) is None:
+            return None
+        self.source = "usage"
+        return int(m.group(1)) - self.cum
+
+    def _event(self, obj: dict, t: float) -> None:
+        rec = self.rec
+        if not isinstance(obj, dict):
+            raise TypeError("not a JSON object")
+        usage = obj.get("usage")
+        if not isinstance(usage, dict):
+            usage = None
+        choices = obj.get("choices")
+        if usage is not None and _count(usage.get("prompt_tokens")) is not None:
+            rec.n_in = _count(usage["prompt_tokens"])
+        completion = _count(usage.get("completion_tokens")) if usage is not None else None
+        if not choices or not isinstance(choices, list):
+            if completion is not None:
+                self.final_usage = completion  # usage-only chunk: no token in it
+            elif "error" in obj or obj.get("object") == "error":
+                err = obj.get("error", obj)
+                rec.error = one_line(f"server error: {err.get('message', err) if isinstance(err, dict) else err}")
+            return
+        if completion is not None:
+            n = completion - self.cum
+            self.source = "usage"
+        else:
+            choice = choices[0] if isinstance(choices[0], dict) else {}
+            ids = choice.get("token_ids")
+            if isinstance(ids, list):
+                n = len(ids)
+                self.source = "token_ids"
+            else:
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                n = 1 if text else 0
+                self.source = self.source or "text_chunks"
+        if n > 0:
+            self._add(n, t)
+
+    def _add(self, n: int, t: float) -> None:
+        """A chunk that carried `n` >= 1 generated tokens, arrived at `t`."""
+        rec = self.rec
+        self.cum += n
+        if rec.t_first is None:
+            rec.t_first = t
+        rec.t_last = t
+        rec.chunk_t.append(t)
+        rec.chunk_tokens.append(n)
+
+    def finish(self) -> None:
+        rec = self.rec
+        rec.n_out = self.final_usage if self.final_usage is not None else self.cum
+        if self.source is not None:
+            rec.token_source = self.source
+        if rec.error is not None:
+            return
+        if not self.done:
+            rec.error = "stream ended before [DONE]"
+        elif rec.n_out < rec.n_out_expected:
+            rec.error = f"fewer tokens than asked: {rec.n_out} of {rec.n_out_expected}"
