@@ -107,7 +107,9 @@ def test_scenarios_from_the_real_catalog():
     own = named["own"]
     assert own.gpu_price_usd == 30000 and own.server_factor == 1.4 and own.years == 4 and own.pue == 1.2
     assert "purchase_usd" in own.source
-    assert scenarios_for(get_hardware("cpu-host")) == {}
+    cpu = scenarios_for(get_hardware("cpu-host"))  # the whole host is the one device: a VM's on-demand rate
+    assert list(cpu) == ["rental-on-demand"] and cpu["rental-on-demand"].rental_usd_per_gpu_hour == 0.0864
+    assert "m6a.large" in cpu["rental-on-demand"].source and "read 2026-12-01" in cpu["rental-on-demand"].source
 
 
 def test_scenarios_from_dict_prices_and_options():
