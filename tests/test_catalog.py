@@ -21,7 +21,7 @@ from bench.cli import cli
 from bench.errors import ConfigError
 
 REFERENCE_MODELS = [
-    "llama-3.1-8b", "llama-3.1-70b", "llama-3.3-70b", "qwen2.5-7b", "qwen2.5-72b", "qwen3-8b",
+    "llama-3.1-8b", "llama-3.1-70b", "llama-3.3-70b", "llama-2-70b", "qwen2.5-7b", "qwen2.5-72b", "qwen3-8b",
     "qwen3-30b-a3b", "qwen3-235b-a22b", "deepseek-v2-lite", "deepseek-v3", "deepseek-r1",
     "mixtral-8x7b", "gpt-oss-20b", "gpt-oss-120b",
 ]
@@ -85,6 +85,9 @@ def test_hardware_entries():
     assert get_hardware("rtx-4090").tflops["bf16"] == 165  # FP32-accumulate figure
     cpu = get_hardware("cpu-host")
     assert cpu.vendor == "cpu" and cpu.estimated and cpu.tflops["fp8"] is None and cpu.match == []
+    rental = cpu.prices.rental_usd_per_gpu_hour  # a sourced, dated on-demand rate of a comparable VM
+    assert rental.value == 0.0864 and "us-east-1" in rental.source and "read 2026-12-01" in rental.source
+    assert cpu.prices.purchase_usd is None  # no ownership scenario: no sourced host price
 
 
 # ---- strict loading ----------------------------------------------------------------------

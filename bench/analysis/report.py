@@ -1,19 +1,20 @@
-"""Markdown reports: a comparison across hardware for one model, and one run on its own.
+"""Reports: a comparison across hardware for one model, and one run on its own.
 
-Each report is a folder: report.md, the tables as CSV, and PNG plots. Every run used is
-listed with its provenance, and synthetic (test) runs are flagged.
+Each report is a folder: report.md, an interactive page (compare.html / report.html,
+bench.analysis.pages), the tables as CSV, and PNG plots. Every run used is listed with its
+provenance, synthetic (test) runs are flagged, and invalid points' latencies are marked.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.analysis.cells import cell_text, fmt
 from bench.analysis.pareto import Operating, X, Y, compare_table
 from bench.analysis.plots import (
     Plot,
@@ -26,6 +27,7 @@ from bench.results import RunResult, read_summary
 from bench.store import run_models
 from bench.store.costmodel import (
     CSV_FLOAT_FORMAT,
+    build_table,
     engine_version_of,
     point_config,
     point_rows,
@@ -40,24 +42,19 @@ class Report:
     table: pd.DataFrame
     plots: list[Plot] = field(default_factory=list)
     status: str | None = None  # one run's status as it stands now ("stale (process gone)" included)
+    html: Path | None = None  # the interactive page
+    figures: dict[str, Any] = field(default_factory=dict)  # its plotly figures by name
 
 
-def fmt(value: Any) -> str:
-    """A table cell: floats to 4 significant digits, missing as '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+__all__ = ["PROVENANCE_COLUMNS", "Report", "compare_report", "fmt", "markdown_table", "run_report"]
 
 
 def markdown_table(rows: list[dict], columns: list[str | tuple[str, str]]) -> str:
-    """Rows as a Markdown table; a column is a key or (key, header)."""
+    """Rows as a Markdown table; a column is a key or (key, header). Invalid points'
+    latencies are marked and a TPOT of 0 is no number (`bench.analysis.cells`)."""
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell_text(r, k) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -88,8 +85,10 @@ PROVENANCE_COLUMNS = ["run_id", "date", "hardware", "device", "n_gpus", "precisi
 
 def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model: str, out_dir: Path,
                    op: Operating, baseline: str | None = "h100-sxm",
-                   scenario_names: list[str] | None = None) -> Report:
-    """Compare every series of MODEL in a cost-model table; writes report.md, compare.csv, plots."""
+                   scenario_names: list[str] | None = None, reference: bool = False) -> Report:
+    """Compare every series of MODEL in a cost-model table; writes report.md, compare.html,
+    compare.csv, plots. With `reference`, published figures (published.yaml) are drawn and
+    tabled beside the measured ones, labelled `source: published`."""
     rows = table[table["model"] == model]
     if rows.empty:
         known = ", ".join(sorted(set(table["model"].dropna()))) or "none"
@@ -115,6 +114,13 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model
         columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok out ({s})"),
                     (f"usd_per_mtok_output__{s}_vs_baseline", "x base"), (f"utilization__{s}", "util.")]
     used = [r for r in runs if r[0] in set(rows["run_id"])]
+    points = _with_invalid(rows, runs, model)
+    n_invalid = int((~points["valid"].astype(bool)).sum())
+    refs = None
+    if reference:
+        from bench.analysis.reference import select_published
+
+        refs = select_published(model)
     text = [
         f"# {model}: comparison across hardware", "",
         f"Operating point: **{op.describe()}**. Baseline: **{baseline or 'none'}**.",
@@ -122,13 +128,24 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model
          "vs interactivity; targets outside a series' measured range are not extrapolated. "
          "$/Mtok assumes the utilization shown (share of hours serving at this load)."), "",
         markdown_table(compared.to_dict("records"), columns), "",
+        *([f"{n_invalid} invalid load point(s) left out of the matching; compare.html shows them marked.", ""]
+          if n_invalid else []),
         *_synthetic_note(used),
-        "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
+        *(_reference_section(model, *refs) if refs else []),
+        "## Plots", "", "Interactive: [compare.html](compare.html).", "",
+        *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
         "## Runs used", "", markdown_table(provenance_rows(used), PROVENANCE_COLUMNS), "",
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(text))
-    return Report(path, compared, plots)
+    from bench.analysis.pages import compare_page
+
+    lead = (f"Operating point: {op.describe()}. Baseline: {baseline or 'none'}. {len(used)} runs, "
+            f"{len(points)} load points ({n_invalid} invalid).")
+    html = compare_page(out_dir / "compare.html", model, lead, compared, columns, points, scenarios,
+                        provenance_rows(used), PROVENANCE_COLUMNS, refs,
+                        synthetic=any(run.extra.get("synthetic") for _, run in used))
+    return Report(path, compared, plots, html=html.path, figures=html.figures)
 
 
 def run_report(run_dir: Path, out_dir: Path) -> Report:
@@ -143,17 +160,19 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     points = [_point_row(p) for p in run.points]
     pd.DataFrame(points).to_csv(out_dir / "points.csv", index=False, float_format=CSV_FLOAT_FORMAT,
                                 lineterminator="\n")
-    valid = rows_to_frame(point_rows(run.run_id, run, model_info=lambda _: {}))
+    ok_points = _with_reasons(rows_to_frame(point_rows(run.run_id, run, model_info=lambda _: {}, include_invalid=True)),
+                              [(run.run_id, run)])
+    valid = ok_points[ok_points["valid"]]
     plots = [
         throughput_vs_interactivity(valid, out_dir / "throughput_vs_interactivity.png", f"{run.run_id}: throughput"),
         metric_vs_interactivity(valid, "j_per_token", out_dir / "j_per_token_vs_interactivity.png",
                                 f"{run.run_id}: energy per token"),
     ]
     power_file = run_dir / "power.parquet"
-    if power_file.is_file():
-        windows = [(p.point_id, p.window.t0_s, p.window.t1_s) for p in run.points if p.status == "ok" and p.window]
-        plots.append(power_over_time(pd.read_parquet(power_file), out_dir / "power_over_time.png",
-                                     windows=windows))
+    power = pd.read_parquet(power_file) if power_file.is_file() else None
+    windows = [(p.point_id, p.window.t0_s, p.window.t1_s) for p in run.points if p.status == "ok" and p.window]
+    if power is not None:
+        plots.append(power_over_time(power, out_dir / "power_over_time.png", windows=windows))
     columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, "tok/s/GPU"),
                (X, "tok/s/user"), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
                "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency"]
@@ -168,6 +187,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
         f"# Run {run.run_id}", "",
         (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, "
          f"{len(run.points)} load points, status **{status}**."), "",
+        "Interactive: [report.html](report.html). Latencies of invalid points are marked (invalid).", "",
         *_synthetic_note([(run.run_id, run)]),
         "## Load points", "", markdown_table(points, columns), "",
         "## Cost as stored with the run", "",
@@ -179,7 +199,14 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(text))
-    return Report(path, pd.DataFrame(points), plots, status)
+    from bench.analysis.pages import run_page
+
+    lead = (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, {len(run.points)} load points, "
+            f"status {status}.")
+    html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
+                    cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
+                    synthetic=bool(run.extra.get("synthetic")))
+    return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
 
 
 def _engine_configs(run: RunResult) -> list[dict]:
@@ -230,3 +257,30 @@ def _synthetic_note(runs: list[tuple[str, RunResult]]) -> list[str]:
     if any(run.extra.get("synthetic") for _, run in runs):
         return ["> **Synthetic data**: some runs are test fixtures, not measurements.", ""]
     return []
+
+
+def _with_invalid(rows: pd.DataFrame, runs: list[tuple[str, RunResult]], model: str) -> pd.DataFrame:
+    """The table's rows of MODEL plus its runs' invalid ok points, with each point's reasons."""
+    invalid = build_table(runs, include_invalid=True)
+    invalid = invalid[(invalid["model"] == model) & ~invalid["valid"].astype(bool)]
+    points = pd.concat([rows, invalid], ignore_index=True) if not invalid.empty else rows.reset_index(drop=True)
+    return _with_reasons(points, runs)
+
+
+def _with_reasons(points: pd.DataFrame, runs: list[tuple[str, RunResult]]) -> pd.DataFrame:
+    """`valid` as plain bool and each point's invalid reasons in `reasons`."""
+    reasons = {(rid, p.point_id): "; ".join(p.invalid_reasons) for rid, run in runs for p in run.points}
+    return points.assign(valid=points["valid"].astype(bool),
+                         reasons=[reasons.get(k, "") for k in zip(points["run_id"], points["point_id"])])
+
+
+def _reference_section(model: str, published: list, matched: bool) -> list[str]:
+    from bench.analysis.reference import REFERENCE_COLUMNS, reference_rows
+
+    scope = (f"Figures others published for {model}" if matched else
+             f"No published figure is of {model}; every published figure is listed, for scale only")
+    return ["## Published figures (source: published, not measured here)", "",
+            (f"{scope} (published.yaml: where each was read and what is uncertain). They are drawn as "
+             "black markers in compare.html; they never enter the measured cost-model table."), "",
+            markdown_table(reference_rows(published), REFERENCE_COLUMNS), ""]
+

@@ -17,10 +17,12 @@ from bench.errors import ConfigError
 @click.option("--at-interactivity", type=float, default=None, help="Match series at this tok/s per user.")
 @click.option("--ttft-slo", type=float, default=None, help="Only points with TTFT p99 at or under this (s).")
 @click.option("--scenario", "scenarios", multiple=True, help="Cost scenarios to show (default: all).")
+@click.option("--reference", is_flag=True,
+              help="Draw and table published figures (published.yaml, source: published) beside the measured ones.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder [compare-<model> in the folder holding RESULTS; with --store, "
                    "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
-def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, out):
+def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, reference, out):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points."""
     from bench.analysis.pareto import Operating
     from bench.analysis.report import compare_report
@@ -36,12 +38,21 @@ def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios
     table = build_table(runs)
     out = out or default_compare_dir(results, model)
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
-                         list(scenarios) or None)
+                         list(scenarios) or None, reference=reference)
     shown = ["series", "status", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
              "j_per_token", "j_per_token_vs_baseline"]
     rows = rep.table.astype(object).where(rep.table.notna(), None).to_dict("records")
     click.echo(format_table(rows, [c for c in shown if c in rep.table]))
+    if reference:
+        from bench.analysis.reference import select_published
+
+        published, matched = select_published(model)
+        click.echo(f"\npublished figures (source: published, not measured here; "
+                   f"{'of ' + model if matched else 'none of ' + model + ', all shown for scale'}):")
+        click.echo(format_table([{"id": r.id, "precision": r.precision, "figures": r.as_published}
+                                 for r in published], ["id", "precision", "figures"]))
     click.echo(f"report: {rep.path}")
+    click.echo(f"interactive: {rep.html}")
 
 
 @click.command()
@@ -53,7 +64,7 @@ def report(run_dir, out):
     from bench.analysis.report import run_report
 
     rep = run_report(run_dir, out or run_dir / "report")
-    click.echo(f"{len(rep.table)} load points; status {rep.status}; report: {rep.path}")
+    click.echo(f"{len(rep.table)} load points; status {rep.status}; report: {rep.path}; interactive: {rep.html}")
 
 
 def default_compare_dir(results: tuple[Path, ...], model: str) -> Path:

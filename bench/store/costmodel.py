@@ -85,13 +85,15 @@ def engine_version_of(run: RunResult, config_id: str) -> str | None:
     return recorded_engine_version(point_config(run, config_id), run.provenance, started)
 
 
-def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None) -> list[dict]:
-    """Base columns (no cost) for each valid, ok point of one run."""
+def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None,
+               include_invalid: bool = False) -> list[dict]:
+    """Base columns (no cost) for each valid, ok point of one run (with include_invalid, the
+    invalid ok points too, `valid` false: for reports, never for the shared table)."""
     model_info = model_info or catalog_model_info
     prov = run.provenance
     rows = []
     for p in run.points:
-        if p.status != "ok" or not p.valid:
+        if p.status != "ok" or not (p.valid or include_invalid):
             continue
         cfg = point_config(run, p.engine_config_id)
         n_gpus = int(cfg.get("n_gpus") or 1)
@@ -110,7 +112,7 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             "output_tok_s_per_gpu": _div(m.get("output_tok_s"), n_gpus),
             "avg_power_w_per_gpu": _div(e.get("avg_power_w"), e.get("n_devices") or n_gpus),
             "energy_method": e.get("energy_method"), "measured": e.get("measured"),
-            "roofline_efficiency": (p.roofline or {}).get("roofline_efficiency"), "valid": True,
+            "roofline_efficiency": (p.roofline or {}).get("roofline_efficiency"), "valid": bool(p.valid),
             "harness_version": run.harness.version, "device_name": prov.get("device_name"),
             "run_date": run.created_utc[:10],
         }
@@ -130,18 +132,20 @@ def build_table(
     scenarios_for: ScenariosFn | None = None,
     cost_for_point: CostFn | None = None,
     model_info: Callable[[str], dict] | None = None,
+    include_invalid: bool = False,
 ) -> pd.DataFrame:
     """The cost-model table of (run_id, RunResult) pairs; order of `runs` does not matter.
 
     `scenario_names` keeps only those scenarios (an unknown name is a ConfigError);
-    `scenarios_for`/`cost_for_point` default to bench.measure.cost (injected in tests).
+    `scenarios_for`/`cost_for_point` default to bench.measure.cost (injected in tests);
+    `include_invalid` adds the invalid ok points (reports only: the shared table never has them).
     """
     scenarios_for = scenarios_for or catalog_scenarios
     cost_for_point = cost_for_point or _default_cost_fn()
     rows, seen = [], set()
     scenario_cache: dict[str, dict] = {}
     for run_id, run in runs:
-        for row in point_rows(run_id, run, model_info):
+        for row in point_rows(run_id, run, model_info, include_invalid):
             hw = row["hardware"]
             if hw not in scenario_cache:
                 scenario_cache[hw] = scenarios_for(hw)

@@ -1,0 +1,285 @@
+"""Interactive plotly figures of load points, published figures and power, for the HTML reports.
+
+Every trace carries `meta = {"kind": ..., "series": ...}`, kind one of "measured", "front",
+"invalid", "published", "power", so tests (and readers of the page) can tell them apart.
+Invalid points are drawn with an x marker and labelled in their hover text; a TPOT of 0,
+or an interactivity computed from it, is never drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bench.analysis.pareto import X, pareto_front, split_series
+from bench.analysis.reference import RefPoint, ref_label
+
+LABELS = {
+    X: "interactivity (output tok/s per user)",
+    "output_tok_s_per_gpu": "output throughput per GPU (tok/s)",
+    "tok_s_per_gpu": "throughput per GPU (tok/s, input + output)",
+    "j_per_output_token": "energy per output token (J)",
+    "j_per_token": "energy per token (J, input + output)",
+}
+HIGHER_IS_BETTER = {"output_tok_s_per_gpu", "tok_s_per_gpu"}
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf"]
+REF_SYMBOLS = {"ML.ENERGY": "star", "MLPerf": "diamond", "SemiAnalysis": "square"}
+INVALID_SYMBOL = "x-thin-open"
+
+
+def _layout(fig, title: str, xlabel: str, ylabel: str, log: bool = True):
+    """Titles, legend, and per axis a log scale where its values span more than LOG_SPAN."""
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "xanchor": "left"}, template="plotly_white", height=480,
+        margin={"l": 70, "r": 20, "t": 60, "b": 60}, hovermode="closest", showlegend=True,
+        legend={"font": {"size": 11}, "itemsizing": "constant"},
+    )
+    for which, label in (("x", xlabel), ("y", ylabel)):
+        axes: dict[str, list[float]] = {}
+        for t in fig.data:
+            axes.setdefault(getattr(t, f"{which}axis") or which, []).extend(
+                float(v) for v in (getattr(t, which) or ()) if _num(v) and float(v) > 0)
+        for name, values in axes.items():
+            fig.layout[name.replace(which, f"{which}axis", 1)].update(title_text=label, **_axis(values, log))
+    return fig
+
+
+LOG_SPAN = 20.0
+
+
+def _axis(values: list[float], log: bool) -> dict:
+    """Linear from 0, or log with labelled 1-2-5 ticks when the values span more than LOG_SPAN."""
+    if not log or not values or max(values) / min(values) <= LOG_SPAN:
+        return {"type": "linear", "rangemode": "tozero"}
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    return {"type": "log", "tickvals": ticks, "ticktext": [_si(v) for v in ticks]}
+
+
+def _si(v: float) -> str:
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
+def plottable(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows with a finite, positive interactivity (never from a TPOT of 0) and a finite metric."""
+    if rows.empty or metric not in rows:
+        return rows.iloc[0:0]
+    x, y = pd.to_numeric(rows[X], errors="coerce"), pd.to_numeric(rows[metric], errors="coerce")
+    ok = x.notna() & y.notna() & (x > 0) & x.map(math.isfinite) & y.map(math.isfinite)
+    if "tpot_s_p50" in rows:
+        tpot = pd.to_numeric(rows["tpot_s_p50"], errors="coerce")
+        ok &= tpot.isna() | (tpot > 0)
+    return rows[ok]
+
+
+def point_hover(row: dict, lines: list[str]) -> str:
+    """Hover text of one measured point: values, validity and provenance."""
+    valid = row.get("valid")
+    reasons = row.get("reasons") or ""
+    verdict = "valid" if valid is True or valid == 1 else f"<b>INVALID</b>: {reasons or 'see report'}"
+    load = f"concurrency {row['concurrency']}" if _num(row.get("concurrency")) else (
+        f"rate {row['rate_rps']} req/s" if _num(row.get("rate_rps")) else str(row.get("load_kind") or "-"))
+    shape = f"{row.get('isl')} in / {row.get('osl')} out" if _num(row.get("isl")) else ""
+    energy = str(row.get("energy_method") or "-") + (" (estimate, not measured)" if row.get("measured") is False else "")
+    return "<br>".join([
+        f"<b>{row.get('series', '')}</b>", *lines, f"{load}{' · ' + shape if shape else ''}", verdict,
+        f"run {row.get('run_id')} · point {row.get('point_id')}",
+        f"engine {row.get('engine')} {row.get('engine_version') or ''} · {row.get('n_gpus')} GPU(s)",
+        f"device {row.get('device_name') or '-'} · harness {row.get('harness_version') or '-'} · {row.get('run_date') or ''}",
+        f"energy: {energy}",
+    ])
+
+
+def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: str | None = None,
+                         refs: list[RefPoint] | None = None):
+    """METRIC against interactivity: per series its valid points, their Pareto front (line)
+    and its invalid points (x markers); published points (refs) as distinct markers."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    ylabel = ylabel or LABELS.get(metric, metric)
+    sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+    for i, (label, rows) in enumerate(series_of(points)):
+        color = COLORS[i % len(COLORS)]
+        rows = plottable(rows, metric)
+        valid = rows[rows["valid"].astype(bool)] if "valid" in rows else rows
+        invalid = rows[~rows["valid"].astype(bool)] if "valid" in rows else rows.iloc[0:0]
+        _points_trace(fig, valid, metric, label, color, "measured", ylabel)
+        if not valid.empty:
+            xs, ys = valid[X].astype(float).tolist(), valid[metric].astype(float).tolist()
+            idx = pareto_front(xs, [sign * y for y in ys])
+            fig.add_trace(go.Scatter(
+                x=[xs[k] for k in idx], y=[ys[k] for k in idx], mode="lines", name=f"{label} front",
+                line={"color": color, "width": 2}, legendgroup=label, showlegend=False, hoverinfo="skip",
+                meta={"kind": "front", "series": label}))
+        _points_trace(fig, invalid, metric, f"{label} (invalid)", color, "invalid", ylabel, series=label)
+    _ref_traces(fig, refs or [], ylabel)
+    if not fig.data:
+        fig.add_annotation(text="no points to plot", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    return _layout(fig, title, LABELS[X], ylabel)
+
+
+def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for=None):
+    """$ per million output tokens against interactivity, one set of traces per cost
+    scenario (meta["scenario"]); a menu shows one scenario at a time, the first at start."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    names = scenarios or [""]
+    spans = []
+    for s in names:
+        metric = f"usd_per_mtok_output__{s}" if s else "usd_per_mtok_output"
+        one = interactivity_figure(points, metric, title, "$ / Mtok output", refs_for(metric) if refs_for else None)
+        start = len(fig.data)
+        for t in one.data:
+            t.meta = {**t.meta, "scenario": s}
+            t.visible = s == names[0]
+            fig.add_trace(t)
+        spans.append((s, start, len(fig.data)))
+    if len(names) > 1:
+        buttons = [{"label": s, "method": "update",
+                    "args": [{"visible": [a <= k < b for k in range(len(fig.data))]},
+                             {"title.text": f"{title} ({s})"}]} for s, a, b in spans]
+        fig.update_layout(updatemenus=[{"buttons": buttons, "x": 1.0, "xanchor": "right", "y": 1.12,
+                                        "yanchor": "top", "showactive": True}])
+    if not fig.data:
+        fig.add_annotation(text="no cost figures (no prices for this hardware)", x=0.5, y=0.5, xref="paper",
+                           yref="paper", showarrow=False)
+    return _layout(fig, f"{title} ({names[0] or 'no cost scenario'})", LABELS[X], "$ / Mtok output")
+
+
+def series_of(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per series; the model leads the label when the points hold several."""
+    if points.empty:
+        return []
+    models = sorted(set(points["model"].dropna())) if "model" in points else []
+    if len(models) <= 1:
+        return [(label, rows) for label, _, rows in split_series(points)]
+    return [(f"{m} {label}", rows) for m in models for label, _, rows in split_series(points[points["model"] == m])]
+
+
+def _points_trace(fig, rows: pd.DataFrame, metric: str, name: str, color: str, kind: str, ylabel: str,
+                  series: str | None = None) -> None:
+    import plotly.graph_objects as go
+
+    if rows.empty:
+        return
+    records = rows.to_dict("records")
+    invalid = kind == "invalid"
+    hover = [point_hover({**r, "series": series or name}, [f"{LABELS[X]}: {_g(r[X])}", f"{ylabel}: {_g(r[metric])}"])
+             for r in records]
+    fig.add_trace(go.Scatter(
+        x=rows[X].astype(float).tolist(), y=rows[metric].astype(float).tolist(), mode="markers", name=name,
+        marker={"color": color, "size": 11 if invalid else 9, "symbol": INVALID_SYMBOL if invalid else "circle",
+                "line": {"width": 2, "color": color}},
+        legendgroup=series or name, hovertext=hover, hoverinfo="text",
+        meta={"kind": kind, "series": series or name}))
+
+
+def _ref_traces(fig, refs: list[RefPoint], ylabel: str) -> None:
+    import plotly.graph_objects as go
+
+    groups: dict[str, list[RefPoint]] = {}
+    for p in refs:
+        groups.setdefault(ref_label(p.row), []).append(p)
+    for label, pts in groups.items():
+        symbol = next((s for k, s in REF_SYMBOLS.items() if pts[0].row.publisher.startswith(k)), "star-diamond")
+        hover = ["<br>".join([f"<b>{label}</b>", "source: published (not measured here)",
+                              f"{LABELS[X]}: {_g(p.x)}", f"{ylabel}: {_g(p.y)}", *p.derived,
+                              f"{p.row.load} · {p.row.workload}", f"as published: {p.row.as_published}",
+                              f"where: {p.row.where}", *[f"note: {n}" for n in p.row.notes]]) for p in pts]
+        fig.add_trace(go.Scatter(
+            x=[p.x for p in pts], y=[p.y for p in pts], mode="markers", name=label, hovertext=hover,
+            hoverinfo="text", marker={"symbol": symbol, "size": 14, "color": "#222222",
+                                      "line": {"width": 1, "color": "#ffd400"}},
+            meta={"kind": "published", "series": label}))
+
+
+def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load level (concurrency or req/s)"):
+    """TTFT and TPOT p50/p99 per load level, one pair of lines per series; invalid points
+    as x markers; a TPOT of 0 is left out."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (s)", "time per output token (s)"),
+                        horizontal_spacing=0.1)
+    rows_all = points.assign(level=_load_level(points)) if not points.empty else points
+    for i, (label, rows) in enumerate(series_of(rows_all)):
+        color = COLORS[i % len(COLORS)]
+        rows = rows[rows["level"].notna()].sort_values("level")
+        for col, metric in ((1, "ttft_s"), (2, "tpot_s")):
+            for q, dash in (("p50", "solid"), ("p99", "dot")):
+                key = f"{metric}_{q}"
+                if key not in rows:
+                    continue
+                shown = rows[pd.to_numeric(rows[key], errors="coerce") > 0]
+                valid = shown[shown["valid"].astype(bool)] if "valid" in shown else shown
+                invalid = shown[~shown["valid"].astype(bool)] if "valid" in shown else shown.iloc[0:0]
+                for part, kind in ((valid, "measured"), (invalid, "invalid")):
+                    if part.empty:
+                        continue
+                    records = part.to_dict("records")
+                    hover = [point_hover({**r, "series": label}, [f"{key}: {_g(r[key])} s"]) for r in records]
+                    bad = kind == "invalid"
+                    fig.add_trace(go.Scatter(
+                        x=part["level"].astype(float).tolist(), y=part[key].astype(float).tolist(),
+                        mode="markers" if bad else "lines+markers",
+                        name=(label if col == 1 and q == "p50" else f"{label} {key}") + (" (invalid)" if bad else ""),
+                        line={"color": color, "dash": dash}, legendgroup=label,
+                        marker={"color": color, "symbol": INVALID_SYMBOL if bad else "circle",
+                                "size": 11 if bad else 7, "line": {"width": 2, "color": color}},
+                        showlegend=col == 1 and q == "p50", hovertext=hover, hoverinfo="text",
+                        meta={"kind": kind, "series": label, "metric": key}), row=1, col=col)
+    return _layout(fig, title, load_label, "seconds")
+
+
+def power_figure(power: pd.DataFrame, title: str = "Board power over time",
+                 windows: list[tuple[str, float, float]] | None = None):
+    """One line per device (columns t_s, device, power_w), time from the first sample;
+    each load point's measurement window (label, t0_s, t1_s) is shaded."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    power = power.dropna(subset=["power_w"])
+    t0 = float(power["t_s"].min()) if len(power) else 0.0
+    for i, (label, w0, w1) in enumerate(windows or []):
+        if w0 is None or w1 is None or not len(power):
+            continue
+        fig.add_vrect(x0=w0 - t0, x1=w1 - t0, fillcolor="grey", opacity=0.12 if i % 2 else 0.22, line_width=0,
+                      annotation_text=label, annotation_position="top left", annotation_font_size=9)
+    for device, rows in sorted(power.groupby("device"), key=lambda g: str(g[0])):
+        rows = rows.sort_values("t_s")
+        fig.add_trace(go.Scatter(x=(rows["t_s"].astype(float) - t0).tolist(), y=rows["power_w"].astype(float).tolist(),
+                                 mode="lines", name=f"device {device}", line={"width": 1},
+                                 meta={"kind": "power", "series": f"device {device}"}))
+    return _layout(fig, title, "time since first sample (s)", "power (W)", log=False)
+
+
+def _load_level(points: pd.DataFrame) -> pd.Series:
+    """Concurrency, else request rate, of each row (NaN for other loads)."""
+    level = pd.to_numeric(points["concurrency"], errors="coerce").astype(float) if "concurrency" in points \
+        else pd.Series(math.nan, index=points.index)
+    if "rate_rps" in points:
+        level = level.fillna(pd.to_numeric(points["rate_rps"], errors="coerce").astype(float))
+    return level.replace([math.inf, -math.inf], math.nan)
+
+
+def _num(v: Any) -> bool:
+    try:
+        return v is not None and not pd.isna(v)
+    except (TypeError, ValueError):
+        return False
+
+
+def _g(v: Any) -> str:
+    try:
+        return f"{float(v):.4g}"
+    except (TypeError, ValueError):
+        return str(v)

@@ -1,0 +1,144 @@
+"""The HTML reports opened in headless Chromium (Debian's `chromium`, driven by Playwright):
+they load offline with no console error, draw the expected series and points, mark
+invalid and published points, and their tables sort.
+
+scripts/install.sh installs chromium where it is missing; set BENCH_CHROMIUM to use
+another Chromium or Chrome, or BENCH_NO_BROWSER=1 to skip these tests knowingly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from result_factory import make_run
+
+from bench.cli import cli
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu-host"
+TRACES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => d.data.map(t => ({
+    kind: t.meta.kind, name: t.name, n: t.x ? t.x.length : 0, symbol: t.marker ? t.marker.symbol : null,
+    visible: t.visible !== false})))"""
+
+
+def chromium_path() -> str:
+    """The Chromium executable (BENCH_CHROMIUM, else chromium on PATH); fails when absent."""
+    if os.environ.get("BENCH_NO_BROWSER") == "1":
+        pytest.skip("BENCH_NO_BROWSER=1: browser tests skipped on request")
+    found = os.environ.get("BENCH_CHROMIUM") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if not found:
+        pytest.fail("no chromium: run scripts/install.sh (apt-get install chromium) or set BENCH_CHROMIUM")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e .[dev]")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """compare.html of synthetic runs (one invalid point), of the committed results with
+    --reference, and report.html of a synthetic run with power and an invalid point."""
+    root = tmp_path_factory.mktemp("browser")
+    res = root / "results"
+    make_run(res / "h100", hardware="h100-sxm", speed=1.0, invalid={16: "client saturation: 6.1 in flight of 16"})
+    make_run(res / "b200", hardware="b200", speed=2.5)
+    run = make_run(root / "one", n_gpus=2, invalid={8: "client saturation: 6.1 in flight of 8"})
+    runner = CliRunner()
+    for args in (["compare", str(res), "--model", "tiny-llama", "--scenario", "rental-on-demand",
+                  "--out", str(root / "syn")],
+                 ["compare", str(RESULTS), "--model", "tiny-llama", "--reference", "--out", str(root / "ref")],
+                 ["report", str(run), "--out", str(root / "run")]):
+        out = runner.invoke(cli, args)
+        assert out.exit_code == 0, out.output
+    return {"synthetic": root / "syn" / "compare.html", "reference": root / "ref" / "compare.html",
+            "run": root / "run" / "report.html"}
+
+
+def open_page(browser, path: Path):
+    """(page, problems): console errors, page errors and any request that leaves the file."""
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: problems.append(f"request {r.url}") if not r.url.startswith("file://") else None)
+    page.goto(path.as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === "
+                           "document.querySelectorAll('.plotly-graph-div').length")
+    return page, problems
+
+
+def test_synthetic_compare_page(browser, pages):
+    page, problems = open_page(browser, pages["synthetic"])
+    plots = page.evaluate(TRACES_JS)
+    assert page.evaluate("document.querySelectorAll('script[src], link[href]').length") == 0
+    assert len(plots) == 4  # throughput, energy, $/Mtok, latency
+    throughput = plots[0]
+    assert [(t["kind"], t["n"]) for t in throughput] == [
+        ("measured", 5), ("front", 5), ("measured", 4), ("front", 4), ("invalid", 1)]
+    assert throughput[-1]["symbol"] == "x-thin-open" and throughput[-1]["name"] == "h100-sxm bf16 vllm (invalid)"
+    cost = plots[2]
+    assert [t["n"] for t in cost if t["kind"] == "measured"] == [5, 4]  # one scenario asked for
+    assert sum(t["kind"] == "invalid" for t in plots[3]) == 4  # TTFT and TPOT, p50 and p99
+    assert page.locator("#points-table tr.invalid").count() == 1
+    assert problems == []
+    page.close()
+
+
+def test_committed_results_with_reference(browser, pages):
+    page, problems = open_page(browser, pages["reference"])
+    plots = page.evaluate(TRACES_JS)
+    throughput, energy, cost = plots[0], plots[1], plots[2]
+    published = [t for t in throughput if t["kind"] == "published"]
+    assert sum(t["n"] for t in published) == 6 and {t["symbol"] for t in published} == {"star"}
+    assert sum(t["n"] for t in energy if t["kind"] == "published") == 7
+    assert sum(t["n"] for t in cost if t["kind"] == "published" and t["visible"]) == 2
+    measured = {t["name"]: t["n"] for t in throughput if t["kind"] == "measured"}
+    assert measured == {"cpu-host auto hf": 3, "cpu-host auto vllm": 1, "cpu-host fp32 vllm": 2}
+    invalid = {t["name"]: t["n"] for t in throughput if t["kind"] == "invalid"}
+    assert invalid == {"cpu-host auto vllm (invalid)": 5, "cpu-host fp32 vllm (invalid)": 1}
+    assert page.locator("#reference-table tr.published").count() == 20
+    assert page.locator("#points-table tr.invalid").count() == 6
+    # hover text of a published point names its source
+    assert "source: published" in page.evaluate(
+        "document.querySelectorAll('.js-plotly-plot')[0].data.find(t => t.meta.kind === 'published').hovertext[0]")
+    assert problems == []
+    page.close()
+
+
+def column(page, table: str, index: int) -> list[str]:
+    return page.eval_on_selector_all(f"#{table} tbody tr", f"rows => rows.map(r => r.cells[{index}].textContent)")
+
+
+def test_run_page_and_sorting(browser, pages):
+    page, problems = open_page(browser, pages["run"])
+    plots = page.evaluate(TRACES_JS)
+    assert len(plots) == 4  # throughput, energy, latency, power
+    assert [t["n"] for t in plots[3]] == [40, 40]  # one line per GPU of the 2-GPU run
+    assert any(t["kind"] == "invalid" and t["symbol"] == "x-thin-open" for t in plots[0])
+    headers = page.eval_on_selector_all("#points-table th", "hs => hs.map(h => h.textContent)")
+    i = headers.index("tok/s/user")
+    before = [float(v.split()[0]) for v in column(page, "points-table", i)]
+    page.locator("#points-table th").nth(i).click()
+    ascending = [float(v.split()[0]) for v in column(page, "points-table", i)]
+    assert ascending == sorted(before) and ascending != before
+    page.locator("#points-table th").nth(i).click()
+    assert [float(v.split()[0]) for v in column(page, "points-table", i)] == sorted(before, reverse=True)
+    page.locator("#points-table th").nth(0).click()  # text column: point ids in order
+    ids = column(page, "points-table", 0)
+    assert ids == sorted(ids)
+    assert problems == []
+    page.close()
