@@ -126,7 +126,7 @@ def test_rate_load_window_and_progress():
     calls = []
     pr, _ = _run(FakeServerConfig(ttft_s=0.005, itl_s=0.001),
                  {"kind": "rate", "rate_rps": 100.0, "arrival": "poisson"}, 1, 30, mode="thread",
-                 progress=lambda d, t: calls.append((d, t)))
+                 progress=lambda info: calls.append((info["done"], info["total"])))
     sends = sorted(r.t_send for r in pr.measured)
     assert (pr.window_t0_s, pr.window_t1_s) == (sends[0], sends[-1])
     assert pr.target_rate_rps == 100.0 and 40 < pr.achieved_rate_rps < 250

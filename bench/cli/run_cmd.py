@@ -98,6 +98,9 @@ def engine_options(f):
                    "[300 + 1 per output token + 0.01 per prompt token].")
 @click.option("--stall-timeout", "stall_timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0,
               show_default=True, help="Seconds without a byte from the server before a request fails as stalled.")
+@click.option("--client-workers", "client_workers", type=click.IntRange(min=1),
+              help="Client worker processes driving the load [chosen from the load and the cores: "
+                   "one per 256 streams, at most half the cores beyond two; 1 on 2 cores].")
 @engine_options
 def run(**opts):
     """Serve a model, drive load at each concurrency level, write a versioned result.
@@ -110,6 +113,7 @@ def run(**opts):
     opts["concurrency"] = _int_list(opts["concurrency"])
     env, hardware_note = prepare_run(opts.get("hardware_id"), opts.get("probe_file"))
     env.request_timeout_s, env.stall_timeout_s = opts["request_timeout_s"], opts["stall_timeout_s"]
+    env.client_workers = opts["client_workers"]
     plan = plan_from_options(**_plan_kwargs(opts, env))
     click.echo(hardware_note, err=True)
     out_dir = Path(opts["out_dir"] or "runs")
@@ -136,7 +140,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def _plan_kwargs(opts: dict, env) -> dict:
-    not_plan = ("out_dir", "hardware_id", "probe_file", "resume_dir", "request_timeout_s", "stall_timeout_s")
+    not_plan = ("out_dir", "hardware_id", "probe_file", "resume_dir", "request_timeout_s", "stall_timeout_s",
+                "client_workers")
     keep = {k: v for k, v in opts.items() if v is not None and k not in not_plan}
     keep.setdefault("min_requests", MIN_REQUESTS)
     if keep.get("engine") and "concurrency" not in get_engine(keep["engine"]).loads:  # each level: one static batch

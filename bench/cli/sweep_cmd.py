@@ -145,7 +145,10 @@ def describe_plan(plan, hardware) -> str:
 @click.option("--pack", is_flag=True,
               help="Run independent engine configs at the same time on disjoint GPUs of this box "
                    "(docs/packing.md); off by default.")
-def sweep(sweep_file, resume_dir, pack, **opts):
+@click.option("--client-workers", "client_workers", type=click.IntRange(min=1),
+              help="Client worker processes driving the load [the file's client_workers, else chosen "
+                   "from the load and the cores].")
+def sweep(sweep_file, resume_dir, pack, client_workers, **opts):
     """Run every point of SWEEP_FILE: one engine start per engine configuration, each
     finished point on disk before the next begins. Ctrl-C keeps what is done; --resume
     continues it."""
@@ -158,6 +161,7 @@ def sweep(sweep_file, resume_dir, pack, **opts):
     sweep_spec = load_sweep(sweep_file, collect_overrides(opts))
     env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))
     env.request_timeout_s, env.stall_timeout_s = sweep_spec.request_timeout_s, sweep_spec.stall_timeout_s
+    env.client_workers = client_workers or sweep_spec.client_workers
     n_devices = sweep_spec.devices or env.device.get("count") or 1
     the_plan = build_plan(sweep_spec, env.hardware, n_devices)
     click.echo(note, err=True)

@@ -1,19 +1,25 @@
 """One load point: warm-up, then the measured requests under a concurrency or a request rate.
 
+The load runs in client worker processes apart from the orchestrator (bench.load.workers;
+`workers=K`), or in this process's event loop (`workers=0`, the library default). Either
+way one `LoadLoop` per event loop sends its share of the point, and the records of all
+loops are merged into one PointRun (bench.load.merge).
+
 The measurement window (measurement.md section 2) is, for a concurrency load, from the
 `t_send` at which the in-flight count first reaches the target (min(concurrency,
 n_requests)) to the `t_send` of the last measured request; for a rate load, from the
 first measured send to the last. When a concurrency target is never reached the window
-starts at the first send and `target_reached` is false (a validity reason).
-All times are `time.perf_counter()` seconds.
+starts at the first send and `target_reached` is false (a validity reason). In-flight
+counts are computed from the merged records' `t_send` and `t_done`, so they are global
+across workers. All times are `time.perf_counter()` seconds: CLOCK_MONOTONIC on Linux,
+one clock for every process of the box, so records of all workers merge without offsets.
 
 Request launches are paced to at most `LAUNCHES_PER_ITERATION` per event-loop iteration.
 At high concurrency a decode step ends many streams at once (the fake server, like vLLM,
-emits in lockstep), and launching all the follow-up requests in one iteration (~0.1 ms
-of aiohttp work each, 30-50 ms for 256) would keep the loop from reading its sockets, so
-the first tokens of the requests launched first would be stamped late. Paced, the loop
-reads between batches; the requests still go out as fast as the client can write them,
-and `t_send` is each one's write time either way.
+emits in lockstep), and launching all the follow-up requests in one iteration would keep
+the loop from reading its sockets, so the first tokens of the requests launched first
+would be stamped late. Paced, the loop reads between batches; `t_send` is each request's
+write time either way.
 
 Client-side noise is kept out of the measured phase: request bodies are JSON-encoded
 before the point starts, and the garbage collector's heap is frozen (`gc.freeze`, as
@@ -29,28 +35,17 @@ import collections
 import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bench.errors import ConfigError
-from bench.load.arrivals import (
-    ConcurrencyLoad,
-    LoadSpec,
-    RateLoad,
-    arrival_offsets_s,
-    parse_load,
-)
-from bench.load.client import (
-    DEFAULT_STALL_TIMEOUT_S,
-    ClientConfig,
-    StreamingClient,
-    raise_fd_limit,
-)
-from bench.load.looplag import LoopLagMonitor
+from bench.load.arrivals import ConcurrencyLoad, LoadSpec, RateLoad, arrival_offsets_s, parse_load
+from bench.load.client import DEFAULT_STALL_TIMEOUT_S, ClientConfig, StreamingClient, raise_fd_limit
 from bench.load.records import RequestRecord
+from bench.load.selfwatch import SelfWatch
 from bench.load.workload import Workload
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[dict], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
 Stalled = Callable[[int], None]  # called with the number of in-flight requests quiet for STALL_SHOW_S
 LAUNCHES_PER_ITERATION = 16  # request launches per event-loop iteration; 0: no pacing
 STALL_SHOW_S = 10.0  # an in-flight request with no token for this long is shown as stalled
@@ -65,14 +60,14 @@ class PointRun:
     window_t1_s: float
     span_t0_s: float  # first measured send
     span_t1_s: float  # last measured completion
-    max_in_flight: int  # measured phase
+    max_in_flight: int  # measured phase, over every worker
     target_concurrency: int | None  # concurrency loads: min(concurrency, n_requests)
     target_reached: bool
     target_rate_rps: float | None  # rate loads
     achieved_rate_rps: float | None  # measured sends per second over the window
-    client: dict = field(default_factory=dict)  # ClientConfig.describe() + request_id_prefix
+    client: dict = field(default_factory=dict)  # ClientConfig.describe(), request_id_prefix, workers
     load: dict = field(default_factory=dict)
-    loop_lag: dict = field(default_factory=dict)  # LoopLagMonitor.summary() over the measured phase
+    loop_lag: dict = field(default_factory=dict)  # the worst worker's LoopLagMonitor.summary()
 
     @property
     def measured(self) -> list[RequestRecord]:
@@ -82,7 +77,8 @@ class PointRun:
         """The figures `bench.measure.validity.check_point` needs."""
         return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
                 "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
-                "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag}
+                "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag,
+                "client_workers": self.client.get("workers") or []}
 
     def client_token_counts(self) -> dict:
         """Tokens of every request the client ran here, warm-up included (compare with server counter deltas)."""
@@ -123,14 +119,14 @@ class _LaunchGate:
 
 
 class _Tracker:
-    """In-flight count, its peak, the request that first reached the target, and progress."""
+    """This loop's in-flight requests, its finished count and tokens, for progress and stalls."""
 
-    def __init__(self, progress: Progress | None, n_total: int):
+    def __init__(self, progress: Progress | None, n_total: int, worker: int = 0):
         self.gate = _LaunchGate(LAUNCHES_PER_ITERATION)
+        self.worker = worker
         self.progress, self.n_total, self.n_done = progress, n_total, 0
-        self.in_flight = self.max_in_flight = 0
-        self.target = 0
-        self.reach_record: RequestRecord | None = None
+        self.output_tokens = 0
+        self.t_first_send: float | None = None
         self.open: dict[int, RequestRecord] = {}  # in flight by request_id, for the stalled count
 
     def n_stalled(self, now_s: float, quiet_s: float | None = None) -> int:
@@ -138,25 +134,27 @@ class _Tracker:
         quiet_s = STALL_SHOW_S if quiet_s is None else quiet_s
         return sum(1 for r in self.open.values() if now_s - max(r.t_send, r.t_last or 0.0) >= quiet_s)
 
-    def reset(self, target: int) -> None:
-        self.in_flight = self.max_in_flight = 0
-        self.target, self.reach_record = target, None
+    def info(self) -> dict:
+        now = time.perf_counter()
+        return {"done": self.n_done, "total": self.n_total, "in_flight": len(self.open),
+                "output_tokens": self.output_tokens,
+                "elapsed_s": 0.0 if self.t_first_send is None else now - self.t_first_send}
 
     async def send(self, client: StreamingClient, rec: RequestRecord, body: bytes) -> None:
         await self.gate.wait()
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        if self.reach_record is None and self.target and self.in_flight >= self.target:
-            self.reach_record = rec  # the window starts at its t_send (read once the point is over)
+        rec.worker = self.worker
         self.open[rec.request_id] = rec
         try:
             await client.send(rec, body=body)
         finally:
+            rec.t_done = time.perf_counter()
+            if self.t_first_send is None:
+                self.t_first_send = rec.t_send
             self.open.pop(rec.request_id, None)
-            self.in_flight -= 1
             self.n_done += 1
+            self.output_tokens += rec.n_out
             if self.progress is not None:
-                self.progress(self.n_done, self.n_total)
+                self.progress(self.info())
 
 
 def _freeze_heap() -> None:
@@ -177,37 +175,134 @@ def _gc_frozen():
             gc.unfreeze()
 
 
-async def _closed_loop(client, tracker: _Tracker, recs, bodies, concurrency: int) -> None:
-    work = iter(range(len(recs)))
+class LocalWork:
+    """Hands out request indices of a phase to the slots of one loop (a shared counter in workers)."""
 
-    async def worker() -> None:
-        for i in work:
-            await tracker.send(client, recs[i], bodies[i])
+    def __init__(self) -> None:
+        self._next = 0
+        self._end = 0
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(recs)))))
+    def start(self, begin: int, end: int) -> None:
+        self._next, self._end = begin, end
+
+    def take(self) -> int | None:
+        if self._next >= self._end:
+            return None
+        i, self._next = self._next, self._next + 1
+        return i
 
 
-async def _open_loop(client, tracker: _Tracker, recs, bodies, load: RateLoad, seed: int) -> None:
-    offsets = arrival_offsets_s(len(recs), load.rate_rps, load.arrival, load.burstiness, seed)
-    cap = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
+@dataclass(frozen=True)
+class Share:
+    """One loop's part of a point: `index` of `n_workers`; concurrency slots split evenly."""
 
-    async def one(i: int) -> None:
-        try:
-            await tracker.send(client, recs[i], bodies[i])
-        finally:
+    index: int = 0
+    n_workers: int = 1
+
+    def part(self, total: int) -> int:
+        """This loop's part of `total` slots (the first loops take the remainder)."""
+        return total // self.n_workers + (1 if self.index < total % self.n_workers else 0)
+
+
+Barrier = Callable[[str], Awaitable[float | None]]  # phase -> shared start time (perf_counter s) or None
+
+
+async def _no_barrier(phase: str) -> float | None:
+    return None
+
+
+class LoadLoop:
+    """Sends one loop's share of a point's requests: `await loop.run(...)` fills `records`.
+
+    `records` and `bodies` hold every request of the point (warm-up first); which ones this
+    loop sends is decided by `work` (closed loops: the next index of the phase) and `share`
+    (rate loads: every n_workers-th arrival of the global schedule)."""
+
+    def __init__(self, client: StreamingClient, records: list[RequestRecord], bodies: list[bytes], spec: LoadSpec,
+                 n_warmup: int, *, share: Share = Share(), work=None, barrier: Barrier = _no_barrier,
+                 progress: Progress | None = None, stalled: Stalled | None = None, seed: int = 0,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.client, self.records, self.bodies, self.spec = client, records, bodies, spec
+        self.n_warmup, self.share, self.seed = n_warmup, share, seed
+        self.work = work or LocalWork()
+        self.barrier, self.stalled, self.should_stop = barrier, stalled, should_stop
+        self.tracker = _Tracker(progress, len(records), share.index)
+        self.watch: SelfWatch | None = None
+
+    def width(self) -> int:
+        spec = self.spec
+        n = len(self.records) - self.n_warmup
+        return spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or n)
+
+    async def run(self) -> None:
+        n_total, nw = len(self.records), self.n_warmup
+        with _gc_frozen(), _stall_reporter(self.tracker, self.stalled):
+            if nw:
+                await self.barrier("warmup")
+                self.work.start(0, nw)
+                await self._closed(self.share.part(min(self.width(), nw)))
+                _freeze_heap()
+            t_start = await self.barrier("measured")
+            self.watch = SelfWatch(self.client)
+            async with self.watch:
+                if isinstance(self.spec, ConcurrencyLoad):
+                    self.work.start(nw, n_total)
+                    await self._closed(self.share.part(self.spec.concurrency))
+                else:
+                    await self._open(t_start)
+
+    async def _closed(self, slots: int) -> None:
+        recs, bodies, tracker, client, work = self.records, self.bodies, self.tracker, self.client, self.work
+
+        async def slot() -> None:
+            while not self.should_stop():
+                i = work.take()
+                if i is None:
+                    return
+                await tracker.send(client, recs[i], bodies[i])
+
+        await asyncio.gather(*(slot() for _ in range(slots)))
+
+    async def _open(self, t_start: float | None) -> None:
+        spec, nw = self.spec, self.n_warmup
+        n = len(self.records) - nw
+        offsets = arrival_offsets_s(n, spec.rate_rps, spec.arrival, spec.burstiness, self.seed).tolist()
+        cap_total = spec.max_concurrency
+        cap = asyncio.Semaphore(max(self.share.part(cap_total), 1)) if cap_total else None
+
+        async def one(i: int) -> None:
+            try:
+                await self.tracker.send(self.client, self.records[i], self.bodies[i])
+            finally:
+                if cap is not None:
+                    cap.release()
+
+        tasks = []
+        t_start = time.perf_counter() if t_start is None else t_start
+        for k in range(self.share.index, n, self.share.n_workers):  # the global schedule, every n-th arrival
+            if self.should_stop():
+                break
+            delay = t_start + offsets[k] - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
             if cap is not None:
-                cap.release()
+                await cap.acquire()
+            tasks.append(asyncio.create_task(one(nw + k)))
+        await asyncio.gather(*tasks)
 
-    tasks = []
-    t_start = time.perf_counter()
-    for i, offset in enumerate(offsets.tolist()):
-        delay = t_start + offset - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if cap is not None:
-            await cap.acquire()
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
+
+def prepare(workload: Workload, spec: LoadSpec, n_warmup: int, n_requests: int,
+            cfg: ClientConfig) -> tuple[list[RequestRecord], list]:
+    """The point's records and endpoint payloads (warm-up first), checked before anything is sent."""
+    if not isinstance(spec, (ConcurrencyLoad, RateLoad)):
+        raise ConfigError(f"a {spec.kind} load needs an offline engine (vllm-offline, hf), not a server")
+    if n_requests < 1 or n_warmup < 0:
+        raise ValueError(f"need n_requests >= 1 and n_warmup >= 0, got {n_requests}, {n_warmup}")
+    prompts = workload.prompts(n_warmup + n_requests)
+    payloads = [p.for_endpoint(cfg.endpoint) for p in prompts]
+    records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
+               for i, p in enumerate(prompts)]
+    return records, payloads
 
 
 async def run_point(base_url: str, model: str, workload: Workload, load: LoadSpec | dict, n_warmup: int,
@@ -215,48 +310,40 @@ async def run_point(base_url: str, model: str, workload: Workload, load: LoadSpe
                     progress: Progress | None = None, temperature: float = 0.0, seed: int = 0,
                     client_config: ClientConfig | None = None,
                     stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
-                    stalled: Stalled | None = None) -> PointRun:
+                    stalled: Stalled | None = None, workers: int | None = 0) -> PointRun:
     """Run one load point against an OpenAI-compatible server; failed requests are recorded, not raised.
 
     `load` is a concurrency or rate `LoadSpec` (a dict is parsed; ConfigError when invalid or
-    offline); `seed` drives the arrival process; `timeout_s` limits each request (None: from its expected lengths, see
-    `ClientConfig`), `stall_timeout_s` the time without a byte; a request past either is
-    recorded as failed with a `timeout: ...` error. `stalled(n)` is called (about once a
-    second, when n changes) with the in-flight requests quiet for STALL_SHOW_S s.
-    `client_config` overrides endpoint/timeouts/temperature when given.
+    offline); `seed` drives the arrival process; `timeout_s` limits each request (None: from
+    its expected lengths, see `ClientConfig`), `stall_timeout_s` the time without a byte; a
+    request past either is recorded as failed with a `timeout: ...` error. `progress(info)`
+    gets the finished count, in-flight requests and output tokens so far; `stalled(n)` is
+    called (about once a second, when n changes) with the in-flight requests quiet for
+    STALL_SHOW_S s. `client_config` overrides endpoint/timeouts/temperature when given.
+    `workers`: 0 runs the load in this event loop; K >= 1 in K client worker processes;
+    None chooses K from the load and the cores (bench.load.workers.choose_workers).
     """
+    if workers != 0:
+        from bench.load.workers import run_point_workers
+
+        return await asyncio.to_thread(
+            run_point_workers, base_url, model, workload, load, n_warmup, n_requests, endpoint=endpoint,
+            timeout_s=timeout_s, progress=progress, temperature=temperature, seed=seed,
+            client_config=client_config, stall_timeout_s=stall_timeout_s, stalled=stalled, workers=workers)
+    from bench.load.merge import merge_point
+
     spec = parse_load(load)
-    if not isinstance(spec, (ConcurrencyLoad, RateLoad)):
-        raise ConfigError(f"a {spec.kind} load needs an offline engine (vllm-offline, hf), not a server")
-    if n_requests < 1 or n_warmup < 0:
-        raise ValueError(f"need n_requests >= 1 and n_warmup >= 0, got {n_requests}, {n_warmup}")
     cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature,
                                         stall_timeout_s=stall_timeout_s)
-    prompts = workload.prompts(n_warmup + n_requests)
-    payloads = [p.for_endpoint(cfg.endpoint) for p in prompts]
-    records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
-               for i, p in enumerate(prompts)]
-    width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or n_requests)
-    raise_fd_limit(4 * max(width, n_warmup) + 256)
-    tracker = _Tracker(progress, len(records))
-    warm, meas = records[:n_warmup], records[n_warmup:]
+    records, payloads = prepare(workload, spec, n_warmup, n_requests, cfg)
     async with StreamingClient(base_url, model, cfg) as client:
-        bodies = [client.body(p, r.n_out_expected) for p, r in zip(payloads, records)]
-        with _gc_frozen(), _stall_reporter(tracker, stalled):
-            if warm:
-                tracker.reset(0)
-                await _closed_loop(client, tracker, warm, bodies[:n_warmup], min(width, n_warmup))
-                _freeze_heap()
-            async with LoopLagMonitor() as lag:
-                if isinstance(spec, ConcurrencyLoad):
-                    tracker.reset(min(spec.concurrency, n_requests))
-                    await _closed_loop(client, tracker, meas, bodies[n_warmup:], spec.concurrency)
-                else:
-                    tracker.reset(0)
-                    await _open_loop(client, tracker, meas, bodies[n_warmup:], spec, seed)
-    run = _point_run(records, meas, tracker, spec, cfg.describe() | {"request_id_prefix": client.tag})
-    run.loop_lag = lag.summary()
-    return run
+        loop = LoadLoop(client, records, [], spec, n_warmup, progress=progress, stalled=stalled, seed=seed)
+        raise_fd_limit(4 * max(loop.width(), n_warmup) + 256)
+        loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(payloads, records)]
+        await loop.run()
+    stats = loop.watch.summary() | {"index": 0, "pid": None}
+    return merge_point(records, spec, cfg.describe() | {"request_id_prefix": client.tag, "n_workers": 0},
+                       [stats])
 
 
 @contextlib.contextmanager
@@ -284,32 +371,21 @@ def _stall_reporter(tracker: _Tracker, stalled: Stalled | None, every_s: float =
             stalled(0)
 
 
-def _point_run(records, meas, tracker: _Tracker, spec, client: dict) -> PointRun:
-    sends = [r.t_send for r in meas]
-    span_t0, last_send = min(sends), max(sends)
-    span_t1 = max([r.t_last or r.t_send for r in meas] + [last_send])
-    if isinstance(spec, ConcurrencyLoad):
-        reached = tracker.reach_record is not None
-        t0 = tracker.reach_record.t_send if reached else span_t0
-        target_c, target_rate = min(spec.concurrency, len(meas)), None
-    else:
-        reached, t0, target_c, target_rate = True, span_t0, None, spec.rate_rps
-    window_s = last_send - t0
-    n_sent_in_window = sum(1 for s in sends if s >= t0)
-    achieved = (n_sent_in_window - 1) / window_s if window_s > 0 and n_sent_in_window > 1 else None
-    return PointRun(records=records, window_t0_s=t0, window_t1_s=last_send, span_t0_s=span_t0,
-                    span_t1_s=span_t1, max_in_flight=tracker.max_in_flight, target_concurrency=target_c,
-                    target_reached=reached, target_rate_rps=target_rate, achieved_rate_rps=achieved,
-                    client=client, load=spec.model_dump(mode="json"))
-
-
-def run_point_sync(*args, **kwargs) -> PointRun:
-    """`run_point` on a fresh event loop (uvloop when importable)."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when importable, else asyncio's."""
     try:
         import uvloop
 
-        factory = uvloop.new_event_loop
+        return uvloop.new_event_loop()
     except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
+        return asyncio.new_event_loop()
+
+
+def run_point_sync(*args, **kwargs) -> PointRun:
+    """`run_point` from synchronous code: worker processes, or a fresh event loop (uvloop when importable)."""
+    if kwargs.get("workers", 0) != 0:
+        from bench.load.workers import run_point_workers
+
+        return run_point_workers(*args, **kwargs)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(run_point(*args, **kwargs))

@@ -20,12 +20,14 @@ class RequestRecord:
     t_send: float = 0.0  # just before the request bytes are written
     t_first: float | None = None  # first chunk carrying >= 1 generated token
     t_last: float | None = None  # chunk carrying the last generated token
+    t_done: float | None = None  # the client let go of the request: last byte read, or failure
     n_in: int | None = None  # prompt tokens as the server reports them (usage)
     n_out: int = 0  # output tokens as the server reports them
     chunk_t: list[float] = field(default_factory=list)  # arrival of each token-bearing chunk
     chunk_tokens: list[int] = field(default_factory=list)  # tokens carried by each such chunk
     token_source: str = "usage"  # "usage" | "token_ids" | "text_chunks" | "retokenized" (last two: labelled fallbacks)
     error: str | None = None
+    worker: int = 0  # the client worker (bench.load.workers) that sent it; 0 also for the in-process loop
 
     @property
     def ok(self) -> bool:
@@ -67,7 +69,7 @@ class RequestRecord:
         kw = {k: v for k, v in row.items() if k in names}
         kw["chunk_t"] = [float(x) for x in (kw.get("chunk_t") if kw.get("chunk_t") is not None else [])]
         kw["chunk_tokens"] = [int(x) for x in (kw.get("chunk_tokens") if kw.get("chunk_tokens") is not None else [])]
-        for k in ("t_first", "t_last", "n_in", "error"):
+        for k in ("t_first", "t_last", "t_done", "n_in", "error"):
             v = kw.get(k)
             if isinstance(v, float) and math.isnan(v):  # NaN from a Parquet null
                 kw[k] = None

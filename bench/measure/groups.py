@@ -1,6 +1,6 @@
 """The typed result groups of one load point: one definition per concept, units in the names.
 
-    Window, Metrics, ServerCounters, Energy, CostFigures, Roofline, Validity
+    Window, Metrics, ServerCounters, ClientLoad, Energy, CostFigures, Roofline, Validity
 
 Measure produces them; `bench.results.PointResult` composes them and run.json's JSON Schema
 is generated from them (docs/run.schema.json). Every field has a one-line description.
@@ -156,6 +156,34 @@ class ServerCounters(Group):
         "Counter deltas over the interval: generation_tokens, prompt_tokens (tokens); None without /metrics.")
     client_counts: dict[str, int] | None = _f(
         "The client's token counts over the same interval, warm-up included (tokens).")
+
+
+class ClientLoad(Group):
+    """The load client over the measured phase: its worker processes and how close each ran to its
+    capacity (bench.load.workers, bench.load.selfwatch)."""
+
+    n_workers: int | None = _f("Client worker processes that drove the load (0: the orchestrator's own event loop).")
+    workers_chosen: str | None = _f("auto (from the load and the cores) or given (--client-workers).")
+    cpu_busy_cores: float | None = _f("Client CPU over the measured phase, in cores: sum of each worker's CPU s / wall s.")
+    capacity_used: float | None = _f("The busiest worker's share of its core (1.0: saturated, the client's capacity).")
+    loop_lag_s_p99: float | None = _f("The worst worker's event-loop lag, 99th percentile (s): stamps are late by as much.")
+    loop_lag_s_max: float | None = _f("That worker's largest event-loop lag (s).")
+    loop_lag_worker: int | None = _f("Index of the worker with the worst lag.")
+    backlog_bytes_max: int | None = _f("Most bytes seen received but unread in one connection's socket (bytes).")
+    workers: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Per worker: index, pid, cpu_s, wall_s, cpu_share, loop_lag_s_p50/p99/max, loop_lag_samples, "
+        "backlog_bytes_max/p99, backlog_samples."))
+
+    @classmethod
+    def from_client(cls, client: dict, loop_lag: dict) -> ClientLoad:
+        """From PointRun.client and PointRun.loop_lag."""
+        workers = list(client.get("workers") or [])
+        backlog = [w["backlog_bytes_max"] for w in workers if w.get("backlog_bytes_max") is not None]
+        return cls(n_workers=client.get("n_workers"), workers_chosen=client.get("workers_chosen"),
+                   cpu_busy_cores=client.get("cpu_busy_cores"), capacity_used=client.get("capacity_used"),
+                   loop_lag_s_p99=loop_lag.get("loop_lag_s_p99"), loop_lag_s_max=loop_lag.get("loop_lag_s_max"),
+                   loop_lag_worker=loop_lag.get("loop_lag_worker"), backlog_bytes_max=max(backlog) if backlog else None,
+                   workers=workers)
 
 
 class Energy(Group):

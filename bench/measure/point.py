@@ -12,6 +12,7 @@ from typing import Any
 from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
 from bench.load.records import RequestRecord
 from bench.measure.groups import (
+    ClientLoad,
     CostFigures,
     Energy,
     Metrics,
@@ -41,6 +42,7 @@ class PointGroups:
     metrics: Metrics
     server: ServerCounters
     energy: Energy | None
+    client: ClientLoad | None = None
     cost: dict[str, CostFigures] = field(default_factory=dict)
     roofline: Roofline | None = None
     validity: Validity = field(default_factory=Validity)
@@ -86,6 +88,7 @@ def measure_point(
                       span_s=run_facts["span_t1_s"] - run_facts["span_t0_s"]),
         metrics=metrics,
         server=ServerCounters(counter_delta=server_delta, client_counts=client_tokens_in_counter_interval),
+        client=ClientLoad.from_client(run_facts["client"], run_facts) if run_facts.get("client") else None,
         energy=Energy.from_flat(energy) if energy else None,
         cost=cost,
         roofline=roofline,

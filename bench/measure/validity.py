@@ -33,6 +33,8 @@ class Thresholds:
     min_requests_for_p99: int = 100
     # The client's event loop woke this late (p99) or more: its time stamps are late by as much.
     max_loop_lag_s: float = 0.010
+    # A client worker busier than this share of its core is at its capacity (its loop rarely idles).
+    max_client_cpu_share: float = 0.9
 
 
 def _mismatch(client: float, server: float) -> float:
@@ -80,10 +82,18 @@ def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict
             if m > th.max_token_mismatch:
                 reasons.append(f"token mismatch: client counted {c} {label} tokens, server {s:g} "
                                f"({m:.1%} > {th.max_token_mismatch:.0%})")
+    workers = facts.get("client_workers") or []
     lag = facts.get("loop_lag_s_p99")
     if lag is not None and lag > th.max_loop_lag_s:
-        reasons.append(f"client saturation: event-loop lag p99 {lag * 1e3:.1f} ms > {th.max_loop_lag_s * 1e3:.0f} ms "
-                       "(time stamps may be late)")
+        where = f" in client worker {facts.get('loop_lag_worker')}" if len(workers) > 1 else ""
+        reasons.append(f"client saturation: event-loop lag p99 {lag * 1e3:.1f} ms > {th.max_loop_lag_s * 1e3:.0f} ms"
+                       f"{where} (time stamps may be late)")
+    busy = [w for w in workers if w.get("cpu_share") is not None]
+    if busy:
+        top = max(busy, key=lambda w: w["cpu_share"])
+        if top["cpu_share"] > th.max_client_cpu_share:
+            reasons.append(f"client saturation: client worker {top.get('index')} busy {top['cpu_share']:.0%} of a core "
+                           f"(> {th.max_client_cpu_share:.0%}; use more --client-workers)")
     n = metrics.get("n_measured", 0)
     err = metrics.get("error_rate")
     if n == 0:

@@ -180,6 +180,8 @@ class SweepSpec(_Strict):
     # Client limits (s): a request past either is recorded as failed (docs/reliability.md).
     request_timeout_s: Annotated[float, Field(gt=0)] | None = None  # connect to last byte; None: from lengths
     stall_timeout_s: Annotated[float, Field(gt=0)] | None = 300.0  # no byte from the server; None: off
+    # Client worker processes driving the load (bench.load.workers); None: chosen from the load and the cores.
+    client_workers: PositiveInt | None = None
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
 
     @model_validator(mode="after")

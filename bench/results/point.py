@@ -34,6 +34,7 @@ def point_result(point: PointSpec, groups: PointGroups, started_utc: str | None 
         window=groups.window,
         metrics=groups.metrics,
         server=groups.server,
+        client=groups.client,
         energy=groups.energy,
         cost=groups.cost,
         roofline=groups.roofline,

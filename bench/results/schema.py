@@ -29,6 +29,7 @@ from bench.errors import ResultError
 from bench.load.records import RequestRecord
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.measure.groups import (
+    ClientLoad,
     CostFigures,
     Energy,
     Metrics,
@@ -72,6 +73,8 @@ class PointResult(_Strict):
     window: Window | None = Field(default=None, description="Measurement window and span.")
     metrics: Metrics | None = Field(default=None, description="Client-side metrics.")
     server: ServerCounters | None = Field(default=None, description="Server token counters vs the client's.")
+    client: ClientLoad | None = Field(default=None, description="The load client: worker processes, their CPU, "
+                                      "event-loop lag and socket backlog over the measured phase.")
     energy: Energy | None = Field(default=None, description="Energy of the engine's devices over the window.")
     cost: dict[str, CostFigures] = Field(default_factory=dict, description="Cost figures by scenario name.")
     roofline: Roofline | None = Field(default=None, description="Bounds from the card and measured / bound.")

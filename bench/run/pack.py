@@ -15,7 +15,6 @@ packed must agree with it within `PACK_TOLERANCE` or it is marked invalid.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import queue as queue_mod
 from typing import Any
 
@@ -199,15 +198,11 @@ def execute_packed(plan, env, sink, todo: dict[str, list], devices: dict[str, li
 
 
 def _context():
-    """A fresh process per worker: forkserver (a clean server process that imports the runner
-    once, then forks each worker from it: no threads or event loops of this process are
-    inherited, and a worker starts in milliseconds), else spawn."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["bench.run.runner", "bench.run.pack", "bench.load.driver", "bench.telemetry",
-                                    "bench.telemetry.nvml", "bench.telemetry.amdsmi", "pyarrow.parquet"])
-        return ctx
-    return mp.get_context("spawn")
+    """Packed configurations: forkserver processes that import the runner once (bench.load.workers)."""
+    from bench.load.workers import process_context
+
+    return process_context(["bench.run.runner", "bench.run.pack", "bench.load.driver", "bench.load.workers",
+                            "bench.telemetry", "bench.telemetry.nvml", "bench.telemetry.amdsmi", "pyarrow.parquet"])
 
 
 def _mark_packed(pr, solo):

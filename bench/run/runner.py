@@ -16,6 +16,7 @@ from typing import Any
 from bench.engines.base import EngineDied, EngineDoesNotFit
 from bench.errors import BenchError, ConfigError, EngineError
 from bench.load.client import DEFAULT_STALL_TIMEOUT_S
+from bench.load.workers import ClientWorkerDied
 from bench.load.workload import make_workload
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.redact import redact, redact_text
@@ -61,6 +62,7 @@ class RunEnvironment:
         # Client limits (s): per request (None: from its expected lengths) and without a byte (None: off).
         self.request_timeout_s: float | None = None
         self.stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S
+        self.client_workers: int | None = None  # client worker processes; None: bench.load.workers.choose_workers
 
     def visible_devices(self) -> list[int] | None:
         """Device indices this run may use (None on CPU): injected, else CUDA_VISIBLE_DEVICES / the count."""
@@ -272,10 +274,12 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
             try:
                 pr = _measure(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started)
             except EngineDied as e:
-                pr = _died_point(point, e, started, run_dir)
+                pr = _died_point(point, f"engine died: {e}", getattr(e, "records", None), started, run_dir)
                 engine.stop()
                 engine = None
                 restarts += 1
+            except ClientWorkerDied as e:  # the engine is fine: the next point runs on it
+                pr = _died_point(point, str(e), e.records, started, run_dir)
             sink.point(pr)
             emit("point_done", {"point_id": point.point_id, "point": pr})
             pending.pop(0)
@@ -290,10 +294,10 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
             sink.power(power_frame(telemetry, cid))
 
 
-def _died_point(point, error: EngineDied, started: str, run_dir: Path) -> PointResult:
-    """A point whose engine died: failed, with the requests that finished before it on disk."""
-    pr = failed_point(point, "failed", f"engine died: {error}", started)
-    records = getattr(error, "records", None) or []
+def _died_point(point, reason: str, records, started: str, run_dir: Path) -> PointResult:
+    """A point whose engine or client worker died: failed, with the requests that finished before it on disk."""
+    pr = failed_point(point, "failed", reason, started)
+    records = records or []
     if records:
         measured = [r for r in records if r.phase == "measured"]
         pr.n_requests = len(measured)
@@ -323,8 +327,8 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
         before = engine.server_counters()
         pr = run_point_sync(
             engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
-            endpoint=plan.endpoint, progress=lambda done, total: emit("request_done", {"done": done, "total": total}),
-            timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s,
+            endpoint=plan.endpoint, progress=lambda info: emit("request_done", info),
+            timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s, workers=env.client_workers,
             stalled=lambda n: emit("requests_stalled", {"n": n}),
         )
         records = pr.records

@@ -1,0 +1,76 @@
+"""The records of every client loop of one point -> one PointRun (pure; no I/O).
+
+In-flight counts are computed from the records themselves: a request is in flight from
+its `t_send` to its `t_done` (the client let go of it: last byte read, or failure). All
+stamps are perf_counter() seconds, CLOCK_MONOTONIC on Linux, the same clock in every
+worker process, so records from several workers need no offsets. The window rule is
+measurement.md section 2 (see bench.load.driver).
+"""
+
+from __future__ import annotations
+
+from bench.load.arrivals import ConcurrencyLoad, LoadSpec
+from bench.load.records import RequestRecord
+
+LAG_KEYS = ("loop_lag_s_p50", "loop_lag_s_p99", "loop_lag_s_max", "loop_lag_samples")
+
+
+def in_flight_reach(measured: list[RequestRecord], target: int) -> tuple[int, RequestRecord | None]:
+    """Peak in-flight count over `measured`, and the request whose send first made it reach `target`."""
+    events = []
+    for r in measured:
+        events.append((r.t_send, 1, r))
+        events.append((r.t_done if r.t_done is not None else (r.t_last or r.t_send), -1, r))
+    events.sort(key=lambda e: (e[0], e[1]))  # at a tie, an end before a start
+    n = peak = 0
+    reach = None
+    for _, step, r in events:
+        n += step
+        if n > peak:
+            peak = n
+        if step > 0 and reach is None and target and n >= target:
+            reach = r
+    return peak, reach
+
+
+def worst_lag(worker_stats: list[dict]) -> dict:
+    """The loop-lag figures of the worker whose lag p99 is worst (None figures without samples)."""
+    sampled = [w for w in worker_stats if w.get("loop_lag_s_p99") is not None]
+    if not sampled:
+        return {"loop_lag_s_p50": None, "loop_lag_s_p99": None, "loop_lag_s_max": None, "loop_lag_samples": 0}
+    worst = max(sampled, key=lambda w: w["loop_lag_s_p99"])
+    return {k: worst.get(k) for k in LAG_KEYS} | {"loop_lag_worker": worst.get("index")}
+
+
+def merge_point(records: list[RequestRecord], spec: LoadSpec, client: dict, worker_stats: list[dict]):
+    """One PointRun from the point's records (every loop's, in request order) and each loop's self-watch."""
+    from bench.load.driver import PointRun
+
+    records = [r for r in records if r.t_send > 0]  # a request a stopped worker never sent carries nothing
+    meas = [r for r in records if r.phase == "measured"]
+    sends = [r.t_send for r in meas]
+    span_t0 = min(sends) if sends else 0.0
+    last_send = max(sends) if sends else 0.0
+    span_t1 = max([r.t_last or r.t_send for r in meas] + [last_send])
+    if isinstance(spec, ConcurrencyLoad):
+        target_c = min(spec.concurrency, len(meas))
+        peak, reach = in_flight_reach(meas, target_c)
+        reached = reach is not None
+        t0 = reach.t_send if reached else span_t0
+        target_rate = None
+    else:
+        peak, _ = in_flight_reach(meas, 0)
+        reached, t0, target_c, target_rate = True, span_t0, None, spec.rate_rps
+    window_s = last_send - t0
+    n_sent_in_window = sum(1 for s in sends if s >= t0)
+    achieved = (n_sent_in_window - 1) / window_s if window_s > 0 and n_sent_in_window > 1 else None
+    busy = [w["cpu_share"] for w in worker_stats if w.get("cpu_share") is not None]
+    client = client | {
+        "workers": worker_stats,
+        "cpu_busy_cores": sum(busy) if busy else None,  # client cores busy over the measured phase
+        "capacity_used": max(busy) if busy else None,  # the busiest loop's share of its core (1.0 = saturated)
+    }
+    return PointRun(records=records, window_t0_s=t0, window_t1_s=last_send, span_t0_s=span_t0,
+                    span_t1_s=span_t1, max_in_flight=peak, target_concurrency=target_c,
+                    target_reached=reached, target_rate_rps=target_rate, achieved_rate_rps=achieved,
+                    client=client, load=spec.model_dump(mode="json"), loop_lag=worst_lag(worker_stats))

@@ -1,0 +1,376 @@
+"""The load of one point in client worker processes, apart from the orchestrator.
+
+The orchestrator (engine control, telemetry, result writing) prepares the point: records,
+request bodies (encoded once, into one shared-memory block every worker reads) and, for a
+rate load, the seed of the global arrival schedule. Each worker runs its own event loop
+(bench.load.driver.LoadLoop) with its share of the load:
+- concurrency: its part of the slots; every slot takes the next request index of the phase
+  from one counter shared by all workers, so the point is one global closed loop (the last
+  send is made while every other slot is still busy, as with one loop);
+- rate: every n-th arrival of the one global schedule, from one shared start time, so the
+  arrival process is exactly the planned one; `max_concurrency` is split over the workers.
+Warm-up and measured phase are separated by a barrier: the measured phase starts in every
+worker once all have finished the warm-up. Each worker watches itself (bench.load.selfwatch)
+and sends back its records and figures; bench.load.merge makes one PointRun of them.
+
+A worker that dies mid-point fails the point (`ClientWorkerDied`, with the records of the
+other workers kept); Ctrl-C ends every worker and the point is not kept (finished points are).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import connection, shared_memory
+
+from bench.errors import BenchError
+from bench.load.arrivals import ConcurrencyLoad, parse_load
+from bench.load.client import DEFAULT_STALL_TIMEOUT_S, ClientConfig, StreamingClient, raise_fd_limit
+from bench.load.records import RequestRecord
+
+STREAMS_PER_WORKER = 256  # concurrent streams one worker is planned for (one core carries ~75k tok/s here)
+PROGRESS_EVERY_S = 0.1  # a worker reports progress at most this often
+START_LEAD_S = 0.02  # a rate load's shared start time lies this far after the orchestrator's "go"
+JOIN_S = 5.0  # for a worker to exit after its results, or after SIGTERM
+
+
+class ClientWorkerDied(BenchError):
+    """A client worker process ended without its results; `records` holds the others' records."""
+
+    def __init__(self, message: str, records: list[RequestRecord]):
+        super().__init__(message)
+        self.records = records
+
+
+def available_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_workers(load, n_requests: int, cores: int | None = None) -> int:
+    """Client workers for a load: one per STREAMS_PER_WORKER concurrent streams, at most half of
+    the cores beyond two (the orchestrator and the engine's front end need theirs), at least one."""
+    spec = parse_load(load)
+    if isinstance(spec, ConcurrencyLoad):
+        streams = spec.concurrency
+    else:
+        streams = spec.max_concurrency or n_requests
+    cores = available_cores() if cores is None else cores
+    spare = max(1, (cores - 2) // 2)
+    return max(1, min(math.ceil(streams / STREAMS_PER_WORKER), spare, streams))
+
+
+class SharedBodies(Sequence):
+    """The point's request bodies in one shared-memory block; `bodies[i]` -> bytes."""
+
+    def __init__(self, name: str, offsets: list[int], create_from: list[bytes] | None = None):
+        self.offsets = offsets
+        if create_from is not None:
+            self.shm = shared_memory.SharedMemory(create=True, size=max(offsets[-1], 1))
+            for i, b in enumerate(create_from):
+                self.shm.buf[offsets[i]:offsets[i + 1]] = b
+        else:
+            self.shm = shared_memory.SharedMemory(name=name)
+
+    @classmethod
+    def create(cls, bodies: list[bytes]) -> SharedBodies:
+        offsets = [0]
+        for b in bodies:
+            offsets.append(offsets[-1] + len(b))
+        return cls("", offsets, create_from=bodies)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        return bytes(self.shm.buf[self.offsets[i]:self.offsets[i + 1]])
+
+    def close(self, unlink: bool = False) -> None:
+        self.shm.close()
+        if unlink:
+            self.shm.unlink()
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What one worker needs (picklable; the bodies travel by shared memory)."""
+
+    index: int
+    n_workers: int
+    base_url: str
+    model: str
+    config: ClientConfig
+    tag: str  # the point's X-Request-Id prefix, the same in every worker
+    expected: list[tuple[str, int, int]]  # per request: phase, n_in_expected, n_out_expected
+    bodies_name: str
+    bodies_offsets: list[int]
+    load: dict
+    n_warmup: int
+    seed: int
+    stall_reporting: bool
+
+
+class _SharedWork:
+    """Request indices of a phase from one counter shared by every worker (the orchestrator sets its start)."""
+
+    def __init__(self, counter):
+        self.counter = counter
+        self._end = 0
+
+    def start(self, begin: int, end: int) -> None:
+        self._end = end
+
+    def take(self) -> int | None:
+        with self.counter.get_lock():
+            i = self.counter.value
+            if i >= self._end:
+                return None
+            self.counter.value = i + 1
+        return i
+
+
+def _worker_main(job: WorkerJob, conn, counter, stop, commands=None) -> None:
+    """A client worker process: run its share of the point, send back records and self-watch figures.
+
+    `conn` carries the worker's messages out (blocking sends: records can be megabytes);
+    `commands` carries the orchestrator's "go" in, watched by the event loop (which makes
+    its descriptor non-blocking: hence two pipes, not one duplex). None: `conn` for both."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator owns Ctrl-C and ends the workers
+    import asyncio
+
+    from bench.load.driver import new_event_loop
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            records, stats = runner.run(_work(job, conn, counter, stop, commands or conn))
+        conn.send(("done", [r for r in records if r.t_send > 0], stats))
+    except (EOFError, BrokenPipeError):
+        pass  # the orchestrator is gone
+    except BaseException as e:  # noqa: BLE001  reported to the orchestrator in one line
+        conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0][:300]))
+
+
+async def _work(job: WorkerJob, conn, counter, stop, commands):
+    import asyncio
+
+    from bench.load.driver import LoadLoop, Share
+
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            inbox.put_nowait(commands.recv())
+        except EOFError:
+            loop.remove_reader(commands.fileno())
+            inbox.put_nowait(("gone",))
+
+    loop.add_reader(commands.fileno(), readable)
+
+    async def barrier(phase: str) -> float | None:
+        conn.send(("at", phase))
+        msg = await inbox.get()
+        if msg[0] != "go":
+            raise EOFError("the orchestrator is gone")
+        return msg[1]
+
+    last = {"t": 0.0}
+
+    def progress(info: dict) -> None:
+        now = time.perf_counter()
+        if now - last["t"] >= PROGRESS_EVERY_S or info["done"] == info["total"]:
+            last["t"] = now
+            conn.send(("progress", info))
+
+    records = [RequestRecord(i, ph, n_in, n_out) for i, (ph, n_in, n_out) in enumerate(job.expected)]
+    bodies = SharedBodies(job.bodies_name, job.bodies_offsets)
+    spec = parse_load(job.load)
+    try:
+        async with StreamingClient(job.base_url, job.model, job.config) as client:
+            client.tag = job.tag
+            ll = LoadLoop(client, records, bodies, spec, job.n_warmup, share=Share(job.index, job.n_workers),
+                          work=_SharedWork(counter), barrier=barrier, progress=progress,
+                          stalled=(lambda n: conn.send(("stalled", n))) if job.stall_reporting else None,
+                          seed=job.seed, should_stop=stop.is_set)
+            raise_fd_limit(4 * max(ll.width() // job.n_workers + 1, job.n_warmup) + 256)
+            await ll.run()
+            conn.send(("progress", ll.tracker.info()))
+    finally:
+        loop.remove_reader(commands.fileno())
+        bodies.close()
+    return records, ll.watch.summary() | {"index": job.index, "pid": os.getpid()}
+
+
+def process_context(preload: list[str]):
+    """A fresh process per worker: forkserver (a clean server process that imports `preload`
+    once, then forks each worker from it: no threads or event loops of this process are
+    inherited, and a worker starts in milliseconds), else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(preload)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, n_requests: int,
+                      endpoint: str = "completions", timeout_s: float | None = None, progress=None,
+                      temperature: float = 0.0, seed: int = 0, client_config: ClientConfig | None = None,
+                      stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S, stalled=None,
+                      workers: int | None = None):
+    """`bench.load.driver.run_point` in `workers` client processes (None: `choose_workers`)."""
+    from bench.load.driver import prepare
+    from bench.load.merge import merge_point
+
+    spec = parse_load(load)
+    cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature,
+                                        stall_timeout_s=stall_timeout_s)
+    records, payloads = prepare(workload, spec, n_warmup, n_requests, cfg)
+    n = workers if workers else choose_workers(spec, n_requests)
+    width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or n_requests)
+    n = max(1, min(n, width))  # no worker without a slot
+    encoder = StreamingClient(base_url, model, cfg)
+    bodies = SharedBodies.create([encoder.body(p, r.n_out_expected) for p, r in zip(payloads, records)])
+    ctx = process_context(["bench.load.workers", "bench.load.driver"])
+    counter, stop = ctx.Value("q", 0), ctx.Event()
+    jobs = [WorkerJob(k, n, base_url, model, cfg, encoder.tag,
+                      [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
+                      bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, seed,
+                      stalled is not None) for k in range(n)]
+    team = _Team(ctx, jobs, counter, stop, progress, stalled, len(records))
+    try:
+        team.start()
+        team.run(["warmup", "measured"] if n_warmup else ["measured"], n_warmup, len(records))
+    finally:
+        team.end()
+        bodies.close(unlink=True)
+    for rec_list in team.records.values():
+        for r in rec_list:
+            records[r.request_id] = r
+    client = cfg.describe() | {"request_id_prefix": encoder.tag, "n_workers": n,
+                               "workers_chosen": "given" if workers else "auto"}
+    stats = [team.stats[k] for k in sorted(team.stats)]
+    if team.dead:
+        sent = [r for r in records if r.t_send > 0]
+        raise ClientWorkerDied("; ".join(team.dead), sent)
+    return merge_point(records, spec, client, stats)
+
+
+class _Team:
+    """The orchestrator's side: start the workers, release each phase, gather, end them."""
+
+    def __init__(self, ctx, jobs, counter, stop, progress, stalled, n_total: int):
+        self.ctx, self.jobs, self.counter, self.stop = ctx, jobs, counter, stop
+        self.progress, self.stalled, self.n_total = progress, stalled, n_total
+        self.procs: dict[int, mp.Process] = {}
+        self.conns: dict[int, connection.Connection] = {}  # worker -> orchestrator
+        self.commands: dict[int, connection.Connection] = {}  # orchestrator -> worker
+        self.records: dict[int, list] = {}
+        self.stats: dict[int, dict] = {}
+        self.dead: list[str] = []
+        self.info: dict[int, dict] = {}
+        self.n_stalled: dict[int, int] = {}
+        self.at: dict[int, str] = {}
+
+    def start(self) -> None:
+        for job in self.jobs:
+            inbound, out = self.ctx.Pipe(duplex=False)
+            cmd_in, cmd_out = self.ctx.Pipe(duplex=False)
+            p = self.ctx.Process(target=_worker_main, args=(job, out, self.counter, self.stop, cmd_in),
+                                 name=f"bench-client-{job.index}", daemon=True)
+            p.start()
+            out.close()
+            cmd_in.close()
+            self.procs[job.index], self.conns[job.index], self.commands[job.index] = p, inbound, cmd_out
+
+    def run(self, phases: list[str], n_warmup: int, n_total: int) -> None:
+        for phase in phases:
+            self._until(lambda: all(self.at.get(k) == phase or k in self.records or self._gone(k)
+                                    for k in self.procs))
+            with self.counter.get_lock():
+                self.counter.value = 0 if phase == "warmup" else n_warmup
+            t_start = time.perf_counter() + START_LEAD_S
+            for k, c in self.commands.items():
+                if self.at.get(k) == phase and not self._gone(k):
+                    c.send(("go", t_start))
+        self._until(lambda: all(k in self.records or self._gone(k) for k in self.procs))
+
+    def _gone(self, k: int) -> bool:
+        return any(d.startswith(f"client worker {k} ") for d in self.dead)
+
+    def _until(self, done) -> None:
+        while not done():
+            waiting = {c: k for k, c in self.conns.items() if k not in self.records and not self._gone(k)}
+            sentinels = {self.procs[k].sentinel: k for k in waiting.values()}
+            for ready in connection.wait([*waiting, *sentinels], timeout=1.0):
+                if ready in waiting:
+                    self._receive(waiting[ready])
+                elif not self.conns[sentinels[ready]].poll():
+                    self._died(sentinels[ready])
+
+    def _receive(self, k: int) -> None:
+        try:
+            msg = self.conns[k].recv()
+        except (EOFError, OSError):
+            self._died(k)
+            return
+        kind = msg[0]
+        if kind == "at":
+            self.at[k] = msg[1]
+        elif kind == "progress":
+            self.info[k] = msg[1]
+            if self.progress is not None:
+                self.progress(self._progress())
+        elif kind == "stalled":
+            before = sum(self.n_stalled.values())
+            self.n_stalled[k] = msg[1]
+            if self.stalled is not None and sum(self.n_stalled.values()) != before:
+                self.stalled(sum(self.n_stalled.values()))
+        elif kind == "done":
+            self.records[k], self.stats[k] = msg[1], msg[2]
+        elif kind == "error":
+            self._died(k, msg[1])
+
+    def _progress(self) -> dict:
+        infos = list(self.info.values())
+        return {"done": sum(i["done"] for i in infos), "total": self.n_total,
+                "in_flight": sum(i["in_flight"] for i in infos),
+                "output_tokens": sum(i["output_tokens"] for i in infos),
+                "elapsed_s": max(i["elapsed_s"] for i in infos)}
+
+    def _died(self, k: int, why: str | None = None) -> None:
+        if self._gone(k):
+            return
+        p = self.procs[k]
+        p.join(0.5)
+        cause = why or (f"exit code {p.exitcode}" if p.exitcode is not None else "its pipe closed")
+        self.dead.append(f"client worker {k} (pid {p.pid}) died mid-point: {cause}")
+        self.stop.set()  # the others launch nothing more; their requests in flight finish
+        with self.counter.get_lock():
+            self.counter.value = 1 << 62
+        for j, c in self.commands.items():  # release any worker waiting at a barrier
+            if j != k and self.at.get(j) and j not in self.records and not self._gone(j):
+                try:
+                    c.send(("go", None))
+                except OSError:
+                    pass
+
+    def end(self) -> None:
+        """Every worker gone: joined after its results, else terminated (Ctrl-C, a failure here)."""
+        for k, p in self.procs.items():
+            if k not in self.records:
+                p.terminate()
+        for p in self.procs.values():
+            p.join(JOIN_S)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for c in [*self.conns.values(), *self.commands.values()]:
+            c.close()

@@ -1,0 +1,176 @@
+"""The load in client worker processes: merge, global schedules, a dying worker, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from bench.load import workers as W
+from bench.load.arrivals import arrival_offsets_s
+from bench.load.driver import run_point_sync
+from bench.load.workload import RandomWorkload
+from bench.testing.fake_server import FakeServer, FakeServerConfig
+
+FAST = FakeServerConfig(ttft_s=0.01, itl_s=0.002)
+
+
+def _counters(srv) -> dict:
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in srv.metrics_text().splitlines()
+              if line.startswith("vllm:")}
+    return {"generation_tokens": values["vllm:generation_tokens_total"],
+            "prompt_tokens": values["vllm:prompt_tokens_total"]}
+
+
+@pytest.fixture
+def teams(monkeypatch):
+    """Every _Team the driver makes (its worker processes), for tests that reach into them."""
+    made = []
+    init = W._Team.__init__
+
+    def spy(self, *a, **kw):
+        init(self, *a, **kw)
+        made.append(self)
+
+    monkeypatch.setattr(W._Team, "__init__", spy)
+    return made
+
+
+def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
+    wl = RandomWorkload(12, 8, 500, seed=3)
+    with FakeServer(FAST, mode="thread") as srv:
+        pr = run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 6}, 6, 60,
+                            workers=2)
+        counts = _counters(srv)
+        emits = srv.emits()
+    assert [r.request_id for r in pr.records] == list(range(66))  # request order, warm-up first, none lost
+    assert all(r.ok for r in pr.records), [r.error for r in pr.records if not r.ok]
+    assert {r.worker for r in pr.measured} == {0, 1}  # both workers sent measured requests
+    assert pr.client_token_counts() == counts == {"generation_tokens": 66 * 8, "prompt_tokens": 66 * 12}
+    assert set(emits) == {f"{pr.client['request_id_prefix']}-{r.request_id}" for r in pr.records}
+    # one global closed loop: 6 in flight over both workers, the window from the 6th send to the last
+    meas = pr.measured
+    assert pr.max_in_flight == 6 and pr.target_reached
+    assert pr.window_t1_s == max(r.t_send for r in meas)
+    assert pr.window_t0_s == sorted(r.t_send for r in meas)[5]
+    assert all(r.t_done >= (r.t_last or r.t_send) for r in pr.records)
+    assert max(r.t_last for r in pr.records if r.phase == "warmup") < min(r.t_send for r in meas)  # barrier
+    # each worker watched itself; the point's figures are the worst worker's
+    assert pr.client["n_workers"] == 2 and [w["index"] for w in pr.client["workers"]] == [0, 1]
+    assert len({w["pid"] for w in pr.client["workers"]} | {os.getpid()}) == 3  # two processes, not this one
+    worst = max(pr.client["workers"], key=lambda w: w["loop_lag_s_p99"])
+    assert pr.loop_lag["loop_lag_s_p99"] == worst["loop_lag_s_p99"]
+    assert pr.client["cpu_busy_cores"] == pytest.approx(sum(w["cpu_share"] for w in pr.client["workers"]))
+    assert all(not p.is_alive() for p in teams[0].procs.values())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
+    rate, n, burst = 150.0, 240, 0.5
+    load = {"kind": "rate", "rate_rps": rate, "arrival": "gamma", "burstiness": burst}
+    wl = RandomWorkload(8, 4, 500, seed=seed)
+    with FakeServer(FakeServerConfig(ttft_s=0.003, itl_s=0.001), mode="process") as srv:
+        pr = run_point_sync(srv.base_url, FAST.model, wl, load, 0, n, workers=2, seed=seed)
+    meas = sorted(pr.measured, key=lambda r: r.request_id)
+    assert all(r.ok for r in meas) and {r.worker for r in meas} == {0, 1}
+    assert [r.worker for r in meas[:4]] == [0, 1, 0, 1]  # every other arrival of one schedule
+    planned = arrival_offsets_s(n, rate, "gamma", burst, seed)
+    sent = np.asarray([r.t_send for r in meas]) - meas[0].t_send
+    late = sent - planned
+    assert np.median(np.abs(late)) < 0.002 and np.percentile(np.abs(late), 95) < 0.01  # the planned times
+    gaps = np.diff(np.sort(sent))
+    assert gaps.mean() == pytest.approx(1 / rate, rel=0.2)
+    assert gaps.std() / gaps.mean() == pytest.approx(1 / np.sqrt(burst), rel=0.3)  # the dispersion of gamma(0.5)
+
+
+def test_a_worker_that_dies_mid_point_fails_it_and_the_others_records_are_kept(teams):
+    wl = RandomWorkload(8, 16, 500, seed=1)
+    killed = []
+
+    def progress(info):
+        if info["done"] >= 10 and not killed:
+            pid = teams[0].procs[1].pid
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
+        with pytest.raises(W.ClientWorkerDied) as err:
+            run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 400,
+                           workers=2, progress=progress)
+        emits = srv.emits()
+    assert f"client worker 1 (pid {killed[0]}) died mid-point: exit code -9" in str(err.value)
+    kept = err.value.records
+    assert kept and {r.worker for r in kept} == {0}  # worker 0's records came back
+    assert all(r.t_done is not None for r in kept) and sum(r.ok for r in kept) >= len(kept) - 2
+    prefix = next(iter(emits)).rsplit("-", 1)[0]
+    assert {f"{prefix}-{r.request_id}" for r in kept} <= set(emits)
+    assert len(kept) < 400  # the point stopped early instead of running on with half its slots
+    assert all(not p.is_alive() for p in teams[0].procs.values())
+
+
+def test_ctrl_c_ends_every_worker(teams):
+    wl = RandomWorkload(8, 64, 500, seed=1)
+
+    def progress(info):
+        if info["done"] >= 4:
+            raise KeyboardInterrupt
+
+    t0 = time.monotonic()
+    with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.01), mode="thread") as srv:
+        with pytest.raises(KeyboardInterrupt):
+            run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 200,
+                           workers=2, progress=progress)
+    assert time.monotonic() - t0 < 10
+    procs = teams[0].procs.values()
+    assert len(procs) == 2 and all(not p.is_alive() for p in procs)
+
+
+def test_a_bad_url_fails_before_any_worker_starts(teams):
+    with pytest.raises(ValueError, match="the client speaks http and https, not 'ftp'"):
+        run_point_sync("ftp://127.0.0.1:9", "m", RandomWorkload(4, 4, 100), {"kind": "concurrency", "concurrency": 1},
+                       0, 2, workers=1)
+    assert not teams  # nothing was started
+
+
+def test_an_error_inside_a_worker_reaches_the_orchestrator_in_one_line():
+    import multiprocessing as mp
+
+    from bench.load.client import ClientConfig
+
+    job = W.WorkerJob(0, 1, "http://127.0.0.1:9", "m", ClientConfig(), "tag", [("measured", 4, 4)],
+                      "bench-no-such-block", [0, 1], {"kind": "concurrency", "concurrency": 1}, 0, 0, False)
+    parent, child = mp.Pipe()
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        W._worker_main(job, child, mp.Value("q", 0), mp.Event())  # in this process: it ignores SIGINT
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    kind, text = parent.recv()
+    assert kind == "error" and text.startswith("FileNotFoundError:") and "\n" not in text
+
+
+@pytest.mark.parametrize("load,n,cores,expected", [
+    ({"kind": "concurrency", "concurrency": 16}, 100, 2, 1),  # the 2-core reference machine: one worker
+    ({"kind": "concurrency", "concurrency": 1024}, 4096, 16, 4),
+    ({"kind": "concurrency", "concurrency": 4096}, 8192, 64, 16),
+    ({"kind": "concurrency", "concurrency": 4096}, 8192, 8, 3),  # capped by the cores
+    ({"kind": "concurrency", "concurrency": 2}, 100, 64, 1),
+    ({"kind": "rate", "rate_rps": 50.0, "max_concurrency": 600}, 1000, 32, 3),
+    ({"kind": "rate", "rate_rps": 50.0}, 200, 32, 1),
+])
+def test_worker_count_follows_the_load_and_the_cores(load, n, cores, expected):
+    assert W.choose_workers(load, n, cores=cores) == expected
+
+
+def test_shared_bodies_round_trip_and_unlink():
+    bodies = [b"", b"abc", bytes(range(256)), b"x" * 10_000]
+    shared = W.SharedBodies.create(bodies)
+    other = W.SharedBodies(shared.shm.name, shared.offsets)
+    assert [other[i] for i in range(len(other))] == bodies
+    other.close()
+    shared.close(unlink=True)
+    with pytest.raises(FileNotFoundError):
+        W.SharedBodies(shared.shm.name, shared.offsets)
