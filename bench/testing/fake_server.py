@@ -17,6 +17,16 @@ that is not SSE at all, and slow headers. Stalled and unanswered requests are re
     with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.01)) as srv:   # thread
         ... srv.base_url ... srv.emits()
     with FakeServer(cfg, mode="process") as srv:  # own process: its CPU is not yours
+    with FakeServer(cfg, mode="process", processes=4) as srv:  # 4 processes, one port
+
+With `processes=N > 1` the N processes listen on one port with SO_REUSEPORT (the kernel
+spreads connections over them), so the server side writes more tokens/s than one Python
+process can. Each also listens on a control port of its own: `emits()` merges the
+processes' records (each tagged `"proc": index`) and `metrics_text()` sums their counters;
+`/metrics` on the shared port sums them too, as vLLM's does across its API servers.
+`/fake/emits` and `/fake/counters` on the shared port answer for the one process reached,
+and the `*_every` faults count each process's own requests. The processes exit when the
+server stops or when the process that started them is gone (their stdin closes).
 """
 
 from __future__ import annotations
@@ -31,7 +41,17 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Self
 
+import aiohttp
 from aiohttp import web
+
+from bench.load.client import raise_fd_limit
+
+LISTEN_BACKLOG = 4096  # per listening socket; the kernel caps it at net.core.somaxconn
+FD_LIMIT = 65536  # open files wanted by a server process (one per connection); capped by the hard limit
+COUNTER_NAMES = (
+    ("vllm:prompt_tokens_total", "prompt_tokens", "Number of prefill tokens processed."),
+    ("vllm:generation_tokens_total", "generation_tokens", "Number of generation tokens processed."),
+)
 
 
 @dataclass
@@ -71,16 +91,32 @@ def _prompt_tokens(body: dict) -> int:
     return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
 
 
+def _metrics_text(model: str, counts: dict) -> str:
+    """Prometheus text of the token counters in `counts` (COUNTER_NAMES keys), vLLM's names and labels."""
+    labels = f'{{engine="0",model_name="{model}"}}'
+    lines = []
+    for name, key, doc in COUNTER_NAMES:
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{labels} {float(counts[key])}"]
+    return "\n".join(lines) + "\n"
+
+
+def _sum_counters(counts: list[dict]) -> dict:
+    return {k: sum(c[k] for c in counts) for k in counts[0]}
+
+
 class _App:
     """The aiohttp application and what it recorded."""
 
-    def __init__(self, cfg: FakeServerConfig):
+    def __init__(self, cfg: FakeServerConfig, index: int | None = None):
         self.cfg = cfg
+        self.index = index  # this process's place in a multi-process server, else None
         self.n_requests = 0
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.emits: dict[str, dict] = {}
         self.release: asyncio.Event | None = None  # set on shutdown: frees hung and stalled handlers
+        self.shared_port: int | None = None  # multi-process: the port all processes listen on
+        self.peers: list[int] = []  # multi-process: the other processes' control ports
 
     async def _hold(self, request: web.Request) -> None:
         """Keep a request open until the server stops, then drop its connection."""
@@ -98,7 +134,16 @@ class _App:
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/fake/emits", self.emit_times)
+        app.router.add_get("/fake/counters", self.local_counters)
         return app
+
+    def counters(self) -> dict:
+        """This process's counts, and the CPU seconds of the thread that serves (all of its work)."""
+        return {"n_requests": self.n_requests, "prompt_tokens": self.prompt_tokens,
+                "generation_tokens": self.generation_tokens, "cpu_s": time.thread_time()}
+
+    async def local_counters(self, request: web.Request) -> web.Response:
+        return web.json_response(self.counters())
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="")
@@ -110,21 +155,20 @@ class _App:
         return web.json_response({"object": "list", "data": [{"id": self.cfg.model, "object": "model"}]})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        labels = f'{{engine="0",model_name="{self.cfg.model}"}}'
-        lines = []
-        for name, value, doc in (
-            ("vllm:prompt_tokens_total", self.prompt_tokens, "Number of prefill tokens processed."),
-            ("vllm:generation_tokens_total", self.generation_tokens, "Number of generation tokens processed."),
-        ):
-            lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{labels} {float(value)}"]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        counts = [self.counters()]
+        if self.peers and request.transport.get_extra_info("sockname")[1] == self.shared_port:
+            async with aiohttp.ClientSession() as session:  # the server's total, not this process's share
+                for port in self.peers:
+                    async with session.get(f"http://127.0.0.1:{port}/fake/counters") as r:
+                        counts.append(await r.json())
+        return web.Response(text=_metrics_text(self.cfg.model, _sum_counters(counts)), content_type="text/plain")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         t_recv = time.perf_counter()
         cfg = self.cfg
         self.n_requests += 1
         k = self.n_requests
-        key = request.headers.get("X-Request-Id", f"fake-{k}")
+        key = request.headers.get("X-Request-Id", f"fake-{k}" if self.index is None else f"fake-{self.index}.{k}")
         body = json.loads(await request.read())
         chat = request.path.endswith("chat/completions")
         if _hit(cfg.fail_http_every, k):
@@ -154,6 +198,8 @@ class _App:
             f'"created":{int(time.time())},"model":"{cfg.model}","choices":['
         )
         record = {"t_recv": t_recv, "chunks": []}  # chunks: [t_write, tokens carried]
+        if self.index is not None:
+            record["proc"] = self.index
         self.emits[key] = record
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -219,13 +265,18 @@ class _App:
 
 
 class FakeServer:
-    """Context manager: the fake server on 127.0.0.1 in a thread (default) or its own process."""
+    """Context manager: the fake server on 127.0.0.1 in a thread (default) or its own process(es)."""
 
-    def __init__(self, config: FakeServerConfig | None = None, mode: str = "thread", port: int = 0):
+    def __init__(self, config: FakeServerConfig | None = None, mode: str = "thread", port: int = 0,
+                 processes: int = 1):
+        if processes < 1 or (processes > 1 and mode != "process"):
+            raise ValueError(f"processes={processes}: need >= 1, and mode='process' for more than one")
         self.config = config or FakeServerConfig()
         self.mode = mode
         self.port = port
-        self._proc: subprocess.Popen | None = None
+        self.processes = processes
+        self._procs: list[subprocess.Popen] = []
+        self._control_ports: list[int] = []  # processes > 1: one per process
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -240,6 +291,11 @@ class FakeServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pids(self) -> list[int]:
+        """The server's process ids (none in thread mode)."""
+        return [proc.pid for proc in self._procs]
+
     def __enter__(self) -> Self:
         if self.mode == "process":
             self._start_process()
@@ -250,14 +306,18 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
             try:
-                self._proc.wait(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        self._procs, self._control_ports = [], []
         if self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._release(), self._loop).result(timeout=10)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
@@ -265,15 +325,42 @@ class FakeServer:
             self._thread.join(timeout=10)
             self._loop = None
 
-    def _start_process(self) -> None:
-        cmd = [sys.executable, "-m", "bench.testing.fake_server", "--port", str(self.port),
+    def _spawn(self, port: int, index: int | None = None) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "bench.testing.fake_server", "--port", str(port),
                "--config", json.dumps(asdict(self.config))]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        line = self._proc.stdout.readline()
+        if index is not None:
+            cmd += ["--index", str(index)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE if index is not None else None,
+                                text=True)
+        self._procs.append(proc)
+        return proc
+
+    @staticmethod
+    def _ports(proc: subprocess.Popen) -> list[int]:
+        """The ports a starting server process reports: the one it serves on, then its control port."""
+        line = proc.stdout.readline()
         if not line.startswith("FAKE_SERVER_PORT "):
-            self._proc.kill()
             raise RuntimeError(f"fake server did not start: {line!r}")
-        self.port = int(line.split()[1])
+        return [int(p) for p in line.split()[1:]]
+
+    def _start_process(self) -> None:
+        try:
+            if self.processes == 1:
+                self.port = self._ports(self._spawn(self.port))[0]
+                return
+            # the first process picks the port (when 0); the others bind the same one
+            self.port, first_control = self._ports(self._spawn(self.port, 0))
+            rest = [self._spawn(self.port, i) for i in range(1, self.processes)]
+            self._control_ports = [first_control] + [self._ports(proc)[1] for proc in rest]
+            for proc in self._procs:  # each learns the others' control ports, for /metrics on the shared port
+                proc.stdin.write("PEERS " + " ".join(map(str, self._control_ports)) + "\n")
+                proc.stdin.flush()
+            for proc in self._procs:
+                if (line := proc.stdout.readline()) != "FAKE_SERVER_READY\n":
+                    raise RuntimeError(f"fake server process did not get ready: {line!r}")
+        except BaseException:
+            self.__exit__()
+            raise
 
     def _start_thread(self) -> None:
         ready = threading.Event()
@@ -283,7 +370,7 @@ class FakeServer:
             self._app = _App(self.config)
             self._runner = web.AppRunner(self._app.build(), access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=LISTEN_BACKLOG)
             await site.start()
             self.port = self._runner.addresses[0][1]
 
@@ -298,25 +385,58 @@ class FakeServer:
         if not ready.wait(timeout=10):
             raise RuntimeError("fake server thread did not start in 10 s")
 
-    def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.base_url + path, timeout=30) as r:
+    def _urls(self) -> list[str]:
+        """One URL per server process that answers for that process alone."""
+        return [f"http://127.0.0.1:{p}" for p in self._control_ports] or [self.base_url]
+
+    @staticmethod
+    def _get(url: str) -> bytes:
+        with urllib.request.urlopen(url, timeout=30) as r:
             return r.read()
 
     def emits(self) -> dict[str, dict]:
-        """X-Request-Id -> {"t_recv": s, "chunks": [[t_write_s, tokens], ...]} (perf_counter seconds)."""
-        return json.loads(self._get("/fake/emits"))
+        """X-Request-Id -> {"t_recv": s, "chunks": [[t_write_s, tokens], ...]} (perf_counter seconds),
+        merged over the processes (then each record also has "proc": the process's index)."""
+        merged: dict[str, dict] = {}
+        for url in self._urls():
+            part = json.loads(self._get(url + "/fake/emits"))
+            if both := merged.keys() & part.keys():
+                raise RuntimeError(f"X-Request-Id {min(both)!r} reached two fake server processes")
+            merged.update(part)
+        return merged
+
+    def counters(self) -> dict:
+        """Summed over the processes: n_requests, prompt_tokens, generation_tokens, and cpu_s (CPU
+        seconds of the threads that serve, since they started)."""
+        return _sum_counters([json.loads(self._get(url + "/fake/counters")) for url in self._urls()])
 
     def metrics_text(self) -> str:
-        return self._get("/metrics").decode()
+        """/metrics as vLLM writes it: the token counters, summed over the processes."""
+        if not self._control_ports:
+            return self._get(self.base_url + "/metrics").decode()
+        return _metrics_text(self.config.model, self.counters())
 
 
-def _serve(config: FakeServerConfig, port: int) -> None:
+def _serve(config: FakeServerConfig, port: int, index: int | None) -> None:
+    """Serve until killed; as process `index` of a multi-process server, until stdin closes."""
+    raise_fd_limit(FD_LIMIT)
+
     async def main() -> None:
-        runner = web.AppRunner(_App(config).build(), access_log=None)
+        app = _App(config, index)
+        runner = web.AppRunner(app.build(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
-        print(f"FAKE_SERVER_PORT {runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=LISTEN_BACKLOG, reuse_port=index is not None).start()
+        if index is None:
+            print(f"FAKE_SERVER_PORT {runner.addresses[0][1]}", flush=True)
+            await asyncio.Event().wait()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()  # the control port: this process alone
+        app.shared_port, control_port = runner.addresses[0][1], runner.addresses[-1][1]
+        print(f"FAKE_SERVER_PORT {app.shared_port} {control_port}", flush=True)
+        loop = asyncio.get_running_loop()
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        app.peers = [int(p) for p in line.split()[1:] if int(p) != control_port]
+        print("FAKE_SERVER_READY", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # returns at EOF: the parent stopped us or is gone
 
     try:
         import uvloop
@@ -332,8 +452,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="bench fake OpenAI-compatible streaming server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--config", default="{}", help="FakeServerConfig fields as JSON")
+    parser.add_argument("--index", type=int, default=None, help="this process's index in a multi-process server")
     args = parser.parse_args()
     try:
-        _serve(FakeServerConfig(**json.loads(args.config)), args.port)
+        _serve(FakeServerConfig(**json.loads(args.config)), args.port, args.index)
     except KeyboardInterrupt:
         pass
