@@ -13,7 +13,8 @@ group shows:
   fail      failed requests
   box%      client + server CPU over the run / (its wall time x the CPUs): near 100 the box
             itself is the bottleneck, and the errors are the box's, not the client's
-Every run also prints a detail line as it ends (server tok/s, send lag, server CPU).
+Every run also prints a detail line as it ends (server tok/s, send lag, server CPU, and for bench
+the worst worker's event-loop lag p99: the self-check that marks a point invalid above 10 ms).
 
 What a row means: the server is paced to an aggregate rate (`--rate`, default 10k tok/s:
 inter-token gap = concurrency / rate, so every row carries about the same tokens/s and only
@@ -106,7 +107,7 @@ def _server_rate(emits, keys, t0: float) -> float:
 
 
 async def _bench(base_url, model, wl, conc, n, workers):
-    """bench's driver; returns (rows, keys, failed, CPU seconds of its worker processes)."""
+    """bench's driver; returns (rows, keys, failed, CPU seconds of its worker processes, its worst loop lag p99 ms)."""
     kw = {} if workers is None else {"workers": workers}
     pr = await run_point(base_url, model, wl, {"kind": "concurrency", "concurrency": conc}, 0, n,
                          timeout_s=TIMEOUT_S, **kw)
@@ -114,7 +115,8 @@ async def _bench(base_url, model, wl, conc, n, workers):
     rows = [(r.t_send, r.chunk_t if r.ok else []) for r in pr.records]
     # in-process runs report their loop's stats as a "worker" too: this process, counted by the caller
     worker_cpu_s = sum(w["cpu_s"] for w in pr.client.get("workers") or []) if workers else 0.0
-    return rows, keys, sum(not r.ok for r in pr.records), worker_cpu_s
+    lag_s = pr.loop_lag.get("loop_lag_s_p99")
+    return rows, keys, sum(not r.ok for r in pr.records), worker_cpu_s, 1e3 * lag_s if lag_s is not None else float("nan")
 
 
 async def _vllm(base_url, model, wl, conc, n):
@@ -144,7 +146,7 @@ async def _vllm(base_url, model, wl, conc, n):
     for o in outputs:
         chunk_t = list(o.start_time + o.ttft + np.concatenate([[0.0], np.cumsum(o.itl)])) if o.success else []
         rows.append((o.start_time, chunk_t))
-    return rows, [f"vllm-{i}" for i in range(n)], sum(not o.success for o in outputs), 0.0
+    return rows, [f"vllm-{i}" for i in range(n)], sum(not o.success for o in outputs), 0.0, float("nan")
 
 
 def _ms(x: np.ndarray, q: float | None = None) -> float:
@@ -160,10 +162,10 @@ def _measure(col: Column, srv: FakeServer, conc: int, n: int, out_len: int, runn
             else _bench(srv.base_url, model, wl, conc, n, col.workers))
     srv_cpu0, cpu0 = srv.counters()["cpu_s"], time.process_time()
     try:
-        rows, keys, n_failed, worker_cpu_s = runner.run(asyncio.wait_for(coro, 900))
+        rows, keys, n_failed, worker_cpu_s, lag_ms = runner.run(asyncio.wait_for(coro, 900))
     except Exception as e:  # noqa: BLE001  a run that breaks is a row of failures, not the end of the table
         print(f"{col.label} conc {conc}: the run failed: {type(e).__name__}: {e}", flush=True)
-        rows, keys, n_failed, worker_cpu_s = [], [], n, 0.0
+        rows, keys, n_failed, worker_cpu_s, lag_ms = [], [], n, 0.0, float("nan")
     cpu_s = time.process_time() - cpu0 + worker_cpu_s
     srv_cpu_s = srv.counters()["cpu_s"] - srv_cpu0
     emits = srv.emits()
@@ -179,6 +181,7 @@ def _measure(col: Column, srv: FakeServer, conc: int, n: int, out_len: int, runn
         "send_lag_mean_ms": _ms(send_lag), "send_lag_p99_ms": _ms(send_lag, 99),
         "cpu_s_per_1k_tok": 1e3 * cpu_s / n_tok if n_tok else float("nan"),
         "server_cpu_s_per_1k_tok": 1e3 * srv_cpu_s / n_tok if n_tok else float("nan"),
+        "lag_p99_ms": lag_ms,
         "box_pct": 100 * (cpu_s + srv_cpu_s) / (span_s * os.cpu_count()) if span_s > 0 else float("nan"),
     }
 
@@ -269,7 +272,7 @@ def _detail(r: dict) -> str:
             f"TTFT err {r['ttft_mean_ms']:.2f}/{r['ttft_p99_ms']:.2f} ms, ITL err {r['itl_mean_ms']:.2f}/"
             f"{r['itl_p99_ms']:.2f} ms, send lag {r['send_lag_mean_ms']:.2f}/{r['send_lag_p99_ms']:.2f} ms "
             f"(mean/p99); CPU s/1k tok client {r['cpu_s_per_1k_tok']:.4f} server "
-            f"{r['server_cpu_s_per_1k_tok']:.4f}; box {r['box_pct']:.0f}%")
+            f"{r['server_cpu_s_per_1k_tok']:.4f}; box {r['box_pct']:.0f}%; client loop lag p99 {r['lag_p99_ms']:.2f} ms")
 
 
 _CELL_HEAD = f"{'tok/s':>6s} {'cpu/1k':>6s} {'TTFT err ms':>13s} {'ITL err ms':>13s} {'fail':>4s} {'box%':>4s}"

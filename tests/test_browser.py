@@ -107,7 +107,9 @@ def test_committed_results_with_reference(browser, pages):
     assert sum(t["n"] for t in energy if t["kind"] == "published") == 7
     assert sum(t["n"] for t in cost if t["kind"] == "published" and t["visible"]) == 2
     measured = {t["name"]: t["n"] for t in throughput if t["kind"] == "measured"}
-    assert measured == {"cpu-host auto hf": 3, "cpu-host auto vllm": 1, "cpu-host fp32 vllm": 2}
+    # 2026-11-24: hf 3 valid, vllm 1 (+5 starved), fp32 2 (+1); 2026-12-01: 5 default runs x 3 and 3 endpoint runs x 3
+    assert measured == {"cpu-host auto hf": 3, "cpu-host auto vllm": 1 + 15, "cpu-host fp32 vllm": 2,
+                        "cpu-host auto endpoint": 9}
     invalid = {t["name"]: t["n"] for t in throughput if t["kind"] == "invalid"}
     assert invalid == {"cpu-host auto vllm (invalid)": 5, "cpu-host fp32 vllm (invalid)": 1}
     assert page.locator("#reference-table tr.published").count() == 20

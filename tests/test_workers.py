@@ -174,3 +174,56 @@ def test_shared_bodies_round_trip_and_unlink():
     shared.close(unlink=True)
     with pytest.raises(FileNotFoundError):
         W.SharedBodies(shared.shm.name, shared.offsets)
+
+
+def _runner_plan(url: str, n_points: int, n_requests: int):
+    from bench.plan import EngineConfig, Plan, PointSpec
+
+    cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=url)
+    points = [PointSpec(point_id=f"p{i}_c4", engine_config_id=cfg.config_id(),
+                        workload={"kind": "random", "input_len": 8, "output_len": 16},
+                        load={"kind": "concurrency", "concurrency": 4}, n_warmup=0, n_requests=n_requests)
+              for i in range(n_points)]
+    return Plan(engine_configs=[cfg], points=points, name="workers", n_devices=1, telemetry="none")
+
+
+def _runner_env(workers: int):
+    from bench.run.runner import RunEnvironment
+
+    env = RunEnvironment(device={"vendor": "cpu", "name": "test", "count": 1}, idle_baseline_s=0.0)
+    env.client_workers = workers
+    return env
+
+
+def test_in_a_run_a_dead_worker_fails_its_point_and_the_next_point_runs(teams, tmp_path):
+    from bench.results import read_requests, read_summary
+    from bench.run.runner import execute
+
+    def kill_worker_1(kind, info):
+        if kind == "request_done" and info["done"] >= 8 and len(teams) == 1 and teams[0].procs[1].is_alive():
+            os.kill(teams[0].procs[1].pid, signal.SIGKILL)
+
+    with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
+        result = execute(_runner_plan(srv.base_url, 2, 200), tmp_path, _runner_env(2), on_event=kill_worker_1)
+    first, second = result.points
+    assert first.status == "failed" and "client worker 1" in first.error and "died mid-point" in first.error
+    assert second.status == "ok" and second.client.n_workers == 2  # same engine, fresh workers
+    kept = read_requests(tmp_path, first)
+    assert kept and {r.worker for r in kept} == {0} and first.n_requests == len(kept)
+    assert read_summary(tmp_path).status == "partial"
+
+
+def test_ctrl_c_in_a_run_ends_every_worker_and_keeps_the_finished_point(teams, tmp_path):
+    from bench.results import read_summary
+    from bench.run.runner import execute
+
+    def interrupt_second_point(kind, info):
+        if kind == "request_done" and len(teams) == 2 and info["done"] >= 4:
+            raise KeyboardInterrupt
+
+    with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
+        with pytest.raises(KeyboardInterrupt):
+            execute(_runner_plan(srv.base_url, 2, 100), tmp_path, _runner_env(2), on_event=interrupt_second_point)
+    run = read_summary(tmp_path)
+    assert run.status == "interrupted" and [p.status for p in run.points] == ["ok"]
+    assert all(not p.is_alive() for team in teams for p in team.procs.values())
