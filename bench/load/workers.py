@@ -238,18 +238,20 @@ def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, 
     n = max(1, min(n, width))  # no worker without a slot
     encoder = StreamingClient(base_url, model, cfg)
     bodies = SharedBodies.create([encoder.body(p, r.n_out_expected) for p, r in zip(payloads, records)])
-    ctx = process_context(["bench.load.workers", "bench.load.driver"])
-    counter, stop = ctx.Value("q", 0), ctx.Event()
-    jobs = [WorkerJob(k, n, base_url, model, cfg, encoder.tag,
-                      [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
-                      bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, seed,
-                      stalled is not None) for k in range(n)]
-    team = _Team(ctx, jobs, counter, stop, progress, stalled, len(records))
-    try:
+    team = None
+    try:  # from here on the block is unlinked however the point ends (Ctrl-C included)
+        ctx = process_context(["bench.load.workers", "bench.load.driver"])
+        counter, stop = ctx.Value("q", 0), ctx.Event()
+        jobs = [WorkerJob(k, n, base_url, model, cfg, encoder.tag,
+                          [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
+                          bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, seed,
+                          stalled is not None) for k in range(n)]
+        team = _Team(ctx, jobs, counter, stop, progress, stalled, len(records))
         team.start()
         team.run(["warmup", "measured"] if n_warmup else ["measured"], n_warmup, len(records))
     finally:
-        team.end()
+        if team is not None:
+            team.end()
         bodies.close(unlink=True)
     for rec_list in team.records.values():
         for r in rec_list:
