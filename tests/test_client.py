@@ -239,8 +239,8 @@ def test_fake_server_counters_match_client_counts():
               if line.startswith("vllm:")}
     counts = pr.client_token_counts()
     assert counts == {"generation_tokens": 8 * 8 - 2, "prompt_tokens": 8 * 12}  # two short requests
-    assert values == {"vllm:generation_tokens_total": counts["generation_tokens"],
-                      "vllm:prompt_tokens_total": counts["prompt_tokens"]}
+    assert {k: values[k] for k in ("vllm:generation_tokens_total", "vllm:prompt_tokens_total")} == {
+        "vllm:generation_tokens_total": counts["generation_tokens"], "vllm:prompt_tokens_total": counts["prompt_tokens"]}
     assert "# TYPE vllm:generation_tokens_total counter" in text
 
 

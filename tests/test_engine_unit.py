@@ -84,7 +84,7 @@ def test_every_registered_engine_satisfies_the_protocol():
         cls = engine_class(name)
         assert cls.name == name and cls.kind == entry.kind in ("server", "batch")
         needed = ["from_config", "launch_args", "version", "start", "stop", "alive", "log_tail"]
-        needed += ["healthy", "server_counters"] if cls.kind == "server" else ["generate_batch", "note"]
+        needed += ["healthy", "server_counters", "reset_prefix_cache"] if cls.kind == "server" else ["generate_batch", "note"]
         missing = [m for m in needed if not callable(getattr(cls, m, None))]
         assert missing == [], f"{name} lacks {missing}"
 

@@ -58,7 +58,7 @@ def test_unknown_key_names_key_place_and_file(tmp_path):
         ({"engine_args": {"max_num_seq": 8}}, "unknown key 'max_num_seq' in engine_args"),
         ({"models": [{"key": "tiny-llama", "wieghts": "dummy"}]}, "unknown key 'wieghts' in models[0]"),
         ({"workloads": [{"input_len": 8, "output_len": 8, "seeed": 1}]}, "unknown key 'seeed' in workloads[0]"),
-        ({"loads": [{"kind": "rat", "rate_rps": 1}]}, "unknown kind 'rat' in loads[0] (expected: concurrency, rate, offline)"),
+        ({"loads": [{"kind": "rat", "rate_rps": 1}]}, "unknown kind 'rat' in loads[0] (expected: concurrency, rate, trace, offline)"),
         ({"workloads": [{"input_len": 8}]}, "missing key 'output_len' in workloads[0]"),
         ({"engine": "endpoint"}, "engine 'endpoint' needs endpoint_url"),
     ],

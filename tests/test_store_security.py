@@ -156,7 +156,8 @@ def test_check_rel_path_refuses(bad):
 
 
 @pytest.mark.parametrize("good", ["run.json", "requests/abc_c1_r0.parquet", "engine-tiny-llama-1a2b3c4d.log",
-                                  "power.parquet", "requests/m-x_rnd-i128-o64_rps2.5-gamma0.5_r1.parquet"])
+                                  "power.parquet", "server_metrics.parquet",
+                                  "requests/m-x_rnd-i128-o64_rps2.5-gamma0.5_r1.parquet"])
 def test_check_rel_path_accepts_what_bench_writes(good):
     assert check_rel_path(good) == good
 

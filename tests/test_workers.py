@@ -78,9 +78,12 @@ def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
     assert all(r.ok for r in meas) and {r.worker for r in meas} == {0, 1}
     assert [r.worker for r in meas[:4]] == [0, 1, 0, 1]  # every other arrival of one schedule
     planned = arrival_offsets_s(n, rate, "gamma", burst, seed)
-    sent = np.asarray([r.t_send for r in meas]) - meas[0].t_send
-    late = sent - planned
-    assert np.median(np.abs(late)) < 0.002 and np.percentile(np.abs(late), 95) < 0.01  # the planned times
+    sched = np.asarray([r.t_sched for r in meas])
+    assert sched - sched[0] == pytest.approx(planned, abs=1e-9)  # exactly the planned schedule, over both workers
+    late = np.asarray([r.t_send for r in meas]) - sched
+    # sends keep to it (event-loop timers fire to about 1 ms; a loaded 2-core box adds a few)
+    assert np.median(np.abs(late)) < 0.004 and np.percentile(np.abs(late), 95) < 0.02
+    sent = np.asarray([r.t_send for r in meas])
     gaps = np.diff(np.sort(sent))
     assert gaps.mean() == pytest.approx(1 / rate, rel=0.2)
     assert gaps.std() / gaps.mean() == pytest.approx(1 / np.sqrt(burst), rel=0.3)  # the dispersion of gamma(0.5)
@@ -141,7 +144,7 @@ def test_an_error_inside_a_worker_reaches_the_orchestrator_in_one_line():
     from bench.load.client import ClientConfig
 
     job = W.WorkerJob(0, 1, "http://127.0.0.1:9", "m", ClientConfig(), "tag", [("measured", 4, 4)],
-                      "bench-no-such-block", [0, 1], {"kind": "concurrency", "concurrency": 1}, 0, 0, False)
+                      "bench-no-such-block", [0, 1], {"kind": "concurrency", "concurrency": 1}, 0, [], False)
     parent, child = mp.Pipe()
     handler = signal.getsignal(signal.SIGINT)
     try:

@@ -1,7 +1,7 @@
 """Interactive plotly figures of load points, published figures and power, for the HTML reports.
 
 Every trace carries `meta = {"kind": ..., "series": ...}`, kind one of "measured", "front",
-"invalid", "published", "power", so tests (and readers of the page) can tell them apart.
+"invalid", "published", "power", "server_metrics", so tests (and readers of the page) can tell them apart.
 Invalid points are drawn with an x marker and labelled in their hover text; a TPOT of 0,
 or an interactivity computed from it, is never drawn.
 """
@@ -260,6 +260,41 @@ def power_figure(power: pd.DataFrame, title: str = "Board power over time",
                                  mode="lines", name=f"device {device}", line={"width": 1},
                                  meta={"kind": "power", "series": f"device {device}"}))
     return _layout(fig, title, "time since first sample (s)", "power (W)", log=False)
+
+
+SERVER_SERIES = {"running_requests": "running requests", "waiting_requests": "waiting requests",
+                 "kv_cache_usage": "KV-cache usage (%)"}
+
+
+def server_metrics_figure(frame: pd.DataFrame, title: str = "Server metrics over time",
+                          windows: list[tuple[str, float, float]] | None = None):
+    """Running and waiting requests (left axis) and KV-cache usage in % (right axis) from
+    server_metrics.parquet rows (config_id, point_id, t_s, metric, value), time from the first
+    sample; each load point's measurement window (label, t0_s, t1_s) is shaded."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    frame = frame[frame["metric"].isin(list(SERVER_SERIES))]
+    t0 = float(frame["t_s"].min()) if len(frame) else 0.0
+    for i, (label, w0, w1) in enumerate(windows or []):
+        if w0 is None or w1 is None or not len(frame):
+            continue
+        fig.add_vrect(x0=w0 - t0, x1=w1 - t0, fillcolor="grey", opacity=0.12 if i % 2 else 0.22, line_width=0,
+                      annotation_text=label, annotation_position="top left", annotation_font_size=9)
+    several = frame["config_id"].nunique() > 1
+    for (cid, metric), rows in sorted(frame.groupby(["config_id", "metric"]), key=lambda g: (str(g[0][0]), g[0][1])):
+        rows = rows.sort_values("t_s")
+        kv = metric == "kv_cache_usage"
+        name = SERVER_SERIES[metric] + (f" ({cid})" if several else "")
+        fig.add_trace(go.Scatter(x=(rows["t_s"].astype(float) - t0).tolist(),
+                                 y=(rows["value"].astype(float) * (100.0 if kv else 1.0)).tolist(),
+                                 mode="lines", name=name, yaxis="y2" if kv else "y",
+                                 line={"width": 1, "shape": "hv", "dash": "dot" if kv else "solid"},
+                                 meta={"kind": "server_metrics", "series": name}))
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False})
+    _layout(fig, title, "time since first sample (s)", "requests", log=False)
+    fig.update_layout(yaxis2={"title_text": "KV-cache usage (%)", "range": [0, 100]})
+    return fig
 
 
 def _load_level(points: pd.DataFrame) -> pd.Series:

@@ -19,6 +19,7 @@ from bench.analysis.figures import (
     latency_figure,
     power_figure,
     series_of,
+    server_metrics_figure,
 )
 from bench.analysis.pareto import X, Y
 from bench.analysis.reference import REFERENCE_COLUMNS, ref_points, reference_rows
@@ -101,8 +102,9 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
 
 def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows: list[dict], table_columns: list,
              cost_rows: list[dict], cost_columns: list, power: pd.DataFrame | None,
-             windows: list[tuple[str, float, float]], about: str, synthetic: bool = False) -> Page:
-    """report.html of one run: plots of its ok points (invalid marked), power, the tables."""
+             windows: list[tuple[str, float, float]], about: str, synthetic: bool = False,
+             server_metrics: pd.DataFrame | None = None) -> Page:
+    """report.html of one run: plots of its ok points (invalid marked), power, server metrics, the tables."""
     figs: dict[str, Any] = {
         "throughput": interactivity_figure(points, "output_tok_s_per_gpu", f"{title}: output throughput per GPU"),
         "energy": interactivity_figure(points, "j_per_output_token", f"{title}: energy per output token"),
@@ -110,6 +112,10 @@ def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows
     }
     if power is not None:
         figs["power"] = power_figure(power, f"{title}: board power over time (measurement windows shaded)", windows)
+    if server_metrics is not None:
+        figs["server_metrics"] = server_metrics_figure(
+            server_metrics, f"{title}: the engine's running and waiting requests and KV-cache usage "
+                            "(its /metrics, sampled; measurement windows shaded)", windows)
     parts = [page.heading(title, 1), page.paragraph(lead, "lead")]
     if synthetic:
         parts.append(page.paragraph("Synthetic data: this run is a test fixture, not a measurement.", "note"))

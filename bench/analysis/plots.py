@@ -1,4 +1,4 @@
-"""PNG plots of cost-model tables and power series (matplotlib, Agg, no pyplot state).
+"""PNG plots of cost-model tables, power and server-metric series (matplotlib, Agg, no pyplot state).
 
 Each function writes one PNG and returns a `Plot` naming the file and the series drawn,
 so callers and tests can check what was plotted.
@@ -47,11 +47,11 @@ def _figure(title: str, xlabel: str, ylabel: str):
     return fig, ax
 
 
-def _save(fig, ax, path: Path, labels: list[str]) -> Plot:
+def _save(fig, ax, path: Path, labels: list[str], handles: list | None = None) -> Plot:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if labels:
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(*([handles, labels] if handles else []), fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no valid points", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -107,3 +107,31 @@ def power_over_time(power: pd.DataFrame, path: Path, title: str = "Board power o
         ax.plot(rows["t_s"].astype(float) - t0, rows["power_w"].astype(float), label=label, linewidth=1)
         labels.append(label)
     return _save(fig, ax, path, labels)
+
+
+def server_metrics_over_time(frame: pd.DataFrame, path: Path, title: str = "Server metrics over time",
+                             windows: list[tuple[str, float, float]] | None = None) -> Plot:
+    """Running and waiting requests (left axis) and KV-cache usage in % (right axis) from
+    server_metrics.parquet rows (config_id, t_s, metric, value); windows shaded as in power_over_time."""
+    fig, ax = _figure(title, "time since first sample (s)", "requests")
+    frame = frame[frame["metric"].isin(["running_requests", "waiting_requests", "kv_cache_usage"])]
+    t0 = float(frame["t_s"].min()) if len(frame) else 0.0
+    for i, (label, w0, w1) in enumerate(windows or []):
+        if w0 is not None and w1 is not None and len(frame) and w1 >= t0:
+            ax.axvspan(w0 - t0, w1 - t0, color="grey", alpha=0.12 if i % 2 else 0.22, lw=0)
+            ax.text(w0 - t0, 1.0, label, transform=ax.get_xaxis_transform(), fontsize=6, va="bottom")
+    kv_ax = ax.twinx()
+    kv_ax.set_ylabel("KV-cache usage (%)")
+    kv_ax.set_ylim(0, 100)
+    several = frame["config_id"].nunique() > 1
+    labels, handles = [], []
+    for (cid, metric), rows in sorted(frame.groupby(["config_id", "metric"]), key=lambda g: (str(g[0][0]), g[0][1])):
+        rows = rows.sort_values("t_s")
+        kv = metric == "kv_cache_usage"
+        label = metric.replace("_", " ") + (" (%)" if kv else "") + (f" ({cid})" if several else "")
+        (line,) = (kv_ax if kv else ax).step(rows["t_s"].astype(float) - t0,
+                                             rows["value"].astype(float) * (100.0 if kv else 1.0),
+                                             where="post", label=label, linewidth=1, linestyle=":" if kv else "-")
+        labels.append(label)
+        handles.append(line)
+    return _save(fig, ax, path, labels, handles)

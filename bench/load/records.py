@@ -18,6 +18,7 @@ class RequestRecord:
     n_in_expected: int  # prompt tokens the workload asked for
     n_out_expected: int  # output tokens asked for (max_tokens, with ignore_eos)
     t_send: float = 0.0  # just before the request bytes are written
+    t_sched: float | None = None  # rate and trace loads: when the schedule said to send it
     t_first: float | None = None  # first chunk carrying >= 1 generated token
     t_last: float | None = None  # chunk carrying the last generated token
     t_done: float | None = None  # the client let go of the request: last byte read, or failure
@@ -28,6 +29,11 @@ class RequestRecord:
     token_source: str = "usage"  # "usage" | "token_ids" | "text_chunks" | "retokenized" (last two: labelled fallbacks)
     error: str | None = None
     worker: int = 0  # the client worker (bench.load.workers) that sent it; 0 also for the in-process loop
+    t_first_reasoning: float | None = None  # first chunk whose delta carried reasoning and no content
+    t_first_answer: float | None = None  # first token-bearing chunk that is not reasoning (the answer)
+    n_reasoning: int = 0  # tokens of reasoning chunks; inside n_out (the server counts them as completion tokens)
+    session: int | None = None  # sessions workload: the conversation this turn belongs to
+    turn: int | None = None  # sessions workload: 0-based turn index within its session
 
     @property
     def ok(self) -> bool:
@@ -38,8 +44,28 @@ class RequestRecord:
         return None if self.t_first is None else self.t_first - self.t_send
 
     @property
+    def ttfat_s(self) -> float | None:
+        """Time to the first answer token (s): `t_first_answer - t_send`; after any reasoning tokens."""
+        return None if self.t_first_answer is None else self.t_first_answer - self.t_send
+
+    @property
     def e2e_s(self) -> float | None:
         return None if self.t_last is None else self.t_last - self.t_send
+
+    @property
+    def ttft_sched_s(self) -> float | None:
+        """TTFT from the scheduled send (no coordinated omission); None without a schedule."""
+        return None if self.t_first is None or self.t_sched is None else self.t_first - self.t_sched
+
+    @property
+    def e2e_sched_s(self) -> float | None:
+        """End-to-end latency from the scheduled send; None without a schedule."""
+        return None if self.t_last is None or self.t_sched is None else self.t_last - self.t_sched
+
+    @property
+    def schedule_lag_s(self) -> float | None:
+        """Actual - scheduled send (s): how far the client fell behind its schedule."""
+        return None if self.t_sched is None else self.t_send - self.t_sched
 
     @property
     def tpot_s(self) -> float | None:
@@ -69,8 +95,12 @@ class RequestRecord:
         kw = {k: v for k, v in row.items() if k in names}
         kw["chunk_t"] = [float(x) for x in (kw.get("chunk_t") if kw.get("chunk_t") is not None else [])]
         kw["chunk_tokens"] = [int(x) for x in (kw.get("chunk_tokens") if kw.get("chunk_tokens") is not None else [])]
-        for k in ("t_first", "t_last", "t_done", "n_in", "error"):
+        for k in ("t_first", "t_last", "t_done", "t_sched", "n_in", "error", "t_first_reasoning", "t_first_answer",
+                  "session", "turn"):
             v = kw.get(k)
             if isinstance(v, float) and math.isnan(v):  # NaN from a Parquet null
                 kw[k] = None
+        for k in ("session", "turn"):
+            if kw.get(k) is not None:
+                kw[k] = int(kw[k])  # a Parquet column with nulls reads back as float
         return cls(**kw)

@@ -7,6 +7,13 @@ and usage-only chunks carry no token and never stamp `t_first`. After a request'
 event, a token chunk with usage is read by a bytes search for its `"completion_tokens"`
 instead of a full `json.loads` (the hot path: one such chunk per streamed token or few).
 A server's garbage is a failed request (`record.error`), never an exception.
+
+Reasoning. A chat chunk whose delta carries `reasoning` (vLLM >= 0.10; `reasoning_content`
+before) and no `content` is a reasoning chunk: its tokens count in `n_reasoning` and its
+arrival can stamp `t_first_reasoning`; any other token chunk is the answer (`t_first_answer`).
+Both stamp `t_first`. In a chat stream a chunk that names reasoning always takes the full
+parse (a bytes check, skipped for completions, which carry no delta), so the fast path is only
+ever taken by answer chunks.
 """
 
 from __future__ import annotations
@@ -20,11 +27,21 @@ from bench.load.records import RequestRecord
 # escaped, so these byte patterns only ever match the keys themselves.
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _NONEMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\{')
+_REASONING = b'"reasoning'  # "reasoning" and "reasoning_content" keys (or that word quoted in a text: parsed in full)
+_FULL, _FAST, _FAST_CHAT = 0, 1, 2  # StreamParser.fast: parse in full; bytes search; bytes search unless reasoning
 
 
 def one_line(text: str, limit: int = 200) -> str:
     """`text` on one line, at most `limit` characters (for `record.error`)."""
     return " ".join(str(text).split())[:limit]
+
+
+def _reasoning(delta: dict) -> str | None:
+    """The reasoning text of a chat delta (`reasoning`, else the older `reasoning_content`), or None."""
+    text = delta.get("reasoning")
+    if text is None:
+        text = delta.get("reasoning_content")
+    return text if isinstance(text, str) else None
 
 
 def _count(value) -> int | None:
@@ -33,17 +50,28 @@ def _count(value) -> int | None:
 
 
 class StreamParser:
-    """SSE bytes -> the record's token-bearing chunks. `feed(data, t_arrival)` per network read."""
+    """SSE bytes -> the record's token-bearing chunks. `feed(data, t_arrival)` per network read.
 
-    __slots__ = ("buf", "cum", "done", "final_usage", "rec", "source")
+    `keep_text=True` also keeps the answer's text (chat `content`, a completion's `text`; never
+    reasoning) for `answer_text`: every event is then parsed in full, so only callers that need
+    the text (multi-turn sessions, bench.load.sessions) ask for it."""
 
-    def __init__(self, record: RequestRecord):
+    __slots__ = ("buf", "cum", "done", "fast", "final_usage", "rec", "source", "text")
+
+    def __init__(self, record: RequestRecord, keep_text: bool = False):
         self.rec = record
         self.buf = b""
         self.cum = 0  # cumulative completion tokens seen in chunks
         self.final_usage: int | None = None
         self.done = False
         self.source: str | None = None
+        self.text: list[str] | None = [] if keep_text else None
+        self.fast = _FULL  # how the next token chunk may be read; set by each fully parsed token event
+
+    @property
+    def answer_text(self) -> str:
+        """The answer's text so far (with `keep_text`; "" without)."""
+        return "".join(self.text or ())
 
     def feed(self, data: bytes, t: float) -> None:
         buf = self.buf + data
@@ -75,12 +103,18 @@ class StreamParser:
     def _usage_tokens(self, payload: bytes) -> int | None:
         """Tokens in a token chunk read from its cumulative usage by a bytes search, without
         json.loads; None (parse it in full) for the first event, a chunk with no choice or
-        no integer usage.completion_tokens, or one before which a chunk lacked usage."""
-        if self.rec.n_in is None or self.source not in (None, "usage"):
+        no integer usage.completion_tokens, one before which a chunk lacked usage, a chunk that
+        names reasoning, or any chunk when the text is kept (`self.fast`, from the last full parse)."""
+        fast = self.fast
+        if fast == _FULL:
             return None
         m = _COMPLETION_TOKENS.search(payload)
-        if m is None or _NONEMPTY_CHOICES.search(payload) is None:
+        if m is None or (c := _NONEMPTY_CHOICES.search(payload)) is None:
             return None
+        if fast == _FAST_CHAT:  # the choice runs from c.end() to the usage after it (vLLM's order) or the end
+            start, end = c.end(), m.start()
+            if payload.find(_REASONING, start, end if end > start else len(payload)) >= 0:
+                return None
         self.source = "usage"
         return int(m.group(1)) - self.cum
 
@@ -102,29 +136,56 @@ class StreamParser:
                 err = obj.get("error", obj)
                 rec.error = one_line(f"server error: {err.get('message', err) if isinstance(err, dict) else err}")
             return
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            text, reasoning = delta.get("content"), _reasoning(delta)
+        else:
+            text, reasoning = choice.get("text"), None
+        if self.text is not None and isinstance(text, str):
+            self.text.append(text)
         if completion is not None:
             n = completion - self.cum
             self.source = "usage"
         else:
-            choice = choices[0] if isinstance(choices[0], dict) else {}
             ids = choice.get("token_ids")
             if isinstance(ids, list):
                 n = len(ids)
                 self.source = "token_ids"
             else:
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                n = 1 if text else 0
+                n = 1 if text or reasoning else 0
                 self.source = self.source or "text_chunks"
+        if rec.n_in is None or self.source not in (None, "usage") or self.text is not None:
+            self.fast = _FULL
+        else:
+            self.fast = _FAST_CHAT if isinstance(delta, dict) else _FAST
         if n > 0:
-            self._add(n, t)
+            if reasoning is not None and not text:
+                self._add_reasoning(n, t)
+            else:
+                self._add(n, t)
 
     def _add(self, n: int, t: float) -> None:
-        """A chunk that carried `n` >= 1 generated tokens, arrived at `t`."""
+        """A chunk that carried `n` >= 1 generated tokens of the answer, arrived at `t`."""
         rec = self.rec
         self.cum += n
-        if rec.t_first is None:
-            rec.t_first = t
+        if rec.t_first_answer is None:
+            rec.t_first_answer = t
+            if rec.t_first is None:
+                rec.t_first = t
+        rec.t_last = t
+        rec.chunk_t.append(t)
+        rec.chunk_tokens.append(n)
+
+    def _add_reasoning(self, n: int, t: float) -> None:
+        """A chunk that carried `n` >= 1 reasoning tokens (counted in n_out too), arrived at `t`."""
+        rec = self.rec
+        self.cum += n
+        rec.n_reasoning += n
+        if rec.t_first_reasoning is None:
+            rec.t_first_reasoning = t
+            if rec.t_first is None:
+                rec.t_first = t
         rec.t_last = t
         rec.chunk_t.append(t)
         rec.chunk_tokens.append(n)

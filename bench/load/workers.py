@@ -1,14 +1,14 @@
 """The load of one point in client worker processes, apart from the orchestrator.
 
 The orchestrator (engine control, telemetry, result writing) prepares the point: records,
-request bodies (encoded once, into one shared-memory block every worker reads) and, for a
-rate load, the seed of the global arrival schedule. Each worker runs its own event loop
+request bodies (encoded once, into one shared-memory block every worker reads) and, for an
+open loop, the global schedule (a rate load's arrival offsets, a trace's timestamps). Each worker runs its own event loop
 (bench.load.driver.LoadLoop) with its share of the load:
 - concurrency: its part of the slots; every slot takes the next request index of the phase
   from one counter shared by all workers, so the point is one global closed loop (the last
   send is made while every other slot is still busy, as with one loop);
-- rate: every n-th arrival of the one global schedule, from one shared start time, so the
-  arrival process is exactly the planned one; `max_concurrency` is split over the workers.
+- rate and trace: every n-th arrival of the one global schedule, from one shared start time,
+  so the arrival process is exactly the planned one; `max_concurrency` is split over the workers.
 Warm-up and measured phase are separated by a barrier: the measured phase starts in every
 worker once all have finished the warm-up. Each worker watches itself (bench.load.selfwatch)
 and sends back its records and figures; bench.load.merge makes one PointRun of them.
@@ -114,7 +114,7 @@ class WorkerJob:
     bodies_offsets: list[int]
     load: dict
     n_warmup: int
-    seed: int
+    offsets: list[float]  # open loops: the global schedule, s after the measured phase starts
     stall_reporting: bool
 
 
@@ -199,7 +199,7 @@ async def _work(job: WorkerJob, conn, counter, stop, commands):
             ll = LoadLoop(client, records, bodies, spec, job.n_warmup, share=Share(job.index, job.n_workers),
                           work=_SharedWork(counter), barrier=barrier, progress=progress,
                           stalled=(lambda n: conn.send(("stalled", n))) if job.stall_reporting else None,
-                          seed=job.seed, should_stop=stop.is_set)
+                          offsets=job.offsets, should_stop=stop.is_set)
             raise_fd_limit(4 * max(ll.width() // job.n_workers + 1, job.n_warmup) + 256)
             await ll.run()
             conn.send(("progress", ll.tracker.info()))
@@ -232,9 +232,10 @@ def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, 
     spec = parse_load(load)
     cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature,
                                         stall_timeout_s=stall_timeout_s)
-    records, payloads = prepare(workload, spec, n_warmup, n_requests, cfg)
+    prep = prepare(workload, spec, n_warmup, n_requests, cfg, seed)
+    records, payloads = prep.records, prep.payloads
     n = workers if workers else choose_workers(spec, n_requests)
-    width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or n_requests)
+    width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or len(records))
     n = max(1, min(n, width))  # no worker without a slot
     encoder = StreamingClient(base_url, model, cfg)
     bodies = SharedBodies.create([encoder.body(p, r.n_out_expected) for p, r in zip(payloads, records)])
@@ -244,7 +245,7 @@ def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, 
         counter, stop = ctx.Value("q", 0), ctx.Event()
         jobs = [WorkerJob(k, n, base_url, model, cfg, encoder.tag,
                           [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
-                          bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, seed,
+                          bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, prep.offsets,
                           stalled is not None) for k in range(n)]
         team = _Team(ctx, jobs, counter, stop, progress, stalled, len(records))
         team.start()

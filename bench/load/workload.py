@@ -40,6 +40,7 @@ class Prompt:
     n_out_expected: int
     token_ids: list[int] | None = None
     text: str | None = None
+    t_sched_s: float | None = None  # a trace's send time, s after the replay starts (already scaled)
 
     def for_endpoint(self, endpoint: str) -> list[int] | str:
         """What the client sends: token ids to completions when there are some, else text."""
@@ -240,4 +241,14 @@ def make_workload(spec: points.WorkloadSpec | dict, vocab_size: int, seed: int) 
     if isinstance(spec, points.SharedPrefixWorkload):
         return SharedPrefixWorkload(spec.n_prefixes, spec.prefix_len, spec.suffix_len, spec.output_len,
                                     vocab_size, seed=own_seed)
+    if isinstance(spec, points.TraceWorkload):
+        from bench.load.traces import TraceReplay  # imports this module: not at the top
+
+        return TraceReplay(spec.path, spec.format, vocab_size, seed=own_seed, speedup=spec.speedup,
+                           limit=spec.limit, block_size=spec.block_size)
+    if isinstance(spec, points.SessionsWorkload):
+        # bench.load.sessions imports this module: not at the top
+        from bench.load.sessions import SessionWorkload
+
+        return SessionWorkload.from_spec(spec, own_seed)
     return FileWorkload(spec.path, seed=own_seed, output_len=spec.output_len)

@@ -97,6 +97,9 @@ _LATENCIES = {
     "tpot_s": "time per output token after the first (s)",
     "itl_s": "inter-token latency, per token of each chunk (s)",
     "e2e_s": "end-to-end latency, send to last token (s)",
+    "ttft_sched_s": "time to first token from the scheduled send, rate and trace loads (s; no coordinated omission)",
+    "e2e_sched_s": "end-to-end latency from the scheduled send, rate and trace loads (s)",
+    "schedule_lag_s": "actual - scheduled send, rate and trace loads (s): the client behind its schedule",
 }
 _STATS = {"mean": "mean", "std": "standard deviation", "p50": "median", "p90": "90th percentile",
           "p95": "95th percentile", "p99": "99th percentile"}
@@ -138,6 +141,21 @@ class _MetricsBase(Group):
     slo_ttft_s: float | None = _f("SLO on ttft used for goodput (s).")
     slo_tpot_s: float | None = _f("SLO on tpot used for goodput (s).")
     slo_e2e_s: float | None = _f("SLO on e2e latency used for goodput (s).")
+    ttfat_s_p50: float | None = _f(
+        "Median time to the first answer token, after any reasoning (s); None when no request streamed reasoning.")
+    ttfat_s_p99: float | None = _f("99th percentile of the time to the first answer token (s); None without reasoning.")
+    reasoning_tokens_total: int | None = _f(
+        "Reasoning tokens of all measured requests, inside output_tokens_total (tokens); None without reasoning.")
+    reasoning_share: float | None = _f("reasoning_tokens_total / output_tokens_total; None without reasoning.")
+    n_sessions: int | None = _f("Sessions workload: measured sessions (conversations); None for other workloads.")
+    turns_per_session_mean: float | None = _f("Sessions workload: mean turns (requests) sent per measured session.")
+    session_s_p50: float | None = _f(
+        "Sessions workload: median session duration, first send to the last turn's end, think time included (s).")
+    session_s_p99: float | None = _f("Sessions workload: 99th percentile of the session duration (s).")
+    ttft_s_p50_by_turn: list[float | None] | None = _f(
+        "Sessions workload: median ttft of successful turns, by turn index (s; falls with prefix caching).")
+    input_tokens_p50_by_turn: list[float | None] | None = _f(
+        "Sessions workload: median prompt tokens (the conversation so far), by turn index (tokens).")
 
 
 Metrics = create_model(
@@ -150,12 +168,49 @@ Metrics = create_model(
 
 
 class ServerCounters(Group):
-    """Server-side token counters (vLLM /metrics) against the client's counts over the same interval."""
+    """The server's own view of the point (vLLM /metrics): token counters against the client's
+    counts over the same interval, the prefix cache, and the engine's gauges sampled over the
+    window (bench.telemetry.server_metrics; server_metrics.parquet holds the samples)."""
 
     counter_delta: dict[str, float] | None = _f(
-        "Counter deltas over the interval: generation_tokens, prompt_tokens (tokens); None without /metrics.")
+        "Counter deltas over the point, warm-up included: generation_tokens, prompt_tokens, prefix_cache_queries, "
+        "prefix_cache_hits (tokens), preemptions, as far as the server exposes them; None without /metrics.")
     client_counts: dict[str, int] | None = _f(
         "The client's token counts over the same interval, warm-up included (tokens).")
+    prefix_cache_reset: str | None = _f(
+        "The prefix-cache reset before the point: done, unavailable (the server has no reset) or failed: why; "
+        "None: not a server engine.")
+    prefix_cache_hit_rate: float | None = _f(
+        "prefix_cache_hits / prefix_cache_queries over the point, warm-up included (tokens / tokens); "
+        "None when the server does not count them or nothing was looked up.")
+    metric_samples: int | None = _f("Samples of the server's /metrics inside the window (bench.telemetry.server_metrics).")
+    metric_interval_s: float | None = _f("Interval between those samples (s); a shorter peak can fall between two.")
+    running_requests_max: float | None = _f("Most requests the engine was running in one sample of the window (requests).")
+    running_requests_mean: float | None = _f("Mean of the running-requests samples of the window (requests).")
+    waiting_requests_max: float | None = _f("Most requests waiting in the engine's queue in one sample of the window (requests).")
+    waiting_requests_mean: float | None = _f("Mean of the waiting-requests samples of the window (requests).")
+    in_server_requests_max: float | None = _f("Most running + waiting requests in one sample of the window (requests).")
+    kv_cache_usage_max: float | None = _f("Highest KV-cache usage sampled in the window (fraction, 1.0 = full; "
+                                          "the fullest engine of a DP deployment).")
+    kv_cache_usage_mean: float | None = _f("Mean KV-cache usage over the window's samples (fraction).")
+    preemptions_in_window: float | None = _f(
+        "Preemptions counted between the samples bracketing the window (preemptions; up to one interval wider).")
+
+    @classmethod
+    def from_measurements(cls, counter_delta: dict | None, client_counts: dict | None,
+                          reset: str | None = None, scraped: dict | None = None) -> ServerCounters:
+        """From the counter deltas, the client's counts, the reset outcome and
+        `bench.telemetry.server_metrics.window_summary` (None: not scraped)."""
+        d = counter_delta or {}
+        queries, hits = d.get("prefix_cache_queries"), d.get("prefix_cache_hits")
+        rate = hits / queries if queries and hits is not None else None
+        s = scraped or {}
+        gauges = {k: s.get(k) for k in ("running_requests_max", "running_requests_mean", "waiting_requests_max",
+                                        "waiting_requests_mean", "in_server_requests_max", "kv_cache_usage_max",
+                                        "kv_cache_usage_mean")}
+        return cls(counter_delta=counter_delta, client_counts=client_counts, prefix_cache_reset=reset,
+                   prefix_cache_hit_rate=rate, metric_samples=s.get("n_samples"), metric_interval_s=s.get("interval_s"),
+                   preemptions_in_window=s.get("preemptions_in_window"), **gauges)
 
 
 class ClientLoad(Group):

@@ -83,6 +83,10 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
     out |= stats(tpots, "tpot_s")
     out |= stats([x for r in ok for x in r.itl_s], "itl_s")
     out |= stats([r.e2e_s for r in ok], "e2e_s")
+    if any(r.t_sched is not None for r in meas):  # rate and trace loads: also from the scheduled send
+        out |= stats([r.ttft_sched_s for r in ok if r.t_sched is not None], "ttft_sched_s")
+        out |= stats([r.e2e_sched_s for r in ok if r.t_sched is not None], "e2e_sched_s")
+        out |= stats([r.schedule_lag_s for r in meas if r.t_sched is not None and r.t_send > 0], "schedule_lag_s")
     median_tpot = out["tpot_s_p50"]
     out["interactivity_tok_s_user"] = 1.0 / median_tpot if median_tpot else None
 
@@ -129,4 +133,48 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
             "slo_attainment": len(good) / n if n else None,
         }
         out |= {f"slo_{k}": v for k, v in slo.items()}
+    if any(r.n_reasoning for r in meas):
+        out |= reasoning_metrics(meas)
+    if any(r.session is not None for r in meas):
+        out |= session_metrics(meas)
     return Metrics.from_flat(out)
+
+
+def _p(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def reasoning_metrics(records: Sequence[RequestRecord]) -> dict:
+    """Time to the first answer token and the reasoning share of the measured `records`
+    (docs/metrics.md, "Reasoning"): ttfat over successful requests that got an answer token,
+    token totals over all of them (failed included, as `output_tokens_total`)."""
+    meas = [r for r in records if r.phase == "measured"]
+    ttfat = [r.ttfat_s for r in meas if r.ok and r.ttfat_s is not None]
+    n_reasoning, n_out = sum(r.n_reasoning for r in meas), sum(r.n_out for r in meas)
+    return {"ttfat_s_p50": _p(ttfat, 50), "ttfat_s_p99": _p(ttfat, 99), "reasoning_tokens_total": n_reasoning,
+            "reasoning_share": n_reasoning / n_out if n_out else None}
+
+
+def session_metrics(records: Sequence[RequestRecord]) -> dict:
+    """Per-turn and per-session figures of a sessions workload's measured `records` (docs/metrics.md,
+    "Sessions"): by turn index, TTFT and prompt tokens (median, successful turns); per session,
+    its duration (first send to the last turn's end, sessions whose every turn succeeded) and turns."""
+    sessions: dict[int, list[RequestRecord]] = {}
+    for r in records:
+        if r.phase == "measured" and r.session is not None and r.t_send > 0:
+            sessions.setdefault(r.session, []).append(r)
+    by_turn: dict[int, list[RequestRecord]] = {}
+    for turns in sessions.values():
+        for r in turns:
+            if r.ok and r.turn is not None:
+                by_turn.setdefault(r.turn, []).append(r)
+    n_turns = max(by_turn) + 1 if by_turn else 0
+    ttft = [_p([r.ttft_s for r in by_turn.get(k, [])], 50) for k in range(n_turns)]
+    n_in = [_p([r.n_in if r.n_in is not None else r.n_in_expected for r in by_turn.get(k, [])], 50)
+            for k in range(n_turns)]
+    durations = [max(r.t_done or r.t_last or r.t_send for r in turns) - min(r.t_send for r in turns)
+                 for turns in sessions.values() if all(r.ok for r in turns)]
+    return {"n_sessions": len(sessions),
+            "turns_per_session_mean": sum(map(len, sessions.values())) / len(sessions) if sessions else None,
+            "session_s_p50": _p(durations, 50), "session_s_p99": _p(durations, 99),
+            "ttft_s_p50_by_turn": ttft, "input_tokens_p50_by_turn": n_in}

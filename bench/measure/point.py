@@ -61,8 +61,13 @@ def measure_point(
     model=None,
     hardware=None,
     probe: dict | None = None,
+    server_metrics: dict[str, Any] | None = None,
+    prefix_cache_reset: str | None = None,
 ) -> PointGroups:
-    """Metrics, energy per token, roofline, default cost and validity for one finished point."""
+    """Metrics, energy per token, roofline, default cost and validity for one finished point.
+
+    `server_metrics`: bench.telemetry.server_metrics.window_summary over the window (None:
+    not scraped); `prefix_cache_reset`: the reset's outcome before the point."""
     from bench.measure.metrics import summarize
     from bench.measure.validity import validity
 
@@ -75,9 +80,12 @@ def measure_point(
         energy.update(per_token(energy, metrics.window_output_tokens, _total_tokens(metrics)))
     roofline = _roofline(cfg, point, model, hardware, n_gpus, metrics, probe)
     cost = _default_cost(hardware, metrics, energy, n_gpus)
+    server = ServerCounters.from_measurements(server_delta, client_tokens_in_counter_interval,
+                                              prefix_cache_reset, server_metrics)
     checked = validity(
         metrics, point.load.model_dump(mode="json"), run_facts, server_counters=server_delta,
         client_counters=client_tokens_in_counter_interval, energy=energy or None, n_gpus=n_gpus,
+        workload_kind=getattr(point.workload, "kind", None), server=server,
     )
     failed = [r for r in records if r.phase == "measured" and not r.ok]
     return PointGroups(
@@ -87,7 +95,7 @@ def measure_point(
         window=Window(t0_s=window[0], t1_s=window[1], window_s=window[1] - window[0],
                       span_s=run_facts["span_t1_s"] - run_facts["span_t0_s"]),
         metrics=metrics,
-        server=ServerCounters(counter_delta=server_delta, client_counts=client_tokens_in_counter_interval),
+        server=server,
         client=ClientLoad.from_client(run_facts["client"], run_facts) if run_facts.get("client") else None,
         energy=Energy.from_flat(energy) if energy else None,
         cost=cost,

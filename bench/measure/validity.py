@@ -35,6 +35,14 @@ class Thresholds:
     max_loop_lag_s: float = 0.010
     # A client worker busier than this share of its core is at its capacity (its loop rarely idles).
     max_client_cpu_share: float = 0.9
+    # Random prompts share no prefix: hits above this share of the looked-up tokens mean the
+    # cache held earlier prompts, and a hit skips prefill (TTFT and input tok/s inflated).
+    max_random_prefix_hit_rate: float = 0.01
+    # The running-requests gauge is a sample every metric_interval_s: fewer samples in the
+    # window than this and its maximum says too little to judge the load it saw.
+    min_metric_samples: int = 2
+    # An uncapped rate or trace load whose sends were later than this (p99) fell behind its schedule.
+    max_schedule_lag_s: float = 0.010
 
 
 def _mismatch(client: float, server: float) -> float:
@@ -51,13 +59,16 @@ def validity(*args, **kwargs) -> Validity:
 
 def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict | None = None,
                 client_counters: dict | None = None, energy: Mapping | None = None,
-                thresholds: Thresholds = Thresholds(), n_gpus: int | None = None) -> tuple[bool, list[str]]:
+                thresholds: Thresholds = Thresholds(), n_gpus: int | None = None,
+                workload_kind: str | None = None, server: Mapping | None = None) -> tuple[bool, list[str]]:
     """(valid, reasons): reasons are short human-readable strings; valid iff there are none.
 
     `metrics` from `bench.measure.metrics.summarize`; `load` the load dict; `facts` from
     `PointRun.facts()`; `energy` a telemetry dict (or Energy group) with `energy_valid` and,
     when false, its reasons in `energy_invalid_reasons` (or `reasons`), and `n_devices`, the
     devices it covers, which must equal `n_gpus` (the GPUs the engine configuration uses).
+    `server` is the ServerCounters group (or its flat dict): prefix-cache hit rate, the
+    sampled gauges and preemptions of the window; `workload_kind` the workload's kind.
     """
     th = thresholds
     reasons: list[str] = []
@@ -82,6 +93,11 @@ def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict
             if m > th.max_token_mismatch:
                 reasons.append(f"token mismatch: client counted {c} {label} tokens, server {s:g} "
                                f"({m:.1%} > {th.max_token_mismatch:.0%})")
+    sched = facts.get("schedule_lag_s_p99")
+    if sched is not None and sched > th.max_schedule_lag_s and not load.get("max_concurrency"):
+        reasons.append(f"client behind schedule: send lag p99 {sched * 1e3:.1f} ms > {th.max_schedule_lag_s * 1e3:.0f} ms "
+                       "(latencies from the scheduled send, ttft_sched_s, still hold)")
+    reasons += _server_reasons(server or {}, load, workload_kind, target_c, th)
     workers = facts.get("client_workers") or []
     lag = facts.get("loop_lag_s_p99")
     if lag is not None and lag > th.max_loop_lag_s:
@@ -116,3 +132,24 @@ def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict
     if n_gpus is not None and n_devices and n_devices != n_gpus:
         reasons.append(f"energy: covers {n_devices} devices, the point uses {n_gpus} GPUs")
     return not reasons, reasons
+
+
+def _server_reasons(server: Mapping, load: dict, workload_kind: str | None, target_c, th: Thresholds) -> list[str]:
+    """What the server's own metrics say against the point: cache hits on cache-cold prompts,
+    preemptions, a concurrency the server never saw. Only from figures the server reported."""
+    reasons = []
+    rate = server.get("prefix_cache_hit_rate")
+    if workload_kind == "random" and rate is not None and rate > th.max_random_prefix_hit_rate:
+        reasons.append(f"prefix cache hits inflate a random workload: hit rate {rate:.1%}")
+    preempted = server.get("preemptions_in_window")
+    if preempted:
+        reasons.append(f"preemptions during the window: {preempted:g}")
+    # running + waiting: a server that caps its batch (max_num_seqs) below the target still saw
+    # the load; one that never held the target number of requests did not get it.
+    seen, running = server.get("in_server_requests_max"), server.get("running_requests_max")
+    n = server.get("metric_samples") or 0
+    if load.get("kind") == "concurrency" and target_c and seen is not None and n >= th.min_metric_samples \
+            and seen < target_c:
+        reasons.append(f"the server never had the target running requests: max running {running:g}, "
+                       f"running + waiting {seen:g}, target {target_c} ({n} samples)")
+    return reasons

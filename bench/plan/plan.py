@@ -27,6 +27,7 @@ from bench.plan.points import (
     OfflineLoad,
     RandomWorkload,
     RateLoad,
+    TraceLoad,
     SharedPrefixWorkload,
     WorkloadSpec,
     engine_batch,
@@ -261,7 +262,7 @@ def _resolve_weights(weights: str, model: Any, fields: dict[str, str]) -> dict[s
 
 def _workloads(sweep: SweepSpec) -> list[tuple[str, WorkloadSpec]]:
     """(tag, workload) per distinct workload, in file order; a seed left out is filled by
-    the runner from the sweep seed and the repeat index."""
+    the runner from the sweep seed and the point id (bench.run.runner.workload_seed)."""
     out: dict[str, WorkloadSpec] = {}
     for wl in sweep.workloads:
         tag = safe_id(wl.tag())
@@ -285,11 +286,16 @@ def _canon(load: LoadSpec) -> str:
     return json.dumps(load.model_dump(mode="json"), sort_keys=True)
 
 
+TRACE_MAX_REQUESTS = 1_000_000  # a trace point without a limit replays the whole file, up to this
+
+
 def _load_tag(load: LoadSpec) -> str:
     if isinstance(load, ConcurrencyLoad):
         return f"c{load.concurrency}"
     if isinstance(load, OfflineLoad):
         return f"b{load.batch}"
+    if isinstance(load, TraceLoad):
+        return "trace" + (f"-mc{load.max_concurrency}" if load.max_concurrency else "")
     tag = f"rps{load.rate_rps:g}"
     if load.arrival != "poisson" or load.burstiness != 1.0:
         tag += f"-{load.arrival}{load.burstiness:g}"
@@ -304,6 +310,9 @@ def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
     # flight then) finish outside it: ask for that many more than the window must hold.
     n_requests = sweep.n_requests or max(sweep.min_requests + level, sweep.requests_per_concurrency * level)
     n_warmup = sweep.n_warmup if sweep.n_warmup is not None else max(1, level)
+    if isinstance(load, TraceLoad):  # the trace is the schedule: replay all of it (or its limit), no warm-up
+        n_requests = sweep.n_requests or getattr(workload, "limit", None) or TRACE_MAX_REQUESTS
+        n_warmup = sweep.n_warmup or 0
     if sweep.slo == "catalog":
         slo = {"ttft_s": model.slo.ttft_s, "tpot_s": model.slo.tpot_s} if model.slo else None
     else:

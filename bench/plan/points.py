@@ -1,8 +1,8 @@
 """The typed load and workload of one load point: the single definition the plan, the load
 driver and the workload generators share.
 
-A point's `load` is a discriminated union on `kind` (concurrency | rate | offline), its
-`workload` likewise (random | shared_prefix | file). Integers are strict (a YAML `true`
+A point's `load` is a discriminated union on `kind` (concurrency | rate | trace | offline), its
+`workload` likewise (random | shared_prefix | file | trace | sessions). Integers are strict (a YAML `true`
 is not 1), every size is >= 1 and every rate > 0, so a bad value fails when the plan is
 built, not after a run folder exists.
 
@@ -89,6 +89,14 @@ class RateLoad(_LoadSpec):
         return self
 
 
+class TraceLoad(_LoadSpec):
+    """Open loop on the workload's own schedule: each request is sent at its (scaled) trace
+    timestamp (a `trace` workload), optionally capped in flight."""
+
+    kind: Literal["trace"] = "trace"
+    max_concurrency: PositiveInt | None = Field(None, description="Cap on requests in flight (requests); None: no cap.")
+
+
 class OfflineLoad(_LoadSpec):
     """Offline batch (vllm-offline / hf engines): `batch` prompts submitted at once."""
 
@@ -99,6 +107,7 @@ class OfflineLoad(_LoadSpec):
 LoadSpec = Annotated[
     Annotated[ConcurrencyLoad, Tag("<concurrency>")]
     | Annotated[RateLoad, Tag("<rate>")]
+    | Annotated[TraceLoad, Tag("<trace>")]
     | Annotated[OfflineLoad, Tag("<offline>")],
     kind_of("concurrency"),
 ]
@@ -110,6 +119,8 @@ def load_level(load: LoadSpec) -> float:
         return float(load.concurrency)
     if isinstance(load, RateLoad):
         return load.rate_rps
+    if isinstance(load, TraceLoad):
+        return float(load.max_concurrency or 0)
     return float(load.batch)
 
 
@@ -145,7 +156,7 @@ class RandomWorkload(_WorkloadSpec):
     input_len_range: Span | None = Field(None, description="(low, high) prompt tokens; None: input_len.")
     output_len_range: Span | None = Field(None, description="(low, high) output tokens; None: output_len.")
     as_text: StrictBool = Field(False, description="Word prompts (about a token a word), for the chat endpoint.")
-    seed: Seed | None = Field(None, description="Prompt RNG seed; None: the sweep seed + the repeat index.")
+    seed: Seed | None = Field(None, description="Prompt RNG seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")
 
     @model_validator(mode="after")
     def _ordered(self) -> RandomWorkload:
@@ -176,7 +187,7 @@ class FileWorkload(_WorkloadSpec):
     max_input_len: PositiveInt | None = Field(
         None, exclude=True, description="Longest prompt (tokens); informs preflight only, not the workload."
     )
-    seed: Seed | None = Field(None, description="Shuffle seed; None: the sweep seed + the repeat index.")
+    seed: Seed | None = Field(None, description="Shuffle seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")
 
     def tag(self) -> str:
         stem = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
@@ -196,7 +207,7 @@ class SharedPrefixWorkload(_WorkloadSpec):
     suffix_len: PositiveInt = Field(description="Unique suffix length per request (tokens).")
     output_len: PositiveInt = Field(description="Output length (tokens).")
     n_prefixes: PositiveInt = Field(1, description="Distinct prefixes, drawn uniformly per request.")
-    seed: Seed | None = Field(None, description="Prompt RNG seed; None: the sweep seed + the repeat index.")
+    seed: Seed | None = Field(None, description="Prompt RNG seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")
 
     def tag(self) -> str:
         seed = f"-s{self.seed}" if self.seed is not None else ""
@@ -206,10 +217,54 @@ class SharedPrefixWorkload(_WorkloadSpec):
         return self.prefix_len + self.suffix_len, self.output_len
 
 
+class TraceWorkload(_WorkloadSpec):
+    """Requests replayed from a trace file: their lengths, their send times (scaled by
+    `speedup`) and, for Mooncake, their shared prefix blocks (bench.load.traces)."""
+
+    kind: Literal["trace"]
+    format: Literal["mooncake", "azure", "burstgpt", "jsonl"] = Field(description="Trace file format.")
+    path: str = Field(description="Trace file (a user file; never downloaded).")
+    speedup: Rate = Field(1.0, description="Timestamps are divided by this (dimensionless): 2 replays twice as fast.")
+    limit: PositiveInt | None = Field(None, description="Replay the first N requests only; None: the whole trace.")
+    block_size: PositiveInt = Field(512, description="Tokens per Mooncake hash block (tokens).")
+    seed: Seed | None = Field(None, description="Token RNG seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")
+
+    def tag(self) -> str:
+        stem = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+        speed = f"-x{self.speedup:g}" if self.speedup != 1.0 else ""
+        return f"trace-{self.format}-{stem}{speed}" + (f"-n{self.limit}" if self.limit else "")
+
+    def lengths(self) -> tuple[int, int] | None:
+        return None  # known once the file is read (bench.load.traces)
+
+
+class SessionsWorkload(_WorkloadSpec):
+    """Multi-turn chat sessions: each turn sends the conversation so far (bench.load.sessions);
+    from a ShareGPT-style multi-turn file, or synthetic."""
+
+    kind: Literal["sessions"]
+    path: str | None = Field(None, description="ShareGPT-style multi-turn JSONL; None: synthetic sessions.")
+    turns: PositiveInt = Field(4, description="Turns per synthetic session (turns).")
+    prompt_len: PositiveInt = Field(64, description="User message per synthetic turn (about tokens: words).")
+    answer_len: PositiveInt = Field(64, description="Answer per turn, generated with ignore_eos (tokens).")
+    think_time_s: Annotated[float, Field(strict=True, ge=0)] = Field(
+        0.0, description="Pause between an answer and the next turn of the same session (s).")
+    seed: Seed | None = Field(None, description="Prompt RNG seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")
+
+    def tag(self) -> str:
+        src = self.path.rstrip("/").rsplit("/", 1)[-1].split(".")[0] if self.path else "synthetic"
+        return f"sessions-{src}-t{self.turns}-{self.prompt_len}-{self.answer_len}"
+
+    def lengths(self) -> tuple[int, int]:
+        return self.turns * (self.prompt_len + self.answer_len), self.answer_len
+
+
 WorkloadSpec = Annotated[
     Annotated[RandomWorkload, Tag("<random>")]
     | Annotated[FileWorkload, Tag("<file>")]
-    | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")],
+    | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")]
+    | Annotated[TraceWorkload, Tag("<trace>")]
+    | Annotated[SessionsWorkload, Tag("<sessions>")],
     kind_of("random"),
 ]
 
@@ -219,12 +274,12 @@ _WORKLOADS: TypeAdapter = TypeAdapter(WorkloadSpec)
 
 def parse_load(load: Any) -> ConcurrencyLoad | RateLoad | OfflineLoad:
     """A typed load from a dict (or a typed load, returned as is); ConfigError, one line."""
-    return load if isinstance(load, (ConcurrencyLoad, RateLoad, OfflineLoad)) else _parse(_LOADS, load, "load")
+    return load if isinstance(load, (ConcurrencyLoad, RateLoad, TraceLoad, OfflineLoad)) else _parse(_LOADS, load, "load")
 
 
-def parse_workload(workload: Any) -> RandomWorkload | FileWorkload | SharedPrefixWorkload:
+def parse_workload(workload: Any) -> RandomWorkload | FileWorkload | SharedPrefixWorkload | TraceWorkload | SessionsWorkload:
     """A typed workload from a dict (or a typed workload, returned as is); ConfigError, one line."""
-    if isinstance(workload, (RandomWorkload, FileWorkload, SharedPrefixWorkload)):
+    if isinstance(workload, (RandomWorkload, FileWorkload, SharedPrefixWorkload, TraceWorkload, SessionsWorkload)):
         return workload
     return _parse(_WORKLOADS, workload, "workload")
 

@@ -218,7 +218,10 @@ _UNKNOWN_LENGTHS = (512, 256)  # file workloads without lengths
 
 def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -> float:
     """Rough seconds for one point (warm-up + measured requests): prefill at the catalog
-    FLOPS plus decode at a bandwidth-bound step rate; rate loads last at least n / rate."""
+    FLOPS plus decode at a bandwidth-bound step rate; rate loads last at least n / rate.
+    A trace replay lasts as long as its trace, which the plan does not read: 0 (not estimated)."""
+    if point.load.kind == "trace":
+        return 0.0
     kind = "cpu" if hardware.vendor == "cpu" else "gpu"
     isl, osl = point.workload.lengths() or _UNKNOWN_LENGTHS
     n = point.n_warmup + point.n_requests

@@ -34,6 +34,7 @@ from bench.plan.points import (
     PositiveInt,
     Rate,
     RateLoad,
+    TraceLoad,
     StrictBool,
     WorkloadSpec,
     kind_of,
@@ -83,6 +84,35 @@ class RateLevels(_Strict):
         return [RateLoad(rate_rps=rate, **shape) for rate in self.rate_rps]
 
 
+class CapacitySettings(_Strict):
+    """`capacity:` of a sweep file: the SLO capacity search `bench capacity SWEEP` runs."""
+
+    slo: str  # e.g. "ttft_p95=2s,tpot_p95=100ms" (bench.plan.capacity.parse_slo)
+    load: Literal["rate", "concurrency"] = "rate"
+    repeats: PositiveInt = 3
+    start: Rate | None = None  # first level (requests/s or requests); None: 1
+    max_level: Rate | None = None
+    tolerance: Rate = 0.1  # rates: stop when the bracket is within this share of the passing level
+    max_steps: PositiveInt = 8  # bisections at most
+
+    @model_validator(mode="after")
+    def _slo_parses(self) -> CapacitySettings:
+        from bench.plan.capacity import parse_slo
+
+        parse_slo(self.slo)
+        return self
+
+
+class TraceLevels(_Strict):
+    """Replay a trace workload on its own schedule: one `TraceLoad` point per in-flight cap."""
+
+    kind: Literal["trace"]
+    max_concurrency: _levels(PositiveInt | None) = [None]
+
+    def expand(self) -> list[TraceLoad]:
+        return [TraceLoad(max_concurrency=c) for c in self.max_concurrency]
+
+
 class OfflineLevels(_Strict):
     """Offline batches (vllm-offline / hf engines): one `OfflineLoad` point per `batch` size."""
 
@@ -96,6 +126,7 @@ class OfflineLevels(_Strict):
 Levels = Annotated[
     Annotated[ConcurrencyLevels, Tag("<concurrency>")]
     | Annotated[RateLevels, Tag("<rate>")]
+    | Annotated[TraceLevels, Tag("<trace>")]
     | Annotated[OfflineLevels, Tag("<offline>")],
     kind_of("concurrency"),
 ]
@@ -182,6 +213,8 @@ class SweepSpec(_Strict):
     stall_timeout_s: Annotated[float, Field(gt=0)] | None = 300.0  # no byte from the server; None: off
     # Client worker processes driving the load (bench.load.workers); None: chosen from the load and the cores.
     client_workers: PositiveInt | None = None
+    # `bench capacity SWEEP`: an SLO capacity search instead of the loads (bench.plan.capacity).
+    capacity: CapacitySettings | None = None
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
 
     @model_validator(mode="after")

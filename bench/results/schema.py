@@ -4,6 +4,7 @@
       run.json                  summary (this schema), rewritten atomically after every point
       requests/<point_id>.parquet   per-request records of one load point (RequestRecord rows)
       power.parquet             power time series, when telemetry recorded one
+      server_metrics.parquet    the engine's /metrics sampled during every point (bench.telemetry.server_metrics)
       engine.log                the engine's own log
 
 `status` is "running" until the run ends; only a run that ended normally is "complete".

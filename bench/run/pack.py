@@ -104,6 +104,10 @@ class _QueueSink:
         if frame is not None and len(frame):
             self.q.put(("power", self.config_id, frame.to_dict(orient="list")))
 
+    def server_metrics(self, frame) -> None:
+        if frame is not None and len(frame):
+            self.q.put(("server_metrics", self.config_id, frame.to_dict(orient="list")))
+
 
 def _worker(plan_json: str, config_id: str, point_ids: list[str], devices: list[int], visible: list[int],
             run_dir: str, env, q) -> None:
@@ -182,6 +186,10 @@ def execute_packed(plan, env, sink, todo: dict[str, list], devices: dict[str, li
                 import pandas as pd
 
                 sink.power(pd.DataFrame(payload))
+            elif kind == "server_metrics":
+                import pandas as pd
+
+                sink.server_metrics(pd.DataFrame(payload))
             elif kind == "error":
                 failed[cid] = payload
             elif kind == "done":
@@ -233,6 +241,9 @@ class _ReferenceSink:
         self.parent.note(f"pack_reference_{key}", config_id, value)
 
     def power(self, frame) -> None:
+        pass
+
+    def server_metrics(self, frame) -> None:
         pass
 
 

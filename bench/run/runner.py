@@ -9,6 +9,7 @@ the run interrupted and keeps every point already measured.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from bench.run.scope import (
     idle_baseline,
     open_scoped,
     power_frame,
+    server_metrics_frame,
     write_power,
+    write_server_metrics,
 )
 from bench.run.status import final_status
 
@@ -84,7 +87,7 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 
 def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = False,
-            on_event: Callable[[str, dict], None] | None = None, pack: bool = False) -> RunResult:
+            on_event: Callable[[str, dict], None] | None = None, pack: bool = False, search=None) -> RunResult:
     """Run every point of `plan` into `run_dir`; returns the final RunResult.
 
     Each engine configuration runs on its own devices (bench.run.devices), measured by a
@@ -93,14 +96,17 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     `on_event(kind, info)` receives progress events ("engine_start", "point_start",
     "request_done", "point_done", "engine_failed") for progress bars; it never affects results.
     The run folder is locked for the call (bench.run.lock): a second process is refused.
+    `search` (a bench.plan.capacity.CapacitySearch) replaces the plan's points by an SLO
+    capacity search on its one configuration and workload (bench.run.capacity).
     """
     from bench.run.lock import RunLock
 
     with RunLock(run_dir):
-        return _execute(plan, Path(run_dir), env, resume, on_event, pack)
+        return _execute(plan, Path(run_dir), env, resume, on_event, pack, search)
 
 
-def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_event, pack: bool) -> RunResult:
+def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_event, pack: bool,
+             search=None) -> RunResult:
     emit = on_event or (lambda kind, info: None)
     visible = env.visible_devices()  # devices checked before anything is written
     if pack and visible is None:
@@ -120,7 +126,12 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
     try:
         todo = {c.config_id(): [p for p in plan.points_for(c.config_id()) if p.point_id not in done]
                 for c in plan.engine_configs}
-        if pack:
+        if search is not None:
+            from bench.run.capacity import run_capacity
+
+            cid = plan.engine_configs[0].config_id()
+            run_capacity(search, plan, run_dir, env, sink, emit, result, devices[cid], visible)
+        elif pack:
             from bench.run.pack import execute_packed
 
             execute_packed(plan, env, sink, todo, devices, visible, emit)
@@ -141,6 +152,7 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
         raise
     finally:
         write_power(run_dir, sink.power_frames, result)
+        write_server_metrics(run_dir, sink.server_metrics_frames, result)
         result.finished_utc = utc_now()
         write_summary(run_dir, result)
     return result
@@ -237,11 +249,12 @@ def _start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices
 
 
 def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visible=None,
-                raise_start=False, measure_others=True) -> None:
+                raise_start=False, measure_others=True, more=None) -> None:
     """Start the engine once, run its points, restart it if it dies mid-point.
 
     Telemetry is opened for exactly `devices`; with `measure_others` the idle power of the
-    other visible devices is recorded beside it (never added)."""
+    other visible devices is recorded beside it (never added). `more(point_result)`, when
+    given, returns the points to run next (an adaptive search on the same engine)."""
     cid = cfg.config_id()
     telemetry = open_scoped(plan.telemetry, env, devices)
     if telemetry is not None:
@@ -272,7 +285,7 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
             started = utc_now()
             emit("point_start", {"point_id": point.point_id, "n": point.n_warmup + point.n_requests})
             try:
-                pr = _measure(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started)
+                pr = _measure(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started, sink)
             except EngineDied as e:
                 pr = _died_point(point, f"engine died: {e}", getattr(e, "records", None), started, run_dir)
                 engine.stop()
@@ -283,6 +296,8 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
             sink.point(pr)
             emit("point_done", {"point_id": point.point_id, "point": pr})
             pending.pop(0)
+            if more is not None:
+                pending.extend(more(pr))
             if restarts > 3:
                 _fail_all(pending, "failed", "engine died more than 3 times; configuration abandoned", sink, emit)
                 return
@@ -313,9 +328,21 @@ def _fail_all(points, status, reason, sink, emit) -> None:
         emit("point_done", {"point_id": p.point_id, "point": pr})
 
 
-def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started) -> PointResult:
+def workload_seed(sweep_seed: int, point: PointSpec) -> int:
+    """The prompt seed of a point whose workload sets none: a stable hash (crc32, not Python's
+    salted hash()) of the sweep seed and the point id, so every point of a run gets prompts of
+    its own (a prefix cache never serves one point with another's prompts) and a resumed or
+    repeated run gets the same ones. The point id holds the repeat index, so repeats differ too."""
+    return zlib.crc32(f"{sweep_seed}:{point.point_id}".encode())
+
+
+def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started,
+             sink=None) -> PointResult:
+    from bench.telemetry.server_metrics import ServerMetricsScraper
+
     vocab = spec.config_json().get("vocab_size") if spec is not None else None
-    workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=plan.seed + point.repeat)
+    workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=workload_seed(plan.seed, point))
+    scraper = reset = None
     if engine.kind == "batch":  # static batches generated in-process (bench.load.static)
         from bench.load.static import run_static_point
 
@@ -324,16 +351,23 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
     else:
         from bench.load.driver import run_point_sync
 
+        reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
         before = engine.server_counters()
-        pr = run_point_sync(
-            engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
-            endpoint=plan.endpoint, progress=lambda info: emit("request_done", info),
-            timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s, workers=env.client_workers,
-            stalled=lambda n: emit("requests_stalled", {"n": n}),
-        )
-        records = pr.records
-        client = pr.client_token_counts()
-        after = _settled_counters(engine, before, client)
+        scraper = ServerMetricsScraper(engine.base_url).start()
+        try:
+            pr = run_point_sync(
+                engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
+                endpoint=plan.endpoint, progress=lambda info: emit("request_done", info),
+                timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s, workers=env.client_workers,
+                stalled=lambda n: emit("requests_stalled", {"n": n}),
+            )
+            records = pr.records
+            client = pr.client_token_counts()
+            after = _settled_counters(engine, before, client)
+        finally:
+            scraper.stop()
+            if sink is not None:
+                sink.server_metrics(server_metrics_frame(scraper, cfg.config_id(), point.point_id))
         facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
                  "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
         if not engine.alive() or (any(not r.ok for r in records) and not engine.healthy()):
@@ -348,7 +382,8 @@ def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir,
     result = build_point_result(
         point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
         client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
-        started_utc=started,
+        started_utc=started, server_metrics=scraper.summary_between(t0, t1) if scraper else None,
+        prefix_cache_reset=reset,
     )
     result.requests_file = write_requests(run_dir, point.point_id, records)
     return result

@@ -12,6 +12,7 @@ from typing import Any
 from bench.results import PointResult, RunResult, write_summary
 
 POWER_FILE = "power.parquet"
+SERVER_METRICS_FILE = "server_metrics.parquet"
 
 
 class ResultSink:
@@ -23,6 +24,7 @@ class ResultSink:
         self.run_dir = Path(run_dir)
         self.result = result
         self.power_frames: list = []
+        self.server_metrics_frames: list = []
 
     def point(self, pr: PointResult) -> None:
         self.result.points.append(pr)
@@ -35,6 +37,10 @@ class ResultSink:
     def power(self, frame) -> None:
         if frame is not None and len(frame):
             self.power_frames.append(frame)
+
+    def server_metrics(self, frame) -> None:
+        if frame is not None and len(frame):
+            self.server_metrics_frames.append(frame)
 
 
 def open_scoped(requested: str, env, devices: list[int] | None):
@@ -65,6 +71,36 @@ def write_power(run_dir: Path, frames: list, result) -> None:
         result.extra["power_file"] = POWER_FILE
     except OSError as e:  # a full disk must not hide the points already written
         result.extra["power_file_error"] = str(e)
+
+
+def server_metrics_frame(scraper, config_id: str, point_id: str):
+    """One point's /metrics samples (bench.telemetry.server_metrics) as server_metrics.parquet rows."""
+    frame = scraper.frame()
+    frame.insert(0, "point_id", point_id)
+    frame.insert(0, "config_id", config_id)
+    return frame
+
+
+def write_server_metrics(run_dir: Path, frames: list, result) -> None:
+    """Every point's /metrics samples in one long table (config_id, point_id, t_s, metric, value).
+    A resumed run keeps the samples of the points it does not measure again."""
+    if not frames:
+        return
+    import pandas as pd
+
+    path = run_dir / SERVER_METRICS_FILE
+    new = pd.concat(frames, ignore_index=True)
+    try:
+        if path.is_file():
+            try:
+                old = pd.read_parquet(path)
+                new = pd.concat([old[~old["point_id"].isin(set(new["point_id"]))], new], ignore_index=True)
+            except (ValueError, KeyError, OSError) as e:  # an unreadable file is replaced, and said so
+                result.extra["server_metrics_file_replaced"] = f"{type(e).__name__}: {e}"[:300]
+        new.to_parquet(path, index=False)
+        result.extra["server_metrics_file"] = SERVER_METRICS_FILE
+    except OSError as e:  # a full disk must not hide the points already written
+        result.extra["server_metrics_file_error"] = str(e)
 
 
 def idle_baseline(telemetry, requested: str, env, others: list[int]) -> dict:

@@ -34,7 +34,7 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -
 
 
 def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir: Path | None = None,
-             pack: bool = False):
+             pack: bool = False, search=None):
     """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult).
 
     `pack`: configurations on disjoint devices run at the same time (docs/packing.md)."""
@@ -42,7 +42,8 @@ def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir
     on_event = progress.on_event if progress is not None else None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated job keeps its points too
     try:
-        result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack)
+        result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack,
+                         search=search)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
     finally:

@@ -7,6 +7,16 @@ records the `time.perf_counter()` at which it wrote every chunk. perf_counter is
 CLOCK_MONOTONIC on Linux, so a client in another process can compare its own stamps
 with the server's. It also serves `/metrics` (Prometheus text, vLLM's counter names),
 `/health`, `/v1/models` and `/fake/emits` (the recorded emit times as JSON).
+With `reasoning_tokens=N` a chat stream's first N tokens go out as `delta.reasoning` (or
+`reasoning_field`, e.g. the older `reasoning_content`), as vLLM's reasoning parsers stream them.
+
+`/metrics` also carries vLLM's scheduler gauges and prefix-cache counters, from a simple
+model: requests running (at most `max_num_seqs`, the rest waiting), KV-cache usage (their
+prompt + output tokens / `kv_capacity_tokens`), preemptions (one per `preempt_every`-th
+request), and a prefix cache of 16-token blocks: each admitted prompt adds its length to
+`prefix_cache_queries` and the tokens of its leading blocks already seen to
+`prefix_cache_hits`. `POST /reset_prefix_cache` empties that cache (`{"success": true}`),
+as vLLM does with VLLM_SERVER_DEV_MODE=1; `dev_mode=False` answers 404 as vLLM does without.
 
 Faults, for reliability tests (each on every k-th request, see FakeServerConfig): HTTP 500,
 a connection closed mid-stream, a stream that stops half-way with the connection open
@@ -51,7 +61,15 @@ FD_LIMIT = 65536  # open files wanted by a server process (one per connection); 
 COUNTER_NAMES = (
     ("vllm:prompt_tokens_total", "prompt_tokens", "Number of prefill tokens processed."),
     ("vllm:generation_tokens_total", "generation_tokens", "Number of generation tokens processed."),
+    ("vllm:num_preemptions_total", "preemptions", "Cumulative number of preemption from the engine."),
+    ("vllm:prefix_cache_queries_total", "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."),
+    ("vllm:prefix_cache_hits_total", "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."),
 )
+GAUGE_NAMES = (
+    ("vllm:num_requests_running", "running_requests", "Number of requests in model execution batches."),
+    ("vllm:num_requests_waiting", "waiting_requests", "Number of requests waiting to be processed."),
+)
+PREFIX_BLOCK_TOKENS = 16  # vLLM's default block size: the cache matches whole blocks
 
 
 @dataclass
@@ -75,7 +93,13 @@ class FakeServerConfig:
     garbage_every: int = 0  # half-way through the stream, a `data:` line that is not JSON
     not_sse_every: int = 0  # answer 200 with a body that is not SSE (an HTML error page)
     headers_delay_s: float = 0.0  # wait this long before the response headers (slow headers)
+    reasoning_tokens: int = 0  # chat: the first N generated tokens stream as reasoning deltas, then the answer
+    reasoning_field: str = "reasoning"  # the delta key of reasoning text (vLLM >= 0.10); "reasoning_content" before
     model: str = "fake-model"
+    max_num_seqs: int = 0  # requests generating at once; the rest wait (0: no cap)
+    preempt_every: int = 0  # count a preemption when the k-th request is admitted
+    kv_capacity_tokens: int = 65536  # KV-cache size for the usage gauge (tokens)
+    dev_mode: bool = True  # serve POST /reset_prefix_cache (vLLM: VLLM_SERVER_DEV_MODE=1)
 
 
 def _hit(every: int, k: int) -> bool:
@@ -91,12 +115,27 @@ def _prompt_tokens(body: dict) -> int:
     return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
 
 
-def _metrics_text(model: str, counts: dict) -> str:
-    """Prometheus text of the token counters in `counts` (COUNTER_NAMES keys), vLLM's names and labels."""
+def _prompt_units(body: dict) -> list:
+    """The prompt as the units the fake's prefix cache matches: token ids, else words."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        return prompt
+    if isinstance(prompt, str):
+        return prompt.split()
+    return [w for m in body.get("messages", []) for w in str(m.get("content", "")).split()]
+
+
+def _metrics_text(model: str, counts: dict, kv_capacity_tokens: int = 65536) -> str:
+    """Prometheus text of `counts` (COUNTER_NAMES and GAUGE_NAMES keys, "kv_tokens"), vLLM's names and labels."""
     labels = f'{{engine="0",model_name="{model}"}}'
     lines = []
     for name, key, doc in COUNTER_NAMES:
         lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{labels} {float(counts[key])}"]
+    for name, key, doc in GAUGE_NAMES:
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name}{labels} {float(counts[key])}"]
+    usage = min(1.0, counts["kv_tokens"] / kv_capacity_tokens)
+    lines += ["# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+              "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{labels} {usage}"]
     return "\n".join(lines) + "\n"
 
 
@@ -117,6 +156,10 @@ class _App:
         self.release: asyncio.Event | None = None  # set on shutdown: frees hung and stalled handlers
         self.shared_port: int | None = None  # multi-process: the port all processes listen on
         self.peers: list[int] = []  # multi-process: the other processes' control ports
+        self.running = self.waiting = self.kv_tokens = self.admitted = 0
+        self.preemptions = self.prefix_cache_queries = self.prefix_cache_hits = 0
+        self.blocks: set[int] = set()  # chained hashes of the prompt blocks seen
+        self.slots: asyncio.Semaphore | None = None  # max_num_seqs, made on the serving loop
 
     async def _hold(self, request: web.Request) -> None:
         """Keep a request open until the server stops, then drop its connection."""
@@ -135,12 +178,61 @@ class _App:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/fake/emits", self.emit_times)
         app.router.add_get("/fake/counters", self.local_counters)
+        if self.cfg.dev_mode:
+            app.router.add_post("/reset_prefix_cache", self.reset_prefix_cache)
         return app
+
+    def _lookup(self, units: list) -> None:
+        """Count a prompt's prefix-cache queries and hits (leading whole blocks seen before), then cache it."""
+        self.prefix_cache_queries += len(units)
+        h, matching = 0, True
+        for i in range(0, len(units) - PREFIX_BLOCK_TOKENS + 1, PREFIX_BLOCK_TOKENS):
+            h = hash((h, tuple(units[i:i + PREFIX_BLOCK_TOKENS])))
+            if matching and h in self.blocks:
+                self.prefix_cache_hits += PREFIX_BLOCK_TOKENS
+            else:
+                matching = False
+                self.blocks.add(h)
+        if len(self.blocks) > 1_000_000:  # a bounded cache: forget everything, as an eviction would
+            self.blocks.clear()
+
+    async def reset_prefix_cache(self, request: web.Request) -> web.Response:
+        self.blocks.clear()
+        return web.json_response({"success": True})
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Admission as a scheduler sees it (waiting, then running; prefix cache, KV usage), then `_handle`."""
+        body = json.loads(await request.read())
+        n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        if self.cfg.max_num_seqs and self.slots is None:
+            self.slots = asyncio.Semaphore(self.cfg.max_num_seqs)
+        self.waiting += 1
+        try:
+            if self.slots is not None:
+                await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        units = _prompt_units(body)
+        self.admitted += 1
+        self.running += 1
+        self.kv_tokens += len(units) + n_out
+        self.preemptions += _hit(self.cfg.preempt_every, self.admitted)
+        self._lookup(units)
+        try:
+            return await self._handle(request, body)
+        finally:
+            self.running -= 1
+            self.kv_tokens -= len(units) + n_out
+            if self.slots is not None:
+                self.slots.release()
 
     def counters(self) -> dict:
         """This process's counts, and the CPU seconds of the thread that serves (all of its work)."""
         return {"n_requests": self.n_requests, "prompt_tokens": self.prompt_tokens,
-                "generation_tokens": self.generation_tokens, "cpu_s": time.thread_time()}
+                "generation_tokens": self.generation_tokens, "cpu_s": time.thread_time(),
+                "running_requests": self.running, "waiting_requests": self.waiting, "kv_tokens": self.kv_tokens,
+                "preemptions": self.preemptions, "prefix_cache_queries": self.prefix_cache_queries,
+                "prefix_cache_hits": self.prefix_cache_hits}
 
     async def local_counters(self, request: web.Request) -> web.Response:
         return web.json_response(self.counters())
@@ -161,15 +253,15 @@ class _App:
                 for port in self.peers:
                     async with session.get(f"http://127.0.0.1:{port}/fake/counters") as r:
                         counts.append(await r.json())
-        return web.Response(text=_metrics_text(self.cfg.model, _sum_counters(counts)), content_type="text/plain")
+        return web.Response(text=_metrics_text(self.cfg.model, _sum_counters(counts), self.cfg.kv_capacity_tokens),
+                            content_type="text/plain")
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, body: dict) -> web.StreamResponse:
         t_recv = time.perf_counter()
         cfg = self.cfg
         self.n_requests += 1
         k = self.n_requests
         key = request.headers.get("X-Request-Id", f"fake-{k}" if self.index is None else f"fake-{self.index}.{k}")
-        body = json.loads(await request.read())
         chat = request.path.endswith("chat/completions")
         if _hit(cfg.fail_http_every, k):
             return web.json_response({"error": {"message": "injected failure", "code": 500}}, status=500)
@@ -197,7 +289,11 @@ class _App:
             f'{{"id":"{rid}","object":"{"chat.completion.chunk" if chat else "text_completion"}",'
             f'"created":{int(time.time())},"model":"{cfg.model}","choices":['
         )
-        record = {"t_recv": t_recv, "chunks": []}  # chunks: [t_write, tokens carried]
+        n_think = min(cfg.reasoning_tokens, n_out) if chat else 0
+        # chunks: [t_write, tokens carried]; the first `reasoning_tokens` generated tokens were reasoning
+        record = {"t_recv": t_recv, "chunks": [], "prompt_tokens": n_prompt, "reasoning_tokens": n_think}
+        if chat:
+            record["n_messages"] = len(body.get("messages") or [])
         if self.index is not None:
             record["proc"] = self.index
         self.emits[key] = record
@@ -235,6 +331,9 @@ class _App:
             if done:
                 await asyncio.sleep(cfg.itl_s)
             n_tok = min(cfg.tokens_per_chunk, n_out - done)
+            field = "content"
+            if done < n_think:  # a chunk is all reasoning or all answer
+                n_tok, field = min(n_tok, n_think - done), cfg.reasoning_field
             if cfg.empty_chunks:
                 await emit(self._choice(chat, "", None, None), done, 0)
             ids = list(range(1000 + done, 1000 + done + n_tok))
@@ -242,7 +341,7 @@ class _App:
             text = "" if cfg.empty_text else "".join(f" t{i}" for i in ids)
             finish = '"length"' if done >= n_out else "null"
             self.generation_tokens += n_tok
-            await emit(self._choice(chat, text, ids if ids_on else None, finish), done, n_tok)
+            await emit(self._choice(chat, text, ids if ids_on else None, finish, field), done, n_tok)
         if usage_on:
             final = (
                 f'data: {head}],"usage":{{"prompt_tokens":{n_prompt},"total_tokens":{n_prompt + done},'
@@ -255,11 +354,11 @@ class _App:
         return resp
 
     @staticmethod
-    def _choice(chat: bool, text: str, ids: list[int] | None, finish: str | None) -> str:
+    def _choice(chat: bool, text: str, ids: list[int] | None, finish: str | None, field: str = "content") -> str:
         tid = f',"token_ids":{json.dumps(ids)}' if ids is not None else ""
         fin = finish or "null"
         if chat:
-            delta = json.dumps({"content": text}) if text else "{}"
+            delta = json.dumps({field: text}) if text or field != "content" else "{}"
             return f'{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{fin}{tid}}}'
         return f'{{"index":0,"text":{json.dumps(text)},"logprobs":null,"finish_reason":{fin},"stop_reason":null{tid}}}'
 
@@ -396,7 +495,9 @@ class FakeServer:
 
     def emits(self) -> dict[str, dict]:
         """X-Request-Id -> {"t_recv": s, "chunks": [[t_write_s, tokens], ...]} (perf_counter seconds),
-        merged over the processes (then each record also has "proc": the process's index)."""
+        "prompt_tokens" (counted as in /metrics), "reasoning_tokens" (the first generated tokens that
+        went out as reasoning) and, for chat, "n_messages"; merged over the processes (then each
+        record also has "proc": the process's index)."""
         merged: dict[str, dict] = {}
         for url in self._urls():
             part = json.loads(self._get(url + "/fake/emits"))
@@ -414,7 +515,7 @@ class FakeServer:
         """/metrics as vLLM writes it: the token counters, summed over the processes."""
         if not self._control_ports:
             return self._get(self.base_url + "/metrics").decode()
-        return _metrics_text(self.config.model, self.counters())
+        return _metrics_text(self.config.model, self.counters(), self.config.kv_capacity_tokens)
 
 
 def _serve(config: FakeServerConfig, port: int, index: int | None) -> None:

@@ -1,0 +1,158 @@
+"""The engine's own Prometheus metrics over time: a scraper thread and the window summary.
+
+    scraper = ServerMetricsScraper(engine.base_url).start()   # before the point's warm-up
+    ... the point runs ...
+    scraper.stop()
+    summary = scraper.summary_between(t0_s, t1_s)    # the measurement window, perf_counter s
+    frame = scraper.frame()                          # t_s, metric, value (server_metrics.parquet)
+
+Like the power samples (bench.telemetry.base), every sample is stamped with
+`time.perf_counter()` at the midpoint of its GET, the clock of the client's window, so a
+window summary needs no offsets. vLLM 0.32 names (vllm/v1/metrics/loggers.py) are mapped
+to short ones; a server that exposes none of them (not vLLM) yields no samples, and the
+scraper stops asking after a few failed reads
+(one that got a sample keeps asking: a late answer is a gap, not the end).
+
+Gauges are point-in-time values of the engine's last scheduler step, sampled every
+`interval_s`: a peak shorter than the interval can fall between two samples, so a maximum
+over the window is a lower bound of the true peak.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+DEFAULT_INTERVAL_S = 0.5
+MAX_FAILED_READS = 3  # failed GETs before a scraper that never got a sample gives up (no /metrics)
+READ_TIMEOUT_S = 5.0  # a server busy with the load can answer late: the sample is late, not lost
+
+# vLLM's sample name -> (short name, how samples of several label sets (one per engine of a DP
+# deployment) combine). kv_cache_usage is a fraction (1.0 = full) per engine: the fullest counts.
+METRICS: dict[str, tuple[str, str]] = {
+    "vllm:num_requests_running": ("running_requests", "sum"),
+    "vllm:num_requests_waiting": ("waiting_requests", "sum"),
+    "vllm:kv_cache_usage_perc": ("kv_cache_usage", "max"),
+    "vllm:num_preemptions_total": ("preemptions", "sum"),
+    "vllm:prefix_cache_queries_total": ("prefix_cache_queries", "sum"),
+    "vllm:prefix_cache_hits_total": ("prefix_cache_hits", "sum"),
+}
+COUNTER_METRICS = ("preemptions", "prefix_cache_queries", "prefix_cache_hits")
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The METRICS samples of a Prometheus text page, by short name, label sets combined."""
+    values: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):  # comments and other exporters' samples
+            continue
+        m = _SAMPLE.match(line)
+        if m and m.group(1) in METRICS:
+            values.setdefault(m.group(1), []).append(float(m.group(3)))
+    out = {}
+    for name, vs in values.items():
+        short, how = METRICS[name]
+        out[short] = max(vs) if how == "max" else sum(vs)
+    return out
+
+
+class ServerMetricsScraper:
+    """GETs `base_url`/metrics every `interval_s` on a background thread; keeps (t_s, values)."""
+
+    def __init__(self, base_url: str, interval_s: float = DEFAULT_INTERVAL_S,
+                 clock: Callable[[], float] = time.perf_counter, fetch: Callable[..., tuple[int, str]] | None = None):
+        if fetch is None:
+            from bench.engines.process import http_get as fetch
+        self.url = base_url.rstrip("/") + "/metrics"
+        self.interval_s = interval_s
+        self.clock = clock
+        self.fetch = fetch
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.failed_reads = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample_once(self) -> None:
+        """One GET; a sample is kept when the page holds any of METRICS."""
+        if not self.samples and self.failed_reads >= MAX_FAILED_READS:
+            return
+        t_before = self.clock()
+        status, body = self.fetch(self.url, timeout_s=READ_TIMEOUT_S)
+        t_s = (t_before + self.clock()) / 2
+        values = parse_metrics(body) if status == 200 else {}
+        with self._lock:
+            if values:
+                self.samples.append((t_s, values))
+            else:
+                self.failed_reads += 1
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._stop.clear()
+            self.sample_once()
+            self._thread = threading.Thread(target=self._loop, name="bench-server-metrics", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sample_once()
+            except Exception:  # noqa: BLE001  a bad page must not end the run; it shows as a gap
+                self.failed_reads += 1
+
+    def stop(self) -> None:
+        """Stop the thread after one last sample; samples are kept."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.sample_once()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def summary_between(self, t0_s: float, t1_s: float) -> dict[str, Any] | None:
+        """`window_summary` of the samples so far; None when none was taken."""
+        with self._lock:
+            samples = list(self.samples)
+        return window_summary(samples, t0_s, t1_s, self.interval_s) if samples else None
+
+    def frame(self):
+        """Every sample as long rows: t_s (perf_counter s), metric (short name), value."""
+        import pandas as pd
+
+        with self._lock:
+            rows = [{"t_s": t, "metric": k, "value": v} for t, values in self.samples for k, v in sorted(values.items())]
+        return pd.DataFrame(rows, columns=["t_s", "metric", "value"]).astype({"t_s": "float64", "value": "float64"})
+
+
+def window_summary(samples: list[tuple[float, dict[str, float]]], t0_s: float, t1_s: float,
+                   interval_s: float | None = None) -> dict[str, Any]:
+    """Gauges over the samples inside [t0_s, t1_s] (max, mean; None without such a sample),
+    counters as the difference between the last sample at or before t0_s and the first at or
+    after t1_s (so a counter delta covers the window, and up to one interval either side)."""
+    inside = [v for t, v in samples if t0_s <= t <= t1_s]
+    out: dict[str, Any] = {"n_samples": len(inside), "interval_s": interval_s}
+    for key in ("running_requests", "waiting_requests", "kv_cache_usage"):
+        vs = [v[key] for v in inside if key in v]
+        out[f"{key}_max"] = max(vs) if vs else None
+        out[f"{key}_mean"] = sum(vs) / len(vs) if vs else None
+    both = [v["running_requests"] + v["waiting_requests"] for v in inside
+            if "running_requests" in v and "waiting_requests" in v]
+    out["in_server_requests_max"] = max(both) if both else None
+    before = [v for t, v in samples if t <= t0_s]
+    after = [v for t, v in samples if t >= t1_s]
+    for key in COUNTER_METRICS:
+        a = next((v[key] for v in reversed(before) if key in v), None)
+        b = next((v[key] for v in after if key in v), None)
+        out[f"{key}_in_window"] = b - a if a is not None and b is not None else None
+    return out

@@ -1,0 +1,49 @@
+"""The SLO capacity search and a trace replay on the real vLLM server (CPU, tiny Llama)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.plan import plan_from_options
+from bench.plan.capacity import CapacitySearch, parse_slo
+from bench.run.runner import execute
+
+SAMPLES = "tests/data/traces"
+
+
+@pytest.mark.vllm
+def test_a_short_capacity_search_on_the_tiny_model_converges(vllm_server, run_env, tmp_path):
+    plan = plan_from_options("tiny-llama", concurrency=[1], input_len=32, output_len=16, hardware=run_env.hardware,
+                             n_devices=1, engine="endpoint", endpoint_url=vllm_server.base_url)
+    # TPOT grows with the batch on 2 cores: a p50 limit between c=1's and c=16's puts the boundary inside
+    search = CapacitySearch(parse_slo("tpot_p50=2.2ms"), kind="concurrency", repeats=2, start=2, max_level=32)
+    result = execute(plan.model_copy(update={"points": plan.points[:1]}), tmp_path / "cap", run_env, search=search)
+    (summary,) = result.extra["capacity"].values()
+    levels = [s["level"] for s in summary["steps"]]
+    passed = {s["level"]: s["passed"] for s in summary["steps"]}
+    assert len(levels) == len(set(levels)) >= 3 and result.status == "complete"
+    b, hi = summary["boundary"], summary["first_failing"]
+    if b is not None and hi is not None:  # converged: adjacent levels, one passing and one failing
+        assert hi - b == 1 and passed[b] and not passed[hi]
+    assert all(p.status == "ok" for p in result.points)
+    assert len(result.points) == 2 * len(levels)  # every probe is an ordinary point on disk
+
+
+@pytest.mark.vllm
+def test_a_mooncake_trace_replays_on_its_schedule(vllm_server, run_env, tmp_path):
+    from bench.plan import build_plan, sweep_from_dict
+
+    sweep = sweep_from_dict({
+        "models": ["tiny-llama"], "engine": "endpoint", "endpoint_url": vllm_server.base_url,
+        "workloads": [{"kind": "trace", "format": "mooncake", "path": f"{SAMPLES}/mooncake_sample.jsonl",
+                       "speedup": 4.0, "limit": 30}],
+        "loads": [{"kind": "trace"}], "telemetry": "none",
+    }, source="test")
+    plan = build_plan(sweep, run_env.hardware, 1)
+    result = execute(plan, tmp_path / "trace", run_env)
+    (point,) = result.points
+    assert point.status == "ok", point.error
+    assert point.n_requests == 30 and point.n_failed == 0
+    m = point.metrics
+    assert m.schedule_lag_s_p50 is not None and m.schedule_lag_s_p50 < 0.01
+    assert m.ttft_sched_s_p50 >= m.ttft_s_p50 - 0.002
