@@ -87,3 +87,39 @@ def test_closed_loops_have_no_schedule_and_a_trace_load_needs_timestamps():
         assert summarize(pr.records, (pr.window_t0_s, pr.window_t1_s), 1).ttft_sched_s_p50 is None
         with pytest.raises(ConfigError, match="trace workload's timestamps"):
             run_point_sync(srv.base_url, "fake-model", RandomWorkload(8, 2, 500), {"kind": "trace"}, 0, 6)
+
+
+def test_a_mooncake_replay_shows_the_server_identical_prefixes_exactly_where_hash_ids_repeat():
+    import json
+    from pathlib import Path
+
+    from bench.load.traces import TraceReplay
+
+    path = Path(__file__).parent / "data" / "traces" / "mooncake_sample.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()][:24]
+    replay = TraceReplay(str(path), "mooncake", 32000, seed=5, speedup=50.0, limit=24)
+    cfg = FakeServerConfig(ttft_s=0.002, itl_s=0.001, record_prompts=True)
+    with FakeServer(cfg, mode="thread") as srv:
+        pr = run_point_sync(srv.base_url, "fake-model", replay, {"kind": "trace"}, 0, 24, workers=2)
+        emits = srv.emits()
+    assert all(r.ok for r in pr.records) and len(pr.records) == 24
+    seen = {r.request_id: emits[f"{pr.client['request_id_prefix']}-{r.request_id}"]["prompt"] for r in pr.records}
+    blocks = {}  # hash id -> the token ids the server received for that block
+    shared = 0
+    for i, row in enumerate(rows):
+        ids = seen[i]
+        assert len(ids) == row["input_length"] and pr.records[i].n_in == row["input_length"]
+        for j, h in enumerate(row["hash_ids"]):
+            block = tuple(ids[j * 512:(j + 1) * 512])
+            if h in blocks:
+                shared += 1
+                full, part = (blocks[h], block) if len(blocks[h]) >= len(block) else (block, blocks[h])
+                assert full[:len(part)] == part  # the same hash id: the same tokens (a last block may be partial)
+            else:
+                for other, tokens in blocks.items():  # a new hash id never repeats another's block
+                    assert tokens[:8] != block[:8], (h, other)
+                blocks[h] = block
+    assert shared >= 5  # the sample shares prefixes, so the check above ran
+    sched = np.asarray(sorted(r.t_sched for r in pr.records))
+    times = np.asarray([row["timestamp"] for row in rows], dtype=float) / 1e3 / 50.0
+    assert sched - sched[0] == pytest.approx(times - times[0], abs=1e-9)

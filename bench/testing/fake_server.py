@@ -100,6 +100,7 @@ class FakeServerConfig:
     preempt_every: int = 0  # count a preemption when the k-th request is admitted
     kv_capacity_tokens: int = 65536  # KV-cache size for the usage gauge (tokens)
     dev_mode: bool = True  # serve POST /reset_prefix_cache (vLLM: VLLM_SERVER_DEV_MODE=1)
+    record_prompts: bool = False  # keep each token prompt's ids in its emit record ("prompt"), for replay tests
 
 
 def _hit(every: int, k: int) -> bool:
@@ -292,6 +293,8 @@ class _App:
         n_think = min(cfg.reasoning_tokens, n_out) if chat else 0
         # chunks: [t_write, tokens carried]; the first `reasoning_tokens` generated tokens were reasoning
         record = {"t_recv": t_recv, "chunks": [], "prompt_tokens": n_prompt, "reasoning_tokens": n_think}
+        if cfg.record_prompts and isinstance(body.get("prompt"), list):
+            record["prompt"] = body["prompt"]
         if chat:
             record["n_messages"] = len(body.get("messages") or [])
         if self.index is not None:
