@@ -157,13 +157,19 @@ def test_resume_runs_only_the_missing_points(server, tmp_path):
             seen.append(info["point_id"])
             raise KeyboardInterrupt
 
+    import pandas as pd
+
     with pytest.raises(KeyboardInterrupt):
         execute(plan, tmp_path, make_env(), on_event=stop_after_first)
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "interrupted"
+    first_power = pd.read_parquet(tmp_path / "power.parquet")
     result = execute(plan, tmp_path, make_env(), resume=True, on_event=lambda k, i: seen.append(i["point_id"]) if k == "point_done" else None)
     assert result.status == "complete"
     assert [p.point_id for p in result.points] == [p.point_id for p in plan.points]
     assert seen == [plan.points[0].point_id, plan.points[1].point_id]  # the first point ran once
+    power = pd.read_parquet(tmp_path / "power.parquet")  # the first session's samples are kept
+    assert len(power) > len(first_power) > 0
+    assert power.iloc[:len(first_power)].reset_index(drop=True).equals(first_power)
 
 
 def test_a_locked_run_folder_refuses_a_second_process_and_a_free_one_is_stale(server, tmp_path):

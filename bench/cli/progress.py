@@ -218,6 +218,8 @@ def summary_table(result) -> str:
         m, e = p.metrics or {}, p.energy or {}
         spec = p.load.model_dump(mode="json")
         load = spec.get("concurrency") or spec.get("rate_rps") or spec.get("batch")
+        if p.load.kind == "trace":  # a trace's own schedule: only its cap, if any, is a level
+            load = f"mc{spec['max_concurrency']}" if spec.get("max_concurrency") else "replay"
         name, cost = next(((n, c) for n, c in p.cost.items() if c.get("usd_per_mtok_output") is not None),
                           (None, {}))
         if name and not scenario:
@@ -225,7 +227,7 @@ def summary_table(result) -> str:
         latency = latency_cells(m, p.valid) if p.status == "ok" else blank_latency
         rows.append({
             "point": p.point_id,
-            "load": f"{p.load.kind[:4]} {load}",
+            "load": f"{p.load.kind[:5] if p.load.kind == 'trace' else p.load.kind[:4]} {load}",
             "status": p.status if p.status != "ok" else ("ok" if p.valid else "INVALID"),
             "out tok/s": _num(m.get("output_tok_s")),
             "tok/s/gpu": _num(m.get("tok_s_per_gpu")),

@@ -115,7 +115,11 @@ def _roofline(cfg, point, model, hardware, n_gpus, metrics, probe) -> Roofline |
     from bench.measure.roofline import point_roofline
 
     wl = point.workload
-    context = int(getattr(wl, "input_len", 0) or 0) + int(wl.output_len or 0) // 2
+    if getattr(wl, "input_len", None) and getattr(wl, "output_len", None):
+        context = int(wl.input_len) + int(wl.output_len) // 2
+    else:  # a file, trace or sessions workload: the mean lengths the point measured
+        n = metrics.n_measured or 1
+        context = int((metrics.input_tokens_total or 0) / n + (metrics.output_tokens_total or 0) / n / 2)
     try:
         return point_roofline(
             model, hardware, batch=target_concurrency(point.load), context_len=max(context, 1),

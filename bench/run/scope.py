@@ -61,13 +61,21 @@ def power_frame(telemetry, config_id: str):
 
 
 def write_power(run_dir: Path, frames: list, result) -> None:
-    """Every session's samples in one file (column config_id tells which configuration's)."""
+    """Every session's samples in one file (column config_id tells which configuration's).
+    A resumed run appends its samples to those of the sessions before it (nothing is lost)."""
     if not frames:
         return
     import pandas as pd
 
+    path = run_dir / POWER_FILE
+    new = pd.concat(frames, ignore_index=True)
     try:
-        pd.concat(frames, ignore_index=True).to_parquet(run_dir / POWER_FILE, index=False)
+        if path.is_file() and result.extra.get("resumed_from"):
+            try:
+                new = pd.concat([pd.read_parquet(path), new], ignore_index=True)
+            except (ValueError, KeyError, OSError) as e:  # an unreadable file is replaced, and said so
+                result.extra["power_file_replaced"] = f"{type(e).__name__}: {e}"[:300]
+        new.to_parquet(path, index=False)
         result.extra["power_file"] = POWER_FILE
     except OSError as e:  # a full disk must not hide the points already written
         result.extra["power_file_error"] = str(e)
