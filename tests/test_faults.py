@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.load import driver
+from bench.load import loop
 from bench.load.client import ClientConfig, default_request_timeout_s
 from bench.load.driver import run_point_sync
 from bench.load.workload import RandomWorkload
@@ -80,7 +80,7 @@ def test_a_body_that_is_not_sse_and_other_faults_at_once():
 
 
 def test_stalled_requests_are_reported_while_the_point_runs(monkeypatch):
-    monkeypatch.setattr(driver, "STALL_SHOW_S", 0.3)
+    monkeypatch.setattr(loop, "STALL_SHOW_S", 0.3)  # read by the in-process loop
     seen: list[int] = []
     pr, _ = _run(FakeServerConfig(hang_every=1), 2, stall_timeout_s=2.0, stalled=seen.append)
     assert all(r.error.startswith("timeout: stalled") for r in pr.records)

@@ -26,8 +26,7 @@ def in_flight_reach(measured: list[RequestRecord], target: int) -> tuple[int, Re
     reach = None
     for _, step, r in events:
         n += step
-        if n > peak:
-            peak = n
+        peak = max(peak, n)
         if step > 0 and reach is None and target and n >= target:
             reach = r
     return peak, reach

@@ -30,7 +30,12 @@ from multiprocessing import connection, shared_memory
 
 from bench.errors import BenchError
 from bench.load.arrivals import ConcurrencyLoad, parse_load
-from bench.load.client import DEFAULT_STALL_TIMEOUT_S, ClientConfig, StreamingClient, raise_fd_limit
+from bench.load.client import (
+    DEFAULT_STALL_TIMEOUT_S,
+    ClientConfig,
+    StreamingClient,
+    raise_fd_limit,
+)
 from bench.load.records import RequestRecord
 
 STREAMS_PER_WORKER = 256  # concurrent streams one worker is planned for (one core carries ~75k tok/s here)
@@ -295,7 +300,7 @@ class _Team:
 
     def run(self, phases: list[str], n_warmup: int, n_total: int) -> None:
         for phase in phases:
-            self._until(lambda: all(self.at.get(k) == phase or k in self.records or self._gone(k)
+            self._until(lambda phase=phase: all(self.at.get(k) == phase or k in self.records or self._gone(k)
                                     for k in self.procs))
             with self.counter.get_lock():
                 self.counter.value = 0 if phase == "warmup" else n_warmup
