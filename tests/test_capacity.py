@@ -96,22 +96,22 @@ def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(t
 
     # probes follow the plan rule (>= 100 requests in the window): a probe that is invalid fails its level
     events = []
-    with FakeServer(FakeServerConfig(ttft_s=0.02, itl_s=0.002), mode="thread") as srv:
-        search = CapacitySearch(parse_slo("ttft_p95=10ms"), kind="concurrency", repeats=2, start=2, max_level=8)
+    with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.001), mode="thread") as srv:
+        search = CapacitySearch(parse_slo("ttft_p95=2ms"), kind="concurrency", repeats=2, start=2, max_level=8)
         result = execute(_plan(srv.base_url), tmp_path, _env(), search=search,
                          on_event=lambda kind, info: events.append(kind))
         (summary,) = result.extra["capacity"].values()
-        # the server's TTFT is 20 ms at any load: the start fails, the search halves down to 1, which fails too
+        # the server's TTFT is 5 ms at any load: the start fails, the search halves down to 1, which fails too
         assert [s["level"] for s in summary["steps"]] == [2.0, 1.0] and summary["boundary"] is None
         assert events.count("engine_start") == 1 and len(result.points) == 4
         assert {p.point_id.rsplit("_", 2)[-2] for p in result.points} == {"capacity-c2", "capacity-c1"}
 
-        again = CapacitySearch(parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=2, max_level=8)
+        again = CapacitySearch(parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=4, max_level=16)
         run2 = tmp_path / "run2"
         run2.mkdir()
         result = execute(_plan(srv.base_url), run2, _env(), search=again)
         (summary,) = result.extra["capacity"].values()
-        assert [s["level"] for s in summary["steps"]] == [2.0, 4.0, 8.0] and summary["boundary"] == 8.0
+        assert [s["level"] for s in summary["steps"]] == [4.0, 8.0, 16.0] and summary["boundary"] == 16.0
         fig = summary["at_boundary"]
         assert fig["tok_s_per_gpu"]["n"] == 2 and fig["tok_s_per_gpu"]["mean"] > 0
         assert fig["goodput_output_tok_s"]["mean"] > 0  # the SLO is the probes' goodput SLO too
@@ -119,10 +119,10 @@ def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(t
         # resumed: every probe is on disk, nothing is measured again, the same verdicts
         n_before = len(read_summary(run2).points)
         resumed = execute(_plan(srv.base_url), run2, _env(), resume=True, search=CapacitySearch(
-            parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=2, max_level=8))
+            parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=4, max_level=16))
     assert len(resumed.points) == n_before == 6
     (summary,) = resumed.extra["capacity"].values()
-    assert summary["boundary"] == 8.0 and len(summary["steps"]) == 3
+    assert summary["boundary"] == 16.0 and len(summary["steps"]) == 3
 
 
 def test_bench_capacity_needs_an_slo():
