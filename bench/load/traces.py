@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.load.workload import Prompt, _TokenSampler
+from bench.load.workload import Prompt, _TokenSampler, json_object
 
 MAX_HASH_ID = 2**63 - 1  # hash ids are non-negative 64-bit integers
 _MASK64 = 2**64 - 1
@@ -133,13 +133,7 @@ def _json_lines(path: Path) -> Iterator[tuple[str, int, dict]]:
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ConfigError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
-            yield where, lineno, obj
+            yield where, lineno, json_object(line, where)
 
 
 def _need(obj: dict, key: str, where: str) -> object:

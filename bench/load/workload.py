@@ -51,6 +51,17 @@ class Prompt:
         return self.token_ids
 
 
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; a one-line ConfigError naming `where` (file:line) otherwise."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+    return obj
+
+
 class Workload(Protocol):
     def prompts(self, n: int) -> list[Prompt]: ...
 
@@ -183,12 +194,7 @@ class FileWorkload:
 
     def _parse(self, line: str, lineno: int) -> tuple[str, int]:
         where = f"{self.path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+        obj = json_object(line, where)
         reply = None
         if "conversations" in obj:
             turns = obj["conversations"]
