@@ -71,7 +71,6 @@ class PointRun:
     client: dict = field(default_factory=dict)  # ClientConfig.describe(), request_id_prefix, workers
     load: dict = field(default_factory=dict)
     loop_lag: dict = field(default_factory=dict)  # the worst worker's LoopLagMonitor.summary()
-    schedule_lag_s_p99: float | None = None  # rate and trace loads: actual - scheduled send, p99 (s)
 
     @property
     def measured(self) -> list[RequestRecord]:
@@ -82,7 +81,6 @@ class PointRun:
         return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
                 "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
                 "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag,
-                "schedule_lag_s_p99": self.schedule_lag_s_p99,
                 "client_workers": self.client.get("workers") or []}
 
     def client_token_counts(self) -> dict:

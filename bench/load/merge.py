@@ -69,10 +69,7 @@ def merge_point(records: list[RequestRecord], spec: LoadSpec, client: dict, work
         "cpu_busy_cores": sum(busy) if busy else None,  # client cores busy over the measured phase
         "capacity_used": max(busy) if busy else None,  # the busiest loop's share of its core (1.0 = saturated)
     }
-    lags = sorted(r.t_send - r.t_sched for r in meas if r.t_sched is not None)
-    schedule_lag_p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None
     return PointRun(records=records, window_t0_s=t0, window_t1_s=last_send, span_t0_s=span_t0,
                     span_t1_s=span_t1, max_in_flight=peak, target_concurrency=target_c,
                     target_reached=reached, target_rate_rps=target_rate, achieved_rate_rps=achieved,
-                    client=client, load=spec.model_dump(mode="json"), loop_lag=worst_lag(worker_stats),
-                    schedule_lag_s_p99=schedule_lag_p99)
+                    client=client, load=spec.model_dump(mode="json"), loop_lag=worst_lag(worker_stats))

@@ -93,7 +93,7 @@ def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict
             if m > th.max_token_mismatch:
                 reasons.append(f"token mismatch: client counted {c} {label} tokens, server {s:g} "
                                f"({m:.1%} > {th.max_token_mismatch:.0%})")
-    sched = facts.get("schedule_lag_s_p99")
+    sched = metrics.get("schedule_lag_s_p99")
     if sched is not None and sched > th.max_schedule_lag_s and not load.get("max_concurrency"):
         reasons.append(f"client behind schedule: send lag p99 {sched * 1e3:.1f} ms > {th.max_schedule_lag_s * 1e3:.0f} ms "
                        "(latencies from the scheduled send, ttft_sched_s, still hold)")
