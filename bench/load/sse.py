@@ -160,32 +160,21 @@ class StreamParser:
         else:
             self.fast = _FAST_CHAT if isinstance(delta, dict) else _FAST
         if n > 0:
-            if reasoning is not None and not text:
-                self._add_reasoning(n, t)
-            else:
-                self._add(n, t)
+            self._add(n, t, reasoning=reasoning is not None and not text)
 
-    def _add(self, n: int, t: float) -> None:
-        """A chunk that carried `n` >= 1 generated tokens of the answer, arrived at `t`."""
+    def _add(self, n: int, t: float, reasoning: bool = False) -> None:
+        """A chunk that carried `n` >= 1 generated tokens, arrived at `t`: of the answer, or
+        `reasoning` ones (counted in n_out too, and apart in n_reasoning)."""
         rec = self.rec
         self.cum += n
-        if rec.t_first_answer is None:
+        if reasoning:
+            rec.n_reasoning += n
+            if rec.t_first_reasoning is None:
+                rec.t_first_reasoning = t
+        elif rec.t_first_answer is None:
             rec.t_first_answer = t
-            if rec.t_first is None:
-                rec.t_first = t
-        rec.t_last = t
-        rec.chunk_t.append(t)
-        rec.chunk_tokens.append(n)
-
-    def _add_reasoning(self, n: int, t: float) -> None:
-        """A chunk that carried `n` >= 1 reasoning tokens (counted in n_out too), arrived at `t`."""
-        rec = self.rec
-        self.cum += n
-        rec.n_reasoning += n
-        if rec.t_first_reasoning is None:
-            rec.t_first_reasoning = t
-            if rec.t_first is None:
-                rec.t_first = t
+        if rec.t_first is None:
+            rec.t_first = t
         rec.t_last = t
         rec.chunk_t.append(t)
         rec.chunk_tokens.append(n)
