@@ -63,22 +63,29 @@ def power_frame(telemetry, config_id: str):
 def write_power(run_dir: Path, frames: list, result) -> None:
     """Every session's samples in one file (column config_id tells which configuration's).
     A resumed run appends its samples to those of the sessions before it (nothing is lost)."""
-    if not frames:
-        return
+    if frames:
+        _write_frames(run_dir / POWER_FILE, frames, result, "power_file",
+                      keep=(lambda old, new: old) if result.extra.get("resumed_from") else None)
+
+
+def _write_frames(path: Path, frames: list, result, key: str, keep=None) -> None:
+    """`frames` into `path` (Parquet), after `keep(old, new)` of the rows already there (None: replace).
+    result.extra[key] names the file; `{key}_replaced` says why an unreadable one was replaced,
+    `{key}_error` why it could not be written (a full disk must not hide the points written)."""
     import pandas as pd
 
-    path = run_dir / POWER_FILE
     new = pd.concat(frames, ignore_index=True)
     try:
-        if path.is_file() and result.extra.get("resumed_from"):
+        if keep is not None and path.is_file():
             try:
-                new = pd.concat([pd.read_parquet(path), new], ignore_index=True)
-            except (ValueError, KeyError, OSError) as e:  # an unreadable file is replaced, and said so
-                result.extra["power_file_replaced"] = f"{type(e).__name__}: {e}"[:300]
+                old = pd.read_parquet(path)
+                new = pd.concat([keep(old, new), new], ignore_index=True)
+            except (ValueError, KeyError, OSError) as e:
+                result.extra[f"{key}_replaced"] = f"{type(e).__name__}: {e}"[:300]
         new.to_parquet(path, index=False)
-        result.extra["power_file"] = POWER_FILE
-    except OSError as e:  # a full disk must not hide the points already written
-        result.extra["power_file_error"] = str(e)
+        result.extra[key] = path.name
+    except OSError as e:
+        result.extra[f"{key}_error"] = str(e)
 
 
 def server_metrics_frame(scraper, config_id: str, point_id: str):
@@ -92,23 +99,9 @@ def server_metrics_frame(scraper, config_id: str, point_id: str):
 def write_server_metrics(run_dir: Path, frames: list, result) -> None:
     """Every point's /metrics samples in one long table (config_id, point_id, t_s, metric, value).
     A resumed run keeps the samples of the points it does not measure again."""
-    if not frames:
-        return
-    import pandas as pd
-
-    path = run_dir / SERVER_METRICS_FILE
-    new = pd.concat(frames, ignore_index=True)
-    try:
-        if path.is_file():
-            try:
-                old = pd.read_parquet(path)
-                new = pd.concat([old[~old["point_id"].isin(set(new["point_id"]))], new], ignore_index=True)
-            except (ValueError, KeyError, OSError) as e:  # an unreadable file is replaced, and said so
-                result.extra["server_metrics_file_replaced"] = f"{type(e).__name__}: {e}"[:300]
-        new.to_parquet(path, index=False)
-        result.extra["server_metrics_file"] = SERVER_METRICS_FILE
-    except OSError as e:  # a full disk must not hide the points already written
-        result.extra["server_metrics_file_error"] = str(e)
+    if frames:
+        _write_frames(run_dir / SERVER_METRICS_FILE, frames, result, "server_metrics_file",
+                      keep=lambda old, new: old[~old["point_id"].isin(set(new["point_id"]))])
 
 
 def idle_baseline(telemetry, requested: str, env, others: list[int]) -> dict:
