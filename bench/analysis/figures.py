@@ -240,6 +240,15 @@ def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load lev
     return _layout(fig, title, load_label, "seconds")
 
 
+def _shade_windows(fig, windows: list[tuple[str, float, float]] | None, t0_s: float) -> None:
+    """Each load point's measurement window (label, t0_s, t1_s) shaded, times from `t0_s`, shades alternating."""
+    for i, (label, w0, w1) in enumerate(windows or []):
+        if w0 is None or w1 is None:
+            continue
+        fig.add_vrect(x0=w0 - t0_s, x1=w1 - t0_s, fillcolor="grey", opacity=0.12 if i % 2 else 0.22, line_width=0,
+                      annotation_text=label, annotation_position="top left", annotation_font_size=9)
+
+
 def power_figure(power: pd.DataFrame, title: str = "Board power over time",
                  windows: list[tuple[str, float, float]] | None = None):
     """One line per device (columns t_s, device, power_w), time from the first sample;
@@ -249,11 +258,8 @@ def power_figure(power: pd.DataFrame, title: str = "Board power over time",
     fig = go.Figure()
     power = power.dropna(subset=["power_w"])
     t0 = float(power["t_s"].min()) if len(power) else 0.0
-    for i, (label, w0, w1) in enumerate(windows or []):
-        if w0 is None or w1 is None or not len(power):
-            continue
-        fig.add_vrect(x0=w0 - t0, x1=w1 - t0, fillcolor="grey", opacity=0.12 if i % 2 else 0.22, line_width=0,
-                      annotation_text=label, annotation_position="top left", annotation_font_size=9)
+    if len(power):
+        _shade_windows(fig, windows, t0)
     for device, rows in sorted(power.groupby("device"), key=lambda g: str(g[0])):
         rows = rows.sort_values("t_s")
         fig.add_trace(go.Scatter(x=(rows["t_s"].astype(float) - t0).tolist(), y=rows["power_w"].astype(float).tolist(),
@@ -276,11 +282,8 @@ def server_metrics_figure(frame: pd.DataFrame, title: str = "Server metrics over
     fig = go.Figure()
     frame = frame[frame["metric"].isin(list(SERVER_SERIES))]
     t0 = float(frame["t_s"].min()) if len(frame) else 0.0
-    for i, (label, w0, w1) in enumerate(windows or []):
-        if w0 is None or w1 is None or not len(frame):
-            continue
-        fig.add_vrect(x0=w0 - t0, x1=w1 - t0, fillcolor="grey", opacity=0.12 if i % 2 else 0.22, line_width=0,
-                      annotation_text=label, annotation_position="top left", annotation_font_size=9)
+    if len(frame):
+        _shade_windows(fig, windows, t0)
     several = frame["config_id"].nunique() > 1
     for (cid, metric), rows in sorted(frame.groupby(["config_id", "metric"]), key=lambda g: (str(g[0][0]), g[0][1])):
         rows = rows.sort_values("t_s")
