@@ -44,7 +44,7 @@ from bench.load.client import (
 from bench.load.driver import LoadLoop, LocalWork, PointRun, Progress, Stalled
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser
-from bench.load.workload import _WORDS
+from bench.load.workload import _WORDS, text_lines
 
 HUMAN = ("human", "user")  # ShareGPT `from` values of the user's turns
 
@@ -125,16 +125,8 @@ class SessionWorkload:
     def _load(self) -> list[tuple[str, ...]]:
         if self._conversations is not None:
             return self._conversations
-        if not self.path.exists():
-            raise ConfigError(f"{self.path}: no such sessions file")
-        out = []
-        try:
-            with self.path.open(encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip() and (users := self._parse(line, f"{self.path}:{lineno}")):
-                        out.append(users)
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{self.path}: not UTF-8 text (byte {e.start} of a line)") from None
+        out = [users for lineno, line in text_lines(self.path, "sessions file")
+               if (users := self._parse(line, f"{self.path}:{lineno}"))]
         if not out:
             raise ConfigError(f"{self.path}: no conversation with a human turn")
         self._conversations = out

@@ -51,6 +51,18 @@ class Prompt:
         return self.token_ids
 
 
+def text_lines(path: Path, what: str) -> Iterable[tuple[int, str]]:
+    """(line number, line) of every non-blank line of a UTF-8 file; one-line ConfigErrors for a
+    missing file ("no such `what`") or bytes that are not UTF-8."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return [(lineno, line) for lineno, line in enumerate(f, 1) if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} of a line)") from None
+
+
 def json_object(line: str, where: str) -> dict:
     """One JSONL line as a dict; a one-line ConfigError naming `where` (file:line) otherwise."""
     try:
@@ -177,16 +189,7 @@ class FileWorkload:
     def _load(self) -> list[tuple[str, int]]:
         if self._items is not None:
             return self._items
-        if not self.path.exists():
-            raise ConfigError(f"{self.path}: no such prompt file")
-        items = []
-        try:
-            with self.path.open(encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip():
-                        items.append(self._parse(line, lineno))
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{self.path}: not UTF-8 text (byte {e.start} of a line)") from None
+        items = [self._parse(line, lineno) for lineno, line in text_lines(self.path, "prompt file")]
         if not items:
             raise ConfigError(f"{self.path}: no prompts in file")
         self._items = items
