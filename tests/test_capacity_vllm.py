@@ -18,11 +18,12 @@ def test_a_short_capacity_search_on_the_tiny_model_converges(vllm_server, run_en
                                  hardware=run_env.hardware, n_devices=1, engine="endpoint",
                                  endpoint_url=vllm_server.base_url, **kw)
 
-    # TPOT grows with the batch on 2 cores; put the limit between c=1's and c=16's on this box today
-    base = execute(plan([1, 16], n_requests=40), tmp_path / "base", run_env)
+    # TPOT grows with the batch on 2 cores; put the limit above c=1's on this box today, with a
+    # margin for the run-to-run noise of a shared 2-core box (+-30% seen), and below c=32's where it can
+    base = execute(plan([1, 32], n_requests=100), tmp_path / "base", run_env)
     tpot = [p.metrics.tpot_s_p50 for p in base.points]
     assert tpot[1] > tpot[0] > 0
-    limit_s = (tpot[0] * tpot[1]) ** 0.5
+    limit_s = max(1.5 * tpot[0], (tpot[0] * tpot[1]) ** 0.5)
     search = CapacitySearch({"tpot_s_p50": limit_s}, kind="concurrency", repeats=2, start=1, max_level=32)
     first = plan([1])
     result = execute(first.model_copy(update={"points": first.points[:1]}), tmp_path / "cap", run_env, search=search)
