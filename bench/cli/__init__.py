@@ -27,6 +27,8 @@ COMMANDS = {
     "costmodel": "bench.cli.costmodel_cmd:costmodel",
     "compare": "bench.cli.report_cmd:compare",
     "report": "bench.cli.report_cmd:report",
+    "fleet": "bench.cli.fleet_cmd:fleet",
+    "node": "bench.cli.node_cmd:node",
 }
 
 
