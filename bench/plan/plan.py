@@ -220,11 +220,12 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
         gpus = entry.gpus or sweep.gpus
         for weights, precision in itertools.product(entry.weights or sweep.weights, entry.precisions or sweep.precisions):
             fields = precision_fields(precision)
-            for tp, pp, dp, ep, seqs, ctx, extra in itertools.product(
+            for tp, pp, dp, ep, nnodes, seqs, ctx, extra in itertools.product(
                 args.tensor_parallel_size, args.pipeline_parallel_size, args.data_parallel_size,
-                args.enable_expert_parallel, args.max_num_seqs, args.max_model_len, args.extra,
+                args.enable_expert_parallel, args.nnodes, args.max_num_seqs, args.max_model_len, args.extra,
             ):
-                parallel = {"pipeline_parallel_size": pp, "data_parallel_size": dp, "enable_expert_parallel": ep}
+                parallel = {"pipeline_parallel_size": pp, "data_parallel_size": dp, "enable_expert_parallel": ep,
+                            "nnodes": nnodes, "nodes": sweep.nodes if nnodes > 1 else None}
                 parallel = {k: v for k, v in parallel.items() if k not in extra}  # older files: in extra
                 try:
                     cfg = EngineConfig(
@@ -328,3 +329,17 @@ def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
         slo=slo or None,
         notes=list(notes),
     )
+
+
+def select_config(plan: Plan, config_id: str) -> Plan:
+    """The plan of one engine configuration of `plan`: its points and its skipped points, in
+    order (`bench sweep --config ID`, one fleet shard). ConfigError listing the known ids."""
+    known = [c.config_id() for c in [*plan.engine_configs, *plan.skipped_engine_configs]]
+    if config_id not in known:
+        raise ConfigError(f"no engine config '{config_id}' in plan '{plan.name}' (known: {', '.join(known) or 'none'})")
+    return plan.model_copy(update={
+        "engine_configs": [c for c in plan.engine_configs if c.config_id() == config_id],
+        "points": [p for p in plan.points if p.engine_config_id == config_id],
+        "skipped": [s for s in plan.skipped if s.point.engine_config_id == config_id],
+        "skipped_engine_configs": [c for c in plan.skipped_engine_configs if c.config_id() == config_id],
+    })

@@ -162,9 +162,10 @@ def _check_precision(cfg: EngineConfig, target: Target) -> str | None:
 
 
 def _check_devices(cfg: EngineConfig, target: Target) -> str | None:
-    if cfg.n_gpus > target.n_devices:
+    if cfg.n_gpus_local > target.n_devices:  # per machine: a multi-node config needs n_gpus_local on each
         unit, box = ("CPU hosts", "the run has") if target.is_cpu else ("GPUs", "the box has")
-        return f"needs {cfg.n_gpus} {unit} ({cfg.parallel_label()}), {box} {target.n_devices}"
+        each = " per node" if cfg.nnodes > 1 else ""
+        return f"needs {cfg.n_gpus_local} {unit}{each} ({cfg.parallel_label()}), {box} {target.n_devices}"
     return None
 
 

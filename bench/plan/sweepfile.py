@@ -143,6 +143,7 @@ class EngineArgs(_Strict):
     pipeline_parallel_size: _levels(PositiveInt) = [1]
     data_parallel_size: _levels(PositiveInt) = [1]
     enable_expert_parallel: _levels(StrictBool) = [False]
+    nnodes: _levels(PositiveInt) = [1]  # machines one configuration spans (vLLM multi-node)
     max_num_seqs: _levels(PositiveInt | None) = [None]
     max_model_len: _levels(PositiveInt | None) = [None]
     extra: _levels(dict[str, Any]) = [{}]
@@ -194,6 +195,8 @@ class SweepSpec(_Strict):
     endpoint_url: str | None = None
     engine_args: EngineArgs = Field(default_factory=EngineArgs)
     gpus: _Gpus | None = None  # device indices (`--gpus 0,1`); None: the runner assigns them
+    # Follower agents (`bench node serve`, "host:port") for configurations with nnodes > 1; this machine is the head.
+    nodes: Annotated[list[str], BeforeValidator(_listify)] | None = None
     workloads: _levels(WorkloadSpec)
     loads: _levels(Levels)
     repeats: PositiveInt = 1
@@ -232,10 +235,10 @@ class SweepSpec(_Strict):
             if gpus is None:
                 continue
             args = entry.engine_args or self.engine_args
-            for tp, pp, dp, extra in itertools.product(args.tensor_parallel_size, args.pipeline_parallel_size,
-                                                       args.data_parallel_size, args.extra):
+            for tp, pp, dp, nodes, extra in itertools.product(args.tensor_parallel_size, args.pipeline_parallel_size,
+                                                              args.data_parallel_size, args.nnodes, args.extra):
                 pp, dp = extra.get("pipeline_parallel_size", pp), extra.get("data_parallel_size", dp)
-                n = tp * pp * dp if all(isinstance(x, int) for x in (pp, dp)) else 0
+                n = tp * pp * dp // nodes if all(isinstance(x, int) for x in (pp, dp)) else 0  # per machine
                 reason = gpus_problem(gpus, n)
                 if reason:
                     raise ValueError(f"model '{entry.key}': {reason} (TP {tp} x PP {pp} x DP {dp})")

@@ -43,7 +43,7 @@ def devices_for(cfg, visible: list[int], exclude: set[int] | frozenset[int] = fr
     or the first n_gpus visible indices not in `exclude`.
 
     A configuration needing more devices than are left raises ConfigError with the numbers."""
-    n = cfg.n_gpus
+    n = cfg.n_gpus_local  # this machine's share of a multi-node configuration
     cid = cfg.config_id()
     explicit = cfg.gpus
     if explicit:  # its length was checked against n_gpus when the EngineConfig was built

@@ -236,10 +236,14 @@ def _start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices
         model_path, spec = _model_path(cfg, env)
     else:
         model_path, spec = None, get_model(cfg.model)
+    device = "cpu" if env.on_cpu else "cuda"
     engine = engine_class(cfg.engine).from_config(
         cfg, model_path=model_path, model_spec=spec, log_path=run_dir / f"engine-{cfg.config_id()}.log",
-        device="cpu" if env.on_cpu else "cuda", devices=devices, vendor=env.device.get("vendor"),
-        startup_timeout_s=env.startup_timeout_s)
+        device=device, devices=devices, vendor=env.device.get("vendor"), startup_timeout_s=env.startup_timeout_s)
+    if cfg.nnodes > 1:  # the followers' headless processes through their agents (bench.engines.multinode)
+        from bench.engines.multinode import over_nodes
+
+        engine = over_nodes(engine, cfg, device)
     try:
         engine.start()
     except BaseException:
@@ -256,7 +260,7 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
     other visible devices is recorded beside it (never added). `more(point_result)`, when
     given, returns the points to run next (an adaptive search on the same engine)."""
     cid = cfg.config_id()
-    telemetry = open_scoped(plan.telemetry, env, devices)
+    telemetry = open_scoped(plan.telemetry, env, devices, nodes=cfg.nodes if cfg.nnodes > 1 else None)
     if telemetry is not None:
         sink.note("telemetry", cid, telemetry.describe())
     others = [d for d in (visible or []) if d not in (devices or [])] if measure_others else []
@@ -279,6 +283,8 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
                     return
                 emit("engine_ready", {"config_id": cid, "pid": getattr(engine, "pid", None)})
                 sink.note("engine_version", cid, engine.version())  # as started (an endpoint's own report)
+                if cfg.nnodes > 1:
+                    sink.note("nodes", cid, engine.describe())
                 if telemetry is not None:  # after every (re)start: the loaded, idle engine
                     sink.note("idle_baseline", cid, idle_baseline(telemetry, plan.telemetry, env, others))
             point = pending[0]

@@ -43,14 +43,20 @@ class ResultSink:
             self.server_metrics_frames.append(frame)
 
 
-def open_scoped(requested: str, env, devices: list[int] | None):
-    """A started telemetry session over exactly `devices` (None: CPU run), or None."""
+def open_scoped(requested: str, env, devices: list[int] | None, nodes: list[str] | None = None):
+    """A started telemetry session over exactly `devices` (None: CPU run), or None; with `nodes`
+    (the agents of a multi-node configuration) over every follower's devices too."""
     if requested == "none":
         return None
     factory = env.telemetry_factory
     if factory is None:
         from bench.telemetry import open_telemetry as factory
-    return factory(requested, hardware=env.hardware, gpu_indices=devices).start()
+    session = factory(requested, hardware=env.hardware, gpu_indices=devices)
+    if nodes:
+        from bench.telemetry.remote import with_nodes
+
+        session = with_nodes(session, nodes)
+    return session.start()
 
 
 def power_frame(telemetry, config_id: str):

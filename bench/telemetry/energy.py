@@ -49,6 +49,11 @@ def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> dict:
         s_j = trapezoid_j([t for t, _ in p_pts], [p for _, p in p_pts], t0_s, t1_s) if p_pts else None
         sampled.append(s_j)
         n_inside.append(sum(1 for t in ts if t0_s < t < t1_s))
+        missed = _edge_misses(ts, es if has_counter else ps, t0_s, t1_s)
+        if missed:  # the read bracketing the window failed (a node's agent that did not answer)
+            reasons += [f"{label}: {'counter' if has_counter else 'power'} not read at the window {m}" for m in missed]
+            per_gpu.append(float("nan"))
+            continue
         if has_counter:
             e_pts = [(t, e) for t, e in zip(ts, es) if e is not None]
             e_ts = [t for t, _ in e_pts]
@@ -80,6 +85,19 @@ def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> dict:
     else:
         per_gpu_out = per_gpu
     return energy_dict(meter.method, True, t1_s - t0_s, per_gpu_out, total_sampled, reasons, min(n_inside, default=0))
+
+
+def _edge_misses(ts, values, t0_s: float, t1_s: float) -> list[str]:
+    """"start" / "end" where the last read at or before t0_s / the first at or after t1_s has no
+    value: interpolating across it would bridge a gap that hides the window's true edge."""
+    before = [k for k, t in enumerate(ts) if t <= t0_s]
+    after = [k for k, t in enumerate(ts) if t >= t1_s]
+    out = []
+    if before and values[before[-1]] is None:
+        out.append("start")
+    if after and values[after[0]] is None:
+        out.append("end")
+    return out
 
 
 def _touches(problem, ts, t0_s, t1_s) -> bool:

@@ -1,0 +1,288 @@
+"""One model over several machines: the per-node vLLM command lines (golden), the node agents
+(`bench node serve`) on 127.0.0.1 with fake NVML boards, energy summed over every node in the
+head's window, and followers or agents that die mid-point."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from bench.engines.multinode import Rendezvous, follower_argv, node_launch_args
+from bench.plan import EngineConfig
+from bench.run.runner import execute
+from bench.testing.fake_server import FakeServer, FakeServerConfig
+from tests.test_runner_fast import endpoint, make_env, make_plan
+
+RDV = Rendezvous(head_addr="10.0.0.1", master_port=29501, dp_rpc_port=13345)
+PY = sys.executable
+
+
+def _cfg(**fields) -> EngineConfig:
+    return EngineConfig(model="tiny-llama", weights="dummy", dtype="bfloat16", **fields)
+
+
+def test_tp_x_pp_over_two_nodes_golden():
+    cfg = _cfg(tensor_parallel_size=4, pipeline_parallel_size=2, nnodes=2)
+    assert cfg.n_gpus == 8 and cfg.n_gpus_local == 4
+    assert node_launch_args(cfg, 0, RDV) == {
+        "dtype": "bfloat16", "tensor_parallel_size": 4, "pipeline_parallel_size": 2, "load_format": "dummy",
+        "nnodes": 2, "node_rank": 0, "master_addr": "10.0.0.1", "master_port": 29501}
+    assert follower_argv(cfg, "/models/tiny", 1, RDV) == [
+        PY, "-m", "bench.engines.vllm_headless", "--model", "/models/tiny",
+        "--dtype", "bfloat16", "--tensor-parallel-size", "4", "--pipeline-parallel-size", "2", "--load-format", "dummy",
+        "--headless", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "--master-port", "29501"]
+
+
+def test_dp_over_two_nodes_golden():
+    cfg = _cfg(tensor_parallel_size=2, data_parallel_size=4, enable_expert_parallel=True, nnodes=2)
+    assert cfg.n_gpus == 8 and cfg.n_gpus_local == 4
+    assert node_launch_args(cfg, 0, RDV) == {
+        "dtype": "bfloat16", "tensor_parallel_size": 2, "data_parallel_size": 4, "enable_expert_parallel": True,
+        "load_format": "dummy", "data_parallel_size_local": 2, "data_parallel_address": "10.0.0.1",
+        "data_parallel_rpc_port": 13345}
+    assert follower_argv(cfg, "/models/tiny", 1, RDV)[5:] == [
+        "--dtype", "bfloat16", "--tensor-parallel-size", "2", "--data-parallel-size", "4", "--enable-expert-parallel",
+        "--load-format", "dummy", "--headless", "--data-parallel-size-local", "2", "--data-parallel-address", "10.0.0.1",
+        "--data-parallel-rpc-port", "13345", "--data-parallel-start-rank", "2"]
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"data_parallel_size": 3, "nnodes": 2}, "whole replicas per node"),
+    ({"tensor_parallel_size": 3, "nnodes": 2}, "must divide the world size"),
+    ({"tensor_parallel_size": 2, "nnodes": 2, "nodes": ["a:1", "b:2"]}, "needs 1"),
+    ({"tensor_parallel_size": 2, "nnodes": 2, "nodes": ["no-port"]}, "host:port"),
+    ({"nodes": ["a:1"]}, "nnodes > 1"),
+])
+def test_configs_that_cannot_be_split_are_refused(fields, problem):
+    with pytest.raises(ValueError, match=problem):
+        _cfg(**fields)
+
+
+def test_nodes_never_change_the_config_id():
+    a = _cfg(tensor_parallel_size=2, nnodes=2)
+    assert a.config_id() == _cfg(tensor_parallel_size=2, nnodes=2, nodes=["10.0.0.2:8790"]).config_id()
+    assert a.config_id() != _cfg(tensor_parallel_size=2).config_id()
+    assert _cfg().config_id() == _cfg(nnodes=1).config_id()  # single-node ids unchanged
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("fields", [
+    {"tensor_parallel_size": 4, "pipeline_parallel_size": 2, "nnodes": 2},
+    {"tensor_parallel_size": 2, "data_parallel_size": 4, "nnodes": 2},
+])
+def test_every_node_argv_parses_with_vllms_own_parser(fields):
+    from bench.engines.base import engine_args_to_cli
+    from bench.engines.vllm_headless import parse
+
+    cfg = _cfg(**fields)
+    for rank in range(cfg.nnodes):
+        args = node_launch_args(cfg, rank, RDV)
+        ns = parse(["--model", "/models/tiny", *engine_args_to_cli(args)])
+        for key, value in args.items():
+            assert getattr(ns, key) == value, (rank, key)
+        assert ns.headless is (rank > 0)
+
+
+# --- node agents on 127.0.0.1 ------------------------------------------------------------------
+
+class Node:
+    """A fake node agent in its own process (bench.testing.fake_node)."""
+
+    def __init__(self, tmp_path, name: str, watts: str):
+        self.dir = tmp_path / name
+        self.dir.mkdir()
+        ready = self.dir / "ready.json"
+        self.proc = subprocess.Popen([PY, "-m", "bench.testing.fake_node", "--watts", watts, "--log-dir", str(self.dir),
+                                      "--ready-file", str(ready)], start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert self.proc.poll() is None and time.monotonic() < deadline, "fake node did not start"
+            time.sleep(0.05)
+        self.addr = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://{self.addr}/health", timeout=5) as r:
+            return json.loads(r.read())
+
+    def kill(self) -> None:
+        """SIGKILL the agent (its headless child, in a process group of its own, is ended at teardown)."""
+        if self.proc.poll() is None:
+            self.orphan = self.health()["child"].get("pid")
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self) -> None:
+        child = self.health().get("child", {}) if self.proc.poll() is None else {}
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        if child.get("state") == "running":  # a SIGTERMed agent stops its child
+            assert not os.path.exists(f"/proc/{child['pid']}") or _zombie(child["pid"])
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    made = [Node(tmp_path, "node1", "200"), Node(tmp_path, "node2", "300")]
+    yield made
+    for n in made:
+        if n.proc.poll() is None:
+            n.close()
+        if getattr(n, "orphan", None):
+            try:
+                os.killpg(n.orphan, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _multinode(url: str, nodes: list[Node]) -> EngineConfig:
+    return endpoint(url, data_parallel_size=3, nnodes=3, nodes=[n.addr for n in nodes])
+
+
+def test_energy_is_summed_over_every_node_in_the_heads_window(nodes, tmp_path):
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.01)) as server:
+        cfg = _multinode(server.base_url, nodes)
+        result = execute(make_plan([cfg], n_requests=12), tmp_path / "run", make_env(watts=[100.0]))
+    (point,) = result.points
+    assert point.status == "ok", point.error
+    energy = point.energy.model_dump()
+    assert energy["energy_valid"], energy["energy_invalid_reasons"]
+    assert energy["n_devices"] == 3 and len(energy["per_gpu_energy_j"]) == 3
+    window = energy["window_s"]
+    assert energy["avg_power_w"] == pytest.approx(100 + 200 + 300, rel=0.02)  # head + node1 + node2
+    for got, watts in zip(energy["per_gpu_energy_j"], (100, 200, 300)):
+        assert got == pytest.approx(watts * window, rel=0.02)
+    described = result.extra["nodes"][cfg.config_id()]
+    argv = {addr: " ".join(f["argv"]) for addr, f in described["followers"].items()}
+    assert "--headless" in argv[nodes[0].addr] and "--data-parallel-start-rank 1" in argv[nodes[0].addr]
+    assert "--data-parallel-start-rank 2" in argv[nodes[1].addr]
+    telemetry = result.extra["telemetry"][cfg.config_id()]
+    assert telemetry["devices"] == ["head/gpu0", f"{nodes[0].addr}/gpu0", f"{nodes[1].addr}/gpu0"]
+    for n in nodes:  # the run stopped every follower's child
+        assert n.health()["child"]["state"] == "exited"
+
+
+def _kill_during_point(action, after_s: float = 0.6):
+    timer = threading.Timer(after_s, action)
+    timer.start()
+    return timer
+
+
+def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_restart(nodes, tmp_path):
+    def kill_child():
+        pid = nodes[1].health()["child"]["pid"]
+        os.killpg(pid, signal.SIGKILL)
+
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.05)) as server:
+        cfg = _multinode(server.base_url, nodes)
+        timer = _kill_during_point(kill_child)
+        try:
+            result = execute(make_plan([cfg], n_points=2, n_requests=12), tmp_path / "run", make_env(watts=[100.0]))
+        finally:
+            timer.cancel()
+    first, second = result.points
+    assert first.status == "failed"
+    assert f"node {nodes[1].addr}" in first.error and "fake headless vLLM" in first.error  # its log tail, quoted
+    assert second.status == "ok", second.error  # the agent started a new child
+    assert second.energy.model_dump()["energy_valid"]
+
+
+def test_an_agent_that_dies_fails_the_point_and_the_configuration(nodes, tmp_path):
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.05)) as server:
+        cfg = _multinode(server.base_url, nodes)
+        other = endpoint(server.base_url)  # the next configuration goes on
+        timer = _kill_during_point(nodes[0].kill)
+        try:
+            result = execute(make_plan([cfg, other], n_points=2, n_requests=12), tmp_path / "run",
+                             make_env(watts=[100.0]))
+        finally:
+            timer.cancel()
+    first, second, third, fourth = result.points
+    assert first.status == "failed" and f"node {nodes[0].addr}: agent unreachable" in first.error
+    assert second.status == "failed" and "engine failed to start" in second.error and nodes[0].addr in second.error
+    assert third.status == fourth.status == "ok"
+
+
+def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_node(tmp_path):
+    from bench.run.node_agent import NodeAgent, make_server
+    from bench.telemetry.fake_nvml import FakeNvmlTelemetry
+    from bench.telemetry.remote import with_nodes
+
+    meter = FakeNvmlTelemetry([250.0])("nvml", gpu_indices=[0]).meter
+    agent = NodeAgent(meter, cache_dir=tmp_path, log_dir=tmp_path, gpus=[0])
+    server = make_server(agent, "127.0.0.1", 0, {"127.0.0.1"})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    addr = f"127.0.0.1:{server.server_address[1]}"
+    session = with_nodes(FakeNvmlTelemetry([100.0])("nvml", gpu_indices=[0]), [addr]).start()
+    try:
+        t0 = time.perf_counter()
+        time.sleep(0.3)
+        whole = session.energy_between(t0, time.perf_counter())
+        assert whole["energy_valid"] and whole["avg_power_w"] == pytest.approx(350, rel=0.05)
+        server.shutdown()
+        server.server_close()
+        time.sleep(0.1)
+        t1 = time.perf_counter()
+        time.sleep(0.1)
+        cut = session.energy_between(t0, t1)
+    finally:
+        session.stop()
+    assert not cut["energy_valid"] and cut["energy_j"] is None
+    assert f"{addr}/gpu0: counter not read at the window end" in cut["energy_invalid_reasons"]
+    assert "agent unreachable" in session.meter.describe()["nodes"][0]["last_error"]
+
+
+def test_the_agent_answers_only_the_head_and_only_its_own_version(tmp_path):
+    from bench.engines.multinode import NodeClient, start_request
+    from bench.errors import EngineError
+    from bench.run.node_agent import NodeAgent, make_server
+    from bench.telemetry.fake_nvml import FakeNvmlTelemetry
+
+    meter = FakeNvmlTelemetry([250.0])("nvml", gpu_indices=[0]).meter
+    agent = NodeAgent(meter, cache_dir=tmp_path, log_dir=tmp_path, gpus=[0])
+    for allowed, check in (({"10.9.9.9"}, r"refused \(403\)"), ({"127.0.0.1"}, "this node")):
+        server = make_server(agent, "127.0.0.1", 0, allowed)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = NodeClient(f"127.0.0.1:{server.server_address[1]}")
+        request = start_request(_cfg(tensor_parallel_size=2, nnodes=2), 1, RDV, "cuda")
+        request["bench_version"] = "0.0.0-other"
+        try:
+            with pytest.raises(EngineError, match=check):
+                client.start(request)
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert agent.child is None  # nothing was started
+
+
+def test_a_sweep_file_spans_nodes_and_preflight_counts_devices_per_node():
+    from bench.plan import build_plan, sweep_from_dict
+
+    raw = {"models": ["tiny-llama"], "engine_args": {"tensor_parallel_size": 4, "nnodes": [1, 2]},
+           "nodes": ["10.0.0.2:8790"], "workloads": [{"input_len": 32, "output_len": 8}],
+           "loads": [{"concurrency": [1]}]}
+    plan = build_plan(sweep_from_dict(raw, source="t.yaml"), "h100-sxm", 2)
+    (cfg,) = plan.engine_configs  # TP 4 on one 2-GPU box does not fit; over 2 nodes it needs 2 per node
+    assert cfg.nnodes == 2 and cfg.nodes == ["10.0.0.2:8790"] and cfg.n_gpus_local == 2
+    (skipped,) = plan.skipped
+    assert "needs 4 GPUs" in skipped.reason
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gpus lists 4 devices, the configuration needs 2"):  # per node
+        sweep_from_dict({**raw, "gpus": [0, 1, 2, 3], "engine_args": {"tensor_parallel_size": 4, "nnodes": 2}},
+                        source="t.yaml")
