@@ -263,7 +263,7 @@ def _resolve_weights(weights: str, model: Any, fields: dict[str, str]) -> dict[s
 
 def _workloads(sweep: SweepSpec) -> list[tuple[str, WorkloadSpec]]:
     """(tag, workload) per distinct workload, in file order; a seed left out is filled by
-    the runner from the sweep seed and the point id (bench.run.runner.workload_seed)."""
+    the runner from the sweep seed and the point id (bench.run.measure_point.workload_seed)."""
     out: dict[str, WorkloadSpec] = {}
     for wl in sweep.workloads:
         tag = safe_id(wl.tag())

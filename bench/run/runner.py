@@ -9,7 +9,6 @@ the run interrupted and keeps every point already measured.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,7 @@ from bench.engines.base import EngineDied, EngineDoesNotFit
 from bench.errors import BenchError, ConfigError, EngineError
 from bench.load.client import DEFAULT_STALL_TIMEOUT_S
 from bench.load.workers import ClientWorkerDied
-from bench.load.workload import make_workload
-from bench.plan import EngineConfig, Plan, PointSpec
+from bench.plan import EngineConfig, Plan
 from bench.redact import redact, redact_text
 from bench.results import (
     Harness,
@@ -29,15 +27,15 @@ from bench.results import (
     write_requests,
     write_summary,
 )
-from bench.results.point import build_point_result, failed_point, utc_now
+from bench.results.point import failed_point, utc_now
 from bench.run.devices import devices_for, visible_gpu_indices
+from bench.run.measure_point import measure_point
 from bench.run.provenance import collect, harness
 from bench.run.scope import (
     ResultSink,
     idle_baseline,
     open_scoped,
     power_frame,
-    server_metrics_frame,
     write_power,
     write_server_metrics,
 )
@@ -291,7 +289,7 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
             started = utc_now()
             emit("point_start", {"point_id": point.point_id, "n": point.n_warmup + point.n_requests})
             try:
-                pr = _measure(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started, sink)
+                pr = measure_point(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started, sink)
             except EngineDied as e:
                 pr = _died_point(point, f"engine died: {e}", getattr(e, "records", None), started, run_dir)
                 engine.stop()
@@ -332,86 +330,3 @@ def _fail_all(points, status, reason, sink, emit) -> None:
         pr = failed_point(p, status, reason.splitlines()[0][:600])
         sink.point(pr)
         emit("point_done", {"point_id": p.point_id, "point": pr})
-
-
-def workload_seed(sweep_seed: int, point: PointSpec) -> int:
-    """The prompt seed of a point whose workload sets none: a stable hash (crc32, not Python's
-    salted hash()) of the sweep seed and the point id, so every point of a run gets prompts of
-    its own (a prefix cache never serves one point with another's prompts) and a resumed or
-    repeated run gets the same ones. The point id holds the repeat index, so repeats differ too."""
-    return zlib.crc32(f"{sweep_seed}:{point.point_id}".encode())
-
-
-def _measure(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started,
-             sink=None) -> PointResult:
-    from bench.telemetry.server_metrics import ServerMetricsScraper
-
-    vocab = spec.config_json().get("vocab_size") if spec is not None else None
-    workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=workload_seed(plan.seed, point))
-    scraper = reset = None
-    if engine.kind == "batch":  # static batches generated in-process (bench.load.static)
-        from bench.load.static import run_static_point
-
-        records, facts = run_static_point(engine, point, workload)
-        before = after = client = None
-    else:
-        from bench.load.driver import run_point_sync
-
-        reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
-        before = engine.server_counters()
-        scraper = ServerMetricsScraper(engine.base_url).start()
-        try:
-            pr = run_point_sync(
-                engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
-                endpoint=plan.endpoint, progress=lambda info: emit("request_done", info),
-                timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s, workers=env.client_workers,
-                stalled=lambda n: emit("requests_stalled", {"n": n}),
-            )
-            records = pr.records
-            client = pr.client_token_counts()
-            after = _settled_counters(engine, before, client)
-        finally:
-            scraper.stop()
-            if sink is not None:
-                sink.server_metrics(server_metrics_frame(scraper, cfg.config_id(), point.point_id))
-        facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
-                 "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
-        if not engine.alive() or (any(not r.ok for r in records) and not engine.healthy()):
-            died = EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
-            died.records = records  # what finished before the death is kept with the failed point
-            raise died
-    t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
-    if t1 <= t0:  # no steady-state window: metrics fall back to the span, so does energy
-        t0, t1 = facts["span_t0_s"], facts["span_t1_s"]
-    energy = telemetry.energy_between(t0, t1) if telemetry else None
-    delta = _counter_delta(before, after)
-    result = build_point_result(
-        point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
-        client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
-        started_utc=started, server_metrics=scraper.summary_between(t0, t1) if scraper else None,
-        prefix_cache_reset=reset,
-    )
-    result.requests_file = write_requests(run_dir, point.point_id, records)
-    return result
-
-
-def _settled_counters(engine, before: dict | None, client: dict, timeout_s: float = 3.0) -> dict | None:
-    """Server counters once they have caught up with the client (they are updated per engine
-    step, a moment after the last response), or as they stand after `timeout_s`."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        after = engine.server_counters()
-        if before is None or after is None:
-            return after
-        done = after.get("generation_tokens", 0) - before.get("generation_tokens", 0) >= client["generation_tokens"]
-        if done or time.monotonic() > deadline:
-            return after
-        time.sleep(0.2)
-
-
-def _counter_delta(before: dict | None, after: dict | None) -> dict | None:
-    if not before or not after:
-        return None
-    return {k: after[k] - before.get(k, 0.0) for k in after}

@@ -1,0 +1,98 @@
+"""One load point on a started engine: prompts, prefix-cache reset, the load, the engine's
+counters and /metrics around it, energy over its window, and the PointResult (written with its
+request records). An engine that died during the point raises EngineDied with the records
+that finished before it."""
+
+from __future__ import annotations
+
+import zlib
+
+from bench.engines.base import EngineDied
+from bench.load.workload import make_workload
+from bench.plan import PointSpec
+from bench.results import PointResult, write_requests
+from bench.results.point import build_point_result
+from bench.run.scope import server_metrics_frame
+
+
+def workload_seed(sweep_seed: int, point: PointSpec) -> int:
+    """The prompt seed of a point whose workload sets none: a stable hash (crc32, not Python's
+    salted hash()) of the sweep seed and the point id, so every point of a run gets prompts of
+    its own (a prefix cache never serves one point with another's prompts) and a resumed or
+    repeated run gets the same ones. The point id holds the repeat index, so repeats differ too."""
+    return zlib.crc32(f"{sweep_seed}:{point.point_id}".encode())
+
+
+def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started,
+             sink=None) -> PointResult:
+    from bench.telemetry.server_metrics import ServerMetricsScraper
+
+    vocab = spec.config_json().get("vocab_size") if spec is not None else None
+    workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=workload_seed(plan.seed, point))
+    scraper = reset = None
+    if engine.kind == "batch":  # static batches generated in-process (bench.load.static)
+        from bench.load.static import run_static_point
+
+        records, facts = run_static_point(engine, point, workload)
+        before = after = client = None
+    else:
+        from bench.load.driver import run_point_sync
+
+        reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
+        before = engine.server_counters()
+        scraper = ServerMetricsScraper(engine.base_url).start()
+        try:
+            pr = run_point_sync(
+                engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
+                endpoint=plan.endpoint, progress=lambda info: emit("request_done", info),
+                timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s, workers=env.client_workers,
+                stalled=lambda n: emit("requests_stalled", {"n": n}),
+            )
+            records = pr.records
+            client = pr.client_token_counts()
+            after = _settled_counters(engine, before, client)
+        finally:
+            scraper.stop()
+            if sink is not None:
+                sink.server_metrics(server_metrics_frame(scraper, cfg.config_id(), point.point_id))
+        facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
+                 "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
+        if not engine.alive() or (any(not r.ok for r in records) and not engine.healthy()):
+            died = EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
+            died.records = records  # what finished before the death is kept with the failed point
+            raise died
+    t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
+    if t1 <= t0:  # no steady-state window: metrics fall back to the span, so does energy
+        t0, t1 = facts["span_t0_s"], facts["span_t1_s"]
+    energy = telemetry.energy_between(t0, t1) if telemetry else None
+    delta = _counter_delta(before, after)
+    result = build_point_result(
+        point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
+        client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
+        started_utc=started, server_metrics=scraper.summary_between(t0, t1) if scraper else None,
+        prefix_cache_reset=reset,
+    )
+    result.requests_file = write_requests(run_dir, point.point_id, records)
+    return result
+
+
+def _settled_counters(engine, before: dict | None, client: dict, timeout_s: float = 3.0) -> dict | None:
+    """Server counters once they have caught up with the client (they are updated per engine
+    step, a moment after the last response), or as they stand after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = engine.server_counters()
+        if before is None or after is None:
+            return after
+        done = after.get("generation_tokens", 0) - before.get("generation_tokens", 0) >= client["generation_tokens"]
+        if done or time.monotonic() > deadline:
+            return after
+        time.sleep(0.2)
+
+
+def _counter_delta(before: dict | None, after: dict | None) -> dict | None:
+    if not before or not after:
+        return None
+    return {k: after[k] - before.get(k, 0.0) for k in after}
