@@ -28,11 +28,12 @@ def git_info(repo: Path | None = None) -> dict[str, Any]:
     """The harness's own git sha and whether the tree had uncommitted changes."""
     repo = repo or Path(__file__).resolve().parent.parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5,
+                             check=False)
         if sha.returncode != 0:
             return {"git_sha": None, "git_dirty": None}
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5)
+                               capture_output=True, text=True, timeout=5, check=False)
         return {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
