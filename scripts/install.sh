@@ -28,4 +28,15 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${BENCH_CHROMIUM:-}" ]; then
          "tests/test_browser.py will fail: install Chromium and set BENCH_CHROMIUM=/path/to/it" >&2
   fi
 fi
+# SkyPilot in a venv of its own (.venv-sky/, gitignored): it pins click<8.2, which would
+# downgrade this environment's click. tests/test_fleet_skypilot.py validates the fleet's task
+# files with SkyPilot's own loader through it ($BENCH_SKY_PYTHON overrides the path); about
+# 30 s on a fresh machine. BENCH_SKY_VENV=0 skips it (a fleet shard's machine needs none).
+if [ "${BENCH_SKY_VENV:-1}" != 0 ]; then
+  if ! .venv-sky/bin/python -c "import sky" >/dev/null 2>&1; then
+    python3 -m venv .venv-sky
+    .venv-sky/bin/python -m pip install -q "skypilot>=0.10"
+  fi
+  .venv-sky/bin/python -c "import sky; print('skypilot', sky.__version__, '(.venv-sky)')"
+fi
 python3 -c "import vllm, bench; print('bench', bench.__version__, '- vllm', vllm.__version__)"

@@ -67,18 +67,35 @@ def resolve_target(hardware_id: str | None, devices: int | None):
     return hardware, devices or detected.count or 1
 
 
+def config_option(f):
+    """`--config ID`: one engine configuration of the plan (shared by `bench plan` and `bench sweep`)."""
+    return click.option("--config", "config_id", metavar="ID",
+                        help="Only this engine configuration of the plan (its id as `bench plan` shows it); "
+                             "a fleet shard runs one.")(f)
+
+
+def selected(the_plan, config_id: str | None):
+    """`the_plan`, or only its configuration `config_id` (ConfigError listing the known ids)."""
+    if not config_id:
+        return the_plan
+    from bench.plan.plan import select_config
+
+    return select_config(the_plan, config_id)
+
+
 @click.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @sweep_overrides
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of tables.")
-def plan(sweep_file, as_json, **opts):
+def plan(sweep_file, as_json, config_id, **opts):
     """Print the ordered load points of SWEEP_FILE, what preflight skips and why, and an
     estimated duration. Starts nothing."""
     from bench.plan import build_plan, load_sweep
 
     sweep = load_sweep(sweep_file, collect_overrides(opts))
     hardware, n_devices = resolve_target(sweep.hardware, sweep.devices)
-    the_plan = build_plan(sweep, hardware, n_devices)
+    the_plan = selected(build_plan(sweep, hardware, n_devices), config_id)
     if as_json:
         click.echo(the_plan.model_dump_json(indent=2))
         return
@@ -148,7 +165,10 @@ def describe_plan(plan, hardware) -> str:
 @click.option("--client-workers", "client_workers", type=click.IntRange(min=1),
               help="Client worker processes driving the load [the file's client_workers, else chosen "
                    "from the load and the cores].")
-def sweep(sweep_file, resume_dir, pack, client_workers, **opts):
+@config_option
+@click.option("--upload", "upload_url", metavar="URL",
+              help="Publish the run to the store at URL when it ends complete or partial (docs/store.md).")
+def sweep(sweep_file, resume_dir, pack, client_workers, config_id, upload_url, **opts):
     """Run every point of SWEEP_FILE: one engine start per engine configuration, each
     finished point on disk before the next begins. Ctrl-C keeps what is done; --resume
     continues it."""
@@ -159,11 +179,15 @@ def sweep(sweep_file, resume_dir, pack, client_workers, **opts):
     from bench.run.session import prepare_run, run_plan
 
     sweep_spec = load_sweep(sweep_file, collect_overrides(opts))
+    if upload_url:  # an unusable store URL (no s3fs, bad scheme) fails before hours of measuring
+        from bench.store import Store
+
+        Store(upload_url)
     env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))
     env.request_timeout_s, env.stall_timeout_s = sweep_spec.request_timeout_s, sweep_spec.stall_timeout_s
     env.client_workers = client_workers or sweep_spec.client_workers
     n_devices = sweep_spec.devices or env.device.get("count") or 1
-    the_plan = build_plan(sweep_spec, env.hardware, n_devices)
+    the_plan = selected(build_plan(sweep_spec, env.hardware, n_devices), config_id)
     click.echo(note, err=True)
     click.echo(describe_plan(the_plan, env.hardware), err=True)
     out_dir = Path(opts.get("out_dir") or the_plan.out_dir or "runs")
@@ -172,7 +196,22 @@ def sweep(sweep_file, resume_dir, pack, client_workers, **opts):
                                pack=pack)
     click.echo(summary_table(result))
     click.echo(f"result: {run_dir}")
+    if upload_url and result.status in ("complete", "partial"):
+        publish(run_dir, upload_url)
     from bench.run.status import exit_code
 
     if exit_code(result.status):  # partial 4, failed 1 (docs/reliability.md)
         raise SystemExit(exit_code(result.status))
+
+
+def publish(run_dir, url: str) -> None:
+    """Upload one finished run (`bench sweep --upload`); a refusal says the run is kept."""
+    from bench.errors import StoreError
+    from bench.store import upload
+
+    try:
+        [done] = upload([run_dir], url)
+    except StoreError as e:
+        raise StoreError(f"{e} (the run is kept in {run_dir}: bench upload {run_dir} --to URL)") from None
+    verb = "published" if done.status == "published" else "already there"
+    click.echo(f"{verb}: {done.run_id}")

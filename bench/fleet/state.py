@@ -1,0 +1,214 @@
+"""A fleet's objects in the store, and each shard's state read from them.
+
+    URL/fleet/<fleet_id>/fleet.json                       the shards and the last launch's backend
+    URL/fleet/<fleet_id>/shards/<shard_id>/status.json    what the shard last said (below)
+    URL/fleet/<fleet_id>/shards/<shard_id>/shard.log      its output, redacted
+    URL/fleet/<fleet_id>/shards/<shard_id>/partial/<hardware>-<plan>/   its run folder as of
+                                                          its last finished point (bench.fleet.partial)
+
+A shard's status object: {"state": "running" | "done" | "failed", "attempt", "host",
+"hardware", "started_utc", "heartbeat_utc", "points_done", "points_total", "run_id",
+"run_status", "error"}. A shard is **done** when its status names a run whose manifest is
+in the store (published runs live under URL/runs/, docs/store.md); **running** while its
+backend says so or its heartbeat is recent; **failed** when it said so, or went silent
+(process gone, no heartbeat); **missing** when it never started. Everything read here is
+untrusted store content: ids are checked before they become paths, and a malformed object
+reads as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bench.errors import StoreError
+from bench.safepath import UnsafePath, check_run_id
+
+FLEET_DIR = "fleet"
+try:
+    HEARTBEAT_S = max(1.0, float(os.environ.get("BENCH_FLEET_HEARTBEAT_S", "30")))  # s between a shard's beats
+except ValueError:
+    HEARTBEAT_S = 30.0
+STALE_S = max(180.0, 6 * HEARTBEAT_S)  # silent this long: the shard is lost
+STATES = ("done", "running", "failed", "missing")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def age_s(stamp: str | None, now: float | None = None) -> float | None:
+    """Seconds since a `utc_now()` stamp (None when absent or unreadable)."""
+    try:
+        t = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    return (now if now is not None else time.time()) - t
+
+
+def rel(fleet_id: str, *parts: str) -> str:
+    """A path under the fleet's prefix; ids checked (they come from the store or a command line)."""
+    for part in (fleet_id, *parts):
+        try:
+            check_run_id(part)
+        except UnsafePath as e:
+            raise StoreError(f"refused fleet path part: {e}") from None
+    return "/".join([FLEET_DIR, fleet_id, *parts])
+
+
+def read_json(store, path: str) -> dict | None:
+    """A JSON object of the store (None when absent or not an object)."""
+    try:
+        data = store.fs.cat_file(store.path(path))
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001 - every fsspec backend has its own errors
+        raise StoreError(f"{store.where}: read {path} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def write_json(store, path: str, obj: dict) -> None:
+    store.put_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_fleet(store, record: dict, backend: dict) -> None:
+    write_json(store, rel(record["fleet_id"], "fleet.json"), {**record, "backend": backend, "launched_utc": utc_now()})
+
+
+def read_fleet(store, fleet_id: str) -> dict | None:
+    record = read_json(store, rel(fleet_id, "fleet.json"))
+    if record is None or record.get("fleet_id") != fleet_id or not isinstance(record.get("shards"), list):
+        return None
+    shards = []
+    for s in record["shards"]:
+        try:
+            check_run_id(s.get("shard_id") if isinstance(s, dict) else None)
+        except UnsafePath:
+            continue  # a planted entry never becomes a path
+        shards.append(s)
+    return {**record, "shards": shards}
+
+
+def fleet_ids(store) -> list[str]:
+    """Every fleet launched into the store, by id."""
+    store.fs.invalidate_cache()
+    try:
+        paths = store.fs.glob(store.path(FLEET_DIR, "*", "fleet.json"))
+    except FileNotFoundError:
+        return []
+    out = []
+    for p in sorted(paths):
+        fid = p.rstrip("/").split("/")[-2]
+        try:
+            out.append(check_run_id(fid))
+        except UnsafePath:
+            continue
+    return out
+
+
+def read_status(store, fleet_id: str, shard_id: str) -> dict | None:
+    return read_json(store, rel(fleet_id, "shards", shard_id, "status.json"))
+
+
+def write_status(store, fleet_id: str, shard_id: str, status: dict) -> None:
+    write_json(store, rel(fleet_id, "shards", shard_id, "status.json"), status)
+
+
+@dataclass
+class View:
+    """What a backend says of one shard: "queued" | "running" (active) or "exited" (gone)."""
+
+    state: str
+    detail: str = ""
+    info: dict = field(default_factory=dict)  # backend-specific facts (Ray: the node the task ran on)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+
+@dataclass
+class ShardState:
+    shard: dict  # the shard's record (bench.fleet.shards.Shard.record)
+    state: str  # one of STATES
+    detail: str
+    status: dict | None
+
+    def row(self) -> dict:
+        st = self.status or {}
+        points = f"{st.get('points_done')}/{st.get('points_total')}" if st.get("points_total") else None
+        return {"shard": self.shard["shard_id"], "model": self.shard.get("model"),
+                "precision": self.shard.get("precision"), "hardware": st.get("hardware") or
+                "|".join(self.shard.get("hardware") or []), "state": self.state, "points": points,
+                "host": st.get("host"), "updated": _ago(st.get("heartbeat_utc")), "detail": self.detail}
+
+
+def shard_state(shard: dict, status: dict | None, published, view: View | None, now: float | None = None) -> ShardState:
+    """One shard's state from its status object, `published(run_id) -> bool` and its backend's view."""
+    st = status or {}
+    state = st.get("state")
+    if state == "done":
+        run_id = str(st.get("run_id"))
+        if published(run_id):
+            return ShardState(shard, "done", f"run {run_id} ({st.get('run_status')})", status)
+        if not (view and view.active):
+            return ShardState(shard, "failed", f"its run {run_id} is not in the store", status)
+    if view is not None and view.active:
+        what = "queued" if view.state == "queued" or not status else "running"
+        return ShardState(shard, "running", view.detail or what, status)
+    if state == "running":
+        if view is not None:  # the backend knows it, and it is gone
+            return ShardState(shard, "failed", f"lost: {view.detail or 'its process is gone'}", status)
+        silent = age_s(st.get("heartbeat_utc"), now)
+        if silent is not None and silent > STALE_S:
+            return ShardState(shard, "failed", f"lost: no heartbeat for {silent / 60:.0f} min", status)
+        return ShardState(shard, "running", f"attempt {st.get('attempt')}", status)
+    if state == "failed":
+        return ShardState(shard, "failed", str(st.get("error") or "failed"), status)
+    if view is not None:
+        return ShardState(shard, "failed", f"exited before it started ({view.detail or 'no status'})", status)
+    return ShardState(shard, "missing", "never started", status)
+
+
+def fleet_states(store, record: dict, views: dict[str, View] | None = None) -> list[ShardState]:
+    """The state of every shard of a fleet record (`views`: shard id -> what its backend says)."""
+    out = []
+    cache: dict[str, bool] = {}
+
+    def published(run_id: str) -> bool:
+        if run_id not in cache:
+            try:
+                cache[run_id] = store.read_manifest(run_id) is not None
+            except StoreError:
+                cache[run_id] = False
+        return cache[run_id]
+
+    now = time.time()
+    for shard in record["shards"]:
+        sid = shard["shard_id"]
+        out.append(shard_state(shard, read_status(store, record["fleet_id"], sid), published,
+                               (views or {}).get(sid), now))
+    return out
+
+
+def counts(states: list[ShardState]) -> dict[str, int]:
+    return {name: sum(1 for s in states if s.state == name) for name in STATES}
+
+
+def _ago(stamp: str | None) -> str | None:
+    seconds = age_s(stamp)
+    if seconds is None:
+        return None
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"

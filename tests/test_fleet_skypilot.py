@@ -1,0 +1,161 @@
+"""The SkyPilot task files of a fleet: a golden spec (pure), and every file of a sweep read
+by SkyPilot's own loader (`sky.Task.from_yaml`) in its separate venv. Nothing is launched:
+`sky.jobs.launch` never runs in a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bench.cli import cli
+from bench.fleet.backends.base import PLAIN_ENV, SECRET_ENV
+from bench.fleet.backends.skypilot import SkyPilotBackend, repo_root, secret_values
+from bench.fleet.shards import plan_fleet
+
+SWEEP = """name: fleet-sky
+models: [llama-3.1-8b]
+weights: real
+precisions: [bf16, fp8]
+engine_args: {tensor_parallel_size: 2}
+workloads: [{kind: random, input_len: 1024, output_len: 256}]
+loads: [{kind: concurrency, concurrency: [1, 16]}]
+"""
+
+GOLDEN = """\
+name: bench-fleet-sky-e1210242-llama-3.1-8b-8484d03d_h100-sxm_h200-sxm
+workdir: <repo>
+resources:
+  accelerators:
+    H100: 2
+    H200: 2
+  use_spot: true
+  job_recovery:
+    strategy: EAGER_NEXT_REGION
+    max_restarts_on_errors: 1
+envs:
+  BENCH_STORE: s3://bench-results/shared
+  AWS_DEFAULT_REGION: us-east-1
+  BENCH_SKY_VENV: '0'
+secrets:
+  AWS_ACCESS_KEY_ID: null
+  AWS_SECRET_ACCESS_KEY: null
+  HF_TOKEN: null
+setup: scripts/install.sh gpu
+run: python3 -m bench fleet shard ~/bench-fleet/fleet-sky-e1210242/fleet-sky.yaml
+  --config llama-3.1-8b-8484d03d --hardware 'h100-sxm|h200-sxm' --fleet fleet-sky-e1210242
+  --backend skypilot
+file_mounts:
+  ~/bench-fleet/fleet-sky-e1210242/fleet-sky.yaml: <sweep>
+"""
+
+STORE = "s3://bench-results/shared"
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    """This environment's credentials: what the task files may name, never contain."""
+    for name in (*PLAIN_ENV, *SECRET_ENV, "BENCH_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-never-written")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnopqrstuv")
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    path = tmp_path / "fleet-sky.yaml"
+    path.write_text(SWEEP)
+    return path
+
+
+def test_golden_task_spec(sweep, credentials):
+    fleet = plan_fleet(sweep, ["h100-sxm|h200-sxm", "a100-80g-sxm"])
+    assert [s.shard_id for s in fleet.shards] == [
+        "llama-3.1-8b-8484d03d_h100-sxm_h200-sxm", "llama-3.1-8b-5f3ef1be_h100-sxm_h200-sxm",
+        "llama-3.1-8b-8484d03d_a100-80g-sxm"]
+    assert fleet.skipped[0]["config_id"] == "llama-3.1-8b-5f3ef1be"  # fp8: not on an A100
+    spec = SkyPilotBackend().task_spec(fleet, fleet.shards[0], STORE)
+    text = yaml.safe_dump(spec, sort_keys=False)
+    text = text.replace(str(repo_root()), "<repo>").replace(str(sweep.resolve()), "<sweep>")
+    assert text == GOLDEN
+    for value in ("AKIAABCDEFGHIJKLMNOP", "s3cr3t-value-never-written", "hf_abcdefghijklmnopqrstuv"):
+        assert value not in text
+    assert secret_values(spec, STORE) == {"AWS_ACCESS_KEY_ID": "AKIAABCDEFGHIJKLMNOP",
+                                          "AWS_SECRET_ACCESS_KEY": "s3cr3t-value-never-written",
+                                          "HF_TOKEN": "hf_abcdefghijklmnopqrstuv"}
+
+
+def test_a_store_url_with_a_password_is_a_secret(sweep, credentials):
+    fleet = plan_fleet(sweep, ["h100-sxm"])
+    url = "s3://user:pa55word@bucket/x"
+    spec = SkyPilotBackend(spot=False, recovery="FAILOVER", max_restarts=0).task_spec(fleet, fleet.shards[0], url)
+    assert "BENCH_STORE" not in spec["envs"] and spec["secrets"]["BENCH_STORE"] is None
+    assert "pa55word" not in yaml.safe_dump(spec)
+    assert secret_values(spec, url)["BENCH_STORE"] == url
+    assert spec["resources"] == {"accelerators": {"H100": 2}, "use_spot": False,
+                                 "job_recovery": {"strategy": "FAILOVER", "max_restarts_on_errors": 0}}
+
+
+def sky_python() -> str:
+    path = os.environ.get("BENCH_SKY_PYTHON") or str(repo_root() / ".venv-sky" / "bin" / "python")
+    if not Path(path).is_file():
+        pytest.fail(f"SkyPilot's venv is missing ({path}): scripts/install.sh creates .venv-sky/ "
+                    "(or set BENCH_SKY_PYTHON to a python with skypilot installed)")
+    return path
+
+
+CHECK = r"""
+import json, sys, yaml, sky
+out = []
+for path in sys.argv[1:]:
+    task = sky.Task.from_yaml(path)               # SkyPilot's own schema and loader
+    spec = yaml.safe_load(open(path))
+    names = list(spec.get("secrets") or {})
+    launched = sky.Task.from_yaml_config(spec, secrets_overrides=[(n, "value-of-" + n) for n in names])
+    out.append({"name": task.name, "run": task.run, "setup": task.setup, "workdir": task.workdir,
+                "envs": task.envs, "file_mounts": task.file_mounts,
+                "resources": [{"accelerators": r.accelerators, "use_spot": r.use_spot,
+                               "job_recovery": r.job_recovery} for r in task.resources],
+                "secret_refs": sorted(ref.name for ref in task._managed_secret_refs),
+                "launch_secrets": sorted(launched.secrets), "launch_refs": len(launched._managed_secret_refs)})
+print(json.dumps(out))
+"""
+
+
+def test_skypilot_loads_every_task_file(sweep, credentials, tmp_path):
+    python = sky_python()
+    out = tmp_path / "tasks"
+    result = CliRunner().invoke(cli, ["fleet", "plan", str(sweep), "--backend", "skypilot", "--store", STORE,
+                                      "--hardware", "h100-sxm|h200-sxm", "--hardware", "a100-80g-sxm",
+                                      "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("*.yaml"))
+    assert len(files) == 3
+    loaded = subprocess.run([python, "-c", CHECK, *map(str, files)], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    tasks = {t["name"]: t for t in json.loads(loaded.stdout.strip().splitlines()[-1])}
+    either = tasks["bench-fleet-sky-e1210242-llama-3.1-8b-8484d03d_h100-sxm_h200-sxm"]
+    assert sorted(next(iter(r["accelerators"])) for r in either["resources"]) == ["H100", "H200"]
+    assert all(r["accelerators"] in ({"H100": 2}, {"H200": 2}) and r["use_spot"] and
+               r["job_recovery"] == {"strategy": "EAGER_NEXT_REGION", "max_restarts_on_errors": 1}
+               for r in either["resources"])
+    a100 = tasks["bench-fleet-sky-e1210242-llama-3.1-8b-8484d03d_a100-80g-sxm"]
+    assert [r["accelerators"] for r in a100["resources"]] == [{"A100-80GB": 2}]
+    for task in tasks.values():
+        assert task["setup"] == "scripts/install.sh gpu" and task["workdir"] == str(repo_root())
+        assert task["run"].startswith("python3 -m bench fleet shard ~/bench-fleet/fleet-sky-e1210242/fleet-sky.yaml")
+        assert task["envs"]["BENCH_STORE"] == STORE
+        assert task["secret_refs"] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"]
+        assert task["launch_secrets"] == task["secret_refs"] and task["launch_refs"] == 0  # values, in memory
+        assert list(task["file_mounts"].values()) == [str(sweep.resolve())]
+    for path in files:
+        text = path.read_text()
+        assert "s3cr3t-value-never-written" not in text and "AKIAABCDEFGHIJKLMNOP" not in text
