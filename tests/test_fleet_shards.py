@@ -184,4 +184,29 @@ loads: [{kind: concurrency, concurrency: [1]}]
     fleet = plan_fleet(path, ["h100-sxm"])
     assert fleet.shards == []
     reasons = [s["reason"] for s in fleet.skipped]  # nnodes 1: 16 GPUs on one machine; nnodes 2: two machines
-    assert len(reasons) == 2 and "spans 2 nodes: a fleet shard runs on one machine (docs/fleet.md)" in reasons
+    assert len(reasons) == 2 and any("spans 2 nodes: only the skypilot backend" in r for r in reasons)
+    (shard,) = plan_fleet(path, ["h100-sxm"], multinode=True).shards  # SkyPilot: num_nodes 2
+    assert (shard.nnodes, shard.n_gpus) == (2, 8)
+
+
+def test_a_multinode_shard_hands_its_followers_to_bench_sweep(tmp_path, monkeypatch):
+    """The launcher puts the followers' agents in $BENCH_NODES; the shard passes them as the sweep's `nodes`."""
+    import bench.fleet.shard as shard_mod
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def popen(argv, **kw):
+        seen["argv"] = argv
+        raise Stop
+
+    monkeypatch.setenv("BENCH_NODES", "10.0.0.2:8790,10.0.0.3:8790")
+    monkeypatch.setattr(shard_mod.subprocess, "Popen", popen)
+    run = shard_mod.ShardRun("s.yaml", "cfg-1", ["h100-sxm"], "f-1", str(tmp_path / "store"), work_dir=tmp_path)
+    with pytest.raises(Stop):
+        run._sweep("h100-sxm", None)
+    i = seen["argv"].index("--set")
+    assert seen["argv"][i + 1] == 'nodes=["10.0.0.2:8790", "10.0.0.3:8790"]'
+

@@ -159,3 +159,54 @@ def test_skypilot_loads_every_task_file(sweep, credentials, tmp_path):
     for path in files:
         text = path.read_text()
         assert "s3cr3t-value-never-written" not in text and "AKIAABCDEFGHIJKLMNOP" not in text
+
+
+MULTINODE = """name: fleet-sky-2n
+models: [llama-3.1-8b]
+engine_args: {tensor_parallel_size: 8, pipeline_parallel_size: 2, nnodes: 2}
+workloads: [{kind: random, input_len: 1024, output_len: 256}]
+loads: [{kind: concurrency, concurrency: [16]}]
+"""
+
+
+def test_a_config_over_two_nodes_is_one_skypilot_job_on_two_machines(tmp_path, credentials):
+    path = tmp_path / "fleet-sky-2n.yaml"
+    path.write_text(MULTINODE)
+    local = plan_fleet(path, ["h100-sxm"])  # local and Ray place a shard on one machine
+    assert not local.shards and "only the skypilot backend" in local.skipped[0]["reason"]
+    fleet = plan_fleet(path, ["h100-sxm"], multinode=True)
+    (shard,) = fleet.shards
+    assert shard.nnodes == 2 and shard.n_gpus == 8  # GPUs per machine
+    spec = SkyPilotBackend().task_spec(fleet, shard, STORE)
+    assert spec["num_nodes"] == 2 and spec["resources"]["accelerators"] == {"H100": 8}
+    run = spec["run"]
+    assert 'if [ "$SKYPILOT_NODE_RANK" = 0 ]; then' in run
+    assert "python3 -m bench fleet shard" in run.split("else")[0]  # the head runs the shard
+    assert 'exec python3 -m bench node serve --head "$HEAD" --port "$PORT"' in run  # the follower serves it
+    assert 'python3 -m bench node release' in run  # and is released when the shard ends
+    out = tmp_path / "tasks"
+    files = SkyPilotBackend().write(fleet, fleet.shards, STORE, out)
+    check = ("import sys, sky; t = sky.Task.from_yaml(sys.argv[1]); "
+             "print(t.num_nodes, [r.accelerators for r in t.resources])")
+    loaded = subprocess.run([sky_python(), "-c", check, str(files[0])], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "2 [{'H100': 8}]"
+
+
+def test_the_multinode_run_script_gives_the_head_its_followers_and_the_followers_their_head(tmp_path):
+    from bench.fleet.backends.skypilot import multinode_run
+
+    script = multinode_run('echo "shard nodes=$BENCH_NODES"')
+    bindir = tmp_path / "bin"  # `python3 -m bench node ...` recorded, not run
+    bindir.mkdir()
+    (bindir / "python3").write_text('#!/bin/sh\necho "python3 $*"\n')
+    (bindir / "python3").chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "SKYPILOT_NODE_IPS": "10.0.0.1\n10.0.0.2\n10.0.0.3"}
+    head = subprocess.run(["bash", "-c", script], env={**env, "SKYPILOT_NODE_RANK": "0"}, capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    assert head == ["shard nodes=10.0.0.2:8790,10.0.0.3:8790",
+                    "python3 -m bench node release 10.0.0.2:8790 10.0.0.3:8790"]
+    follower = subprocess.run(["bash", "-c", script], env={**env, "SKYPILOT_NODE_RANK": "2"}, capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+    assert follower == ["python3 -m bench node serve --head 10.0.0.1 --port 8790"]

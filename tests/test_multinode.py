@@ -286,3 +286,20 @@ def test_a_sweep_file_spans_nodes_and_preflight_counts_devices_per_node():
     with pytest.raises(ConfigError, match="gpus lists 4 devices, the configuration needs 2"):  # per node
         sweep_from_dict({**raw, "gpus": [0, 1, 2, 3], "engine_args": {"tensor_parallel_size": 4, "nnodes": 2}},
                         source="t.yaml")
+
+
+def test_bench_node_release_stops_the_agent_and_its_child(nodes, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+    from bench.engines.multinode import NodeClient, start_request
+
+    node = nodes[0]
+    cfg = endpoint("http://127.0.0.1:9", data_parallel_size=2, nnodes=2, nodes=[node.addr])
+    started = NodeClient(node.addr).start(start_request(cfg, 1, RDV, "cuda"))
+    assert node.health()["child"]["state"] == "running"
+    result = CliRunner().invoke(cli, ["node", "release", node.addr, "127.0.0.1:9"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"released {node.addr}" in result.output and "127.0.0.1:9: agent unreachable" in result.output
+    assert node.proc.wait(timeout=30) == 0  # the agent exits cleanly
+    assert _zombie(started["pid"])  # and its child is gone

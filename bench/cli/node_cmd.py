@@ -41,3 +41,18 @@ def serve(head, port, host, gpus, telemetry, hardware_id, log_dir):
     serve_agent(agent, host, port, head, on_ready=lambda addr: click.echo(
         f"bench node: serving {meter.method} energy of {len(meter.devices)} device(s) on {addr[0]}:{addr[1]} "
         f"for head {head}; Ctrl-C stops it and its vLLM", err=True))
+
+
+@node.command()
+@click.argument("agents", nargs=-1, required=True)
+def release(agents):
+    """Tell each agent (host:port) that the head is done: it stops its vLLM and exits."""
+    from bench.engines.multinode import NodeClient
+    from bench.errors import EngineError
+
+    for addr in agents:
+        try:
+            NodeClient(addr).call("POST", "/exit", {})
+            click.echo(f"released {addr}", err=True)
+        except EngineError as e:  # already gone: nothing to release
+            click.echo(f"bench node: {e}", err=True)

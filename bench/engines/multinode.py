@@ -29,7 +29,9 @@ from bench.engines.process import free_port
 from bench.engines.vllm_args import vllm_launch_args
 from bench.errors import EngineError
 
-HEADLESS_MODULE = "bench.engines.vllm_headless"  # `vllm serve --headless` without the console script
+HEADLESS_MODULE = "bench.engines.vllm_headless"
+AGENT_WAIT_S = 300.0  # how long the head waits for a follower's agent to answer before starting
+_ANSWERED: set[str] = set()  # agents that have answered this process once  # `vllm serve --headless` without the console script
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,23 @@ class NodeClient:
     def health(self) -> dict:
         return self.call("GET", "/health")
 
+    def wait_ready(self, timeout_s: float) -> dict:
+        """Its /health once it answers (a follower launched beside the head may still be installing);
+        the last EngineError after `timeout_s`. An agent that answered before in this process and
+        no longer does is gone, not late: no wait."""
+        import time
+
+        deadline = time.monotonic() + (0.0 if self.addr in _ANSWERED else timeout_s)
+        while True:
+            try:
+                answer = self.health()
+                _ANSWERED.add(self.addr)
+                return answer
+            except EngineError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+
     def energy(self, timeout_s: float = 2.0) -> dict:
         return self.call("GET", "/energy", timeout_s=timeout_s)
 
@@ -143,6 +162,7 @@ class MultiNodeEngine:
         self.device = device
         self.followers = followers if followers is not None else [NodeClient(a) for a in cfg.nodes or []]
         self.started: dict[str, dict] = {}  # agent -> its answer to /engine/start (pid, argv)
+        self.agent_wait_s = AGENT_WAIT_S
 
     # the head answers everything the client and the counters need
     @property
@@ -170,6 +190,8 @@ class MultiNodeEngine:
         """Followers first (each waits for the head's rendezvous), then the head, which is healthy
         once every follower has joined."""
         try:
+            for node in self.followers:
+                node.wait_ready(self.agent_wait_s)
             for rank, node in enumerate(self.followers, start=1):
                 self.started[node.addr] = node.start(start_request(self.cfg, rank, self.rdv, self.device))
             self.head.start()

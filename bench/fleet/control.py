@@ -23,7 +23,7 @@ def load_fleet(sweep_path, hardware=(), backend_name: str = "local") -> Fleet:
 
         detected = detect_device()
         default, n_devices = detected.hardware_id, detected.count
-    return plan_fleet(sweep_path, hardware, default, n_devices)
+    return plan_fleet(sweep_path, hardware, default, n_devices, multinode=backend_name == "skypilot")
 
 
 def full_record(fleet: Fleet, backend) -> dict:

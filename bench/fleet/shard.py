@@ -80,6 +80,9 @@ def default_work_dir(fleet_id: str, shard_id: str) -> Path:
     return Path(base) / "fleet" / fleet_id / shard_id
 
 
+NODES_ENV = "BENCH_NODES"  # "host:port,..." of a multi-node shard's follower agents (bench.fleet.backends.skypilot)
+
+
 class ShardRun:
     """One attempt at one shard on this machine."""
 
@@ -139,6 +142,9 @@ class ShardRun:
         argv = [sys.executable, "-m", "bench", "sweep", self.sweep_path, "--config", self.config_id, "--hardware", hw]
         out = self.work / "runs"
         argv += ["--resume", str(restored)] if restored else ["--out", str(out)]
+        nodes = [n for n in os.environ.get(NODES_ENV, "").split(",") if n]
+        if nodes:  # a multi-node shard's followers (their `bench node serve` agents), from its launcher
+            argv += ["--set", f"nodes={json.dumps(nodes)}"]
         self._say("running: " + " ".join(argv[1:]))
         # its own process group: one signal from us, never a second from a group signal
         self.child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -30,12 +30,13 @@ class Shard:
     shard_id: str
     config_id: str
     hardware: tuple[str, ...]  # catalog ids, sorted; more than one: any of them
-    n_gpus: int  # TP x PP x DP of the configuration
+    n_gpus: int  # GPUs on each machine: TP x PP x DP of the configuration over its nnodes
     model: str
     precision: str
     parallel: str
     engine: str
     n_points: int
+    nnodes: int = 1  # machines the configuration spans (a head and nnodes - 1 followers; skypilot only)
 
     @property
     def hardware_arg(self) -> str:
@@ -45,7 +46,7 @@ class Shard:
     def record(self) -> dict:
         return {"shard_id": self.shard_id, "config_id": self.config_id, "hardware": list(self.hardware),
                 "n_gpus": self.n_gpus, "model": self.model, "precision": self.precision,
-                "parallel": self.parallel, "engine": self.engine, "n_points": self.n_points}
+                "parallel": self.parallel, "engine": self.engine, "n_points": self.n_points, "nnodes": self.nnodes}
 
 
 @dataclass
@@ -105,13 +106,15 @@ def fleet_id(name: str, sweep_bytes: bytes, groups: list[tuple[str, ...]]) -> st
 
 
 def plan_fleet(sweep_path, hardware_values=(), default_hardware: str | None = None,
-               n_devices: int | None = None) -> Fleet:
+               n_devices: int | None = None, multinode: bool = False) -> Fleet:
     """The fleet of a sweep file. Hardware: `hardware_values`, else the sweep's `hardware`,
     else `default_hardware` (the local backend: this box). `n_devices`: devices per machine
     for preflight (default: the sweep's `devices`, else REMOTE_DEVICES).
 
     A configuration becomes a shard of a hardware group when preflight leaves it points to
-    run on every type of the group; otherwise it is listed in `skipped` with the reason."""
+    run on every type of the group; otherwise it is listed in `skipped` with the reason.
+    A configuration over several machines (`nnodes` > 1) is a shard only where the backend
+    launches multi-node jobs (`multinode`: SkyPilot's `num_nodes`)."""
     from bench.plan import build_plan, load_sweep
 
     path = Path(sweep_path)
@@ -137,14 +140,16 @@ def plan_fleet(sweep_path, hardware_values=(), default_hardware: str | None = No
             cid = cfg.config_id()
             configs.setdefault(cid, cfg)
             reason = _not_runnable(cid, group, plans)
-            if getattr(cfg, "nnodes", 1) > 1:  # a backend places a shard on one machine
-                reason = f"spans {cfg.nnodes} nodes: a fleet shard runs on one machine (docs/fleet.md)"
+            if cfg.nnodes > 1 and not multinode:  # local and Ray place a shard on one machine
+                reason = (f"spans {cfg.nnodes} nodes: only the skypilot backend launches a shard over several "
+                          "machines (docs/fleet.md)")
             if reason:
                 skipped.append({"config_id": cid, "hardware": "|".join(group), "reason": reason})
                 continue
-            shards.append(Shard(shard_id=shard_id(cid, group), config_id=cid, hardware=group, n_gpus=cfg.n_gpus,
-                                model=cfg.model, precision=cfg.precision(), parallel=cfg.parallel_label(),
-                                engine=cfg.engine, n_points=len(plans[0].points_for(cid))))
+            shards.append(Shard(shard_id=shard_id(cid, group), config_id=cid, hardware=group,
+                                n_gpus=cfg.n_gpus_local, model=cfg.model, precision=cfg.precision(),
+                                parallel=cfg.parallel_label(), engine=cfg.engine,
+                                n_points=len(plans[0].points_for(cid)), nnodes=cfg.nnodes))
     return Fleet(fleet_id=fleet_id(base.name, raw, groups), name=base.name, sweep_path=path,
                  sweep_sha256=hashlib.sha256(raw).hexdigest(), hardware=groups, shards=shards, skipped=skipped,
                  configs=configs)

@@ -3,7 +3,7 @@
 It starts that node's headless vLLM process when the head asks (POST /engine/start with the
 typed EngineConfig and the node's rank: the agent builds the command line itself, so a request
 can start vLLM and nothing else), reports its health (GET /health: the child's state and log
-tail), stops it (POST /engine/stop), and serves a snapshot of this machine's energy counters
+tail), stops it (POST /engine/stop), exits when the head releases it (POST /exit), and serves a snapshot of this machine's energy counters
 (GET /energy: one read of the local meter, NVML / amdsmi / RAPL / nominal, as the head's
 sampler would read its own). The head stamps every snapshot with its own clock
 (bench.telemetry.remote), so no clock is synchronised. Only the head's address is answered.
@@ -111,7 +111,7 @@ class NodeAgent:
 
 
 ROUTES = {("GET", "/health"): "health", ("GET", "/energy"): "energy",
-          ("POST", "/engine/start"): "start", ("POST", "/engine/stop"): "stop"}
+          ("POST", "/engine/start"): "start", ("POST", "/engine/stop"): "stop", ("POST", "/exit"): "exit"}
 
 
 def make_server(agent: NodeAgent, host: str, port: int, allowed: set[str]) -> ThreadingHTTPServer:
@@ -129,7 +129,12 @@ def make_server(agent: NodeAgent, host: str, port: int, allowed: set[str]) -> Th
                 if method == "POST":
                     length = int(self.headers.get("Content-Length") or 0)
                     body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                answer = getattr(agent, name)(body) if name == "start" else getattr(agent, name)()
+                if name == "exit":  # the head is done with this node (`bench node release`): stop serving
+                    agent.stop()
+                    threading.Thread(target=self.server.shutdown, daemon=True).start()
+                    answer = {"exiting": True}
+                else:
+                    answer = getattr(agent, name)(body) if name == "start" else getattr(agent, name)()
             except (BenchError, ValueError) as e:
                 return self._send(400, {"error": str(e).splitlines()[0][:500]})
             except Exception as e:  # noqa: BLE001 -- one bad request never stops the agent

@@ -92,9 +92,12 @@ class SkyPilotBackend:
         sweep_word = sweep_arg if mounts else shlex.quote(sweep_arg)
         run = " ".join(sweep_word if a == _SWEEP else shlex.quote(a)
                        for a in shard_argv(fleet.fleet_id, shard, _SWEEP, self.name))
+        if shard.nnodes > 1:
+            run = multinode_run(run)
         spec = {
             "name": self.job_name(fleet.fleet_id, shard.shard_id),
             "workdir": str(root),
+            **({"num_nodes": shard.nnodes} if shard.nnodes > 1 else {}),
             "resources": {
                 "accelerators": self.accelerators(shard),
                 "use_spot": self.spot,
@@ -116,7 +119,8 @@ class SkyPilotBackend:
 
     def _placement(self, shard) -> str:
         accs = ", ".join(f"{k}:{v}" for k, v in self.accelerators(shard).items())
-        return f"{{{accs}}} {'spot' if self.spot else 'on-demand'}, {self.recovery}"
+        nodes = f"{shard.nnodes} nodes x " if shard.nnodes > 1 else ""
+        return f"{nodes}{{{accs}}} {'spot' if self.spot else 'on-demand'}, {self.recovery}"
 
     def write(self, fleet, shards, store_url: str, out_dir: Path) -> list[Path]:
         """One task YAML per shard in OUT_DIR (`sky jobs launch FILE --secret NAME ...` launches one)."""
@@ -180,6 +184,32 @@ class SkyPilotBackend:
                 sky.get(sky.jobs.cancel(name=self.job_name(record["fleet_id"], sid)))
             lines.append(f"{sid}: cancel sent to SkyPilot")
         return lines
+
+
+AGENT_PORT = 8790  # the followers' `bench node serve` port inside a multi-node job
+
+
+def multinode_run(shard_command: str) -> str:
+    """The run script of a shard over SkyPilot's `num_nodes` machines: node rank 0 (the head)
+    runs the shard with the other nodes' agents in $BENCH_NODES and releases them when it ends;
+    every other node serves its headless vLLM and energy counters to the head until released.
+    SKYPILOT_NODE_RANK and SKYPILOT_NODE_IPS (one address per line, the head first) are set by
+    SkyPilot on every node."""
+    return "\n".join([
+        f"PORT={AGENT_PORT}",
+        'HEAD=$(echo "$SKYPILOT_NODE_IPS" | head -n1)',
+        'if [ "$SKYPILOT_NODE_RANK" = 0 ]; then',
+        '  BENCH_NODES=$(echo "$SKYPILOT_NODE_IPS" | tail -n +2 | sed "s/$/:$PORT/" | paste -sd, -)',
+        "  export BENCH_NODES",
+        f"  {shard_command}",
+        "  code=$?",
+        '  python3 -m bench node release $(echo "$BENCH_NODES" | tr , " ")',
+        '  exit "$code"',
+        "else",
+        '  exec python3 -m bench node serve --head "$HEAD" --port "$PORT"',
+        "fi",
+        "",
+    ])
 
 
 def secret_values(spec: dict, store_url: str) -> dict[str, str]:
