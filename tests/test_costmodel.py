@@ -28,27 +28,17 @@ from bench.store.costmodel import (
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "costmodel.md"
 
 
-class StandInScenario:
-    """A stand-in for bench.measure.cost.Scenario: a flat hourly price and a utilization."""
-
-    def __init__(self, usd_per_gpu_hour: float, utilization: float = 1.0):
-        self.usd_per_gpu_hour, self.utilization = usd_per_gpu_hour, utilization
-
-
 def stand_in_scenarios(hardware_id):
-    return {"flat": StandInScenario(2.0), "half-busy": StandInScenario(2.0, 0.5)} if hardware_id else {}
+    """Two catalog-independent scenarios: a flat hourly price, and the same price half busy."""
+    from bench.measure.cost import make_scenario
+
+    if not hardware_id:
+        return {}
+    return {"flat": make_scenario(name="flat", kind="rental", rental_usd_per_gpu_hour=2.0),
+            "half-busy": make_scenario(name="half-busy", kind="rental", rental_usd_per_gpu_hour=2.0, utilization=0.5)}
 
 
-def stand_in_cost(metrics, energy, scenario, n_gpus):
-    def per_mtok(key):
-        return scenario.usd_per_gpu_hour / (metrics[key] / n_gpus * scenario.utilization * 3600 / 1e6)
-
-    return {"usd_per_gpu_hour": scenario.usd_per_gpu_hour, "utilization": scenario.utilization,
-            "usd_per_mtok_output": per_mtok("output_tok_s"), "usd_per_mtok_input": per_mtok("input_tok_s"),
-            "usd_per_mtok_total": per_mtok("total_tok_s")}
-
-
-INJECT = {"scenarios_for": stand_in_scenarios, "cost_for_point": stand_in_cost}
+INJECT = {"scenarios_for": stand_in_scenarios}
 
 
 @pytest.fixture

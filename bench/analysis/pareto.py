@@ -143,11 +143,10 @@ def compare_table(table: pd.DataFrame, model: str, op: Operating, baseline: str 
         return frame
     base = _baseline_rows(frame, baseline)
     ratio_cols = RATIO_METRICS + [c for c in cost_columns if c.startswith("usd_")]
-    frame["baseline_series"] = [_pick_baseline(r, base)["series"] if base is not None else None
-                                for _, r in frame.iterrows()]
+    picks = [_pick_baseline(r, base) if base is not None else None for _, r in frame.iterrows()]  # once per series
+    frame["baseline_series"] = [p["series"] if p is not None else None for p in picks]
     for m in ratio_cols:
-        ref = [_pick_baseline(r, base)[m] if base is not None else math.nan for _, r in frame.iterrows()]
-        frame[f"{m}_vs_baseline"] = [_ratio(v, b) for v, b in zip(frame[m], ref)]
+        frame[f"{m}_vs_baseline"] = [_ratio(v, p[m] if p is not None else math.nan) for v, p in zip(frame[m], picks)]
     return frame
 
 

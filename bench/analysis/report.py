@@ -80,16 +80,42 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
     return out
 
 
+def provenance_from_points(points: pd.DataFrame) -> list[dict]:
+    """`provenance_rows` of runs known by their point rows only (a store's point files):
+    GPU counts, precisions and engines are those of the run's points of this model."""
+    points = points[_POINT_RUN_COLUMNS]
+    out = []
+    for run_id, rows in points.astype(object).where(points.notna(), None).groupby("run_id", sort=True):
+        r = rows.iloc[0]
+        out.append({
+            "run_id": run_id + (" (SYNTHETIC)" if r["synthetic"] else ""), "date": r["run_date"],
+            "model": r["model"], "hardware": r["hardware"], "device": r["device_name"],
+            "n_gpus": ", ".join(sorted({str(n) for n in rows["n_gpus"]})),
+            "precision": ", ".join(sorted({str(p) for p in rows["precision"]})),
+            "engine": ", ".join(sorted({f"{e} {v or ''}".strip() for e, v in zip(rows["engine"], rows["engine_version"])})),
+            "driver": r["driver_version"], "weights": r["weights"],
+            "harness": f"{r['harness_version']} {(r['harness_git_sha'] or '')[:10]}".strip(),
+            "status": r["run_status"], "valid_points": f"{r['run_n_valid_points']}/{r['run_n_points']}",
+        })
+    return out
+
+
+_POINT_RUN_COLUMNS = ["run_id", "synthetic", "run_date", "model", "hardware", "device_name", "n_gpus", "precision",
+                      "engine", "engine_version", "driver_version", "weights", "harness_version", "harness_git_sha",
+                      "run_status", "run_n_valid_points", "run_n_points"]
 PROVENANCE_COLUMNS = ["run_id", "date", "hardware", "device", "n_gpus", "precision", "engine", "driver",
                       "weights", "harness", "status", "valid_points"]
 
 
-def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model: str, out_dir: Path,
+def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None, model: str, out_dir: Path,
                    op: Operating, baseline: str | None = "h100-sxm",
-                   scenario_names: list[str] | None = None, reference: bool = False) -> Report:
+                   scenario_names: list[str] | None = None, reference: bool = False,
+                   points: pd.DataFrame | None = None) -> Report:
     """Compare every series of MODEL in a cost-model table; writes report.md, compare.html,
     compare.csv, plots. With `reference`, published figures (published.yaml) are drawn and
-    tabled beside the measured ones, labelled `source: published`."""
+    tabled beside the measured ones, labelled `source: published`. Without `runs`, `points`
+    (every ok point of MODEL with its run columns: bench.store.query.compare_points) stands
+    in for them."""
     rows = table[table["model"] == model]
     if rows.empty:
         known = ", ".join(sorted(set(table["model"].dropna()))) or "none"
@@ -114,8 +140,16 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model
     for s in scenarios:
         columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok out ({s})"),
                     (f"usd_per_mtok_output__{s}_vs_baseline", "x base"), (f"utilization__{s}", "util.")]
-    used = [r for r in runs if r[0] in set(rows["run_id"])]
-    points = _with_invalid(rows, runs, model)
+    if runs is not None:
+        used = [r for r in runs if r[0] in set(rows["run_id"])]
+        points, provenance = _with_invalid(rows, runs, model), provenance_rows(used)
+        synthetic = any(run.extra.get("synthetic") for _, run in used)
+    else:
+        points = points[points["model"] == model]
+        provenance = provenance_from_points(points[points["run_id"].isin(set(rows["run_id"]))])
+        synthetic = bool(points["synthetic"].fillna(False).any())
+        points = points.assign(valid=points["valid"].fillna(False).astype(bool),
+                               reasons=points["invalid_reasons"].fillna("").astype(str))
     n_invalid = int((~points["valid"].astype(bool)).sum())
     refs = None
     if reference:
@@ -131,21 +165,20 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]], model
         markdown_table(compared.to_dict("records"), columns), "",
         *([f"{n_invalid} invalid load point(s) left out of the matching; compare.html shows them marked.", ""]
           if n_invalid else []),
-        *_synthetic_note(used),
+        *_synthetic_note(synthetic),
         *(_reference_section(model, *refs) if refs else []),
         "## Plots", "", "Interactive: [compare.html](compare.html).", "",
         *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
-        "## Runs used", "", markdown_table(provenance_rows(used), PROVENANCE_COLUMNS), "",
+        "## Runs used", "", markdown_table(provenance, PROVENANCE_COLUMNS), "",
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(text))
     from bench.analysis.pages import compare_page
 
-    lead = (f"Operating point: {op.describe()}. Baseline: {baseline or 'none'}. {len(used)} runs, "
+    lead = (f"Operating point: {op.describe()}. Baseline: {baseline or 'none'}. {len(provenance)} runs, "
             f"{len(points)} load points ({n_invalid} invalid).")
     html = compare_page(out_dir / "compare.html", model, lead, compared, columns, points, scenarios,
-                        provenance_rows(used), PROVENANCE_COLUMNS, refs,
-                        synthetic=any(run.extra.get("synthetic") for _, run in used))
+                        provenance, PROVENANCE_COLUMNS, refs, synthetic=synthetic)
     return Report(path, compared, plots, html=html.path, figures=html.figures)
 
 
@@ -195,7 +228,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
         (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, "
          f"{len(run.points)} load points, status **{status}**."), "",
         "Interactive: [report.html](report.html). Latencies of invalid points are marked (invalid).", "",
-        *_synthetic_note([(run.run_id, run)]),
+        *_synthetic_note(bool(run.extra.get("synthetic"))),
         "## Load points", "", markdown_table(points, columns), "",
         "## Cost as stored with the run", "",
         ("$ per million output tokens for each cost scenario, at the utilization shown "
@@ -262,8 +295,8 @@ def _scenarios(table: pd.DataFrame, names: list[str] | None) -> list[str]:
     return list(names)
 
 
-def _synthetic_note(runs: list[tuple[str, RunResult]]) -> list[str]:
-    if any(run.extra.get("synthetic") for _, run in runs):
+def _synthetic_note(synthetic: bool) -> list[str]:
+    if synthetic:
         return ["> **Synthetic data**: some runs are test fixtures, not measurements.", ""]
     return []
 

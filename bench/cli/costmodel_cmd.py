@@ -1,4 +1,5 @@
-"""`bench costmodel build`: the shared cost-model table from every published run."""
+"""`bench costmodel build` (the shared table, compacted from the point files) and
+`bench costmodel query` (the points, read with partition pruning)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,56 @@ def costmodel():
 @click.option("--scenario", "scenarios", multiple=True, help="Keep only these cost scenarios (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write costmodel.parquet and costmodel.csv into this local folder [none: the store only].")
-def build(url, scenarios, out):
-    """Rebuild URL/costmodel/costmodel.parquet|csv from every published run (and --out, when given)."""
+@click.option("--full", is_flag=True, help="Reread every point file instead of reusing the compacted partitions.")
+def build(url, scenarios, out, full):
+    """Compact the point files and rebuild URL/costmodel/costmodel.parquet|csv (and --out, when given).
+
+    Published runs without point files (older stores) get theirs first."""
     from bench.store.costmodel import build as build_table
 
-    done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None)
+    done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None, full=full)
     for reason in done.skipped:
         click.echo(f"bench: warning: skipped {reason}", err=True)
     n_runs = done.table["run_id"].nunique() if not done.table.empty else 0
     skipped = f"; {len(done.skipped)} run(s) skipped (see above)" if done.skipped else ""
     click.echo(f"{len(done.table)} load points from {n_runs} runs{skipped}")
+    ignored = f", {done.ignored} of runs not published (left out)" if done.ignored else ""
+    click.echo(f"{done.partitions} partitions compacted from {done.point_files} point files "
+               f"({done.backfilled} backfilled{ignored})")
     for path in [*map(str, done.local_paths), *done.store_paths]:
         click.echo(f"wrote {path}")
+
+
+@costmodel.command()
+@click.option("--store", "url", required=True, help="Store URL holding the point files.")
+@click.option("--where", "where", multiple=True, metavar="COLUMN=VALUE[,...]",
+              help="Filters on point columns, e.g. hardware=h100-sxm,model=llama-3.1-8b (repeatable; a column "
+                   "given twice matches either value). hardware and model prune the partitions read.")
+@click.option("--sql", default=None,
+              help="A DuckDB query over the view `points` (the table's columns, $/Mtok included), "
+                   "e.g. \"SELECT hardware, max(tok_s_per_gpu) FROM points GROUP BY 1\".")
+@click.option("--scenario", "scenarios", multiple=True, help="Keep only these cost scenarios (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the result to this .csv or .parquet file [stdout, as CSV].")
+def query(url, where, sql, scenarios, out):
+    """Valid load points of the store's point files as the table's rows, $/Mtok computed now."""
+    from bench.errors import ConfigError
+    from bench.store.costmodel import CSV_FLOAT_FORMAT
+    from bench.store.query import query as run_query
+
+    if out is not None and out.suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {out}: give a .csv or .parquet file")
+    done = run_query(url, where, sql, list(scenarios) or None)
+    for reason in done.skipped:
+        click.echo(f"bench: warning: skipped {reason}", err=True)
+    frame = done.table
+    if out is not None and out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        text = frame.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        if out is not None:
+            out.write_text(text)
+        else:
+            click.echo(text, nl=False)
+    click.echo(f"{len(frame)} rows; read {len(done.files)} files from {done.partitions} partitions"
+               + (f"; wrote {out}" if out is not None else ""), err=True)

@@ -13,6 +13,8 @@ from bench.errors import ConfigError
 @click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--store", "url", default=None, help="Store URL (instead of local RESULTS folders).")
 @click.option("--model", required=True, help="Model key to compare.")
+@click.option("--hardware", "hardware", multiple=True,
+              help="Only this hardware id (repeatable) [all]; with --store, only its partitions are read.")
 @click.option("--baseline", default="h100-sxm", show_default=True, help="Hardware id the ratios divide by.")
 @click.option("--at-interactivity", type=float, default=None, help="Match series at this tok/s per user.")
 @click.option("--ttft-slo", type=float, default=None, help="Only points with TTFT p99 at or under this (s).")
@@ -22,23 +24,36 @@ from bench.errors import ConfigError
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder [compare-<model> in the folder holding RESULTS; with --store, "
                    "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
-def compare(results, url, model, baseline, at_interactivity, ttft_slo, scenarios, reference, out):
-    """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points."""
+def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo, scenarios, reference, out):
+    """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points.
+
+    With --store, the model's points are read from the store's point files (partition
+    pruned; no run is downloaded)."""
     from bench.analysis.pareto import Operating
     from bench.analysis.report import compare_report
     from bench.cli.textable import format_table
-    from bench.store.costmodel import build_table, runs_from_dirs, runs_from_store
 
     if bool(url) == bool(results):
         raise ConfigError("give either --store URL or RESULTS folders, not both or neither")
-    skipped: list[str] = []
-    runs = runs_from_store(url, skipped=skipped) if url else runs_from_dirs(results)
-    for reason in skipped:
-        click.echo(f"bench: warning: skipped {reason}", err=True)
-    table = build_table(runs)
+    points = None
+    if url:
+        from bench.store.query import compare_points
+
+        read = compare_points(url, model, list(hardware) or None, list(scenarios) or None)
+        for reason in read.skipped:
+            click.echo(f"bench: warning: skipped {reason}", err=True)
+        runs, points = None, read.table
+        table = points[points["valid"].fillna(False)]
+    else:
+        from bench.store.costmodel import build_table, runs_from_dirs
+
+        runs = runs_from_dirs(results)
+        if hardware:
+            runs = [(rid, run) for rid, run in runs if run.config.get("hardware_id") in hardware]
+        table = build_table(runs)
     out = out or default_compare_dir(results, model)
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
-                         list(scenarios) or None, reference=reference)
+                         list(scenarios) or None, reference=reference, points=points)
     shown = ["series", "status", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
              "j_per_token", "j_per_token_vs_baseline"]
     rows = rep.table.astype(object).where(rep.table.notna(), None).to_dict("records")

@@ -4,6 +4,11 @@ $/Mtok is recomputed for each cost scenario from the stored metrics and energy w
 `bench.measure.cost`, so changing a price never needs a rerun. The table is deterministic: the
 same runs give the same bytes (rows and columns in a fixed order, no timestamps, fixed
 float formatting in CSV and fixed Parquet writer options). Columns: docs/costmodel.md.
+
+One row shape serves every path: `point_rows` makes a run's rows, which either become a
+table directly (`build_table`, local runs) or are stored as the run's point files at upload
+(bench.store.points) and read back (bench.store.compact, bench.store.query); `table_frame`
+turns either into the table, with catalog figures and $/Mtok added at that moment.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.catalog.engines import recorded_engine_version
@@ -36,20 +42,28 @@ BASE_COLUMNS = [
     "energy_method", "measured", "roofline_efficiency", "valid",
     "harness_version", "device_name", "run_date",
 ]
+CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
+# What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
+# the run's provenance (for `bench compare --store`, which reads no run.json).
+POINT_EXTRA_COLUMNS = ["input_tok_s", "invalid_reasons", "run_status", "run_n_points", "run_n_valid_points",
+                       "weights", "driver_version", "harness_git_sha", "synthetic"]
 SCENARIO_FIELDS = [
     "utilization", "usd_per_gpu_hour", "usd_per_mtok_output", "usd_per_mtok_input",
     "usd_per_mtok_total", "usd_per_mtok_goodput",
 ]
-_STRING_COLUMNS = {
+STRING_COLUMNS = {
     "run_id", "point_id", "model", "hardware", "dtype", "quantization", "kv_cache_dtype", "precision",
     "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
+    "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
 }
-_BOOL_COLUMNS = {"measured", "valid"}
-_INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests"}
+BOOL_COLUMNS = {"measured", "valid", "synthetic"}
+INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
+               "run_n_points", "run_n_valid_points"}
 _PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+_TOKENS = {"output": "output_tok_s", "input": "input_tok_s", "total": "total_tok_s", "goodput": "goodput_output_tok_s"}
 
-ScenariosFn = Callable[[str], dict[str, Any]]  # hardware id -> {scenario name: scenario}
-CostFn = Callable[[dict, dict, Any, int], dict]  # (metrics, energy, scenario, n_gpus) -> usd_per_mtok_*
+_STRING = pd.StringDtype()  # "string": pyarrow-backed, <NA> for missing
+ScenariosFn = Callable[[str], dict[str, Any]]  # hardware id -> {scenario name: bench.measure.cost.Scenario}
 
 
 @dataclass
@@ -58,6 +72,10 @@ class CostModelBuild:
     local_paths: list[Path] = field(default_factory=list)
     store_paths: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "run_id: reason" of runs this bench cannot read
+    point_files: int = 0  # point files compacted
+    backfilled: int = 0  # published runs that had none, given theirs by this build
+    ignored: int = 0  # point files of runs that are not published (left out)
+    partitions: int = 0
 
 
 def precision_label(config: dict) -> str:
@@ -87,10 +105,15 @@ def engine_version_of(run: RunResult, config_id: str) -> str | None:
 
 def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None,
                include_invalid: bool = False) -> list[dict]:
-    """Base columns (no cost) for each valid, ok point of one run (with include_invalid, the
-    invalid ok points too, `valid` false: for reports, never for the shared table)."""
+    """Base columns (no cost) and POINT_EXTRA_COLUMNS for each valid, ok point of one run
+    (with include_invalid, the invalid ok points too, `valid` false: point files and reports
+    keep them, the shared table never has them)."""
     model_info = model_info or catalog_model_info
     prov = run.provenance
+    run_fields = {"run_status": run.status, "run_n_points": len(run.points),
+                  "run_n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
+                  "driver_version": prov.get("driver_version"), "harness_git_sha": run.harness.git_sha,
+                  "synthetic": bool(run.extra.get("synthetic"))}
     rows = []
     for p in run.points:
         if p.status != "ok" or not (p.valid or include_invalid):
@@ -114,14 +137,14 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             "energy_method": e.get("energy_method"), "measured": e.get("measured"),
             "roofline_efficiency": (p.roofline or {}).get("roofline_efficiency"), "valid": bool(p.valid),
             "harness_version": run.harness.version, "device_name": prov.get("device_name"),
-            "run_date": run.created_utc[:10],
+            "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
+            "weights": cfg.get("weights"), **run_fields,
         }
-        for key in ("output_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user", "ttft_s_p50",
-                    "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s"):
+        for key in ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
+                    "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s"):
             row[key] = m.get(key)
         for key in ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token"):
             row[key] = e.get(key)
-        row["_metrics"], row["_energy"] = m, e
         rows.append(row)
     return rows
 
@@ -130,58 +153,102 @@ def build_table(
     runs: Iterable[tuple[str, RunResult]],
     scenario_names: list[str] | None = None,
     scenarios_for: ScenariosFn | None = None,
-    cost_for_point: CostFn | None = None,
     model_info: Callable[[str], dict] | None = None,
     include_invalid: bool = False,
 ) -> pd.DataFrame:
     """The cost-model table of (run_id, RunResult) pairs; order of `runs` does not matter.
 
     `scenario_names` keeps only those scenarios (an unknown name is a ConfigError);
-    `scenarios_for`/`cost_for_point` default to bench.measure.cost (injected in tests);
-    `include_invalid` adds the invalid ok points (reports only: the shared table never has them).
+    `scenarios_for`/`model_info` default to the catalog (injected in tests); `include_invalid`
+    adds the invalid ok points (reports only: the shared table never has them).
     """
-    scenarios_for = scenarios_for or catalog_scenarios
-    cost_for_point = cost_for_point or _default_cost_fn()
-    rows, seen = [], set()
-    scenario_cache: dict[str, dict] = {}
-    for run_id, run in runs:
-        for row in point_rows(run_id, run, model_info, include_invalid):
-            hw = row["hardware"]
-            if hw not in scenario_cache:
-                scenario_cache[hw] = scenarios_for(hw)
-            for name, scenario in scenario_cache[hw].items():
-                seen.add(name)
-                if scenario_names and name not in scenario_names:
-                    continue
-                cost = cost_for_point(row["_metrics"], row["_energy"], scenario, row["n_gpus"])
-                utilization = cost.get("utilization", getattr(scenario, "utilization", None))
-                values = {**cost, "utilization": utilization}
-                for key in SCENARIO_FIELDS:
-                    row[f"{key}__{name}"] = values.get(key)
-            rows.append(row)
-    unknown = sorted(set(scenario_names or ()) - seen)
-    if unknown and rows:
-        raise ConfigError(f"unknown cost scenario(s) {', '.join(unknown)} (known: {', '.join(sorted(seen))})")
-    return rows_to_frame(rows)
+    rows = [r for run_id, run in runs for r in point_rows(run_id, run, lambda _: {}, include_invalid)]
+    return table_frame(pd.DataFrame(rows), scenario_names, scenarios_for, model_info)
+
+
+def table_frame(points: pd.DataFrame, scenario_names: list[str] | None = None,
+                scenarios_for: ScenariosFn | None = None, model_info: Callable[[str], dict] | None = None,
+                extra_columns: bool = False) -> pd.DataFrame:
+    """Point rows (from `point_rows` or read from point files) -> the table: catalog columns
+    and every scenario's cost columns added now, fixed column order (with `extra_columns`,
+    POINT_EXTRA_COLUMNS after the base ones), sorted rows, stable dtypes."""
+    frame = cast_columns(points.reindex(columns=[c for c in BASE_COLUMNS + POINT_EXTRA_COLUMNS
+                                                 if c not in CATALOG_COLUMNS]))
+    frame = _with_catalog(frame, model_info or catalog_model_info)
+    frame = _with_costs(frame, scenario_names, scenarios_for or catalog_scenarios)
+    return _ordered(frame, POINT_EXTRA_COLUMNS if extra_columns else [])
 
 
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    """Fixed column order (base, then scenario columns sorted), sorted rows, stable dtypes."""
-    extra = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and not k.startswith("_")},
-                   key=lambda c: (c.split("__", 1)[-1], SCENARIO_FIELDS.index(c.split("__", 1)[0])))
-    columns = BASE_COLUMNS + extra
-    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
-    for c in columns:
-        if c in _STRING_COLUMNS:
-            frame[c] = frame[c].astype("string")
-        elif c in _BOOL_COLUMNS:
-            frame[c] = frame[c].astype("boolean")
-        elif c in _INT_COLUMNS:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce").round().astype("Int64")
+    """Rows as they are (no catalog or cost added) in the table's column order, sorted, stable dtypes."""
+    return _ordered(pd.DataFrame(rows))
+
+
+def cast_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each known column to its one dtype (string, boolean, Int64, else float64)."""
+    out = {}
+    for c in frame.columns:
+        column = frame[c]
+        if c in STRING_COLUMNS:
+            out[c] = column if column.dtype == _STRING else column.astype(_STRING)
+        elif c in BOOL_COLUMNS:
+            out[c] = column if column.dtype == "boolean" else column.astype("boolean")
+        elif c in INT_COLUMNS:
+            out[c] = column if column.dtype == "Int64" else pd.to_numeric(column, errors="coerce").round().astype("Int64")
         else:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
-    frame = frame.sort_values(SORT_KEYS, kind="mergesort", na_position="last").reset_index(drop=True)
-    return frame
+            out[c] = column if column.dtype == "float64" else pd.to_numeric(column, errors="coerce").astype("float64")
+    return pd.DataFrame(out, index=frame.index, columns=frame.columns)
+
+
+def _ordered(frame: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
+    """Base columns, then `extra`, then the scenario columns sorted by scenario; rows by SORT_KEYS."""
+    scenario_columns = sorted((c for c in frame.columns if "__" in c),
+                              key=lambda c: (c.split("__", 1)[-1], SCENARIO_FIELDS.index(c.split("__", 1)[0])))
+    frame = cast_columns(frame.reindex(columns=BASE_COLUMNS + list(extra) + scenario_columns))
+    return frame.sort_values(SORT_KEYS, kind="mergesort", na_position="last").reset_index(drop=True)
+
+
+def _with_catalog(frame: pd.DataFrame, model_info: Callable[[str], dict]) -> pd.DataFrame:
+    models = frame["model"].astype(object).where(frame["model"].notna(), None)
+    info = {m: model_info(m) for m in dict.fromkeys(models)}
+    return frame.assign(**{c: [info[m].get(c) for m in models] for c in CATALOG_COLUMNS})
+
+
+def _with_costs(frame: pd.DataFrame, scenario_names: list[str] | None, scenarios_for: ScenariosFn) -> pd.DataFrame:
+    """`<field>__<scenario>` columns of every scenario each row's hardware allows.
+
+    The formulas are bench.measure.cost's own: `cost_breakdown` takes the per-GPU power of
+    every row at once (NumPy arithmetic) and `usd_per_mtok` is applied element-wise, so each
+    value is the one `cost_for_point` gives for that point (tests/test_costmodel_query.py holds it)."""
+    from bench.measure.cost import cost_breakdown, usd_per_mtok
+
+    per_mtok = np.frompyfunc(usd_per_mtok, 3, 1)
+    n_gpus = frame["n_gpus"].to_numpy(float, na_value=np.nan)
+    per_gpu = {k: frame[c].to_numpy(float, na_value=np.nan) / n_gpus for k, c in _TOKENS.items()}
+    power = frame["avg_power_w_per_gpu"].to_numpy(float, na_value=np.nan)
+    codes, hardware = pd.factorize(frame["hardware"].astype(object), use_na_sentinel=False)
+    by_hw = [(None if pd.isna(hw) else hw, codes == k) for k, hw in enumerate(hardware)]
+    scenarios = [(mask, scenarios_for(hw)) for hw, mask in by_hw]
+    seen = {name for _, named in scenarios for name in named}
+    names = sorted(n for n in seen if not scenario_names or n in scenario_names)
+    unknown = sorted(set(scenario_names or ()) - seen)
+    if unknown and len(frame):
+        raise ConfigError(f"unknown cost scenario(s) {', '.join(unknown)} (known: {', '.join(sorted(seen))})")
+    columns = [f"{f}__{name}" for name in names for f in SCENARIO_FIELDS]
+    values = np.full((len(frame), len(columns)), np.nan, order="F")  # one block, column-major: no copy in pandas
+    for mask, named in scenarios:
+        for name, scenario in named.items():
+            if name not in names:
+                continue
+            at = {f: columns.index(f"{f}__{name}") for f in SCENARIO_FIELDS}
+            usd_h = cost_breakdown(scenario, power[mask])["usd_per_gpu_hour"]
+            values[mask, at["utilization"]] = scenario.utilization
+            values[mask, at["usd_per_gpu_hour"]] = np.nan if usd_h is None else usd_h
+            for kind, tok in per_gpu.items():
+                values[mask, at[f"usd_per_mtok_{kind}"]] = per_mtok(usd_h, tok[mask], scenario.utilization)
+    if not columns:
+        return frame
+    return pd.concat([frame, pd.DataFrame(values, index=frame.index, columns=columns)], axis=1)
 
 
 def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
@@ -191,10 +258,13 @@ def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
 
     buf = io.BytesIO()
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    pq.write_table(arrow, buf, compression="zstd", compression_level=3, use_dictionary=True,
-                   write_statistics=True, version="2.6", data_page_version="1.0")
+    pq.write_table(arrow, buf, **PARQUET_OPTIONS)
     csv = table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n", na_rep="")
     return {"parquet": buf.getvalue(), "csv": csv.encode()}
+
+
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
+                   "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
 
 
 def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -216,7 +286,8 @@ def runs_from_store(url: str, storage_options: dict | None = None,
                     skipped: list[str] | None = None) -> list[tuple[str, RunResult]]:
     """Every published run whose files check out (checksums; request Parquet agrees with
     run.json). A run that fails (or that this bench cannot read, e.g. a newer schema) is
-    left out with its one-line reason in `skipped`; raised when `skipped` is None."""
+    left out with its one-line reason in `skipped`; raised when `skipped` is None.
+    Reads every run: the table itself comes from the point files (`build`)."""
     from bench.store import Store
 
     store = Store(url, storage_options)
@@ -256,14 +327,19 @@ def runs_from_dirs(run_dirs: Iterable[Path]) -> list[tuple[str, RunResult]]:
 
 
 def build(store_url: str, out_dir: Path | None = None, scenario_names: list[str] | None = None,
-          storage_options: dict | None = None, **inject) -> CostModelBuild:
-    """Build the table from every published run, write it locally (if out_dir) and back to the store."""
+          storage_options: dict | None = None, full: bool = False, **inject) -> CostModelBuild:
+    """Compact the store's point files (bench.store.compact) into the table; write it locally
+    (if out_dir) and back to the store. `full` rereads every point file instead of reusing
+    the compacted partitions; `inject`: `scenarios_for`, `model_info` (tests)."""
     from bench.store import Store
+    from bench.store.compact import compact
 
-    skipped: list[str] = []
-    table = build_table(runs_from_store(store_url, storage_options, skipped), scenario_names, **inject)
-    result = CostModelBuild(table, skipped=skipped)
     store = Store(store_url, storage_options)
+    done = compact(store, full=full)
+    points, done.tables = done.valid_points(), []  # the partitions' rows are not needed twice in memory
+    table = table_frame(points, scenario_names, **inject)
+    result = CostModelBuild(table, skipped=done.skipped, point_files=done.point_files,
+                            backfilled=done.backfilled, ignored=done.ignored, partitions=done.partitions)
     if out_dir is not None:
         result.local_paths = write_table(table, out_dir)
     for ext, blob in table_bytes(table).items():
@@ -293,12 +369,6 @@ def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
     except (BenchError, TypeError):
         return {}
     return scenarios_for(hardware)
-
-
-def _default_cost_fn() -> CostFn:
-    from bench.measure.cost import cost_for_point
-
-    return cost_for_point
 
 
 def _hidden_below(path: Path, root: Path) -> bool:

@@ -3,6 +3,8 @@
     URL/runs/<run_id>/run.json, requests/*.parquet, power.parquet, engine.log, ...
     URL/runs/<run_id>/MANIFEST.json     file list with sizes and sha256; written last
     URL/staging/<run_id>.<nonce>/...    uploads in progress (never read)
+    URL/costmodel/points/hardware=<id>/model=<key>/<run_id>.parquet
+                                        each run's load points, written at upload (bench.store.points)
     URL/costmodel/costmodel.parquet|csv the shared table (bench.store.costmodel)
 
 A run is visible only once its MANIFEST.json exists, so an interrupted upload is invisible
@@ -52,6 +54,8 @@ class Uploaded:
     status: str  # "published" (new in the store) | "exists" (identical run already there)
     n_files: int
     size_bytes: int
+    point_files: int = 0  # its point files (bench.store.points), written now or already there
+    note: str | None = None  # why it has none, when it has none
 
 
 def storage_options_for(url: str, explicit: dict | None = None) -> dict:
@@ -112,21 +116,29 @@ class Store:
             raise StoreError(f"{self.where}: run {run_id}: MANIFEST.json is not valid JSON") from None
         return check_manifest(manifest, run_id, self.where)
 
-    def manifests(self, refused: list[str] | None = None) -> list[dict]:
-        """Manifests of every published run, sorted by run id.
-
-        A manifest that fails its checks is left out, its one-line reason appended to
-        `refused` (raised when `refused` is None): one planted run never hides the others."""
+    def published_run_ids(self) -> list[str]:
+        """Folder names of runs with a MANIFEST.json, sorted, from one listing (nothing read or checked)."""
+        if self._local():  # one stat a run: fsspec's local glob stats every file of every run (9 s for 100k)
+            runs = self.path(RUNS_DIR)
+            names = os.listdir(runs) if os.path.isdir(runs) else []
+            return sorted(n for n in names if os.path.isfile(f"{runs}/{n}/{MANIFEST_FILE}"))
         self.fs.invalidate_cache()
         pattern = self.path(RUNS_DIR, "*", MANIFEST_FILE)
         try:
             paths = self._io("list runs", self.fs.glob, pattern, missing_ok=True)
         except FileNotFoundError:
             return []
+        return sorted(p.rstrip("/").split("/")[-2] for p in paths)
+
+    def manifests(self, refused: list[str] | None = None) -> list[dict]:
+        """Manifests of every published run, sorted by run id.
+
+        A manifest that fails its checks is left out, its one-line reason appended to
+        `refused` (raised when `refused` is None): one planted run never hides the others."""
         out = []
-        for p in sorted(paths):
+        for run_id in self.published_run_ids():
             try:
-                manifest = self.read_manifest(p.rstrip("/").split("/")[-2])
+                manifest = self.read_manifest(run_id)
             except StoreError as e:
                 if refused is None:
                     raise
@@ -173,7 +185,7 @@ class Store:
         size = sum(len(d) for d in run.files.values())
         existing = self._published_manifest(run.run_id)
         if existing is not None:
-            return self._existing(run, existing, size)
+            return self._with_points(run, self._existing(run, existing, size))
         staging = self.path(STAGING_DIR, f"{run.run_id}.{uuid.uuid4().hex[:12]}")
         try:
             for rel, data in sorted(run.files.items()):
@@ -181,19 +193,41 @@ class Store:
             self._put_verified(f"{staging}/{MANIFEST_FILE}", manifest_bytes(run.manifest))
             existing = self._published_manifest(run.run_id)
             if existing is not None:  # another writer published it meanwhile
-                return self._existing(run, existing, size)
+                return self._with_points(run, self._existing(run, existing, size))
             final = self.path(RUNS_DIR, run.run_id)
             for rel, data in sorted(run.files.items()):
                 self._publish_file(f"{staging}/{rel}", f"{final}/{rel}", data)
             self._publish_file(f"{staging}/{MANIFEST_FILE}", f"{final}/{MANIFEST_FILE}", manifest_bytes(run.manifest))
         finally:
             self._remove_quietly(staging)
-        return Uploaded(run.run_id, run.source, "published", len(run.files), size)
+        return self._with_points(run, Uploaded(run.run_id, run.source, "published", len(run.files), size))
+
+    def list_names(self, path: str) -> list[str]:
+        """Entry names in one folder of the store (PATH from `path()`), sorted; none when it
+        does not exist. A listing cached by the filesystem is dropped first."""
+        if self._local():
+            try:  # fsspec's local ls costs ~5 us a name, and a partition holds thousands
+                return sorted(os.listdir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self._io("list", self.fs.ls, path, False, missing_ok=True)
+        except FileNotFoundError:
+            return []
+        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def get_bytes(self, rel: str) -> bytes | None:
+        """A store-level file (e.g. a point file), unchecked; None when there is none."""
+        try:
+            return self._io("read", self.fs.cat_file, self.path(rel), missing_ok=True)
+        except FileNotFoundError:
+            return None
 
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
         URL as it may be shown (credentials redacted)."""
-        staged = self.path(STAGING_DIR, f"{uuid.uuid4().hex[:12]}.{rel.replace('/', '_')}")
+        staged = self.path(STAGING_DIR, f"{uuid.uuid4().hex[:12]}.{rel.rsplit('/', 1)[-1]}")  # a short name
         try:
             self._put_verified(staged, data)
             self._publish_file(staged, self.path(rel), data)
@@ -227,6 +261,9 @@ class Store:
         return out
 
     # -- internals ----------------------------------------------------------------------
+    def _local(self) -> bool:
+        return "file" in ((self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol)
+
     def _pull_one(self, manifest: dict, dest: Path) -> Path:
         run_id = manifest["run_id"]
         check_manifest(manifest, run_id, self.where)
@@ -253,6 +290,14 @@ class Store:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return target
+
+    def _with_points(self, run: PreparedRun, done: Uploaded) -> Uploaded:
+        """After the manifest (a run's points are never seen before the run is): its point
+        files, which a re-upload finds already there (bench.store.points)."""
+        from bench.store.points import publish_run_points
+
+        done.point_files, done.note = publish_run_points(self, run)
+        return done
 
     def _published_manifest(self, run_id: str) -> dict | None:
         """For upload: the manifest already under this id; a refused one is different content."""

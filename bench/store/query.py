@@ -1,0 +1,265 @@
+"""Queries of a store's load points, read from its point files with partition pruning.
+
+    bench costmodel query --store URL --where hardware=h100-sxm,model=llama-3.1-8b [--sql ...]
+    bench compare --store URL --model KEY [--hardware ID ...]
+
+`--where` filters are `column=value` (comma separated or repeated; one column given twice
+means either value). `hardware` and `model` pick the partition folders, so nothing else is
+listed or opened; every filter (those two included: a folder name may be a hash of an odd
+value) is also pushed into DuckDB's scan of the files. In each partition the compacted
+file is read, plus the point files it does not cover (uploads since the last build); the
+rows of runs it names whose point file is gone are left out. Catalog figures and $/Mtok
+are added to what was read, at query time, exactly as the build does
+(bench.store.costmodel.table_frame); `--sql` then runs against a view named `points`.
+
+The DuckDB reader of point and compacted files (`read_point_files`) is the build's too.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+from bench.errors import ConfigError, StoreError
+from bench.redact import redact_text_of
+from bench.store.costmodel import BOOL_COLUMNS, INT_COLUMNS, STRING_COLUMNS, table_frame
+from bench.store.points import (
+    POINT_COLUMNS,
+    compacted_rel,
+    conform,
+    list_partitions,
+    list_point_files,
+    point_schema,
+    protocols,
+    run_list,
+)
+
+READ_BATCH = 1000  # point files per DuckDB read: bounds memory on a full build
+
+
+@dataclass
+class PointsRead:
+    """What a query read: its rows, the files opened, and files left out (one line each)."""
+
+    table: object  # pandas DataFrame
+    files: list[str] = field(default_factory=list)
+    partitions: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_where(items) -> dict[str, list]:
+    """`["hardware=h100-sxm,model=x", "n_gpus=1"]` -> {column: [typed value, ...]}; ConfigError
+    for a term that is not column=value or names a column point files do not have."""
+    filters: dict[str, list] = {}
+    for item in items or ():
+        for term in str(item).split(","):
+            if not term.strip():
+                continue
+            key, sep, value = (part.strip() for part in term.partition("="))
+            if not sep or not key:
+                raise ConfigError(f"--where {term.strip()!r}: expected column=value")
+            if key not in POINT_COLUMNS:
+                raise ConfigError(f"--where: no column {key!r} in the point files (use --sql for computed "
+                                  f"columns; columns: {', '.join(POINT_COLUMNS[:12])}, ...)")
+            filters.setdefault(key, []).append(_typed(key, value))
+    return filters
+
+
+def read_points(store, filters: dict[str, list], include_invalid: bool = False) -> PointsRead:
+    """Point rows matching FILTERS (valid ones only unless `include_invalid` or a `valid`
+    filter), as pandas in the point-file columns; see the module for what is opened."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not include_invalid and "valid" not in filters:
+        filters = {**filters, "valid": [True]}
+    where, params = _where_sql(filters)
+    read = PointsRead(None)
+    listed: set[str] = set()
+    for part in list_partitions(store, hardware=filters.get("hardware"), model=filters.get("model")):
+        files = list_point_files(store, part)
+        if not files:
+            continue
+        read.partitions += 1
+        listed |= set(files)
+        runs = compacted_runs(store, part)
+        if runs is not None:
+            read.files.append(store.path(compacted_rel(part)))
+        skip = (runs[0] | runs[1]) if runs is not None else set()
+        read.files += [path for run_id, path in sorted(files.items()) if run_id not in skip]
+    refused: dict[str, str] = {}
+    table = read_point_files(store, read.files, where, params, refused=refused)
+    read.skipped = list(refused.values())
+    if read.files and len(refused) == len(read.files):  # nothing read: a store problem, not a few bad files
+        raise StoreError(read.skipped[0])
+    table = table.filter(pc.fill_null(pc.is_in(table["run_id"], value_set=pa.array(sorted(listed), pa.string())), False))
+    read.table = to_pandas(table)
+    return read
+
+
+def query(url: str, where=(), sql: str | None = None, scenario_names: list[str] | None = None,
+          storage_options: dict | None = None, **inject) -> PointsRead:
+    """The table's rows matching `where` ($/Mtok computed now), or the result of `sql` run
+    against them as the view `points` (the table's columns plus POINT_EXTRA_COLUMNS)."""
+    from bench.store import Store
+
+    read = read_points(Store(url, storage_options), parse_where(where))
+    read.table = table_frame(read.table, scenario_names, extra_columns=sql is not None, **inject)
+    if sql is not None:
+        read.table = run_sql(read.table, sql)
+    return read
+
+
+def compare_points(url: str, model: str, hardware: list[str] | None = None, scenario_names: list[str] | None = None,
+                   storage_options: dict | None = None, **inject) -> PointsRead:
+    """Every ok point (valid and invalid) of MODEL, on HARDWARE when given, in the table's
+    columns plus POINT_EXTRA_COLUMNS ($/Mtok of SCENARIO_NAMES, default all): what
+    `bench compare --store` needs, no run.json read."""
+    from bench.store import Store
+
+    store = Store(url, storage_options)
+    filters = {"model": [model], **({"hardware": list(hardware)} if hardware else {})}
+    read = read_points(store, filters, include_invalid=True)
+    if not read.table["valid"].fillna(False).any():
+        known = sorted({p.split("/model=", 1)[1] for p in list_partitions(store)})
+        on = f" on {', '.join(hardware)}" if hardware else ""
+        raise ConfigError(f"no valid load points for model '{model}'{on} in {store.where} "
+                          f"(models with data: {', '.join(known) or 'none'})")
+    read.table = table_frame(read.table, scenario_names, extra_columns=True, **inject)
+    return read
+
+
+def compacted_runs(store, partition: str) -> tuple[set[str], set[str]] | None:
+    """(covered, excluded) run ids of a partition's compacted file (its footer only); None
+    when there is none or it does not read. Covered runs' rows are in it; excluded ones were
+    left out on purpose (no manifest, or a point file that does not read)."""
+    import pyarrow.parquet as pq
+
+    path = store.path(compacted_rel(partition))
+    try:
+        with store.fs.open(path, "rb") as f:
+            meta = pq.read_metadata(f).metadata or {}
+    except Exception:  # noqa: BLE001 - missing or unreadable: the point files are read instead (the next build mends it)
+        return None
+    return run_list(meta, "covered"), run_list(meta, "excluded")
+
+
+def read_point_files(store, paths: list[str], where: str = "", params: dict | None = None,
+                     refused: dict[str, str] | None = None):
+    """Point (or compacted) files -> one Arrow table of the point schema, read by DuckDB with
+    `where` (SQL on the columns, `$name` parameters) pushed down into the scan.
+
+    Local stores are read by DuckDB itself; any other fsspec store through the store's own
+    filesystem (`register_filesystem`). A batch that fails is read again file by file; a
+    file that does not read is left out, its one-line reason put in `refused[path]`
+    (raised when `refused` is None)."""
+    import pyarrow as pa
+
+    tables = []
+    for i in range(0, len(paths), READ_BATCH):
+        batch = paths[i:i + READ_BATCH]
+        try:
+            tables.append(_duckdb_read(store, batch, where, params or {}))
+        except StoreError:
+            for path in batch:
+                try:
+                    tables.append(_duckdb_read(store, [path], where, params or {}))
+                except StoreError as e:
+                    if refused is None:
+                        raise
+                    refused[path] = str(e)
+    return pa.concat_tables(tables) if tables else point_schema().empty_table()
+
+
+def _duckdb_read(store, paths: list[str], where: str, params: dict):
+    """One DuckDB scan of PATHS. First by column name against the first file's schema (twice
+    as fast as `union_by_name`): a later file missing a column fails it, and a first file
+    missing one shows in the result; either way the scan is made again with `union_by_name`.
+    (Columns a later file has beyond the first's are dropped by both: `conform` drops them.)"""
+    import duckdb
+
+    cursor = _database(store).cursor()  # a cursor per read: safe beside other threads' reads
+    if "file" not in protocols(store.fs):
+        paths = [f"{protocols(store.fs)[0]}://{p}" for p in paths]
+    try:
+        for union in ("false", "true"):
+            sql = f"SELECT * FROM read_parquet($files, union_by_name = {union}, hive_partitioning = false){where}"
+            try:
+                table = cursor.sql(sql, params={"files": paths, **params}).to_arrow_table()
+            except duckdb.Error:
+                if union == "true":
+                    raise
+                continue
+            if union == "true" or set(POINT_COLUMNS) <= set(table.column_names):
+                # combine_chunks: copies out of DuckDB's vectors, which otherwise stay held (~75 kB a file)
+                return conform(table.combine_chunks())
+    except (duckdb.Error, ValueError, TypeError) as e:  # ValueError/TypeError: pyarrow casts of odd columns
+        first = redact_text_of(" ".join(str(e).split()), store.url)[:200]
+        name = paths[0].rsplit("/", 1)[-1] if len(paths) == 1 else f"{len(paths)} point files"
+        raise StoreError(f"{store.where}: {name}: does not read as point rows ({type(e).__name__}: {first})") from None
+    finally:
+        cursor.close()
+
+
+_DATABASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _database(store):
+    """One in-memory DuckDB per store (opening one costs ~15 ms), the store's filesystem
+    registered in it unless it is local (DuckDB reads local files itself)."""
+    import duckdb
+
+    con = _DATABASES.get(store)
+    if con is None:
+        con = duckdb.connect()
+        if "file" not in protocols(store.fs):
+            con.register_filesystem(store.fs)
+        _DATABASES[store] = con
+    return con
+
+
+def to_pandas(table):
+    """Arrow point rows -> pandas with the table's dtypes (string, boolean, Int64, float64)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    mapping = {pa.string(): pd.StringDtype(), pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def run_sql(points, sql: str):
+    """SQL (DuckDB) against the frame POINTS as the view `points`; nothing else is reachable
+    from it (no files, no extensions)."""
+    import duckdb
+
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        con.register("points", points)
+        result = con.sql(sql)
+        return result.df() if result is not None else points.iloc[0:0]
+    except duckdb.Error as e:
+        raise ConfigError(f"--sql: {' '.join(str(e).split())[:300]}") from None
+    finally:
+        con.close()
+
+
+def _where_sql(filters: dict[str, list]) -> tuple[str, dict]:
+    terms, params = [], {}
+    for key, values in sorted(filters.items()):
+        names = []
+        for value in values:
+            names.append(f"$p{len(params)}")
+            params[names[-1][1:]] = value
+        terms.append(f'"{key}" IN ({", ".join(names)})')  # key is one of POINT_COLUMNS
+    return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+def _typed(key: str, value: str):
+    try:
+        if key in STRING_COLUMNS:
+            return value
+        if key in BOOL_COLUMNS:
+            return {"true": True, "1": True, "false": False, "0": False}[value.lower()]
+        return int(value) if key in INT_COLUMNS else float(value)
+    except (KeyError, ValueError):
+        raise ConfigError(f"--where {key}={value!r}: not a value of that column") from None
