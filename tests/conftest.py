@@ -76,3 +76,45 @@ def run_env(model_cache):
     env, _ = prepare_run(None)
     env.cache_dir = model_cache
     return env
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real S3 API on loopback (moto's server), one for the test session."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(moto_endpoint, monkeypatch):
+    """A new, empty bucket on the moto server as a store URL; the variables reach child processes too."""
+    import uuid
+
+    from bench.store import Store
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "BENCH_S3_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"bench-{uuid.uuid4().hex[:10]}"
+    Store(f"s3://{bucket}").fs.mkdir(bucket)
+    return f"s3://{bucket}/shared"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_url(request, tmp_path):
+    """A fresh, empty store: a local folder, or a new bucket on the moto S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("s3_url")

@@ -1,7 +1,6 @@
 """Point files: written at upload (deterministic name and bytes, never replaced, safe
 partition folders), and compacted by `bench costmodel build` into the same table as before."""
 
-# ruff: noqa: F811 - the store fixtures imported from test_store are test parameters here
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from result_factory import make_run
-from test_store import moto_endpoint, store_url  # noqa: F401 - fixtures: a local folder and a moto S3 bucket
 
 from bench.errors import StoreError
 from bench.safepath import check_rel_path

@@ -1,7 +1,6 @@
 """Queries of the point files: partition pruning, filters, $/Mtok at query time, --sql,
 `bench costmodel query` and `bench compare --store`, on a folder and on S3 (moto)."""
 
-# ruff: noqa: F811 - the store fixtures imported from test_store are test parameters here
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from result_factory import make_run
-from test_store import moto_endpoint, store_url  # noqa: F401 - fixtures: a local folder and a moto S3 bucket
 
 from bench.cli import cli
 from bench.errors import ConfigError

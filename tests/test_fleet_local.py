@@ -7,11 +7,8 @@ partial run in the store without losing or re-measuring a finished point."""
 from __future__ import annotations
 
 import json
-import logging
 import signal
-import socket
 import time
-import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -24,32 +21,6 @@ from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 # 16 output tokens at 25 ms: 0.4 s a request; each point takes 1-2 s, a shard about 6 s.
 SLOW = FakeServerConfig(ttft_s=0.02, itl_s=0.025)
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_store(moto_endpoint, monkeypatch):
-    """A new bucket on the moto server; the shard processes inherit these variables."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "BENCH_S3_ENDPOINT_URL": moto_endpoint}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    bucket = f"fleet-{uuid.uuid4().hex[:10]}"
-    Store(f"s3://{bucket}").fs.mkdir(bucket)
-    return f"s3://{bucket}/shared"
 
 
 def sweep_file(tmp_path, url: str):
@@ -91,44 +62,44 @@ def wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def test_two_shards_one_killed_and_relaunched(tmp_path, s3_store):
+def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
     work = tmp_path / "work"
     with FakeServer(SLOW) as srv:
         sweep = sweep_file(tmp_path, srv.base_url)
-        common = ["--store", s3_store, "--work-dir", str(work)]
+        common = ["--store", s3_url, "--work-dir", str(work)]
         out = invoke("fleet", "plan", str(sweep), *common, "--parallel", "2")
         assert "2 shards" in out and "launch would submit 2 of 2 shards" in out
         out = invoke("fleet", "launch", str(sweep), *common, "--parallel", "2")
         assert "2 to submit (0 done, 0 running)" in out
         fleet_id = out.split()[1].rstrip(":")
-        a, b = sorted(states(s3_store, fleet_id))
+        a, b = sorted(states(s3_url, fleet_id))
 
         # kill shard a (its whole session) once its first point is mirrored to the store
         def a_has_a_point():
-            st = states(s3_store, fleet_id)[a].status or {}
+            st = states(s3_url, fleet_id)[a].status or {}
             return st.get("points_done", 0) >= 1 and st.get("points_done", 0) < 4
         wait_for(a_has_a_point, 120, "shard a to finish a point")
         pid = json.loads((work / fleet_id / a / "launch.json").read_text())["pid"]
         assert kill_session(pid, signal.SIGKILL) >= 2  # the shard and its `bench sweep`
         wait_for(lambda: not session_pids(pid), 10, "the killed session to end")
-        partial = _mirrored_points(s3_store, fleet_id, a)
+        partial = _mirrored_points(s3_url, fleet_id, a)
         assert partial, "nothing of shard a was mirrored before the kill"
 
-        killed = states(s3_store, fleet_id)[a]
+        killed = states(s3_url, fleet_id)[a]
         assert killed.state == "failed" and killed.detail.startswith("lost:"), killed
-        wait_for(lambda: states(s3_store, fleet_id)[b].state == "done", 120, "shard b to finish")
+        wait_for(lambda: states(s3_url, fleet_id)[b].state == "done", 120, "shard b to finish")
 
-        out = invoke("fleet", "status", "--store", s3_store)
+        out = invoke("fleet", "status", "--store", s3_url)
         assert "1 done, 0 running" in out and "1 failed" in out
 
         out = invoke("fleet", "launch", str(sweep), *common, "--parallel", "2")
         assert "1 to submit (1 done, 0 running)" in out and a in out and b not in out.split("to submit")[1]
-        done = wait_for(lambda: all(s.state == "done" for s in states(s3_store, fleet_id).values()) and
-                        states(s3_store, fleet_id), 180, "both shards done")
+        done = wait_for(lambda: all(s.state == "done" for s in states(s3_url, fleet_id).values()) and
+                        states(s3_url, fleet_id), 180, "both shards done")
 
-    out = invoke("fleet", "status", "--store", s3_store, "--fleet", fleet_id)
+    out = invoke("fleet", "status", "--store", s3_url, "--fleet", fleet_id)
     assert "2 done, 0 running, 0 failed, 0 missing" in out
-    store = Store(s3_store)
+    store = Store(s3_url)
     run_a = store.read_checked_run(done[a].status["run_id"])
     assert [p.status for p in run_a.points] == ["ok"] * 4
     assert run_a.extra["resumed_from"] == ["stale (process gone)"]
@@ -138,7 +109,7 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_store):
     assert done[b].status["run_id"] != done[a].status["run_id"]
     assert len({m["run_id"] for m in store.manifests()}) == 2
     # a third launch submits nothing: every shard is done
-    out = invoke("fleet", "launch", str(sweep), "--store", s3_store, "--work-dir", str(work))
+    out = invoke("fleet", "launch", str(sweep), "--store", s3_url, "--work-dir", str(work))
     assert "0 to submit (2 done, 0 running)" in out
 
 

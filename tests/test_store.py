@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import socket
 import threading
-import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -22,36 +19,6 @@ from bench.store import MANIFEST_FILE, Store, ls, prepare, pull, upload
 def make_run(root, **kw):
     """A small synthetic run (two load points) keeps the S3 round trips few."""
     return _make_run(root, **{"concurrencies": (1, 4), **kw})
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture(params=["local", "s3"])
-def store_url(request, tmp_path, monkeypatch):
-    """A fresh, empty store: a local folder, or a new bucket on the moto S3 server."""
-    if request.param == "local":
-        return str(tmp_path / "store")
-    endpoint = request.getfixturevalue("moto_endpoint")
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "BENCH_S3_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    bucket = f"bench-{uuid.uuid4().hex[:10]}"
-    Store(f"s3://{bucket}").fs.mkdir(bucket)
-    return f"s3://{bucket}/shared"
 
 
 @pytest.fixture
