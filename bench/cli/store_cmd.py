@@ -19,6 +19,8 @@ def upload(run_dirs, url):
     for done in upload_runs(list(run_dirs), url):
         verb = "published" if done.status == "published" else "already there"
         click.echo(f"{verb}: {done.run_id} ({done.n_files} files, {done.size_bytes} bytes) from {done.source}")
+        if done.note:  # why it added no points to the shared table
+            click.echo(f"  {done.note}", err=True)
 
 
 @click.command()
