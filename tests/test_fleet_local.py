@@ -130,13 +130,24 @@ def test_one_slot_queues_and_cancel_keeps_what_is_done(tmp_path):
         sweep = sweep_file(tmp_path, srv.base_url)
         out = invoke("fleet", "launch", str(sweep), "--store", store_url, "--work-dir", str(work))
         fleet_id = out.split()[1].rstrip(":")
-        a, b = (line.split(":")[0].strip() for line in out.splitlines()[-2:])
+        shards = [line.split(":")[0].strip() for line in out.splitlines()[-2:]]
 
-        def a_runs_b_waits():
+        def one_runs_one_waits():
+            """(running, waiting) once one shard has a point done and the other waits for the slot;
+            which of the two took the slot first is the OS's choice, not the launch order."""
             now = states(store_url, fleet_id)
-            return ((now[a].status or {}).get("points_done", 0) >= 1 and now[a].state == "running"
-                    and "waiting for slot-0" in now[b].detail)
-        wait_for(a_runs_b_waits, 120, "one shard running (a point done), the other queued")
+            seen[:] = [f"{k}: {v.state} ({v.detail}; points {(v.status or {}).get('points_done')})"
+                       for k, v in now.items()]
+            for run, wait in (shards, shards[::-1]):
+                if ((now[run].status or {}).get("points_done", 0) >= 1 and now[run].state == "running"
+                        and "waiting for slot-0" in now[wait].detail):
+                    return run, wait
+            return None
+        seen: list[str] = []  # the last states read, for the message if the wait runs out
+        try:
+            a, b = wait_for(one_runs_one_waits, 120, "one shard running (a point done), the other queued")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen: {'; '.join(seen)}") from None
         out = invoke("fleet", "cancel", "--store", store_url, "--fleet", fleet_id)
         assert f"{a}: stopped" in out and f"{b}: stopped" in out
     now = states(store_url, fleet_id)
