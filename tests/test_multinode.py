@@ -176,10 +176,24 @@ def test_energy_is_summed_over_every_node_in_the_heads_window(nodes, tmp_path):
         assert n.health()["child"]["state"] == "exited"
 
 
-def _kill_during_point(action, after_s: float = 0.6):
-    timer = threading.Timer(after_s, action)
-    timer.start()
-    return timer
+class _KillDuringPoint(threading.Thread):
+    """Runs `action` once the first point's measured requests are under way (the server has seen
+    `after` requests: the warm-up and a few more), whatever the engine start took."""
+
+    def __init__(self, server, action, after: int = 3):
+        super().__init__(daemon=True)
+        self.server, self.action, self.after = server, action, after
+        self.stop = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.stop.wait(0.02):
+            if self.server.counters()["n_requests"] >= self.after:
+                self.action()
+                return
+
+    def cancel(self):
+        self.stop.set()
 
 
 def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_restart(nodes, tmp_path):
@@ -187,13 +201,13 @@ def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_resta
         pid = nodes[1].health()["child"]["pid"]
         os.killpg(pid, signal.SIGKILL)
 
-    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.05)) as server:
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.03)) as server:  # a point: about 2 s
         cfg = _multinode(server.base_url, nodes)
-        timer = _kill_during_point(kill_child)
+        killer = _KillDuringPoint(server, kill_child)
         try:
-            result = execute(make_plan([cfg], n_points=2, n_requests=12), tmp_path / "run", make_env(watts=[100.0]))
+            result = execute(make_plan([cfg], n_points=2, n_requests=8), tmp_path / "run", make_env(watts=[100.0]))
         finally:
-            timer.cancel()
+            killer.cancel()
     first, second = result.points
     assert first.status == "failed"
     assert f"node {nodes[1].addr}" in first.error and "fake headless vLLM" in first.error  # its log tail, quoted
@@ -202,15 +216,15 @@ def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_resta
 
 
 def test_an_agent_that_dies_fails_the_point_and_the_configuration(nodes, tmp_path):
-    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.05)) as server:
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.03)) as server:
         cfg = _multinode(server.base_url, nodes)
         other = endpoint(server.base_url)  # the next configuration goes on
-        timer = _kill_during_point(nodes[0].kill)
+        killer = _KillDuringPoint(server, nodes[0].kill)
         try:
-            result = execute(make_plan([cfg, other], n_points=2, n_requests=12), tmp_path / "run",
+            result = execute(make_plan([cfg, other], n_points=2, n_requests=8), tmp_path / "run",
                              make_env(watts=[100.0]))
         finally:
-            timer.cancel()
+            killer.cancel()
     first, second, third, fourth = result.points
     assert first.status == "failed" and f"node {nodes[0].addr}: agent unreachable" in first.error
     assert second.status == "failed" and "engine failed to start" in second.error and nodes[0].addr in second.error
