@@ -259,6 +259,7 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
     assert not cut["energy_valid"] and cut["energy_j"] is None
     assert f"{addr}/gpu0: counter not read at the window end" in cut["energy_invalid_reasons"]
     assert "agent unreachable" in session.meter.describe()["nodes"][0]["last_error"]
+    assert session.describe()["read_errors"] >= 1  # the agent's missed reads count as the session's
 
 
 def test_the_agent_answers_only_the_head_and_only_its_own_version(tmp_path):

@@ -72,7 +72,16 @@ class NodesMeter:
         self.counter_range_j = list(local.counter_range_j) + [c for r in remotes for c in r.counter_range_j]
         nominal = [local.nominal_power_w, *(r.nominal_power_w for r in remotes)]
         self.nominal_power_w = [w for ws in nominal for w in ws] if all(ws is not None for ws in nominal) else None
-        self.read_errors = 0
+        self._own_errors = 0  # reads that raised (counted by the session's sampler)
+
+    @property
+    def read_errors(self) -> int:
+        """Every failed read: the head's meter's, each agent's, and the ones that raised here."""
+        return self._own_errors + self.local.read_errors + sum(r.read_errors for r in self.remotes)
+
+    @read_errors.setter
+    def read_errors(self, value: int) -> None:  # the sampler's `meter.read_errors += 1`
+        self._own_errors += value - self.read_errors
 
     def read(self) -> list[Reading]:
         out = list(self.local.read())
