@@ -183,3 +183,27 @@ def republish(run_dir: Path, blob: bytes) -> Path:
     (run_dir / "MANIFEST.json").write_text(json.dumps(manifest))
     return run_dir.rename(run_dir.with_name(manifest["run_id"]))
 
+
+
+def upload_at_once(run_dirs: list, url: str, timeout_s: float = 120.0) -> tuple[list, list]:
+    """Upload each run dir from its own thread, all released together: (Uploaded results, errors)."""
+    import threading
+
+    from bench.store import upload
+
+    results, errors = [], []
+    barrier = threading.Barrier(len(run_dirs))
+
+    def work(run_dir):
+        barrier.wait()
+        try:
+            results.append(upload([run_dir], url)[0])
+        except Exception as e:  # noqa: BLE001 - any error in a writer thread fails the caller's test
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in run_dirs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    return results, errors

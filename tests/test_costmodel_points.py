@@ -7,13 +7,12 @@ from __future__ import annotations
 import io
 import json
 import string
-import threading
 
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from result_factory import make_run
+from result_factory import make_run, upload_at_once
 
 from bench.errors import StoreError
 from bench.safepath import check_rel_path
@@ -108,21 +107,7 @@ def test_different_rows_under_the_same_run_id_are_refused(local_store, tmp_path)
 
 def test_parallel_uploads_to_one_partition_do_not_clash(store_url, tmp_path):
     runs = [_small(tmp_path / "runs", speed=1 + i / 10) for i in range(4)]
-    results, errors = [], []
-    barrier = threading.Barrier(len(runs))
-
-    def work(run_dir):
-        barrier.wait()
-        try:
-            results.append(upload([run_dir], store_url)[0])
-        except Exception as e:  # noqa: BLE001 - any error in a writer thread fails the test below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(r,)) for r in runs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    results, errors = upload_at_once(runs, store_url)
     assert errors == []
     s = Store(store_url)
     files = list_point_files(s, PARTITION)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import pytest
 from click.testing import CliRunner
 from result_factory import make_run as _make_run
+from result_factory import upload_at_once
 
 from bench import store as store_mod
 from bench.cli import cli
@@ -168,21 +168,7 @@ def test_pull_verifies_checksums_filters_and_caches(local_store_url, tmp_path, m
 def test_concurrent_writers_keep_every_run_intact(store_url, tmp_path):
     runs = [make_run(tmp_path / "runs", hardware=hw, speed=1 + i / 10) for i, hw in enumerate(["h100-sxm", "b200", "mi300x"])]
     jobs = runs + [runs[0], runs[0]]  # three distinct runs, one of them three times at once
-    results, errors = [], []
-    barrier = threading.Barrier(len(jobs))
-
-    def work(run_dir):
-        barrier.wait()
-        try:
-            results.append(upload([run_dir], store_url)[0])
-        except Exception as e:  # noqa: BLE001 - any error in a writer thread fails the test below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(r,)) for r in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results, errors = upload_at_once(jobs, store_url, timeout_s=60)
     assert errors == []
     assert len({r.run_id for r in results}) == 3
     assert sum(r.status == "published" for r in results) >= 3
