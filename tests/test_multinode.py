@@ -243,6 +243,14 @@ def test_an_agent_that_dies_fails_the_point_and_the_configuration(nodes, tmp_pat
     assert third.status == fourth.status == "ok"
 
 
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_node(tmp_path):
     from bench.run.node_agent import NodeAgent
     from bench.run.node_http import make_server
@@ -256,16 +264,26 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
     thread.start()
     addr = f"127.0.0.1:{server.server_address[1]}"
     session = with_nodes(FakeNvmlTelemetry([100.0])("nvml", gpu_indices=[0]), [addr]).start()
+    (remote,) = session.meter.remotes
+
+    def samples_after(t_s: float) -> int:
+        frame = session.power_series()
+        return int((frame["t_s"] > t_s).sum())
+
     try:
         t0 = time.perf_counter()
-        time.sleep(0.3)
+        _wait_for(lambda: samples_after(t0) >= 2 * 3, 30, "three samples of both nodes in the window")
         whole = session.energy_between(t0, time.perf_counter())
         assert whole["energy_valid"] and whole["avg_power_w"] == pytest.approx(350, rel=0.05)
+        assert remote.read_errors == 0
         server.shutdown()
         server.server_close()
-        time.sleep(0.1)
+        # the sampler reads one node after the other: once a read of the agent has failed, every
+        # successful one is behind it, and every later one fails
+        _wait_for(lambda: remote.read_errors >= 1, 30, "a failed read of the stopped agent")
         t1 = time.perf_counter()
-        time.sleep(0.1)
+        failed_by_t1 = remote.read_errors
+        _wait_for(lambda: remote.read_errors > failed_by_t1, 30, "a failed read after the window end")
         cut = session.energy_between(t0, t1)
     finally:
         session.stop()
