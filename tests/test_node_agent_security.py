@@ -190,6 +190,36 @@ def test_the_head_refuses_to_use_nodes_without_a_secret(agent, monkeypatch):
         NodeClient(agent.addr).health()
 
 
+def test_a_sweep_without_a_secret_fails_its_multinode_configuration_in_one_line(agent, monkeypatch, tmp_path):
+    from bench.run.runner import execute
+    from bench.testing.fake_server import FakeServer, FakeServerConfig
+    from tests.test_runner_fast import endpoint, make_env, make_plan
+
+    monkeypatch.delenv("BENCH_NODE_SECRET", raising=False)
+    monkeypatch.delenv("BENCH_NODE_SECRET_FILE", raising=False)
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.01)) as server:
+        spanning = endpoint(server.base_url, data_parallel_size=2, nnodes=2, nodes=[agent.addr])
+        result = execute(make_plan([spanning, endpoint(server.base_url)], n_requests=4), tmp_path / "run",
+                         make_env(watts=[100.0]))
+    first, second = result.points
+    assert first.status == "failed" and "engine failed to start" in first.error and "no node secret" in first.error
+    assert "\n" not in first.error
+    assert second.status == "ok"  # the run goes on
+    notes = result.extra["telemetry"][spanning.config_id()]["notes"]
+    assert any("no node secret" in n and "energy not reported" in n for n in notes)
+    assert agent.log == []  # the head asked the agent nothing
+
+
+def test_bench_node_serve_refuses_a_bad_allow_arg_name_before_starting(monkeypatch):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    monkeypatch.setenv("BENCH_NODE_SECRET", SECRET.decode())
+    result = CliRunner().invoke(cli, ["node", "serve", "--head", "127.0.0.1", "--port", "1", "--allow-arg", "x y"])
+    assert result.exit_code == 2 and result.output.startswith("bench: error: 'x y' is not an engine argument name")
+
+
 def test_bench_node_serve_refuses_to_start_without_a_secret(monkeypatch):
     from click.testing import CliRunner
 

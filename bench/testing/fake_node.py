@@ -36,13 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--watts", default="200")
     ap.add_argument("--log-dir", required=True)
     ap.add_argument("--ready-file", required=True, help="written with {'port': P} once the agent listens")
-    ap.add_argument("--allow-arg", action="append", default=[])
     args = ap.parse_args(argv)
     secret = take_secret()
     watts = [float(w) for w in args.watts.split(",")]
     meter = FakeNvmlTelemetry(watts)("nvml", gpu_indices=list(range(len(watts)))).meter
     agent = NodeAgent(meter, cache_dir=Path(args.log_dir) / "models", log_dir=Path(args.log_dir),
-                      gpus=list(range(len(watts))), child_command=fake_child, allow_args=args.allow_arg)
+                      gpus=list(range(len(watts))), child_command=fake_child)
 
     def ready(addr):
         tmp = Path(args.ready_file + ".tmp")
