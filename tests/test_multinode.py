@@ -11,18 +11,31 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
-from bench.engines.multinode import Rendezvous, follower_argv, node_launch_args
+from bench.engines.multinode import (
+    NodeClient,
+    Rendezvous,
+    follower_argv,
+    node_launch_args,
+)
 from bench.plan import EngineConfig
 from bench.run.runner import execute
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 from tests.test_runner_fast import endpoint, make_env, make_plan
 
 RDV = Rendezvous(head_addr="10.0.0.1", master_port=29501, dp_rpc_port=13345)
+LOCAL_RDV = Rendezvous(head_addr="127.0.0.1", master_port=29501, dp_rpc_port=13345)  # the agents' head here
 PY = sys.executable
+SECRET = "multinode-test-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def node_secret(monkeypatch):
+    """The shared secret of the head (this process) and of every agent it starts (inherited)."""
+    monkeypatch.delenv("BENCH_NODE_SECRET_FILE", raising=False)
+    monkeypatch.setenv("BENCH_NODE_SECRET", SECRET)
 
 
 def _cfg(**fields) -> EngineConfig:
@@ -109,8 +122,7 @@ class Node:
         self.addr = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
 
     def health(self) -> dict:
-        with urllib.request.urlopen(f"http://{self.addr}/health", timeout=5) as r:
-            return json.loads(r.read())
+        return NodeClient(self.addr).health()
 
     def kill(self) -> None:
         """SIGKILL the agent (its headless child, in a process group of its own, is ended at teardown)."""
@@ -231,28 +243,47 @@ def test_an_agent_that_dies_fails_the_point_and_the_configuration(nodes, tmp_pat
     assert third.status == fourth.status == "ok"
 
 
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_node(tmp_path):
-    from bench.run.node_agent import NodeAgent, make_server
+    from bench.run.node_agent import NodeAgent
+    from bench.run.node_http import make_server
     from bench.telemetry.fake_nvml import FakeNvmlTelemetry
     from bench.telemetry.remote import with_nodes
 
     meter = FakeNvmlTelemetry([250.0])("nvml", gpu_indices=[0]).meter
     agent = NodeAgent(meter, cache_dir=tmp_path, log_dir=tmp_path, gpus=[0])
-    server = make_server(agent, "127.0.0.1", 0, {"127.0.0.1"})
+    server = make_server(agent, "127.0.0.1", 0, {"127.0.0.1"}, SECRET.encode())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     addr = f"127.0.0.1:{server.server_address[1]}"
     session = with_nodes(FakeNvmlTelemetry([100.0])("nvml", gpu_indices=[0]), [addr]).start()
+    (remote,) = session.meter.remotes
+
+    def samples_after(t_s: float) -> int:
+        frame = session.power_series()
+        return int((frame["t_s"] > t_s).sum())
+
     try:
         t0 = time.perf_counter()
-        time.sleep(0.3)
+        _wait_for(lambda: samples_after(t0) >= 2 * 3, 30, "three samples of both nodes in the window")
         whole = session.energy_between(t0, time.perf_counter())
         assert whole["energy_valid"] and whole["avg_power_w"] == pytest.approx(350, rel=0.05)
+        assert remote.read_errors == 0
         server.shutdown()
         server.server_close()
-        time.sleep(0.1)
+        # the sampler reads one node after the other: once a read of the agent has failed, every
+        # successful one is behind it, and every later one fails
+        _wait_for(lambda: remote.read_errors >= 1, 30, "a failed read of the stopped agent")
         t1 = time.perf_counter()
-        time.sleep(0.1)
+        failed_by_t1 = remote.read_errors
+        _wait_for(lambda: remote.read_errors > failed_by_t1, 30, "a failed read after the window end")
         cut = session.energy_between(t0, t1)
     finally:
         session.stop()
@@ -265,16 +296,18 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
 def test_the_agent_answers_only_the_head_and_only_its_own_version(tmp_path):
     from bench.engines.multinode import NodeClient, start_request
     from bench.errors import EngineError
-    from bench.run.node_agent import NodeAgent, make_server
+    from bench.run.node_agent import NodeAgent
+    from bench.run.node_http import make_server
     from bench.telemetry.fake_nvml import FakeNvmlTelemetry
 
     meter = FakeNvmlTelemetry([250.0])("nvml", gpu_indices=[0]).meter
     agent = NodeAgent(meter, cache_dir=tmp_path, log_dir=tmp_path, gpus=[0])
-    for allowed, check in (({"10.9.9.9"}, r"refused \(403\)"), ({"127.0.0.1"}, "this node")):
-        server = make_server(agent, "127.0.0.1", 0, allowed)
+    # another address is closed at accept (no answer at all); the head gets the version refusal
+    for allowed, check in (({"10.9.9.9"}, "agent unreachable"), ({"127.0.0.1"}, r"refused \(400\).*this node")):
+        server = make_server(agent, "127.0.0.1", 0, allowed, SECRET.encode())
         threading.Thread(target=server.serve_forever, daemon=True).start()
         client = NodeClient(f"127.0.0.1:{server.server_address[1]}")
-        request = start_request(_cfg(tensor_parallel_size=2, nnodes=2), 1, RDV, "cuda")
+        request = start_request(_cfg(tensor_parallel_size=2, nnodes=2), 1, LOCAL_RDV, "cuda")
         request["bench_version"] = "0.0.0-other"
         try:
             with pytest.raises(EngineError, match=check):
@@ -307,11 +340,11 @@ def test_bench_node_release_stops_the_agent_and_its_child(nodes, tmp_path):
     from click.testing import CliRunner
 
     from bench.cli import cli
-    from bench.engines.multinode import NodeClient, start_request
+    from bench.engines.multinode import start_request
 
     node = nodes[0]
     cfg = endpoint("http://127.0.0.1:9", data_parallel_size=2, nnodes=2, nodes=[node.addr])
-    started = NodeClient(node.addr).start(start_request(cfg, 1, RDV, "cuda"))
+    started = NodeClient(node.addr).start(start_request(cfg, 1, LOCAL_RDV, "cuda"))
     assert node.health()["child"]["state"] == "running"
     result = CliRunner().invoke(cli, ["node", "release", node.addr, "127.0.0.1:9"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -19,9 +19,21 @@ def node():
 @click.option("--telemetry", default="auto", show_default=True, help="Energy meter: auto, nvml, amdsmi, rapl, nominal.")
 @click.option("--hardware", "hardware_id", default=None, help="Catalog hardware id (nominal power) [detected].")
 @click.option("--log-dir", type=click.Path(file_okay=False), default="node-logs", show_default=True)
-def serve(head, port, host, gpus, telemetry, hardware_id, log_dir):
-    """Serve this node's headless vLLM and energy counters to the head until Ctrl-C."""
+@click.option("--allow-arg", "allow_args", multiple=True, metavar="NAME",
+              help="Also accept this engine argument from the head (repeatable), e.g. chat-template; "
+                   "docs/fleet.md lists those accepted by default.")
+def serve(head, port, host, gpus, telemetry, hardware_id, log_dir, allow_args):
+    """Serve this node's headless vLLM and energy counters to the head until Ctrl-C.
+
+    Requests must be signed with the shared secret: $BENCH_NODE_SECRET, or a file of mode 600
+    named by $BENCH_NODE_SECRET_FILE, the same on the head (never on the command line)."""
     from pathlib import Path
+
+    from bench.engines.node_auth import take_secret
+    from bench.run.node_policy import allow_list
+
+    secret = take_secret()  # first: no secret, no agent (and its vLLM never inherits it)
+    widened = sorted(allow_list(allow_args) - allow_list())  # a bad name is refused before anything starts
 
     from bench.catalog.device import resolve_hardware
     from bench.run.devices import visible_gpu_indices
@@ -37,10 +49,11 @@ def serve(head, port, host, gpus, telemetry, hardware_id, log_dir):
         indices = [int(g) for g in gpus.split(",")] if gpus else visible_gpu_indices(detected.count, vendor=detected.vendor)
     meter = open_telemetry(telemetry, hardware=hardware, gpu_indices=indices).meter
     agent = NodeAgent(meter, cache_dir=Path.home() / ".cache" / "bench" / "models", log_dir=Path(log_dir), gpus=indices,
-                      vendor=detected.vendor, device="cpu" if on_cpu else "cuda")
-    serve_agent(agent, host, port, head, on_ready=lambda addr: click.echo(
+                      vendor=detected.vendor, device="cpu" if on_cpu else "cuda", allow_args=allow_args)
+    serve_agent(agent, host, port, head, secret, on_ready=lambda addr: click.echo(
         f"bench node: serving {meter.method} energy of {len(meter.devices)} device(s) on {addr[0]}:{addr[1]} "
-        f"for head {head}; Ctrl-C stops it and its vLLM", err=True))
+        f"for head {head}; Ctrl-C stops it and its vLLM"
+        + (f"; also allowing engine arguments {', '.join(widened)}" if widened else ""), err=True))
 
 
 @node.command()

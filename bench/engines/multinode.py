@@ -25,9 +25,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.engines.base import EngineDied, engine_args_to_cli, quote_log
+from bench.engines.node_auth import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    answer_is_signed,
+    load_secret,
+    sign_request,
+)
 from bench.engines.process import free_port
 from bench.engines.vllm_args import vllm_launch_args
-from bench.errors import EngineError
+from bench.errors import ConfigError, EngineError
 
 HEADLESS_MODULE = "bench.engines.vllm_headless"
 AGENT_WAIT_S = 300.0  # how long the head waits for a follower's agent to answer before starting
@@ -85,31 +92,56 @@ def new_rendezvous(nodes: list[str], head_addr: str | None = None) -> Rendezvous
     return Rendezvous(host, free_port("0.0.0.0"), free_port("0.0.0.0"))
 
 
-class NodeClient:
-    """The head's side of one `bench node serve` agent (JSON over HTTP)."""
+class NodeRefused(EngineError):
+    """The agent refused (an HTTP 4xx/5xx, an unsigned answer) or cannot be asked (no secret on
+    the head): waiting longer would not help."""
 
-    def __init__(self, addr: str, timeout_s: float = 5.0):
+
+class NodeClient:
+    """The head's side of one `bench node serve` agent: JSON over HTTP, every request signed with
+    the shared secret and every answer checked for the agent's signature (bench.engines.node_auth)."""
+
+    def __init__(self, addr: str, timeout_s: float = 5.0, secret: bytes | None = None):
         self.addr = addr
         self.timeout_s = timeout_s
+        self._secret = secret  # None: read from the environment at the first call
+
+    def _key(self) -> bytes:
+        if self._secret is None:
+            try:
+                self._secret = load_secret()
+            except ConfigError as e:  # the head refuses to use nodes without one
+                raise NodeRefused(f"node {self.addr}: {e}") from None
+        return self._secret
 
     def call(self, method: str, path: str, body: dict | None = None, timeout_s: float | None = None) -> dict:
-        """The agent's JSON answer; EngineError (one line) when it cannot be reached or refuses."""
+        """The agent's JSON answer; EngineError (one line) when it cannot be reached, NodeRefused when it refuses."""
+        key = self._key()
         data = json.dumps(body).encode() if body is not None else None
+        headers = sign_request(key, method, path, data or b"")
         req = urllib.request.Request(f"http://{self.addr}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **headers})
         try:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as r:
-                return json.loads(r.read() or b"{}")
+                raw, status, signature = r.read(), r.status, r.headers.get(SIGNATURE_HEADER)
         except urllib.error.HTTPError as e:
             detail = e.read().decode("utf-8", "replace")
             try:
                 detail = json.loads(detail).get("error", detail)
             except (ValueError, AttributeError):
                 pass
-            raise EngineError(f"node {self.addr}: {method} {path} refused ({e.code}): {detail}") from None
+            detail = " ".join(str(detail).split())[:500]
+            raise NodeRefused(f"node {self.addr}: {method} {path} refused ({e.code}): {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             raise EngineError(f"node {self.addr}: agent unreachable ({reason})") from None
+        if not answer_is_signed(key, headers[NONCE_HEADER], status, raw, signature):
+            raise NodeRefused(f"node {self.addr}: {method} {path}: the answer is not signed with the shared secret "
+                              "(not a bench agent of this head, or another secret)")
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            raise NodeRefused(f"node {self.addr}: {method} {path}: the answer is not JSON") from None
 
     def health(self) -> dict:
         return self.call("GET", "/health")
@@ -117,7 +149,7 @@ class NodeClient:
     def wait_ready(self, timeout_s: float) -> dict:
         """Its /health once it answers (a follower launched beside the head may still be installing);
         the last EngineError after `timeout_s`. An agent that answered before in this process and
-        no longer does is gone, not late: no wait."""
+        no longer does is gone, not late: no wait; one that refuses (another secret) is not late either."""
         import time
 
         deadline = time.monotonic() + (0.0 if self.addr in _ANSWERED else timeout_s)
@@ -126,6 +158,8 @@ class NodeClient:
                 answer = self.health()
                 _ANSWERED.add(self.addr)
                 return answer
+            except NodeRefused:
+                raise
             except EngineError:
                 if time.monotonic() >= deadline:
                     raise
@@ -195,6 +229,9 @@ class MultiNodeEngine:
             for rank, node in enumerate(self.followers, start=1):
                 self.started[node.addr] = node.start(start_request(self.cfg, rank, self.rdv, self.device))
             self.head.start()
+        except NodeRefused:  # an agent said no (secret, allow-list): nothing died
+            self.stop()
+            raise
         except EngineError as e:
             dead = self._dead_followers()
             self.stop()
@@ -252,7 +289,11 @@ def over_nodes(head, cfg: Any, device: str = "cuda", head_addr: str | None = Non
     if not cfg.nodes:
         raise EngineError(f"{cfg.parallel_label()}: needs {cfg.nnodes - 1} follower agent(s) "
                           "(`nodes: [host:port]` in the sweep; `bench node serve` on each follower)")
+    try:
+        secret = load_secret()
+    except ConfigError as e:  # refused before any agent is asked
+        raise EngineError(f"{cfg.parallel_label()}: {e}") from None
     rdv = new_rendezvous(cfg.nodes, head_addr)
     if isinstance(head, VllmServer):
         head.engine_args = node_launch_args(cfg, 0, rdv, device)
-    return MultiNodeEngine(head, cfg, rdv, device)
+    return MultiNodeEngine(head, cfg, rdv, device, followers=[NodeClient(a, secret=secret) for a in cfg.nodes])

@@ -1,27 +1,29 @@
 """`bench node serve`: the agent on a follower machine of a multi-node configuration.
 
 It starts that node's headless vLLM process when the head asks (POST /engine/start with the
-typed EngineConfig and the node's rank: the agent builds the command line itself, so a request
-can start vLLM and nothing else), reports its health (GET /health: the child's state and log
-tail), stops it (POST /engine/stop), exits when the head releases it (POST /exit), and serves a snapshot of this machine's energy counters
-(GET /energy: one read of the local meter, NVML / amdsmi / RAPL / nominal, as the head's
-sampler would read its own). The head stamps every snapshot with its own clock
-(bench.telemetry.remote), so no clock is synchronised. Only the head's address is answered.
+typed EngineConfig and the node's rank, checked by bench.run.node_policy: a model of its own
+catalog or cache, the head's rendezvous, engine arguments on its allow-list; the agent builds
+the command line itself), reports its health (GET /health: the child's state and log tail),
+stops it (POST /engine/stop), exits when the head releases it (POST /exit), and serves a
+snapshot of this machine's energy counters (GET /energy: one read of the local meter, NVML /
+amdsmi / RAPL / nominal, as the head's sampler would read its own). The head stamps every
+snapshot with its own clock (bench.telemetry.remote), so no clock is synchronised for energy.
+Only the head's address, and only requests signed with the shared secret, are answered
+(bench.run.node_http, bench.engines.node_auth).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from bench.engines.base import device_env, vllm_child_env
 from bench.engines.multinode import Rendezvous, follower_argv, node_launch_args
 from bench.engines.process import ChildProcess, log_tail
-from bench.errors import BenchError, ConfigError
+from bench.errors import ConfigError
+from bench.run.node_policy import allow_list, check_start
 
 ChildCommand = Callable[[Any, str, int, Rendezvous, str], list[str]]  # (cfg, model_path, rank, rdv, device) -> argv
 
@@ -30,7 +32,8 @@ class NodeAgent:
     """The state behind the HTTP routes: one meter, at most one headless child."""
 
     def __init__(self, meter, *, cache_dir: Path, log_dir: Path, gpus: list[int] | None = None,
-                 vendor: str | None = "nvidia", device: str = "cuda", child_command: ChildCommand = follower_argv):
+                 vendor: str | None = "nvidia", device: str = "cuda", child_command: ChildCommand = follower_argv,
+                 allow_args: Iterable[str] = ()):
         self.meter = meter
         self.cache_dir = Path(cache_dir)
         self.log_dir = Path(log_dir)
@@ -38,27 +41,21 @@ class NodeAgent:
         self.vendor = vendor
         self.device = device
         self.child_command = child_command
+        self.allowed_args = allow_list(allow_args)  # engine arguments a head may pass (node_policy)
         self.child: ChildProcess | None = None
         self.config_id: str | None = None
         self._meter_lock = threading.Lock()
         self._child_lock = threading.Lock()
 
-    def start(self, request: dict) -> dict:
-        from bench import __version__
-        from bench.plan import EngineConfig
-
-        if request.get("bench_version") != __version__:
-            raise ConfigError(f"head runs bench {request.get('bench_version')}, this node {__version__}: "
-                              "install the same version on every node")
-        try:
-            cfg = EngineConfig.model_validate(request["config"])
-            rank, rdv = int(request["node_rank"]), Rendezvous(**request["rendezvous"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"bad start request: {str(e).splitlines()[0]}") from None
-        device = request.get("device") or self.device
-        model_path = self._model_path(cfg)
-        argv = self.child_command(cfg, model_path, rank, rdv, device)
-        env = vllm_child_env(device, node_launch_args(cfg, rank, rdv, device), device_env(self.gpus, self.vendor))
+    def start(self, request: Any, heads: set[str]) -> dict:
+        """Start this node's headless vLLM for a checked start request (`heads`: the head's
+        addresses, the only rendezvous accepted); ConfigError / NotAllowed when refused."""
+        checked = check_start(request, heads=heads, allowed_args=self.allowed_args, cache_dir=self.cache_dir)
+        cfg, rank, rdv = checked.cfg, checked.node_rank, Rendezvous(**checked.rendezvous)
+        model_path = self._model_path(cfg, checked.weights)
+        argv = self.child_command(cfg, model_path, rank, rdv, checked.device)
+        env = vllm_child_env(checked.device, node_launch_args(cfg, rank, rdv, checked.device),
+                             device_env(self.gpus, self.vendor))
         with self._child_lock:
             self._stop_child()
             self.config_id = cfg.config_id()
@@ -66,9 +63,9 @@ class NodeAgent:
             self.child.start()
             return {"pid": self.child.proc.pid, "argv": argv, "log": str(self.child.log_path)}
 
-    def _model_path(self, cfg) -> str:
-        if cfg.weights != "dummy":
-            return cfg.weights  # a repo id or a path that exists on this machine too
+    def _model_path(self, cfg, weights: str) -> str:
+        if weights != "dummy":
+            return weights  # the catalog's repo, or a folder under this node's cache (node_policy)
         from bench.catalog import get_model
         from bench.catalog.prepare import prepare_model
 
@@ -108,59 +105,6 @@ class NodeAgent:
     def close(self) -> None:
         self.stop()
         self.meter.close()
-
-
-ROUTES = {("GET", "/health"): "health", ("GET", "/energy"): "energy",
-          ("POST", "/engine/start"): "start", ("POST", "/engine/stop"): "stop", ("POST", "/exit"): "exit"}
-
-
-def make_server(agent: NodeAgent, host: str, port: int, allowed: set[str]) -> ThreadingHTTPServer:
-    """The agent's HTTP server on (host, port), answering only clients whose address is in `allowed`."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _route(self, method: str) -> None:
-            if self.client_address[0] not in allowed:
-                return self._send(403, {"error": f"{self.client_address[0]} is not the head ({', '.join(sorted(allowed))})"})
-            name = ROUTES.get((method, self.path.split("?")[0]))
-            if name is None:
-                return self._send(404, {"error": f"no route {method} {self.path}"})
-            try:
-                body = {}
-                if method == "POST":
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                if name == "exit":  # the head is done with this node (`bench node release`): stop serving
-                    agent.stop()
-                    threading.Thread(target=self.server.shutdown, daemon=True).start()
-                    answer = {"exiting": True}
-                else:
-                    answer = getattr(agent, name)(body) if name == "start" else getattr(agent, name)()
-            except (BenchError, ValueError) as e:
-                return self._send(400, {"error": str(e).splitlines()[0][:500]})
-            except Exception as e:  # noqa: BLE001 -- one bad request never stops the agent
-                return self._send(500, {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"})
-            self._send(200, answer)
-
-        def do_GET(self):
-            self._route("GET")
-
-        def do_POST(self):
-            self._route("POST")
-
-        def _send(self, code: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, fmt, *args):  # the head polls /energy every 100 ms: no access log
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
 
 
 def allowed_addresses(head: str) -> set[str]:

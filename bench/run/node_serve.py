@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 import threading
 
-from bench.run.node_agent import NodeAgent, allowed_addresses, make_server
+from bench.run.node_agent import NodeAgent, allowed_addresses
+from bench.run.node_http import make_server
 
 
-def serve_agent(agent: NodeAgent, host: str, port: int, head: str, on_ready=None) -> None:
-    """Answer the head at (host, port) until SIGINT/SIGTERM; the headless child is stopped on the way out."""
-    server = make_server(agent, host, port, allowed_addresses(head))
+def serve_agent(agent: NodeAgent, host: str, port: int, head: str, secret: bytes, on_ready=None) -> None:
+    """Answer the head at (host, port), requests signed with `secret` only, until SIGINT/SIGTERM;
+    the headless child is stopped on the way out."""
+    server = make_server(agent, host, port, allowed_addresses(head), secret)
     stop = threading.Event()
 
     def _stop(signum, frame):

@@ -8,6 +8,8 @@ the head's window start and end, summed, with no clock synchronised anywhere; th
 between give the sampled-power cross-check per device as on one machine. An agent that does
 not answer gives None readings: a window whose start or end falls on such a read is invalid
 ("127.0.0.1:8791/gpu0: counter not read at the window end"), and the error is kept in notes.
+Every read is a signed request and its answer must carry the agent's signature
+(bench.engines.node_auth): a reading from anything without the shared secret is a failed read.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A `bench node serve` agent for tests: a fake NVML host for its meter and a stand-in for the
 headless vLLM child (a Python process that prints its arguments and sleeps), so the head's
 multi-node path (start, health, energy snapshots, a follower that dies) runs on one machine.
+It is the real agent otherwise: the same server, shared secret ($BENCH_NODE_SECRET) and checks.
 
-    python -m bench.testing.fake_node --port 0 --watts 200,210 --log-dir DIR --ready-file F
+    BENCH_NODE_SECRET=... python -m bench.testing.fake_node --port 0 --watts 200,210 --log-dir DIR --ready-file F
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def fake_child(cfg, model_path, rank, rdv, device) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.engines.node_auth import take_secret
     from bench.run.node_agent import NodeAgent
     from bench.run.node_serve import serve_agent
     from bench.telemetry.fake_nvml import FakeNvmlTelemetry
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-dir", required=True)
     ap.add_argument("--ready-file", required=True, help="written with {'port': P} once the agent listens")
     args = ap.parse_args(argv)
+    secret = take_secret()
     watts = [float(w) for w in args.watts.split(",")]
     meter = FakeNvmlTelemetry(watts)("nvml", gpu_indices=list(range(len(watts)))).meter
     agent = NodeAgent(meter, cache_dir=Path(args.log_dir) / "models", log_dir=Path(args.log_dir),
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp.write_text(json.dumps({"port": addr[1]}))
         tmp.replace(args.ready_file)
 
-    serve_agent(agent, "127.0.0.1", args.port, args.head, on_ready=ready)
+    serve_agent(agent, "127.0.0.1", args.port, args.head, secret, on_ready=ready)
 
 
 if __name__ == "__main__":
