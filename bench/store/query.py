@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from bench.errors import ConfigError, StoreError
 from bench.redact import redact_text_of
+from bench.store.bounded import POINTS_LIMITS
 from bench.store.costmodel import BOOL_COLUMNS, INT_COLUMNS, STRING_COLUMNS, table_frame
 from bench.store.points import (
     POINT_COLUMNS,
@@ -70,7 +71,6 @@ def read_points(store, filters: dict[str, list], include_invalid: bool = False) 
     filter), as pandas in the point-file columns; see the module for what is opened."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
     if not include_invalid and "valid" not in filters:
         filters = {**filters, "valid": [True]}
     where, params = _where_sql(filters)
@@ -133,15 +133,12 @@ def compacted_runs(store, partition: str) -> tuple[set[str], set[str]] | None:
     """(covered, excluded) run ids of a partition's compacted file (its footer only); None
     when there is none or it does not read. Covered runs' rows are in it; excluded ones were
     left out on purpose (no manifest, or a point file that does not read)."""
-    import pyarrow.parquet as pq
-
     path = store.path(compacted_rel(partition))
     try:
-        with store.fs.open(path, "rb") as f:
-            meta = pq.read_metadata(f).metadata or {}
+        meta = store.parquet_footer(path, POINTS_LIMITS).metadata or {}  # the footer alone, bounded
+        return run_list(meta, "covered"), run_list(meta, "excluded")
     except Exception:  # noqa: BLE001 - missing or unreadable: the point files are read instead (the next build mends it)
         return None
-    return run_list(meta, "covered"), run_list(meta, "excluded")
 
 
 def read_point_files(store, paths: list[str], where: str = "", params: dict | None = None,
