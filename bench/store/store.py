@@ -64,6 +64,7 @@ class Uploaded:
     size_bytes: int
     point_files: int = 0  # its point files (bench.store.points), written now or already there
     note: str | None = None  # why it has none, when it has none
+    signed_by: str | None = None  # the key id of the signature written (bench.store.signing)
 
 
 def storage_options_for(url: str, explicit: dict | None = None) -> dict:
@@ -184,8 +185,18 @@ class Store:
             yield manifest["run_id"], self.read_run(manifest["run_id"], manifest)
 
     # -- writing ------------------------------------------------------------------------
-    def upload(self, run: PreparedRun) -> Uploaded:
-        """Publish one prepared run; a no-op when the identical run is already published."""
+    def upload(self, run: PreparedRun, signer=None) -> Uploaded:
+        """Publish one prepared run; a no-op when the identical run is already published.
+        With `signer` (bench.store.signing.Signer), the published run is then signed by it
+        (an unsigned run already there gets the signature)."""
+        done = self._upload(run)
+        if signer is not None:
+            from bench.store.signing import sign_upload
+
+            done.signed_by = sign_upload(self, run, signer)
+        return done
+
+    def _upload(self, run: PreparedRun) -> Uploaded:
         size = sum(len(d) for d in run.files.values())
         existing = self._published_manifest(run.run_id)
         if existing is not None:
@@ -389,8 +400,9 @@ class Store:
             raise StoreError(f"{self.where}: {what} failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
 
-def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) -> list[Uploaded]:
-    """Validate every run first (any refusal uploads nothing), then publish each one."""
+def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None, signer=None) -> list[Uploaded]:
+    """Validate every run first (any refusal uploads nothing), then publish each one (and sign
+    it with `signer`, a bench.store.signing.Signer, when given)."""
     prepared = []
     for run_dir in run_dirs:
         try:
@@ -398,7 +410,7 @@ def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) 
         except ResultError as e:
             raise StoreError(f"refused: {e}") from None
     store = Store(url, storage_options)
-    return [store.upload(run) for run in prepared]
+    return [store.upload(run, signer) for run in prepared]
 
 
 def _parse_untrusted(data: bytes, source: str) -> RunResult:
