@@ -238,15 +238,15 @@ def _flip(data: bytes, pos: int, bit: int) -> bytes:
     return bytes(out)
 
 
-def _tail_flips_refused(data: bytes) -> int:
-    """How many single-bit flips in the last 2 bytes of each column's data pages (page bodies,
-    never a page header) a checksum-verifying read refuses; there are 16 a column."""
+def _tail_flips_refused(data: bytes, columns: list[int]) -> int:
+    """How many single-bit flips in the last byte of COLUMNS' data pages (a page body, never a
+    page header) a checksum-verifying read refuses; there are 8 a column."""
     meta = pq.read_metadata(io.BytesIO(data))
     refused = 0
-    for j in range(meta.num_columns):
+    for j in columns:
         chunk = meta.row_group(0).column(j)
         end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
-        for pos in range(end - 2, end):
+        for pos in range(end - 1, end):
             for bit in range(8):
                 try:
                     pq.read_table(io.BytesIO(_flip(data, pos, bit)), page_checksum_verification=True)
@@ -274,7 +274,8 @@ def test_every_parquet_bench_writes_has_page_checksums(tmp_path):
     }
     for name, data in written.items():
         n_columns = pq.read_metadata(io.BytesIO(data)).num_columns
-        assert _tail_flips_refused(data) == 16 * n_columns, name
+        columns = sorted({0, n_columns // 3, 2 * n_columns // 3, n_columns - 1})  # a file has checksums or not
+        assert _tail_flips_refused(data, columns) == 8 * len(columns), name
 
 
 def _real_run(tmp_path):
