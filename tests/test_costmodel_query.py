@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -50,8 +49,8 @@ def test_where_on_partition_keys_opens_only_that_partition(runs, tmp_path, monke
     done = {(u.source.name): u.run_id for u in upload(runs, url)}
     store = Store(url)
     listed = []
-    real_listdir = os.listdir
-    monkeypatch.setattr(os, "listdir", lambda path: listed.append(str(path)) or real_listdir(path))
+    real_list_names = Store.list_names
+    monkeypatch.setattr(Store, "list_names", lambda self, path: listed.append(str(path)) or real_list_names(self, path))
     read = read_points(store, parse_where(["hardware=b200,model=tiny-llama"]))
     assert read.partitions == 1 and len(read.files) == 1
     assert read.files[0].endswith("/hardware=b200/model=tiny-llama/" + next(
@@ -175,6 +174,8 @@ def test_query_and_build_on_a_folder_and_on_s3(store_url, tmp_path):
     store = Store(store_url)
     opened, real_open = [], store.fs.open
     store.fs.open = lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k)  # DuckDB reads through it
+    real_footer = store.parquet_footer  # the compacted file's footer: read alone, bounded (bench.store.bounded)
+    store.parquet_footer = lambda path, *a, **k: opened.append(str(path)) or real_footer(path, *a, **k)
     again = read_points(store, parse_where(["hardware=b200"]))
     assert _names(again.files) == ["model=tiny-llama/compacted.parquet"] and len(again.table) == 2
     assert opened and {p.split("/costmodel/", 1)[1] for p in opened} == {

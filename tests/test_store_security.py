@@ -3,10 +3,14 @@ leave their root, symlinks out of a run folder (issue 11, defect 1)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import string
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -220,3 +224,108 @@ def test_a_refused_run_never_hides_the_others(tmp_path):
     assert len(skipped) == 1 and "refused manifest" in skipped[0]
     res = CliRunner().invoke(cli, ["ls", url])
     assert good.run_id in res.output and "bench: skipped:" in res.output
+
+
+# -- flipped bits: page checksums at upload, the manifest's sha256 on read (issue 18, defect 6) --
+
+REAL_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu-host" / "20261201T185836Z_run-tiny-llama"
+FLIPS = 20
+
+
+def _flip(data: bytes, pos: int, bit: int) -> bytes:
+    out = bytearray(data)
+    out[pos] ^= 1 << bit
+    return bytes(out)
+
+
+def _tail_flips_refused(data: bytes, columns: list[int]) -> int:
+    """How many single-bit flips in the last byte of COLUMNS' data pages (a page body, never a
+    page header) a checksum-verifying read refuses; there are 8 a column."""
+    meta = pq.read_metadata(io.BytesIO(data))
+    refused = 0
+    for j in columns:
+        chunk = meta.row_group(0).column(j)
+        end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
+        for pos in range(end - 1, end):
+            for bit in range(8):
+                try:
+                    pq.read_table(io.BytesIO(_flip(data, pos, bit)), page_checksum_verification=True)
+                except Exception:  # noqa: BLE001 - any refusal counts
+                    refused += 1
+    return refused
+
+
+def test_every_parquet_bench_writes_has_page_checksums(tmp_path):
+    import pandas as pd
+
+    from bench.run.scope import write_power
+    from bench.store.costmodel import table_bytes
+    from bench.store.points import run_point_files
+
+    run = make_run(tmp_path / "runs", concurrencies=(1,), with_power=False)
+    result = read_summary(run)
+    write_power(run, [pd.DataFrame({"t_s": [0.0, 0.5, 1.0], "power_w": [100.0, 210.5, 190.25]})], result)
+    [point_file] = run_point_files("20260115-tiny-llama-h100-sxm-0123456789ab", result).values()
+    written = {
+        "requests": (run / "requests" / "c0001.parquet").read_bytes(),
+        "power": (run / "power.parquet").read_bytes(),
+        "point file": point_file,
+        "cost-model table": table_bytes(pd.read_parquet(io.BytesIO(point_file)))["parquet"],
+    }
+    for name, data in written.items():
+        n_columns = pq.read_metadata(io.BytesIO(data)).num_columns
+        columns = sorted({0, n_columns // 3, 2 * n_columns // 3, n_columns - 1})  # a file has checksums or not
+        assert _tail_flips_refused(data, columns) == 8 * len(columns), name
+
+
+def _real_run(tmp_path):
+    """A copy of a committed CPU run whose request files bench writes again (as it writes them
+    now); its largest request file's path."""
+    from bench.results import read_requests, write_requests
+
+    run = tmp_path / "run"
+    shutil.copytree(REAL_RUN, run)
+    result = read_summary(run)
+    for point in result.points:
+        if point.requests_file:
+            write_requests(run, point.point_id, read_requests(run, point))
+    return run, max((p.requests_file for p in result.points if p.requests_file), key=lambda r: (run / r).stat().st_size)
+
+
+def test_every_flipped_bit_of_a_request_parquet_is_refused_at_upload_or_on_read(tmp_path):
+    """FLIPS random single-bit flips of a real request Parquet (95 kB, 132 rows). Before upload
+    each is refused (page checksums, or the checks against run.json), or it changed no row
+    (a footer byte no reader uses). After upload, in the store, each is refused on every
+    read by the manifest's sha256."""
+    import random
+
+    run, rel = _real_run(tmp_path)
+    path = run / rel
+    good = path.read_bytes()
+    rows = pq.read_table(io.BytesIO(good)).to_pylist()
+    footer_at = len(good) - 8 - pq.read_metadata(io.BytesIO(good)).serialized_size
+    url = str(tmp_path / "store")
+    [done] = upload([run], url)
+    stored = Path(url) / "runs" / done.run_id / rel
+    rng = random.Random(17)
+    at_upload = harmless = on_read = 0
+    for _ in range(FLIPS):
+        pos, bit = rng.randrange(len(good)), rng.randrange(8)
+        bad = _flip(good, pos, bit)
+        path.write_bytes(bad)
+        try:
+            prepare(run)
+        except StoreError:
+            at_upload += 1
+        else:  # only a footer byte that changes no row gets through
+            assert pos >= footer_at and pq.read_table(io.BytesIO(bad)).to_pylist() == rows, (pos, bit)
+            harmless += 1
+        stored.write_bytes(bad)
+        with pytest.raises(StoreError, match=f"{rel} does not match its manifest checksum"):
+            Store(url).read_checked_run(done.run_id)
+        skipped: list[str] = []
+        assert pull(url, tmp_path / "dest", skipped=skipped) == [] and "manifest checksum" in skipped[0]
+        on_read += 1
+    print(f"\n{FLIPS} flips: {at_upload} refused at upload, {harmless} harmless (footer, no row changed); "
+          f"{on_read}/{FLIPS} refused on read after upload")
+    assert at_upload + harmless == FLIPS and on_read == FLIPS

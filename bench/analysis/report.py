@@ -25,6 +25,7 @@ from bench.analysis.plots import (
 )
 from bench.errors import ConfigError
 from bench.results import RunResult, read_summary
+from bench.results.schema import PARQUET_READ_OPTIONS
 from bench.store import run_models
 from bench.store.costmodel import (
     CSV_FLOAT_FORMAT,
@@ -203,12 +204,12 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
                                 f"{run.run_id}: energy per token"),
     ]
     power_file = run_dir / "power.parquet"
-    power = pd.read_parquet(power_file) if power_file.is_file() else None
+    power = pd.read_parquet(power_file, **PARQUET_READ_OPTIONS) if power_file.is_file() else None
     windows = [(p.point_id, p.window.t0_s, p.window.t1_s) for p in run.points if p.status == "ok" and p.window]
     if power is not None:
         plots.append(power_over_time(power, out_dir / "power_over_time.png", windows=windows))
     server_file = run_dir / "server_metrics.parquet"
-    server_metrics = pd.read_parquet(server_file) if server_file.is_file() else None
+    server_metrics = pd.read_parquet(server_file, **PARQUET_READ_OPTIONS) if server_file.is_file() else None
     if server_metrics is not None:
         plots.append(server_metrics_over_time(server_metrics, out_dir / "server_metrics_over_time.png",
                                               windows=windows))

@@ -29,6 +29,7 @@ COMMANDS = {
     "report": "bench.cli.report_cmd:report",
     "fleet": "bench.cli.fleet_cmd:fleet",
     "node": "bench.cli.node_cmd:node",
+    "keys": "bench.cli.keys_cmd:keys",
 }
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from bench.cli.keys_cmd import echo_excluded, load_trust, trust_option
+
 
 @click.group()
 def costmodel():
@@ -19,12 +21,26 @@ def costmodel():
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write costmodel.parquet and costmodel.csv into this local folder [none: the store only].")
 @click.option("--full", is_flag=True, help="Reread every point file instead of reusing the compacted partitions.")
-def build(url, scenarios, out, full):
+@trust_option
+def build(url, scenarios, out, full, trust):
     """Compact the point files and rebuild URL/costmodel/costmodel.parquet|csv (and --out, when given).
 
-    Published runs without point files (older stores) get theirs first."""
+    Published runs without point files (older stores) get theirs first. With --trust, the table
+    of the signed runs only, written to --out alone: the store is read, not written."""
     from bench.store.costmodel import build as build_table
 
+    trusted = load_trust(trust)
+    if trusted is not None:
+        from bench.store.trust import trusted_build
+
+        done, excluded = trusted_build(url, trusted, out_dir=out, scenario_names=list(scenarios) or None)
+        echo_excluded(excluded)
+        n_runs = done.table["run_id"].nunique() if not done.table.empty else 0
+        click.echo(f"{len(done.table)} load points from {n_runs} signed runs ({done.point_files} point files "
+                   f"verified against their signatures); the store's shared table is left as it is")
+        for path in done.local_paths:
+            click.echo(f"wrote {path}")
+        return
     done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None, full=full)
     for reason in done.skipped:
         click.echo(f"bench: warning: skipped {reason}", err=True)
@@ -49,7 +65,8 @@ def build(url, scenarios, out, full):
 @click.option("--scenario", "scenarios", multiple=True, help="Keep only these cost scenarios (repeatable).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the result to this .csv or .parquet file [stdout, as CSV].")
-def query(url, where, sql, scenarios, out):
+@trust_option
+def query(url, where, sql, scenarios, out, trust):
     """Valid load points of the store's point files as the table's rows, $/Mtok computed now."""
     from bench.errors import ConfigError
     from bench.store.costmodel import CSV_FLOAT_FORMAT
@@ -57,12 +74,13 @@ def query(url, where, sql, scenarios, out):
 
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--out {out}: give a .csv or .parquet file")
-    done = run_query(url, where, sql, list(scenarios) or None)
+    done = run_query(url, where, sql, list(scenarios) or None, trust=load_trust(trust))
     for reason in done.skipped:
         click.echo(f"bench: warning: skipped {reason}", err=True)
+    echo_excluded(done.excluded)
     frame = done.table
     if out is not None and out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
+        frame.to_parquet(out, index=False, write_page_checksum=True)
     else:
         text = frame.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
         if out is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from bench.cli.keys_cmd import echo_excluded, load_trust, trust_option
 from bench.errors import ConfigError
 
 
@@ -24,7 +25,8 @@ from bench.errors import ConfigError
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder [compare-<model> in the folder holding RESULTS; with --store, "
                    "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
-def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo, scenarios, reference, out):
+@trust_option
+def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo, scenarios, reference, out, trust):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points.
 
     With --store, the model's points are read from the store's point files (partition
@@ -35,13 +37,16 @@ def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo,
 
     if bool(url) == bool(results):
         raise ConfigError("give either --store URL or RESULTS folders, not both or neither")
+    if trust and not url:
+        raise ConfigError("--trust checks the signatures of a store's runs: give it with --store URL")
     points = None
     if url:
         from bench.store.query import compare_points
 
-        read = compare_points(url, model, list(hardware) or None, list(scenarios) or None)
+        read = compare_points(url, model, list(hardware) or None, list(scenarios) or None, trust=load_trust(trust))
         for reason in read.skipped:
             click.echo(f"bench: warning: skipped {reason}", err=True)
+        echo_excluded(read.excluded)
         runs, points = None, read.table
         table = points[points["valid"].fillna(False)]
     else:

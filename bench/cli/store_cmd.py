@@ -12,13 +12,21 @@ from bench.cli.textable import format_table
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--to", "url", required=True, help="Store URL: a folder, s3://bucket/prefix, gs://..., hf://...")
-def upload(run_dirs, url):
-    """Validate, redact and publish RUN_DIR... to the store at URL."""
+@click.option("--sign", "key_file", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Private key (bench keys new) to sign each published run with.")
+def upload(run_dirs, url, key_file):
+    """Validate, redact and publish RUN_DIR... to the store at URL (and sign them with --sign)."""
     from bench.store import upload as upload_runs
 
-    for done in upload_runs(list(run_dirs), url):
+    signer = None
+    if key_file is not None:
+        from bench.store.signing import load_signer
+
+        signer = load_signer(key_file)  # before anything is uploaded: a bad key uploads nothing
+    for done in upload_runs(list(run_dirs), url, signer=signer):
         verb = "published" if done.status == "published" else "already there"
-        click.echo(f"{verb}: {done.run_id} ({done.n_files} files, {done.size_bytes} bytes) from {done.source}")
+        signed = f"; signed by key {done.signed_by}" if done.signed_by else ""
+        click.echo(f"{verb}: {done.run_id} ({done.n_files} files, {done.size_bytes} bytes) from {done.source}{signed}")
         if done.note:  # why it added no points to the shared table
             click.echo(f"  {done.note}", err=True)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.errors import StoreError
 from bench.redact import redact_text
 from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
+from bench.store.bounded import MAX_FILE_BYTES, MAX_SUMMARY_BYTES, load_json
 
 SUMMARY = "run.json"
 _TEXT = {".log", ".txt", ".json", ".yaml", ".yml", ".csv", ".md"}
@@ -84,10 +85,11 @@ class PartialRun:
         files = {p[len(root):].lstrip("/"): p for p in found}
         if SUMMARY not in files:
             return None
+        data = self._get(files[SUMMARY])
         try:
-            summary = json.loads(self._get(files[SUMMARY]))
+            summary = load_json(data, f"{self.store.where}: {self.prefix}/{SUMMARY}", MAX_SUMMARY_BYTES)
             name = check_run_id(summary.get("run_id"))
-        except (ValueError, UnsafePath, AttributeError):
+        except (StoreError, UnsafePath, AttributeError):
             return None
         target = Path(dest) / name
         target.mkdir(parents=True, exist_ok=False)
@@ -108,8 +110,5 @@ class PartialRun:
         return target
 
     def _get(self, remote: str) -> bytes:
-        try:
-            return self.store.fs.cat_file(remote)
-        except Exception as e:  # noqa: BLE001
-            raise StoreError(f"{self.store.where}: read {self.prefix} failed: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
+        """One file of the mirror: bounded, and locally a regular file only (bench.store.bounded)."""
+        return self.store.read_bytes(remote, MAX_FILE_BYTES, what=f"read {self.prefix}")

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from bench.errors import StoreError
 from bench.safepath import UnsafePath, check_run_id
+from bench.store.bounded import MAX_MANIFEST_BYTES, load_json
 
 FLEET_DIR = "fleet"
 try:
@@ -61,15 +62,13 @@ def rel(fleet_id: str, *parts: str) -> str:
 
 def read_json(store, path: str) -> dict | None:
     """A JSON object of the store (None when absent or not an object)."""
-    try:
-        data = store.fs.cat_file(store.path(path))
+    try:  # bounded, and locally a regular file only (bench.store.bounded)
+        data = store.read_bytes(store.path(path), MAX_MANIFEST_BYTES, what=f"read {path}", missing_ok=True)
     except FileNotFoundError:
         return None
-    except Exception as e:  # noqa: BLE001 - every fsspec backend has its own errors
-        raise StoreError(f"{store.where}: read {path} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        obj = load_json(data, f"{store.where}: {path}", MAX_MANIFEST_BYTES)
+    except StoreError:
         return None
     return obj if isinstance(obj, dict) else None
 

@@ -41,6 +41,11 @@ from bench.measure.groups import (
 from bench.safepath import UnsafePath, check_rel_path, inside
 
 SCHEMA_VERSION = 2
+# Every Parquet bench writes carries a CRC32 per page, so a flipped bit in a data page is
+# found by any reader that verifies them (READ_OPTIONS); the footer is covered by the
+# store's whole-file sha256 (docs/store.md).
+PARQUET_WRITE_OPTIONS = {"write_page_checksum": True}
+PARQUET_READ_OPTIONS = {"page_checksum_verification": True}
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 SUMMARY_FILE = "run.json"
 REQUESTS_DIR = "requests"
@@ -130,7 +135,7 @@ def write_requests(run_dir: Path, point_id: str, records: list[RequestRecord]) -
     tmp = path.with_name(f".{path.name}.tmp")
     frame = pd.DataFrame([r.to_row() for r in records])
     try:
-        frame.to_parquet(tmp, index=False)
+        frame.to_parquet(tmp, index=False, **PARQUET_WRITE_OPTIONS)
         os.replace(tmp, path)
     except OSError as e:  # a full disk: no torn or hidden file left; what was written before stays
         tmp.unlink(missing_ok=True)
@@ -201,7 +206,7 @@ def read_summary(run_dir: Path) -> RunResult:
 def read_requests(run_dir: Path, point: PointResult) -> list[RequestRecord]:
     if not point.requests_file:
         return []
-    frame = pd.read_parquet(inside(Path(run_dir), point.requests_file))
+    frame = pd.read_parquet(inside(Path(run_dir), point.requests_file), **PARQUET_READ_OPTIONS)
     return [RequestRecord.from_row(row) for row in frame.to_dict("records")]
 
 

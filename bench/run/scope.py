@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import PointResult, RunResult, write_summary
+from bench.results.schema import PARQUET_READ_OPTIONS, PARQUET_WRITE_OPTIONS
 
 POWER_FILE = "power.parquet"
 SERVER_METRICS_FILE = "server_metrics.parquet"
@@ -84,11 +85,11 @@ def _write_frames(path: Path, frames: list, result, key: str, keep=None) -> None
     try:
         if keep is not None and path.is_file():
             try:
-                old = pd.read_parquet(path)
+                old = pd.read_parquet(path, **PARQUET_READ_OPTIONS)
                 new = pd.concat([keep(old, new), new], ignore_index=True)
             except (ValueError, KeyError, OSError) as e:
                 result.extra[f"{key}_replaced"] = f"{type(e).__name__}: {e}"[:300]
-        new.to_parquet(path, index=False)
+        new.to_parquet(path, index=False, **PARQUET_WRITE_OPTIONS)
         result.extra[key] = path.name
     except OSError as e:
         result.extra[f"{key}_error"] = str(e)

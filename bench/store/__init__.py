@@ -11,14 +11,12 @@ from bench.store.publish import (  # noqa: F401
     run_models,
     sha256_hex,
 )
+from bench.store.pull import default_cache_dir, ls, pull  # noqa: F401
 from bench.store.store import (  # noqa: F401
     RUNS_DIR,
     STAGING_DIR,
     Store,
     Uploaded,
-    default_cache_dir,
-    ls,
-    pull,
     storage_options_for,
     upload,
 )

@@ -18,10 +18,10 @@ its one-line reason, and tried again by the next build.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 from bench.errors import ResultError, StoreError
+from bench.store.bounded import POINTS_LIMITS, read_parquet
 from bench.store.points import (
     compacted_metadata,
     compacted_rel,
@@ -96,14 +96,13 @@ def _compact_partition(store, part: str, files: dict[str, str], covered: list[st
     """One partition's compacted rows; its file rewritten when they (or its run lists) changed."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     rel = compacted_rel(part)
     old_blob = store.get_bytes(rel)
     parts, reuse, old_runs = [], set(), None
     if old_blob is not None and not full:
         try:
-            old = pq.read_table(io.BytesIO(old_blob))
+            old = read_parquet(old_blob, rel, POINTS_LIMITS)  # bounded; page checksums verified
             meta = old.schema.metadata or {}
             old_runs = run_list(meta, "covered"), run_list(meta, "excluded")
             reuse = old_runs[0] & set(covered)

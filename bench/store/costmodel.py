@@ -264,7 +264,8 @@ def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
 
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
-                   "write_statistics": True, "version": "2.6", "data_page_version": "1.0"}
+                   "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
+                   "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)
 
 
 def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -9,12 +9,12 @@ token totals (`metrics.output_tokens_total`, `metrics.input_tokens_total`).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 
 from bench.errors import StoreError
 from bench.results import PointResult, RunResult
+from bench.store.bounded import REQUESTS_LIMITS, read_parquet
 
 _COLUMNS = ("request_id", "phase", "n_out", "n_in", "n_in_expected", "t_send", "t_first", "t_last",
             "ttft_s", "e2e_s", "chunk_tokens", "token_source", "error")
@@ -22,15 +22,17 @@ _COLUMNS = ("request_id", "phase", "n_out", "n_in", "n_in_expected", "t_send", "
 
 def check_requests(data: bytes, point: PointResult, where: str) -> None:
     """StoreError (one line) unless `data`, the Parquet of `point`, reads and agrees with it."""
-    import pyarrow.parquet as pq
-
     def bad(why: str) -> StoreError:
         return StoreError(f"{where}: point {point.point_id}: {point.requests_file}: {why}")
 
     try:
-        # every column is read, so that every page checksum (where the writer made them) is verified
-        table = pq.read_table(io.BytesIO(data), page_checksum_verification=True)
+        # every column is read, so that every page checksum (where the writer made them) is verified;
+        # the footer is checked against limits first (bench.store.bounded)
+        table = read_parquet(data, f"{where}: point {point.point_id}: {point.requests_file}", REQUESTS_LIMITS,
+                             what="a requests Parquet")
         rows = table.select(list(_COLUMNS)).to_pylist()
+    except StoreError:
+        raise
     except Exception as e:  # noqa: BLE001  untrusted bytes: any reader failure is a refusal
         raise bad(f"does not read as a requests Parquet ({type(e).__name__})") from None
     try:

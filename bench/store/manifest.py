@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.errors import StoreError
 from bench.safepath import UnsafePath, check_rel_path, check_run_id
+from bench.store.bounded import MAX_FILE_BYTES
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -25,7 +26,7 @@ def check_manifest(manifest: Any, run_id: str, where: str) -> dict:
     """A published manifest, checked before any of its files is read.
 
     Its run id must be the folder it was found in, every file entry a safe relative path
-    with an integer size and a sha256, no path twice, and its `content_sha256` must be
+    with an integer size (at most MAX_FILE_BYTES) and a sha256, no path twice, and its `content_sha256` must be
     the digest of its file list (and end the run id). StoreError otherwise, one line."""
     def bad(why: str) -> StoreError:
         return StoreError(f"{where}: run {str(run_id)[:80]}: refused manifest: {why}")
@@ -55,6 +56,8 @@ def check_manifest(manifest: Any, run_id: str, where: str) -> dict:
         size = entry["size"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise bad(f"{entry['path']}: size is not a non-negative integer")
+        if size > MAX_FILE_BYTES:
+            raise bad(f"{entry['path']}: size {size} is more than the limit of {MAX_FILE_BYTES} bytes")
         if not isinstance(entry["sha256"], str) or not _SHA256_RE.match(entry["sha256"]):
             raise bad(f"{entry['path']}: sha256 is not 64 hex digits")
     if "run.json" not in seen:

@@ -27,6 +27,7 @@ from typing import Any
 from bench.errors import StoreError
 from bench.results import SUMMARY_FILE, RunResult, parse_summary
 from bench.safepath import RUN_ID_RE, UnsafePath, check_rel_path, check_run_id
+from bench.store.bounded import POINTS_LIMITS, load_json, read_parquet
 from bench.store.costmodel import (
     BASE_COLUMNS,
     BOOL_COLUMNS,
@@ -219,19 +220,21 @@ def _safe(names: list[str]) -> list[str]:
 
 
 def run_list(meta: dict, which: str) -> set[str]:
-    """The `covered` or `excluded` run ids in a compacted file's footer metadata."""
-    try:
-        runs = json.loads(meta.get(f"bench.{which}_runs".encode(), b"[]"))
-        return {r for r in runs if isinstance(r, str)} if isinstance(runs, list) else set()
-    except (ValueError, TypeError):
-        return set()
+    """The `covered` or `excluded` run ids in a compacted file's footer metadata; StoreError
+    when they are not a list of names (the file is then read as unreadable)."""
+    where = f"compacted file: {which} runs"
+    # untrusted footer: bounded (bench.store.bounded), a nested list is refused, not recursed into
+    runs = load_json(meta.get(f"bench.{which}_runs".encode(), b"[]"), where, POINTS_LIMITS.max_footer_bytes,
+                     max_depth=1)
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        raise StoreError(f"{where}: not a list of run ids")
+    return set(runs)
 
 
 def _same_rows(a: bytes, b: bytes) -> bool:
-    import pyarrow.parquet as pq
-
     try:
-        return conform(pq.read_table(io.BytesIO(a))).equals(conform(pq.read_table(io.BytesIO(b))))
+        return conform(read_parquet(a, "point file", POINTS_LIMITS)).equals(
+            conform(read_parquet(b, "point file", POINTS_LIMITS)))
     except Exception:  # noqa: BLE001 - unreadable bytes already there are different content
         return False
 

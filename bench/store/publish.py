@@ -18,6 +18,7 @@ from bench.errors import StoreError
 from bench.redact import redact, redact_text
 from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
 from bench.safepath import UnsafePath, check_rel_path, inside
+from bench.store.bounded import POINTS_LIMITS, read_parquet
 from bench.store.integrity import check_run_requests
 from bench.store.manifest import content_digest
 
@@ -46,7 +47,8 @@ def prepare(run_dir: Path) -> PreparedRun:
 
     Raises ResultError for a malformed result or unknown schema and StoreError for a run
     still running, or one whose request files are missing, do not read as Parquet or
-    disagree with run.json (bench.store.integrity).
+    disagree with run.json (bench.store.integrity), or with another Parquet file that does
+    not read (page checksums verified).
     """
     run_dir = Path(run_dir)
     result = read_summary(run_dir)
@@ -89,6 +91,10 @@ def prepare(run_dir: Path) -> PreparedRun:
     digest = content_digest(entries)
     run = RunResult.model_validate(clean)
     check_run_requests(run, lambda rel: _bytes_of(files, rel, run_dir), str(run_dir))
+    requests = {p.requests_file for p in run.points}
+    for rel, data in files.items():  # power, server metrics: each must read, page checksums verified
+        if rel.endswith(".parquet") and rel not in requests:
+            read_parquet(data, f"{run_dir}: {rel}", POINTS_LIMITS)
     models = run_models(run)
     run_id = "-".join(
         [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(models[0] if len(models) == 1 else "multi"),

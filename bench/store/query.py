@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from bench.errors import ConfigError, StoreError
 from bench.redact import redact_text_of
+from bench.store.bounded import POINTS_LIMITS
 from bench.store.costmodel import BOOL_COLUMNS, INT_COLUMNS, STRING_COLUMNS, table_frame
 from bench.store.points import (
     POINT_COLUMNS,
@@ -45,6 +46,7 @@ class PointsRead:
     files: list[str] = field(default_factory=list)
     partitions: int = 0
     skipped: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # with --trust: "run_id: reason" of runs left out
 
 
 def parse_where(items) -> dict[str, list]:
@@ -65,12 +67,17 @@ def parse_where(items) -> dict[str, list]:
     return filters
 
 
-def read_points(store, filters: dict[str, list], include_invalid: bool = False) -> PointsRead:
+def read_points(store, filters: dict[str, list], include_invalid: bool = False, trust=None) -> PointsRead:
     """Point rows matching FILTERS (valid ones only unless `include_invalid` or a `valid`
-    filter), as pandas in the point-file columns; see the module for what is opened."""
+    filter), as pandas in the point-file columns; see the module for what is opened. With
+    `trust` (bench.store.signing.TrustedKeys), only runs signed by those keys (bench.store.trust)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if trust is not None:
+        from bench.store.trust import trusted_read
+
+        return trusted_read(store, filters, include_invalid, trust)
     if not include_invalid and "valid" not in filters:
         filters = {**filters, "valid": [True]}
     where, params = _where_sql(filters)
@@ -98,12 +105,12 @@ def read_points(store, filters: dict[str, list], include_invalid: bool = False) 
 
 
 def query(url: str, where=(), sql: str | None = None, scenario_names: list[str] | None = None,
-          storage_options: dict | None = None, **inject) -> PointsRead:
+          storage_options: dict | None = None, trust=None, **inject) -> PointsRead:
     """The table's rows matching `where` ($/Mtok computed now), or the result of `sql` run
     against them as the view `points` (the table's columns plus POINT_EXTRA_COLUMNS)."""
     from bench.store import Store
 
-    read = read_points(Store(url, storage_options), parse_where(where))
+    read = read_points(Store(url, storage_options), parse_where(where), trust=trust)
     read.table = table_frame(read.table, scenario_names, extra_columns=sql is not None, **inject)
     if sql is not None:
         read.table = run_sql(read.table, sql)
@@ -111,7 +118,7 @@ def query(url: str, where=(), sql: str | None = None, scenario_names: list[str] 
 
 
 def compare_points(url: str, model: str, hardware: list[str] | None = None, scenario_names: list[str] | None = None,
-                   storage_options: dict | None = None, **inject) -> PointsRead:
+                   storage_options: dict | None = None, trust=None, **inject) -> PointsRead:
     """Every ok point (valid and invalid) of MODEL, on HARDWARE when given, in the table's
     columns plus POINT_EXTRA_COLUMNS ($/Mtok of SCENARIO_NAMES, default all): what
     `bench compare --store` needs, no run.json read."""
@@ -119,7 +126,7 @@ def compare_points(url: str, model: str, hardware: list[str] | None = None, scen
 
     store = Store(url, storage_options)
     filters = {"model": [model], **({"hardware": list(hardware)} if hardware else {})}
-    read = read_points(store, filters, include_invalid=True)
+    read = read_points(store, filters, include_invalid=True, trust=trust)
     if not read.table["valid"].fillna(False).any():
         known = sorted({p.split("/model=", 1)[1] for p in list_partitions(store)})
         on = f" on {', '.join(hardware)}" if hardware else ""
@@ -133,15 +140,12 @@ def compacted_runs(store, partition: str) -> tuple[set[str], set[str]] | None:
     """(covered, excluded) run ids of a partition's compacted file (its footer only); None
     when there is none or it does not read. Covered runs' rows are in it; excluded ones were
     left out on purpose (no manifest, or a point file that does not read)."""
-    import pyarrow.parquet as pq
-
     path = store.path(compacted_rel(partition))
     try:
-        with store.fs.open(path, "rb") as f:
-            meta = pq.read_metadata(f).metadata or {}
+        meta = store.parquet_footer(path, POINTS_LIMITS).metadata or {}  # the footer alone, bounded
+        return run_list(meta, "covered"), run_list(meta, "excluded")
     except Exception:  # noqa: BLE001 - missing or unreadable: the point files are read instead (the next build mends it)
         return None
-    return run_list(meta, "covered"), run_list(meta, "excluded")
 
 
 def read_point_files(store, paths: list[str], where: str = "", params: dict | None = None,

@@ -21,9 +21,10 @@ in `$BENCH_STORE_OPTIONS`, and `$BENCH_S3_ENDPOINT_URL` for S3-compatible server
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,14 @@ from pathlib import Path
 from bench.errors import BenchError, ResultError, StoreError
 from bench.redact import redact_text, redact_text_of
 from bench.results import SUMMARY_FILE, RunResult, parse_summary
-from bench.safepath import UnsafePath, check_run_id, inside
+from bench.safepath import UnsafePath, check_rel_path, check_run_id
+from bench.store import bounded
+from bench.store.bounded import (
+    MAX_FILE_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_SUMMARY_BYTES,
+    load_json,
+)
 from bench.store.integrity import check_run_requests
 from bench.store.manifest import check_manifest
 from bench.store.publish import (
@@ -56,6 +64,7 @@ class Uploaded:
     size_bytes: int
     point_files: int = 0  # its point files (bench.store.points), written now or already there
     note: str | None = None  # why it has none, when it has none
+    signed_by: str | None = None  # the key id of the signature written (bench.store.signing)
 
 
 def storage_options_for(url: str, explicit: dict | None = None) -> dict:
@@ -104,24 +113,18 @@ class Store:
             check_run_id(run_id)
         except UnsafePath as e:
             raise StoreError(f"{self.where}: refused run folder: {e}") from None
+        what = f"run {run_id}: {MANIFEST_FILE}"
         try:
-            data = self._io(
-                "read manifest", self.fs.cat_file, self.path(RUNS_DIR, run_id, MANIFEST_FILE), missing_ok=True
-            )
+            data = self.read_bytes(self.path(RUNS_DIR, run_id, MANIFEST_FILE), MAX_MANIFEST_BYTES, what=what,
+                                   missing_ok=True)
         except FileNotFoundError:
             return None
-        try:
-            manifest = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"{self.where}: run {run_id}: MANIFEST.json is not valid JSON") from None
-        return check_manifest(manifest, run_id, self.where)
+        return check_manifest(load_json(data, f"{self.where}: {what}", MAX_MANIFEST_BYTES), run_id, self.where)
 
     def published_run_ids(self) -> list[str]:
         """Folder names of runs with a MANIFEST.json, sorted, from one listing (nothing read or checked)."""
         if self._local():  # one stat a run: fsspec's local glob stats every file of every run (9 s for 100k)
-            runs = self.path(RUNS_DIR)
-            names = os.listdir(runs) if os.path.isdir(runs) else []
-            return sorted(n for n in names if os.path.isfile(f"{runs}/{n}/{MANIFEST_FILE}"))
+            return sorted(n for n in self.list_names(self.path(RUNS_DIR)) if self._local_manifest(n))
         self.fs.invalidate_cache()
         pattern = self.path(RUNS_DIR, "*", MANIFEST_FILE)
         try:
@@ -156,7 +159,9 @@ class Store:
         entry = next((e for e in manifest["files"] if e["path"] == rel), None)
         if entry is None:
             raise StoreError(f"{self.where}: run {run_id} has no file {rel}")
-        data = self._io("read", self.fs.cat_file, self.path(RUNS_DIR, run_id, rel))
+        # the manifest's size bounds the read; the sha256 is checked on what was read
+        data = self.read_bytes(self.path(RUNS_DIR, run_id, rel), MAX_FILE_BYTES, expect_size=entry["size"],
+                               what=f"run {run_id}: {rel}", expected_by="its manifest says")
         if sha256_hex(data) != entry["sha256"]:
             raise StoreError(f"{self.where}: run {run_id}: {rel} does not match its manifest checksum")
         return data
@@ -180,8 +185,18 @@ class Store:
             yield manifest["run_id"], self.read_run(manifest["run_id"], manifest)
 
     # -- writing ------------------------------------------------------------------------
-    def upload(self, run: PreparedRun) -> Uploaded:
-        """Publish one prepared run; a no-op when the identical run is already published."""
+    def upload(self, run: PreparedRun, signer=None) -> Uploaded:
+        """Publish one prepared run; a no-op when the identical run is already published.
+        With `signer` (bench.store.signing.Signer), the published run is then signed by it
+        (an unsigned run already there gets the signature)."""
+        done = self._upload(run)
+        if signer is not None:
+            from bench.store.signing import sign_upload
+
+            done.signed_by = sign_upload(self, run, signer)
+        return done
+
+    def _upload(self, run: PreparedRun) -> Uploaded:
         size = sum(len(d) for d in run.files.values())
         existing = self._published_manifest(run.run_id)
         if existing is not None:
@@ -204,12 +219,24 @@ class Store:
 
     def list_names(self, path: str) -> list[str]:
         """Entry names in one folder of the store (PATH from `path()`), sorted; none when it
-        does not exist. A listing cached by the filesystem is dropped first."""
+        does not exist. A listing cached by the filesystem is dropped first. In a local store
+        only plain files and folders are listed (no symbolic link, FIFO or device: a reader
+        never follows one out of the store, nor blocks on one), reached through no link."""
         if self._local():
-            try:  # fsspec's local ls costs ~5 us a name, and a partition holds thousands
-                return sorted(os.listdir(path))
-            except (FileNotFoundError, NotADirectoryError):
+            # fsspec's local ls costs ~5 us a name, and a partition holds thousands; scandir's
+            # entry types come with the listing, no stat a name
+            folder = path.rstrip("/")
+            parts = [] if folder == self.root else bounded.rel_below(self.root, folder, self.where)
+            try:
+                fd = bounded.open_dir(self.root, parts, self.where)
+            except FileNotFoundError:
                 return []
+            try:
+                with os.scandir(fd) as entries:
+                    return sorted(e.name for e in entries
+                                  if e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
+            finally:
+                os.close(fd)
         self.fs.invalidate_cache(path)
         try:
             entries = self._io("list", self.fs.ls, path, False, missing_ok=True)
@@ -217,16 +244,64 @@ class Store:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
-    def get_bytes(self, rel: str) -> bytes | None:
-        """A store-level file (e.g. a point file), unchecked; None when there is none."""
+    def get_bytes(self, rel: str, max_bytes: int = MAX_FILE_BYTES) -> bytes | None:
+        """A store-level file (e.g. a point file), at most `max_bytes` (a larger one is a
+        StoreError), its content unchecked; None when there is none."""
         try:
-            return self._io("read", self.fs.cat_file, self.path(rel), missing_ok=True)
+            return self.read_bytes(self.path(rel), max_bytes, what=rel, missing_ok=True)
         except FileNotFoundError:
             return None
 
+    def read_bytes(self, path: str, max_bytes: int, expect_size: int | None = None, what: str = "read",
+                   missing_ok: bool = False, expected_by: str = "expected") -> bytes:
+        """One file of the store (PATH from `path()`), never more than `max_bytes` of it, and
+        exactly `expect_size` bytes when given: its size is checked before it is read. Locally
+        only a regular file, reached through no symbolic link, is read (never blocking on a
+        FIFO: bench.store.bounded.read_local). StoreError (one line, naming WHAT) otherwise;
+        FileNotFoundError with `missing_ok`."""
+        where = f"{self.where}: {what}"
+        try:
+            if self._local():
+                return bounded.read_local(self.root, path, where, max_bytes, expect_size, expected_by)
+            size = self._io("stat", self.fs.size, path, missing_ok=True)
+            if not isinstance(size, int):
+                raise StoreError(f"{where}: the store gives no size for it")
+            bounded.check_size(size, where, max_bytes, expect_size, expected_by)  # before any byte is read
+            data = self._io(what, self.fs.cat_file, path, start=0, end=size, missing_ok=True) if size else b""
+            return bounded.read_sized(io.BytesIO(data).read, None, where, max_bytes, expect_size, expected_by)
+        except FileNotFoundError:
+            if missing_ok:
+                raise
+            raise StoreError(f"{where}: not found") from None
+        except OSError as e:
+            raise StoreError(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+
+    def parquet_footer(self, path: str, limits: bounded.ParquetLimits, what: str = "Parquet footer"):
+        """The footer (pyarrow FileMetaData) of one Parquet file of the store, read alone and
+        checked against LIMITS before it is parsed (bench.store.bounded.footer_from)."""
+        where = f"{self.where}: {what}"
+        try:
+            if self._local():
+                f, size = bounded.open_local(self.root, path, where)
+                with f:
+                    def read_range(start: int, end: int) -> bytes:
+                        f.seek(start)
+                        return f.read(end - start)
+
+                    return bounded.footer_from(read_range, size, where, limits)
+            size = self._io("stat", self.fs.size, path)
+            return bounded.footer_from(
+                lambda start, end: self._io(what, self.fs.cat_file, path, start=start, end=end), size, where, limits)
+        except OSError as e:
+            raise StoreError(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
-        URL as it may be shown (credentials redacted)."""
+        URL as it may be shown (credentials redacted). REL must be a plain relative path."""
+        try:
+            check_rel_path(rel)
+        except UnsafePath as e:
+            raise StoreError(f"{self.where}: refused to write {str(rel)[:200]!r}: {e}") from None
         staged = self.path(STAGING_DIR, f"{uuid.uuid4().hex[:12]}.{rel.rsplit('/', 1)[-1]}")  # a short name
         try:
             self._put_verified(staged, data)
@@ -237,59 +312,21 @@ class Store:
 
     def pull(self, dest: Path, hardware: str | None = None, model: str | None = None,
              skipped: list[str] | None = None) -> list[Path]:
-        """Copy published runs (optionally one hardware / model) into DEST/<run_id>/; verified.
+        """Copy published runs into DEST/<run_id>/, verified (bench.store.pull.pull_runs)."""
+        from bench.store.pull import pull_runs
 
-        A run already complete in DEST (its MANIFEST.json matches) is not fetched again. A run
-        that fails a check (manifest, path, checksum, run.json) is never placed in DEST: with
-        `skipped` given, its one-line reason is appended there and the pull goes on;
-        without, the first one raises StoreError.
-        """
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        out = []
-        for manifest in self.manifests(refused=skipped):
-            if hardware and manifest.get("hardware") != hardware:
-                continue
-            if model and model not in (manifest.get("models") or [manifest.get("model")]):
-                continue
-            try:
-                out.append(self._pull_one(manifest, dest))
-            except (StoreError, UnsafePath) as e:
-                if skipped is None:
-                    raise StoreError(str(e)) from None
-                skipped.append(str(e))
-        return out
+        return pull_runs(self, dest, hardware, model, skipped)
 
     # -- internals ----------------------------------------------------------------------
     def _local(self) -> bool:
         return "file" in ((self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol)
 
-    def _pull_one(self, manifest: dict, dest: Path) -> Path:
-        run_id = manifest["run_id"]
-        check_manifest(manifest, run_id, self.where)
-        target = inside(dest, run_id)
-        local = target / MANIFEST_FILE
-        if local.is_file() and local.read_bytes() == manifest_bytes(manifest):
-            return target
-        partial = dest / f".{run_id}.partial-{uuid.uuid4().hex[:8]}"
+    def _local_manifest(self, run_name: str) -> bool:
+        """Whether runs/RUN_NAME/MANIFEST.json is a regular file (not followed if a link)."""
         try:
-            partial.mkdir()
-            for entry in manifest["files"]:
-                path = inside(partial, entry["path"])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(self.read_file(run_id, entry["path"], manifest))
-            _check_pulled_summary(partial, self.where, run_id)
-            (partial / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
-            if target.exists():
-                shutil.rmtree(target)
-            try:
-                os.rename(partial, target)
-            except OSError:
-                if not (target / MANIFEST_FILE).is_file():  # not a concurrent pull that won
-                    raise
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-        return target
+            return stat.S_ISREG(os.stat(self.path(RUNS_DIR, run_name, MANIFEST_FILE), follow_symlinks=False).st_mode)
+        except OSError:
+            return False
 
     def _with_points(self, run: PreparedRun, done: Uploaded) -> Uploaded:
         """After the manifest (a run's points are never seen before the run is): its point
@@ -315,20 +352,29 @@ class Store:
         return Uploaded(run.run_id, run.source, "exists", len(run.files), size)
 
     def _put_verified(self, path: str, data: bytes) -> None:
+        self._inside(path)
         self._io("write", self.fs.pipe_file, path, data)
         self._verify(path, data)
 
     def _publish_file(self, staged: str, final: str, data: bytes) -> None:
         """Move one verified staged file into its published place, then check it there."""
+        self._inside(final)
         self._io("publish", self.fs.mv, staged, final)
         self._verify(final, data)
 
+    def _inside(self, path: str) -> None:
+        """Locally: PATH's folders made, none of them a symbolic link, so a write stays in the store."""
+        if self._local():
+            bounded.local_dirs(self.root, path, f"{self.where}: write")
+
     def _verify(self, path: str, data: bytes) -> None:
         self.fs.invalidate_cache(path)
-        size = self._io("stat", self.fs.size, path)
-        remote = self._io("read back", self.fs.cat_file, path)
-        if size != len(data) or sha256_hex(remote) != sha256_hex(data):
-            raise StoreError(f"{self.where}: {path}: checksum mismatch after upload ({size} of {len(data)} bytes)")
+        try:
+            remote = self.read_bytes(path, len(data), expect_size=len(data), what="read back")
+        except StoreError as e:
+            raise StoreError(f"{self.where}: {path}: mismatch after upload ({str(e).rsplit(': ', 1)[-1]})") from None
+        if sha256_hex(remote) != sha256_hex(data):
+            raise StoreError(f"{self.where}: {path}: checksum mismatch after upload")
 
     def _remove_quietly(self, path: str) -> None:
         try:
@@ -337,12 +383,12 @@ class Store:
         except Exception:  # noqa: BLE001, S110 - staging leftovers are never read; a failed cleanup is harmless
             pass
 
-    def _io(self, what: str, fn, *args, missing_ok: bool = False):
+    def _io(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
         """Call one fsspec operation; backend errors become one-line StoreErrors.
 
         With missing_ok, FileNotFoundError passes through for the caller to handle."""
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except BenchError:
             raise
         except FileNotFoundError:
@@ -354,8 +400,9 @@ class Store:
             raise StoreError(f"{self.where}: {what} failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
 
-def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) -> list[Uploaded]:
-    """Validate every run first (any refusal uploads nothing), then publish each one."""
+def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None, signer=None) -> list[Uploaded]:
+    """Validate every run first (any refusal uploads nothing), then publish each one (and sign
+    it with `signer`, a bench.store.signing.Signer, when given)."""
     prepared = []
     for run_dir in run_dirs:
         try:
@@ -363,58 +410,16 @@ def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None) 
         except ResultError as e:
             raise StoreError(f"refused: {e}") from None
     store = Store(url, storage_options)
-    return [store.upload(run) for run in prepared]
-
-
-def pull(url: str, dest: Path, hardware: str | None = None, model: str | None = None,
-         storage_options: dict | None = None, skipped: list[str] | None = None) -> list[Path]:
-    """Fetch published runs into a local cache folder; returns the local run folders.
-    See Store.pull for `skipped`."""
-    return Store(url, storage_options).pull(dest, hardware=hardware, model=model, skipped=skipped)
-
-
-def ls(url: str, storage_options: dict | None = None, refused: list[str] | None = None) -> list[dict]:
-    """One row per published run: run_id, date, model, hardware, n_gpus, engine, ...
-    (see Store.manifests for `refused`)."""
-    rows = []
-    for m in Store(url, storage_options).manifests(refused=refused):
-        rows.append({
-            "run_id": m["run_id"],
-            "date": (m.get("created_utc") or "")[:10],
-            "model": m.get("model") or ",".join(m.get("models") or []),
-            "hardware": m.get("hardware"),
-            "n_gpus": m.get("n_gpus"),
-            "engine": m.get("engine"),
-            "harness_version": m.get("harness_version"),
-            "status": m.get("status"),
-            "n_points": m.get("n_points"),
-            "n_valid_points": m.get("n_valid_points"),
-        })
-    return rows
-
-
-def default_cache_dir() -> Path:
-    """Where `bench pull` puts runs: $BENCH_CACHE_DIR/runs or ~/.cache/bench/runs."""
-    base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
-    return Path(base) / "runs"
-
-
-def _check_pulled_summary(run_dir: Path, url: str, run_id: str) -> None:
-    """A pulled run.json must parse, and each point's requests file must be one the
-    manifest brought (its path was checked by the result schema), read as Parquet and
-    agree with run.json."""
-    result = _parse_untrusted((run_dir / SUMMARY_FILE).read_bytes(), f"{url}: run {run_id}: {SUMMARY_FILE}")
-    for point in result.points:
-        if point.requests_file and not inside(run_dir, point.requests_file).is_file():
-            raise StoreError(f"{url}: run {run_id}: point {point.point_id}: {point.requests_file} is not in the run")
-    check_run_requests(result, lambda rel: inside(run_dir, rel).read_bytes(), f"{url}: run {run_id}")
+    return [store.upload(run, signer) for run in prepared]
 
 
 def _parse_untrusted(data: bytes, source: str) -> RunResult:
     """run.json bytes from a store -> RunResult. Whatever the bytes, the only error is a
     one-line StoreError: a store is untrusted input, and one bad run must not stop a pull."""
     try:
-        return parse_summary(json.loads(data), source)
+        return parse_summary(load_json(data, source, MAX_SUMMARY_BYTES), source)
+    except StoreError:
+        raise
     except ResultError as e:
         raise StoreError(f"refused: {e}") from None
     except Exception as e:  # noqa: BLE001  malformed JSON or a shape the parser did not expect
