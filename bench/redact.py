@@ -89,8 +89,10 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _NAMED_IN_TEXT = re.compile(
     r"(?:" + "|".join(_nocase(w) for w in ("token", "key", "secret", "passw", "pwd", "credential", "auth")) + r")"
     r"[A-Za-z0-9_\-]*(?P<sep>['\"]?[ \t]*[=:][ \t]*|[ \t]+)"
-    r"(?P<value>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s'\",;&)}\]]+)")
+    r"(?P<value>\"[^\"\r\n]*\"|'[^'\r\n]*'|(?![\[({<])[^\s'\",;&)}\]]+)")  # a list or dict is no secret
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+# After a bare "token:"/"password:", a value is taken for a secret when it is long or not a plain word.
+_PROSE_SECRET = re.compile(r"[0-9+/=_\-]|^.{12}")
 _FLAG = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][-+]?\d+)")
 
@@ -212,8 +214,10 @@ def _named_value(name: str, sep: str, value: str) -> str | None:
     inner = value[1:-1] if quoted else value
     if inner.lower() in _KEEP_VALUES or inner.lower() in _AUTH_SCHEMES or _FLOAT.fullmatch(inner):
         return None
-    if not quoted and ((flag and not sep.strip() and inner.startswith("-")) or (":" in sep and len(inner) < 3)):
-        return None  # `--api-key --next-flag`, or `key: ab` in prose
+    if not quoted and flag and not sep.strip() and inner.startswith("-"):
+        return None  # `--api-key --next-flag`
+    if not quoted and ":" in sep and name.lower() in _SECRET_WORDS and not _PROSE_SECRET.search(inner):
+        return None  # "invalid token: expired": after a bare word and a colon, a word is prose
     return f"{value[0]}{REDACTED}{value[-1]}" if quoted else REDACTED
 
 
