@@ -64,10 +64,12 @@ def query(url, where, sql, scenarios, out):
     if out is not None and out.suffix == ".parquet":
         frame.to_parquet(out, index=False)
     else:
-        text = frame.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        from bench.escape import csv_safe, terminal_text
+
+        text = csv_safe(frame).to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
         if out is not None:
             out.write_text(text)
-        else:
-            click.echo(text, nl=False)
+        else:  # the store's text on a terminal: no escape sequence reaches it
+            click.echo(terminal_text(text, keep="\n\t"), nl=False)
     click.echo(f"{len(frame)} rows; read {len(done.files)} files from {done.partitions} partitions"
                + (f"; wrote {out}" if out is not None else ""), err=True)
