@@ -29,9 +29,9 @@ KEY_FILE_MAX_BYTES = 65536
 def secret_arg_refusal(name: str, where: str = "engine argument") -> str:
     """The one line refusing a secret given as an engine-argument value, saying what to do instead."""
     return (f"{where} {name} refused: a secret is never given as a value (it would stay in shell history, "
-            f"`ps` and the sweep file); give the endpoint's API key as --engine-arg api_key_env=NAME (a variable "
-            f"holding it; ${API_KEY_ENV} is read when set) or --engine-arg api_key_file=PATH, and other "
-            f"secrets through the engine's environment (e.g. HF_TOKEN)")
+            f"`ps` and the sweep file); give the endpoint's API key as api_key_env=NAME (a variable holding it; "
+            f"${API_KEY_ENV} is read when set) or api_key_file=PATH, with --engine-arg or under engine_args.extra "
+            f"in a sweep file, and other secrets through the engine's environment (e.g. HF_TOKEN)")
 
 
 def split_userinfo(url: str) -> tuple[str, str | None]:
