@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from bench.escape import terminal_text
+
 
 @click.group()
 def costmodel():
@@ -27,7 +29,7 @@ def build(url, scenarios, out, full):
 
     done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None, full=full)
     for reason in done.skipped:
-        click.echo(f"bench: warning: skipped {reason}", err=True)
+        click.echo(f"bench: warning: skipped {terminal_text(reason)}", err=True)
     n_runs = done.table["run_id"].nunique() if not done.table.empty else 0
     skipped = f"; {len(done.skipped)} run(s) skipped (see above)" if done.skipped else ""
     click.echo(f"{len(done.table)} load points from {n_runs} runs{skipped}")
@@ -59,12 +61,12 @@ def query(url, where, sql, scenarios, out):
         raise ConfigError(f"--out {out}: give a .csv or .parquet file")
     done = run_query(url, where, sql, list(scenarios) or None)
     for reason in done.skipped:
-        click.echo(f"bench: warning: skipped {reason}", err=True)
+        click.echo(f"bench: warning: skipped {terminal_text(reason)}", err=True)
     frame = done.table
     if out is not None and out.suffix == ".parquet":
         frame.to_parquet(out, index=False)
     else:
-        from bench.escape import csv_safe, terminal_text
+        from bench.escape import csv_safe
 
         text = csv_safe(frame).to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
         if out is not None:

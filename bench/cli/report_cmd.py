@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from bench.errors import ConfigError
+from bench.escape import terminal_text
 
 
 @click.command()
@@ -41,7 +42,7 @@ def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo,
 
         read = compare_points(url, model, list(hardware) or None, list(scenarios) or None)
         for reason in read.skipped:
-            click.echo(f"bench: warning: skipped {reason}", err=True)
+            click.echo(f"bench: warning: skipped {terminal_text(reason)}", err=True)
         runs, points = None, read.table
         table = points[points["valid"].fillna(False)]
     else:
