@@ -180,3 +180,40 @@ def test_a_refused_request_error_never_carries_the_key():
 def test_a_header_with_a_line_break_is_refused():
     with pytest.raises(ValueError, match="line break"):
         StreamingClient("http://127.0.0.1:9", "m", ClientConfig(headers=(("Authorization", "a\r\nX: y"),)))
+
+
+@pytest.fixture(scope="module")
+def vllm_with_key(tmp_path_factory):
+    """A real vLLM server (CPU, tiny Llama, dummy weights) that requires KEY (VLLM_API_KEY:
+    not on its command line)."""
+    from bench.catalog import get_model
+    from bench.catalog.prepare import prepare_model
+    from bench.engines.vllm_server import VllmServer
+
+    path = prepare_model(get_model("tiny-llama"), tmp_path_factory.mktemp("models"))
+    server = VllmServer(str(path), "tiny-llama", tmp_path_factory.mktemp("vllm") / "engine.log",
+                        engine_args={"load_format": "dummy", "dtype": "bfloat16", "max_model_len": 512,
+                                     "enforce_eager": True},
+                        device="cpu", startup_timeout_s=600, env={"VLLM_API_KEY": KEY})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.vllm
+def test_a_real_vllm_with_api_key(vllm_with_key, tmp_path, monkeypatch):
+    """vLLM --api-key: without the key the start fails with the 401 and what to do; each
+    request without it is a failed HTTP 401 record; with $BENCH_API_KEY the point is ok."""
+    cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=vllm_with_key.base_url)
+    monkeypatch.delenv("BENCH_API_KEY", raising=False)
+    with pytest.raises(EngineDied, match="status 401; it refused the credentials"):
+        execute(_plan(cfg), tmp_path / "nokey", _env())
+    pr = run_point_sync(vllm_with_key.base_url, "tiny-llama", RandomWorkload(8, 4, 500, seed=1),
+                        {"kind": "concurrency", "concurrency": 2}, 0, 2, workers=0)
+    assert all((r.error or "").startswith("HTTP 401") for r in pr.records), [r.error for r in pr.records]
+    monkeypatch.setenv("BENCH_API_KEY", KEY)
+    result = execute(_plan(cfg), tmp_path / "key", _env())
+    assert result.points[0].status == "ok" and result.points[0].n_failed == 0, result.points[0].error
+    assert KEY not in _files_text(tmp_path / "key")
