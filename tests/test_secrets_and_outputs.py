@@ -4,18 +4,15 @@ never into the current folder unasked (defect 10)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from click.testing import CliRunner
 from result_factory import make_run
 
 from bench.cli import cli
-from bench.errors import StoreError
+from bench.errors import ConfigError, StoreError
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.run.runner import RunEnvironment, execute
 from bench.store import Store, prepare, upload
-from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 API_KEY = "sk-live-0123456789abcdefABCDEF"
 PASSWORD = "hunter2-very-secret"
@@ -32,17 +29,15 @@ def _env() -> RunEnvironment:
     return RunEnvironment(device={"vendor": "cpu", "name": "cpu", "count": 1})
 
 
-def test_an_api_key_engine_arg_never_reaches_run_json(tmp_path):
-    with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.002)) as srv:
-        cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=srv.base_url,
-                           extra_args={"api_key": API_KEY})
-        result = execute(_plan(cfg), tmp_path, _env())
-    assert result.points[0].status == "ok", result.points[0].error
-    text = (tmp_path / "run.json").read_text()
-    assert API_KEY not in text
-    config = json.loads(text)["config"]
-    assert config["engine_args"]["api_key"] == "<redacted>"
-    assert config["engine_configs"][cfg.config_id()]["extra_args"]["api_key"] == "<redacted>"
+def test_an_api_key_engine_arg_is_refused_and_never_written(tmp_path):
+    """A key given as a value is refused before anything runs (issue 18, defect 8: it was
+    redacted on disk but never sent); the key is in no file and not in the message."""
+    cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url="http://127.0.0.1:9",
+                       extra_args={"api_key": API_KEY})
+    with pytest.raises(ConfigError, match="api_key_env") as err:
+        execute(_plan(cfg), tmp_path, _env())
+    assert API_KEY not in str(err.value)
+    assert not any(API_KEY.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 
 def test_a_password_in_the_endpoint_url_never_reaches_run_json(tmp_path):

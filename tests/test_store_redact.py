@@ -62,3 +62,27 @@ def test_redact_text_in_logs():
 def test_redact_is_idempotent():
     once = redact({"hf_token": HF, "argv": ["--api-key", "x" * 10], "log": f"key={SK}"})
     assert redact(once) == once
+
+
+def test_units_and_references_are_not_secrets():
+    assert not is_secret_name("j_per_token") and not is_secret_name("j_per_output_token_net")
+    assert not is_secret_name("api_key_env") and not is_secret_name("HF_TOKEN_PATH")
+    text = '"j_per_token": 0.0513, api_key_env=BENCH_API_KEY, "api_key": 12345678, password="p@ss w0rd!"'
+    assert redact_text(text) == ('"j_per_token": 0.0513, api_key_env=BENCH_API_KEY, "api_key": <redacted>, '
+                                 'password="<redacted>"')
+
+
+def test_a_token_only_url_and_its_userinfo():
+    from bench.redact import redact_text_of, url_userinfo
+
+    url = "https://ghs_abcdefghijklmnop0123456789ABCD@github.com/org/repo.git"
+    assert redact_text(url) == f"https://{REDACTED}@github.com/org/repo.git"
+    assert url_userinfo("s3://AKIAX:pa@ss@bucket/p") == "AKIAX:pa@ss"
+    assert redact_text_of("cannot reach AKIAX:pa@ss@bucket", "s3://AKIAX:pa@ss@bucket/p") == \
+        f"cannot reach {REDACTED}@bucket"
+
+
+def test_a_flag_shaped_value_is_no_flag():
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "A1b2" * 16 + "\n-----END PRIVATE KEY-----"
+    assert redact(["--flag", pem, "--ssl-keyfile", "/etc/key.pem"]) == ["--flag", REDACTED, "--ssl-keyfile",
+                                                                         "/etc/key.pem"]

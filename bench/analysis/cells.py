@@ -29,7 +29,7 @@ def fmt(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    return str(value)  # escaped by the medium: Markdown (markdown_table), HTML (html.table_html)
 
 
 def is_number(value: Any) -> bool:

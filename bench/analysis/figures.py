@@ -3,7 +3,10 @@
 Every trace carries `meta = {"kind": ..., "series": ...}`, kind one of "measured", "front",
 "invalid", "published", "power", "server_metrics", so tests (and readers of the page) can tell them apart.
 Invalid points are drawn with an x marker and labelled in their hover text; a TPOT of 0,
-or an interactivity computed from it, is never drawn.
+or an interactivity computed from it, is never drawn. Every label that comes from a run
+(series, ids, versions, reasons, titles with a model name) goes through `plot_text`: plotly
+draws <a href> and other tags in labels, so a run id from a store could otherwise put a link
+in every legend. `meta` keeps the raw series name (never drawn).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pandas as pd
 
 from bench.analysis.pareto import X, pareto_front, split_series
 from bench.analysis.reference import RefPoint, ref_label
+from bench.escape import plot_text as esc
 
 LABELS = {
     X: "interactivity (output tok/s per user)",
@@ -33,7 +37,7 @@ INVALID_SYMBOL = "x-thin-open"
 def _layout(fig, title: str, xlabel: str, ylabel: str, log: bool = True):
     """Titles, legend, and per axis a log scale where its values span more than LOG_SPAN."""
     fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left"}, template="plotly_white", height=480,
+        title={"text": esc(title), "x": 0.01, "xanchor": "left"}, template="plotly_white", height=480,
         margin={"l": 70, "r": 20, "t": 60, "b": 60}, hovermode="closest", showlegend=True,
         legend={"font": {"size": 11}, "itemsizing": "constant"},
     )
@@ -43,7 +47,7 @@ def _layout(fig, title: str, xlabel: str, ylabel: str, log: bool = True):
             axes.setdefault(getattr(t, f"{which}axis") or which, []).extend(
                 float(v) for v in (getattr(t, which) or ()) if _num(v) and float(v) > 0)
         for name, values in axes.items():
-            fig.layout[name.replace(which, f"{which}axis", 1)].update(title_text=label, **_axis(values, log))
+            fig.layout[name.replace(which, f"{which}axis", 1)].update(title_text=esc(label), **_axis(values, log))
     return fig
 
 
@@ -80,19 +84,21 @@ def plottable(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def point_hover(row: dict, lines: list[str]) -> str:
-    """Hover text of one measured point: values, validity and provenance."""
+    """Hover text of one measured point: values, validity and provenance (each value escaped;
+    `lines` are the caller's, already plotly text)."""
+    r = {k: esc(v) if isinstance(v, str) else v for k, v in row.items()}
     valid = row.get("valid")
-    reasons = row.get("reasons") or ""
+    reasons = r.get("reasons") or ""
     verdict = "valid" if valid is True or valid == 1 else f"<b>INVALID</b>: {reasons or 'see report'}"
-    load = f"concurrency {row['concurrency']}" if _num(row.get("concurrency")) else (
-        f"rate {row['rate_rps']} req/s" if _num(row.get("rate_rps")) else str(row.get("load_kind") or "-"))
-    shape = f"{row.get('isl')} in / {row.get('osl')} out" if _num(row.get("isl")) else ""
-    energy = str(row.get("energy_method") or "-") + (" (estimate, not measured)" if row.get("measured") is False else "")
+    load = f"concurrency {r['concurrency']}" if _num(row.get("concurrency")) else (
+        f"rate {r['rate_rps']} req/s" if _num(row.get("rate_rps")) else str(r.get("load_kind") or "-"))
+    shape = f"{r.get('isl')} in / {r.get('osl')} out" if _num(row.get("isl")) else ""
+    energy = str(r.get("energy_method") or "-") + (" (estimate, not measured)" if row.get("measured") is False else "")
     return "<br>".join([
-        f"<b>{row.get('series', '')}</b>", *lines, f"{load}{' · ' + shape if shape else ''}", verdict,
-        f"run {row.get('run_id')} · point {row.get('point_id')}",
-        f"engine {row.get('engine')} {row.get('engine_version') or ''} · {row.get('n_gpus')} GPU(s)",
-        f"device {row.get('device_name') or '-'} · harness {row.get('harness_version') or '-'} · {row.get('run_date') or ''}",
+        f"<b>{r.get('series', '')}</b>", *lines, f"{load}{' · ' + shape if shape else ''}", verdict,
+        f"run {r.get('run_id')} · point {r.get('point_id')}",
+        f"engine {r.get('engine')} {r.get('engine_version') or ''} · {r.get('n_gpus')} GPU(s)",
+        f"device {r.get('device_name') or '-'} · harness {r.get('harness_version') or '-'} · {r.get('run_date') or ''}",
         f"energy: {energy}",
     ])
 
@@ -116,7 +122,7 @@ def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: 
             xs, ys = valid[X].astype(float).tolist(), valid[metric].astype(float).tolist()
             idx = pareto_front(xs, [sign * y for y in ys])
             fig.add_trace(go.Scatter(
-                x=[xs[k] for k in idx], y=[ys[k] for k in idx], mode="lines", name=f"{label} front",
+                x=[xs[k] for k in idx], y=[ys[k] for k in idx], mode="lines", name=esc(f"{label} front"),
                 line={"color": color, "width": 2}, legendgroup=label, showlegend=False, hoverinfo="skip",
                 meta={"kind": "front", "series": label}))
         _points_trace(fig, invalid, metric, f"{label} (invalid)", color, "invalid", ylabel, series=label)
@@ -144,9 +150,9 @@ def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for
             fig.add_trace(t)
         spans.append((s, start, len(fig.data)))
     if len(names) > 1:
-        buttons = [{"label": s, "method": "update",
+        buttons = [{"label": esc(s), "method": "update",
                     "args": [{"visible": [a <= k < b for k in range(len(fig.data))]},
-                             {"title.text": f"{title} ({s})"}]} for s, a, b in spans]
+                             {"title.text": esc(f"{title} ({s})")}]} for s, a, b in spans]
         fig.update_layout(updatemenus=[{"buttons": buttons, "x": 1.0, "xanchor": "right", "y": 1.12,
                                         "yanchor": "top", "showactive": True}])
     if not fig.data:
@@ -173,10 +179,10 @@ def _points_trace(fig, rows: pd.DataFrame, metric: str, name: str, color: str, k
         return
     records = rows.to_dict("records")
     invalid = kind == "invalid"
-    hover = [point_hover({**r, "series": series or name}, [f"{LABELS[X]}: {_g(r[X])}", f"{ylabel}: {_g(r[metric])}"])
-             for r in records]
+    hover = [point_hover({**r, "series": series or name},
+                         [f"{LABELS[X]}: {_g(r[X])}", f"{esc(ylabel)}: {_g(r[metric])}"]) for r in records]
     fig.add_trace(go.Scatter(
-        x=rows[X].astype(float).tolist(), y=rows[metric].astype(float).tolist(), mode="markers", name=name,
+        x=rows[X].astype(float).tolist(), y=rows[metric].astype(float).tolist(), mode="markers", name=esc(name),
         marker={"color": color, "size": 11 if invalid else 9, "symbol": INVALID_SYMBOL if invalid else "circle",
                 "line": {"width": 2, "color": color}},
         legendgroup=series or name, hovertext=hover, hoverinfo="text",
@@ -191,12 +197,12 @@ def _ref_traces(fig, refs: list[RefPoint], ylabel: str) -> None:
         groups.setdefault(ref_label(p.row), []).append(p)
     for label, pts in groups.items():
         symbol = next((s for k, s in REF_SYMBOLS.items() if pts[0].row.publisher.startswith(k)), "star-diamond")
-        hover = ["<br>".join([f"<b>{label}</b>", "source: published (not measured here)",
-                              f"{LABELS[X]}: {_g(p.x)}", f"{ylabel}: {_g(p.y)}", *p.derived,
-                              f"{p.row.load} · {p.row.workload}", f"as published: {p.row.as_published}",
-                              f"where: {p.row.where}", *[f"note: {n}" for n in p.row.notes]]) for p in pts]
+        hover = ["<br>".join([f"<b>{esc(label)}</b>", "source: published (not measured here)",
+                              f"{LABELS[X]}: {_g(p.x)}", f"{esc(ylabel)}: {_g(p.y)}", *map(esc, p.derived),
+                              esc(f"{p.row.load} · {p.row.workload}"), esc(f"as published: {p.row.as_published}"),
+                              esc(f"where: {p.row.where}"), *[esc(f"note: {n}") for n in p.row.notes]]) for p in pts]
         fig.add_trace(go.Scatter(
-            x=[p.x for p in pts], y=[p.y for p in pts], mode="markers", name=label, hovertext=hover,
+            x=[p.x for p in pts], y=[p.y for p in pts], mode="markers", name=esc(label), hovertext=hover,
             hoverinfo="text", marker={"symbol": symbol, "size": 14, "color": "#222222",
                                       "line": {"width": 1, "color": "#ffd400"}},
             meta={"kind": "published", "series": label}))
@@ -231,7 +237,7 @@ def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load lev
                     fig.add_trace(go.Scatter(
                         x=part["level"].astype(float).tolist(), y=part[key].astype(float).tolist(),
                         mode="markers" if bad else "lines+markers",
-                        name=(label if col == 1 and q == "p50" else f"{label} {key}") + (" (invalid)" if bad else ""),
+                        name=esc((label if col == 1 and q == "p50" else f"{label} {key}") + (" (invalid)" if bad else "")),
                         line={"color": color, "dash": dash}, legendgroup=label,
                         marker={"color": color, "symbol": INVALID_SYMBOL if bad else "circle",
                                 "size": 11 if bad else 7, "line": {"width": 2, "color": color}},
@@ -246,7 +252,7 @@ def _shade_windows(fig, windows: list[tuple[str, float, float]] | None, t0_s: fl
         if w0 is None or w1 is None:
             continue
         fig.add_vrect(x0=w0 - t0_s, x1=w1 - t0_s, fillcolor="grey", opacity=0.12 if i % 2 else 0.22, line_width=0,
-                      annotation_text=label, annotation_position="top left", annotation_font_size=9)
+                      annotation_text=esc(label), annotation_position="top left", annotation_font_size=9)
 
 
 def power_figure(power: pd.DataFrame, title: str = "Board power over time",
@@ -263,7 +269,7 @@ def power_figure(power: pd.DataFrame, title: str = "Board power over time",
     for device, rows in sorted(power.groupby("device"), key=lambda g: str(g[0])):
         rows = rows.sort_values("t_s")
         fig.add_trace(go.Scatter(x=(rows["t_s"].astype(float) - t0).tolist(), y=rows["power_w"].astype(float).tolist(),
-                                 mode="lines", name=f"device {device}", line={"width": 1},
+                                 mode="lines", name=esc(f"device {device}"), line={"width": 1},
                                  meta={"kind": "power", "series": f"device {device}"}))
     return _layout(fig, title, "time since first sample (s)", "power (W)", log=False)
 
@@ -291,7 +297,7 @@ def server_metrics_figure(frame: pd.DataFrame, title: str = "Server metrics over
         name = SERVER_SERIES[metric] + (f" ({cid})" if several else "")
         fig.add_trace(go.Scatter(x=(rows["t_s"].astype(float) - t0).tolist(),
                                  y=(rows["value"].astype(float) * (100.0 if kv else 1.0)).tolist(),
-                                 mode="lines", name=name, yaxis="y2" if kv else "y",
+                                 mode="lines", name=esc(name), yaxis="y2" if kv else "y",
                                  line={"width": 1, "shape": "hv", "dash": "dot" if kv else "solid"},
                                  meta={"kind": "server_metrics", "series": name}))
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False})
@@ -320,4 +326,4 @@ def _g(v: Any) -> str:
     try:
         return f"{float(v):.4g}"
     except (TypeError, ValueError):
-        return str(v)
+        return esc(v)

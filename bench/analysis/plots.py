@@ -1,7 +1,9 @@
 """PNG plots of cost-model tables, power and server-metric series (matplotlib, Agg, no pyplot state).
 
 Each function writes one PNG and returns a `Plot` naming the file and the series drawn,
-so callers and tests can check what was plotted.
+so callers and tests can check what was plotted. Text drawn from a run (series labels,
+titles with a run id, window labels) goes through `_mpl`: matplotlib reads `$...$` as
+mathtext, and a malformed one from a store would make savefig raise.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class Plot:
     figure: Any = field(default=None, repr=False)
 
 
+def _mpl(text) -> str:
+    """`text` drawn as typed: every `$` escaped (no mathtext); a leading `_` would hide a legend entry."""
+    out = str(text).replace("$", r"\$")
+    return " " + out if out.startswith("_") else out
+
+
 def _figure(title: str, xlabel: str, ylabel: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -40,9 +48,9 @@ def _figure(title: str, xlabel: str, ylabel: str):
     fig = Figure(figsize=(8, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_title(_mpl(title))
+    ax.set_xlabel(_mpl(xlabel))
+    ax.set_ylabel(_mpl(ylabel))
     ax.grid(True, alpha=0.3)
     return fig, ax
 
@@ -51,7 +59,7 @@ def _save(fig, ax, path: Path, labels: list[str], handles: list | None = None) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if labels:
-        ax.legend(*([handles, labels] if handles else []), fontsize=8, loc="best")
+        ax.legend(*([handles, [_mpl(label) for label in labels]] if handles else []), fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no valid points", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -73,7 +81,7 @@ def metric_vs_interactivity(table: pd.DataFrame, metric: str, path: Path, title:
         if rows.empty:
             continue
         line = front_rows(rows) if front_only else rows.sort_values(X)
-        (handle,) = ax.plot(line[X].astype(float), line[metric].astype(float), marker="o", label=label)
+        (handle,) = ax.plot(line[X].astype(float), line[metric].astype(float), marker="o", label=_mpl(label))
         if front_only:
             ax.scatter(rows[X].astype(float), rows[metric].astype(float), color=handle.get_color(), alpha=0.3, s=14)
         labels.append(label)
@@ -99,12 +107,12 @@ def power_over_time(power: pd.DataFrame, path: Path, title: str = "Board power o
     for i, (label, w0, w1) in enumerate(windows or []):
         if w0 is not None and w1 is not None and len(power) and w1 >= t0:
             ax.axvspan(w0 - t0, w1 - t0, color="grey", alpha=0.12 if i % 2 else 0.22, lw=0)
-            ax.text(w0 - t0, 1.0, label, transform=ax.get_xaxis_transform(), fontsize=6, va="bottom")
+            ax.text(w0 - t0, 1.0, _mpl(label), transform=ax.get_xaxis_transform(), fontsize=6, va="bottom")
     labels = []
     for device, rows in sorted(power.groupby("device"), key=lambda g: str(g[0])):
         rows = rows.sort_values("t_s")
         label = f"device {device}"
-        ax.plot(rows["t_s"].astype(float) - t0, rows["power_w"].astype(float), label=label, linewidth=1)
+        ax.plot(rows["t_s"].astype(float) - t0, rows["power_w"].astype(float), label=_mpl(label), linewidth=1)
         labels.append(label)
     return _save(fig, ax, path, labels)
 
@@ -119,7 +127,7 @@ def server_metrics_over_time(frame: pd.DataFrame, path: Path, title: str = "Serv
     for i, (label, w0, w1) in enumerate(windows or []):
         if w0 is not None and w1 is not None and len(frame) and w1 >= t0:
             ax.axvspan(w0 - t0, w1 - t0, color="grey", alpha=0.12 if i % 2 else 0.22, lw=0)
-            ax.text(w0 - t0, 1.0, label, transform=ax.get_xaxis_transform(), fontsize=6, va="bottom")
+            ax.text(w0 - t0, 1.0, _mpl(label), transform=ax.get_xaxis_transform(), fontsize=6, va="bottom")
     kv_ax = ax.twinx()
     kv_ax.set_ylabel("KV-cache usage (%)")
     kv_ax.set_ylim(0, 100)

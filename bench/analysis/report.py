@@ -24,6 +24,7 @@ from bench.analysis.plots import (
     throughput_vs_interactivity,
 )
 from bench.errors import ConfigError
+from bench.escape import csv_safe, md_text
 from bench.results import RunResult, read_summary
 from bench.results.schema import PARQUET_READ_OPTIONS
 from bench.store import run_models
@@ -53,10 +54,11 @@ __all__ = ["PROVENANCE_COLUMNS", "Report", "compare_report", "fmt", "markdown_ta
 
 def markdown_table(rows: list[dict], columns: list[str | tuple[str, str]]) -> str:
     """Rows as a Markdown table; a column is a key or (key, header). Invalid points'
-    latencies are marked and a TPOT of 0 is no number (`bench.analysis.cells`)."""
+    latencies are marked and a TPOT of 0 is no number (`bench.analysis.cells`). Every cell
+    is `md_text`: ids and reasons from a store never render as HTML, links or images."""
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
-    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell_text(r, k) for k, _ in cols) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_text(h) for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(md_text(cell_text(r, k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -126,7 +128,7 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
     compared = compare_table(rows, model, op, baseline, cost_columns)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    compared.to_csv(out_dir / "compare.csv", index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+    csv_safe(compared).to_csv(out_dir / "compare.csv", index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
     plots = [
         throughput_vs_interactivity(rows, out_dir / "throughput_vs_interactivity.png", f"{model}: throughput per GPU"),
         metric_vs_interactivity(rows, "j_per_token", out_dir / "j_per_token_vs_interactivity.png",
@@ -158,8 +160,8 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
 
         refs = select_published(model)
     text = [
-        f"# {model}: comparison across hardware", "",
-        f"Operating point: **{op.describe()}**. Baseline: **{baseline or 'none'}**.",
+        f"# {md_text(model)}: comparison across hardware", "",
+        f"Operating point: **{op.describe()}**. Baseline: **{md_text(baseline or 'none')}**.",
         ("Matched by piecewise-linear interpolation along each series' Pareto front of throughput per GPU "
          "vs interactivity; targets outside a series' measured range are not extrapolated. "
          "$/Mtok assumes the utilization shown (share of hours serving at this load)."), "",
@@ -193,8 +195,8 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     points = [_point_row(p) for p in run.points]
-    pd.DataFrame(points).to_csv(out_dir / "points.csv", index=False, float_format=CSV_FLOAT_FORMAT,
-                                lineterminator="\n")
+    csv_safe(pd.DataFrame(points)).to_csv(out_dir / "points.csv", index=False, float_format=CSV_FLOAT_FORMAT,
+                                          lineterminator="\n")
     ok_points = _with_reasons(rows_to_frame(point_rows(run.run_id, run, model_info=lambda _: {}, include_invalid=True)),
                               [(run.run_id, run)])
     valid = ok_points[ok_points["valid"]]
@@ -225,9 +227,9 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config,
              "provenance": run.provenance, "extra": run.extra}
     text = [
-        f"# Run {run.run_id}", "",
-        (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, "
-         f"{len(run.points)} load points, status **{status}**."), "",
+        f"# Run {md_text(run.run_id)}", "",
+        (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.get('hardware_id'))}, "
+         f"{len(run.points)} load points, status **{md_text(status)}**."), "",
         "Interactive: [report.html](report.html). Latencies of invalid points are marked (invalid).", "",
         *_synthetic_note(bool(run.extra.get("synthetic"))),
         "## Load points", "", markdown_table(points, columns), "",
@@ -320,8 +322,8 @@ def _with_reasons(points: pd.DataFrame, runs: list[tuple[str, RunResult]]) -> pd
 def _reference_section(model: str, published: list, matched: bool) -> list[str]:
     from bench.analysis.reference import REFERENCE_COLUMNS, reference_rows
 
-    scope = (f"Figures others published for {model}" if matched else
-             f"No published figure is of {model}; every published figure is listed, for scale only")
+    scope = (f"Figures others published for {md_text(model)}" if matched else
+             f"No published figure is of {md_text(model)}; every published figure is listed, for scale only")
     return ["## Published figures (source: published, not measured here)", "",
             (f"{scope} (published.yaml: where each was read and what is uncertain). They are drawn as "
              "black markers in compare.html; they never enter the measured cost-model table."), "",

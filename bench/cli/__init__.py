@@ -40,8 +40,11 @@ class BenchClickError(click.ClickException):
         super().__init__(str(error))
         self.exit_code = error.exit_code
 
-    def show(self, file=None):
-        click.echo(f"bench: error: {self.format_message()}", err=True, file=file)
+    def show(self, file=None):  # a message may quote a store's ids or a URL: no secret, no control character
+        from bench.escape import terminal_text
+        from bench.redact import redact_text
+
+        click.echo(f"bench: error: {terminal_text(redact_text(self.format_message()))}", err=True, file=file)
 
 
 class LazyGroup(click.Group):
@@ -58,7 +61,10 @@ class LazyGroup(click.Group):
         except Exception as e:
             if os.environ.get("BENCH_DEBUG"):
                 raise
-            first = (str(e).splitlines() or [""])[0][:300]
+            from bench.escape import terminal_text
+            from bench.redact import redact_text
+
+            first = terminal_text(redact_text((str(e).splitlines() or [""])[0]))[:300]
             click.echo(f"bench: internal error: {type(e).__name__}: {first} (BENCH_DEBUG=1 shows the traceback)", err=True)
             ctx.exit(1)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from bench.cli.keys_cmd import echo_excluded, load_trust, trust_option
+from bench.escape import terminal_text
 
 
 @click.group()
@@ -43,7 +44,7 @@ def build(url, scenarios, out, full, trust):
         return
     done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None, full=full)
     for reason in done.skipped:
-        click.echo(f"bench: warning: skipped {reason}", err=True)
+        click.echo(f"bench: warning: skipped {terminal_text(reason)}", err=True)
     n_runs = done.table["run_id"].nunique() if not done.table.empty else 0
     skipped = f"; {len(done.skipped)} run(s) skipped (see above)" if done.skipped else ""
     click.echo(f"{len(done.table)} load points from {n_runs} runs{skipped}")
@@ -76,16 +77,18 @@ def query(url, where, sql, scenarios, out, trust):
         raise ConfigError(f"--out {out}: give a .csv or .parquet file")
     done = run_query(url, where, sql, list(scenarios) or None, trust=load_trust(trust))
     for reason in done.skipped:
-        click.echo(f"bench: warning: skipped {reason}", err=True)
+        click.echo(f"bench: warning: skipped {terminal_text(reason)}", err=True)
     echo_excluded(done.excluded)
     frame = done.table
     if out is not None and out.suffix == ".parquet":
         frame.to_parquet(out, index=False, write_page_checksum=True)
     else:
-        text = frame.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        from bench.escape import csv_safe
+
+        text = csv_safe(frame).to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
         if out is not None:
             out.write_text(text)
-        else:
-            click.echo(text, nl=False)
+        else:  # the store's text on a terminal: no escape sequence reaches it
+            click.echo(terminal_text(text, keep="\n\t"), nl=False)
     click.echo(f"{len(frame)} rows; read {len(done.files)} files from {done.partitions} partitions"
                + (f"; wrote {out}" if out is not None else ""), err=True)

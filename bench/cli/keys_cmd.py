@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from bench.escape import terminal_text
+
 
 @click.group()
 def keys():
@@ -46,6 +48,6 @@ def load_trust(paths) -> object | None:
 def echo_excluded(excluded: list[str]) -> None:
     """Each run `--trust` left out, then their count (stderr)."""
     for reason in excluded:
-        click.echo(f"bench: excluded: {reason}", err=True)
+        click.echo(f"bench: excluded: {terminal_text(reason)}", err=True)
     if excluded:
         click.echo(f"{len(excluded)} run(s) excluded: not signed by a trusted key (see above)", err=True)

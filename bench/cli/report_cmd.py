@@ -8,6 +8,7 @@ import click
 
 from bench.cli.keys_cmd import echo_excluded, load_trust, trust_option
 from bench.errors import ConfigError
+from bench.escape import terminal_text
 
 
 @click.command()
@@ -45,7 +46,7 @@ def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo,
 
         read = compare_points(url, model, list(hardware) or None, list(scenarios) or None, trust=load_trust(trust))
         for reason in read.skipped:
-            click.echo(f"bench: warning: skipped {reason}", err=True)
+            click.echo(f"bench: warning: skipped {terminal_text(reason)}", err=True)
         echo_excluded(read.excluded)
         runs, points = None, read.table
         table = points[points["valid"].fillna(False)]

@@ -25,6 +25,7 @@ def parse_engine_args(pairs: tuple[str, ...]) -> dict:
     import yaml
 
     from bench.errors import ConfigError
+    from bench.redact import is_secret_name
 
     out = {}
     for pair in pairs:
@@ -33,6 +34,10 @@ def parse_engine_args(pairs: tuple[str, ...]) -> dict:
         if not key:
             raise ConfigError(f"bad --engine-arg '{pair}' (expected KEY=VALUE)")
         out[key] = yaml.safe_load(value) if sep else True
+        if isinstance(out[key], str) and is_secret_name(key):  # never echoed: the value is the secret
+            from bench.engines.endpoint import secret_arg_refusal
+
+            raise ConfigError(secret_arg_refusal(key, "--engine-arg"))
     return out
 
 

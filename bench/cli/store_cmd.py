@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from bench.cli.textable import format_table
+from bench.escape import terminal_text
 
 
 @click.command()
@@ -26,9 +27,10 @@ def upload(run_dirs, url, key_file):
     for done in upload_runs(list(run_dirs), url, signer=signer):
         verb = "published" if done.status == "published" else "already there"
         signed = f"; signed by key {done.signed_by}" if done.signed_by else ""
-        click.echo(f"{verb}: {done.run_id} ({done.n_files} files, {done.size_bytes} bytes) from {done.source}{signed}")
+        click.echo(terminal_text(f"{verb}: {done.run_id} ({done.n_files} files, {done.size_bytes} bytes) "
+                                 f"from {done.source}{signed}"))
         if done.note:  # why it added no points to the shared table
-            click.echo(f"  {done.note}", err=True)
+            click.echo(f"  {terminal_text(done.note)}", err=True)
 
 
 @click.command()
@@ -46,9 +48,9 @@ def pull(url, hardware, model, dest):
     skipped: list[str] = []
     paths = pull_runs(url, dest, hardware=hardware, model=model, skipped=skipped)
     for path in paths:
-        click.echo(str(path))
-    for reason in skipped:
-        click.echo(f"bench: skipped: {reason}", err=True)
+        click.echo(terminal_text(path))
+    for reason in skipped:  # run ids and reasons come from the store: shown, never obeyed by the terminal
+        click.echo(f"bench: skipped: {terminal_text(reason)}", err=True)
     click.echo(f"{len(paths)} run(s) in {dest}" + (f"; {len(skipped)} refused (see above)" if skipped else ""), err=True)
     if skipped:
         raise SystemExit(1)
@@ -64,6 +66,6 @@ def ls(url):
     refused: list[str] = []
     rows = list_runs(url, refused=refused)
     columns = ["run_id", "date", "model", "hardware", "n_gpus", "engine", "harness_version", "status", "n_points"]
-    click.echo(format_table(rows, columns) if rows else f"no published runs at {redact_text(url)}")
+    click.echo(format_table(rows, columns) if rows else f"no published runs at {terminal_text(redact_text(url))}")
     for reason in refused:
-        click.echo(f"bench: skipped: {reason}", err=True)
+        click.echo(f"bench: skipped: {terminal_text(reason)}", err=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.escape import terminal_text
+
 Column = str | tuple[str, str]  # key, or (key, header)
 
 
@@ -15,7 +17,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
+    return terminal_text(value)  # a run id from a store must not drive the terminal (ESC, OSC 52, bidi)
 
 
 def _numeric(value: Any) -> bool:
@@ -28,6 +30,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], g
     A column is a key, or (key, header). Numbers are right-aligned, text left-aligned;
     None prints as "-", booleans as yes/no, floats with 4 significant digits (no
     decimals from 1000 up; format them beforehand for anything else). Missing keys print as "-".
+    Control characters in text print as escapes (`\\x1b`): cells may come from a store.
     """
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
     cells = [[_cell(row.get(key)) for key, _ in cols] for row in rows]
@@ -38,6 +41,6 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], g
         parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
         return (" " * gap).join(parts).rstrip()
 
-    out = [line([h for _, h in cols]), line(["-" * w for w in widths])]
+    out = [line([terminal_text(h) for _, h in cols]), line(["-" * w for w in widths])]
     out += [line(c) for c in cells]
     return "\n".join(out)

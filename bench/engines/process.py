@@ -42,10 +42,10 @@ def log_tail(path: Path, n: int = 20) -> str:
     return b"".join(lines).decode("utf-8", "replace").rstrip()
 
 
-def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
-    """Status and body of a GET; (0, reason) when nothing answered."""
+def http_get(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """Status and body of a GET (with `headers`, e.g. an endpoint's Authorization); (0, reason) when nothing answered."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s) as r:
             return r.status, r.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         return e.code, ""

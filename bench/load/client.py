@@ -35,14 +35,15 @@ import resource
 import secrets
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser, one_line
+from bench.redact import redact_text
 
 _StreamParser = StreamParser  # the name the tests and property tests know
 
@@ -66,9 +67,13 @@ class ClientConfig:
     ignore_eos: bool = True
     return_token_ids: bool = True
     continuous_usage: bool = True
+    # Extra request headers, (name, value) pairs: an endpoint's `Authorization`. They travel to the
+    # client workers with the config (pickled through a pipe) and are never described or written.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def describe(self) -> dict:
-        return {
+        auth = {"auth": ", ".join(name for name, _ in self.headers)} if self.headers else {}
+        return auth | {
             "endpoint": self.endpoint,
             "timeout_s": self.timeout_s if self.timeout_s is not None else "from expected lengths",
             "stall_timeout_s": self.stall_timeout_s,
@@ -211,17 +216,20 @@ class StreamingClient:
         self.url = base_url.rstrip("/") + ENDPOINTS[self.config.endpoint]
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https"):
-            raise ValueError(f"the client speaks http and https, not {parts.scheme!r} ({self.url})")
+            raise ValueError(f"the client speaks http and https, not {parts.scheme!r} ({redact_text(self.url)})")
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
-        auth = ""
-        if parts.username is not None:  # user:pass@ in an endpoint URL: HTTP basic auth
-            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
-            auth = f"Authorization: Basic {token}\r\n"
+        headers = dict(self.config.headers)
+        if parts.username is not None and "Authorization" not in headers:  # user:pass@ in the URL: basic auth
+            userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+        if any(c in f"{k}{v}" for k, v in headers.items() for c in "\r\n\0"):
+            raise ValueError("a request header holds a line break (refused: it would start another header)")
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
         self._head = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                      f"Accept: text/event-stream\r\n{auth}").encode()
+                      f"Accept: text/event-stream\r\n{extra}").encode()
         self.model = model
         self.tag = secrets.token_hex(4)  # X-Request-Id prefix, unique per client
         self._idle: collections.deque[_Connection] = collections.deque()
@@ -308,8 +316,8 @@ class StreamingClient:
                 watch.proto = conn
                 await conn.request(message, parser, record)
                 ok = True
-            if conn._status != 200:
-                text = conn._error_body.decode(errors="replace")
+            if conn._status != 200:  # redacted before it is cut: a server may echo the credential it refused
+                text = redact_text(conn._error_body.decode(errors="replace"))
                 record.error = one_line(f"HTTP {conn._status}: {text}")
         except TimeoutError as e:
             if watch.reason is not None:

@@ -36,16 +36,19 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         records, facts = run_static_point(engine, point, workload)
         before = after = client = None
     else:
+        from bench.load.client import ClientConfig
         from bench.load.driver import run_point_sync
 
         reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
         before = engine.server_counters()
         scraper = ServerMetricsScraper(engine.base_url).start()
         try:
+            headers = tuple(getattr(engine, "request_headers", {}).items())  # an endpoint's credentials
+            client_cfg = ClientConfig(endpoint=plan.endpoint, timeout_s=env.request_timeout_s,
+                                      stall_timeout_s=env.stall_timeout_s, headers=headers)
             pr = run_point_sync(
                 engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
-                endpoint=plan.endpoint, progress=lambda info: emit("request_done", info),
-                timeout_s=env.request_timeout_s, stall_timeout_s=env.stall_timeout_s, workers=env.client_workers,
+                client_config=client_cfg, progress=lambda info: emit("request_done", info), workers=env.client_workers,
                 stalled=lambda n: emit("requests_stalled", {"n": n}),
             )
             records = pr.records

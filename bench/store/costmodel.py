@@ -259,7 +259,9 @@ def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
     buf = io.BytesIO()
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     pq.write_table(arrow, buf, **PARQUET_OPTIONS)
-    csv = table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n", na_rep="")
+    from bench.escape import csv_safe  # a cell like =HYPERLINK(...) from a run is text, never a formula
+
+    csv = csv_safe(table).to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n", na_rep="")
     return {"parquet": buf.getvalue(), "csv": csv.encode()}
 
 

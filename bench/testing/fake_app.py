@@ -57,6 +57,9 @@ class FakeServerConfig:
     kv_capacity_tokens: int = 65536  # KV-cache size for the usage gauge (tokens)
     dev_mode: bool = True  # serve POST /reset_prefix_cache (vLLM: VLLM_SERVER_DEV_MODE=1)
     record_prompts: bool = False  # keep each token prompt's ids in its emit record ("prompt"), for replay tests
+    # The Authorization header every /v1 request must carry (vLLM --api-key: "Bearer KEY"; a proxy's
+    # basic auth: "Basic ..."); else 401, the credential given echoed in the body (OpenAI echoes part of it).
+    require_authorization: str | None = None
 
 
 def _hit(every: int, k: int) -> bool:
@@ -126,8 +129,16 @@ class _App:
         if request.transport is not None:
             request.transport.abort()
 
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        given = request.headers.get("Authorization")
+        if request.path.startswith("/v1/") and given != self.cfg.require_authorization:
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {given}",
+                                                "code": "invalid_api_key"}}, status=401)
+        return await handler(request)
+
     def build(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth] if self.cfg.require_authorization else [])
         app.router.add_post("/v1/completions", self.handle)
         app.router.add_post("/v1/chat/completions", self.handle)
         app.router.add_get("/metrics", self.metrics)
