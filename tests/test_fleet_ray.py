@@ -77,7 +77,7 @@ client_workers: 1
         assert "2 to submit" in result.output and "accelerator_type:H100" in result.output
         fleet_id = result.output.split()[1].rstrip(":")
         store = Store(store_url)
-        states = control.wait(store, fleet_id, ask_backend=True, echo=print, timeout_s=120, interval_s=1)
+        states = control.wait(store, fleet_id, RayBackend(), echo=print, timeout_s=120, interval_s=1)
     assert [s.state for s in states] == ["done", "done"], [(s.shard["shard_id"], s.detail) for s in states]
     record = control.one_record(store, fleet_id)
     views = RayBackend().status(record, [s["shard_id"] for s in record["shards"]])

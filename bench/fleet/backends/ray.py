@@ -9,10 +9,11 @@ CUDA_VISIBLE_DEVICES to the GPUs it granted. Ray retries a task whose node died 
 preempted node): the shard resumes from the store.
 
 Tasks are submitted by a detached actor named after the fleet (namespace "bench-fleet"),
-so they outlive `bench fleet launch`; `status`, `logs` and `cancel` ask that actor. The
-nodes need bench installed and the store's credentials in their own environment: only the
-store URL and plain settings (BENCH_S3_ENDPOINT_URL, the AWS region) travel with a task,
-never a secret.
+so they outlive `bench fleet launch`; `status`, `logs` and `cancel` ask that actor, on the
+cluster the user names (`--ray-address`, $RAY_ADDRESS, or the launch's record on this
+machine), never on an address read from the store. The nodes need bench installed and the
+store's credentials in their own environment: only the store URL and plain settings
+(BENCH_S3_ENDPOINT_URL, the AWS region) travel with a task, never a secret.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class RayBackend:
         return cls(ray_address or address)
 
     def record(self) -> dict:
-        return {"name": self.name, "address": self.address}
+        """The cluster the launch used (its address, or $RAY_ADDRESS then); None: Ray's `auto`."""
+        return {"name": self.name, "address": self.address or os.environ.get("RAY_ADDRESS") or None}
 
     def options(self, shard) -> dict:
         """The `.options()` of the shard's task: its GPUs on a node of its hardware type."""
