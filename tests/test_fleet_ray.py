@@ -91,3 +91,24 @@ client_workers: 1
         assert f"accelerator_type:{'H100' if hw == 'h100-sxm' else 'A100'}" in info["resources"]
         run = store.read_checked_run(s.status["run_id"])
         assert run.config["hardware_id"] == hw and [p.status for p in run.points] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("url", ["s3://user:pa55word@bucket/x", "https://storage.example.com/x?token=abcdefgh12345678",
+                                 "https://b.s3.amazonaws.com/x?X-Amz-Signature=0123456789abcdef"])
+def test_a_credential_never_travels_to_ray(tmp_path, url, monkeypatch):
+    """Ray has no secrets: a store URL (or a plain setting) that carries a credential is refused
+    before anything connects; the nodes bring their own credentials."""
+    from bench.errors import ConfigError
+    from bench.fleet.shards import plan_fleet
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nmodels: [tiny-llama]\nengine: endpoint\nendpoint_url: http://127.0.0.1:9\n"
+                     "workloads: [{kind: random, input_len: 8, output_len: 8}]\n"
+                     "loads: [{kind: concurrency, concurrency: [1]}]\n")
+    fleet = plan_fleet(sweep, ["h100-sxm"])
+    with pytest.raises(ConfigError, match="carries a credential"):
+        RayBackend("127.0.0.1:1").submit(fleet, fleet.shards, url)
+    monkeypatch.setenv("BENCH_S3_ENDPOINT_URL", "https://user:pa55word@minio.example.com")
+    with pytest.raises(ConfigError, match="BENCH_S3_ENDPOINT_URL carries a credential"):
+        RayBackend("127.0.0.1:1").submit(fleet, fleet.shards, "s3://bucket/x")

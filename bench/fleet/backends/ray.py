@@ -12,8 +12,9 @@ Tasks are submitted by a detached actor named after the fleet (namespace "bench-
 so they outlive `bench fleet launch`; `status`, `logs` and `cancel` ask that actor, on the
 cluster the user names (`--ray-address`, $RAY_ADDRESS, or the launch's record on this
 machine), never on an address read from the store. The nodes need bench installed and the
-store's credentials in their own environment: only the store URL and plain settings
-(BENCH_S3_ENDPOINT_URL, the AWS region) travel with a task, never a secret.
+store's credentials in their own environment: Ray has no secrets, so only the store URL and
+plain settings (BENCH_S3_ENDPOINT_URL, the AWS region) travel with a task, and one that
+carries a credential (a password, token or signature) is refused.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.fleet.accelerators import CPU, RAY, accelerator
 from bench.fleet.backends.base import (
+    STORE_ENV,
+    carried_credentials,
     one_line,
     remote_env,
     require,
     shard_argv,
-    store_url_is_secret,
 )
 from bench.fleet.state import View, utc_now
 
@@ -80,10 +82,12 @@ class RayBackend:
         return f"num_gpus={opts['num_gpus']}, {where}"
 
     def submit(self, fleet, shards, store_url: str) -> list[str]:
-        if store_url_is_secret(store_url):
-            raise ConfigError("ray: the store URL holds a credential; give the nodes credentials in their "
-                              "environment and use a URL without user:password@")
-        plain, _secrets = remote_env(store_url)
+        carried = carried_credentials(store_url)
+        if carried:
+            what = "the store URL" if carried[0] == STORE_ENV else f"${carried[0]}"
+            raise ConfigError(f"ray: {what} carries a credential (a password, token or signature) and Ray has no "
+                              "secrets: give the nodes credentials in their own environment and pass plain values")
+        plain, _secrets = remote_env(store_url)  # the secrets stay here: the nodes hold their own
         data = Path(fleet.sweep_path).read_bytes()  # the very bytes: the shard checks their sha256
         specs = [{"shard_id": s.shard_id, "options": self.options(s), "env": plain, "sweep_bytes": data,
                   "sweep_name": Path(fleet.sweep_path).name,
