@@ -5,8 +5,8 @@
    endpoint engine measures a device elsewhere).
 2. Restore the shard's partial run from the store when one is there (same hardware, same
    plan): a finished run is uploaded at once, an unfinished one continues with `--resume`.
-3. Run `bench sweep SWEEP --config ID --hardware HW` as a child process; after each
-   finished point (each new run.json) mirror the run folder to the store, and beat a
+3. Run `bench sweep SWEEP --config ID --hardware HW` as a child process that the kernel
+   stops when the shard dies (bench.fleet.parentdeath); after each finished point (each new run.json) mirror the run folder to the store, and beat a
    heartbeat into the shard's status object.
 4. When the sweep ends complete or partial, publish the run (bench.store.upload) and write
    status "done" with its run id; otherwise status "failed" with the reason.
@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 
 from bench.errors import BenchError, ConfigError
-from bench.fleet import state
+from bench.fleet import parentdeath, state
 from bench.fleet.partial import PartialRun
 from bench.fleet.shards import shard_id as make_shard_id
 from bench.redact import redact_text
@@ -146,9 +146,10 @@ class ShardRun:
         if nodes:  # a multi-node shard's followers (their `bench node serve` agents), from its launcher
             argv += ["--set", f"nodes={json.dumps(nodes)}"]
         self._say("running: " + " ".join(argv[1:]))
-        # its own process group: one signal from us, never a second from a group signal
-        self.child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      process_group=0, stdin=subprocess.DEVNULL)
+        # its own process group: one signal from us, never a second from a group signal; and
+        # SIGTERM from the kernel if this process dies first (a killed shard stops its sweep)
+        self.child = subprocess.Popen(parentdeath.wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, process_group=0, stdin=subprocess.DEVNULL)
         reader = threading.Thread(target=self._tee, args=(self.child.stdout,), daemon=True)
         reader.start()
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGTERM, signal.SIGINT)}

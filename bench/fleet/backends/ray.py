@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.fleet import parentdeath
 from bench.fleet.accelerators import CPU, RAY, accelerator
 from bench.fleet.backends.base import (
     STORE_ENV,
@@ -229,7 +230,9 @@ def run_shard_task(spec: dict) -> dict:
         sweep.write_bytes(spec["sweep_bytes"])
         argv = [str(sweep) if a == SWEEP_MARK else a for a in spec["argv"]]
         argv[0] = sys.executable
-        proc = subprocess.Popen(argv, env={**os.environ, **spec["env"]}, stdout=subprocess.PIPE,
+        # a worker killed by Ray (node memory, a lost owner) takes its shard along: never a
+        # second attempt beside a retried task
+        proc = subprocess.Popen(parentdeath.wrap(argv), env={**os.environ, **spec["env"]}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         try:
             for line in proc.stdout:
