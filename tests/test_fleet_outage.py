@@ -1,5 +1,9 @@
-"""Fleets never re-measure: a local-backend fleet against a moto S3 server of this test's own.
+"""Fleets never re-measure: a store that goes down at the end of a local-backend fleet (a
+moto S3 server of this test's own, stopped and started again on the same port).
 
+- Back within the retry window: the shard's final publish retries and succeeds; one attempt.
+- Down past it: the shard leaves its run complete on this machine and says how to publish
+  it; the relaunch publishes that run and measures nothing (the fake server's request count).
 - A shard killed by SIGKILL alone (not its session): its `bench sweep` stops with it.
 """
 
@@ -131,6 +135,63 @@ def shard_state(store_url: str, fleet_id: str, work):
     record = control.one_record(store, fleet_id)
     [st] = state.fleet_states(store, record, LocalBackend(work).status(record, [s["shard_id"] for s in record["shards"]]))
     return st
+
+
+@pytest.mark.timeout(240)
+def test_the_final_publish_retries_through_a_short_store_outage(tmp_path, outage_s3, monkeypatch):
+    store_url, s3 = outage_s3
+    monkeypatch.setenv("BENCH_FLEET_PUBLISH_RETRY_S", "180")
+    work = tmp_path / "work"
+    with FakeServer(SLOW) as srv:
+        fleet_id = launch(sweep_file(tmp_path, srv.base_url), store_url, work)
+        shard = wait_for(lambda: (work / fleet_id).is_dir() and LocalShard(work, fleet_id), 30, "the shard's folder")
+        wait_for(lambda: shard.points_done() >= 1, 120, "a first point")
+        s3.stop()  # the rest of the run, its last mirror copy and its publish meet a store that is down
+        wait_for(lambda: "publish failed, retrying" in shard.log() or shard.gone(), 120, "the first failed publish")
+        assert not shard.gone(), shard.log()[-3000:]
+        s3.start()
+        wait_for(shard.gone, 180, "the shard to publish and exit")
+        measured = srv.counters()["n_requests"]
+    st = shard_state(store_url, fleet_id, work)
+    assert st.state == "done", (st.detail, shard.log()[-3000:])
+    assert measured == N_POINTS * PER_POINT  # every point measured once
+    run = Store(store_url).read_checked_run(st.status["run_id"])
+    assert [p.status for p in run.points] == ["ok"] * N_POINTS
+    assert f"{shard.shard_id}: failed:" not in shard.log()
+    assert "different content" not in shard.log()  # an unreachable store is said as such
+    assert len(list(shard.folder.glob("*/attempt.json"))) == 1  # one attempt
+
+
+@pytest.mark.timeout(300)
+def test_a_store_down_past_the_retry_window_re_measures_nothing(tmp_path, outage_s3, monkeypatch):
+    store_url, s3 = outage_s3
+    monkeypatch.setenv("BENCH_FLEET_PUBLISH_RETRY_S", "3")
+    work = tmp_path / "work"
+    with FakeServer(SLOW) as srv:
+        sweep = sweep_file(tmp_path, srv.base_url)
+        fleet_id = launch(sweep, store_url, work)
+        shard = wait_for(lambda: (work / fleet_id).is_dir() and LocalShard(work, fleet_id), 30, "the shard's folder")
+        wait_for(lambda: shard.points_done() >= 1, 120, "a first point")
+        s3.stop()
+        wait_for(shard.gone, 180, "the shard to give up")
+        log = shard.log()
+        [local] = [r for r in shard.runs() if r["status"] == "complete"]
+        measured = srv.counters()["n_requests"]
+        assert measured == N_POINTS * PER_POINT, log[-3000:]
+        said = [line for line in log.splitlines() if "publish later with: bench upload" in line]
+        assert len(said) == 1 and f"--to {store_url}" in said[0], log[-3000:]
+
+        s3.start()
+        assert shard_state(store_url, fleet_id, work).state == "failed"
+        out = invoke("fleet", "launch", str(sweep), "--store", store_url, "--work-dir", str(work))
+        assert "1 to submit (0 done, 0 running)" in out
+        wait_for(lambda: shard_state(store_url, fleet_id, work).state == "done", 120, "the relaunch to publish")
+        assert srv.counters()["n_requests"] == measured  # the relaunch measured nothing
+    st = shard_state(store_url, fleet_id, work)
+    run = Store(store_url).read_checked_run(st.status["run_id"])
+    assert run.run_id == local["run_id"]
+    assert {p.point_id: p.started_utc for p in run.points} == {p["point_id"]: p["started_utc"] for p in local["points"]}
+    assert "publishing the complete run" in shard.log()
 
 
 @pytest.mark.timeout(240)
