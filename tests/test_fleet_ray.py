@@ -5,6 +5,7 @@ types; each lands on the node of its type and publishes its run to the store."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,20 @@ def test_options_place_by_accelerator():
     assert backend.options(shard("cpu-host", n=1))["num_gpus"] == 0
 
 
+def tasks_returned(record: dict, timeout_s: float) -> dict:
+    """The backend's view of every shard once each one's task has returned (bounded)."""
+    ids = [s["shard_id"] for s in record["shards"]]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = RayBackend().status(record, ids)
+        if all(sid in views and views[sid].state == "exited" for sid in ids):
+            return views
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the shards' tasks did not return in {timeout_s:.0f} s: "
+                                 f"{ {sid: (v.state, v.detail) for sid, v in views.items()} }")
+        time.sleep(0.5)
+
+
 def test_shards_land_on_the_node_of_their_type(cluster, tmp_path):
     store_url = str(tmp_path / "store")
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.004)) as srv:
@@ -80,7 +95,10 @@ client_workers: 1
         states = control.wait(store, fleet_id, RayBackend(), echo=print, timeout_s=120, interval_s=1)
     assert [s.state for s in states] == ["done", "done"], [(s.shard["shard_id"], s.detail) for s in states]
     record = control.one_record(store, fleet_id)
-    views = RayBackend().status(record, [s["shard_id"] for s in record["shards"]])
+    # A shard is done once its run is published; its Ray task returns a moment later (the
+    # shard process still has to exit: seconds on a loaded box). What the task reports is
+    # read once both tasks have returned.
+    views = tasks_returned(record, timeout_s=60)
     for s in states:
         hw = s.shard["hardware"][0]
         info = views[s.shard["shard_id"]].info
