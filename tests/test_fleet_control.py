@@ -173,3 +173,26 @@ def test_kill_is_refused_for_a_process_that_is_not_the_shard(tmp_path):
     finally:
         victim.kill()
         victim.wait(timeout=10)
+
+
+def test_the_backend_asked_is_named_here_or_remembered_here(tmp_path):
+    """user_backend: --backend first; else the record `launch` wrote on this machine (with its
+    options); else local. The record is read from the user's work folder only."""
+    from bench.fleet import control
+    from bench.fleet.backends.local import LocalBackend
+    from bench.fleet.backends.ray import RayBackend
+
+    work = tmp_path / "work"
+    assert isinstance(control.user_backend(FLEET, work_dir=str(work)), LocalBackend)
+    control.remember(FLEET, RayBackend("10.0.0.1:6379"), str(work))
+    remembered = control.user_backend(FLEET, work_dir=str(work))
+    assert isinstance(remembered, RayBackend) and remembered.address == "10.0.0.1:6379"
+    assert control.user_backend(FLEET, "ray", str(work), "10.0.0.2:6379").address == "10.0.0.2:6379"
+    local = control.user_backend(FLEET, "local", str(work))
+    assert isinstance(local, LocalBackend) and local.root == work.resolve()
+    assert isinstance(control.user_backend("another-fleet", work_dir=str(work)), LocalBackend)
+    record = work / FLEET / "backend.json"
+    record.write_text(json.dumps({"fleet_id": "someone-else", "backend": {"name": "ray", "address": "x:1"}}))
+    assert isinstance(control.user_backend(FLEET, work_dir=str(work)), LocalBackend)  # not this fleet's
+    record.write_text(json.dumps({"fleet_id": FLEET, "backend": {"name": "nope"}}))
+    assert isinstance(control.user_backend(FLEET, work_dir=str(work)), LocalBackend)

@@ -121,19 +121,19 @@ def remembered(fleet_id: str, work_dir=None) -> dict | None:
 
 
 def user_backend(fleet_id: str, backend_name: str | None = None, work_dir=None, ray_address: str | None = None):
-    """The backend status, logs and cancel ask: the one named (with the options given here),
-    else the one this machine launched `fleet_id` with, else the local backend."""
+    """The backend status, logs and cancel ask: the one named, else the one this machine
+    launched `fleet_id` with, else the local backend; with the launch's options (Ray's
+    address) where it is the launch's backend, those given here first."""
     from bench.fleet.backends import get_backend
 
-    if backend_name:
-        return get_backend(backend_name, work_dir=work_dir, ray_address=ray_address)
     record = remembered(fleet_id, work_dir)
-    if record is None:
-        return get_backend("local", work_dir=work_dir)
-    options = {k: v for k, v in record.items() if k not in ("name", "work_dir")}
-    if record["name"] == "ray" and ray_address:
+    name = backend_name or (record["name"] if record else "local")
+    options = {}
+    if record is not None and record["name"] == name:
+        options = {k: v for k, v in record.items() if k not in ("name", "work_dir")}
+    if ray_address:
         options["address"] = ray_address
-    return get_backend(record["name"], work_dir=work_dir, **options)
+    return get_backend(name, work_dir=work_dir, **options)
 
 
 def backend_note(record: dict, asked) -> str | None:
