@@ -10,7 +10,6 @@ import json
 import signal
 import time
 
-import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
@@ -46,10 +45,12 @@ def invoke(*args):
     return result.output
 
 
-def states(store_url: str, fleet_id: str) -> dict[str, object]:
+def states(store_url: str, fleet_id: str, work) -> dict[str, object]:
+    """Each shard's state as `bench fleet status --work-dir WORK` reads it."""
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
-    return {s.shard["shard_id"]: s for s in control.status(store, record)}
+    backend = control.user_backend(fleet_id, work_dir=str(work))
+    return {s.shard["shard_id"]: s for s in control.status(store, record, backend)}
 
 
 def wait_for(predicate, timeout_s: float, what: str):
@@ -72,11 +73,11 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
         out = invoke("fleet", "launch", str(sweep), *common, "--parallel", "2")
         assert "2 to submit (0 done, 0 running)" in out
         fleet_id = out.split()[1].rstrip(":")
-        a, b = sorted(states(s3_url, fleet_id))
+        a, b = sorted(states(s3_url, fleet_id, work))
 
         # kill shard a (its whole session) once its first point is mirrored to the store
         def a_has_a_point():
-            st = states(s3_url, fleet_id)[a].status or {}
+            st = states(s3_url, fleet_id, work)[a].status or {}
             return st.get("points_done", 0) >= 1 and st.get("points_done", 0) < 4
         wait_for(a_has_a_point, 120, "shard a to finish a point")
         pid = json.loads((work / fleet_id / a / "launch.json").read_text())["pid"]
@@ -85,19 +86,19 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
         partial = _mirrored_points(s3_url, fleet_id, a)
         assert partial, "nothing of shard a was mirrored before the kill"
 
-        killed = states(s3_url, fleet_id)[a]
+        killed = states(s3_url, fleet_id, work)[a]
         assert killed.state == "failed" and killed.detail.startswith("lost:"), killed
-        wait_for(lambda: states(s3_url, fleet_id)[b].state == "done", 120, "shard b to finish")
+        wait_for(lambda: states(s3_url, fleet_id, work)[b].state == "done", 120, "shard b to finish")
 
-        out = invoke("fleet", "status", "--store", s3_url)
+        out = invoke("fleet", "status", "--store", s3_url, "--work-dir", str(work))
         assert "1 done, 0 running" in out and "1 failed" in out
 
         out = invoke("fleet", "launch", str(sweep), *common, "--parallel", "2")
         assert "1 to submit (1 done, 0 running)" in out and a in out and b not in out.split("to submit")[1]
-        done = wait_for(lambda: all(s.state == "done" for s in states(s3_url, fleet_id).values()) and
-                        states(s3_url, fleet_id), 180, "both shards done")
+        done = wait_for(lambda: all(s.state == "done" for s in states(s3_url, fleet_id, work).values()) and
+                        states(s3_url, fleet_id, work), 180, "both shards done")
 
-    out = invoke("fleet", "status", "--store", s3_url, "--fleet", fleet_id)
+    out = invoke("fleet", "status", "--store", s3_url, "--fleet", fleet_id, "--work-dir", str(work))
     assert "2 done, 0 running, 0 failed, 0 missing" in out
     store = Store(s3_url)
     run_a = store.read_checked_run(done[a].status["run_id"])
@@ -135,7 +136,7 @@ def test_one_slot_queues_and_cancel_keeps_what_is_done(tmp_path):
         def one_runs_one_waits():
             """(running, waiting) once one shard has a point done and the other waits for the slot;
             which of the two took the slot first is the OS's choice, not the launch order."""
-            now = states(store_url, fleet_id)
+            now = states(store_url, fleet_id, work)
             seen[:] = [f"{k}: {v.state} ({v.detail}; points {(v.status or {}).get('points_done')})"
                        for k, v in now.items()]
             for run, wait in (shards, shards[::-1]):
@@ -148,9 +149,9 @@ def test_one_slot_queues_and_cancel_keeps_what_is_done(tmp_path):
             a, b = wait_for(one_runs_one_waits, 120, "one shard running (a point done), the other queued")
         except AssertionError as e:
             raise AssertionError(f"{e}; last seen: {'; '.join(seen)}") from None
-        out = invoke("fleet", "cancel", "--store", store_url, "--fleet", fleet_id)
+        out = invoke("fleet", "cancel", "--store", store_url, "--fleet", fleet_id, "--work-dir", str(work))
         assert f"{a}: stopped" in out and f"{b}: stopped" in out
-    now = states(store_url, fleet_id)
+    now = states(store_url, fleet_id, work)
     assert now[a].state == "failed" and "interrupted" in now[a].detail, now[a]
     assert now[b].state == "failed" and "exited before it started" in now[b].detail, now[b]
     assert not session_pids(json.loads((work / fleet_id / a / "launch.json").read_text())["pid"])

@@ -5,6 +5,7 @@ types; each lands on the node of its type and publishes its run to the store."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,20 @@ def test_options_place_by_accelerator():
     assert backend.options(shard("cpu-host", n=1))["num_gpus"] == 0
 
 
+def tasks_returned(record: dict, timeout_s: float) -> dict:
+    """The backend's view of every shard once each one's task has returned (bounded)."""
+    ids = [s["shard_id"] for s in record["shards"]]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = RayBackend().status(record, ids)
+        if all(sid in views and views[sid].state == "exited" for sid in ids):
+            return views
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the shards' tasks did not return in {timeout_s:.0f} s: "
+                                 f"{ {sid: (v.state, v.detail) for sid, v in views.items()} }")
+        time.sleep(0.5)
+
+
 def test_shards_land_on_the_node_of_their_type(cluster, tmp_path):
     store_url = str(tmp_path / "store")
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.004)) as srv:
@@ -77,10 +92,13 @@ client_workers: 1
         assert "2 to submit" in result.output and "accelerator_type:H100" in result.output
         fleet_id = result.output.split()[1].rstrip(":")
         store = Store(store_url)
-        states = control.wait(store, fleet_id, ask_backend=True, echo=print, timeout_s=120, interval_s=1)
+        states = control.wait(store, fleet_id, RayBackend(), echo=print, timeout_s=120, interval_s=1)
     assert [s.state for s in states] == ["done", "done"], [(s.shard["shard_id"], s.detail) for s in states]
     record = control.one_record(store, fleet_id)
-    views = RayBackend().status(record, [s["shard_id"] for s in record["shards"]])
+    # A shard is done once its run is published; its Ray task returns a moment later (the
+    # shard process still has to exit: seconds on a loaded box). What the task reports is
+    # read once both tasks have returned.
+    views = tasks_returned(record, timeout_s=60)
     for s in states:
         hw = s.shard["hardware"][0]
         info = views[s.shard["shard_id"]].info
@@ -91,3 +109,24 @@ client_workers: 1
         assert f"accelerator_type:{'H100' if hw == 'h100-sxm' else 'A100'}" in info["resources"]
         run = store.read_checked_run(s.status["run_id"])
         assert run.config["hardware_id"] == hw and [p.status for p in run.points] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("url", ["s3://user:pa55word@bucket/x", "https://storage.example.com/x?token=abcdefgh12345678",
+                                 "https://b.s3.amazonaws.com/x?X-Amz-Signature=0123456789abcdef"])
+def test_a_credential_never_travels_to_ray(tmp_path, url, monkeypatch):
+    """Ray has no secrets: a store URL (or a plain setting) that carries a credential is refused
+    before anything connects; the nodes bring their own credentials."""
+    from bench.errors import ConfigError
+    from bench.fleet.shards import plan_fleet
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was called"))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nmodels: [tiny-llama]\nengine: endpoint\nendpoint_url: http://127.0.0.1:9\n"
+                     "workloads: [{kind: random, input_len: 8, output_len: 8}]\n"
+                     "loads: [{kind: concurrency, concurrency: [1]}]\n")
+    fleet = plan_fleet(sweep, ["h100-sxm"])
+    with pytest.raises(ConfigError, match="carries a credential"):
+        RayBackend("127.0.0.1:1").submit(fleet, fleet.shards, url)
+    monkeypatch.setenv("BENCH_S3_ENDPOINT_URL", "https://user:pa55word@minio.example.com")
+    with pytest.raises(ConfigError, match="BENCH_S3_ENDPOINT_URL carries a credential"):
+        RayBackend("127.0.0.1:1").submit(fleet, fleet.shards, "s3://bucket/x")

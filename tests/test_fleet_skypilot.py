@@ -210,3 +210,44 @@ def test_the_multinode_run_script_gives_the_head_its_followers_and_the_followers
     follower = subprocess.run(["bash", "-c", script], env={**env, "SKYPILOT_NODE_RANK": "2"}, capture_output=True,
                               text=True, check=True).stdout.splitlines()
     assert follower == ["python3 -m bench node serve --head 10.0.0.1 --port 8790"]
+
+
+@pytest.mark.parametrize("url", [
+    "https://storage.example.com/bench?token=abcdefgh12345678",  # a token in the query
+    "https://bucket.s3.amazonaws.com/bench?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=0123456789abcdef",
+    "https://sv.blob.core.windows.net/bench?sv=2022-11-02&sig=AbCdEf0123456789%3D",  # an Azure SAS
+    "https://ghp_abcdefghijklmnopqrstuvwx@example.com/bench",  # a token as the URL's user
+])
+def test_a_store_url_that_carries_a_credential_is_a_secret(sweep, credentials, url):
+    fleet = plan_fleet(sweep, ["h100-sxm"])
+    spec = SkyPilotBackend().task_spec(fleet, fleet.shards[0], url)
+    assert "BENCH_STORE" not in spec["envs"] and spec["secrets"]["BENCH_STORE"] is None
+    text = yaml.safe_dump(spec)
+    assert url not in text and url.split("//", 1)[1][:30] not in text
+    assert secret_values(spec, url)["BENCH_STORE"] == url
+
+
+def test_a_plain_setting_that_carries_a_credential_is_a_secret(sweep, credentials, monkeypatch):
+    monkeypatch.setenv("BENCH_S3_ENDPOINT_URL", "https://user:pa55word@minio.example.com:9000")
+    fleet = plan_fleet(sweep, ["h100-sxm"])
+    spec = SkyPilotBackend().task_spec(fleet, fleet.shards[0], STORE)
+    assert "BENCH_S3_ENDPOINT_URL" not in spec["envs"] and spec["secrets"]["BENCH_S3_ENDPOINT_URL"] is None
+    assert spec["envs"]["BENCH_STORE"] == STORE and "pa55word" not in yaml.safe_dump(spec)
+    assert secret_values(spec, STORE)["BENCH_S3_ENDPOINT_URL"] == "https://user:pa55word@minio.example.com:9000"
+
+
+def test_every_node_of_a_multinode_shard_gets_the_node_secret(tmp_path, credentials, monkeypatch):
+    """The agents' shared secret is a SkyPilot secret of the job (every node receives it): the
+    launcher's $BENCH_NODE_SECRET, else a fresh one per launch; never in `envs` or a file."""
+    path = tmp_path / "fleet-sky-2n.yaml"
+    path.write_text(MULTINODE)
+    fleet = plan_fleet(path, ["h100-sxm"], multinode=True)
+    monkeypatch.delenv("BENCH_NODE_SECRET", raising=False)
+    spec = SkyPilotBackend().task_spec(fleet, fleet.shards[0], STORE)
+    assert spec["secrets"]["BENCH_NODE_SECRET"] is None and "BENCH_NODE_SECRET" not in spec["envs"]
+    one, two = secret_values(spec, STORE)["BENCH_NODE_SECRET"], secret_values(spec, STORE)["BENCH_NODE_SECRET"]
+    assert len(one) >= 32 and one != two  # generated per launch
+    monkeypatch.setenv("BENCH_NODE_SECRET", "node-secret-from-the-launcher-0123456789")
+    spec = SkyPilotBackend().task_spec(fleet, fleet.shards[0], STORE)
+    assert secret_values(spec, STORE)["BENCH_NODE_SECRET"] == "node-secret-from-the-launcher-0123456789"
+    assert "node-secret-from-the-launcher" not in yaml.safe_dump(spec)

@@ -38,6 +38,26 @@ def _backend_options(f):
     return f
 
 
+def _control_options(f):
+    """The backend status, logs and cancel ask: named here, never taken from the store."""
+    opts = [
+        click.option("--backend", "backend_name", type=click.Choice(BACKENDS),
+                     help="The fleet's backend [the one this machine launched it with, else local]."),
+        click.option("--work-dir", type=click.Path(file_okay=False),
+                     help="local: the folder given to launch [$BENCH_CACHE_DIR/fleet or ~/.cache/bench/fleet]."),
+        click.option("--ray-address", help="ray: the cluster's address [the launch's, else $RAY_ADDRESS, else auto]."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _user_backend(fleet_id: str, opts: dict):
+    from bench.fleet import control
+
+    return control.user_backend(fleet_id, opts.get("backend_name"), opts.get("work_dir"), opts.get("ray_address"))
+
+
 def _backend(opts: dict):
     from bench.fleet.backends import get_backend
 
@@ -101,39 +121,46 @@ def launch(sweep_file, hardware, store_url, wait_, timeout_s, **opts):
     backend = _backend(opts)
     the_fleet = control.load_fleet(sweep_file, hardware, opts["backend"])
     click.echo(_fleet_header(the_fleet, opts["backend"]))
-    todo, states, lines = control.launch(the_fleet, backend, store_url)
+    todo, states, lines = control.launch(the_fleet, backend, store_url, opts.get("work_dir"))
     counts = {name: sum(1 for s in states if s.state == name) for name in ("done", "running")}
     click.echo(f"{len(todo)} to submit ({counts['done']} done, {counts['running']} running)")
     for line in lines:
         click.echo(f"  {line}")
     if wait_:
-        _wait(store_url, the_fleet.fleet_id, opts["backend"] != "local", timeout_s)
+        _wait(store_url, the_fleet.fleet_id, backend, timeout_s)
 
 
 @fleet.command()
 @click.option("--store", "store_url", envvar="BENCH_STORE", required=True, help=STORE_HELP)
 @click.option("--fleet", "fleet_id", help="One fleet [every fleet in the store].")
+@_control_options
 @click.option("--ask-backend", is_flag=True, help="Ask Ray / SkyPilot too (the local backend is always asked).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until no shard is running; exit 1 unless all are done.")
 @click.option("--timeout", "timeout_s", type=float, help="With --wait: stop waiting after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
-def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json):
+def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json, **opts):
     """Each shard: done (its run is in the store), running, failed or missing."""
     from bench.fleet import control
     from bench.store import Store
 
     store = Store(store_url)
-    if wait_:
-        record = control.one_record(store, fleet_id)
-        states = _wait(store_url, record["fleet_id"], ask_backend, timeout_s, show=False)
-        found = [(record, states)]
-    else:
-        found = [(r, control.status(store, r, ask_backend)) for r in control.records(store, fleet_id)]
+    found, notes = [], []
+    records = [control.one_record(store, fleet_id)] if wait_ else control.records(store, fleet_id)
+    for record in records:
+        backend = control.asked(_user_backend(record["fleet_id"], opts), ask_backend)
+        if wait_:
+            states = _wait(store_url, record["fleet_id"], backend, timeout_s, show=False)
+        else:
+            states = control.status(store, record, backend)
+        found.append((record, states))
+        notes.append(control.backend_note(record, backend))
     if as_json:
         click.echo(json.dumps([{"fleet_id": r["fleet_id"], "shards": [s.row() for s in st]} for r, st in found], indent=2))
     else:
-        for record, states in found:
+        for (record, states), note in zip(found, notes):
             click.echo(control.progress_line(record, states))
+            if note:
+                click.echo(note)
             click.echo(format_table([s.row() for s in states],
                                     ["shard", "model", "precision", "hardware", "state", "points", "host", "updated",
                                      "detail"]))
@@ -147,17 +174,17 @@ def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json):
 @click.argument("shard_id")
 @click.option("--store", "store_url", envvar="BENCH_STORE", required=True, help=STORE_HELP)
 @click.option("--fleet", "fleet_id", help="The fleet [the store's only one].")
+@_control_options
 @click.option("--tail", type=click.IntRange(min=1), default=200, show_default=True)
-def logs(shard_id, store_url, fleet_id, tail):
+def logs(shard_id, store_url, fleet_id, tail, **opts):
     """The latest output of SHARD_ID: from its backend, else the copy in the store."""
     from bench.fleet import control, state
-    from bench.fleet.backends import backend_from_record
     from bench.store import Store
 
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
-    backend = backend_from_record(record.get("backend"))
-    text = backend.logs(record, shard_id, tail) if backend else None
+    control.known_shards(record, [shard_id])
+    text = _user_backend(record["fleet_id"], opts).logs(record, shard_id, tail)
     if text is None:
         try:
             data = store.fs.cat_file(store.path(state.rel(record["fleet_id"], "shards", shard_id, "shard.log")))
@@ -171,19 +198,18 @@ def logs(shard_id, store_url, fleet_id, tail):
 @click.argument("shard_ids", nargs=-1)
 @click.option("--store", "store_url", envvar="BENCH_STORE", required=True, help=STORE_HELP)
 @click.option("--fleet", "fleet_id", help="The fleet [the store's only one].")
-def cancel(shard_ids, store_url, fleet_id):
-    """Stop SHARD_IDS (default: every shard not done); each keeps the points it finished."""
-    from bench.errors import ConfigError
+@_control_options
+def cancel(shard_ids, store_url, fleet_id, **opts):
+    """Stop SHARD_IDS (default: every shard not done); each keeps the points it finished.
+    Only shards of the backend asked (the user's own) are stopped."""
     from bench.fleet import control
-    from bench.fleet.backends import backend_from_record
     from bench.store import Store
 
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
-    backend = backend_from_record(record.get("backend"))
-    if backend is None:
-        raise ConfigError(f"fleet {record['fleet_id']} names no backend to cancel through")
-    ids = list(shard_ids) or [s.shard["shard_id"] for s in control.status(store, record) if s.state != "done"]
+    backend = _user_backend(record["fleet_id"], opts)
+    ids = control.known_shards(record, shard_ids) if shard_ids else [
+        s.shard["shard_id"] for s in control.status(store, record, control.asked(backend, False)) if s.state != "done"]
     for line in backend.cancel(record, ids):
         click.echo(line)
 
@@ -212,12 +238,12 @@ def _fleet_header(the_fleet, backend_name: str) -> str:
             f"on {kinds}: {len(the_fleet.shards)} shards; backend {backend_name}")
 
 
-def _wait(store_url, fleet_id, ask_backend, timeout_s, show=True):
+def _wait(store_url, fleet_id, backend, timeout_s, show=True):
     from bench.fleet import control
     from bench.store import Store
 
     store = Store(store_url)
-    states = control.wait(store, fleet_id, ask_backend, lambda line: click.echo(line, err=True), timeout_s)
+    states = control.wait(store, fleet_id, backend, lambda line: click.echo(line, err=True), timeout_s)
     if show:
         click.echo(format_table([s.row() for s in states], ["shard", "state", "points", "detail"]))
     return states

@@ -3,16 +3,28 @@
 `launch` reads every shard's state from the store and from its backend, then submits only
 the shards that are neither done nor running: launching the same sweep again is how a
 fleet is resumed after a failure, and it never starts a second attempt beside a live one.
+
+The backend that `status`, `logs` and `cancel` ask is the user's own (`user_backend`): the
+one named on the command line, else the one this machine launched the fleet with (a record
+`launch` writes to WORK/<fleet>/backend.json), else the local backend. The store's
+fleet.json also names the last launch's backend, but what the store says is only shown: it
+never chooses an address to connect to, a folder to read or a process to signal.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.errors import ConfigError, StoreError
 from bench.fleet import state
 from bench.fleet.shards import Fleet, plan_fleet
+from bench.safepath import UnsafePath, check_run_id
+
+BACKEND_RECORD = "backend.json"  # WORK/<fleet>/backend.json: the backend this machine launched it with
 
 
 def load_fleet(sweep_path, hardware=(), backend_name: str = "local") -> Fleet:
@@ -55,8 +67,9 @@ def plan(fleet: Fleet, backend, store_url: str | None = None) -> Planned:
     return out
 
 
-def launch(fleet: Fleet, backend, store_url: str) -> tuple[list, list[state.ShardState], list[str]]:
-    """Submit the shards that are not done and not running; (submitted, states before, backend lines)."""
+def launch(fleet: Fleet, backend, store_url: str, work_dir=None) -> tuple[list, list[state.ShardState], list[str]]:
+    """Submit the shards that are not done and not running; (submitted, states before, backend lines).
+    The backend is remembered on this machine (under `work_dir`) for status, logs and cancel."""
     from bench.store import Store
 
     store = Store(store_url)
@@ -66,8 +79,73 @@ def launch(fleet: Fleet, backend, store_url: str) -> tuple[list, list[state.Shar
     if todo:
         backend.placements(fleet, todo)  # refuses (one line) before anything is written or started
     state.write_fleet(store, fleet.record(), backend.record())
+    remember(fleet.fleet_id, backend, work_dir)
     lines = backend.submit(fleet, todo, store_url) if todo else []
     return todo, states, lines
+
+
+def _record_path(fleet_id: str, work_dir=None) -> Path:
+    from bench.fleet.backends.local import default_root
+
+    try:
+        check_run_id(fleet_id)
+    except UnsafePath as e:
+        raise ConfigError(f"refused fleet id: {e}") from None
+    return (Path(work_dir).resolve() if work_dir else default_root()) / fleet_id / BACKEND_RECORD
+
+
+def remember(fleet_id: str, backend, work_dir=None) -> Path:
+    """Write WORK/<fleet>/backend.json: the backend (and its options) this machine launched with."""
+    path = _record_path(fleet_id, work_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"fleet_id": fleet_id, "backend": backend.record(), "host": socket.gethostname(),
+            "launched_utc": state.utc_now()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def remembered(fleet_id: str, work_dir=None) -> dict | None:
+    """The backend record `remember` wrote for this fleet on this machine, or None."""
+    from bench.fleet.backends import BACKENDS
+
+    try:
+        data = json.loads(_record_path(fleet_id, work_dir).read_text())
+    except (OSError, ValueError, ConfigError):
+        return None
+    backend = data.get("backend") if isinstance(data, dict) else None
+    if data.get("fleet_id") != fleet_id or not isinstance(backend, dict) or backend.get("name") not in BACKENDS:
+        return None
+    return backend
+
+
+def user_backend(fleet_id: str, backend_name: str | None = None, work_dir=None, ray_address: str | None = None):
+    """The backend status, logs and cancel ask: the one named, else the one this machine
+    launched `fleet_id` with, else the local backend; with the launch's options (Ray's
+    address) where it is the launch's backend, those given here first."""
+    from bench.fleet.backends import get_backend
+
+    record = remembered(fleet_id, work_dir)
+    name = backend_name or (record["name"] if record else "local")
+    options = {}
+    if record is not None and record["name"] == name:
+        options = {k: v for k, v in record.items() if k not in ("name", "work_dir")}
+    if ray_address:
+        options["address"] = ray_address
+    return get_backend(name, work_dir=work_dir, **options)
+
+
+def backend_note(record: dict, asked) -> str | None:
+    """A line saying which backend the store's record names, when it is not the one asked
+    (shown only: the store never chooses what is asked)."""
+    from bench.fleet.backends import BACKENDS
+
+    named = (record.get("backend") or {}).get("name") if isinstance(record.get("backend"), dict) else None
+    if named not in BACKENDS or (asked is not None and asked.name == named):
+        return None
+    return (f"fleet {record['fleet_id']}: launched with {named} (the store's record); to ask it: "
+            f"--backend {named}{' --ask-backend' if named != 'local' else ''}")
 
 
 def _to_submit(fleet: Fleet, states: list[state.ShardState]) -> list:
@@ -87,6 +165,15 @@ def records(store, fleet_id: str | None = None) -> list[dict]:
     return out
 
 
+def known_shards(record: dict, shard_ids) -> list[str]:
+    """`shard_ids` when each is a shard of the fleet; ConfigError naming the known ones."""
+    known = [s["shard_id"] for s in record["shards"]]
+    for sid in shard_ids:
+        if sid not in known:
+            raise ConfigError(f"no shard '{sid}' in fleet {record['fleet_id']} (known: {', '.join(known) or 'none'})")
+    return list(shard_ids)
+
+
 def one_record(store, fleet_id: str | None) -> dict:
     found = records(store, fleet_id)
     if len(found) != 1:
@@ -95,20 +182,22 @@ def one_record(store, fleet_id: str | None) -> dict:
     return found[0]
 
 
-def views(record: dict, ask_backend: bool) -> dict[str, state.View]:
-    """What the fleet's backend says: always for the local one (it reads files here), for
-    Ray and SkyPilot only when asked (it connects to them)."""
-    from bench.fleet.backends import backend_from_record
+def asked(backend, ask_backend: bool):
+    """The backend to ask for status: the local one always (it reads files here), Ray and
+    SkyPilot only when asked (they connect); None: none."""
+    return backend if backend is not None and (ask_backend or backend.name == "local") else None
 
-    info = record.get("backend") or {}
-    if not ask_backend and info.get("name") != "local":
+
+def views(record: dict, backend) -> dict[str, state.View]:
+    """What `backend` (the user's, or None) says of the fleet's shards."""
+    if backend is None:
         return {}
-    backend = backend_from_record(info)
-    return backend.status(record, [s["shard_id"] for s in record["shards"]]) if backend else {}
+    return backend.status(record, [s["shard_id"] for s in record["shards"]])
 
 
-def status(store, record: dict, ask_backend: bool = False) -> list[state.ShardState]:
-    return state.fleet_states(store, record, views(record, ask_backend))
+def status(store, record: dict, backend=None) -> list[state.ShardState]:
+    """Every shard's state from the store and what `backend` (None: none) says."""
+    return state.fleet_states(store, record, views(record, backend))
 
 
 def progress_line(record: dict, states: list[state.ShardState], elapsed_s: float | None = None) -> str:
@@ -122,15 +211,15 @@ def progress_line(record: dict, states: list[state.ShardState], elapsed_s: float
             f"{c['failed']} failed, {c['missing']} missing{took}")
 
 
-def wait(store, fleet_id: str, ask_backend: bool, echo, timeout_s: float | None = None,
+def wait(store, fleet_id: str, backend, echo, timeout_s: float | None = None,
          interval_s: float = 5.0, quiet_s: float = 60.0) -> list[state.ShardState]:
-    """Poll until no shard is running (or `timeout_s`); a progress line on every change,
-    at least every `quiet_s` seconds."""
+    """Poll until no shard is running (or `timeout_s`), asking `backend` (None: the store
+    alone); a progress line on every change, at least every `quiet_s` seconds."""
     start = time.monotonic()
     last, last_t = None, 0.0
     while True:
         record = one_record(store, fleet_id)
-        states = status(store, record, ask_backend)
+        states = status(store, record, backend)
         line = progress_line(record, states)
         now = time.monotonic()
         if line != last or now - last_t >= quiet_s:

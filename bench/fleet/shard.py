@@ -3,13 +3,19 @@
 1. Check the machine: the device it has must be one of the shard's hardware types (with no
    GPU here, a single named type is taken as named, as `bench sweep --hardware` does: an
    endpoint engine measures a device elsewhere).
-2. Restore the shard's partial run from the store when one is there (same hardware, same
-   plan): a finished run is uploaded at once, an unfinished one continues with `--resume`.
-3. Run `bench sweep SWEEP --config ID --hardware HW` as a child process; after each
-   finished point (each new run.json) mirror the run folder to the store, and beat a
-   heartbeat into the shard's status object.
-4. When the sweep ends complete or partial, publish the run (bench.store.upload) and write
-   status "done" with its run id; otherwise status "failed" with the reason.
+2. Find what is already measured (same hardware, same plan): a finished run an earlier
+   attempt left on this machine is published at once (bench.fleet.localruns); else the
+   shard's mirror in the store is restored, and whichever of it and the local runs holds
+   more finished points continues with `--resume` (a finished mirror is published at once).
+3. Run `bench sweep SWEEP --config ID --hardware HW` as a child process that the kernel
+   stops when the shard dies (bench.fleet.parentdeath); after each finished point (each new
+   run.json) mirror the run folder to the store, and beat a heartbeat into the shard's
+   status object.
+4. When the sweep ends complete or partial, publish the run (bench.store) and write status
+   "done" with its run id; otherwise status "failed" with the reason. A store that fails
+   the publish is retried with backoff for PUBLISH_RETRY_S; past it the run stays complete
+   on this machine, the shard says how to publish it, and a relaunch here publishes it
+   without measuring.
 
 Credentials are read from the environment by the store's own backend and never written:
 the store URL comes from `--store` or $BENCH_STORE, messages show it redacted.
@@ -30,13 +36,17 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from bench.errors import BenchError, ConfigError
-from bench.fleet import state
+from bench.errors import BenchError, ConfigError, ResultError, StoreError
+from bench.fleet import localruns, parentdeath, state
 from bench.fleet.partial import PartialRun
 from bench.fleet.shards import shard_id as make_shard_id
 from bench.redact import redact_text
 
-FINISHED = ("complete", "partial")
+FINISHED = localruns.FINISHED
+try:  # seconds the final publish is retried through a store outage
+    PUBLISH_RETRY_S = max(0.0, float(os.environ.get("BENCH_FLEET_PUBLISH_RETRY_S", "600")))
+except ValueError:
+    PUBLISH_RETRY_S = 600.0
 
 
 def machine_hardware(wanted: list[str], detect=None) -> tuple[str, str]:
@@ -118,10 +128,8 @@ class ShardRun:
             self.mirror = PartialRun(self.store, state.rel(self.fleet_id, "shards", self.shard_id, "partial",
                                                            f"{hw}-{plan_digest(plan)}"))
             self._beat()
-            self.work.mkdir(parents=True, exist_ok=True)
-            run_dir = self.mirror.restore(self.work / "restored")
-            if run_dir is not None:
-                self._say(f"restored {run_dir.name} from the store ({self._points(run_dir)} points done)")
+            localruns.mark_attempt(self.work, hw, plan_digest(plan))
+            run_dir = self._start_from(hw, plan_digest(plan))
             if run_dir is None or self._run_status(run_dir) not in FINISHED:
                 code, run_dir = self._sweep(hw, run_dir)
                 if run_dir is None or self._run_status(run_dir) not in FINISHED:
@@ -130,6 +138,23 @@ class ShardRun:
             return self._publish(run_dir)
         except BenchError as e:
             return self._fail(str(e), e.exit_code)
+
+    def _start_from(self, hw: str, digest: str) -> Path | None:
+        """The run to publish or continue: a finished local run first, else the store's mirror
+        or the local run with more finished points (None: a new run)."""
+        local = localruns.best_local(self.work.parent, hw, digest)
+        if local is not None and local.finished:
+            self._say(f"publishing the complete run {local.path.name} found on this machine "
+                      f"({local.points_done} points); nothing is measured again")
+            return local.path
+        restored = self.mirror.restore(self.work / "restored")
+        if restored is not None:
+            self._say(f"restored {restored.name} from the store ({self._points(restored)} points done)")
+        if local is not None and (restored is None or (self._run_status(restored) not in FINISHED
+                                                       and local.points_done >= self._points(restored))):
+            self._say(f"continuing {local.path} from this machine ({local.points_done} points done)")
+            return local.path
+        return restored
 
     def _check_sweep(self) -> None:
         record = state.read_fleet(self.store, self.fleet_id)
@@ -146,9 +171,10 @@ class ShardRun:
         if nodes:  # a multi-node shard's followers (their `bench node serve` agents), from its launcher
             argv += ["--set", f"nodes={json.dumps(nodes)}"]
         self._say("running: " + " ".join(argv[1:]))
-        # its own process group: one signal from us, never a second from a group signal
-        self.child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      process_group=0, stdin=subprocess.DEVNULL)
+        # its own process group: one signal from us, never a second from a group signal; and
+        # SIGTERM from the kernel if this process dies first (a killed shard stops its sweep)
+        self.child = subprocess.Popen(parentdeath.wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, process_group=0, stdin=subprocess.DEVNULL)
         reader = threading.Thread(target=self._tee, args=(self.child.stdout,), daemon=True)
         reader.start()
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -178,18 +204,49 @@ class ShardRun:
                 self.child.wait(timeout=120)
         reader.join(timeout=10)
         if run_dir is not None:
-            self._sync(run_dir)
+            self._quietly(self._sync, run_dir)  # a store that is down now: the publish retries
         return code, run_dir
 
     def _publish(self, run_dir: Path) -> int:
-        from bench.store import upload
+        """Publish the finished run, retrying a failing store with backoff for PUBLISH_RETRY_S;
+        past it the run stays complete here and the shard says how to publish it."""
+        from bench.store import prepare
 
-        [done] = upload([run_dir], self.url)
+        try:
+            prepared = prepare(run_dir)  # a refusal is the run's, not the store's: never retried
+        except ResultError as e:
+            raise StoreError(f"refused: {e}") from None
+        deadline, delay_s, done = time.monotonic() + PUBLISH_RETRY_S, 2.0, None
+        while True:
+            try:
+                if done is None:
+                    done = self.store.upload(prepared)
+                    self.status.update(state="done", run_id=done.run_id, run_status=self._run_status(run_dir),
+                                       finished_utc=state.utc_now())
+                self._beat()
+                break
+            except StoreError as e:
+                left_s = deadline - time.monotonic()
+                if left_s <= 0 and done is not None:  # published: a relaunch finds it done, or publishes it again
+                    self._say(f"published {done.run_id}, but the shard's status could not be written: {e}")
+                    return 0
+                if left_s <= 0:
+                    return self._publish_later(run_dir, e)
+                wait_s = min(delay_s, left_s)
+                what = "status write" if done is not None else "publish"
+                self._say(f"{what} failed, retrying in {wait_s:.0f} s (for {left_s:.0f} s more): {e}")
+                time.sleep(wait_s)
+                delay_s = min(2 * delay_s, 60.0)
         self._say(f"{'published' if done.status == 'published' else 'already in the store'}: {done.run_id}")
-        self.status.update(state="done", run_id=done.run_id, run_status=self._run_status(run_dir),
-                           finished_utc=state.utc_now())
-        self._beat()
         return 0
+
+    def _publish_later(self, run_dir: Path, error: StoreError) -> int:
+        import shlex
+
+        self._say(f"publish later with: bench upload {shlex.quote(str(run_dir))} --to {shlex.quote(self.store.where)}"
+                  " (or relaunch the fleet: a shard that starts on this machine publishes this run, measuring nothing)")
+        return self._fail(f"publish failed for {PUBLISH_RETRY_S:.0f} s ({error}); the run is complete on "
+                          f"{socket.gethostname()} at {run_dir}", error.exit_code)
 
     def _fail(self, why: str, code: int) -> int:
         why = redact_text(" ".join(str(why).split()))[:500]

@@ -341,6 +341,8 @@ class Store:
         try:
             return self.read_manifest(run_id)
         except StoreError as e:
+            if "read manifest failed: " in str(e):
+                raise  # the store did not answer (an outage): no verdict on the content
             raise StoreError(f"{self.where}: run id {run_id} is already published with different content "
                              f"({str(e).rsplit(': ', 1)[-1]}); refusing to overwrite") from None
 

@@ -1,5 +1,6 @@
 """Fleet backends behind one protocol (base.Backend); each imported only when named, so
-`bench fleet --help` never imports ray or sky."""
+`bench fleet --help` never imports ray or sky. A backend is built from the user's own
+options (bench.fleet.control.user_backend), never from a record read from the store."""
 
 from __future__ import annotations
 
@@ -20,10 +21,3 @@ def get_backend(name: str, **options):
         raise ConfigError(f"unknown fleet backend '{name}' (known: {', '.join(BACKENDS)})")
     module, attr = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), attr).from_options(**options)
-
-
-def backend_from_record(record: dict | None):
-    """The backend a fleet was last launched with (fleet.json's `backend`), or None."""
-    if not isinstance(record, dict) or record.get("name") not in BACKENDS:
-        return None
-    return get_backend(record["name"], **{k: v for k, v in record.items() if k != "name"})

@@ -16,10 +16,13 @@ from bench.errors import ConfigError
 from bench.fleet.state import View
 
 STORE_ENV = "BENCH_STORE"
-# Passed to a remote shard as plain settings (none holds a credential).
+# Passed to a remote shard as plain settings, unless a value carries a credential itself (a
+# password, token or signature in the URL): then it is a secret like the ones below.
 PLAIN_ENV = ("BENCH_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
 # Passed as secrets, by name, when set here (values never enter a file bench writes).
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "BENCH_STORE_OPTIONS")
+# The shared secret of a multi-node shard's node agents (the head and every follower get it).
+NODE_SECRET_ENV = "BENCH_NODE_SECRET"
 
 
 class Backend(Protocol):
@@ -54,22 +57,38 @@ def shard_argv(fleet_id: str, shard, sweep_arg: str, backend: str, python: str =
             "--hardware", shard.hardware_arg, "--fleet", fleet_id, "--backend", backend]
 
 
-def store_url_is_secret(url: str) -> bool:
-    """A URL with `user:password@` in it is a credential itself."""
+def carries_credential(value: str) -> bool:
+    """True when a URL or setting is a credential itself: a `user[:password]@` in a URL, a
+    query string (where tokens and signatures travel: `?token=`, `X-Amz-Signature=`, a SAS
+    `sig=`), or anything bench.redact would hide."""
+    from urllib.parse import urlsplit
+
     from bench.redact import redact_text
 
-    return redact_text(url) != url
+    if redact_text(value) != value:
+        return True
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return True  # unparsable: never sent in the clear
+    return bool(parts.scheme and ("@" in parts.netloc or parts.query))
+
+
+def _settings(store_url: str) -> dict[str, str]:
+    return {STORE_ENV: store_url, **{k: os.environ[k] for k in PLAIN_ENV if os.environ.get(k)}}
+
+
+def carried_credentials(store_url: str) -> list[str]:
+    """Names among the store URL and the plain settings whose value carries a credential."""
+    return [k for k, v in _settings(store_url).items() if carries_credential(v)]
 
 
 def remote_env(store_url: str) -> tuple[dict[str, str], list[str]]:
-    """(plain settings, names of secrets set here) a shard on another machine needs for the store."""
-    plain = {k: os.environ[k] for k in PLAIN_ENV if os.environ.get(k)}
-    secrets = [k for k in SECRET_ENV if os.environ.get(k)]
-    if store_url_is_secret(store_url):
-        secrets.insert(0, STORE_ENV)
-    else:
-        plain = {STORE_ENV: store_url, **plain}
-    return plain, secrets
+    """(plain settings, names of secrets set here) a shard on another machine needs for the store.
+    Every credential is a secret: the store URL or a plain setting that carries one too."""
+    carried = carried_credentials(store_url)
+    plain = {k: v for k, v in _settings(store_url).items() if k not in carried}
+    return plain, carried + [k for k in SECRET_ENV if os.environ.get(k)]
 
 
 def require(module: str, backend: str, extra: str):

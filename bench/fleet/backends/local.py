@@ -9,15 +9,19 @@ shard's device set (bench.run.pack.pack_waves, as `bench sweep --pack` places
 configurations) and CUDA_VISIBLE_DEVICES set to it. The OS drops a lock when its process
 dies, however it dies, so a killed shard never blocks the others.
 
-    WORK/<fleet>/<shard>/launch.json   pid and start time of the shard's process
+    WORK/<fleet>/<shard>/launch.json   the shard's process: host, boot, pid, start time, ids
     WORK/<fleet>/<shard>/shard.log     its output; WORK/<fleet>/<shard>/<attempt>/ its run folders
     WORK/locks/<name>.lock             slot-<k> or gpu-<i>
 
-WORK is `--work-dir`, else $BENCH_CACHE_DIR/fleet, else ~/.cache/bench/fleet.
+WORK is `--work-dir`, else $BENCH_CACHE_DIR/fleet, else ~/.cache/bench/fleet: the user's own
+folder, never one read from the store. A launch.json is acted on (shown running, signalled)
+only when the process it names is provably the shard it launched (`ours`): this host and
+boot, the same pid and start time, a session of its own, running that shard's command.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -30,6 +34,7 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.fleet.backends.base import STORE_ENV, shard_argv
 from bench.fleet.state import View, utc_now
+from bench.safepath import UnsafePath, check_run_id
 
 CANCEL_GRACE_S = 30.0
 
@@ -54,7 +59,8 @@ class LocalBackend:
         return cls(work_dir, pack, parallel)
 
     def record(self) -> dict:
-        return {"name": self.name, "work_dir": str(self.root), "host": socket.gethostname()}
+        """What the store shows of it (the work folder stays on this machine)."""
+        return {"name": self.name, "host": socket.gethostname()}
 
     def placements(self, fleet, shards) -> dict[str, str]:
         return {sid: _where(locks, env) for sid, (locks, env) in self._assign(fleet, shards).items()}
@@ -86,8 +92,9 @@ class LocalBackend:
         with open(folder / "shard.log", "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
-        launch = {"pid": proc.pid, "start": _start_ticks(proc.pid), "launched_utc": utc_now(), "locks": locks,
-                  "devices": devices_env}
+        launch = {"pid": proc.pid, "start": _start_ticks(proc.pid), "host": socket.gethostname(),
+                  "boot_id": boot_id(), "fleet_id": fleet.fleet_id, "shard_id": shard.shard_id,
+                  "launched_utc": utc_now(), "locks": locks, "devices": devices_env}
         (folder / "launch.json").write_text(json.dumps(launch))
         return proc.pid
 
@@ -126,15 +133,12 @@ class LocalBackend:
 
     # -- status, logs, cancel -------------------------------------------------------------
     def status(self, record: dict, shard_ids: list[str]) -> dict[str, View]:
-        backend = record.get("backend") or {}
-        if backend.get("host") not in (None, socket.gethostname()):
-            return {}  # launched on another machine: only the store knows
         out = {}
         for sid in shard_ids:
             launch = self._launch(record["fleet_id"], sid)
             if launch is None:
                 continue
-            if _alive(launch.get("pid"), launch.get("start")):
+            if ours(launch, record["fleet_id"], sid, self._dir(record["fleet_id"], sid)):
                 queued = (self._dir(record["fleet_id"], sid) / "queued").exists()
                 out[sid] = View("queued" if queued else "running",
                                 f"pid {launch['pid']}" + (f", waiting for {', '.join(launch.get('locks') or [])}"
@@ -153,14 +157,15 @@ class LocalBackend:
 
     def cancel(self, record: dict, shard_ids: list[str]) -> list[str]:
         """SIGTERM each shard (it keeps its finished points and says it was interrupted); what
-        is left of its session after CANCEL_GRACE_S is killed."""
+        is left of its session after CANCEL_GRACE_S is killed. A shard whose launch.json does
+        not prove its process (`ours`) is not signalled."""
         lines, sessions = [], []
         for sid in shard_ids:
             launch = self._launch(record["fleet_id"], sid)
-            if launch is None or not _alive(launch.get("pid"), launch.get("start")):
+            if launch is None or not signal_shard(launch, record["fleet_id"], sid, signal.SIGTERM,
+                                                  self._dir(record["fleet_id"], sid)):
                 lines.append(f"{sid}: not running here")
                 continue
-            os.kill(launch["pid"], signal.SIGTERM)
             sessions.append((sid, launch["pid"]))
         deadline = time.monotonic() + CANCEL_GRACE_S
         while sessions and any(session_pids(pid) for _, pid in sessions) and time.monotonic() < deadline:
@@ -175,9 +180,12 @@ class LocalBackend:
 
     def _launch(self, fleet_id: str, shard_id: str) -> dict | None:
         try:
-            return json.loads((self._dir(fleet_id, shard_id) / "launch.json").read_text())
-        except (OSError, ValueError):
+            check_run_id(fleet_id)
+            check_run_id(shard_id)
+            launch = json.loads((self._dir(fleet_id, shard_id) / "launch.json").read_text())
+        except (OSError, ValueError, UnsafePath):
             return None
+        return launch if isinstance(launch, dict) else None
 
 
 def _where(locks: list[str], devices_env: dict) -> str:
@@ -199,12 +207,66 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def _alive(pid, start) -> bool:
-    """The process `pid` still runs and is the one launched (not a reused pid, not a zombie)."""
-    fields = _stat(int(pid)) if isinstance(pid, int) else None
-    if not fields or fields[0] in ("Z", "X"):
+def boot_id() -> str | None:
+    """This boot of this host (a pid and its start time name one process only within a boot)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def ours(launch: dict, fleet_id: str, shard_id: str, folder: Path) -> bool:
+    """The process a launch.json names is the shard it launched, still running: this host and
+    boot, the pid with its start time, the leader of a session of its own (start_new_session),
+    and a command line that is this shard's (its lock waiter or `bench fleet shard`, with
+    `--fleet FLEET` and `--work-dir FOLDER`). Anything less, and nothing is shown or signalled."""
+    pid, start = launch.get("pid"), launch.get("start")
+    if not (isinstance(pid, int) and pid > 1 and isinstance(start, int)):
         return False
-    return start is None or int(fields[19]) == start
+    if (launch.get("host"), launch.get("boot_id")) != (socket.gethostname(), boot_id()):
+        return False
+    if (launch.get("fleet_id"), launch.get("shard_id")) != (fleet_id, shard_id):
+        return False
+    fields = _stat(pid)
+    if not fields or fields[0] in ("Z", "X") or int(fields[19]) != start or int(fields[3]) != pid:
+        return False
+    argv = _cmdline(pid)
+    pairs = set(itertools.pairwise(argv))
+    return ("--fleet", fleet_id) in pairs and ("--work-dir", str(folder)) in pairs
+
+
+def signal_shard(launch: dict, fleet_id: str, shard_id: str, sig: int, folder: Path) -> bool:
+    """Send `sig` to the shard's process when `ours` holds; False when nothing was sent. The
+    check is made through a pidfd (Linux 5.3+), so a pid reused between check and signal is
+    never hit."""
+    pid = launch.get("pid")
+    if not isinstance(pid, int) or pid <= 1:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # no pidfd here: the check, then the pid
+        if not ours(launch, fleet_id, shard_id, folder):
+            return False
+        os.kill(pid, sig)
+        return True
+    try:
+        if not ours(launch, fleet_id, shard_id, folder):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def session_pids(session: int) -> list[int]:

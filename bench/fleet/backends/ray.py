@@ -9,10 +9,12 @@ CUDA_VISIBLE_DEVICES to the GPUs it granted. Ray retries a task whose node died 
 preempted node): the shard resumes from the store.
 
 Tasks are submitted by a detached actor named after the fleet (namespace "bench-fleet"),
-so they outlive `bench fleet launch`; `status`, `logs` and `cancel` ask that actor. The
-nodes need bench installed and the store's credentials in their own environment: only the
-store URL and plain settings (BENCH_S3_ENDPOINT_URL, the AWS region) travel with a task,
-never a secret.
+so they outlive `bench fleet launch`; `status`, `logs` and `cancel` ask that actor, on the
+cluster the user names (`--ray-address`, $RAY_ADDRESS, or the launch's record on this
+machine), never on an address read from the store. The nodes need bench installed and the
+store's credentials in their own environment: Ray has no secrets, so only the store URL and
+plain settings (BENCH_S3_ENDPOINT_URL, the AWS region) travel with a task, and one that
+carries a credential (a password, token or signature) is refused.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from collections import deque
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.fleet import parentdeath
 from bench.fleet.accelerators import CPU, RAY, accelerator
 from bench.fleet.backends.base import (
+    STORE_ENV,
+    carried_credentials,
     one_line,
     remote_env,
     require,
     shard_argv,
-    store_url_is_secret,
 )
 from bench.fleet.state import View, utc_now
 
@@ -52,7 +56,8 @@ class RayBackend:
         return cls(ray_address or address)
 
     def record(self) -> dict:
-        return {"name": self.name, "address": self.address}
+        """The cluster the launch used (its address, or $RAY_ADDRESS then); None: Ray's `auto`."""
+        return {"name": self.name, "address": self.address or os.environ.get("RAY_ADDRESS") or None}
 
     def options(self, shard) -> dict:
         """The `.options()` of the shard's task: its GPUs on a node of its hardware type."""
@@ -78,10 +83,12 @@ class RayBackend:
         return f"num_gpus={opts['num_gpus']}, {where}"
 
     def submit(self, fleet, shards, store_url: str) -> list[str]:
-        if store_url_is_secret(store_url):
-            raise ConfigError("ray: the store URL holds a credential; give the nodes credentials in their "
-                              "environment and use a URL without user:password@")
-        plain, _secrets = remote_env(store_url)
+        carried = carried_credentials(store_url)
+        if carried:
+            what = "the store URL" if carried[0] == STORE_ENV else f"${carried[0]}"
+            raise ConfigError(f"ray: {what} carries a credential (a password, token or signature) and Ray has no "
+                              "secrets: give the nodes credentials in their own environment and pass plain values")
+        plain, _secrets = remote_env(store_url)  # the secrets stay here: the nodes hold their own
         data = Path(fleet.sweep_path).read_bytes()  # the very bytes: the shard checks their sha256
         specs = [{"shard_id": s.shard_id, "options": self.options(s), "env": plain, "sweep_bytes": data,
                   "sweep_name": Path(fleet.sweep_path).name,
@@ -223,7 +230,9 @@ def run_shard_task(spec: dict) -> dict:
         sweep.write_bytes(spec["sweep_bytes"])
         argv = [str(sweep) if a == SWEEP_MARK else a for a in spec["argv"]]
         argv[0] = sys.executable
-        proc = subprocess.Popen(argv, env={**os.environ, **spec["env"]}, stdout=subprocess.PIPE,
+        # a worker killed by Ray (node memory, a lost owner) takes its shard along: never a
+        # second attempt beside a retried task
+        proc = subprocess.Popen(parentdeath.wrap(argv), env={**os.environ, **spec["env"]}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         try:
             for line in proc.stdout:

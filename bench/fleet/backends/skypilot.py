@@ -8,11 +8,13 @@ workdir, `scripts/install.sh gpu` the setup, and the run command is the shard
 (bench.fleet.shard): a preempted spot shard is restarted by SkyPilot on a new machine and
 resumes its run from the store.
 
-The store URL is an `envs` entry (a `secrets` entry when it holds a password). Credentials
-are `secrets` by name only (AWS keys, HF_TOKEN, BENCH_STORE_OPTIONS: those set here); the
-YAML files bench writes hold `null` for each, and `launch` passes the values from this
-environment to SkyPilot in memory, the way `sky jobs launch --secret NAME` does. SkyPilot
-redacts secrets in its logs and dashboards.
+Every credential is a `secret`, never an `envs` entry: AWS keys, HF_TOKEN,
+BENCH_STORE_OPTIONS (those set here), the store URL or a plain setting when it carries a
+password, token or signature (base.carries_credential), and a multi-node shard's
+BENCH_NODE_SECRET (the agents' shared secret; every node of the job gets it). The YAML files
+bench writes hold `null` for each, and `launch` passes the values from this environment to
+SkyPilot in memory, the way `sky jobs launch --secret NAME` does. SkyPilot redacts secrets
+in its logs and dashboards.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.fleet.accelerators import SKY, accelerator
 from bench.fleet.backends.base import (
+    NODE_SECRET_ENV,
     STORE_ENV,
     one_line,
     remote_env,
@@ -88,6 +91,8 @@ class SkyPilotBackend:
             sweep_arg = f"{MOUNT_DIR}/{fleet.fleet_id}/{sweep.name}"
             mounts[sweep_arg] = str(sweep)
         plain, secrets = remote_env(store_url)
+        if shard.nnodes > 1:
+            secrets.append(NODE_SECRET_ENV)  # the head and its followers' agents share it
         # a mounted path starts with ~ (expanded by the job's shell; its characters are checked above)
         sweep_word = sweep_arg if mounts else shlex.quote(sweep_arg)
         run = " ".join(sweep_word if a == _SWEEP else shlex.quote(a)
@@ -213,10 +218,15 @@ def multinode_run(shard_command: str) -> str:
 
 
 def secret_values(spec: dict, store_url: str) -> dict[str, str]:
-    """The values of a task's secrets, from this environment (the store URL from the command line)."""
+    """The values of a task's secrets, from this environment (the store URL from the command
+    line); a node secret not set here is made for this launch (one job, one secret)."""
+    import secrets
+
     values = {}
     for name in spec.get("secrets") or {}:
         value = store_url if name == STORE_ENV else os.environ.get(name)
+        if name == NODE_SECRET_ENV and not value:
+            value = secrets.token_urlsafe(32)
         if not value:
             raise ConfigError(f"skypilot: secret {name} is not set in this environment")
         values[name] = value
