@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 ANCHORS = sorted((REPO / "sweeps" / "anchors").glob("*"))
 RESULTS = REPO / "results" / "cpu-host"
 
-# Every figure of /work/shared/reference/anchors.md, as written there (id -> figures).
+# Every figure as its publisher printed it (each entry's `where`), typed here apart from published.yaml: id -> figures.
 EXPECTED = {
     "mlenergy-llama-3.1-8b-h100-s8": {"j_per_output_token": 0.455, "output_tok_s": 1070, "median_itl_ms": 7.3},
     "mlenergy-llama-3.1-8b-h100-s64": {"j_per_output_token": 0.119, "output_tok_s": 5147, "median_itl_ms": 11.5},

@@ -1,6 +1,6 @@
 """The streaming client: one request to an OpenAI-compatible API -> one RequestRecord.
 
-Timing follows measurement.md section 1. The client asks the server to count tokens
+Timing follows docs/measurement.md section 1. The client asks the server to count tokens
 (`stream_options.continuous_usage_stats`: every chunk carries the cumulative
 `usage.completion_tokens`; `return_token_ids` as the second source); bench.load.sse turns
 the events into the record's token-bearing chunks.

@@ -5,7 +5,7 @@ The load runs in client worker processes apart from the orchestrator (bench.load
 way one `LoadLoop` per event loop sends its share of the point, and the records of all
 loops are merged into one PointRun (bench.load.merge).
 
-The measurement window (measurement.md section 2) is, for a concurrency load, from the
+The measurement window (docs/measurement.md section 2) is, for a concurrency load, from the
 `t_send` at which the in-flight count first reaches the target (min(concurrency,
 n_requests)) to the `t_send` of the last measured request; for a rate load, from the
 first measured send to the last. When a concurrency target is never reached the window

@@ -4,7 +4,7 @@ In-flight counts are computed from the records themselves: a request is in fligh
 its `t_send` to its `t_done` (the client let go of it: last byte read, or failure). All
 stamps are perf_counter() seconds, CLOCK_MONOTONIC on Linux, the same clock in every
 worker process, so records from several workers need no offsets. The window rule is
-measurement.md section 2 (see bench.load.driver).
+docs/measurement.md section 2 (see bench.load.driver).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One record per request, exactly as measurement.md section 1 defines it.
+"""One record per request, exactly as docs/measurement.md section 1 defines it.
 
 All times are seconds on the client's `time.perf_counter` clock.
 """

@@ -1,6 +1,6 @@
 """Server-sent events of an OpenAI-compatible stream -> the token-bearing chunks of one RequestRecord.
 
-Token counts come from the server (measurement.md section 1): the cumulative
+Token counts come from the server (docs/measurement.md section 1): the cumulative
 `usage.completion_tokens` of each chunk (continuous usage stats), else the chunk's
 `token_ids`, else one token per chunk with text (labelled `text_chunks`). Role-only, empty
 and usage-only chunks carry no token and never stamp `t_first`. After a request's first

@@ -1,4 +1,4 @@
-"""Scenarios and the cost formula (measurement.md section 4).
+"""Scenarios and the cost formula (docs/measurement.md section 4).
 
     usd_per_gpu_hour = rental_usd_per_gpu_hour                                   (rental: all in)
                      | capex + energy + om  (per GPU-hour)                       (ownership)

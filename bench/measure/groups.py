@@ -86,7 +86,7 @@ class Window(Group):
 
 
 class Validity(Group):
-    """Does the point measure what it claims (measurement.md section 5)."""
+    """Does the point measure what it claims (docs/measurement.md section 5)."""
 
     valid: bool = Field(default=True, description="True iff there are no reasons.")
     reasons: list[str] = Field(default_factory=list, description="Why the point is invalid, one line each.")
@@ -107,7 +107,7 @@ LATENCY_FIELDS = tuple(f"{m}_{s}" for m in _LATENCIES for s in _STATS)
 
 
 class _MetricsBase(Group):
-    """Client-side metrics of one load point (measurement.md sections 1-2, docs/metrics.md)."""
+    """Client-side metrics of one load point (docs/measurement.md sections 1-2, docs/metrics.md)."""
 
     n_measured: int | None = _f("Measured requests (warm-up excluded).")
     n_failed: int | None = _f("Measured requests that failed.")
@@ -242,7 +242,7 @@ class ClientLoad(Group):
 
 
 class Energy(Group):
-    """Board energy of the engine's devices over the window (measurement.md section 3)."""
+    """Board energy of the engine's devices over the window (docs/measurement.md section 3)."""
 
     energy_j: float | None = _f("Energy over the window, sum over devices (J).")
     per_gpu_energy_j: list[float] | None = _f("Energy over the window per device (J).")
@@ -267,7 +267,7 @@ class Energy(Group):
 
 
 class CostFigures(Group):
-    """$/Mtok of one point under one scenario (measurement.md section 4, docs/cost.md)."""
+    """$/Mtok of one point under one scenario (docs/measurement.md section 4, docs/cost.md)."""
 
     scenario: str | None = _f("Scenario name.")
     kind: Literal["rental", "ownership"] | None = _f("rental (all-in hourly price) or ownership.")
@@ -291,7 +291,7 @@ class CostFigures(Group):
 
 
 class Roofline(Group):
-    """How close the point is to the card (measurement.md section 6); throughputs over all GPUs."""
+    """How close the point is to the card (docs/measurement.md section 6); throughputs over all GPUs."""
 
     bandwidth_bound_tok_s: float | None = _f("Decode bound from memory bandwidth (tokens/s).")
     compute_bound_tok_s: float | None = _f("Bound from peak FLOP/s (tokens/s).")

@@ -1,6 +1,6 @@
 """Request records -> one load point's summary. Pure functions: no I/O, no printing.
 
-Definitions follow measurement.md sections 1-2 and docs/metrics.md:
+Definitions follow docs/measurement.md sections 1-2 and docs/metrics.md:
 - latency statistics use successful measured requests only; warm-up is never counted;
 - window throughput counts tokens where they were produced inside [t0, t1]: an output
   token at the arrival of the chunk that carried it, a request's input tokens at its

@@ -1,4 +1,4 @@
-"""The physical limit of a load point (measurement.md section 6).
+"""The physical limit of a load point (docs/measurement.md section 6).
 
 Decode is bounded by memory: one step serving `batch` sequences reads the weights it
 touches once plus every sequence's KV cache, so

@@ -1,4 +1,4 @@
-"""Does a load point measure what it claims? measurement.md section 5. Pure: no I/O.
+"""Does a load point measure what it claims? docs/measurement.md section 5. Pure: no I/O.
 
     valid, reasons = check_point(metrics, load, point_run.facts(),
                                  server_counters={"generation_tokens": d_gen, "prompt_tokens": d_prompt},

@@ -105,7 +105,7 @@ class PointResult(_Strict):
 
 
 class RunResult(_Strict):
-    """run.json: one run of the harness, self-describing (measurement.md, docs/results.md)."""
+    """run.json: one run of the harness, self-describing (docs/measurement.md, docs/results.md)."""
 
     schema_version: Literal[2] = Field(default=SCHEMA_VERSION, description="Version of this format.")
     run_id: str = Field(description="Names the run folder.")

@@ -1,4 +1,4 @@
-"""The window API over interchangeable energy meters (measurement.md section 3).
+"""The window API over interchangeable energy meters (docs/measurement.md section 3).
 
 A meter reads, per device, a cumulative energy counter (J) and/or instantaneous board
 power (W). A `TelemetrySession` polls the meter on a background thread, keeps every sample

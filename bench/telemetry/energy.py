@@ -1,4 +1,4 @@
-"""Pure energy arithmetic behind `TelemetrySession.energy_between` (measurement.md section 3).
+"""Pure energy arithmetic behind `TelemetrySession.energy_between` (docs/measurement.md section 3).
 
 Counter readings are made continuous across wraps and resets, interpolated at the window
 ends and cross-checked against the trapezoid integral of sampled power. Times in
