@@ -143,7 +143,7 @@ def _bench_values() -> list[str]:
     values += [p.stem for p in (ROOT / "hardware").glob("*.yaml")]
     return values + [
         "20260115-tiny-llama-h100-sxm-889f8f287210", "tiny-llama-0b6920c2", "p_c16_in128_out64_r2",
-        "/root/.cache/bench/models/tiny-llama-dummy", "requests/p_c2.parquet", "s3://bench-results/store",
+        "/home/user/.cache/bench/models/tiny-llama-dummy", "requests/p_c2.parquet", "s3://bench-results/store",
         "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct", "vllm==0.32.0", "torch 2.13.0+cpu",
         "max_num_batched_tokens=8192", "--max-num-seqs 256", "'max_num_seqs': 256", '"j_per_token": 0.0513766',
         "j_per_output_token_net: 1.7146683236292177", "tokenizer=/models/x", "Avg generation token throughput",
