@@ -92,7 +92,8 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     telemetry session scoped to exactly those devices. `pack=True` runs configurations on
     disjoint devices at the same time (bench.run.pack, docs/packing.md).
     `on_event(kind, info)` receives progress events ("engine_start", "point_start",
-    "request_done", "point_done", "engine_failed") for progress bars; it never affects results.
+    "request_done", "point_done", "engine_failed", and "notice": one line to show) for progress
+    bars; it never affects results.
     The run folder is locked for the call (bench.run.lock): a second process is refused.
     `search` (a bench.plan.capacity.CapacitySearch) replaces the plan's points by an SLO
     capacity search on its one configuration and workload (bench.run.capacity).
@@ -111,6 +112,7 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
         raise ConfigError("--pack needs GPUs: on a CPU host every configuration would share the same cores")
     devices = {c.config_id(): (devices_for(c, visible) if visible is not None else None) for c in plan.engine_configs}
     result = _open_result(plan, run_dir, env, resume)
+    _stop_stale_engines(run_dir, result, emit)
     done = {p.point_id for p in result.points if p.status in ("ok", "skipped")}
     result.points = [p for p in result.points if p.point_id in done]
     for s in plan.skipped:
@@ -178,6 +180,17 @@ def _open_result(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool) -
         provenance=collect(env.device, engine_args,
                            {cid: c["engine_version"] for cid, c in config["engine_configs"].items()}),
     )
+
+
+def _stop_stale_engines(run_dir: Path, result: RunResult, emit) -> None:
+    """Stop an engine an earlier process of this run left running (it would hold the devices the
+    next engine needs); its one line goes to the progress output and to `extra.stale_engines_stopped`.
+    Called with the folder's lock held: the process that started that engine is gone."""
+    from bench.engines.process import stop_stale
+
+    for line in stop_stale(run_dir):
+        emit("notice", {"text": line})
+        result.extra.setdefault("stale_engines_stopped", []).append(line)
 
 
 def run_config(plan: Plan, env: RunEnvironment) -> dict[str, Any]:
