@@ -22,6 +22,9 @@ def sweep_overrides(f):
         click.option("--repeats", type=int, help="Repeats of every point."),
         click.option("--seed", type=int),
         click.option("--devices", type=int, help="Device count to plan for (default: detected)."),
+        click.option("--max-replay-s", "max_replay_s", type=click.FloatRange(min=0, min_open=True),
+                     help="Longest replay of one trace point, s after speedup; longer is refused when the plan "
+                          "is built [the file's max_replay_s, else 86400: 24 h]."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Any sweep key, dotted into sections, YAML value (repeatable): "
                           "--set preflight.kv_overflow=allow --set 'workloads=[{input_len: 512, output_len: 64}]'."),

@@ -26,6 +26,8 @@ import numpy as np
 
 from bench.errors import ConfigError
 from bench.plan import points
+from bench.plan.inputs import text_lines
+from bench.plan.tracefile import json_object
 
 # Common English words that are one token in the Llama, Qwen, Mistral and GPT tokenizers
 # (with their leading space): a text prompt of k words is about k tokens.
@@ -49,29 +51,6 @@ class Prompt:
                 raise ConfigError("the chat endpoint needs a text workload (RandomWorkload(as_text=True) or a file)")
             return self.text
         return self.token_ids
-
-
-def text_lines(path: Path, what: str) -> Iterable[tuple[int, str]]:
-    """(line number, line) of every non-blank line of a UTF-8 file; one-line ConfigErrors for a
-    missing file ("no such `what`") or bytes that are not UTF-8."""
-    if not path.exists():
-        raise ConfigError(f"{path}: no such {what}")
-    try:
-        with path.open(encoding="utf-8") as f:
-            return [(lineno, line) for lineno, line in enumerate(f, 1) if line.strip()]
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} of a line)") from None
-
-
-def json_object(line: str, where: str) -> dict:
-    """One JSONL line as a dict; a one-line ConfigError naming `where` (file:line) otherwise."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
-    return obj
 
 
 class Workload(Protocol):

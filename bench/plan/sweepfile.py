@@ -28,14 +28,15 @@ from pydantic import (
 from bench.catalog.configbase import safe_id
 from bench.catalog.engines import get_engine
 from bench.errors import ConfigError
+from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
     ConcurrencyLoad,
     OfflineLoad,
     PositiveInt,
     Rate,
     RateLoad,
-    TraceLoad,
     StrictBool,
+    TraceLoad,
     WorkloadSpec,
     kind_of,
 )
@@ -214,6 +215,8 @@ class SweepSpec(_Strict):
     # Client limits (s): a request past either is recorded as failed (docs/reliability.md).
     request_timeout_s: Annotated[float, Field(gt=0)] | None = None  # connect to last byte; None: from lengths
     stall_timeout_s: Annotated[float, Field(gt=0)] | None = 300.0  # no byte from the server; None: off
+    # Longest replay of one trace point (s, after speedup); a longer one is refused when the plan is built.
+    max_replay_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = MAX_REPLAY_S
     # Client worker processes driving the load (bench.load.workers); None: chosen from the load and the cores.
     client_workers: PositiveInt | None = None
     # `bench capacity SWEEP`: an SLO capacity search instead of the loads (bench.plan.capacity).
