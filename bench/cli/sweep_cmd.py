@@ -187,6 +187,10 @@ def sweep(sweep_file, resume_dir, pack, client_workers, config_id, upload_url, *
 
         Store(upload_url)
     env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))
+    if pack:  # refused before the plan is printed or a run folder exists
+        from bench.run.runner import check_pack
+
+        check_pack(env)
     env.request_timeout_s, env.stall_timeout_s = sweep_spec.request_timeout_s, sweep_spec.stall_timeout_s
     env.client_workers = client_workers or sweep_spec.client_workers
     n_devices = sweep_spec.devices or env.device.get("count") or 1

@@ -226,7 +226,7 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:
         if get_engine(self.engine).needs_url and not self.endpoint_url:
-            raise ValueError(f"engine '{self.engine}' needs endpoint_url")
+            raise ValueError(f"engine '{self.engine}' needs endpoint_url (--url URL)")
         return self
 
     @model_validator(mode="after")
@@ -398,7 +398,7 @@ def _describe(source: str, error: ValidationError) -> str:
     errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # typos first
     first = errors[0]
     raw_loc = first["loc"]
-    loc = [p for i, p in enumerate(raw_loc) if not (_is_tag(p) and i < len(raw_loc) - 1)] or ["?"]
+    loc = [p for i, p in enumerate(raw_loc) if not (_is_tag(p) and i < len(raw_loc) - 1)]  # [] : the whole file
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc[-1]}' {_where(loc[:-1])}{more}"
@@ -411,7 +411,7 @@ def _describe(source: str, error: ValidationError) -> str:
     if first["type"] == "too_short":
         return f"{source}: {_path(loc) or 'sweep'}: empty list, give at least one value{more}"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{source}: {_path(loc) or 'sweep'}: {msg}{more}"
+    return f"{source}: {_path(loc) + ': ' if loc else ''}{msg}{more}"
 
 
 def _is_tag(part: Any) -> bool:
