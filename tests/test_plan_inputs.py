@@ -51,8 +51,8 @@ BAD_TRACES = {
     "slowed to days": (lambda tmp: _trace(tmp, _row(0) + _row(100_000), speedup=0.001),
                        "t.jsonl: replaying 2 requests takes 27.8 h at speedup 0.001 (trace span 100 s), over"),
     "years of replay": (lambda tmp: _trace(tmp, _row(0) + _row(1e12)),
-                        "t.jsonl: replaying 2 requests takes 1.16e+04 days, over the "
-                        "24 h limit; raise max_replay_s (--max-replay-s S) to allow it, or set limit or speedup"),
+                        ("t.jsonl: replaying 2 requests takes 1.16e+04 days, over the 24 h limit; "
+                         "raise max_replay_s (--max-replay-s S) to allow it, or set limit or speedup")),
     "sessions missing": (lambda tmp: {"kind": "sessions", "path": str(tmp / "none.jsonl")},
                          "none.jsonl: no such sessions file"),
     "sessions malformed": (lambda tmp: {"kind": "sessions", "path": str(_file(tmp, "s.jsonl", "[1, 2\n"))},
@@ -81,7 +81,7 @@ def test_bench_plan_refuses_a_bad_input_file_in_one_line(tmp_path, case):
 @pytest.mark.parametrize("case", ["missing", "malformed", "years of replay", "sessions malformed"])
 def test_bench_sweep_refuses_before_any_run_folder_or_engine(tmp_path, case, monkeypatch):
     """The file was read after the engine start (31 s on CPU, minutes on a GPU): now never started."""
-    import bench.run.runner as runner
+    from bench.run import runner
 
     started = []
     monkeypatch.setattr(runner, "_start_engine", lambda *a, **k: started.append(a) or pytest.fail("engine started"))

@@ -109,7 +109,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 def _report_dir_disk_full(monkeypatch):
     """The report's HTML page (written last, after the CSV and the plots) hits a full disk."""
-    import bench.analysis.pages as pages
+    from bench.analysis import pages
 
     def disk_full(path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -162,7 +162,7 @@ def test_sigterm_is_called_sigterm_not_ctrl_c(tmp_path):
 
 
 def test_pack_on_a_cpu_host_is_refused_before_the_plan_is_printed_or_a_folder_made(tmp_path, monkeypatch):
-    import bench.run.session as session
+    from bench.run import session
     from bench.run.runner import RunEnvironment
 
     monkeypatch.setattr(session, "prepare_run", lambda *a, **k: (RunEnvironment(device={"vendor": "cpu", "count": 1}),

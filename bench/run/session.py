@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.run.runner import RunEnvironment, check_pack, execute, new_run_dir
-from bench.run.status import interruption, raise_terminated
+from bench.run.status import Terminated, raise_terminated
 
 PROBE_ENV = "BENCH_PROBE_FILE"
 
@@ -48,7 +48,7 @@ def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir
         result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack,
                          search=search)
     except KeyboardInterrupt as e:
-        how = interruption(e).removesuffix(" by the user (Ctrl-C)")
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         raise Interrupted(f"{how}; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
