@@ -1,5 +1,5 @@
-"""Every input file is checked before any engine starts (issue 18, defect 7): trace and
-sessions files are read when the plan is built, so a missing, empty, malformed or backwards
+"""Every input file is checked before any engine starts (issue 18, defect 7): trace, sessions
+and prompt files are read when the plan is built, so a missing, empty, malformed or backwards
 file, or a replay that would last for ages, is one line from `bench plan` and `bench sweep`
 before a run folder or an engine exists; `bench plan` shows a trace's real request count and
 replay time."""
@@ -57,10 +57,25 @@ BAD_TRACES = {
                          "none.jsonl: no such sessions file"),
     "sessions malformed": (lambda tmp: {"kind": "sessions", "path": str(_file(tmp, "s.jsonl", "[1, 2\n"))},
                            "s.jsonl:1: not valid JSON"),
+    "a FIFO": (lambda tmp: {"kind": "trace", "format": "jsonl", "path": str(_fifo(tmp))},
+               "fifo: not a regular file (trace file)"),  # refused, never opened: a read could block
+    "prompt file missing": (lambda tmp: {"kind": "file", "path": str(tmp / "p.jsonl"), "output_len": 4},
+                            "p.jsonl: no such prompt file"),
+    "prompt file without a prompt": (
+        lambda tmp: {"kind": "file", "path": str(_file(tmp, "p.jsonl", '{"prompt": "a"}\n{"text": "b"}\n')),
+                     "output_len": 4},
+        "p.jsonl:2: no prompt (expected 'prompt' or a human turn in 'conversations')"),
     "sessions without a human turn": (
         lambda tmp: {"kind": "sessions", "path": str(_file(tmp, "s.jsonl", '{"conversations": []}\n'))},
         "s.jsonl: no conversation with a human turn"),
 }
+
+
+def _fifo(tmp: Path) -> Path:
+    import os
+
+    os.mkfifo(tmp / "fifo")
+    return tmp / "fifo"
 
 
 def _file(tmp: Path, name: str, text: str) -> Path:
@@ -78,7 +93,8 @@ def test_bench_plan_refuses_a_bad_input_file_in_one_line(tmp_path, case):
     assert message in result.output, result.output
 
 
-@pytest.mark.parametrize("case", ["missing", "malformed", "years of replay", "sessions malformed"])
+@pytest.mark.parametrize("case", ["missing", "malformed", "years of replay", "sessions malformed",
+                                  "prompt file missing"])
 def test_bench_sweep_refuses_before_any_run_folder_or_engine(tmp_path, case, monkeypatch):
     """The file was read after the engine start (31 s on CPU, minutes on a GPU): now never started."""
     from bench.run import runner

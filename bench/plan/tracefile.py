@@ -42,6 +42,18 @@ MAX_HASH_ID = 2**63 - 1  # hash ids are non-negative 64-bit integers
 MAX_TIMESTAMP_S = 1e11
 
 
+def check_file(path: Path, what: str) -> None:
+    """ConfigError, one line, unless `path` is a regular file (a FIFO or a device is refused, not
+    read: it could block or never end)."""
+    try:
+        if path.is_file():
+            return
+        there = path.exists()
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte
+        raise ConfigError(f"{path}: cannot open {what} ({e})") from None
+    raise ConfigError(f"{path}: not a regular file ({what})" if there else f"{path}: no such {what}")
+
+
 def json_object(line: str, where: str) -> dict:
     """One JSONL line as a dict; a one-line ConfigError naming `where` (file:line) otherwise."""
     try:
@@ -220,8 +232,7 @@ def read_trace(path: Path, fmt: str, limit: int | None = None, block_size: int =
     ConfigError, one line with file:line, on a missing file or a bad row."""
     if fmt not in PARSERS:
         raise ConfigError(f"unknown trace format '{fmt}' (known: {', '.join(PARSERS)})")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such trace file")
+    check_file(path, "trace file")
     trace = Trace(array("d"), array("q"), array("q"), array("q"), [], 0)
     last_t = -math.inf
     try:
