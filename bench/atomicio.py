@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.errors import ResultError
+from bench.errors import write_error
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -15,7 +15,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         _atomic_write(path, text)
     except OSError as e:  # full disk, read-only folder: what was written before stays as it was
-        raise ResultError(f"cannot write {path}: {e.strerror or e}; the previous version of the file is kept") from None
+        raise write_error(e, f"cannot write {path}: {e.strerror or e}; the previous version of the file is kept") from None
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,4 +1,16 @@
-"""Domain errors. The CLI turns each into one line on stderr and a non-zero exit code."""
+"""Domain errors. The CLI turns each into one line on stderr and a non-zero exit code
+(docs/reliability.md, "Run status and exit codes"):
+
+    2   ConfigError, ResultError, TelemetryError, StoreError (bad input, configuration or store)
+    3   EngineError (the engine failed to start, died, or could not be reached)
+    5   DiskFull (no space left, or the quota is used up, while writing)
+"""
+
+from __future__ import annotations
+
+import errno
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class BenchError(Exception):
@@ -18,7 +30,14 @@ class EngineError(BenchError):
 
 
 class ResultError(BenchError):
-    """A result file is missing, malformed, or of an unknown schema version."""
+    """A result file is missing, malformed, or of an unknown schema version, or cannot be written."""
+
+
+class DiskFull(ResultError):
+    """A write failed for want of space (ENOSPC) or quota (EDQUOT): not a bad configuration.
+    What was written before is kept; free space and run the command again (`--resume`)."""
+
+    exit_code = 5
 
 
 class TelemetryError(BenchError):
@@ -27,3 +46,8 @@ class TelemetryError(BenchError):
 
 class StoreError(BenchError):
     """The shared store refused or failed an operation."""
+
+
+def write_error(error: OSError, message: str) -> ResultError:
+    """The domain error for a failed write: DiskFull when the disk or quota is full."""
+    return (DiskFull if error.errno in DISK_FULL_ERRNOS else ResultError)(message)

@@ -352,7 +352,7 @@ def test_cli_parallel_options(tmp_path):
 # -- typed loads and workloads ----------------------------------------------------------------------
 
 
-def test_points_carry_typed_specs_that_dump_the_same_dicts():
+def test_points_carry_typed_specs_that_dump_the_same_dicts(tmp_path, monkeypatch):
     from bench.plan import (
         ConcurrencyLoad,
         RandomWorkload,
@@ -360,6 +360,8 @@ def test_points_carry_typed_specs_that_dump_the_same_dicts():
         SharedPrefixWorkload,
     )
 
+    monkeypatch.chdir(tmp_path)  # the plan reads the prompt file (relative to the current folder)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hello"}\n')
     data = {**BASE, "workloads": [{"input_len": 64, "output_len": 32},
                                   {"kind": "shared_prefix", "prefix_len": 8, "suffix_len": 4, "output_len": 8},
                                   {"kind": "file", "path": "p.jsonl", "max_input_len": 100, "output_len": 8}],

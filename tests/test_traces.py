@@ -179,6 +179,9 @@ def test_make_workload_dispatches_the_trace_kind(monkeypatch):
     ("mooncake", ('{"timestamp": 5, "input_length": 5, "output_length": 1}\n{"timestamp": 4, "input_length": 5, '
                   '"output_length": 1}\n'), 2, "timestamp goes back in time"),
     ("mooncake", '[1]\n', 1, "expected a JSON object per line"),
+    ("mooncake", '{"timestamp": 1e300, "input_length": 5, "output_length": 1}\n', 1,
+     "timestamp 1e+297 s is out of range"),  # was a replay that waited until killed
+    ("jsonl", '{"timestamp_s": -2e11, "input_len": 5, "output_len": 1}\n', 1, "out of range"),
     ("jsonl", ('{"timestamp_s": 0, "input_len": 5, "output_len": 1}\n{"timestamp_s": "soon", "input_len": 5, '
                '"output_len": 1}\n'), 2, "timestamp_s must be a finite number"),
     ("jsonl", '{"timestamp": 0, "input_len": 5, "output_len": 1}\n', 1, "no 'timestamp_s'"),

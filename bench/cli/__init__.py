@@ -9,7 +9,7 @@ import os
 import click
 
 from bench import __version__
-from bench.errors import BenchError
+from bench.errors import DISK_FULL_ERRNOS, BenchError, DiskFull
 
 # name -> "module:attribute"; each module owns one step of the flow.
 COMMANDS = {
@@ -53,12 +53,17 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except BenchError as e:
             raise BenchClickError(e) from None
-        except KeyboardInterrupt:
-            click.echo("bench: interrupted; results written so far are kept", err=True)
+        except KeyboardInterrupt as e:
+            from bench.run.status import interruption
+
+            click.echo(f"bench: {interruption(e)}; results written so far are kept", err=True)
             ctx.exit(130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:
+            if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # raised past the library's own checks
+                where = f" writing {e.filename}" if e.filename else ""
+                raise BenchClickError(DiskFull(f"{e.strerror or 'disk full'}{where}")) from None
             if os.environ.get("BENCH_DEBUG"):
                 raise
             from bench.escape import terminal_text

@@ -92,6 +92,8 @@ class Progress:
             self._request_done(info)
         elif kind == "requests_stalled":
             self._on_stalled(info["n"])
+        elif kind == "notice":  # one line the runner has to say (a stale engine stopped on resume)
+            tqdm.write(info["text"], file=self.file)
         elif kind == "point_done":
             self._close_point()
             self._points_done += 1

@@ -84,8 +84,48 @@ def report(run_dir, out):
     """Report one run: its load points with validity reasons, plots and provenance."""
     from bench.analysis.report import run_report
 
-    rep = run_report(run_dir, out or run_dir / "report")
-    click.echo(f"{len(rep.table)} load points; status {rep.status}; report: {rep.path}; interactive: {rep.html}")
+    out = out or run_dir / "report"
+    rep, written = whole_folder(out, lambda tmp: run_report(run_dir, tmp))
+    path, html = (out / Path(p).relative_to(written) for p in (rep.path, rep.html))
+    click.echo(f"{len(rep.table)} load points; status {rep.status}; report: {path}; interactive: {html}")
+
+
+def whole_folder(out: Path, make):
+    """`make(folder)` written into a hidden folder beside `out`, then renamed into place: a
+    report is whole or absent, never half written (a full disk, a crash). An older `out` is
+    replaced only once the new one is complete. Returns (make's result, the folder it wrote
+    into: its paths are relative to that); a full disk is DiskFull (exit 5) and leaves `out`
+    as it was."""
+    import os
+    import shutil
+    import tempfile
+
+    from bench.errors import DISK_FULL_ERRNOS, DiskFull
+
+    out = Path(out)
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        result = make(tmp)
+        old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}") if out.exists() else None
+        if old is not None:
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in DISK_FULL_ERRNOS:
+            raise DiskFull(f"cannot write the report {out}: {e.strerror}; nothing was written "
+                           f"({'the previous report is kept' if out.exists() else 'no report folder'})") from None
+        raise
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result, tmp
 
 
 def default_compare_dir(results: tuple[Path, ...], model: str) -> Path:

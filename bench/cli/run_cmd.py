@@ -46,7 +46,7 @@ def _gpu_list(ctx, param, text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        return [int(x) for x in text.replace(" ", "").split(",")]  # "0,,1": an empty index is refused
     except ValueError:
         raise click.BadParameter(f"'{text}' (expected device indices like 0,1)") from None
 
@@ -116,6 +116,7 @@ def run(**opts):
 
     opts["engine_args"] = parse_engine_args(opts["engine_args"])
     opts["concurrency"] = _int_list(opts["concurrency"])
+    check_engine_url(opts.get("engine"), opts.get("endpoint_url"))
     env, hardware_note = prepare_run(opts.get("hardware_id"), opts.get("probe_file"))
     env.request_timeout_s, env.stall_timeout_s = opts["request_timeout_s"], opts["stall_timeout_s"]
     env.client_workers = opts["client_workers"]
@@ -132,14 +133,26 @@ def run(**opts):
         raise SystemExit(exit_code(result.status))
 
 
+def check_engine_url(engine: str | None, url: str | None) -> None:
+    """`--engine endpoint` (any engine that serves from a URL) needs `--url`: one line, not a sweep-key error."""
+    if engine and get_engine(engine).needs_url and not url:
+        from bench.errors import ConfigError
+
+        raise ConfigError(f"--engine {engine} needs --url URL")
+
+
 def _int_list(text: str) -> list[int]:
+    """"1,4,16" -> [1, 4, 16]; an empty level ("1,,4", "1,4,") is refused, not skipped."""
     from bench.errors import ConfigError
 
+    parts = str(text).replace(" ", "").split(",")
+    if "" in parts:
+        raise ConfigError(f"bad --concurrency '{text}' (an empty level; expected integers like 1,4,16)")
     try:
-        values = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+        values = [int(x) for x in parts]
     except ValueError:
         raise ConfigError(f"bad --concurrency '{text}' (expected integers like 1,4,16)") from None
-    if not values or min(values) < 1:
+    if min(values) < 1:
         raise ConfigError(f"bad --concurrency '{text}' (each level must be >= 1)")
     return values
 

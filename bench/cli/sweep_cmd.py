@@ -22,6 +22,9 @@ def sweep_overrides(f):
         click.option("--repeats", type=int, help="Repeats of every point."),
         click.option("--seed", type=int),
         click.option("--devices", type=int, help="Device count to plan for (default: detected)."),
+        click.option("--max-replay-s", "max_replay_s", type=click.FloatRange(min=0, min_open=True),
+                     help="Longest replay of one trace point, s after speedup; longer is refused when the plan "
+                          "is built [the file's max_replay_s, else 86400: 24 h]."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Any sweep key, dotted into sections, YAML value (repeatable): "
                           "--set preflight.kv_overflow=allow --set 'workloads=[{input_len: 512, output_len: 64}]'."),
@@ -184,6 +187,10 @@ def sweep(sweep_file, resume_dir, pack, client_workers, config_id, upload_url, *
 
         Store(upload_url)
     env, note = prepare_run(sweep_spec.hardware or opts.get("hardware_id"), opts.get("probe_file"))
+    if pack:  # refused before the plan is printed or a run folder exists
+        from bench.run.runner import check_pack
+
+        check_pack(env)
     env.request_timeout_s, env.stall_timeout_s = sweep_spec.request_timeout_s, sweep_spec.stall_timeout_s
     env.client_workers = client_workers or sweep_spec.client_workers
     n_devices = sweep_spec.devices or env.device.get("count") or 1

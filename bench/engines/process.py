@@ -9,20 +9,28 @@ that busy-polls its cores starved the load client of bench's group. Measured on 
 with vLLM's CPU build (tiny Llama, c=1/4/16): in its own session, the client waited on the
 run queue 94% of the time and its event loop lagged 100-1600 ms (p99); in the same session,
 0.25 s of wait per point and 1.3-2.6 ms lag p99 (docs/reliability.md, "CPU placement").
+
+The group dies with bench, however bench ends (bench.engines.lifeline), and is recorded beside
+its log so that a `--resume` finds one that did not (`stop_stale`; docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
 
+from bench.engines.lifeline import end_group, group_members, start_ticks
 from bench.errors import EngineError
 
 
@@ -65,33 +73,80 @@ def http_post(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
 
 
 CHILD_GROUP = {"process_group": 0}  # Popen: a process group of its own, in bench's session (see above)
+LIFELINE = str(Path(__file__).with_name("lifeline.py"))  # run as a file: stdlib only, starts in ms
+WATCHDOG_GRACE_S = 10.0  # SIGTERM to SIGKILL, when bench is gone and its watchdog stops an engine
+RECORD_GLOB = ".*.proc.json"
+
+
+def record_path(log_path: Path) -> Path:
+    """Where a child's record lies: `.<log stem>.proc.json` beside its log (hidden: never uploaded)."""
+    return Path(log_path).with_name(f".{Path(log_path).stem}.proc.json")
 
 
 class ChildProcess:
-    """Runs `argv` in its own process group (bench's session) with stdout+stderr to `log_path`."""
+    """Runs `argv` in its own process group (bench's session) with stdout+stderr to `log_path`.
+
+    The group dies with bench (bench.engines.lifeline): on Linux the child gets a parent-death
+    signal when started from the main thread, and a watchdog in its group stops the whole
+    group once bench's end of a pipe closes, however bench ended. Its pid, process group and
+    start time are recorded beside the log (`record_path`) until `stop()`, so a later
+    `--resume` can find an engine that outlived both (`stop_stale`)."""
 
     def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.argv = argv
         self.log_path = Path(log_path)
         self.env = env
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
+        self._lifeline_fd: int | None = None  # the write end the watchdog waits on; never written
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        with open(self.log_path, "ab") as log:
+            self.proc = self._spawn(log, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def _spawn(self, log, **streams) -> subprocess.Popen:
+        """Popen of argv with `streams` in a new group, with its parent-death signal, watchdog
+        (which writes to `log`, an open file) and record."""
+        env = {**os.environ, **(self.env or {})}
+        if shutil.which(self.argv[0], path=env.get("PATH")) is None:  # the exec shim would hide it
+            raise EngineError(f"could not start {self.argv[0]}: no such executable")
+        argv = self.argv
+        if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+            # the signal fires when the starting *thread* ends: a request thread (bench node serve) must not ask
+            argv = [sys.executable, "-I", "-S", LIFELINE, "exec", str(os.getpid()), "--", *argv]
         try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **(self.env or {})},
-                **CHILD_GROUP,
-            )
+            proc = subprocess.Popen(argv, env=env, **streams, **CHILD_GROUP)
         except OSError as e:
             raise EngineError(f"could not start {self.argv[0]}: {e}") from None
+        self._start_watchdog(proc.pid, log)
+        try:
+            self._write_record(proc.pid)
+        except BaseException:
+            self.proc = proc
+            self.stop(grace_s=2.0)
+            raise
+        return proc
+
+    def _start_watchdog(self, pgid: int, log) -> None:
+        read_fd, write_fd = os.pipe()  # not inheritable: no other child of bench holds the write end
+        try:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", LIFELINE, "watch", str(read_fd), str(pgid), str(WATCHDOG_GRACE_S)],
+                pass_fds=(read_fd,), process_group=pgid, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self._lifeline_fd = write_fd
+        except (OSError, subprocess.SubprocessError):  # the child is gone already: nothing to watch
+            os.close(write_fd)
         finally:
-            log.close()
+            os.close(read_fd)
+
+    def _write_record(self, pid: int) -> None:
+        from bench.atomicio import atomic_write_text
+
+        record = {"host": socket.gethostname(), "boot_id": boot_id(), "pid": pid, "pgid": pid,
+                  "start_ticks": start_ticks(pid), "bench_pid": os.getpid(),
+                  "watchdog_pid": self.watchdog.pid if self.watchdog else None}
+        atomic_write_text(record_path(self.log_path), json.dumps(record) + "\n")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -101,7 +156,7 @@ class ChildProcess:
         return None if self.proc is None else self.proc.poll()
 
     def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM the whole process group, then SIGKILL what is left after `grace_s`."""
+        """SIGINT, then SIGTERM the whole process group, then SIGKILL what is left after `grace_s`."""
         if self.proc is None:
             return
         pgid = self.proc.pid
@@ -113,28 +168,75 @@ class ChildProcess:
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and self.proc.poll() is None:
                 time.sleep(0.1)
-            if self.proc.poll() is not None and not _group_alive(pgid):
+            if self.proc.poll() is not None and not group_members(pgid):
                 break
         self.proc.poll()
+        self._release_watchdog()
+        if not group_members(pgid):
+            record_path(self.log_path).unlink(missing_ok=True)
 
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies, which an init that does not
-    reap can leave behind, do not count)."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        for stat in proc.glob("[0-9]*/stat"):
+    def _release_watchdog(self) -> None:
+        if self._lifeline_fd is not None:
+            os.close(self._lifeline_fd)  # a watchdog still alive sees EOF, finds the group empty, exits
+            self._lifeline_fd = None
+        if self.watchdog is not None:
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-        return False
+                self.watchdog.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux): a pid recorded before a reboot names another process."""
     try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def stop_stale(run_dir: Path, grace_s: float = WATCHDOG_GRACE_S) -> list[str]:
+    """Stop every process group recorded in `run_dir` (`record_path`) that still runs on this
+    host: an engine of an earlier process of this run that outlived it. Call only while holding
+    the run folder's lock (its writer is gone). One line per group stopped; EngineError when
+    one cannot be stopped (a second engine beside it would not fit, or would share its devices)."""
+    said = []
+    for path in sorted(Path(run_dir).glob(RECORD_GLOB)):
+        try:
+            rec = json.loads(path.read_text())
+            pgid, ticks = int(rec["pgid"]), rec.get("start_ticks")
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # not a record this code wrote: nothing to trust in it
+            continue
+        if rec.get("host") != socket.gethostname():
+            said.append(f"engine record {path.name} is from host {rec.get('host')}: not checked from here")
+            continue
+        members = _recorded_group(pgid, ticks, rec.get("boot_id"))
+        if members:
+            if not end_group(pgid, grace_s):
+                raise EngineError(f"a stale engine of this run (process group {pgid}) would not stop; "
+                                  f"stop it (kill -9 -- -{pgid}) and resume again")
+            said.append(f"stopped a stale engine left by an earlier process of this run "
+                        f"(process group {pgid}, {len(members)} process(es))")
+        path.unlink(missing_ok=True)
+    return said
+
+
+def _recorded_group(pgid: int, ticks: int | None, recorded_boot: str | None) -> list[int]:
+    """The live processes of the recorded group, or [] when it is gone or its number now names
+    another process (a reboot, or the leader gone and the pid reused with another start time).
+    While any process of a group lives, Linux does not reuse its number for a new process."""
+    if recorded_boot and recorded_boot != boot_id():
+        return []
+    leader = start_ticks(pgid)
+    if leader is not None and ticks is not None and leader != ticks:
+        return []
+    uid = os.getuid()
+    return [pid for pid in group_members(pgid) if _owner(pid) == uid]
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None

@@ -38,7 +38,7 @@ from bench.engines.base import (
     quote_log,
     vllm_child_env,
 )
-from bench.engines.process import CHILD_GROUP, ChildProcess, log_tail
+from bench.engines.process import ChildProcess, log_tail
 from bench.engines.vllm_args import vllm_launch_args
 from bench.errors import ConfigError, EngineError
 
@@ -51,13 +51,7 @@ class _PipedChild(ChildProcess):
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                    env={**os.environ, **(self.env or {})}, **CHILD_GROUP,
-                )
-            except OSError as e:
-                raise EngineError(f"could not start {self.argv[0]}: {e}") from None
+            self.proc = self._spawn(log, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
 
 
 class VllmOffline:

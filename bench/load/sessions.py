@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,9 +43,8 @@ from bench.load.client import (
 from bench.load.driver import LoadLoop, LocalWork, PointRun, Progress, Stalled
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser
-from bench.load.workload import _WORDS, text_lines
-
-HUMAN = ("human", "user")  # ShareGPT `from` values of the user's turns
+from bench.load.workload import _WORDS
+from bench.plan.inputs import read_sessions
 
 
 @dataclass(frozen=True)
@@ -123,27 +121,9 @@ class SessionWorkload:
                 yield conversations[i]
 
     def _load(self) -> list[tuple[str, ...]]:
-        if self._conversations is not None:
-            return self._conversations
-        out = [users for lineno, line in text_lines(self.path, "sessions file")
-               if (users := self._parse(line, f"{self.path}:{lineno}"))]
-        if not out:
-            raise ConfigError(f"{self.path}: no conversation with a human turn")
-        self._conversations = out
-        return out
-
-    @staticmethod
-    def _parse(line: str, where: str) -> tuple[str, ...]:
-        """The human turns of one ShareGPT line (`{"conversations": [{"from", "value"}, ...]}`)."""
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-        turns = obj.get("conversations") if isinstance(obj, dict) else None
-        if not isinstance(turns, list):
-            raise ConfigError(f"{where}: expected a JSON object with a 'conversations' list")
-        return tuple(t["value"] for t in turns if isinstance(t, dict) and t.get("from") in HUMAN
-                     and isinstance(t.get("value"), str) and t["value"].strip())
+        if self._conversations is None:
+            self._conversations = read_sessions(self.path)  # parsed and checked as the plan does
+        return self._conversations
 
     def describe(self) -> dict:
         return {"kind": "sessions", "path": str(self.path) if self.path else None, "turns": self.turns,

@@ -16,7 +16,6 @@ approximate (the chat template adds tokens); the server's own count is what is u
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from bench.errors import ConfigError
 from bench.plan import points
+from bench.plan.inputs import read_prompts
 
 # Common English words that are one token in the Llama, Qwen, Mistral and GPT tokenizers
 # (with their leading space): a text prompt of k words is about k tokens.
@@ -49,29 +49,6 @@ class Prompt:
                 raise ConfigError("the chat endpoint needs a text workload (RandomWorkload(as_text=True) or a file)")
             return self.text
         return self.token_ids
-
-
-def text_lines(path: Path, what: str) -> Iterable[tuple[int, str]]:
-    """(line number, line) of every non-blank line of a UTF-8 file; one-line ConfigErrors for a
-    missing file ("no such `what`") or bytes that are not UTF-8."""
-    if not path.exists():
-        raise ConfigError(f"{path}: no such {what}")
-    try:
-        with path.open(encoding="utf-8") as f:
-            return [(lineno, line) for lineno, line in enumerate(f, 1) if line.strip()]
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} of a line)") from None
-
-
-def json_object(line: str, where: str) -> dict:
-    """One JSONL line as a dict; a one-line ConfigError naming `where` (file:line) otherwise."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
-    return obj
 
 
 class Workload(Protocol):
@@ -187,35 +164,9 @@ class FileWorkload:
         self._items: list[tuple[str, int]] | None = None
 
     def _load(self) -> list[tuple[str, int]]:
-        if self._items is not None:
-            return self._items
-        items = [self._parse(line, lineno) for lineno, line in text_lines(self.path, "prompt file")]
-        if not items:
-            raise ConfigError(f"{self.path}: no prompts in file")
-        self._items = items
-        return items
-
-    def _parse(self, line: str, lineno: int) -> tuple[str, int]:
-        where = f"{self.path}:{lineno}"
-        obj = json_object(line, where)
-        reply = None
-        if "conversations" in obj:
-            turns = obj["conversations"]
-            turns = [t for t in turns if isinstance(t, dict)] if isinstance(turns, list) else []
-            prompt = next((t.get("value") for t in turns if t.get("from") == "human"), None)
-            reply = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
-        else:
-            prompt = obj.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise ConfigError(f"{where}: no prompt (expected 'prompt' or a human turn in 'conversations')")
-        out = obj.get("output_len", self.output_len)
-        if out is None and isinstance(reply, str) and self.encode is not None:
-            out = len(self.encode(reply))
-        if out is None:
-            raise ConfigError(f"{where}: no output length (give 'output_len' in the line or the workload)")
-        if isinstance(out, bool) or not isinstance(out, int) or out < 1:
-            raise ConfigError(f"{where}: output_len must be an integer >= 1, got {json.dumps(out)[:40]}")
-        return prompt, out
+        if self._items is None:  # parsed and checked as the plan does (bench.plan.inputs)
+            self._items = read_prompts(self.path, self.output_len, self.encode)
+        return self._items
 
     def prompts(self, n: int) -> list[Prompt]:
         items = self._load()

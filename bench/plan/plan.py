@@ -20,6 +20,7 @@ from bench.catalog.configbase import safe_id
 from bench.catalog.engines import engine_names
 from bench.errors import ConfigError
 from bench.plan.engineconfig import EngineConfig
+from bench.plan.inputs import InputFacts, check_inputs
 from bench.plan.points import (
     ConcurrencyLoad,
     FileWorkload,
@@ -27,8 +28,8 @@ from bench.plan.points import (
     OfflineLoad,
     RandomWorkload,
     RateLoad,
-    TraceLoad,
     SharedPrefixWorkload,
+    TraceLoad,
     WorkloadSpec,
     engine_batch,
     load_level,
@@ -77,6 +78,8 @@ class PointSpec(BaseModel):
     repeat: int = 0
     slo: dict[str, float] | None = None  # {"ttft_s": 2.0, "tpot_s": 0.1}
     notes: list[str] = Field(default_factory=list)  # preflight remarks for a point that runs
+    # a trace point: s from its first scheduled send to its last (after speedup), read from the file by the plan
+    replay_s: float | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class Skipped(BaseModel):
@@ -151,6 +154,8 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
         target = preflight.target_for(hardware, n_devices, host_gb)
     configs = _engine_configs(sweep, catalog)
     workloads = _workloads(sweep)
+    # every input file read and checked now: before a run folder exists, before any engine starts
+    facts = {tag: check_inputs(wl, sweep.n_requests, sweep.max_replay_s) for tag, wl in workloads}
     loads = _loads(sweep)
     runnable, dead, points, skipped = [], [], [], []
     for cfg in configs:
@@ -162,7 +167,7 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
                     cfg, model, workload, load, target, sweep.preflight.memory_fraction, sweep.preflight.kv_overflow
                 )
                 for rep in range(sweep.repeats):
-                    point = _point(sweep, cid, model, wl_tag, workload, load, rep, verdict.notes)
+                    point = _point(sweep, cid, model, wl_tag, workload, load, rep, verdict.notes, facts[wl_tag])
                     if verdict.reason:
                         skipped.append(Skipped(point=point, reason=verdict.reason))
                     else:
@@ -287,9 +292,6 @@ def _canon(load: LoadSpec) -> str:
     return json.dumps(load.model_dump(mode="json"), sort_keys=True)
 
 
-TRACE_MAX_REQUESTS = 1_000_000  # a trace point without a limit replays the whole file, up to this
-
-
 def _load_tag(load: LoadSpec) -> str:
     if isinstance(load, ConcurrencyLoad):
         return f"c{load.concurrency}"
@@ -303,7 +305,7 @@ def _load_tag(load: LoadSpec) -> str:
     return tag + (f"-mc{load.max_concurrency}" if load.max_concurrency else "")
 
 
-def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
+def _point(sweep, cid, model, wl_tag, workload, load, rep, notes, facts: InputFacts) -> PointSpec:
     level = load_level(load)
     # an infinite rate (all at once) counts as its in-flight cap for warm-up and request counts
     level = math.ceil(level) if math.isfinite(level) else (engine_batch(load) or 1)
@@ -311,9 +313,12 @@ def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
     # flight then) finish outside it: ask for that many more than the window must hold.
     n_requests = sweep.n_requests or max(sweep.min_requests + level, sweep.requests_per_concurrency * level)
     n_warmup = sweep.n_warmup if sweep.n_warmup is not None else max(1, level)
+    replay_s = None
     if isinstance(load, TraceLoad):  # the trace is the schedule: replay all of it (or its limit), no warm-up
-        n_requests = sweep.n_requests or getattr(workload, "limit", None) or TRACE_MAX_REQUESTS
+        n_requests, replay_s = facts.n_requests or n_requests, facts.replay_s
         n_warmup = sweep.n_warmup or 0
+    if facts.note:
+        notes = [*notes, facts.note]
     if sweep.slo == "catalog":
         slo = {"ttft_s": model.slo.ttft_s, "tpot_s": model.slo.tpot_s} if model.slo else None
     else:
@@ -328,6 +333,7 @@ def _point(sweep, cid, model, wl_tag, workload, load, rep, notes) -> PointSpec:
         repeat=rep,
         slo=slo or None,
         notes=list(notes),
+        replay_s=replay_s,
     )
 
 

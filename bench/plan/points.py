@@ -36,6 +36,9 @@ Seed = Annotated[int, Field(strict=True)]
 Span = tuple[PositiveInt, PositiveInt]
 Rate = Annotated[float, Field(strict=True, gt=0)]  # strict float: ints pass, bools do not
 StrictBool = Annotated[bool, Field(strict=True)]  # true/false only, not 1 or "yes"
+# A trace's speedup: 1000x slower at most (a replay's length is bounded by max_replay_s too),
+# a million times faster at most (beyond that every send time rounds to the same instant).
+MIN_SPEEDUP, MAX_SPEEDUP = 1e-3, 1e6
 
 
 class _Spec(BaseModel):
@@ -224,7 +227,8 @@ class TraceWorkload(_WorkloadSpec):
     kind: Literal["trace"]
     format: Literal["mooncake", "azure", "burstgpt", "jsonl"] = Field(description="Trace file format.")
     path: str = Field(description="Trace file (a user file; never downloaded).")
-    speedup: Rate = Field(1.0, description="Timestamps are divided by this (dimensionless): 2 replays twice as fast.")
+    speedup: Annotated[float, Field(strict=True, ge=MIN_SPEEDUP, le=MAX_SPEEDUP)] = Field(
+        1.0, description="Timestamps are divided by this (dimensionless): 2 replays twice as fast.")
     limit: PositiveInt | None = Field(None, description="Replay the first N requests only; None: the whole trace.")
     block_size: PositiveInt = Field(512, description="Tokens per Mooncake hash block (tokens).")
     seed: Seed | None = Field(None, description="Token RNG seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")

@@ -219,10 +219,9 @@ _UNKNOWN_LENGTHS = (512, 256)  # file workloads without lengths
 
 def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -> float:
     """Rough seconds for one point (warm-up + measured requests): prefill at the catalog
-    FLOPS plus decode at a bandwidth-bound step rate; rate loads last at least n / rate.
-    A trace replay lasts as long as its trace, which the plan does not read: 0 (not estimated)."""
-    if point.load.kind == "trace":
-        return 0.0
+    FLOPS plus decode at a bandwidth-bound step rate; rate loads last at least n / rate, a
+    trace replay at least its replay time (`replay_s`, read from the file by the plan) and
+    its last request."""
     kind = "cpu" if hardware.vendor == "cpu" else "gpu"
     isl, osl = point.workload.lengths() or _UNKNOWN_LENGTHS
     n = point.n_warmup + point.n_requests
@@ -237,6 +236,8 @@ def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -
     busy_s = decode_s + prefill_s
     if isinstance(point.load, RateLoad):
         return max(busy_s, n / point.load.rate_rps + osl * step_s)
+    if point.load.kind == "trace":
+        return max(busy_s, (point.replay_s or 0.0) + osl * step_s)
     return busy_s
 
 

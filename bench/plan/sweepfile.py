@@ -28,14 +28,15 @@ from pydantic import (
 from bench.catalog.configbase import safe_id
 from bench.catalog.engines import get_engine
 from bench.errors import ConfigError
+from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
     ConcurrencyLoad,
     OfflineLoad,
     PositiveInt,
     Rate,
     RateLoad,
-    TraceLoad,
     StrictBool,
+    TraceLoad,
     WorkloadSpec,
     kind_of,
 )
@@ -214,6 +215,8 @@ class SweepSpec(_Strict):
     # Client limits (s): a request past either is recorded as failed (docs/reliability.md).
     request_timeout_s: Annotated[float, Field(gt=0)] | None = None  # connect to last byte; None: from lengths
     stall_timeout_s: Annotated[float, Field(gt=0)] | None = 300.0  # no byte from the server; None: off
+    # Longest replay of one trace point (s, after speedup); a longer one is refused when the plan is built.
+    max_replay_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = MAX_REPLAY_S
     # Client worker processes driving the load (bench.load.workers); None: chosen from the load and the cores.
     client_workers: PositiveInt | None = None
     # `bench capacity SWEEP`: an SLO capacity search instead of the loads (bench.plan.capacity).
@@ -223,7 +226,7 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:
         if get_engine(self.engine).needs_url and not self.endpoint_url:
-            raise ValueError(f"engine '{self.engine}' needs endpoint_url")
+            raise ValueError(f"engine '{self.engine}' needs endpoint_url (--url URL)")
         return self
 
     @model_validator(mode="after")
@@ -395,7 +398,7 @@ def _describe(source: str, error: ValidationError) -> str:
     errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # typos first
     first = errors[0]
     raw_loc = first["loc"]
-    loc = [p for i, p in enumerate(raw_loc) if not (_is_tag(p) and i < len(raw_loc) - 1)] or ["?"]
+    loc = [p for i, p in enumerate(raw_loc) if not (_is_tag(p) and i < len(raw_loc) - 1)]  # [] : the whole file
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc[-1]}' {_where(loc[:-1])}{more}"
@@ -408,7 +411,7 @@ def _describe(source: str, error: ValidationError) -> str:
     if first["type"] == "too_short":
         return f"{source}: {_path(loc) or 'sweep'}: empty list, give at least one value{more}"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{source}: {_path(loc) or 'sweep'}: {msg}{more}"
+    return f"{source}: {_path(loc) + ': ' if loc else ''}{msg}{more}"
 
 
 def _is_tag(part: Any) -> bool:

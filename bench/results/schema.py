@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.atomicio import atomic_write_text
-from bench.errors import ResultError
+from bench.errors import ResultError, write_error
 from bench.load.records import RequestRecord
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.measure.groups import (
@@ -139,7 +139,7 @@ def write_requests(run_dir: Path, point_id: str, records: list[RequestRecord]) -
         os.replace(tmp, path)
     except OSError as e:  # a full disk: no torn or hidden file left; what was written before stays
         tmp.unlink(missing_ok=True)
-        raise ResultError(f"cannot write {path}: {e.strerror or e}; points already written are kept") from None
+        raise write_error(e, f"cannot write {path}: {e.strerror or e}; points already written are kept") from None
     return rel
 
 

@@ -2,7 +2,7 @@
 every finished point on disk before the next begins.
 
 Faults are data: a point whose engine dies is recorded as failed (log tail kept) and the
-engine is restarted; a configuration that does not fit is recorded as such; Ctrl-C marks
+engine is restarted; a configuration that does not fit is recorded as such; Ctrl-C (or SIGTERM) marks
 the run interrupted and keeps every point already measured.
 """
 
@@ -39,7 +39,7 @@ from bench.run.scope import (
     write_power,
     write_server_metrics,
 )
-from bench.run.status import final_status
+from bench.run.status import final_status, interruption, settle_point
 
 IDLE_BASELINE_S = 3.0
 
@@ -77,6 +77,13 @@ class RunEnvironment:
         return self.device.get("vendor") == "cpu"
 
 
+def check_pack(env: RunEnvironment) -> None:
+    """ConfigError unless this machine can pack configurations (`--pack` needs GPUs); the CLI
+    asks before it prints the plan or creates a run folder."""
+    if env.visible_devices() is None:
+        raise ConfigError("--pack needs GPUs: on a CPU host every configuration would share the same cores")
+
+
 def new_run_dir(out_dir: Path, name: str) -> Path:
     stamp = utc_now().replace(":", "").replace("-", "")
     path = Path(out_dir) / f"{stamp}_{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}"
@@ -92,7 +99,8 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     telemetry session scoped to exactly those devices. `pack=True` runs configurations on
     disjoint devices at the same time (bench.run.pack, docs/packing.md).
     `on_event(kind, info)` receives progress events ("engine_start", "point_start",
-    "request_done", "point_done", "engine_failed") for progress bars; it never affects results.
+    "request_done", "point_done", "engine_failed", and "notice": one line to show) for progress
+    bars; it never affects results.
     The run folder is locked for the call (bench.run.lock): a second process is refused.
     `search` (a bench.plan.capacity.CapacitySearch) replaces the plan's points by an SLO
     capacity search on its one configuration and workload (bench.run.capacity).
@@ -107,10 +115,11 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
              search=None) -> RunResult:
     emit = on_event or (lambda kind, info: None)
     visible = env.visible_devices()  # devices checked before anything is written
-    if pack and visible is None:
-        raise ConfigError("--pack needs GPUs: on a CPU host every configuration would share the same cores")
+    if pack:
+        check_pack(env)
     devices = {c.config_id(): (devices_for(c, visible) if visible is not None else None) for c in plan.engine_configs}
     result = _open_result(plan, run_dir, env, resume)
+    _stop_stale_engines(run_dir, result, emit)
     done = {p.point_id for p in result.points if p.status in ("ok", "skipped")}
     result.points = [p for p in result.points if p.point_id in done]
     for s in plan.skipped:
@@ -140,9 +149,9 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
                     _run_config(cfg, todo[cfg.config_id()], plan, run_dir, env, sink, emit,
                                 devices=devices[cfg.config_id()], visible=visible, raise_start=raise_start)
         result.status, result.error = final_status(result.points)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         result.status = "interrupted"
-        result.error = "interrupted by the user (Ctrl-C); finished points are kept"
+        result.error = f"{interruption(e)}; finished points are kept"
         raise
     except BaseException as e:
         result.status = "failed"
@@ -178,6 +187,17 @@ def _open_result(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool) -
         provenance=collect(env.device, engine_args,
                            {cid: c["engine_version"] for cid, c in config["engine_configs"].items()}),
     )
+
+
+def _stop_stale_engines(run_dir: Path, result: RunResult, emit) -> None:
+    """Stop an engine an earlier process of this run left running (it would hold the devices the
+    next engine needs); its one line goes to the progress output and to `extra.stale_engines_stopped`.
+    Called with the folder's lock held: the process that started that engine is gone."""
+    from bench.engines.process import stop_stale
+
+    for line in stop_stale(run_dir):
+        emit("notice", {"text": line})
+        result.extra.setdefault("stale_engines_stopped", []).append(line)
 
 
 def run_config(plan: Plan, env: RunEnvironment) -> dict[str, Any]:
@@ -289,7 +309,8 @@ def _run_config(cfg, todo, plan, run_dir, env, sink, emit, *, devices=None, visi
             started = utc_now()
             emit("point_start", {"point_id": point.point_id, "n": point.n_warmup + point.n_requests})
             try:
-                pr = measure_point(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started, sink)
+                pr = settle_point(measure_point(point, cfg, engine, spec, plan, env, telemetry, run_dir, emit,
+                                                started, sink))  # no successful request: failed
             except EngineDied as e:
                 pr = _died_point(point, f"engine died: {e}", getattr(e, "records", None), started, run_dir)
                 engine.stop()

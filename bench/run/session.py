@@ -7,7 +7,8 @@ import signal
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.run.runner import RunEnvironment, execute, new_run_dir
+from bench.run.runner import RunEnvironment, check_pack, execute, new_run_dir
+from bench.run.status import Terminated, raise_terminated
 
 PROBE_ENV = "BENCH_PROBE_FILE"
 
@@ -38,14 +39,17 @@ def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir
     """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult).
 
     `pack`: configurations on disjoint devices run at the same time (docs/packing.md)."""
+    if pack:  # refused before a run folder exists
+        check_pack(env)
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(out_dir, plan.name)
     on_event = progress.on_event if progress is not None else None
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated job keeps its points too
+    previous = signal.signal(signal.SIGTERM, raise_terminated)  # a terminated job keeps its points too
     try:
         result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack,
                          search=search)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        raise Interrupted(f"{how}; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         if progress is not None:
@@ -58,6 +62,3 @@ class Interrupted(BenchError):
 
     exit_code = 130
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
