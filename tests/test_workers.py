@@ -176,7 +176,7 @@ def test_the_worker_kill_check_reports_no_hang():
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "worker_kill_check.py"
     done = subprocess.run([sys.executable, str(script), "--kills", "2", "--seed", "7", "--bound-s", "30",
-                           "--max-trials", "20"], capture_output=True, text=True, timeout=300)
+                           "--max-trials", "20"], check=False, capture_output=True, text=True, timeout=300)
     last = (done.stdout.strip().splitlines() or [""])[-1]
     assert done.returncode == 0 and last.startswith("kills: 2, hangs: 0, wrong outcomes: 0"), done.stdout[-2000:]
 
