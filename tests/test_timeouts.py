@@ -13,7 +13,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 def test_the_project_bounds_every_test(pytestconfig):
     # base: no timeout configured, a hung test held CI until its 90-minute limit
-    assert 600 <= float(pytestconfig.getini("timeout")) <= 1800
+    assert 900 <= float(pytestconfig.getini("timeout")) <= 1800  # the slowest vLLM test took 906 s here
     assert pytestconfig.getini("timeout_method") == "signal"
 
 

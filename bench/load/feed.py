@@ -37,6 +37,8 @@ MAX_WRITE_BYTES = 1 << 16  # per write: the feeder keeps topping up rather than 
 
 def _grow(fd: int, wanted_bytes: int) -> int:
     """Ask the kernel for a pipe of at least `wanted_bytes` (capped by fs.pipe-max-size); the size it has."""
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):  # not Linux (macOS): the pipe's own size, topped up
+        return 0
     size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     if wanted_bytes <= size:
         return size
@@ -60,7 +62,7 @@ class IndexFeed:
     def __init__(self, begin: int, end: int):
         r, self._w = os.pipe()
         self.reader = connection.Connection(r, writable=False)
-        self.pipe_bytes = _grow(self._w, (end - begin) * RECORD_BYTES)
+        self.pipe_bytes = _grow(self._w, (end - begin) * RECORD_BYTES)  # 0: not known here
         os.set_blocking(self._w, False)
         self._pending = memoryview(np.arange(begin, end, dtype="<u4").tobytes())
         self._lock = threading.Lock()  # this process only: the feeder thread and stop() share the write end
