@@ -165,6 +165,56 @@ def test_a_frozen_worker_is_given_up_after_its_silence_and_the_others_never_wait
     assert len(kept) < 2000
 
 
+def test_a_worker_reaching_a_barrier_after_a_death_is_released(teams, monkeypatch):
+    """Workers 1 and 2 are frozen at start; worker 0 waits at the warm-up barrier; worker 1 is
+    killed; once the orchestrator has seen the death, worker 2 goes on and reaches the barrier.
+    It must be released (found by scripts/worker_kill_check.py: only workers already waiting were
+    released, so worker 2 waited for a "go" forever while the orchestrator waited for worker 0,
+    released and gone on to the measured barrier, to be "at warmup"; the base had the same rule)."""
+    import threading
+
+    start = T.Team.start
+
+    def start_and_freeze(self):
+        start(self)
+        for k in (1, 2):
+            os.kill(self.procs[k].pid, signal.SIGSTOP)
+
+    monkeypatch.setattr(T.Team, "start", start_and_freeze)
+    state = {}
+
+    def wait_for(cond, what):
+        deadline = time.monotonic() + 30
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.005)  # the poll period of a bounded wait on the orchestrator's state
+
+    def kill_1_then_free_2():
+        wait_for(lambda: teams and teams[0].at.get(0) == "warmup", "worker 0 never reached the warm-up barrier")
+        os.kill(teams[0].procs[1].pid, signal.SIGKILL)
+        wait_for(lambda: teams[0].dead, "the orchestrator never saw worker 1 die")
+        os.kill(teams[0].procs[2].pid, signal.SIGCONT)
+        state["done"] = True
+
+    with FakeServer(FAST, mode="thread") as srv:
+        killer = threading.Thread(target=kill_1_then_free_2, daemon=True)
+        killer.start()
+        try:
+            finished, err = _bounded(lambda: run_point_sync(
+                srv.base_url, FAST.model, RandomWorkload(8, 4, 500, seed=3), {"kind": "concurrency", "concurrency": 3},
+                6, 60, workers=3), 30.0)
+            killer.join(30)
+        finally:
+            for p in (teams[0].procs.values() if teams else []):
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGCONT)
+                    p.kill()
+    assert state.get("done"), "the faults were not injected in order"
+    assert finished, "the point did not end within 30 s of the death"
+    assert isinstance(err, W.ClientWorkerDied) and "client worker 1 " in str(err) and "exit code -9" in str(err)
+    assert set(teams[0].records) == {0, 2}  # both survivors sent their records back
+
+
 def test_the_worker_kill_check_reports_no_hang():
     """scripts/worker_kill_check.py, a few kills at random moments (the lead runs 200): every point
     ends within its bound, failed with the others' records (base: a kill inside the shared

@@ -8,8 +8,10 @@ Nothing here waits on a worker without a bound, and nothing is shared with one u
 - a worker sends a heartbeat every BEAT_S; one silent for WORKER_SILENT_S (stopped, stuck) is
   killed and fails the point;
 - on a death the others are told to stop through the shared stop byte (written here alone,
-  no lock) and the request feeds are closed (bench.load.feed); a worker waiting at a barrier
-  is released; a send to a worker that is gone is ignored (its end of file reports it);
+  no lock) and the request feeds are closed (bench.load.feed); from then on no barrier is
+  waited on: a worker waiting at one, or reaching one later, is released at once (with the
+  stop byte set it launches nothing and sends its records); a send to a worker that is gone
+  is ignored (its end of file reports it);
 - ending waits at most JOIN_S for a worker to exit, then kills it.
 """
 
@@ -50,7 +52,8 @@ class Team:
         self.dead: list[str] = []
         self.info: dict[int, dict] = {}
         self.n_stalled: dict[int, int] = {}
-        self.at: dict[int, str] = {}
+        self.at: dict[int, str] = {}  # worker -> the last barrier it reached
+        self.waiting: set[int] = set()  # workers at a barrier, not yet released
 
     def start(self) -> None:
         readers = {begin: feed.reader for begin, feed in self.feeds.items()}
@@ -84,13 +87,22 @@ class Team:
         self.inbox.put((k, ("eof",)))
 
     def run(self, phases: list[str]) -> None:
+        """Release each phase once every worker is at its barrier; after a death no barrier is
+        waited on (a released worker may be at a later one already): each is released on arrival."""
         for phase in phases:
-            self._until(lambda phase=phase: all(self.at.get(k) == phase or self._settled(k) for k in self.procs))
-            t_start = time.perf_counter() + START_LEAD_S
-            for k in self.procs:
-                if self.at.get(k) == phase and not self._settled(k):
-                    self._send(k, ("go", t_start))
+            self._until(lambda phase=phase: bool(self.dead) or all(self.at.get(k) == phase or self._settled(k)
+                                                                   for k in self.procs))
+            if self.dead:
+                break
+            self._release(time.perf_counter() + START_LEAD_S)
         self._until(lambda: all(self._settled(k) for k in self.procs))
+
+    def _release(self, t_start: float | None) -> None:
+        """"go" to every worker waiting at a barrier (None: no shared start, the point is stopping)."""
+        for k in sorted(self.waiting):
+            if not self._settled(k):
+                self._send(k, ("go", t_start))
+        self.waiting.clear()
 
     def _gone(self, k: int) -> bool:
         return any(d.startswith(f"client worker {k} ") for d in self.dead)
@@ -121,6 +133,9 @@ class Team:
         kind = msg[0]
         if kind == "at":
             self.at[k] = msg[1]
+            self.waiting.add(k)
+            if self.dead:
+                self._release(None)
         elif kind == "progress":
             self.info[k] = msg[1]
             if self.progress is not None:
@@ -161,9 +176,7 @@ class Team:
         self.stop.value = 1  # the others launch nothing more; their requests in flight finish
         for feed in self.feeds.values():
             feed.stop()
-        for j in self.procs:  # release any worker waiting at a barrier
-            if j != k and self.at.get(j) and not self._settled(j):
-                self._send(j, ("go", None))
+        self._release(None)  # a worker waiting at a barrier goes on, finds the stop byte set, sends its records
 
     def end(self) -> None:
         """Every worker gone: joined after its results, else terminated (Ctrl-C, a failure here)."""
