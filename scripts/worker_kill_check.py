@@ -5,10 +5,11 @@ Each trial runs one load point (bench.load.driver.run_point_sync) in 2 or 3 clie
 processes against the fake server (bench.testing.fake_server, its own process): a
 concurrency load, or a rate load with a concurrency cap, with or without warm-up, short
 requests (so the workers are always taking request indices and checking the stop flag, where
-a worker killed inside a shared lock would leave it held). A killer thread waits a random time
-in [0, 1.2 x the point's duration] after the point starts (process start, warm-up barrier,
-measured phase, the records' way back: every moment is hit) and SIGKILLs one worker chosen at
-random. Outcomes:
+a worker killed inside a shared lock would leave it held). A killer thread SIGKILLs one worker
+chosen at random: half the time at a random moment in [0, 1.2 x a clean point's life] after the
+workers have started (start-up, barriers, warm-up, measured phase, the records' way back),
+half the time in [0, a clean point's request span] after the first request finished (while
+requests flow). Outcomes:
   died      the point ended with ClientWorkerDied naming that worker, every kept record from
             another worker, within --bound-s
   finished  the point ended before the kill landed (no kill this trial; not counted as a kill)
@@ -17,7 +18,7 @@ random. Outcomes:
   wrong     it ended otherwise (another exception, a wrong message, a record of the killed worker)
 The figure that matters is hangs (and wrong) out of kills; the exit code is 1 when any.
 
-    python3 scripts/worker_kill_check.py                  # 200 kills, about 3-4 min on 2 cores
+    python3 scripts/worker_kill_check.py                  # 200 kills: 259 s on 2 quiet cores, 15 min at load 15
     python3 scripts/worker_kill_check.py --kills 20 --seed 3
 """
 
