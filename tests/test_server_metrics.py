@@ -49,33 +49,58 @@ def _env() -> RunEnvironment:
 # ------------------------------------------------------------------ the fake server's metrics
 
 
-def test_fake_metrics_model_running_waiting_prefix_hits_and_reset():
-    cfg = FakeServerConfig(ttft_s=0.3, itl_s=0.01, max_num_seqs=2)
-    with FakeServer(cfg) as srv:
-        idle = parse_metrics(srv.metrics_text())
-        assert idle == {"running_requests": 0, "waiting_requests": 0, "kv_cache_usage": 0.0, "preemptions": 0,
-                        "prefix_cache_queries": 0, "prefix_cache_hits": 0}
-        prompt = list(range(40))  # two whole 16-token blocks and 8 tokens more
-        def send():
-            body = json.dumps({"model": "fake-model", "prompt": prompt, "max_tokens": 4, "stream": True}).encode()
-            req = urllib.request.Request(srv.base_url + "/v1/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=10).read()
+def _complete(url: str, prompt: list[int]) -> None:
+    body = json.dumps({"model": "fake-model", "prompt": prompt, "max_tokens": 4, "stream": True}).encode()
+    req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
 
-        threads = [threading.Thread(target=send) for _ in range(3)]
+
+def _metrics_when(srv, done, timeout_s: float = 10.0) -> dict:
+    """The server's parsed /metrics once `done(metrics)` holds (polled; AssertionError after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while not done(m := parse_metrics(srv.metrics_text())):
+        assert time.monotonic() < deadline, f"/metrics never got there: {m}"
+        time.sleep(0.01)  # the poll period of a bounded wait on the server's state
+    return m
+
+
+def test_fake_metrics_model_running_and_waiting():
+    """Three requests held by the server (never answered until it stops), two slots
+    (max_num_seqs=2): two run, one waits, as the scheduler gauges say; nothing races a clock."""
+    cfg = FakeServerConfig(max_num_seqs=2, hang_every=1)
+    prompt = list(range(40))
+    with FakeServer(cfg) as srv:
+        assert parse_metrics(srv.metrics_text()) == {
+            "running_requests": 0, "waiting_requests": 0, "kv_cache_usage": 0.0, "preemptions": 0,
+            "prefix_cache_queries": 0, "prefix_cache_hits": 0}
+
+        def send():
+            try:
+                _complete(srv.base_url, prompt)
+            except OSError:
+                pass  # held, then dropped when the server stops
+
+        threads = [threading.Thread(target=send, daemon=True) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.15)
-        busy = parse_metrics(srv.metrics_text())
-        for t in threads:
-            t.join()
-        assert busy["running_requests"] == 2 and busy["waiting_requests"] == 1  # max_num_seqs=2
-        assert busy["kv_cache_usage"] == pytest.approx(2 * 44 / cfg.kv_capacity_tokens)
+        busy = _metrics_when(srv, lambda m: m["running_requests"] + m["waiting_requests"] == 3)
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert busy["running_requests"] == 2 and busy["waiting_requests"] == 1  # max_num_seqs=2
+    assert busy["kv_cache_usage"] == pytest.approx(2 * 44 / cfg.kv_capacity_tokens)
+
+
+def test_fake_metrics_model_prefix_hits_and_reset():
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.001)) as srv:
+        prompt = list(range(40))  # two whole 16-token blocks and 8 tokens more
+        for _ in range(3):
+            _complete(srv.base_url, prompt)
         done = parse_metrics(srv.metrics_text())
         assert done["prefix_cache_queries"] == 3 * 40
         assert done["prefix_cache_hits"] == 2 * 32  # the 2nd and 3rd found both whole blocks
         assert reset_prefix_cache(srv.base_url) == "done"
-        send()
+        _complete(srv.base_url, prompt)
         assert parse_metrics(srv.metrics_text())["prefix_cache_hits"] == 2 * 32  # nothing left to hit
 
 

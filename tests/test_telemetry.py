@@ -172,12 +172,21 @@ def test_gpu_indices_select_devices_and_stop_shuts_nvml_down():
     assert nvml.initialized == 0 and nvml.calls[-1] == "nvmlShutdown"
 
 
+def _reads(nvml) -> int:
+    return nvml.calls.count("nvmlDeviceGetPowerUsage")
+
+
 def test_background_thread_samples_on_the_real_clock(tmp_path):
     nvml = FakeNvml([FakeGpu(profile=[(0.0, 300.0)])], clock=time.perf_counter)
     tel = open_telemetry("nvml", nvml=nvml, interval_s=0.01)
     tel.start()
     t0 = time.perf_counter()
-    time.sleep(0.25)
+    # the window ends once the background thread has read the meter 6 more times, however
+    # long a loaded box makes that take (bounded): a fixed sleep could see fewer samples
+    first, deadline = _reads(nvml), time.monotonic() + 10.0
+    while _reads(nvml) < first + 6:
+        assert time.monotonic() < deadline, f"the sampling thread read {_reads(nvml) - first} times in 10 s"
+        time.sleep(0.01)  # the poll period of a bounded wait on the thread's reads
     t1 = time.perf_counter()
     e = tel.energy_between(t0, t1)
     tel.stop()

@@ -76,6 +76,10 @@ def capacity(sweep_file, slo, load_kind, repeats, start, max_level, tolerance, m
     click.echo(summary_table(result))
     click.echo(describe_search(next(iter(result.extra.get("capacity", {}).values()), None)))
     click.echo(f"result: {run_dir}")
+    from bench.run.status import exit_code
+
+    if exit_code(result.status):  # partial 4, failed 1, as `bench run` and `bench sweep` (docs/reliability.md)
+        raise SystemExit(exit_code(result.status))
 
 
 def describe_search(summary: dict | None) -> str:
@@ -87,9 +91,14 @@ def describe_search(summary: dict | None) -> str:
     lines = [f"capacity search over {summary['kind']} ({summary['repeats']} repeats per level, "
              f"{summary['confidence']}), SLO {slo}:"]
     for s in summary["steps"]:
-        verdict = "meets" if s["passed"] else f"fails ({s['why']})"
+        verdict = ("meets" + (f" ({s['why']})" if s["why"] else "")) if s["passed"] else f"fails ({s['why']})"
         lines.append(f"  {s['level']:g} {unit}: {verdict}")
     b = summary.get("boundary")
+    if summary.get("stopped"):
+        last = summary.get("last_passing")
+        lines.append(f"no boundary: the search stopped: {summary['stopped']}"
+                     + (f" ({last:g} {unit} met the SLO before; the bracket above it is open)" if last else ""))
+        return "\n".join(lines)
     if b is None:
         lines.append("no level met the SLO")
         return "\n".join(lines)

@@ -126,7 +126,8 @@ def _gc_frozen():
 
 
 class LocalWork:
-    """Hands out request indices of a phase to the slots of one loop (a shared counter in workers)."""
+    """Hands out request indices of a phase to the slots of one loop (in client workers: one
+    pipe every worker reads, bench.load.feed.PipeWork, whose take() may also say WAIT (-1))."""
 
     def __init__(self) -> None:
         self._next = 0
@@ -210,6 +211,9 @@ class LoadLoop:
                 i = work.take()
                 if i is None:
                     return
+                if i < 0:  # a shared feed with nothing queued just now (bench.load.feed): more is coming
+                    await work.more()
+                    continue
                 await tracker.send(client, recs[i], bodies[i])
 
         await asyncio.gather(*(slot() for _ in range(slots)))

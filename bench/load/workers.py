@@ -5,13 +5,27 @@ request bodies (encoded once, into one shared-memory block every worker reads) a
 open loop, the global schedule (a rate load's arrival offsets, a trace's timestamps). Each worker runs its own event loop
 (bench.load.driver.LoadLoop) with its share of the load:
 - concurrency: its part of the slots; every slot takes the next request index of the phase
-  from one counter shared by all workers, so the point is one global closed loop (the last
-  send is made while every other slot is still busy, as with one loop);
+  from one pipe every worker reads (bench.load.feed), so the point is one global closed loop
+  (the last send is made while every other slot is still busy, as with one loop);
 - rate and trace: every n-th arrival of the one global schedule, from one shared start time,
   so the arrival process is exactly the planned one; `max_concurrency` is split over the workers.
 Warm-up and measured phase are separated by a barrier: the measured phase starts in every
 worker once all have finished the warm-up. Each worker watches itself (bench.load.selfwatch)
 and sends back its records and figures; bench.load.merge makes one PointRun of them.
+
+No lock is shared between the processes, so a worker SIGKILLed at any moment (an OOM kill)
+leaves nothing held that another process waits on:
+- request indices come from the pipe (the kernel hands each to one reader, bench.load.feed);
+- the stop signal is one shared byte without a lock, written by the orchestrator alone and
+  read by every slot before it takes a request;
+- messages go over one pipe per direction and worker; the orchestrator reads each worker's
+  on a thread of its own, so a worker's death is its pipe's end of file, and one killed half
+  way through a message blocks nothing;
+- the orchestrator waits on a worker at most WORKER_SILENT_S: each worker sends a heartbeat
+  every BEAT_S, and one silent for longer (stopped, stuck) is killed and fails the point
+  (bench.load.team, the orchestrator's side).
+A worker waits on the orchestrator only while the orchestrator lives: its end of file ends
+every such wait.
 
 A worker that dies mid-point fails the point (`ClientWorkerDied`, with the records of the
 other workers kept); Ctrl-C ends every worker and the point is not kept (finished points are).
@@ -26,7 +40,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing import connection, shared_memory
+from multiprocessing import shared_memory
 
 from bench.errors import BenchError
 from bench.load.arrivals import ConcurrencyLoad, parse_load
@@ -36,12 +50,12 @@ from bench.load.client import (
     StreamingClient,
     raise_fd_limit,
 )
+from bench.load.feed import IndexFeed, PipeWork
 from bench.load.records import RequestRecord
+from bench.load.team import BEAT_S, Team
 
 STREAMS_PER_WORKER = 256  # concurrent streams one worker is planned for (one core carries ~75k tok/s here)
 PROGRESS_EVERY_S = 0.1  # a worker reports progress at most this often
-START_LEAD_S = 0.02  # a rate load's shared start time lies this far after the orchestrator's "go"
-JOIN_S = 5.0  # for a worker to exit after its results, or after SIGTERM
 
 
 class ClientWorkerDied(BenchError):
@@ -123,31 +137,14 @@ class WorkerJob:
     stall_reporting: bool
 
 
-class _SharedWork:
-    """Request indices of a phase from one counter shared by every worker (the orchestrator sets its start)."""
-
-    def __init__(self, counter):
-        self.counter = counter
-        self._end = 0
-
-    def start(self, begin: int, end: int) -> None:
-        self._end = end
-
-    def take(self) -> int | None:
-        with self.counter.get_lock():
-            i = self.counter.value
-            if i >= self._end:
-                return None
-            self.counter.value = i + 1
-        return i
-
-
-def _worker_main(job: WorkerJob, conn, counter, stop, commands=None) -> None:
+def _worker_main(job: WorkerJob, conn, commands, readers: dict, stop) -> None:
     """A client worker process: run its share of the point, send back records and self-watch figures.
 
     `conn` carries the worker's messages out (blocking sends: records can be megabytes);
     `commands` carries the orchestrator's "go" in, watched by the event loop (which makes
-    its descriptor non-blocking: hence two pipes, not one duplex). None: `conn` for both."""
+    its descriptor non-blocking: hence two pipes, not one duplex). None: `conn` for both.
+    `readers`: each closed-loop phase's request feed (bench.load.feed), by its first index;
+    `stop`: the shared stop byte (non-zero: launch nothing more)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator owns Ctrl-C and ends the workers
     import asyncio
 
@@ -155,7 +152,7 @@ def _worker_main(job: WorkerJob, conn, counter, stop, commands=None) -> None:
 
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            records, stats = runner.run(_work(job, conn, counter, stop, commands or conn))
+            records, stats = runner.run(_work(job, conn, commands or conn, readers, stop))
         conn.send(("done", [r for r in records if r.t_send > 0], stats))
     except (EOFError, BrokenPipeError):
         pass  # the orchestrator is gone
@@ -163,7 +160,7 @@ def _worker_main(job: WorkerJob, conn, counter, stop, commands=None) -> None:
         conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0][:300]))
 
 
-async def _work(job: WorkerJob, conn, counter, stop, commands):
+async def _work(job: WorkerJob, conn, commands, readers: dict, stop):
     import asyncio
 
     from bench.load.driver import LoadLoop, Share
@@ -180,9 +177,18 @@ async def _work(job: WorkerJob, conn, counter, stop, commands):
 
     loop.add_reader(commands.fileno(), readable)
 
+    def beat() -> None:
+        try:
+            conn.send(("beat",))
+        except OSError:
+            return  # the orchestrator is gone; the barrier or the last send says so
+        heart["handle"] = loop.call_later(BEAT_S, beat)
+
+    heart = {"handle": loop.call_later(BEAT_S, beat)}
+
     async def barrier(phase: str) -> float | None:
         conn.send(("at", phase))
-        msg = await inbox.get()
+        msg = await inbox.get()  # ends with the orchestrator: its end of file is ("gone",)
         if msg[0] != "go":
             raise EOFError("the orchestrator is gone")
         return msg[1]
@@ -202,13 +208,14 @@ async def _work(job: WorkerJob, conn, counter, stop, commands):
         async with StreamingClient(job.base_url, job.model, job.config) as client:
             client.tag = job.tag
             ll = LoadLoop(client, records, bodies, spec, job.n_warmup, share=Share(job.index, job.n_workers),
-                          work=_SharedWork(counter), barrier=barrier, progress=progress,
+                          work=PipeWork(readers), barrier=barrier, progress=progress,
                           stalled=(lambda n: conn.send(("stalled", n))) if job.stall_reporting else None,
-                          offsets=job.offsets, should_stop=stop.is_set)
+                          offsets=job.offsets, should_stop=lambda: stop.value != 0)
             raise_fd_limit(4 * max(ll.width() // job.n_workers + 1, job.n_warmup) + 256)
             await ll.run()
             conn.send(("progress", ll.tracker.info()))
     finally:
+        heart["handle"].cancel()
         loop.remove_reader(commands.fileno())
         bodies.close()
     return records, ll.watch.summary() | {"index": job.index, "pid": os.getpid()}
@@ -245,19 +252,26 @@ def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, 
     encoder = StreamingClient(base_url, model, cfg)
     bodies = SharedBodies.create([encoder.body(p, r.n_out_expected) for p, r in zip(payloads, records)])
     team = None
-    try:  # from here on the block is unlinked however the point ends (Ctrl-C included)
+    feeds: dict[int, IndexFeed] = {}
+    try:  # from here on the block is unlinked and the feeds closed however the point ends (Ctrl-C included)
         ctx = process_context(["bench.load.workers", "bench.load.driver"])
-        counter, stop = ctx.Value("q", 0), ctx.Event()
+        stop = ctx.RawValue("b", 0)  # no lock: one writer (this process), every worker reads
+        if n_warmup:
+            feeds[0] = IndexFeed(0, n_warmup)
+        if isinstance(spec, ConcurrencyLoad):
+            feeds[n_warmup] = IndexFeed(n_warmup, len(records))
         jobs = [WorkerJob(k, n, base_url, model, cfg, encoder.tag,
                           [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
                           bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, prep.offsets,
                           stalled is not None) for k in range(n)]
-        team = _Team(ctx, jobs, counter, stop, progress, stalled, len(records))
+        team = Team(ctx, _worker_main, jobs, feeds, stop, progress, stalled, len(records))
         team.start()
-        team.run(["warmup", "measured"] if n_warmup else ["measured"], n_warmup, len(records))
+        team.run(["warmup", "measured"] if n_warmup else ["measured"])
     finally:
         if team is not None:
             team.end()
+        for feed in feeds.values():
+            feed.close()
         bodies.close(unlink=True)
     for rec_list in team.records.values():
         for r in rec_list:
@@ -269,116 +283,3 @@ def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, 
         sent = [r for r in records if r.t_send > 0]
         raise ClientWorkerDied("; ".join(team.dead), sent)
     return merge_point(records, spec, client, stats)
-
-
-class _Team:
-    """The orchestrator's side: start the workers, release each phase, gather, end them."""
-
-    def __init__(self, ctx, jobs, counter, stop, progress, stalled, n_total: int):
-        self.ctx, self.jobs, self.counter, self.stop = ctx, jobs, counter, stop
-        self.progress, self.stalled, self.n_total = progress, stalled, n_total
-        self.procs: dict[int, mp.Process] = {}
-        self.conns: dict[int, connection.Connection] = {}  # worker -> orchestrator
-        self.commands: dict[int, connection.Connection] = {}  # orchestrator -> worker
-        self.records: dict[int, list] = {}
-        self.stats: dict[int, dict] = {}
-        self.dead: list[str] = []
-        self.info: dict[int, dict] = {}
-        self.n_stalled: dict[int, int] = {}
-        self.at: dict[int, str] = {}
-
-    def start(self) -> None:
-        for job in self.jobs:
-            inbound, out = self.ctx.Pipe(duplex=False)
-            cmd_in, cmd_out = self.ctx.Pipe(duplex=False)
-            p = self.ctx.Process(target=_worker_main, args=(job, out, self.counter, self.stop, cmd_in),
-                                 name=f"bench-client-{job.index}", daemon=True)
-            p.start()
-            out.close()
-            cmd_in.close()
-            self.procs[job.index], self.conns[job.index], self.commands[job.index] = p, inbound, cmd_out
-
-    def run(self, phases: list[str], n_warmup: int, n_total: int) -> None:
-        for phase in phases:
-            self._until(lambda phase=phase: all(self.at.get(k) == phase or k in self.records or self._gone(k)
-                                    for k in self.procs))
-            with self.counter.get_lock():
-                self.counter.value = 0 if phase == "warmup" else n_warmup
-            t_start = time.perf_counter() + START_LEAD_S
-            for k, c in self.commands.items():
-                if self.at.get(k) == phase and not self._gone(k):
-                    c.send(("go", t_start))
-        self._until(lambda: all(k in self.records or self._gone(k) for k in self.procs))
-
-    def _gone(self, k: int) -> bool:
-        return any(d.startswith(f"client worker {k} ") for d in self.dead)
-
-    def _until(self, done) -> None:
-        while not done():
-            waiting = {c: k for k, c in self.conns.items() if k not in self.records and not self._gone(k)}
-            sentinels = {self.procs[k].sentinel: k for k in waiting.values()}
-            for ready in connection.wait([*waiting, *sentinels], timeout=1.0):
-                if ready in waiting:
-                    self._receive(waiting[ready])
-                elif not self.conns[sentinels[ready]].poll():
-                    self._died(sentinels[ready])
-
-    def _receive(self, k: int) -> None:
-        try:
-            msg = self.conns[k].recv()
-        except (EOFError, OSError):
-            self._died(k)
-            return
-        kind = msg[0]
-        if kind == "at":
-            self.at[k] = msg[1]
-        elif kind == "progress":
-            self.info[k] = msg[1]
-            if self.progress is not None:
-                self.progress(self._progress())
-        elif kind == "stalled":
-            before = sum(self.n_stalled.values())
-            self.n_stalled[k] = msg[1]
-            if self.stalled is not None and sum(self.n_stalled.values()) != before:
-                self.stalled(sum(self.n_stalled.values()))
-        elif kind == "done":
-            self.records[k], self.stats[k] = msg[1], msg[2]
-        elif kind == "error":
-            self._died(k, msg[1])
-
-    def _progress(self) -> dict:
-        infos = list(self.info.values())
-        return {"done": sum(i["done"] for i in infos), "total": self.n_total,
-                "in_flight": sum(i["in_flight"] for i in infos),
-                "output_tokens": sum(i["output_tokens"] for i in infos),
-                "elapsed_s": max(i["elapsed_s"] for i in infos)}
-
-    def _died(self, k: int, why: str | None = None) -> None:
-        if self._gone(k):
-            return
-        p = self.procs[k]
-        p.join(0.5)
-        cause = why or (f"exit code {p.exitcode}" if p.exitcode is not None else "its pipe closed")
-        self.dead.append(f"client worker {k} (pid {p.pid}) died mid-point: {cause}")
-        self.stop.set()  # the others launch nothing more; their requests in flight finish
-        with self.counter.get_lock():
-            self.counter.value = 1 << 62
-        for j, c in self.commands.items():  # release any worker waiting at a barrier
-            if j != k and self.at.get(j) and j not in self.records and not self._gone(j):
-                try:
-                    c.send(("go", None))
-                except OSError:
-                    pass
-
-    def end(self) -> None:
-        """Every worker gone: joined after its results, else terminated (Ctrl-C, a failure here)."""
-        for k, p in self.procs.items():
-            if k not in self.records:
-                p.terminate()
-        for p in self.procs.values():
-            p.join(JOIN_S)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        for c in [*self.conns.values(), *self.commands.values()]:
-            c.close()

@@ -2,9 +2,18 @@
 ordinary load point, written to run.json as it finishes, so an interrupted search resumes
 (`--resume`) from the probes already on disk without measuring them again.
 
-A probe that failed or is invalid counts as not meeting the SLO (its reasons are kept in the
-step). At the boundary (the largest passing level) the repeats' tok/s per GPU, goodput,
-$/Mtok and J/token (gross and idle-net) are given as mean and standard deviation.
+A crash is not a miss. A probe whose point failed (its engine died: the runner restarts it;
+a client worker died; no measurement) is measured again, at most PROBE_RETRIES times, as
+`..._r<rep>-retry<k>`; the failed attempts stay in run.json and the level's step says they were
+retried. A probe that still fails stops the search: no boundary is claimed (`boundary` None,
+`stopped` says why, `last_passing` the largest level that met the SLO before), and the run
+ends `partial` or `failed` like any run with failed points. A resumed search reuses every
+probe measured on disk (a retry included) and measures a failed one again.
+
+A measured probe that is invalid (measurement.md section 5) counts as not meeting the SLO
+(its reasons are kept in the step). At the boundary (the largest passing level) the repeats'
+tok/s per GPU, goodput, $/Mtok and J/token (gross and idle-net) are given as mean and
+standard deviation.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ from typing import Any
 from bench.plan import PointSpec
 from bench.plan.capacity import CapacitySearch
 from bench.plan.points import ConcurrencyLoad, RateLoad
+
+PROBE_RETRIES = 2  # a failed probe is measured again at most this many times, then the search stops
 
 
 def probe_requests(level: float, min_requests: int = 100, per_level: int = 4) -> tuple[int, int]:
@@ -30,9 +41,13 @@ class CapacityRun:
     def __init__(self, search: CapacitySearch, template: PointSpec, done: dict[str, Any] | None = None,
                  min_requests: int = 100):
         self.search, self.template, self.min_requests = search, template, min_requests
-        self.done = dict(done or {})  # point id -> PointResult already on disk (a resumed run)
+        # point id -> PointResult already on disk (a resumed run); a failed one is measured again
+        self.done = {pid: pr for pid, pr in (done or {}).items() if pr.status == "ok"}
         self.results: dict[float, dict[int, Any]] = {}
         self.level: float | None = None
+        self.attempts: dict[tuple[float, int], int] = {}  # (level, repeat) -> failed attempts so far
+        self.retried: dict[float, list[str]] = {}  # level -> "point id: error" of each failed attempt
+        self.stopped: str | None = None  # why the search ended without a boundary
         self.goodput_slo = {k.rsplit("_", 1)[0]: v for k, v in search.slo.items()
                             if k.rsplit("_", 1)[0] in ("ttft_s", "tpot_s", "e2e_s")}
 
@@ -41,29 +56,55 @@ class CapacityRun:
             return ConcurrencyLoad(concurrency=int(level))
         return RateLoad(rate_rps=level)
 
-    def point(self, level: float, rep: int) -> PointSpec:
+    def point(self, level: float, rep: int, attempt: int = 0) -> PointSpec:
+        """The probe of `level`, repeat `rep`; `attempt` k > 0 is its k-th retry after a failure."""
         load = self.load_of(level)
         tag = f"c{int(level)}" if self.search.kind == "concurrency" else f"rps{level:g}"
         n_warmup, n_requests = probe_requests(level, self.min_requests)
         base = self.template.point_id.rsplit("_", 2)[0]  # <config>_<workload>
+        retry = f"-retry{attempt}" if attempt else ""
         return self.template.model_copy(update={
-            "point_id": f"{base}_capacity-{tag}_r{rep}", "load": load, "n_warmup": n_warmup,
+            "point_id": f"{base}_capacity-{tag}_r{rep}{retry}", "load": load, "n_warmup": n_warmup,
             "n_requests": n_requests, "repeat": rep, "slo": self.goodput_slo or None})
+
+    def _on_disk(self, level: float, rep: int):
+        """The probe's measured result from an earlier run of this search (any attempt), else None."""
+        for attempt in range(PROBE_RETRIES + 1):
+            if (pr := self.done.get(self.point(level, rep, attempt).point_id)) is not None:
+                return pr
+        return None
 
     def first(self) -> list[PointSpec]:
         """The probes to measure first (finished ones on disk are fed to the search)."""
         return self._advance(self.search.next_level())
 
     def more(self, pr) -> list[PointSpec]:
-        """After one probe: the next probes (none while the level's repeats are running)."""
+        """After one probe: the next probes (none while the level's repeats are running); a
+        failed probe's retry, or nothing once it failed 1 + PROBE_RETRIES times (`stopped`)."""
         for level, reps in self.results.items():
             for rep, got in reps.items():
-                if got is None and self.point(level, rep).point_id == pr.point_id:
+                attempt = self.attempts.get((level, rep), 0)
+                if got is not None or self.point(level, rep, attempt).point_id != pr.point_id:
+                    continue
+                if pr.status == "ok":
                     reps[rep] = pr
-        if self.level is None or any(v is None for v in self.results[self.level].values()):
+                    continue
+                self.attempts[(level, rep)] = attempt + 1
+                self.retried.setdefault(level, []).append(f"{pr.point_id}: {pr.error}")
+                if attempt + 1 > PROBE_RETRIES:
+                    self.stop(f"probe {self.point(level, rep).point_id} failed {attempt + 1} times "
+                              f"(last: {pr.error})")
+                    return []
+                return [self.point(level, rep, attempt + 1)]
+        if self.stopped or self.level is None or any(v is None for v in self.results[self.level].values()):
             return []
         self._verdict(self.level)
         return self._advance(self.search.next_level())
+
+    def stop(self, why: str) -> None:
+        """End the search without a boundary (one line: why)."""
+        self.stopped = " ".join(why.split())[:500]
+        self.level = None
 
     def _advance(self, level: float | None) -> list[PointSpec]:
         while level is not None:
@@ -71,10 +112,9 @@ class CapacityRun:
             reps = self.results.setdefault(level, {})
             todo = []
             for rep in range(self.search.repeats):
-                spec = self.point(level, rep)
-                reps[rep] = self.done.get(spec.point_id)
+                reps[rep] = self._on_disk(level, rep)
                 if reps[rep] is None:
-                    todo.append(spec)
+                    todo.append(self.point(level, rep, self.attempts.get((level, rep), 0)))
             if todo:
                 return todo
             self._verdict(level)  # every repeat already on disk: no measurement needed
@@ -90,14 +130,20 @@ class CapacityRun:
         step = self.search.record(level, metrics)
         bad = [f"{pr.point_id}: {pr.error or '; '.join(pr.invalid_reasons)}" for pr in self.results[level].values()
                if pr is not None and not (pr.status == "ok" and pr.valid)]
-        if bad:
-            step.why = "; ".join(filter(None, [step.why, *bad]))[:600]
+        retried = [f"retried after {note}" for note in self.retried.get(level, [])]
+        if bad or retried:
+            step.why = "; ".join(filter(None, [step.why, *bad, *retried]))[:600]
 
     def summary(self) -> dict:
         out = self.search.summary()
         out["point_ids"] = {str(lv): [p.point_id for p in reps.values() if p is not None]
                             for lv, reps in self.results.items()}
-        b = self.search.boundary
+        out["probe_retries"] = PROBE_RETRIES
+        out["retried"] = {str(lv): notes for lv, notes in self.retried.items()}
+        out["stopped"] = self.stopped
+        if self.stopped:  # the bracket is open: the largest level that passed is no boundary
+            out["last_passing"], out["boundary"] = out["boundary"], None
+        b = out["boundary"]
         out["at_boundary"] = boundary_figures(list(self.results.get(b, {}).values())) if b is not None else None
         return out
 
@@ -153,4 +199,8 @@ def run_capacity(search: CapacitySearch, plan, run_dir, env, sink, emit, result,
     if first:
         _run_config(cfg, first, plan, run_dir, env, sink, emit, devices=devices, visible=visible, more=more,
                     raise_start=not done)
+    if driver.level is not None and not driver.stopped:  # the runner gave up on the engine mid-search
+        last = next((p for p in reversed(result.points) if p.status == "failed"), None)
+        driver.stop(f"the search ended before level {driver.level:g} was measured"
+                    + (f": {last.point_id}: {last.error}" if last is not None else ""))
     sink.note("capacity", cid, driver.summary())
