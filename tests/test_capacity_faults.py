@@ -189,3 +189,26 @@ def test_bench_capacity_exits_non_zero_and_claims_no_boundary_when_a_probe_keeps
     assert res.exit_code == 1, res.output  # failed, as `bench run` and `bench sweep` exit (base: 0)
     assert not [ln for ln in res.output.splitlines() if ln.startswith("boundary:")]  # base: halved and found one
     assert "no boundary: the search stopped: probe" in res.output and "failed 3 times" in res.output
+
+
+def test_a_probe_whose_every_request_failed_is_a_miss_not_a_crash():
+    """Under overload every request can time out while the engine lives: the point is `failed`
+    (no request succeeded, bench.run.status) but it was measured, so it is a verdict (a miss),
+    not retried as a crash; the boundary is the level below it."""
+    from bench.measure.groups import Metrics
+    from bench.run.status import settle_point
+
+    _, template = _template()
+    run = cap.CapacityRun(_search(), template)
+
+    def outcome(spec: PointSpec) -> PointResult:
+        if _level(spec) < 8:
+            return _measured(spec, 0.1 * _level(spec))
+        pr = PointResult(point_id=spec.point_id, engine_config_id=spec.engine_config_id, load=spec.load,
+                         workload=spec.workload, status="ok", valid=True, n_requests=20, n_failed=20,
+                         error="timeout after 1 s", metrics=Metrics(n_measured=20, n_failed=20, error_rate=1.0))
+        return settle_point(pr)
+
+    measured = _drive(run, outcome)
+    assert not any("retry" in m for m in measured)
+    assert run.search.boundary == 7.0 and run.summary().get("stopped") is None

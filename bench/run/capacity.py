@@ -25,6 +25,7 @@ from typing import Any
 from bench.plan import PointSpec
 from bench.plan.capacity import CapacitySearch
 from bench.plan.points import ConcurrencyLoad, RateLoad
+from bench.run.status import measured
 
 PROBE_RETRIES = 2  # a failed probe is measured again at most this many times, then the search stops
 
@@ -41,8 +42,8 @@ class CapacityRun:
     def __init__(self, search: CapacitySearch, template: PointSpec, done: dict[str, Any] | None = None,
                  min_requests: int = 100):
         self.search, self.template, self.min_requests = search, template, min_requests
-        # point id -> PointResult already on disk (a resumed run); a failed one is measured again
-        self.done = {pid: pr for pid, pr in (done or {}).items() if pr.status == "ok"}
+        # point id -> PointResult already on disk (a resumed run); a crashed one is measured again
+        self.done = {pid: pr for pid, pr in (done or {}).items() if measured(pr)}
         self.results: dict[float, dict[int, Any]] = {}
         self.level: float | None = None
         self.attempts: dict[tuple[float, int], int] = {}  # (level, repeat) -> failed attempts so far
@@ -86,7 +87,7 @@ class CapacityRun:
                 attempt = self.attempts.get((level, rep), 0)
                 if got is not None or self.point(level, rep, attempt).point_id != pr.point_id:
                     continue
-                if pr.status == "ok":
+                if measured(pr):  # ok, or every request failed under load: a verdict, not a crash
                     reps[rep] = pr
                     continue
                 self.attempts[(level, rep)] = attempt + 1

@@ -42,6 +42,14 @@ def no_success(point) -> bool:
     return point.status == "ok" and n is not None and n - (getattr(point, "n_failed", 0) or 0) <= 0
 
 
+def measured(point) -> bool:
+    """The load ran to its end: the point is ok, or failed only because none of its requests
+    succeeded (`settle_point`: it has metrics). A point that failed without metrics (its engine
+    or a client worker died, it could not start) measured nothing; a capacity search retries it
+    instead of counting it as an SLO miss."""
+    return point.status == "ok" or (point.status == "failed" and getattr(point, "metrics", None) is not None)
+
+
 def settle_point(point):
     """`point`, marked `failed` when it measured nothing (`no_success`); its requests, counts
     and the first request error stay as they are."""
