@@ -48,6 +48,12 @@ class StoreError(BenchError):
     """The shared store refused or failed an operation."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer (network, outage, a backend error): no verdict on its content.
+    Callers that retry (a fleet's final publish) or must not mistake an outage for a refusal
+    catch this type, never the message text."""
+
+
 def write_error(error: OSError, message: str) -> ResultError:
     """The domain error for a failed write: DiskFull when the disk or quota is full."""
     return (DiskFull if error.errno in DISK_FULL_ERRNOS else ResultError)(message)

@@ -2,7 +2,7 @@
 
 A closed loop over several workers needs one global counter: the next request of the phase
 goes to whichever slot, in whichever worker, frees first (so the last send is made while every
-other slot is still busy, as with one loop: measurement.md's window). The counter is a pipe.
+other slot is still busy, as with one loop: docs/measurement.md's window). The counter is a pipe.
 The orchestrator writes the phase's request indices into it (4 bytes each); every worker
 reads 4 bytes per request. The kernel serialises the reads of a pipe and hands each record to
 exactly one reader, and it holds its pipe lock only inside the system call: a worker SIGKILLed

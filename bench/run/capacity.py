@@ -10,7 +10,7 @@ retried. A probe that still fails stops the search: no boundary is claimed (`bou
 ends `partial` or `failed` like any run with failed points. A resumed search reuses every
 probe measured on disk (a retry included) and measures a failed one again.
 
-A measured probe that is invalid (measurement.md section 5) counts as not meeting the SLO
+A measured probe that is invalid (docs/measurement.md section 5) counts as not meeting the SLO
 (its reasons are kept in the step). At the boundary (the largest passing level) the repeats'
 tok/s per GPU, goodput, $/Mtok and J/token (gross and idle-net) are given as mean and
 standard deviation.

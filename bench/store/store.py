@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchError, ResultError, StoreError
+from bench.errors import BenchError, ResultError, StoreError, StoreUnavailable
 from bench.redact import redact_text, redact_text_of
 from bench.results import SUMMARY_FILE, RunResult, parse_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id
@@ -274,7 +274,7 @@ class Store:
                 raise
             raise StoreError(f"{where}: not found") from None
         except OSError as e:
-            raise StoreError(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+            raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
     def parquet_footer(self, path: str, limits: bounded.ParquetLimits, what: str = "Parquet footer"):
         """The footer (pyarrow FileMetaData) of one Parquet file of the store, read alone and
@@ -293,7 +293,7 @@ class Store:
             return bounded.footer_from(
                 lambda start, end: self._io(what, self.fs.cat_file, path, start=start, end=end), size, where, limits)
         except OSError as e:
-            raise StoreError(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+            raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
@@ -340,9 +340,9 @@ class Store:
         """For upload: the manifest already under this id; a refused one is different content."""
         try:
             return self.read_manifest(run_id)
+        except StoreUnavailable:
+            raise  # the store did not answer (an outage): no verdict on the content
         except StoreError as e:
-            if "read manifest failed: " in str(e):
-                raise  # the store did not answer (an outage): no verdict on the content
             raise StoreError(f"{self.where}: run id {run_id} is already published with different content "
                              f"({str(e).rsplit(': ', 1)[-1]}); refusing to overwrite") from None
 
@@ -399,7 +399,7 @@ class Store:
             raise StoreError(f"{self.where}: {what} failed: not found: "
                              f"{_one_line(args[0] if args else '', self.url)}") from None
         except Exception as e:  # noqa: BLE001 - each backend (botocore, gcsfs, hf) has its own error types
-            raise StoreError(f"{self.where}: {what} failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+            raise StoreUnavailable(f"{self.where}: {what} failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
 
 def upload(run_dirs: list[Path], url: str, storage_options: dict | None = None, signer=None) -> list[Uploaded]:
