@@ -36,7 +36,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from bench.errors import BenchError, ConfigError, ResultError, StoreError
+from bench.errors import BenchError, ConfigError, ResultError, StoreError, StoreUnavailable
 from bench.fleet import localruns, parentdeath, state
 from bench.fleet.partial import PartialRun
 from bench.fleet.shards import shard_id as make_shard_id
@@ -225,7 +225,7 @@ class ShardRun:
                                        finished_utc=state.utc_now())
                 self._beat()
                 break
-            except StoreError as e:
+            except StoreUnavailable as e:  # a refusal of the content is not retried: it fails now
                 left_s = deadline - time.monotonic()
                 if left_s <= 0 and done is not None:  # published: a relaunch finds it done, or publishes it again
                     self._say(f"published {done.run_id}, but the shard's status could not be written: {e}")
