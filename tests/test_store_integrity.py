@@ -75,7 +75,7 @@ def test_honest_run_with_totals_uploads(tmp_path):
     (_flip_byte, "does not read as a requests Parquet"),
     (_flip_bit_in_a_stamp, "request 2: ttft_s is not t_first - t_send"),
     (_inflate_n_out, "request 0: its chunks carry 32 tokens, n_out is 320"),
-    (_inflate_consistently, "output tokens sum to 1280, run.json says 128"),
+    (_inflate_consistently, "output tokens sum to 64320, run.json says 6432"),
 ], ids=["flipped-byte", "flipped-bit-in-a-value", "n_out-x10", "n_out-and-chunks-x10"])
 def test_upload_refuses_a_request_parquet_that_disagrees_and_uploads_nothing(tmp_path, tamper, why):
     good = _run(tmp_path / "runs", "good")
@@ -97,7 +97,7 @@ def test_row_and_failure_counts_must_match_run_json(tmp_path):
         upload([run], str(tmp_path / "store"))
     data["points"][0]["n_failed"], data["points"][0]["n_requests"] = 0, 5
     (run / "run.json").write_text(json.dumps(data))
-    with pytest.raises(StoreError, match="4 measured rows, run.json says n_requests 5"):
+    with pytest.raises(StoreError, match="201 measured rows, run.json says n_requests 5"):
         upload([run], str(tmp_path / "store"))
 
 
