@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from result_factory import make_run
+from result_factory import edit_run, make_run
 
 from bench.cli import cli
 from bench.errors import StoreError
@@ -152,3 +152,30 @@ def test_read_checked_run_reads_every_requests_file(tmp_path):
     store.read_file = lambda run_id, rel, manifest=None: seen.append(rel) or real(run_id, rel, manifest)
     store.read_checked_run(done.run_id)
     assert sorted(seen) == ["requests/c0001.parquet", "requests/c0004.parquet", "run.json"]
+
+
+# ---- a partial run (issue 18, defect 3): a failed point that kept its finished requests has no metrics
+
+def test_a_partial_run_uploads_and_its_finished_points_build(tmp_path):
+    run = make_run(tmp_path / "runs", name="partial", concurrencies=(1, 4, 8), partial=(4,), status="partial")
+    url = str(tmp_path / "store")
+    import subprocess
+    import sys
+
+    for _ in range(2):  # a real process: the issue saw rc 1 (internal error) and rc 134 (SIGABRT)
+        res = subprocess.run([sys.executable, "-m", "bench", "upload", str(run), "--to", url], check=False,
+                             capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+    done = build(url)
+    assert done.skipped == [] and sorted(done.table["point_id"]) == ["c0001", "c0008"]
+    failed = read_summary(run).points[1]
+    assert failed.status == "failed" and failed.metrics is None and failed.n_requests == 100
+
+
+def test_a_partial_run_whose_kept_requests_disagree_is_refused_in_one_line(tmp_path):
+    run = make_run(tmp_path / "runs", name="partial", concurrencies=(1, 4), partial=(4,), status="partial")
+    edit_run(run, lambda d: d["points"][1].update(n_requests=7))
+    with pytest.raises(StoreError, match="point c0004: requests/c0004.parquet: 100 measured rows, run.json says "
+                                         "n_requests 7"):
+        upload([run], str(tmp_path / "store"))
