@@ -22,7 +22,10 @@ def costmodel():
 def build(url, scenarios, out, full):
     """Compact the point files and rebuild URL/costmodel/costmodel.parquet|csv (and --out, when given).
 
-    Published runs without point files (older stores) get theirs first."""
+    Every run new to the table is verified first: its figures derived again from its records,
+    checked against the catalog. A run that fails is left out with one line; the table is
+    built from the others and the exit status is 1. Published runs without point files
+    (older stores) get theirs first."""
     from bench.store.costmodel import build as build_table
 
     done = build_table(url, out_dir=out, scenario_names=list(scenarios) or None, full=full)
@@ -33,9 +36,11 @@ def build(url, scenarios, out, full):
     click.echo(f"{len(done.table)} load points from {n_runs} runs{skipped}")
     ignored = f", {done.ignored} of runs not published (left out)" if done.ignored else ""
     click.echo(f"{done.partitions} partitions compacted from {done.point_files} point files "
-               f"({done.backfilled} backfilled{ignored})")
+               f"({done.backfilled} backfilled{ignored}; {done.verified} runs verified now)")
     for path in [*map(str, done.local_paths), *done.store_paths]:
         click.echo(f"wrote {path}")
+    if done.skipped:  # the table is written from the other runs; the exit status says some were left out
+        raise SystemExit(1)
 
 
 @costmodel.command()
@@ -70,4 +75,7 @@ def query(url, where, sql, scenarios, out):
         else:
             click.echo(text, nl=False)
     click.echo(f"{len(frame)} rows; read {len(done.files)} files from {done.partitions} partitions"
+               + (f"; {len(done.skipped)} point file(s) skipped (see above)" if done.skipped else "")
                + (f"; wrote {out}" if out is not None else ""), err=True)
+    if done.skipped:
+        raise SystemExit(1)
