@@ -55,10 +55,20 @@ def _spread(q: float) -> float:
     return SPREAD[-1][1]
 
 
+def requests_for(concurrency: int) -> int:
+    """Requests of a point: N_REQUESTS, or more (N - 1 still a multiple of 100) so that at least
+    100 finish inside the window whatever the concurrency."""
+    return max(N_REQUESTS, 100 * -(-(concurrency + 150) // 100) + 1)
+
+
 def point_records(concurrency: int, numbers: dict, isl: int, osl: int, t0_s: float,
-                  n: int = N_REQUESTS) -> list[RequestRecord]:
+                  n: int | None = None, tokens_per_chunk: int = 1) -> list[RequestRecord]:
     """A closed loop of CONCURRENCY streams from T0_S: each request is sent when its stream's
-    previous one ends; request i's TTFT and TPOT are the medians x the spread at its rank."""
+    previous one ends; request i's TTFT and TPOT are the medians x the spread at its rank.
+    Chunks carry TOKENS_PER_CHUNK tokens each (the last one the rest)."""
+    n = n or requests_for(concurrency)
+    sizes = [tokens_per_chunk] * (osl // tokens_per_chunk) + ([osl % tokens_per_chunk] if osl % tokens_per_chunk else [])
+    offsets = list(itertools.accumulate([0] + sizes[1:]))  # tokens before each chunk's last one, after the first
     streams = [(t0_s + 1e-3 * s, s) for s in range(concurrency)]
     heapq.heapify(streams)
     out = []
@@ -66,21 +76,23 @@ def point_records(concurrency: int, numbers: dict, isl: int, osl: int, t0_s: flo
         q = ((i * 37) % n) / (n - 1)  # each request its own rank, spread over the streams
         t_send, s = heapq.heappop(streams)
         t_first, tpot = t_send + numbers["ttft_s"] * _spread(q), numbers["tpot_s"] * _spread(q)
-        chunk_t = [t_first + k * tpot for k in range(osl)]
+        chunk_t = [t_first + k * tpot for k in offsets]
         out.append(RequestRecord(request_id=i, phase="measured", n_in_expected=isl, n_out_expected=osl,
                                  t_send=t_send, t_first=t_first, t_last=chunk_t[-1], t_done=chunk_t[-1], n_in=isl,
-                                 n_out=osl, chunk_t=chunk_t, chunk_tokens=[1] * osl))
+                                 n_out=osl, chunk_t=chunk_t, chunk_tokens=list(sizes)))
         heapq.heappush(streams, (chunk_t[-1], s))
     return out
 
 
 def power_rows(segments: list[tuple[float, float, float]], n_gpus: int, config_id: str) -> list[dict]:
-    """power.parquet rows: every 0.25 s, per device, the power of the segment (t0, t1, W all GPUs)
-    the sample falls in, and the energy counter that integrates it (J, from 1000)."""
+    """power.parquet rows: every 0.25 s (coarser for a run of hours: 20,000 samples at most), per
+    device, the power of the segment (t0, t1, W all GPUs) the sample falls in, and the energy
+    counter that integrates it (J, from 1000)."""
     start, end = segments[0][0] - 2.0, segments[-1][1] + 2.0
+    step = max(0.25, (end - start) / 20_000)
     rows, energy, t_prev, k = [], [1000.0] * n_gpus, None, 0
-    while start + 0.25 * k <= end:
-        t = start + 0.25 * k
+    while start + step * k <= end:
+        t = start + step * k
         watts = next((w for a, b, w in segments if a - 1.0 <= t <= b + 1.0), segments[0][2] * 0.2) / n_gpus
         for d in range(n_gpus):
             if t_prev is not None:
@@ -138,6 +150,7 @@ def make_run(
     partial: tuple[int, ...] = (),
     with_power: bool = True,
     board_w: float | None = None,
+    tokens_per_chunk: int = 1,
     engine_args: dict | None = None,
     name: str | None = None,
 ) -> Path:
@@ -148,7 +161,8 @@ def make_run(
     lists concurrencies whose points failed before any request, `partial` those whose engine
     died with half their requests finished (kept, as bench.run.runner keeps them).
     `with_power=False`: no power series, energy the catalog's nominal estimate; `board_w`
-    replaces the board power (W per GPU) the power model scales with.
+    replaces the board power (W per GPU) the power model scales with; `tokens_per_chunk`:
+    tokens each streamed chunk carries (a long output in fewer chunks).
     """
     from bench.catalog import get_hardware, get_model
     from bench.errors import ConfigError
@@ -182,7 +196,7 @@ def make_run(
         spec_point = SimpleNamespace(point_id=f"c{c:04d}", engine_config_id=config_id, slo=None,
                                      load=ConcurrencyLoad(concurrency=c),
                                      workload=RandomWorkload(input_len=isl, output_len=osl))
-        records = [] if c in failed else point_records(c, numbers, isl, osl, t)
+        records = [] if c in failed else point_records(c, numbers, isl, osl, t, tokens_per_chunk=tokens_per_chunk)
         if records:
             segments.append((t, max(r.t_last for r in records), numbers["avg_power_w"]))
             t = segments[-1][1] + 5.0

@@ -239,6 +239,20 @@ def test_genuine_runs_verify_and_keep_their_figures(run_dir):
         assert b["valid"] <= a["valid"]  # the run's own finding is kept; the derived one may add to it
 
 
+def test_an_honest_run_gives_back_its_own_figures_bit_for_bit(tmp_path):
+    """Measured energy (a power series with its counter) included: the figures are recomputed
+    from the same inputs as the run's, so the point rows are the same bytes, not just close."""
+    from bench.store.costmodel import point_rows
+    from bench.store.verify import verify_run
+
+    run_dir = make_run(tmp_path / "runs", n_gpus=2, concurrencies=(1, 8), tokens_per_chunk=4)
+    run = read_summary(run_dir)
+    verified = verify_run(run, lambda rel: (run_dir / rel).read_bytes() if (run_dir / rel).is_file() else None, "r")
+    assert point_rows("r", verified, include_invalid=True) == point_rows("r", run, include_invalid=True)
+    assert [p.energy.flat() for p in verified.points] == [p.energy.flat() for p in run.points]
+    assert verified.points[0].energy.energy_method == "nvml_counter"
+
+
 # ---- properties: any non-finite, negative or altered figure is refused, naming it
 
 FIGURES = [("metrics", "output_tok_s"), ("metrics", "total_tok_s"), ("metrics", "tok_s_per_gpu"),

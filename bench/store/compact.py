@@ -88,6 +88,10 @@ class _Verdicts:
             except (ResultError, StoreError) as e:
                 self._seen[run_id] = None
                 self.done.skipped.append(str(e) if isinstance(e, StoreError) else f"{run_id}: {e}")
+            except Exception as e:  # noqa: BLE001 - untrusted content reaching code that trusts its types: one run's problem
+                self._seen[run_id] = None
+                self.done.skipped.append(f"{self.store.where}: run {run_id}: does not verify "
+                                         f"({type(e).__name__}: {' '.join(str(e).split())[:120]})")
         return self._seen[run_id]
 
     def seen(self, run_id: str) -> dict | None:

@@ -72,7 +72,7 @@ class CostModelBuild:
     table: pd.DataFrame
     local_paths: list[Path] = field(default_factory=list)
     store_paths: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "run_id: reason" of runs this bench cannot read
+    skipped: list[str] = field(default_factory=list)  # one line per run (or point file) left out, with why
     point_files: int = 0  # point files compacted
     backfilled: int = 0  # published runs that had none, given theirs by this build
     ignored: int = 0  # point files of runs that are not published (left out)

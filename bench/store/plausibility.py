@@ -45,7 +45,7 @@ class Implausible(StoreError):
 def n_gpus_of(cfg: dict) -> int:
     """The point's GPU count: a positive integer equal to TP x PP x DP of its configuration."""
     n = 1 if cfg.get("n_gpus") is None else cfg["n_gpus"]  # not recorded: one GPU, the runner's default
-    parallel = [cfg.get(k, 1) if cfg.get(k) is not None else 1
+    parallel = [1 if cfg.get(k) is None else cfg[k]
                 for k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")]
     for name, value in zip(("n_gpus", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"),
                            [n, *parallel]):

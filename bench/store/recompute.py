@@ -76,7 +76,7 @@ def compare(group: str, stored: dict, derived: dict, keys) -> None:
 def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord], power, telemetry: dict | None,
                     model, hardware) -> PointFigures:
     """The point's figures from its records (see the module); Disagreement on the first stored
-    figure that differs. `power`: the run's power.parquet rows as a pyarrow Table (None: none);
+    figure that differs. `power`: the run's power series (`power_series`; None: none);
     `telemetry`: run.extra["telemetry"][config id]; `model`/`hardware`: catalog entries or None."""
     from bench.load.merge import merge_point
     from bench.measure.metrics import summarize
@@ -149,15 +149,19 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
             raise Disagreement(f"energy.n_devices: {_show(n)} is not a device count")
         out = energy_dict("nominal", False, t1 - t0, [float(hardware.power_w) * (t1 - t0)] * n, None, [], 0)
     elif method in MEASURED_METHODS:
-        series = _series(power, point.engine_config_id)
+        power = power or {}
+        series = power.get(point.engine_config_id) or (power.get(None) if set(power) == {None} else None)
         if not series:
             return None, ["energy: not recomputable (no power series of this configuration in the run)"]
-        ranges = (telemetry or {}).get("meter", {}).get("counter_range_j") if isinstance(telemetry, dict) else None
+        meter_info = telemetry.get("meter") if isinstance(telemetry, dict) else None
+        ranges = meter_info.get("counter_range_j") if isinstance(meter_info, dict) else None
         labels = list(series)
         if not (isinstance(ranges, list) and len(ranges) == len(labels)
                 and all(r is None or (_number(r) and r > 0) for r in ranges)):
             ranges = [None] * len(labels)
         meter = SimpleNamespace(method=method, devices=labels, counter_range_j=ranges)
+        # the whole series, as the run's session held it: a counter summed from another first
+        # sample would differ in its last bits
         out = measured_energy(meter, [series[label] for label in labels], t0, t1)
     else:
         raise Disagreement(f"energy.energy_method: {_show(method)} is not a method bench measures with")
@@ -170,32 +174,35 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
     return out, []
 
 
-def _series(power, config_id: str) -> dict[str, tuple[list, list, list]]:
-    """{device label: (t_s, energy_j, power_w)} of one configuration's samples, each device's in time order."""
-    if power is None or power.num_rows == 0:
-        return {}
-    rows = power.to_pylist()
-    if "config_id" in power.column_names:
-        rows = [r for r in rows if r.get("config_id") == config_id]
-    out: dict[str, list] = {}
-    for r in rows:
-        t, e, p = r.get("t_s"), r.get("energy_j"), r.get("power_w")
-        if not _number(t) or not math.isfinite(t):
-            raise Disagreement(f"power.parquet: a sample time {_show(t)} is not a time")
-        out.setdefault(str(r.get("device")), []).append((t, _reading(e), _reading(p)))
-    series = {}
-    for label, samples in out.items():
-        samples.sort(key=lambda s: s[0])
-        series[label] = tuple(list(col) for col in zip(*samples))
-    return series
+def power_series(table) -> dict[str | None, dict[str, tuple[list, list, list]]]:
+    """power.parquet rows -> {config id: {device label: (t_s, energy_j, power_w)}}, each device's
+    samples in time order, a failed read (NaN, null) as None; every configuration's under None
+    too when the file has no config_id column (an older writer). Disagreement for a sample time
+    that is not a finite number or a reading that is infinite. Once per run: vectorised."""
+    import numpy as np
 
-
-def _reading(value) -> float | None:
-    if value is None or (_number(value) and math.isnan(value)):
-        return None  # a failed read (power_series writes NaN)
-    if not _number(value) or math.isinf(value):
-        raise Disagreement(f"power.parquet: a reading {_show(value)} is not a number")
-    return float(value)
+    n = table.num_rows
+    try:
+        t = np.asarray(table["t_s"].cast("float64").to_numpy(zero_copy_only=False), dtype=float)
+        readings = [np.asarray(table[c].cast("float64").fill_null(float("nan")).to_numpy(zero_copy_only=False),
+                               dtype=float) for c in ("energy_j", "power_w")]
+        devices = table["device"].cast("string").to_pylist()
+        configs = table["config_id"].cast("string").to_pylist() if "config_id" in table.column_names else [None] * n
+    except Exception as e:  # noqa: BLE001 - a column of a type no writer makes
+        raise Disagreement(f"power.parquet: columns do not read as a power series ({type(e).__name__})") from None
+    if not np.isfinite(t).all():
+        raise Disagreement("power.parquet: a sample time is not a finite number")
+    if any(np.isinf(r).any() for r in readings):
+        raise Disagreement("power.parquet: a reading is infinite")
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(configs, devices)):
+        groups.setdefault(key, []).append(i)
+    out: dict[str | None, dict[str, tuple[list, list, list]]] = {}
+    for (config, device), rows in groups.items():
+        idx = np.asarray(rows)[np.argsort(t[rows], kind="stable")]
+        e, p = ([None if math.isnan(v) else v for v in r[idx].tolist()] for r in readings)
+        out.setdefault(config, {})[str(device)] = (t[idx].tolist(), e, p)
+    return out
 
 
 def _roofline(point, cfg: dict, n_gpus: int, model, hardware, metrics):

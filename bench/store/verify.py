@@ -94,8 +94,8 @@ def _verify_point(run: RunResult, point, cfg: dict, read: READ, power: _LazyPowe
                                         "invalid_reasons": reasons})
     records = check_requests(_need(read, point.requests_file, where), point, where)
     model, hardware = _catalog_model(cfg.get("model")), _catalog_hardware(cfg.get("hardware_id"))
-    telemetry = (run.extra.get("telemetry") or {}).get(point.engine_config_id) \
-        if isinstance(run.extra.get("telemetry"), dict) else None
+    described = run.extra.get("telemetry")  # per configuration: the meter, e.g. a RAPL counter's wrap range
+    telemetry = described.get(point.engine_config_id) if isinstance(described, dict) else None
     figures = recompute_point(point, cfg, n_gpus, records, power.table if _uses_series(point) else None,
                               telemetry, model, hardware)
     roof = figures.roofline.flat() if figures.roofline is not None else None
@@ -127,7 +127,7 @@ def _uses_series(point) -> bool:
 
 
 class _LazyPower:
-    """power.parquet of the run, read once when a point needs it (None: the run has none)."""
+    """power.parquet of the run, read and parsed once when a point needs it (None: the run has none)."""
 
     def __init__(self, read: READ, where: str):
         self._read, self._where, self._table, self._done = read, where, None, False
@@ -145,12 +145,14 @@ class _LazyPower:
 def _power_table(data: bytes, where: str):
     import pyarrow.parquet as pq
 
+    from bench.store.recompute import power_series
+
     try:
         table = pq.read_table(io.BytesIO(data), page_checksum_verification=True)
         table.select(["t_s", "device", "power_w", "energy_j"])
-        return table
     except Exception as e:  # noqa: BLE001 - untrusted bytes: any reader failure is a refusal
         raise StoreError(f"{where}: {POWER_FILE}: does not read as a power series ({type(e).__name__})") from None
+    return power_series(table)
 
 
 def _need(read: READ, rel: str, where: str) -> bytes:
