@@ -6,17 +6,20 @@ and the time and peak memory of the store's operations, new path beside today's.
 
 Nothing here is a measurement of hardware: every number in the store is made up, every run
 is marked `extra.synthetic: true`. What is real and what is synthetic:
-- real: the formats and the code. Each run is a schema-2 run.json read by the real parser,
-  with a MANIFEST.json whose content hash and run id are computed as `bench upload` does;
-  its point file is made by the writer `bench upload` uses (`run_point_files`) from that
-  parsed run.json. The operations timed are the library calls the CLI makes.
-- synthetic: the numbers (a saturating throughput curve per hardware and model, 5% of points
-  invalid), and the shape: 15 catalog models (more runs of the popular ones: weight
-  1/sqrt(rank)), 13 GPU types, M concurrency levels per run. Files are written straight to
-  disk (no staging, no read-back) to keep generation to minutes on 2 cores.
-- left out: the per-request Parquet files of the generated runs (points have no
-  `requests_file`), so the old path's figures are a lower bound: on a real store it also reads
-  and checks one request file per point. The two runs uploaded do have request files.
+- real: the formats and the code. A store's table is derived from each run's records, so
+  each run has them: for every (model, hardware) drawn, one template run is made the way a
+  run makes its figures (tests/result_factory.py: closed-loop request records, a power
+  series with its energy counter, bench.measure) and verified as the store verifies it. Each
+  synthetic run is its template's files (hard links) under a run.json of its own (id, date,
+  hardware and that card's roofline), with a MANIFEST.json whose content hash, run id and point-file hashes are computed
+  as `bench upload` computes them, and its point files. The operations timed are the library
+  calls the CLI makes, the verification of every run the build takes included.
+- synthetic: the numbers (a saturating throughput curve per model, under the roofline of the
+  slowest card, so that every card allows it), and the shape: 15 catalog models (more runs
+  of the popular ones: weight 1/sqrt(rank)), 13 GPU types, M concurrency levels per run (201
+  requests a point, more at high concurrency; 4 chunks a request). The runs of one model
+  share its template's records and figures; each has the roofline of its own card. Files are
+  written straight to disk (no staging, no read-back).
 
 Each operation runs in a child process pinned to `--cores` CPUs (default 2); its time is
 measured inside the child (imports included, interpreter start not), its peak memory is the
@@ -27,11 +30,10 @@ child's maximum resident set (os.wait4). Operations, in order:
                writing the report's plots and pages is left out of both). New: from the point
                files before any build, and again after it (one compacted file per partition).
                Old: every run read (`runs_from_store`), the table built, then the same match.
-  build        the table written to the store. New: the first build (reads every point file),
-               then a rebuild after one more upload (reuses the compacted partitions). Old:
-               every run read and checked, the table built and written.
-The old path's table cost is the vectorised one of this version; today's per-point cost
-(5 scenarios x ~12 us) would add about 60 us per point on top.
+  build        the table written to the store. New: the first build (verifies every run: its
+               request files and power series read, its figures derived again), then a
+               rebuild after one more upload (verifies that run, reuses the compacted
+               partitions). Old: every run read and verified, the table built and written.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # result_factory: honest synthetic runs
 
 MODELS = [  # (catalog key, active parameters in billions, GPUs per engine)
     ("llama-3.1-8b", 8, 1), ("qwen3-8b", 8, 1), ("llama-3.1-70b", 70, 4), ("qwen2.5-7b", 7, 1),
@@ -65,109 +68,170 @@ HARDWARE = {  # id: (speed relative to an H100 SXM, board power W)
 NOTE = "bench_costmodel_scale.py: synthetic store, not a measurement"
 
 
-def synthetic_run(i: int, points_per_run: int, seed: int = 0) -> dict:
-    """run.json (as a dict) of synthetic run I: deterministic in (i, seed)."""
+def run_shape(i: int, seed: int = 0) -> dict:
+    """What synthetic run I is: model, hardware, GPUs, precision, lengths, date; deterministic."""
     rng = random.Random(i * 7919 + seed)
     model, active_b, n_gpus = rng.choices(MODELS, weights=[1 / math.sqrt(r + 1) for r in range(len(MODELS))])[0]
     hw = rng.choice(sorted(HARDWARE))
-    speed, board_w = HARDWARE[hw]
-    fp8 = rng.random() < 0.3
-    precision, quant = ("fp8", "fp8") if fp8 else ("bf16", None)
-    isl, osl = rng.choice([(128, 128), (1024, 128), (1024, 1024), (8192, 256)])
-    base = 90.0 * speed * (8.0 / active_b) ** 0.5 * (1.3 if fp8 else 1.0) * rng.uniform(0.9, 1.1)
-    cid = f"{model}-{precision}-tp{n_gpus}"
-    points = []
-    for k in range(points_per_run):
-        c = 2 ** k
-        per_user = base / (1.0 + (c - 1) / 12.0)
-        out_s = c * per_user * n_gpus
-        total_s = out_s * (isl + osl) / osl
-        avg_w = n_gpus * board_w * (0.15 + 0.8 * min(1.0, c / 64))
-        invalid = rng.random() < 0.05
-        points.append({
-            "point_id": f"c{c:05d}", "engine_config_id": cid, "load": {"kind": "concurrency", "concurrency": c},
-            "workload": {"kind": "random", "input_len": isl, "output_len": osl}, "status": "ok",
-            "n_requests": max(16, 2 * c), "window": {"t0_s": 0.0, "t1_s": 60.0, "window_s": 60.0, "span_s": 62.0},
-            "metrics": {"output_tok_s": out_s, "input_tok_s": total_s - out_s, "total_tok_s": total_s,
-                        "tok_s_per_gpu": total_s / n_gpus, "interactivity_tok_s_user": per_user, "error_rate": 0.0,
-                        "ttft_s_p50": 0.02 * (1 + c / 16) * isl / 1024 / speed, "ttft_s_p99": 0.05 * (1 + c / 8) / speed,
-                        "tpot_s_p50": 1 / per_user, "tpot_s_p99": 1.4 / per_user},
-            "energy": {"avg_power_w": avg_w, "idle_power_w": 0.1 * board_w * n_gpus, "energy_j": avg_w * 60,
-                       "j_per_token": avg_w / total_s, "j_per_output_token": avg_w / out_s,
-                       "energy_method": "nvml_counter", "measured": True, "n_devices": n_gpus},
-            "roofline": {"roofline_efficiency": min(0.9, 0.02 * c)},
-            "valid": not invalid, "invalid_reasons": ["client saturation"] if invalid else [],
-        })
     day = 1 + i % 365
     created = f"{2025 + day // 366}-{1 + (day - 1) // 31 % 12:02d}-{1 + (day - 1) % 28:02d}T10:00:00Z"
-    engine_config = {"model": model, "weights": "dummy", "engine": "vllm", "dtype": "bfloat16",
-                     "quantization": quant, "kv_cache_dtype": "auto", "tensor_parallel_size": n_gpus,
-                     "n_gpus": n_gpus, "precision": precision}
-    return {"schema_version": 2, "run_id": f"syn-{i:06d}-{seed}", "status": "complete", "created_utc": created,
-            "finished_utc": created, "harness": {"version": "0.1.0", "git_sha": "0" * 40},
-            "config": {"hardware_id": hw, **engine_config, "engine_configs": {cid: engine_config}},
-            "provenance": {"engine_version": "0.0.0-synthetic", "device_name": f"synthetic {hw}",
-                           "driver_version": "0.0", "host": "synthetic"},
-            "points": points, "extra": {"synthetic": True, "note": NOTE}}
+    return {"model": model, "active_b": active_b, "n_gpus": n_gpus, "hardware": hw, "created_utc": created}
 
 
-def _write_run(args: tuple[Path, int, int]) -> None:
-    """One synthetic published run, as an upload leaves it: run.json, MANIFEST.json, point file."""
-    from bench.results import parse_summary
+TEMPLATE_HARDWARE = "l4"  # the slowest card of HARDWARE: a speed its roofline allows, every card allows
+
+
+def template_of(store_dir: Path, model: str, active_b: float, n_gpus: int, points_per_run: int) -> Path:
+    """The run folder every synthetic run of MODEL copies: made the way a run makes its figures
+    (tests/result_factory.py: request records, a power series, bench.measure) on the slowest
+    card, and checked the way the store checks them (bench.store.verify); a speed the
+    catalog's roofline does not allow is halved until it does. Deterministic in its arguments."""
+    from result_factory import make_run
+
+    from bench.errors import StoreError
+    from bench.results import read_summary
+    from bench.store.verify import verify_run
+
+    rng = random.Random(model)
+    fp8 = rng.random() < 0.3
+    isl, osl = rng.choice([(128, 128), (1024, 128), (1024, 1024), (8192, 256)])
+    speed = 0.9 * (8.0 / active_b) ** 0.5 * (1.3 if fp8 else 1.0)
+    for _ in range(12):
+        run_dir = make_run(store_dir, name=model, model=model, hardware=TEMPLATE_HARDWARE, n_gpus=n_gpus,
+                           quantization="fp8" if fp8 else None, speed=speed, isl=isl, osl=osl,
+                           concurrencies=tuple(2**k for k in range(points_per_run)), board_w=60.0,
+                           tokens_per_chunk=max(osl // 4, 1))
+        try:
+            verify_run(read_summary(run_dir), lambda rel, d=run_dir: (d / rel).read_bytes()
+                       if (d / rel).is_file() else None, str(run_dir))
+            return run_dir
+        except StoreError:
+            shutil.rmtree(run_dir)
+            speed /= 2
+    raise SystemExit(f"no plausible speed for {model}")
+
+
+def _template(args) -> tuple[str, Path]:
+    templates, model, active_b, n_gpus, points_per_run = args
+    return model, template_of(templates, model, active_b, n_gpus, points_per_run)
+
+
+def on_hardware(run, hardware_id: str):
+    """RUN (a template, or its verified copy) as if measured on HARDWARE_ID: the same records,
+    its roofline computed again for that card (bench.measure.point's, as the run computes it)."""
+    from bench.catalog import get_hardware, get_model
+    from bench.measure.point import _roofline
+    from bench.store.recompute import engine_namespace
+
+    cfg = {**run.config, "hardware_id": hardware_id}
+    model, hardware = get_model(cfg["model"]), get_hardware(hardware_id)
+    points = [p.model_copy(update={"roofline": _roofline(engine_namespace(cfg), p, model, hardware, cfg["n_gpus"],
+                                                         p.metrics, None)}) if p.status == "ok" else p
+              for p in run.points]
+    return run.model_copy(update={"config": cfg, "points": points})
+
+
+def _write_run(args: tuple[Path, int, Path]) -> None:
+    """One synthetic published run, as an upload leaves it: its template's files (hard links)
+    under a run.json of its own (id, date, hardware), MANIFEST.json with the point files'
+    hashes, the point files made from the verified copy."""
     from bench.store.manifest import content_digest
-    from bench.store.points import run_point_files
+    from bench.store.points import manifest_entries, run_point_files
     from bench.store.publish import MANIFEST_VERSION, manifest_bytes, sha256_hex
 
-    store, i, points_per_run = args
-    data = synthetic_run(i, points_per_run)
-    blob = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-    entries = [{"path": "run.json", "size": len(blob), "sha256": sha256_hex(blob)}]
+    store, i, template = args
+    shape = run_shape(i)
+    own = {"run_id": f"syn-{i:06d}-0", "created_utc": shape["created_utc"], "finished_utc": shape["created_utc"]}
+    run = on_hardware(_template_run(template), shape["hardware"]).model_copy(update=own)
+    blob = (json.dumps(run.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+    files = {p.relative_to(template).as_posix(): p for p in sorted(template.rglob("*")) if p.is_file()}
+    hashes = _hashes(template)
+    entries = [{"path": "run.json", "size": len(blob), "sha256": sha256_hex(blob)}] + [
+        {"path": rel, "size": path.stat().st_size, "sha256": hashes[rel]} for rel, path in files.items()
+        if rel != "run.json"]
+    entries.sort(key=lambda e: e["path"])
     digest = content_digest(entries)
-    cfg = data["config"]
-    run_id = f"{data['created_utc'][:10].replace('-', '')}-{cfg['model']}-{cfg['hardware_id']}-{digest[:12]}"
-    manifest = {"manifest_version": MANIFEST_VERSION, "run_id": run_id, "content_sha256": digest,
-                "source_run_id": data["run_id"], "schema_version": 2, "created_utc": data["created_utc"],
-                "status": "complete", "harness_version": "0.1.0", "model": cfg["model"], "models": [cfg["model"]],
-                "hardware": cfg["hardware_id"], "n_gpus": cfg["n_gpus"], "engine": "vllm",
-                "n_points": len(data["points"]), "n_valid_points": sum(p["valid"] for p in data["points"]),
-                "files": entries}
+    cfg = run.config
+    run_id = f"{shape['created_utc'][:10].replace('-', '')}-{cfg['model']}-{cfg['hardware_id']}-{digest[:12]}"
     run_dir = store / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_bytes(blob)
+    for rel, path in files.items():
+        if rel != "run.json":
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, run_dir / rel)
+    # what an upload makes point files from: the verified copy (the template's, on this card)
+    point_files = run_point_files(run_id, on_hardware(_verified(template), shape["hardware"]).model_copy(update=own))
+    manifest = {"manifest_version": MANIFEST_VERSION, "run_id": run_id, "content_sha256": digest,
+                "source_run_id": run.run_id, "schema_version": 2, "created_utc": run.created_utc,
+                "status": "complete", "harness_version": "0.1.0", "model": cfg["model"], "models": [cfg["model"]],
+                "hardware": cfg["hardware_id"], "n_gpus": cfg["n_gpus"], "engine": "vllm",
+                "n_points": len(run.points), "n_valid_points": sum(p.valid for p in run.points),
+                "files": entries, "point_files": manifest_entries(point_files)}
     (run_dir / "MANIFEST.json").write_bytes(manifest_bytes(manifest))
-    for rel, point_blob in run_point_files(run_id, parse_summary(data)).items():
+    for rel, point_blob in point_files.items():
         (store / rel).parent.mkdir(parents=True, exist_ok=True)
         (store / rel).write_bytes(point_blob)
+
+
+_HASHES: dict[Path, dict[str, str]] = {}
+_VERIFIED: dict[Path, object] = {}
+_RUNS: dict[Path, object] = {}
+
+
+def _template_run(template: Path):
+    from bench.results import read_summary
+
+    if template not in _RUNS:
+        _RUNS[template] = read_summary(template)
+    return _RUNS[template]
+
+
+def _verified(template: Path):
+    from bench.results import read_summary
+    from bench.store.verify import verify_run
+
+    if template not in _VERIFIED:
+        _VERIFIED[template] = verify_run(read_summary(template), lambda rel: (template / rel).read_bytes()
+                                         if (template / rel).is_file() else None, str(template))
+    return _VERIFIED[template]
+
+
+def _hashes(template: Path) -> dict[str, str]:
+    from bench.store.publish import sha256_hex
+
+    if template not in _HASHES:
+        _HASHES[template] = {p.relative_to(template).as_posix(): sha256_hex(p.read_bytes())
+                             for p in template.rglob("*") if p.is_file()}
+    return _HASHES[template]
 
 
 def generate(store: Path, n_runs: int, points_per_run: int, jobs: int) -> float:
     from multiprocessing import Pool
 
     t0 = time.perf_counter()
+    shapes = [run_shape(i) for i in range(n_runs)]
+    keys = sorted({(s["model"], s["active_b"], s["n_gpus"]) for s in shapes})
+    templates_dir = store.parent / "templates"
+    shutil.rmtree(templates_dir, ignore_errors=True)
     with Pool(jobs) as pool:
-        for k, _ in enumerate(pool.imap_unordered(_write_run, [(store, i, points_per_run) for i in range(n_runs)],
-                                                  chunksize=64)):
+        templates = dict(pool.imap_unordered(_template, [(templates_dir, *k, points_per_run) for k in keys]))
+        print(f"  {len(templates)} template runs made and verified ({time.perf_counter() - t0:.0f} s)", flush=True)
+        work = [(store, i, templates[s["model"]]) for i, s in enumerate(shapes)]
+        for k, _ in enumerate(pool.imap_unordered(_write_run, work, chunksize=64)):
             if k % 10000 == 0:
                 print(f"  generated {k}/{n_runs} runs ({time.perf_counter() - t0:.0f} s)", flush=True)
     return time.perf_counter() - t0
 
 
 def upload_folder(root: Path, seed: int, points_per_run: int) -> Path:
-    """A run folder to upload, with request files (16 requests per point)."""
-    from bench.load.records import RequestRecord
-    from bench.results import parse_summary, write_requests, write_summary
+    """A run folder to upload: a template run of its own (records, power series), verified."""
+    from bench.results import read_summary, write_summary
 
-    data = synthetic_run(0, points_per_run, seed=seed)
-    run_dir = root / data["run_id"]
-    for p in data["points"]:
-        p["n_requests"], m = 16, p["metrics"]
-        isl, osl = p["workload"]["input_len"], p["workload"]["output_len"]
-        recs = [RequestRecord(request_id=r, phase="measured", n_in_expected=isl, n_out_expected=osl, t_send=0.1 * r,
-                              t_first=0.1 * r + m["ttft_s_p50"], t_last=0.1 * r + m["ttft_s_p50"] + osl * m["tpot_s_p50"],
-                              n_in=isl, n_out=osl, chunk_t=[0.1 * r + m["ttft_s_p50"]], chunk_tokens=[osl])
-                for r in range(16)]
-        p["requests_file"] = write_requests(run_dir, p["point_id"], recs)
-    write_summary(run_dir, parse_summary(data))
+    shape = run_shape(0, seed=seed)
+    run_dir = template_of(root / f"seed{seed}", shape["model"], shape["active_b"], shape["n_gpus"], points_per_run)
+    run = on_hardware(read_summary(run_dir), shape["hardware"])
+    write_summary(run_dir, run.model_copy(update={"run_id": f"upload-{seed}"}))  # its own content and id
     return run_dir
 
 

@@ -173,21 +173,25 @@ def test_build_compacts_the_point_files_into_the_old_table(three_runs, store_url
     assert _compacted(store_url) == compacted  # rebuilt, byte for byte
 
 
-def test_a_rebuild_after_an_upload_reads_only_the_new_file_and_equals_a_full_one(three_runs, local_store, tmp_path,
-                                                                                monkeypatch):
+def test_a_rebuild_after_an_upload_verifies_only_the_new_run_and_equals_a_full_one(three_runs, local_store, tmp_path,
+                                                                                 monkeypatch):
     upload(three_runs, local_store)
     build(local_store)
     [new] = upload([make_run(tmp_path / "more", hardware="h100-sxm", speed=1.5)], local_store)
-    import bench.store.compact as compact_mod
+    import bench.store.verify as verify_mod
 
     read = []
-    real = compact_mod.read_point_files
-    monkeypatch.setattr(compact_mod, "read_point_files",
-                        lambda store, paths, **k: read.extend(paths) or real(store, paths, **k))
+    real = verify_mod.read_verified_run
+    monkeypatch.setattr(verify_mod, "read_verified_run", lambda store, run_id, *a: read.append(run_id) or
+                        real(store, run_id, *a))
     incremental = build(local_store)
-    assert [p.rsplit("/", 1)[-1] for p in read] == [f"{new.run_id}.parquet"]
+    assert read == [new.run_id] and incremental.verified == 1
+    full = build(local_store, full=True)
+    assert sorted(read[1:]) == sorted([new.run_id] + [json.loads(m.read_text())["run_id"]
+                                                      for m in (tmp_path / "store" / "runs").glob("*/MANIFEST.json")
+                                                      if new.run_id not in str(m)]) and full.verified == 4
     monkeypatch.undo()
-    assert table_bytes(incremental.table) == table_bytes(build(local_store, full=True).table) \
+    assert table_bytes(incremental.table) == table_bytes(full.table) \
         == table_bytes(build_table(runs_from_store(local_store)))
 
 

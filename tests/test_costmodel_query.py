@@ -48,6 +48,8 @@ def test_where_on_partition_keys_opens_only_that_partition(runs, tmp_path, monke
     url = str(tmp_path / "store")
     done = {(u.source.name): u.run_id for u in upload(runs, url)}
     store = Store(url)
+    import duckdb  # noqa: F401 - imported before listings are watched (its own import lists site-packages)
+
     listed = []
     real_list_names = Store.list_names
     monkeypatch.setattr(Store, "list_names", lambda self, path: listed.append(str(path)) or real_list_names(self, path))
@@ -224,23 +226,26 @@ def test_bench_help_imports_no_duckdb():
 
 
 @pytest.mark.parametrize("older", [0, 1])
-def test_point_files_of_an_older_and_a_newer_writer_read_together(tmp_path, older):
-    """A file without a column (an older bench) reads with that column empty, whichever file
-    comes first; a column the reader does not know (a newer bench) is left out."""
+def test_compacted_files_of_an_older_and_a_newer_writer_read_together(tmp_path, older):
+    """A compacted file without a column (an older bench) reads with that column empty,
+    whichever file comes first; a column the reader does not know (a newer bench) is left out."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     url = str(tmp_path / "store")
-    done = upload([make_run(tmp_path / "runs", speed=s, concurrencies=(1, 4)) for s in (1.0, 1.1)], url)
-    files = sorted(Store(url).fs.glob(f"{url}/costmodel/points/**/*.parquet"))
+    done = upload([make_run(tmp_path / "runs", hardware=hw, concurrencies=(1, 4)) for hw in ("b200", "h100-sxm")], url)
+    build(url)
+    files = sorted(Store(url).fs.glob(f"{url}/costmodel/compacted/**/*.parquet"))
     old, new = files[older], files[1 - older]
-    pq.write_table(pq.read_table(old).drop_columns(["synthetic", "weights"]), old)
+    table = pq.read_table(old)
+    pq.write_table(table.drop_columns(["synthetic", "weights"]).replace_schema_metadata(table.schema.metadata), old)
     table = pq.read_table(new)
-    pq.write_table(table.append_column("future_column", pa.array([1.0] * table.num_rows)), new)
+    pq.write_table(table.append_column("future_column", pa.array([1.0] * table.num_rows))
+                   .replace_schema_metadata(table.schema.metadata), new)
     read = read_points(Store(url), {})
-    rows = read.table.set_index("run_id")
-    old_id = old.rsplit("/", 1)[-1].removesuffix(".parquet")
-    assert len(read.table) == 4 and "future_column" not in read.table
-    assert rows.loc[old_id, "synthetic"].isna().all() and rows.loc[old_id, "weights"].isna().all()
-    assert rows.drop(old_id)["synthetic"].all() and (rows.drop(old_id)["weights"] == "dummy").all()
-    assert {d.run_id for d in done} == set(rows.index)
+    rows = read.table.set_index("hardware")
+    old_hw = old.split("hardware=", 1)[1].split("/", 1)[0]
+    assert len(read.table) == 4 and "future_column" not in read.table and len(read.files) == 2
+    assert rows.loc[old_hw, "synthetic"].isna().all() and rows.loc[old_hw, "weights"].isna().all()
+    assert rows.drop(old_hw)["synthetic"].all() and (rows.drop(old_hw)["weights"] == "dummy").all()
+    assert {d.run_id for d in done} == set(read.table["run_id"])

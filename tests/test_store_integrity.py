@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from result_factory import make_run
+from result_factory import edit_run, make_run
 
 from bench.cli import cli
 from bench.errors import StoreError
@@ -75,7 +75,7 @@ def test_honest_run_with_totals_uploads(tmp_path):
     (_flip_byte, "does not read as a requests Parquet"),
     (_flip_bit_in_a_stamp, "request 2: ttft_s is not t_first - t_send"),
     (_inflate_n_out, "request 0: its chunks carry 32 tokens, n_out is 320"),
-    (_inflate_consistently, "output tokens sum to 1280, run.json says 128"),
+    (_inflate_consistently, "output tokens sum to 64320, run.json says 6432"),
 ], ids=["flipped-byte", "flipped-bit-in-a-value", "n_out-x10", "n_out-and-chunks-x10"])
 def test_upload_refuses_a_request_parquet_that_disagrees_and_uploads_nothing(tmp_path, tamper, why):
     good = _run(tmp_path / "runs", "good")
@@ -97,14 +97,15 @@ def test_row_and_failure_counts_must_match_run_json(tmp_path):
         upload([run], str(tmp_path / "store"))
     data["points"][0]["n_failed"], data["points"][0]["n_requests"] = 0, 5
     (run / "run.json").write_text(json.dumps(data))
-    with pytest.raises(StoreError, match="4 measured rows, run.json says n_requests 5"):
+    with pytest.raises(StoreError, match="201 measured rows, run.json says n_requests 5"):
         upload([run], str(tmp_path / "store"))
 
 
 def _publish_unchecked(monkeypatch, run_dirs, url):
-    """Publish as an older bench (or a hand-made upload) would: without the Parquet check."""
+    """Publish as an older bench (or a hand-made upload) would: without the Parquet check
+    and the figures' verification (no point file is made at upload then)."""
     with monkeypatch.context() as m:
-        m.setattr(publish_mod, "check_run_requests", lambda *a, **k: None)
+        m.setattr(publish_mod, "verified_point_files", lambda *a, **k: {})
         return upload(run_dirs, url)
 
 
@@ -139,7 +140,7 @@ def test_costmodel_build_skips_a_bad_run_and_says_how_many(tmp_path, monkeypatch
     done = build(url)
     assert set(done.table["run_id"]) == {ids["good"]} and len(done.skipped) == 1
     res = CliRunner().invoke(cli, ["costmodel", "build", "--store", url])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the table is written; one run was left out
     assert "1 run(s) skipped" in res.output and "output tokens sum to" in res.output
 
 
@@ -152,3 +153,30 @@ def test_read_checked_run_reads_every_requests_file(tmp_path):
     store.read_file = lambda run_id, rel, manifest=None: seen.append(rel) or real(run_id, rel, manifest)
     store.read_checked_run(done.run_id)
     assert sorted(seen) == ["requests/c0001.parquet", "requests/c0004.parquet", "run.json"]
+
+
+# ---- a partial run (issue 18, defect 3): a failed point that kept its finished requests has no metrics
+
+def test_a_partial_run_uploads_and_its_finished_points_build(tmp_path):
+    run = make_run(tmp_path / "runs", name="partial", concurrencies=(1, 4, 8), partial=(4,), status="partial")
+    url = str(tmp_path / "store")
+    import subprocess
+    import sys
+
+    for _ in range(2):  # a real process: the issue saw rc 1 (internal error) and rc 134 (SIGABRT)
+        res = subprocess.run([sys.executable, "-m", "bench", "upload", str(run), "--to", url], check=False,
+                             capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+    done = build(url)
+    assert done.skipped == [] and sorted(done.table["point_id"]) == ["c0001", "c0008"]
+    failed = read_summary(run).points[1]
+    assert failed.status == "failed" and failed.metrics is None and failed.n_requests == 100
+
+
+def test_a_partial_run_whose_kept_requests_disagree_is_refused_in_one_line(tmp_path):
+    run = make_run(tmp_path / "runs", name="partial", concurrencies=(1, 4), partial=(4,), status="partial")
+    edit_run(run, lambda d: d["points"][1].update(n_requests=7))
+    with pytest.raises(StoreError, match="point c0004: requests/c0004.parquet: 100 measured rows, run.json says "
+                                         "n_requests 7"):
+        upload([run], str(tmp_path / "store"))

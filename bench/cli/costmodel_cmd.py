@@ -26,8 +26,11 @@ def costmodel():
 def build(url, scenarios, out, full, trust):
     """Compact the point files and rebuild URL/costmodel/costmodel.parquet|csv (and --out, when given).
 
-    Published runs without point files (older stores) get theirs first. With --trust, the table
-    of the signed runs only, written to --out alone: the store is read, not written."""
+    Every run new to the table is verified first: its figures derived again from its records,
+    checked against the catalog. A run that fails is left out with one line; the table is
+    built from the others and the exit status is 1. Published runs without point files
+    (older stores) get theirs first. With --trust, the table of the signed runs only, written
+    to --out alone: the store is read, not written."""
     from bench.store.costmodel import build as build_table
 
     trusted = load_trust(trust)
@@ -50,9 +53,11 @@ def build(url, scenarios, out, full, trust):
     click.echo(f"{len(done.table)} load points from {n_runs} runs{skipped}")
     ignored = f", {done.ignored} of runs not published (left out)" if done.ignored else ""
     click.echo(f"{done.partitions} partitions compacted from {done.point_files} point files "
-               f"({done.backfilled} backfilled{ignored})")
+               f"({done.backfilled} backfilled{ignored}; {done.verified} runs verified now)")
     for path in [*map(str, done.local_paths), *done.store_paths]:
         click.echo(f"wrote {path}")
+    if done.skipped:  # the table is written from the other runs; the exit status says some were left out
+        raise SystemExit(1)
 
 
 @costmodel.command()
@@ -91,4 +96,7 @@ def query(url, where, sql, scenarios, out, trust):
         else:  # the store's text on a terminal: no escape sequence reaches it
             click.echo(terminal_text(text, keep="\n\t"), nl=False)
     click.echo(f"{len(frame)} rows; read {len(done.files)} files from {done.partitions} partitions"
+               + (f"; {len(done.skipped)} point file(s) skipped (see above)" if done.skipped else "")
                + (f"; wrote {out}" if out is not None else ""), err=True)
+    if done.skipped:
+        raise SystemExit(1)

@@ -27,6 +27,7 @@ import pandas as pd
 from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError, ConfigError, ResultError, StoreError
 from bench.results import RunResult, read_summary
+from bench.store.plausibility import n_gpus_of
 
 COSTMODEL_DIR = "costmodel"
 TABLE_NAME = "costmodel"
@@ -71,10 +72,11 @@ class CostModelBuild:
     table: pd.DataFrame
     local_paths: list[Path] = field(default_factory=list)
     store_paths: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "run_id: reason" of runs this bench cannot read
+    skipped: list[str] = field(default_factory=list)  # one line per run (or point file) left out, with why
     point_files: int = 0  # point files compacted
     backfilled: int = 0  # published runs that had none, given theirs by this build
     ignored: int = 0  # point files of runs that are not published (left out)
+    verified: int = 0  # runs read and their figures derived again by this build
     partitions: int = 0
 
 
@@ -119,7 +121,7 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
         if p.status != "ok" or not (p.valid or include_invalid):
             continue
         cfg = point_config(run, p.engine_config_id)
-        n_gpus = int(cfg.get("n_gpus") or 1)
+        n_gpus = n_gpus_of(cfg)  # a count that is not TP x PP x DP is refused, never divided by
         m, e = p.metrics or {}, p.energy or {}
         load = p.load.model_dump(mode="json")
         workload = p.workload.model_dump(mode="json") if p.workload is not None else {}
@@ -259,7 +261,9 @@ def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
     buf = io.BytesIO()
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     pq.write_table(arrow, buf, **PARQUET_OPTIONS)
-    from bench.escape import csv_safe  # a cell like =HYPERLINK(...) from a run is text, never a formula
+    from bench.escape import (
+        csv_safe,  # a cell like =HYPERLINK(...) from a run is text, never a formula
+    )
 
     csv = csv_safe(table).to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n", na_rep="")
     return {"parquet": buf.getvalue(), "csv": csv.encode()}
@@ -288,16 +292,18 @@ def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
 def runs_from_store(url: str, storage_options: dict | None = None,
                     skipped: list[str] | None = None) -> list[tuple[str, RunResult]]:
     """Every published run whose files check out (checksums; request Parquet agrees with
-    run.json). A run that fails (or that this bench cannot read, e.g. a newer schema) is
-    left out with its one-line reason in `skipped`; raised when `skipped` is None.
-    Reads every run: the table itself comes from the point files (`build`)."""
+    run.json; figures derived again, bench.store.verify), as its verified copy. A run that
+    fails (or that this bench cannot read, e.g. a newer schema) is left out with its one-line
+    reason in `skipped`; raised when `skipped` is None. Reads every run: the table itself
+    comes from the point files (`build`)."""
     from bench.store import Store
+    from bench.store.verify import read_verified_run
 
     store = Store(url, storage_options)
     out = []
     for manifest in store.manifests(refused=skipped):
         try:
-            out.append((manifest["run_id"], store.read_checked_run(manifest["run_id"], manifest)))
+            out.append((manifest["run_id"], read_verified_run(store, manifest["run_id"], manifest)))
         except (ResultError, StoreError) as e:
             if skipped is None:
                 raise
@@ -318,14 +324,26 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def runs_from_dirs(run_dirs: Iterable[Path]) -> list[tuple[str, RunResult]]:
-    """Local run folders (or folders of them); a folder pulled from a store keeps its store run id."""
+def runs_from_dirs(run_dirs: Iterable[Path], verify: bool = False) -> list[tuple[str, RunResult]]:
+    """Local run folders (or folders of them); a folder pulled from a store keeps its store run
+    id. With `verify`, each as its verified copy (bench.store.verify: the figures derived again
+    from its records, as a store's table derives them); StoreError (one line) for a run that
+    does not verify."""
+    from bench.safepath import inside
+    from bench.store.verify import verify_run
+
     out = []
     for run_dir in find_run_dirs(run_dirs):
-        run = read_summary(Path(run_dir))
-        manifest = Path(run_dir) / "MANIFEST.json"
+        run_dir = Path(run_dir)
+        run = read_summary(run_dir)
+        manifest = run_dir / "MANIFEST.json"
         run_id = json.loads(manifest.read_text())["run_id"] if manifest.is_file() else run.run_id
-        out.append((run_id, run))
+
+        def read(rel: str, run_dir: Path = run_dir) -> bytes | None:
+            path = inside(run_dir, rel)
+            return path.read_bytes() if path.is_file() else None
+
+        out.append((run_id, verify_run(run, read, str(run_dir)) if verify else run))
     return out
 
 
@@ -336,17 +354,20 @@ def build(store_url: str, out_dir: Path | None = None, scenario_names: list[str]
     the compacted partitions; `inject`: `scenarios_for`, `model_info` (tests)."""
     from bench.store import Store
     from bench.store.compact import compact
+    from bench.store.points import put_inside
 
     store = Store(store_url, storage_options)
     done = compact(store, full=full)
     points, done.tables = done.valid_points(), []  # the partitions' rows are not needed twice in memory
     table = table_frame(points, scenario_names, **inject)
-    result = CostModelBuild(table, skipped=done.skipped, point_files=done.point_files,
-                            backfilled=done.backfilled, ignored=done.ignored, partitions=done.partitions)
+    result = CostModelBuild(table, skipped=done.skipped, point_files=done.point_files, backfilled=done.backfilled,
+                            ignored=done.ignored, verified=done.verified, partitions=done.partitions)
     if out_dir is not None:
         result.local_paths = write_table(table, out_dir)
     for ext, blob in table_bytes(table).items():
-        result.store_paths.append(store.put_bytes(f"{COSTMODEL_DIR}/{TABLE_NAME}.{ext}", blob))
+        rel = f"{COSTMODEL_DIR}/{TABLE_NAME}.{ext}"
+        put_inside(store, rel, blob)
+        result.store_paths.append(f"{store.where.rstrip('/')}/{rel}")
     return result
 
 

@@ -4,7 +4,11 @@ A checksum proves a file is the one uploaded, not that the upload was sound: a P
 a flipped byte, or with `n_out` multiplied by 10, hashes as well as a good one. Each
 point's requests file must read, and its measured rows must give the counts run.json
 states: rows (`n_requests`), failed rows (`n_failed`) and, where run.json has them, the
-token totals (`metrics.output_tokens_total`, `metrics.input_tokens_total`).
+token totals (`metrics.output_tokens_total`, `metrics.input_tokens_total`). A failed point
+that kept its finished requests (no metrics) is checked the same way, counts only.
+
+`check_requests` returns the rows as `RequestRecord`s, from which bench.store.recompute
+derives the point's figures again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 from collections.abc import Callable
 
 from bench.errors import StoreError
+from bench.load.records import RequestRecord
 from bench.results import PointResult, RunResult
 from bench.store.bounded import REQUESTS_LIMITS, read_parquet
 
@@ -20,8 +25,9 @@ _COLUMNS = ("request_id", "phase", "n_out", "n_in", "n_in_expected", "t_send", "
             "ttft_s", "e2e_s", "chunk_tokens", "token_source", "error")
 
 
-def check_requests(data: bytes, point: PointResult, where: str) -> None:
-    """StoreError (one line) unless `data`, the Parquet of `point`, reads and agrees with it."""
+def check_requests(data: bytes, point: PointResult, where: str) -> list[RequestRecord]:
+    """The records of `data`, the Parquet of `point`; StoreError (one line) unless it reads
+    and agrees with the point."""
     def bad(why: str) -> StoreError:
         return StoreError(f"{where}: point {point.point_id}: {point.requests_file}: {why}")
 
@@ -30,13 +36,15 @@ def check_requests(data: bytes, point: PointResult, where: str) -> None:
         # the footer is checked against limits first (bench.store.bounded)
         table = read_parquet(data, f"{where}: point {point.point_id}: {point.requests_file}", REQUESTS_LIMITS,
                              what="a requests Parquet")
-        rows = table.select(list(_COLUMNS)).to_pylist()
+        table.select(list(_COLUMNS))
+        rows = table.to_pylist()
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001  untrusted bytes: any reader failure is a refusal
         raise bad(f"does not read as a requests Parquet ({type(e).__name__})") from None
     try:
         _check_rows(rows, point, bad)
+        return [RequestRecord.from_row(row) for row in rows]
     except (TypeError, ValueError, KeyError, OverflowError) as e:  # values of a type no writer makes
         raise bad(f"malformed values ({type(e).__name__})") from None
 
@@ -56,12 +64,13 @@ def _check_rows(rows: list[dict], point: PointResult, bad: Callable[[str], Store
     if n_failed != point.n_failed:
         raise bad(f"{n_failed} failed rows, run.json says n_failed {point.n_failed}")
     out_total = sum(r["n_out"] for r in measured)
-    stated = point.metrics.get("output_tokens_total")
+    metrics = point.metrics.flat() if point.metrics is not None else {}  # none: a failed point's kept requests
+    stated = metrics.get("output_tokens_total")
     if stated is not None and stated != out_total:
         raise bad(f"output tokens sum to {out_total}, run.json says {stated}")
     in_total = sum(r["n_in"] if r["n_in"] is not None else r["n_in_expected"]
                    for r in measured if r["t_first"] is not None)
-    stated = point.metrics.get("input_tokens_total")
+    stated = metrics.get("input_tokens_total")
     if stated is not None and stated != in_total:
         raise bad(f"input tokens sum to {in_total}, run.json says {stated}")
 
@@ -88,6 +97,21 @@ def _row_problem(r: dict) -> str | None:
             return f"{diff} and {stamp} disagree"
         if not math.isclose(r[stamp] - r["t_send"], r[diff], rel_tol=1e-9, abs_tol=1e-9):
             return f"{diff} is not {stamp} - t_send"
+    return _stamps_problem(r, tokens)
+
+
+def _stamps_problem(r: dict, tokens: list) -> str | None:
+    """Why the other stamps of a row (read when its point is recomputed) are not ones the client writes."""
+    chunk_t = r.get("chunk_t") if r.get("chunk_t") is not None else []
+    if not isinstance(chunk_t, list) or len(chunk_t) != len(tokens) or not all(_is_real(t) for t in chunk_t):
+        return "chunk_t are not one time per chunk"
+    for key in ("t_sched", "t_done", "t_first_reasoning", "t_first_answer"):
+        if r.get(key) is not None and not _is_real(r[key]):
+            return f"{key} is not a time"
+    for key in ("n_in", "n_in_expected", "n_out_expected", "n_reasoning", "session", "turn", "worker"):
+        value = r.get(key)  # a column with nulls is written as floats by pandas: 12.0 is a count
+        if value is not None and not (_is_count(value) or (_is_real(value) and value >= 0 and value == int(value))):
+            return f"{key} {str(value)[:20]!r} is not a count"
     return None
 
 

@@ -14,6 +14,12 @@ so that its points are known to be none.
 Partition values come from run.json, untrusted: a value that is not a plain name
 (`[A-Za-z0-9][A-Za-z0-9._-]*`, at most 100 characters) is stored as `_<16 hex of its sha256>`;
 the rows keep the true value, and readers filter on it as well as on the folder.
+
+A point file is bound to its run: the rows are made from the run's verified copy
+(bench.store.verify: every figure derived again from the records), and the upload lists
+each file's sha256 under `point_files` in the run's MANIFEST.json. Readers never take a
+point file on its own: the build derives the rows again from the run, and a query reads a
+point file only when its run's manifest lists its hash (`manifest_point_files`).
 """
 
 from __future__ import annotations
@@ -40,13 +46,13 @@ from bench.store.costmodel import (
     cast_columns,
     point_rows,
 )
-from bench.store.integrity import check_run_requests
 
 POINTS_DIR = "costmodel/points"
 COMPACTED_DIR = "costmodel/compacted"
 COMPACTED_FILE = "compacted.parquet"
 POINT_COLUMNS = [c for c in BASE_COLUMNS if c not in CATALOG_COLUMNS] + POINT_EXTRA_COLUMNS
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def point_schema():
@@ -76,7 +82,12 @@ def partition_of(hardware: Any, model: Any) -> str:
 
 def run_point_files(run_id: str, result: RunResult) -> dict[str, bytes]:
     """{store-relative path: bytes} of a run's point files, one per (hardware, model) it has
-    ok points of; deterministic."""
+    ok points of; deterministic. RESULT: the run's verified copy (bench.store.verify)."""
+    return {rel: points_bytes(rows) for rel, rows in run_point_tables(run_id, result).items()}
+
+
+def run_point_tables(run_id: str, result: RunResult) -> dict:
+    """{store-relative path: Arrow table} of `run_point_files`, rows as the files hold them (sorted)."""
     import pyarrow as pa
 
     from bench.store.publish import run_models
@@ -88,7 +99,39 @@ def run_point_files(run_id: str, result: RunResult) -> dict[str, bytes]:
     else:
         of_row = [partition_of(hw, m) for hw, m in zip(table["hardware"].to_pylist(), table["model"].to_pylist())]
         parts = {part: table.filter(pa.array([p == part for p in of_row])) for part in sorted(set(of_row))}
-    return {f"{POINTS_DIR}/{part}/{run_id}.parquet": points_bytes(rows) for part, rows in parts.items()}
+    return {point_file_rel(part, run_id): sort_points(conform(rows)) for part, rows in parts.items()}
+
+
+def point_file_rel(partition: str, run_id: str) -> str:
+    return f"{POINTS_DIR}/{partition}/{run_id}.parquet"
+
+
+def manifest_entries(files: dict[str, bytes]) -> list[dict]:
+    """The manifest's `point_files` list: each point file's path and sha256, sorted."""
+    from bench.store.publish import sha256_hex
+
+    return [{"path": rel, "sha256": sha256_hex(blob)} for rel, blob in sorted(files.items())]
+
+
+def manifest_point_files(manifest: dict) -> dict[str, str]:
+    """{store-relative path: sha256} of the point files a published manifest lists; only well-formed
+    entries under the run's own name count (a manifest from an older bench lists none)."""
+    entries = manifest.get("point_files")
+    run_id = manifest.get("run_id")
+    out: dict[str, str] = {}
+    if not isinstance(entries, list) or not isinstance(run_id, str):
+        return out
+    for entry in entries:
+        if not isinstance(entry, dict) or set(entry) != {"path", "sha256"}:
+            continue
+        rel, digest = entry["path"], entry["sha256"]
+        if isinstance(rel, str) and isinstance(digest, str) and _SHA256.match(digest) \
+                and rel.startswith(POINTS_DIR + "/") and rel.endswith(f"/{run_id}.parquet") and rel.count("/") == 4:
+            try:
+                out[check_rel_path(rel)] = digest
+            except UnsafePath:
+                continue
+    return out
 
 
 def rows_to_arrow(rows: list[dict]):
@@ -147,7 +190,7 @@ def publish_point_files(store, files: dict[str, bytes]) -> int:
     for rel, blob in sorted(files.items()):
         existing = store.get_bytes(rel)
         if existing is None:
-            store.put_bytes(rel, blob)
+            put_inside(store, rel, blob)
             written += 1
         elif existing != blob and not _same_rows(existing, blob):
             raise StoreError(f"{store.where}: {rel} already exists with different content; refusing to overwrite")
@@ -155,19 +198,34 @@ def publish_point_files(store, files: dict[str, bytes]) -> int:
 
 
 def publish_run_points(store, run) -> tuple[int, str | None]:
-    """The upload hook: the point files of a just-published PreparedRun. Returns (files, None),
-    or (0, reason) for a run whose request files disagree with its run.json: such a run (only
-    a caller that skipped `prepare`'s checks can publish one) gets no point file, and
-    `bench costmodel build` reports it as skipped, as it reports runs from older benches."""
-    where = f"{store.where}: run {run.run_id}"
-    result = parse_summary(json.loads(run.files[SUMMARY_FILE]), f"{where}/{SUMMARY_FILE}")
-    try:
-        check_run_requests(result, lambda rel: _file_of(run.files, rel, where), where)
-    except StoreError as e:
-        return 0, f"no point file: {e}"
-    files = run_point_files(run.run_id, result)
+    """The upload hook: the point files of a just-published PreparedRun (those `prepare` made
+    from its verified copy and listed in its manifest). Returns (files, None), or (0, reason)
+    for a run that does not verify: such a run (only a caller that skipped `prepare`'s checks
+    can publish one) gets no point file, and `bench costmodel build` skips it with its reason."""
+    from bench.store.verify import verified_point_files
+
+    files = getattr(run, "point_files", None)
+    if not files:
+        where = f"{store.where}: run {run.run_id}"
+        result = parse_summary(json.loads(run.files[SUMMARY_FILE]), f"{where}/{SUMMARY_FILE}")
+        try:
+            files = verified_point_files(run.run_id, result, run.files.get, where)
+        except StoreError as e:
+            return 0, f"no point file: {e}"
     publish_point_files(store, files)
     return len(files), None
+
+
+def put_inside(store, rel: str, blob: bytes) -> None:
+    """`store.put_bytes`, refused (StoreError) when REL would land outside a local store: a
+    folder on its way that is a symbolic link planted in the store to point elsewhere."""
+    import os
+
+    if "file" in protocols(store.fs):
+        root = os.path.realpath(store.root)
+        if os.path.commonpath([root, os.path.realpath(store.path(rel))]) != root:
+            raise StoreError(f"{store.where}: {rel} resolves outside the store (a symbolic link); not written")
+    store.put_bytes(rel, blob)
 
 
 def list_partitions(store, base: str = POINTS_DIR, hardware: list | None = None,
@@ -237,9 +295,3 @@ def _same_rows(a: bytes, b: bytes) -> bool:
             conform(read_parquet(b, "point file", POINTS_LIMITS)))
     except Exception:  # noqa: BLE001 - unreadable bytes already there are different content
         return False
-
-
-def _file_of(files: dict[str, bytes], rel: str, where: str) -> bytes:
-    if rel not in files:
-        raise StoreError(f"{where}: {rel} is not among the run's files")
-    return files[rel]

@@ -2,7 +2,8 @@
 
 The run id is derived from the content (the redacted run.json and the hashes of every
 file), so two writers of different runs never share a prefix and two writers of the same
-run write the same bytes. The manifest lists every file with its size and sha256.
+run write the same bytes. The manifest lists every file with its size and sha256, and the
+run's point files (bench.store.points, made from its verified figures) with their sha256.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from bench.redact import redact, redact_text
 from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
 from bench.safepath import UnsafePath, check_rel_path, inside
 from bench.store.bounded import POINTS_LIMITS, read_parquet
-from bench.store.integrity import check_run_requests
 from bench.store.manifest import content_digest
+from bench.store.points import manifest_entries
+from bench.store.verify import verified_point_files
 
 MANIFEST_FILE = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -36,6 +38,7 @@ class PreparedRun:
     run_id: str
     files: dict[str, bytes]
     manifest: dict[str, Any]
+    point_files: dict[str, bytes] = field(default_factory=dict)  # store-relative path -> bytes
 
 
 def sha256_hex(data: bytes) -> str:
@@ -47,8 +50,9 @@ def prepare(run_dir: Path) -> PreparedRun:
 
     Raises ResultError for a malformed result or unknown schema and StoreError for a run
     still running, or one whose request files are missing, do not read as Parquet or
-    disagree with run.json (bench.store.integrity), or with another Parquet file that does
-    not read (page checksums verified).
+    disagree with run.json (bench.store.integrity), or whose figures are not the ones its
+    records give or are implausible (bench.store.verify), or with another Parquet file that
+    does not read (page checksums verified).
     """
     run_dir = Path(run_dir)
     result = read_summary(run_dir)
@@ -90,7 +94,6 @@ def prepare(run_dir: Path) -> PreparedRun:
     entries = [{"path": rel, "size": len(d), "sha256": sha256_hex(d)} for rel, d in sorted(files.items())]
     digest = content_digest(entries)
     run = RunResult.model_validate(clean)
-    check_run_requests(run, lambda rel: _bytes_of(files, rel, run_dir), str(run_dir))
     requests = {p.requests_file for p in run.points}
     for rel, data in files.items():  # power, server metrics: each must read, page checksums verified
         if rel.endswith(".parquet") and rel not in requests:
@@ -118,7 +121,9 @@ def prepare(run_dir: Path) -> PreparedRun:
         "n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
         "files": entries,
     }
-    return PreparedRun(run_dir, run_id, files, manifest)
+    point_files = verified_point_files(run_id, run, files.get, str(run_dir))
+    manifest["point_files"] = manifest_entries(point_files)
+    return PreparedRun(run_dir, run_id, files, manifest, point_files)
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -130,12 +135,6 @@ def run_models(run: RunResult) -> list[str]:
     keys = {c.get("model") for c in (run.config.get("engine_configs") or {}).values()}
     keys.add(run.config.get("model"))
     return sorted(k for k in keys if k)
-
-
-def _bytes_of(files: dict[str, bytes], rel: str, run_dir: Path) -> bytes:
-    if rel not in files:
-        raise StoreError(f"{run_dir}: {rel} is not among the files to upload")
-    return files[rel]
 
 
 def _slug(value: Any) -> str:

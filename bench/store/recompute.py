@@ -1,0 +1,266 @@
+"""One stored load point's figures, derived again from its raw records and energy series.
+
+The functions are the ones a run uses (bench.load.merge for the window facts,
+bench.measure.metrics.summarize, bench.telemetry.energy, bench.measure.point's roofline,
+bench.measure.validity.check_point), applied to what the run stored: the per-request
+Parquet, power.parquet and the window bounds of the point. A stored figure that the
+recomputation does not give back (beyond TOLERANCE) is a `Disagreement` naming the field.
+
+    figures = recompute_point(point, cfg, n_gpus, records, power, telemetry, model, hardware)
+    figures.metrics, figures.energy, figures.roofline, figures.valid, figures.reasons
+
+What cannot be recomputed (the server's counters, the client's self-watch, the idle
+baseline) is used as stored: it can make a point invalid, and bench.store.plausibility
+checks it; it never makes one valid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from bench.errors import StoreError
+from bench.load.records import RequestRecord
+
+# "Beyond rounding": the writer stores float64 as computed (JSON and Parquet keep every bit), so
+# a recomputation gives the same bits; the tolerance only absorbs a different libm or NumPy.
+REL_TOL = 1e-9
+ABS_TOL = 1e-12  # only for figures that should be 0: a last-bit residue of another libm
+TIME_TOL_S = 1e-9  # a window bound against the send it must match (both perf_counter seconds as stored)
+MEASURED_METHODS = ("nvml_counter", "amdsmi_counter", "nvml_power_sampled", "amdsmi_power_sampled", "rapl")
+_ENERGY_FIELDS = ("energy_j", "per_gpu_energy_j", "avg_power_w", "window_s", "energy_method", "measured",
+                  "energy_valid", "sampled_energy_j", "n_devices", "n_samples", "energy_net_j",
+                  "j_per_output_token", "j_per_token", "output_tok_per_j", "j_per_output_token_net",
+                  "j_per_token_net", "output_tok_per_j_net")
+
+
+class Disagreement(StoreError):
+    """A stored figure the records do not give back; the message names the field."""
+
+
+@dataclass
+class PointFigures:
+    """A point's figures as derived now: the groups that replace the stored ones, and validity."""
+
+    metrics: Any  # bench.measure.groups.Metrics
+    energy: dict | None  # flat Energy dict; None: no energy figure (not measured, or not recomputable)
+    roofline: Any  # bench.measure.groups.Roofline | None (None: not in the catalog)
+    reasons: list[str] = field(default_factory=list)  # why it is invalid, recomputed
+    facts: dict = field(default_factory=dict)  # the window facts (bench.load.driver.PointRun.facts)
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons
+
+
+def same(stored: Any, derived: Any) -> bool:
+    """Stored == derived, numbers within REL_TOL/ABS_TOL (NaN equals nothing), lists item by item."""
+    if isinstance(stored, list | tuple) or isinstance(derived, list | tuple):
+        return (isinstance(stored, list | tuple) and isinstance(derived, list | tuple) and len(stored) == len(derived)
+                and all(same(a, b) for a, b in zip(stored, derived)))
+    if isinstance(stored, bool) or isinstance(derived, bool) or not _number(stored) or not _number(derived):
+        return stored == derived
+    return math.isclose(float(stored), float(derived), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def compare(group: str, stored: dict, derived: dict, keys) -> None:
+    """Disagreement for the first of KEYS whose stored value is set and is not the derived one."""
+    for key in keys:
+        value = stored.get(key)
+        if value is not None and not same(value, derived.get(key)):
+            raise Disagreement(f"{group}.{key}: stored {_show(value)}, recomputed {_show(derived.get(key))}")
+
+
+def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord], power, telemetry: dict | None,
+                    model, hardware) -> PointFigures:
+    """The point's figures from its records (see the module); Disagreement on the first stored
+    figure that differs. `power`: the run's power series (`power_series`; None: none);
+    `telemetry`: run.extra["telemetry"][config id]; `model`/`hardware`: catalog entries or None."""
+    from bench.load.merge import merge_point
+    from bench.measure.metrics import summarize
+
+    stored_window = point.window.flat() if point.window is not None else {}
+    t0, t1 = stored_window.get("t0_s"), stored_window.get("t1_s")
+    if not (_number(t0) and _number(t1) and math.isfinite(t0) and math.isfinite(t1)):
+        raise Disagreement(f"window: bounds {_show(t0)}, {_show(t1)} are not times")
+    workers = list((point.client.workers if point.client is not None else None) or [])
+    run = merge_point(records, point.load, {}, workers)
+    measured = [r for r in records if r.phase == "measured" and r.t_send > 0]
+    span_t1 = max(run.span_t1_s, t1) if measured else t1
+    _check_window(point, measured, run, t0, t1, span_t1)
+    metrics = summarize(records, window=(t0, t1), n_gpus=n_gpus, slo=_slo(point.metrics))
+    compare("metrics", (point.metrics.flat() if point.metrics is not None else {}), metrics.flat(),
+            [k for k in metrics.flat() if k != "extra"])
+    compare("window", stored_window, {"window_s": t1 - t0, "span_s": span_t1 - run.span_t0_s if measured else None},
+            ("window_s", "span_s"))
+    e0, e1 = (t0, t1) if t1 > t0 else (run.span_t0_s, span_t1)  # as bench.run.measure_point picks it
+    energy, reasons = _energy(point, cfg, power, telemetry, hardware, metrics, e0, e1)
+    roofline = _roofline(point, cfg, n_gpus, model, hardware, metrics)
+    counts = {"generation_tokens": sum(r.n_out for r in records), "prompt_tokens": sum(r.n_in or 0 for r in records)}
+    server = point.server.flat() if point.server is not None else {}
+    compare("server", {"client_counts": server.get("client_counts")}, {"client_counts": counts}, ("client_counts",))
+    reasons += _validity(point, metrics, run, server, counts, energy, n_gpus)
+    return PointFigures(metrics, energy, roofline, reasons, run.facts())
+
+
+def _check_window(point, measured, run, t0: float, t1: float, span_t1: float) -> None:
+    """The stored window is the one the records give: it starts between the first send and the
+    send that brought the load to its target, and ends no earlier than the last send
+    (measurement.md section 2; a batch engine's window ends when its last batch returns)."""
+    if not measured:
+        return
+    first, reach, last = run.span_t0_s, run.window_t0_s, run.window_t1_s
+    if not first - TIME_TOL_S <= t0 <= reach + TIME_TOL_S:
+        raise Disagreement(f"window.t0_s: {t0!r} is not between the first send {first!r} and the send that reached "
+                           f"the target load {reach!r}")
+    if t1 < last - TIME_TOL_S:
+        raise Disagreement(f"window.t1_s: {t1!r} ends before the last send {last!r}")
+
+
+def _slo(metrics) -> dict | None:
+    """The SLOs the point's goodput was computed for (stored with its metrics)."""
+    flat = metrics.flat() if metrics is not None else {}
+    slo = {k: flat[f"slo_{k}"] for k in ("ttft_s", "tpot_s", "e2e_s") if flat.get(f"slo_{k}") is not None}
+    for key, value in slo.items():
+        if not (_number(value) and math.isfinite(value) and value > 0):
+            raise Disagreement(f"metrics.slo_{key}: {_show(value)} is not a time limit")
+    return slo or None
+
+
+def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: float) -> tuple[dict | None, list[str]]:
+    """The energy dict of the window, recomputed as bench.telemetry computes it, and reasons the
+    point is invalid when it cannot be (no series, hardware unknown to the catalog)."""
+    from bench.telemetry import per_token
+    from bench.telemetry.energy import energy_dict, measured_energy
+
+    stored = point.energy.flat() if point.energy is not None else {}
+    method = stored.get("energy_method")
+    if not stored or method in (None, "none"):
+        if stored.get("energy_j") is not None or stored.get("avg_power_w") is not None:
+            raise Disagreement(f"energy.energy_j: stored {_show(stored.get('energy_j'))} with no energy method")
+        return (stored or None), []
+    if method == "nominal":
+        if hardware is None:
+            return None, [f"energy: nominal power not checked (hardware {cfg.get('hardware_id')!r} not in the catalog)"]
+        n = stored.get("n_devices")
+        if not (type(n) is int and 1 <= n <= 100_000):
+            raise Disagreement(f"energy.n_devices: {_show(n)} is not a device count")
+        out = energy_dict("nominal", False, t1 - t0, [float(hardware.power_w) * (t1 - t0)] * n, None, [], 0)
+    elif method in MEASURED_METHODS:
+        power = power or {}
+        series = power.get(point.engine_config_id) or (power.get(None) if set(power) == {None} else None)
+        if not series:
+            return None, ["energy: not recomputable (no power series of this configuration in the run)"]
+        meter_info = telemetry.get("meter") if isinstance(telemetry, dict) else None
+        ranges = meter_info.get("counter_range_j") if isinstance(meter_info, dict) else None
+        labels = list(series)
+        if not (isinstance(ranges, list) and len(ranges) == len(labels)
+                and all(r is None or (_number(r) and r > 0) for r in ranges)):
+            ranges = [None] * len(labels)
+        meter = SimpleNamespace(method=method, devices=labels, counter_range_j=ranges)
+        # the whole series, as the run's session held it: a counter summed from another first
+        # sample would differ in its last bits
+        out = measured_energy(meter, [series[label] for label in labels], t0, t1)
+    else:
+        raise Disagreement(f"energy.energy_method: {_show(method)} is not a method bench measures with")
+    out["devices"] = stored.get("devices")  # the device indices: what the runner was given, not derivable
+    idle = stored.get("idle_power_w")
+    out["idle_power_w"] = idle
+    out["energy_net_j"] = out["energy_j"] - idle * (t1 - t0) if _number(idle) and out["energy_j"] is not None else None
+    out.update(per_token(out, metrics.window_output_tokens, _total(metrics)))
+    compare("energy", stored, out, _ENERGY_FIELDS)
+    return out, []
+
+
+def power_series(table) -> dict[str | None, dict[str, tuple[list, list, list]]]:
+    """power.parquet rows -> {config id: {device label: (t_s, energy_j, power_w)}}, each device's
+    samples in time order, a failed read (NaN, null) as None; every configuration's under None
+    too when the file has no config_id column (an older writer). Disagreement for a sample time
+    that is not a finite number or a reading that is infinite. Once per run: vectorised."""
+    import numpy as np
+
+    n = table.num_rows
+    try:
+        t = np.asarray(table["t_s"].cast("float64").to_numpy(zero_copy_only=False), dtype=float)
+        readings = [np.asarray(table[c].cast("float64").fill_null(float("nan")).to_numpy(zero_copy_only=False),
+                               dtype=float) for c in ("energy_j", "power_w")]
+        devices = table["device"].cast("string").to_pylist()
+        configs = table["config_id"].cast("string").to_pylist() if "config_id" in table.column_names else [None] * n
+    except Exception as e:  # noqa: BLE001 - a column of a type no writer makes
+        raise Disagreement(f"power.parquet: columns do not read as a power series ({type(e).__name__})") from None
+    if not np.isfinite(t).all():
+        raise Disagreement("power.parquet: a sample time is not a finite number")
+    if any(np.isinf(r).any() for r in readings):
+        raise Disagreement("power.parquet: a reading is infinite")
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(configs, devices)):
+        groups.setdefault(key, []).append(i)
+    out: dict[str | None, dict[str, tuple[list, list, list]]] = {}
+    for (config, device), rows in groups.items():
+        idx = np.asarray(rows)[np.argsort(t[rows], kind="stable")]
+        e, p = ([None if math.isnan(v) else v for v in r[idx].tolist()] for r in readings)
+        out.setdefault(config, {})[str(device)] = (t[idx].tolist(), e, p)
+    return out
+
+
+def _roofline(point, cfg: dict, n_gpus: int, model, hardware, metrics):
+    """The roofline as bench.measure.point computes it, with the bandwidth and FLOPS the point
+    recorded (a probe's, or the catalog's); None when the model or hardware is not in the catalog."""
+    from bench.measure.point import (
+        _roofline as point_roofline,  # the run's own computation
+    )
+
+    if model is None or hardware is None:
+        return None
+    stored = point.roofline.flat() if point.roofline is not None else {}
+    probe = {}
+    if stored.get("bandwidth_source") == "probe":
+        probe["bandwidth_tbs"] = stored.get("bandwidth_tbs")
+    if stored.get("flops_source") == "probe" and isinstance(stored.get("flops_dtype"), str):
+        probe["tflops"] = {stored["flops_dtype"]: stored.get("tflops")}
+    for value in ([probe["bandwidth_tbs"]] if "bandwidth_tbs" in probe else []) + list((probe.get("tflops") or {}).values()):
+        if not (_number(value) and math.isfinite(value) and value > 0):
+            raise Disagreement(f"roofline: probe figure {_show(value)} is not a positive number")
+    roof = point_roofline(engine_namespace(cfg), point, model, hardware, n_gpus, metrics, probe or None)
+    if roof is not None and stored.get("error") is None:
+        compare("roofline", stored, roof.flat(), ("roofline_efficiency", "bound_tok_s"))
+    return roof
+
+
+def engine_namespace(cfg: dict) -> SimpleNamespace:
+    """The attributes of an EngineConfig the roofline reads, from a stored configuration."""
+    return SimpleNamespace(dtype=str(cfg.get("dtype") or "auto"), quantization=cfg.get("quantization"),
+                           kv_cache_dtype=cfg.get("kv_cache_dtype") or "auto",
+                           data_parallel_size=cfg.get("data_parallel_size") or 1)
+
+
+def _validity(point, metrics, run, server: dict, counts: dict, energy: dict | None, n_gpus: int) -> list[str]:
+    """bench.measure.validity.check_point on the recomputed figures; the server's counters and
+    gauges as stored (they are the server's, not the records')."""
+    from bench.measure.validity import check_point
+
+    delta = server.get("counter_delta")
+    if isinstance(delta, dict):
+        queries, hits = delta.get("prefix_cache_queries"), delta.get("prefix_cache_hits")
+        rate = hits / queries if _number(queries) and queries and _number(hits) else None
+        compare("server", server, {"prefix_cache_hit_rate": rate}, ("prefix_cache_hit_rate",))
+    _, reasons = check_point(
+        metrics.flat(), point.load.model_dump(mode="json"), run.facts(), server_counters=delta,
+        client_counters=counts, energy=energy, n_gpus=n_gpus,
+        workload_kind=getattr(point.workload, "kind", None), server=server)
+    return reasons
+
+
+def _total(metrics) -> float | None:
+    a, b = metrics.window_output_tokens, metrics.window_input_tokens
+    return None if a is None or b is None else a + b
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float)
+
+
+def _show(value) -> str:
+    return repr(value)[:40]
