@@ -23,6 +23,7 @@ import pandas as pd
 
 from bench.load.records import RequestRecord
 from bench.results import Harness, RunResult, write_summary
+from bench.results.schema import PARQUET_WRITE_OPTIONS
 
 BOARD_POWER_W = {"h100-sxm": 700.0, "h200-sxm": 700.0, "b200": 1000.0, "mi300x": 750.0, "l4": 72.0}
 RENTAL_USD_PER_GPU_HOUR = 2.0
@@ -230,7 +231,7 @@ def make_run(
         points.append(pr)
     run_dir.mkdir(parents=True, exist_ok=True)
     if power:
-        pd.DataFrame(power).to_parquet(run_dir / "power.parquet", index=False)
+        pd.DataFrame(power).to_parquet(run_dir / "power.parquet", index=False, **PARQUET_WRITE_OPTIONS)
     (run_dir / "engine.log").write_text("INFO vllm started\nINFO synthetic fixture, not a measurement\n")
     telemetry = ({"energy_method": "nvml_counter", "measured": True, "devices": [f"gpu{d}" for d in range(n_gpus)],
                   "meter": {"method": "nvml_counter"}} if power else
@@ -266,7 +267,7 @@ def _write_requests(run_dir: Path, point_id: str, records: list[RequestRecord]) 
             for r in records]
     path = Path(run_dir) / REQUESTS_DIR / f"{point_id}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(path, index=False)
+    pd.DataFrame(rows).to_parquet(path, index=False, **PARQUET_WRITE_OPTIONS)  # as bench writes it: page checksums
     return f"{REQUESTS_DIR}/{point_id}.parquet"
 
 

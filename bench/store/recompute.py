@@ -108,7 +108,7 @@ def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord],
 def _check_window(point, measured, run, t0: float, t1: float, span_t1: float) -> None:
     """The stored window is the one the records give: it starts between the first send and the
     send that brought the load to its target, and ends no earlier than the last send
-    (measurement.md section 2; a batch engine's window ends when its last batch returns)."""
+    (docs/measurement.md section 2; a batch engine's window ends when its last batch returns)."""
     if not measured:
         return
     first, reach, last = run.span_t0_s, run.window_t0_s, run.window_t1_s
