@@ -20,7 +20,7 @@ from typing import Any
 from bench.engines.base import BatchEngine, BatchOutput, BatchRequest
 from bench.errors import ConfigError
 from bench.load.records import RequestRecord
-from bench.load.workload import Prompt, Workload
+from bench.load.types import Prompt, Workload
 from bench.plan.points import parse_load
 
 
