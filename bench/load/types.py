@@ -140,7 +140,6 @@ class LoopStats:
                 "loop_lag_worker": self.index}
 
 
-
 @dataclass
 class PointRun:
     """What the driver saw of one load point (records in request order, warm-up first)."""
