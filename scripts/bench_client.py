@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import inspect
 import os
 import resource
 import time
@@ -57,9 +56,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.load.client import raise_fd_limit
+from bench.load.client import ClientConfig, raise_fd_limit
 from bench.load.driver import run_point
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 LEVELS = [64, 256, 1024, 4096]
@@ -72,7 +72,7 @@ TIMEOUT_S = 120.0  # per request
 @dataclass(frozen=True)
 class Column:
     label: str
-    workers: int | None  # bench: worker processes (0: in-process; None: the driver takes no `workers`)
+    workers: int | None  # bench: worker processes (0: in-process); None for vLLM's client
     vllm: bool = False
 
 
@@ -108,14 +108,13 @@ def _server_rate(emits, keys, t0: float) -> float:
 
 async def _bench(base_url, model, wl, conc, n, workers):
     """bench's driver; returns (rows, keys, failed, CPU seconds of its worker processes, its worst loop lag p99 ms)."""
-    kw = {} if workers is None else {"workers": workers}
-    pr = await run_point(base_url, model, wl, {"kind": "concurrency", "concurrency": conc}, 0, n,
-                         timeout_s=TIMEOUT_S, **kw)
+    pr = await run_point(LoadJob(base_url, model, wl, {"kind": "concurrency", "concurrency": conc}, 0, n,
+                                 client=ClientConfig(timeout_s=TIMEOUT_S), workers=workers))
     keys = [f"{pr.client['request_id_prefix']}-{r.request_id}" for r in pr.records]
     rows = [(r.t_send, r.chunk_t if r.ok else []) for r in pr.records]
     # in-process runs report their loop's stats as a "worker" too: this process, counted by the caller
-    worker_cpu_s = sum(w["cpu_s"] for w in pr.client.get("workers") or []) if workers else 0.0
-    lag_s = pr.loop_lag.get("loop_lag_s_p99")
+    worker_cpu_s = sum(s.cpu_s for s in pr.loops) if workers else 0.0
+    lag_s = max((s.loop_lag_s_p99 for s in pr.loops if s.loop_lag_s_p99 is not None), default=None)
     return rows, keys, sum(not r.ok for r in pr.records), worker_cpu_s, 1e3 * lag_s if lag_s is not None else float("nan")
 
 
@@ -156,7 +155,7 @@ def _ms(x: np.ndarray, q: float | None = None) -> float:
 
 
 def _measure(col: Column, srv: FakeServer, conc: int, n: int, out_len: int, runner) -> dict:
-    wl = RandomWorkload(32, out_len, 32000, seed=conc)
+    wl = RandomPrompts(32, out_len, 32000, seed=conc)
     model = srv.config.model
     coro = (_vllm(srv.base_url, model, wl, conc, n) if col.vllm
             else _bench(srv.base_url, model, wl, conc, n, col.workers))
@@ -187,11 +186,7 @@ def _measure(col: Column, srv: FakeServer, conc: int, n: int, out_len: int, runn
 
 
 def _columns(workers: list[int], with_vllm: bool) -> list[Column]:
-    if "workers" in inspect.signature(run_point).parameters:
-        cols = [Column(f"bench w{k}", k) for k in dict.fromkeys(workers)]
-    else:
-        print("note: bench's run_point takes no `workers` yet: bench runs in-process only (bench w0)")
-        cols = [Column("bench w0", None)]
+    cols = [Column(f"bench w{k}", k) for k in dict.fromkeys(workers)]
     return cols + ([Column("vllm", None, vllm=True)] if with_vllm else [])
 
 

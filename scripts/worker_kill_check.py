@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench.load import workers as W
 from bench.load.driver import run_point_sync
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 SERVER = FakeServerConfig(ttft_s=0.002, itl_s=0.001)
@@ -81,9 +82,9 @@ def trial(srv: FakeServer, rng: random.Random, bound_s: float, typical: dict) ->
 
     def run() -> None:
         try:
-            out["result"] = run_point_sync(srv.base_url, SERVER.model, RandomWorkload(8, 4, 500, seed=victim),
-                                           load, n_warmup, n_requests, workers=n_workers,
-                                           progress=lambda info: sending.set())
+            out["result"] = run_point_sync(LoadJob(srv.base_url, SERVER.model, RandomPrompts(8, 4, 500, seed=victim),
+                                                   load, n_warmup, n_requests, workers=n_workers,
+                                                   progress=lambda info: sending.set()))
         except BaseException as e:  # noqa: BLE001  classified below
             out["error"] = e
         finally:
@@ -126,9 +127,9 @@ def _calibrate(srv: FakeServer, bound_s: float) -> dict:
     requests flow."""
     out = {}
     before = {p.pid for p in _client_workers()}
-    runner = threading.Thread(target=lambda: out.update(pr=run_point_sync(
-        srv.base_url, SERVER.model, RandomWorkload(8, 4, 500), {"kind": "concurrency", "concurrency": 8}, 4, 130,
-        workers=2)), daemon=True)
+    job = LoadJob(srv.base_url, SERVER.model, RandomPrompts(8, 4, 500), {"kind": "concurrency", "concurrency": 8}, 4,
+                  130, workers=2)
+    runner = threading.Thread(target=lambda: out.update(pr=run_point_sync(job)), daemon=True)
     runner.start()
     if _workers_of_this_point(2, bound_s, before) is None:
         raise SystemExit("the calibration point's workers did not start")

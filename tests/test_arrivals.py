@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from bench.errors import ConfigError
-from bench.load.arrivals import (
-    ConcurrencyLoad,
-    OfflineLoad,
-    RateLoad,
-    arrival_gaps_s,
-    arrival_offsets_s,
-    parse_load,
-)
+from bench.load.arrivals import arrival_gaps_s, arrival_offsets_s
+from bench.plan.points import ConcurrencyLoad, OfflineLoad, RateLoad, parse_load
 
 
 @pytest.mark.parametrize("arrival,burstiness", [("poisson", 1.0), ("gamma", 0.25), ("gamma", 1.0), ("gamma", 4.0)])

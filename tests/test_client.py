@@ -15,17 +15,19 @@ from bench.load.client import (
 )
 from bench.load.driver import run_point_sync
 from bench.load.records import RequestRecord
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 TOL_S = 0.001  # client stamps vs the server's write times
 
 
 def _run(cfg: FakeServerConfig, load: dict, n_warmup: int, n: int, out_len: int = 8, endpoint="completions",
-         mode="process", **kw):
-    wl = RandomWorkload(12, out_len, 500, seed=3, as_text=endpoint == "chat")
+         mode="process", timeout_s: float | None = None, **job):
+    wl = RandomPrompts(12, out_len, 500, seed=3, as_text=endpoint == "chat")
     with FakeServer(cfg, mode=mode) as srv:
-        pr = run_point_sync(srv.base_url, cfg.model, wl, load, n_warmup, n, endpoint=endpoint, **kw)
+        pr = run_point_sync(LoadJob(srv.base_url, cfg.model, wl, load, n_warmup, n,
+                                    client=ClientConfig(endpoint=endpoint, timeout_s=timeout_s), **job))
         return pr, srv.emits()
 
 
@@ -95,8 +97,8 @@ def test_timeout_and_unreachable_server_are_errors():
     pr, _ = _run(FakeServerConfig(ttft_s=1.0), {"kind": "concurrency", "concurrency": 2}, 0, 2,
                  mode="thread", timeout_s=0.3)
     assert [r.error for r in pr.records] == ["timeout: request took over 0.3 s"] * 2
-    wl = RandomWorkload(4, 4, 100)
-    pr = run_point_sync("http://127.0.0.1:9", "m", wl, {"kind": "concurrency", "concurrency": 2}, 0, 3)
+    wl = RandomPrompts(4, 4, 100)
+    pr = run_point_sync(LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "concurrency", "concurrency": 2}, 0, 3))
     assert all(r.error and "onnect" in r.error for r in pr.records)
 
 
@@ -182,8 +184,8 @@ def test_chat_needs_text_prompts():
     from bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="chat endpoint needs a text workload"):
-        run_point_sync("http://127.0.0.1:9", "m", RandomWorkload(4, 4, 100), {"kind": "concurrency", "concurrency": 1},
-                       0, 1, endpoint="chat")
+        run_point_sync(LoadJob("http://127.0.0.1:9", "m", RandomPrompts(4, 4, 100),
+                               {"kind": "concurrency", "concurrency": 1}, 0, 1, client=ClientConfig(endpoint="chat")))
 
 
 def _parse(chunks: list[bytes], n_out_expected=3) -> RequestRecord:
@@ -231,9 +233,9 @@ def test_request_body_matches_vllm_protocol():
 
 def test_fake_server_counters_match_client_counts():
     cfg = FakeServerConfig(ttft_s=0.002, itl_s=0.001, short_every=4)
-    wl = RandomWorkload(12, 8, 500, seed=3)
+    wl = RandomPrompts(12, 8, 500, seed=3)
     with FakeServer(cfg, mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, cfg.model, wl, {"kind": "concurrency", "concurrency": 2}, 1, 7)
+        pr = run_point_sync(LoadJob(srv.base_url, cfg.model, wl, {"kind": "concurrency", "concurrency": 2}, 1, 7))
         text = srv.metrics_text()
     values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if line.startswith("vllm:")}
@@ -279,7 +281,7 @@ def test_parser_usage_fast_path_matches_full_parse():
 def test_launch_gate_paces_launches_per_loop_iteration(per_iteration):
     import asyncio
 
-    from bench.load.driver import _LaunchGate
+    from bench.load.loop import _LaunchGate
 
     async def main():
         gate, passed, seen = _LaunchGate(per_iteration), [], []
@@ -323,3 +325,27 @@ def test_loop_lag_monitor_sees_a_blocked_loop():
     assert quiet["loop_lag_samples"] > 5
     assert blocked["loop_lag_s_max"] >= 0.07
     assert blocked["loop_lag_s_max"] > quiet["loop_lag_s_max"] + 0.05
+
+
+def test_a_load_job_is_checked_when_it_is_made():
+    import dataclasses
+
+    from bench.errors import ConfigError
+    from bench.plan.points import RateLoad
+
+    wl = RandomPrompts(4, 4, 100)
+    job = LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "rate", "rate_rps": 5.0}, 0, 3)
+    assert isinstance(job.load, RateLoad) and job.load.rate_rps == 5.0  # a dict is parsed once, here
+    assert job.client == ClientConfig() and job.workers == 0 and job.seed == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.workers = 2  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="an offline load needs a batch engine"):
+        LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "offline", "batch": 2}, 0, 3)
+    with pytest.raises(ConfigError, match="concurrency"):
+        LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "concurrency"}, 0, 3)
+    with pytest.raises(ValueError, match="n_requests >= 1"):
+        LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "concurrency", "concurrency": 1}, 0, 0)
+    with pytest.raises(ValueError, match="n_warmup >= 0"):
+        LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "concurrency", "concurrency": 1}, -1, 3)
+    with pytest.raises(ValueError, match="workers >= 0"):
+        LoadJob("http://127.0.0.1:9", "m", wl, {"kind": "concurrency", "concurrency": 1}, 0, 3, workers=-1)

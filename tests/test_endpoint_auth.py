@@ -19,7 +19,8 @@ from bench.engines.endpoint import Endpoint
 from bench.errors import ConfigError
 from bench.load.client import ClientConfig, StreamingClient
 from bench.load.driver import run_point_sync
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.run.runner import RunEnvironment, execute
 from bench.testing.fake_server import FakeServer, FakeServerConfig
@@ -62,8 +63,8 @@ def test_without_the_key_every_request_is_a_failed_401_record(workers):
     """A server whose health route is open but whose completions are guarded: each request
     is a failed record with its error, none an exception."""
     with _server(f"Bearer {KEY}") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", RandomWorkload(8, 4, 500, seed=1),
-                            {"kind": "concurrency", "concurrency": 2}, 0, 4, workers=workers)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 4, 500, seed=1),
+                                    {"kind": "concurrency", "concurrency": 2}, 0, 4, workers=workers))
     assert len(pr.records) == 4
     assert all((r.error or "").startswith("HTTP 401") for r in pr.records), [r.error for r in pr.records]
 
@@ -155,12 +156,12 @@ def test_a_missing_key_variable_or_file_is_one_clear_line(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_client_sends_the_header_from_every_worker(workers):
-    wl = RandomWorkload(8, 4, 500, seed=1)
+    wl = RandomPrompts(8, 4, 500, seed=1)
     cfg = ClientConfig(headers=(("Authorization", f"Bearer {KEY}"),))
     assert KEY not in repr(cfg) and KEY not in str(cfg.describe())
     with _server(f"Bearer {KEY}") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", wl, {"kind": "concurrency", "concurrency": 2}, 0, 4,
-                            client_config=cfg, workers=workers)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", wl, {"kind": "concurrency", "concurrency": 2}, 0, 4,
+                                    client=cfg, workers=workers))
     assert all(r.ok for r in pr.records), [r.error for r in pr.records]
     assert pr.client["auth"] == "Authorization"
 
@@ -170,9 +171,9 @@ def test_a_refused_request_error_never_carries_the_key():
     part of it; this fake echoes all of it)."""
     wrong = "sk-wrong-" + "Zz9" * 8
     with _server(f"Bearer {KEY}") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", RandomWorkload(8, 4, 500, seed=1),
-                            {"kind": "concurrency", "concurrency": 1}, 0, 2,
-                            client_config=ClientConfig(headers=(("Authorization", f"Bearer {wrong}"),)), workers=0)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 4, 500, seed=1),
+                                    {"kind": "concurrency", "concurrency": 1}, 0, 2,
+                                    client=ClientConfig(headers=(("Authorization", f"Bearer {wrong}"),)), workers=0))
     assert all(r.error.startswith("HTTP 401") for r in pr.records)
     assert not any(wrong in r.error for r in pr.records), pr.records[0].error
 
@@ -210,8 +211,8 @@ def test_a_real_vllm_with_api_key(vllm_with_key, tmp_path, monkeypatch):
     monkeypatch.delenv("BENCH_API_KEY", raising=False)
     with pytest.raises(EngineDied, match="status 401; it refused the credentials"):
         execute(_plan(cfg), tmp_path / "nokey", _env())
-    pr = run_point_sync(vllm_with_key.base_url, "tiny-llama", RandomWorkload(8, 4, 500, seed=1),
-                        {"kind": "concurrency", "concurrency": 2}, 0, 2, workers=0)
+    pr = run_point_sync(LoadJob(vllm_with_key.base_url, "tiny-llama", RandomPrompts(8, 4, 500, seed=1),
+                                {"kind": "concurrency", "concurrency": 2}, 0, 2, workers=0))
     assert all((r.error or "").startswith("HTTP 401") for r in pr.records), [r.error for r in pr.records]
     monkeypatch.setenv("BENCH_API_KEY", KEY)
     result = execute(_plan(cfg), tmp_path / "key", _env())

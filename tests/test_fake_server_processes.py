@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bench.load.driver import run_point_sync
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 FAST = FakeServerConfig(ttft_s=0.005, itl_s=0.002)
@@ -43,10 +44,10 @@ def _wait_gone(pids: list[int], timeout_s: float = 10.0) -> bool:
 
 
 def test_requests_are_spread_over_the_processes_and_read_as_one_server():
-    wl = RandomWorkload(12, 8, 500, seed=5)
+    wl = RandomPrompts(12, 8, 500, seed=5)
     with FakeServer(FAST, mode="process", processes=2) as srv:
         assert len(srv.pids) == 2
-        pr = run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 64}, 4, 256)
+        pr = run_point_sync(LoadJob(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 64}, 4, 256))
         emits = srv.emits()
         merged_text = srv.metrics_text()
         with urllib.request.urlopen(srv.base_url + "/metrics", timeout=10) as r:  # any process: the total
@@ -69,8 +70,8 @@ def test_requests_are_spread_over_the_processes_and_read_as_one_server():
 
 def test_one_process_records_as_before():
     with FakeServer(FAST, mode="process") as srv:
-        pr = run_point_sync(srv.base_url, FAST.model, RandomWorkload(12, 4, 500, seed=1),
-                            {"kind": "concurrency", "concurrency": 2}, 0, 4)
+        pr = run_point_sync(LoadJob(srv.base_url, FAST.model, RandomPrompts(12, 4, 500, seed=1),
+                                    {"kind": "concurrency", "concurrency": 2}, 0, 4))
         emits = srv.emits()
         assert len(srv.pids) == 1
         assert _counters(srv.metrics_text())["vllm:generation_tokens_total"] == 16

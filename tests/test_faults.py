@@ -10,17 +10,20 @@ import pytest
 from bench.load import loop
 from bench.load.client import ClientConfig, default_request_timeout_s
 from bench.load.driver import run_point_sync
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 CONC2 = {"kind": "concurrency", "concurrency": 2}
 
 
-def _run(cfg: FakeServerConfig, n: int, out_len: int = 8, load: dict = CONC2, **kw):
-    wl = RandomWorkload(12, out_len, 500, seed=1)
+def _run(cfg: FakeServerConfig, n: int, out_len: int = 8, load: dict = CONC2, stalled=None, **client):
+    """One point in this process's loop; `client`: ClientConfig fields (the timeouts)."""
+    wl = RandomPrompts(12, out_len, 500, seed=1)
     t0 = time.monotonic()
     with FakeServer(cfg, mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, cfg.model, wl, load, 0, n, **kw)
+        pr = run_point_sync(LoadJob(srv.base_url, cfg.model, wl, load, 0, n, client=ClientConfig(**client),
+                                    stalled=stalled))
     return pr, time.monotonic() - t0
 
 

@@ -9,7 +9,8 @@ from bench.engines.hf import build_model, generate_batch, hf_config, resolve_dty
 from bench.engines.hf_engine import HfEngine
 from bench.errors import ConfigError
 from bench.load.static import records_from_batch, run_static_point
-from bench.load.workload import Prompt, RandomWorkload
+from bench.load.types import Prompt
+from bench.load.workload import RandomPrompts
 from bench.measure.metrics import summarize
 from bench.plan import PointSpec
 
@@ -38,7 +39,7 @@ def _point(batch, n_warmup, n_requests):
 
 
 def test_static_batches_become_token_exact_records(tiny, engine):
-    workload = RandomWorkload(input_len=8, output_len=4, vocab_size=tiny.config_json()["vocab_size"], seed=1)
+    workload = RandomPrompts(input_len=8, output_len=4, vocab_size=tiny.config_json()["vocab_size"], seed=1)
     records, facts = run_static_point(engine, _point(batch=2, n_warmup=2, n_requests=4), workload)
     t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
     assert [r.phase for r in records] == ["warmup"] * 2 + ["measured"] * 4

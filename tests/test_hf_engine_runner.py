@@ -14,7 +14,7 @@ from bench.load.static import (
     run_static_point,
     static_batches,
 )
-from bench.load.workload import Prompt
+from bench.load.types import Prompt
 from bench.plan import PointSpec
 
 

@@ -179,12 +179,12 @@ line = st.one_of(
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(line, max_size=5), raw=st.binary(max_size=40))
 def test_a_prompt_file_of_any_content_is_read_or_refused_in_one_line(tmp_path_factory, lines, raw):
-    from bench.load.workload import FileWorkload
+    from bench.load.workload import FilePrompts
 
     path = tmp_path_factory.mktemp("wl") / "prompts.jsonl"
     path.write_bytes("\n".join(lines).encode() + b"\n" + raw)
     try:
-        prompts = FileWorkload(path, output_len=None).prompts(3)
+        prompts = FilePrompts(path, output_len=None).prompts(3)
     except BenchError as e:
         assert "\n" not in str(e)
         return

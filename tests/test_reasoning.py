@@ -14,7 +14,8 @@ from bench.load.client import ClientConfig, StreamingClient
 from bench.load.driver import run_point_sync
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.measure.metrics import summarize
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
@@ -22,10 +23,10 @@ OUT = 10
 
 
 def _run(cfg: FakeServerConfig, n: int = 6, endpoint: str = "chat"):
-    wl = RandomWorkload(8, OUT, 500, seed=1, as_text=endpoint == "chat")
+    wl = RandomPrompts(8, OUT, 500, seed=1, as_text=endpoint == "chat")
     with FakeServer(cfg, mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, cfg.model, wl, {"kind": "concurrency", "concurrency": 2}, 1, n,
-                            endpoint=endpoint)
+        pr = run_point_sync(LoadJob(srv.base_url, cfg.model, wl, {"kind": "concurrency", "concurrency": 2}, 1, n,
+                                    client=ClientConfig(endpoint=endpoint)))
         return pr, srv.emits()
 
 

@@ -14,6 +14,7 @@ import pytest
 from bench.engines.base import reset_prefix_cache
 from bench.engines.process import http_post
 from bench.load.driver import run_point_sync
+from bench.load.types import LoadJob
 from bench.load.workload import make_workload
 from bench.measure.groups import ServerCounters
 from bench.measure.validity import check_point
@@ -135,8 +136,8 @@ def test_scraper_samples_on_the_client_clock_and_summarizes_the_window():
     with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.02, preempt_every=3)) as srv:
         scraper = ServerMetricsScraper(srv.base_url, interval_s=0.05).start()
         wl = make_workload(RANDOM, vocab_size=1000, seed=1)
-        pr = run_point_sync(srv.base_url, "fake-model", wl, {"kind": "concurrency", "concurrency": 3}, 0, 12,
-                            workers=0)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", wl, {"kind": "concurrency", "concurrency": 3}, 0, 12,
+                                    workers=0))
         scraper.stop()
     ts = [t for t, _ in scraper.samples]
     assert len(ts) >= 10 and ts == sorted(ts)

@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 
 from bench.errors import ConfigError
+from bench.load.client import ClientConfig
 from bench.load.driver import run_point_sync
 from bench.load.merge import in_flight_reach
 from bench.load.records import RequestRecord
-from bench.load.sessions import SessionWorkload, session_records
+from bench.load.sessions import ChatSessions, session_records
+from bench.load.types import LoadJob
 from bench.load.workload import make_workload
 from bench.measure.metrics import session_metrics, summarize
 from bench.testing.fake_server import FakeServer, FakeServerConfig
@@ -21,9 +23,9 @@ FAST = FakeServerConfig(ttft_s=0.005, itl_s=0.001)
 CONC = {"kind": "concurrency", "concurrency": 2}
 
 
-def _run(wl: SessionWorkload, cfg: FakeServerConfig = FAST, load=CONC, n_warmup: int = 3, n: int = 12):
+def _run(wl: ChatSessions, cfg: FakeServerConfig = FAST, load=CONC, n_warmup: int = 3, n: int = 12):
     with FakeServer(cfg, mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, cfg.model, wl, load, n_warmup, n)
+        pr = run_point_sync(LoadJob(srv.base_url, cfg.model, wl, load, n_warmup, n))
         return pr, srv.emits(), srv.counters()
 
 
@@ -39,9 +41,9 @@ def _by_session(records) -> dict[int, list[RequestRecord]]:
 
 
 def test_plan_is_deterministic_and_phases_hold_whole_sessions():
-    wl = SessionWorkload(turns=3, prompt_len=5, answer_len=4, seed=7)
+    wl = ChatSessions(turns=3, prompt_len=5, answer_len=4, seed=7)
     plan = wl.plan(4, 7)
-    assert plan == SessionWorkload(turns=3, prompt_len=5, answer_len=4, seed=7).plan(4, 7)
+    assert plan == ChatSessions(turns=3, prompt_len=5, answer_len=4, seed=7).plan(4, 7)
     assert [(s.phase, len(s.users)) for s in plan] == [("warmup", 3), ("warmup", 1), ("measured", 3),
                                                         ("measured", 3), ("measured", 1)]
     assert [s.first_request for s in plan] == [0, 3, 4, 7, 10]
@@ -61,19 +63,19 @@ def test_sessions_from_a_sharegpt_file(tmp_path):
              {"conversations": [{"from": "gpt", "value": "no human turn: skipped"}]}]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     wl = make_workload({"kind": "sessions", "path": str(path), "answer_len": 3}, vocab_size=100, seed=0)
-    assert isinstance(wl, SessionWorkload) and wl.describe()["n_conversations"] == 2
+    assert isinstance(wl, ChatSessions) and wl.describe()["n_conversations"] == 2
     plan = wl.plan(0, 6)
     assert sorted({s.users for s in plan}) == [("hello there", "how are you"), ("one",)]
     assert sum(len(s.users) for s in plan) == 6 and all(s.answer_len == 3 for s in plan)
     (tmp_path / "bad.jsonl").write_text('{"prompt": "not a conversation"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl:1: .*'conversations'"):
-        SessionWorkload(tmp_path / "bad.jsonl").plan(0, 1)
+        ChatSessions(tmp_path / "bad.jsonl").plan(0, 1)
     with pytest.raises(ConfigError, match="no such sessions file"):
-        SessionWorkload(tmp_path / "missing.jsonl").plan(0, 1)
+        ChatSessions(tmp_path / "missing.jsonl").plan(0, 1)
 
 
 def test_history_grows_turn_by_turn_with_exact_token_counts():
-    wl = SessionWorkload(turns=3, prompt_len=5, answer_len=4, seed=1)
+    wl = ChatSessions(turns=3, prompt_len=5, answer_len=4, seed=1)
     pr, emits, counters = _run(wl)
     recs = pr.records
     assert [r.request_id for r in recs] == list(range(15)) and all(r.ok for r in recs), [r.error for r in recs]
@@ -100,7 +102,7 @@ def test_history_grows_turn_by_turn_with_exact_token_counts():
 
 def test_sessions_run_concurrently_up_to_the_limit_with_think_time():
     think = 0.05
-    wl = SessionWorkload(turns=3, prompt_len=4, answer_len=3, think_time_s=think, seed=2)
+    wl = ChatSessions(turns=3, prompt_len=4, answer_len=3, think_time_s=think, seed=2)
     pr, _, _ = _run(wl, n_warmup=0, n=15)  # 5 sessions, 2 at a time
     meas = pr.measured
     assert len(meas) == 15 and all(r.ok for r in meas)
@@ -122,7 +124,7 @@ def test_sessions_run_concurrently_up_to_the_limit_with_think_time():
 
 
 def test_reasoning_stays_out_of_the_history():
-    wl = SessionWorkload(turns=2, prompt_len=3, answer_len=5, seed=3)
+    wl = ChatSessions(turns=2, prompt_len=3, answer_len=5, seed=3)
     pr, emits, _ = _run(wl, cfg=FakeServerConfig(ttft_s=0.005, itl_s=0.001, reasoning_tokens=2), n_warmup=0, n=4)
     for r in pr.records:
         assert r.ok and r.n_reasoning == 2 and r.n_out == 5
@@ -131,7 +133,7 @@ def test_reasoning_stays_out_of_the_history():
 
 
 def test_failed_turn_is_data_and_the_session_goes_on():
-    wl = SessionWorkload(turns=3, prompt_len=3, answer_len=2, seed=4)
+    wl = ChatSessions(turns=3, prompt_len=3, answer_len=2, seed=4)
     pr, _, counters = _run(wl, cfg=FakeServerConfig(ttft_s=0.005, itl_s=0.001, fail_http_every=4), n_warmup=0, n=9)
     assert len(pr.records) == 9 and all(r.t_send > 0 and r.t_done is not None for r in pr.records)
     failed = [r for r in pr.records if not r.ok]
@@ -140,7 +142,7 @@ def test_failed_turn_is_data_and_the_session_goes_on():
 
 
 def test_sessions_need_a_concurrency_load_and_no_pre_encoded_requests():
-    wl = SessionWorkload(turns=2, prompt_len=3, answer_len=2)
+    wl = ChatSessions(turns=2, prompt_len=3, answer_len=2)
     with pytest.raises(ConfigError, match="concurrency load"):
         _run(wl, load={"kind": "rate", "rate_rps": 10.0}, n_warmup=0, n=2)
     with pytest.raises(ConfigError, match="previous answers"):
@@ -158,13 +160,16 @@ def test_session_fields_survive_parquet(tmp_path):
     assert type(back[0].session) is int
 
 
-def test_run_point_keeps_sessions_in_its_own_loop():
+@pytest.mark.parametrize("sync", [False, True], ids=["run_point", "run_point_sync"])
+def test_run_point_keeps_sessions_in_its_own_loop(sync):
     import asyncio
 
     from bench.load.driver import run_point
 
-    wl = SessionWorkload(turns=2, prompt_len=3, answer_len=2, seed=5)
+    wl = ChatSessions(turns=2, prompt_len=3, answer_len=2, seed=5)
     with FakeServer(FAST, mode="thread") as srv:
-        pr = asyncio.run(run_point(srv.base_url, FAST.model, wl, CONC, 0, 4, endpoint="completions", workers=None))
+        job = LoadJob(srv.base_url, FAST.model, wl, CONC, 0, 4, client=ClientConfig(endpoint="completions"),
+                      workers=None if sync else 2)  # asked for worker processes: a session's turns need this loop
+        pr = run_point_sync(job) if sync else asyncio.run(run_point(job))
     assert pr.client["n_workers"] == 0 and pr.client["endpoint"] == "chat"
     assert [r.turn for r in pr.records] == [0, 1, 0, 1] and all(r.ok for r in pr.records)

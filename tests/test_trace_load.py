@@ -10,7 +10,8 @@ import pytest
 
 from bench.errors import ConfigError
 from bench.load.driver import run_point_sync
-from bench.load.workload import Prompt, RandomWorkload
+from bench.load.types import LoadJob, Prompt
+from bench.load.workload import RandomPrompts
 from bench.measure.metrics import summarize
 from bench.measure.validity import check_point
 from bench.testing.fake_server import FakeServer, FakeServerConfig
@@ -35,7 +36,8 @@ BURSTY = [0.0, 0.01, 0.02, 0.3, 0.31, 0.6, 0.6, 0.6, 0.9, 1.2]
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_trace_load_sends_each_request_at_its_timestamp(workers):
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.002), mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", Timed(BURSTY), {"kind": "trace"}, 0, 1000, workers=workers)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", Timed(BURSTY), {"kind": "trace"}, 0, 1000,
+                                    workers=workers))
     meas = sorted(pr.measured, key=lambda r: r.request_id)
     assert len(meas) == len(BURSTY) and all(r.ok for r in meas)  # a short trace is replayed whole
     sched = np.asarray([r.t_sched for r in meas])
@@ -54,7 +56,7 @@ def test_a_stalling_server_grows_latency_from_the_schedule_not_from_the_send():
     TTFT from the actual send stays the server's 0.2 s, TTFT from the schedule grows."""
     load = {"kind": "rate", "rate_rps": 20.0, "max_concurrency": 1}
     with FakeServer(FakeServerConfig(ttft_s=0.2, itl_s=0.001), mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", RandomWorkload(8, 2, 500, seed=1), load, 0, 8)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 2, 500, seed=1), load, 0, 8))
     meas = sorted(pr.measured, key=lambda r: r.request_id)
     sent = np.asarray([r.ttft_s for r in meas])
     sched = np.asarray([r.ttft_sched_s for r in meas])
@@ -72,8 +74,8 @@ def test_a_client_that_falls_behind_an_uncapped_schedule_is_invalid():
         time.sleep(0.03)
 
     with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001), mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", Timed([0.01 * i for i in range(40)]), {"kind": "trace"},
-                            0, 40, progress=busy)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", Timed([0.01 * i for i in range(40)]),
+                                    {"kind": "trace"}, 0, 40, progress=busy))
     m = summarize(pr.records, (pr.window_t0_s, pr.window_t1_s), 1)
     _, reasons = check_point(m, pr.load, pr.facts())
     assert m.schedule_lag_s_p99 > 0.01
@@ -82,12 +84,12 @@ def test_a_client_that_falls_behind_an_uncapped_schedule_is_invalid():
 
 def test_closed_loops_have_no_schedule_and_a_trace_load_needs_timestamps():
     with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001), mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", RandomWorkload(8, 2, 500), {"kind": "concurrency",
-                            "concurrency": 2}, 0, 6)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 2, 500), {"kind": "concurrency",
+                                    "concurrency": 2}, 0, 6))
         assert all(r.t_sched is None and r.ttft_sched_s is None for r in pr.records)
         assert summarize(pr.records, (pr.window_t0_s, pr.window_t1_s), 1).ttft_sched_s_p50 is None
         with pytest.raises(ConfigError, match="trace workload's timestamps"):
-            run_point_sync(srv.base_url, "fake-model", RandomWorkload(8, 2, 500), {"kind": "trace"}, 0, 6)
+            run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 2, 500), {"kind": "trace"}, 0, 6))
 
 
 def test_a_mooncake_replay_shows_the_server_identical_prefixes_exactly_where_hash_ids_repeat():
@@ -101,7 +103,7 @@ def test_a_mooncake_replay_shows_the_server_identical_prefixes_exactly_where_has
     replay = TraceReplay(str(path), "mooncake", 32000, seed=5, speedup=50.0, limit=24)
     cfg = FakeServerConfig(ttft_s=0.002, itl_s=0.001, record_prompts=True)
     with FakeServer(cfg, mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, "fake-model", replay, {"kind": "trace"}, 0, 24, workers=2)
+        pr = run_point_sync(LoadJob(srv.base_url, "fake-model", replay, {"kind": "trace"}, 0, 24, workers=2))
         emits = srv.emits()
     assert all(r.ok for r in pr.records) and len(pr.records) == 24
     seen = {r.request_id: emits[f"{pr.client['request_id_prefix']}-{r.request_id}"]["prompt"] for r in pr.records}

@@ -12,7 +12,8 @@ from bench.engines.base import EngineDied, EngineDoesNotFit
 from bench.engines.vllm_offline import VllmOffline, batch_output
 from bench.errors import EngineError
 from bench.load.static import records_from_batch, run_static_point
-from bench.load.workload import Prompt, make_workload
+from bench.load.types import Prompt
+from bench.load.workload import make_workload
 from bench.plan import PointSpec
 
 TINY = "tiny-llama"

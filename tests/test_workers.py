@@ -13,7 +13,8 @@ from bench.load import team as T
 from bench.load import workers as W
 from bench.load.arrivals import arrival_offsets_s
 from bench.load.driver import run_point_sync
-from bench.load.workload import RandomWorkload
+from bench.load.types import LoadJob
+from bench.load.workload import RandomPrompts
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 FAST = FakeServerConfig(ttft_s=0.01, itl_s=0.002)
@@ -41,10 +42,10 @@ def teams(monkeypatch):
 
 
 def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
-    wl = RandomWorkload(12, 8, 500, seed=3)
+    wl = RandomPrompts(12, 8, 500, seed=3)
     with FakeServer(FAST, mode="thread") as srv:
-        pr = run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 6}, 6, 60,
-                            workers=2)
+        pr = run_point_sync(LoadJob(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 6}, 6, 60,
+                                    workers=2))
         counts = _counters(srv)
         emits = srv.emits()
     assert [r.request_id for r in pr.records] == list(range(66))  # request order, warm-up first, none lost
@@ -62,6 +63,8 @@ def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
     # each worker watched itself; the point's figures are the worst worker's
     assert pr.client["n_workers"] == 2 and [w["index"] for w in pr.client["workers"]] == [0, 1]
     assert len({w["pid"] for w in pr.client["workers"]} | {os.getpid()}) == 3  # two processes, not this one
+    assert [s.as_dict() for s in pr.loops] == pr.client["workers"]  # the typed figures, as run.json keeps them
+    assert [s.pid for s in pr.loops] == [w["pid"] for w in pr.client["workers"]]
     worst = max(pr.client["workers"], key=lambda w: w["loop_lag_s_p99"])
     assert pr.loop_lag["loop_lag_s_p99"] == worst["loop_lag_s_p99"]
     assert pr.client["cpu_busy_cores"] == pytest.approx(sum(w["cpu_share"] for w in pr.client["workers"]))
@@ -72,9 +75,9 @@ def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
 def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
     rate, n, burst = 150.0, 240, 0.5
     load = {"kind": "rate", "rate_rps": rate, "arrival": "gamma", "burstiness": burst}
-    wl = RandomWorkload(8, 4, 500, seed=seed)
+    wl = RandomPrompts(8, 4, 500, seed=seed)
     with FakeServer(FakeServerConfig(ttft_s=0.003, itl_s=0.001), mode="process") as srv:
-        pr = run_point_sync(srv.base_url, FAST.model, wl, load, 0, n, workers=2, seed=seed)
+        pr = run_point_sync(LoadJob(srv.base_url, FAST.model, wl, load, 0, n, workers=2, seed=seed))
     meas = sorted(pr.measured, key=lambda r: r.request_id)
     assert all(r.ok for r in meas) and {r.worker for r in meas} == {0, 1}
     assert [r.worker for r in meas[:4]] == [0, 1, 0, 1]  # every other arrival of one schedule
@@ -91,7 +94,7 @@ def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
 
 
 def test_a_worker_that_dies_mid_point_fails_it_and_the_others_records_are_kept(teams):
-    wl = RandomWorkload(8, 16, 500, seed=1)
+    wl = RandomPrompts(8, 16, 500, seed=1)
     killed = []
 
     def progress(info):
@@ -102,8 +105,8 @@ def test_a_worker_that_dies_mid_point_fails_it_and_the_others_records_are_kept(t
 
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
         with pytest.raises(W.ClientWorkerDied) as err:
-            run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 400,
-                           workers=2, progress=progress)
+            run_point_sync(LoadJob(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 400,
+                                   workers=2, progress=progress))
         emits = srv.emits()
     assert f"client worker 1 (pid {killed[0]}) died mid-point: exit code -9" in str(err.value)
     kept = err.value.records
@@ -138,7 +141,7 @@ def test_a_frozen_worker_is_given_up_after_its_silence_and_the_others_never_wait
     others need: they go on taking requests, and the orchestrator kills it after WORKER_SILENT_S
     of silence and fails the point with the others' records (base: the point never ended)."""
     monkeypatch.setattr(T, "WORKER_SILENT_S", 1.0)
-    wl = RandomWorkload(8, 16, 500, seed=2)
+    wl = RandomPrompts(8, 16, 500, seed=2)
     frozen = {}
 
     def progress(info):
@@ -148,9 +151,9 @@ def test_a_frozen_worker_is_given_up_after_its_silence_and_the_others_never_wait
 
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
         try:
-            ended, err = _bounded(lambda: run_point_sync(
-                srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 2000, workers=2,
-                progress=progress), 30.0)
+            job = LoadJob(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 2000,
+                          workers=2, progress=progress)
+            ended, err = _bounded(lambda: run_point_sync(job), 30.0)
         finally:
             for p in teams[0].procs.values():
                 if p.is_alive():
@@ -200,9 +203,9 @@ def test_a_worker_reaching_a_barrier_after_a_death_is_released(teams, monkeypatc
         killer = threading.Thread(target=kill_1_then_free_2, daemon=True)
         killer.start()
         try:
-            finished, err = _bounded(lambda: run_point_sync(
-                srv.base_url, FAST.model, RandomWorkload(8, 4, 500, seed=3), {"kind": "concurrency", "concurrency": 3},
-                6, 60, workers=3), 30.0)
+            job = LoadJob(srv.base_url, FAST.model, RandomPrompts(8, 4, 500, seed=3),
+                          {"kind": "concurrency", "concurrency": 3}, 6, 60, workers=3)
+            finished, err = _bounded(lambda: run_point_sync(job), 30.0)
             killer.join(30)
         finally:
             for p in (teams[0].procs.values() if teams else []):
@@ -311,7 +314,7 @@ def test_a_stopped_feed_ends_the_phase_for_every_reader():
 
 
 def test_ctrl_c_ends_every_worker(teams):
-    wl = RandomWorkload(8, 64, 500, seed=1)
+    wl = RandomPrompts(8, 64, 500, seed=1)
 
     def progress(info):
         if info["done"] >= 4:
@@ -320,8 +323,8 @@ def test_ctrl_c_ends_every_worker(teams):
     t0 = time.monotonic()
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.01), mode="thread") as srv:
         with pytest.raises(KeyboardInterrupt):
-            run_point_sync(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 200,
-                           workers=2, progress=progress)
+            run_point_sync(LoadJob(srv.base_url, FAST.model, wl, {"kind": "concurrency", "concurrency": 4}, 0, 200,
+                                   workers=2, progress=progress))
     assert time.monotonic() - t0 < 10
     procs = teams[0].procs.values()
     assert len(procs) == 2 and all(not p.is_alive() for p in procs)
@@ -329,8 +332,8 @@ def test_ctrl_c_ends_every_worker(teams):
 
 def test_a_bad_url_fails_before_any_worker_starts(teams):
     with pytest.raises(ValueError, match="the client speaks http and https, not 'ftp'"):
-        run_point_sync("ftp://127.0.0.1:9", "m", RandomWorkload(4, 4, 100), {"kind": "concurrency", "concurrency": 1},
-                       0, 2, workers=1)
+        run_point_sync(LoadJob("ftp://127.0.0.1:9", "m", RandomPrompts(4, 4, 100),
+                               {"kind": "concurrency", "concurrency": 1}, 0, 2, workers=1))
     assert not teams  # nothing was started
 
 

@@ -1,7 +1,7 @@
 """Arrival times of an open-loop (rate) load.
 
 The load a point runs under is `bench.plan.points.LoadSpec` (ConcurrencyLoad | RateLoad |
-OfflineLoad), parsed from a dict by `parse_load`; both are re-exported here.
+TraceLoad | OfflineLoad); a rate load's arrival process is drawn here.
 
 Rate arrivals follow vLLM's `--burstiness`: gaps ~ Gamma(shape=b, scale=1/(rate*b)), so
 the mean gap is 1/rate and the coefficient of variation is 1/sqrt(b); b = 1 is Poisson
@@ -15,16 +15,6 @@ import math
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.plan.points import (
-    ConcurrencyLoad,
-    LoadSpec,
-    OfflineLoad,
-    RateLoad,
-    parse_load,
-)
-
-__all__ = ["ARRIVALS", "ConcurrencyLoad", "LoadSpec", "OfflineLoad", "RateLoad", "arrival_gaps_s",
-           "arrival_offsets_s", "parse_load"]
 
 ARRIVALS = ("poisson", "gamma")
 

@@ -22,16 +22,14 @@ import collections
 import contextlib
 import gc
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from bench.load.arrivals import ConcurrencyLoad, LoadSpec
 from bench.load.client import StreamingClient
 from bench.load.records import RequestRecord
 from bench.load.selfwatch import SelfWatch
+from bench.load.types import Barrier, Progress, Share, Stalled, Work
+from bench.plan.points import ConcurrencyLoad, LoadSpec
 
-Progress = Callable[[dict], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
-Stalled = Callable[[int], None]  # called with the number of in-flight requests quiet for STALL_SHOW_S
 LAUNCHES_PER_ITERATION = 16  # request launches per event-loop iteration; 0: no pacing
 STALL_SHOW_S = 10.0  # an in-flight request with no token for this long is shown as stalled
 
@@ -126,8 +124,8 @@ def _gc_frozen():
 
 
 class LocalWork:
-    """Hands out request indices of a phase to the slots of one loop (in client workers: one
-    pipe every worker reads, bench.load.feed.PipeWork, whose take() may also say WAIT (-1))."""
+    """Hands out request indices of a phase to the slots of one loop (`Work`; in client workers:
+    one pipe every worker reads, bench.load.feed.PipeWork, whose take() may also say WAIT (-1))."""
 
     def __init__(self) -> None:
         self._next = 0
@@ -142,20 +140,8 @@ class LocalWork:
         i, self._next = self._next, self._next + 1
         return i
 
-
-@dataclass(frozen=True)
-class Share:
-    """One loop's part of a point: `index` of `n_workers`; concurrency slots split evenly."""
-
-    index: int = 0
-    n_workers: int = 1
-
-    def part(self, total: int) -> int:
-        """This loop's part of `total` slots (the first loops take the remainder)."""
-        return total // self.n_workers + (1 if self.index < total % self.n_workers else 0)
-
-
-Barrier = Callable[[str], Awaitable[float | None]]  # phase -> shared start time (perf_counter s) or None
+    async def more(self) -> None:
+        """Never awaited: take() here never says WAIT."""
 
 
 async def _no_barrier(phase: str) -> float | None:
@@ -170,15 +156,15 @@ class LoadLoop:
     (rate loads: every n_workers-th arrival of the global schedule)."""
 
     def __init__(self, client: StreamingClient, records: list[RequestRecord], bodies: list[bytes], spec: LoadSpec,
-                 n_warmup: int, *, share: Share = Share(), work=None, barrier: Barrier = _no_barrier,
-                 progress: Progress | None = None, stalled: Stalled | None = None,
+                 n_warmup: int, *, share: Share | None = None, work: Work | None = None,
+                 barrier: Barrier = _no_barrier, progress: Progress | None = None, stalled: Stalled | None = None,
                  offsets: list[float] | None = None, should_stop: Callable[[], bool] = lambda: False):
         self.client, self.records, self.bodies, self.spec = client, records, bodies, spec
-        self.n_warmup, self.share = n_warmup, share
+        self.n_warmup, self.share = n_warmup, share or Share()
         self.offsets = offsets or []  # open loops: send time of each measured request, s after the start
         self.work = work or LocalWork()
         self.barrier, self.stalled, self.should_stop = barrier, stalled, should_stop
-        self.tracker = _Tracker(progress, len(records), share.index)
+        self.tracker = _Tracker(progress, len(records), self.share.index)
         self.watch: SelfWatch | None = None
 
     def width(self) -> int:
@@ -245,6 +231,15 @@ class LoadLoop:
             tasks.append(asyncio.create_task(one(nw + k)))
         await asyncio.gather(*tasks)
 
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when importable, else asyncio's."""
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import termios
 import time
 
 from bench.load.looplag import LoopLagMonitor
+from bench.load.types import LoopStats
 
 BACKLOG_EVERY_S = 0.1  # between backlog samples
 BACKLOG_SOCKETS = 32  # connections read per sample (rotating), so a sample costs microseconds
@@ -36,7 +37,7 @@ def _queued_bytes(conn) -> int | None:
 
 
 class SelfWatch:
-    """Async context manager over the measured phase of one loop; `summary()` after it."""
+    """Async context manager over the measured phase of one loop; `stats()` after it."""
 
     def __init__(self, client, clock=time.perf_counter):
         self.client, self.clock = client, clock
@@ -76,13 +77,13 @@ class SelfWatch:
                     self.backlog.append(q)
         self._handle = loop.call_later(BACKLOG_EVERY_S, self._sample, loop)
 
-    def summary(self) -> dict:
-        """Loop lag (s), CPU (s and share of one core), socket backlog (bytes per connection)."""
+    def stats(self, index: int = 0, pid: int | None = None) -> LoopStats:
+        """Loop lag (s), CPU (s and share of one core), socket backlog (bytes per connection) of
+        worker `index` (process `pid`; None: the in-process loop)."""
         b = sorted(self.backlog)
-        return self.lag.summary() | {
-            "cpu_s": self.cpu_s, "wall_s": self.wall_s,
-            "cpu_share": self.cpu_s / self.wall_s if self.wall_s > 0 else None,
-            "backlog_bytes_max": b[-1] if b else None,
-            "backlog_bytes_p99": b[min(len(b) - 1, int(0.99 * len(b)))] if b else None,
-            "backlog_samples": len(b),
-        }
+        return LoopStats(
+            **self.lag.summary(), cpu_s=self.cpu_s, wall_s=self.wall_s,
+            cpu_share=self.cpu_s / self.wall_s if self.wall_s > 0 else None,
+            backlog_bytes_max=b[-1] if b else None,
+            backlog_bytes_p99=b[min(len(b) - 1, int(0.99 * len(b)))] if b else None,
+            backlog_samples=len(b), index=index, pid=pid)

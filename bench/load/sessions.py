@@ -1,8 +1,8 @@
 """Multi-turn chat sessions: each turn sends the conversation so far (the chat endpoint).
 
-A `SessionWorkload` (the `sessions` workload of bench.plan.points) plans the point's
+`ChatSessions` (the generator of the `sessions` workload of bench.plan.points) plans the point's
 conversations: synthetic ones (`turns` user messages of `prompt_len` words each, like
-`RandomWorkload(as_text=True)`) or the human turns of a ShareGPT-style multi-turn JSONL file;
+`RandomPrompts(as_text=True)`) or the human turns of a ShareGPT-style multi-turn JSONL file;
 every answer is `answer_len` tokens, generated with ignore_eos. The point's n_warmup and
 n_requests count turns (one request each): whole sessions are taken until the phase has its
 turns (the last one cut short), and no session spans both phases.
@@ -15,7 +15,7 @@ goes on with whatever text that turn did receive. Request ids are given session 
 when the point is planned, so records are in request-id order (warm-up first) like any other
 point, and bench.load.merge computes the window from their `t_send` / `t_done`.
 
-`run_sessions_point` is `bench.load.driver.run_point` for this workload: the same LoadLoop
+`run_sessions_point(job)` is `bench.load.driver.run_point` for this workload: the same LoadLoop
 (barriers, frozen heap, launch pacing, progress, self-watch) with its closed loop taking
 sessions instead of requests. It runs in the caller's event loop: a turn's body needs the
 previous answer, so nothing is encoded before the point and no client worker process is used.
@@ -33,18 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.load.arrivals import ConcurrencyLoad, LoadSpec, parse_load
-from bench.load.client import (
-    DEFAULT_STALL_TIMEOUT_S,
-    ClientConfig,
-    StreamingClient,
-    raise_fd_limit,
-)
-from bench.load.driver import LoadLoop, LocalWork, PointRun, Progress, Stalled
+from bench.load.client import StreamingClient, raise_fd_limit
+from bench.load.loop import LoadLoop, LocalWork
+from bench.load.merge import merge_point
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser
-from bench.load.workload import _WORDS
+from bench.load.tokens import words
+from bench.load.types import LoadJob, PointRun
 from bench.plan.inputs import read_sessions
+from bench.plan.points import ConcurrencyLoad
 
 
 @dataclass(frozen=True)
@@ -68,8 +65,8 @@ class Session:
         return out
 
 
-class SessionWorkload:
-    """Multi-turn sessions, seeded and deterministic: `plan(n_warmup, n_requests)` returns the
+class ChatSessions:
+    """Multi-turn chat sessions, seeded and deterministic: `plan(n_warmup, n_requests)` returns the
     same sessions for the same seed. `path`: a ShareGPT-style JSONL file (the human turns of each
     conversation, shuffled with the seed, cycled when more are needed); None: synthetic sessions of
     `turns` turns of `prompt_len` words."""
@@ -84,15 +81,14 @@ class SessionWorkload:
         self._conversations: list[tuple[str, ...]] | None = None
 
     @classmethod
-    def from_spec(cls, spec, seed: int) -> SessionWorkload:
+    def from_spec(cls, spec, seed: int) -> ChatSessions:
         """From a `bench.plan.points.SessionsWorkload`; `seed` where the spec leaves its own out."""
         return cls(spec.path, spec.turns, spec.prompt_len, spec.answer_len, spec.think_time_s,
                    seed if spec.seed is None else spec.seed)
 
     def prompts(self, n: int):
         raise ConfigError("a sessions workload builds each turn from the previous answers: run it with "
-                          "bench.load.sessions.run_sessions_point (bench.load.driver.run_point does), "
-                          "not through pre-encoded requests or client worker processes")
+                          "bench.load.driver.run_point, not through pre-encoded requests")
 
     def plan(self, n_warmup: int, n_requests: int) -> list[Session]:
         """Sessions covering n_warmup turns, then n_requests turns; request ids session by session."""
@@ -113,8 +109,7 @@ class SessionWorkload:
         rng = np.random.default_rng(self.seed)
         if self.path is None:
             while True:
-                yield tuple(" ".join(_WORDS[w] for w in rng.integers(0, len(_WORDS), size=self.prompt_len))
-                            for _ in range(self.turns))
+                yield tuple(words(rng, self.prompt_len) for _ in range(self.turns))
         conversations = self._load()
         while True:
             for i in rng.permutation(len(conversations)).tolist():
@@ -223,32 +218,24 @@ class SessionLoop(LoadLoop):
                            send=self.tracker.send, should_stop=self.should_stop)
 
 
-async def run_sessions_point(base_url: str, model: str, workload: SessionWorkload, load: LoadSpec | dict,
-                             n_warmup: int, n_requests: int, timeout_s: float | None = None,
-                             progress: Progress | None = None, temperature: float = 0.0,
-                             client_config: ClientConfig | None = None,
-                             stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
-                             stalled: Stalled | None = None, **_ignored) -> PointRun:
-    """One load point of sessions against an OpenAI-compatible server (always the chat endpoint);
-    n_warmup and n_requests count turns. Arguments as `bench.load.driver.run_point`; `**_ignored`
-    takes its `endpoint`, `seed` and `workers`, which do not apply (chat, no arrival process,
-    this event loop)."""
-    from bench.load.merge import merge_point
-
-    spec = parse_load(load)
+async def run_sessions_point(job: LoadJob) -> PointRun:
+    """One load point of sessions (`job.workload` a ChatSessions) against an OpenAI-compatible
+    server, always on the chat endpoint and in this event loop; n_warmup and n_requests count
+    turns. `job.seed` and `job.workers` do not apply (no arrival process; a turn needs the answer
+    before it)."""
+    workload = job.workload
+    if not isinstance(workload, ChatSessions):
+        raise ConfigError(f"run_sessions_point runs a sessions workload, not {type(workload).__name__}")
+    spec = job.load
     if not isinstance(spec, ConcurrencyLoad):
         raise ConfigError(f"a sessions workload runs under a concurrency load (sessions at once), not a {spec.kind} load")
-    if n_requests < 1 or n_warmup < 0:
-        raise ValueError(f"need n_requests >= 1 and n_warmup >= 0, got {n_requests}, {n_warmup}")
-    cfg = client_config or ClientConfig(timeout_s=timeout_s, temperature=temperature, stall_timeout_s=stall_timeout_s)
-    cfg = dataclasses.replace(cfg, endpoint="chat")
-    sessions = workload.plan(n_warmup, n_requests)
+    cfg = dataclasses.replace(job.client, endpoint="chat")
+    sessions = workload.plan(job.n_warmup, job.n_requests)
     records = session_records(sessions)
-    async with StreamingClient(base_url, model, cfg) as client:
-        loop = SessionLoop(client, sessions, records, spec, n_warmup, workload.think_time_s,
-                           progress=progress, stalled=stalled)
-        raise_fd_limit(4 * max(loop.width(), n_warmup) + 256)
+    async with StreamingClient(job.base_url, job.model, cfg) as client:
+        loop = SessionLoop(client, sessions, records, spec, job.n_warmup, workload.think_time_s,
+                           progress=job.progress, stalled=job.stalled)
+        raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         await loop.run()
-    stats = loop.watch.summary() | {"index": 0, "pid": None}
-    client_info = cfg.describe() | {"request_id_prefix": client.tag, "n_workers": 0}
-    return merge_point(records, spec, client_info, [stats])
+    info = cfg.describe() | {"request_id_prefix": client.tag, "n_workers": 0}
+    return merge_point(records, spec, info, [loop.watch.stats()])

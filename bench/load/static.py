@@ -20,15 +20,15 @@ from typing import Any
 from bench.engines.base import BatchEngine, BatchOutput, BatchRequest
 from bench.errors import ConfigError
 from bench.load.records import RequestRecord
-from bench.load.workload import Prompt, Workload
-from bench.plan.points import parse_load
+from bench.load.types import Prompt, Workload
+from bench.plan.points import ConcurrencyLoad, OfflineLoad, parse_load
 
 
 def static_batches(point) -> tuple[int, int, int]:
     """(batch size, warm-up batches, measured batches) of a point run as static batches."""
     load = parse_load(point.load)
-    batch = int(getattr(load, "concurrency", None) or getattr(load, "batch", None) or 0)
-    if load.kind not in ("concurrency", "offline") or batch < 1:
+    batch = load.concurrency if isinstance(load, ConcurrencyLoad) else load.batch if isinstance(load, OfflineLoad) else 0
+    if batch < 1:
         raise ConfigError(f"point {point.point_id}: static-batch engines run concurrency or offline loads, "
                           f"not {load.kind!r}")
     return batch, math.ceil(point.n_warmup / batch), math.ceil(point.n_requests / batch)

@@ -24,6 +24,8 @@ import time
 from multiprocessing import connection
 
 from bench.load.feed import IndexFeed
+from bench.load.records import RequestRecord
+from bench.load.types import LoopStats, Progress, Stalled
 
 START_LEAD_S = 0.02  # a rate load's shared start time lies this far after the orchestrator's "go"
 JOIN_S = 5.0  # for a worker to exit after its results, or after SIGTERM
@@ -38,7 +40,8 @@ class Team:
     """The workers of one point: `target(job, conn, commands, readers, stop)` runs in each;
     `feeds` are the closed-loop phases' request feeds by first index, `stop` the shared stop byte."""
 
-    def __init__(self, ctx, target, jobs, feeds: dict[int, IndexFeed], stop, progress, stalled, n_total: int):
+    def __init__(self, ctx, target, jobs, feeds: dict[int, IndexFeed], stop, progress: Progress | None,
+                 stalled: Stalled | None, n_total: int):
         self.ctx, self.target, self.jobs, self.feeds, self.stop = ctx, target, jobs, feeds, stop
         self.progress, self.stalled, self.n_total = progress, stalled, n_total
         self.procs: dict[int, mp.Process] = {}
@@ -47,8 +50,8 @@ class Team:
         self.inbox: queue.Queue = queue.Queue()  # (worker, message) from the reader threads
         self.readers: list[threading.Thread] = []
         self.heard: dict[int, float] = {}  # worker -> monotonic s of its last message (its reader thread writes)
-        self.records: dict[int, list] = {}
-        self.stats: dict[int, dict] = {}
+        self.records: dict[int, list[RequestRecord]] = {}
+        self.stats: dict[int, LoopStats] = {}
         self.dead: list[str] = []
         self.info: dict[int, dict] = {}
         self.n_stalled: dict[int, int] = {}

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.load.workload import Prompt, _TokenSampler
+from bench.load.tokens import TokenSampler
+from bench.load.types import Prompt
 from bench.plan.tracefile import PARSERS, Trace, read_trace
 
 _MASK64 = 2**64 - 1
@@ -63,7 +64,7 @@ class TraceReplay:
             raise ConfigError(f"trace block_size and limit must be >= 1, got {block_size}, {limit}")
         self.path, self.format, self.vocab_size, self.seed = Path(path), fmt, vocab_size, seed
         self.speedup, self.limit, self.block_size = float(speedup), limit, block_size
-        self.sampler = _TokenSampler(vocab_size, special_ids_to_avoid)
+        self.sampler = TokenSampler(vocab_size, special_ids_to_avoid)
         # Tokens that spell a mixed hash id: base-n_allowed digits for 64 bits (one allowed
         # id cannot tell blocks apart: more tokens than a block, refused on use).
         n_allowed = self.sampler.n_allowed

@@ -3,7 +3,7 @@
 The orchestrator (engine control, telemetry, result writing) prepares the point: records,
 request bodies (encoded once, into one shared-memory block every worker reads) and, for an
 open loop, the global schedule (a rate load's arrival offsets, a trace's timestamps). Each worker runs its own event loop
-(bench.load.driver.LoadLoop) with its share of the load:
+(bench.load.loop.LoadLoop) with its share of the load:
 - concurrency: its part of the slots; every slot takes the next request index of the phase
   from one pipe every worker reads (bench.load.feed), so the point is one global closed loop
   (the last send is made while every other slot is still busy, as with one loop);
@@ -43,16 +43,15 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 from bench.errors import BenchError
-from bench.load.arrivals import ConcurrencyLoad, parse_load
-from bench.load.client import (
-    DEFAULT_STALL_TIMEOUT_S,
-    ClientConfig,
-    StreamingClient,
-    raise_fd_limit,
-)
+from bench.load.client import ClientConfig, StreamingClient, raise_fd_limit
 from bench.load.feed import IndexFeed, PipeWork
+from bench.load.loop import LoadLoop, new_event_loop
+from bench.load.merge import merge_point
+from bench.load.prepare import prepare
 from bench.load.records import RequestRecord
 from bench.load.team import BEAT_S, Team
+from bench.load.types import LoadJob, LoopStats, PointRun, Share
+from bench.plan.points import ConcurrencyLoad, LoadSpec, parse_load
 
 STREAMS_PER_WORKER = 256  # concurrent streams one worker is planned for (one core carries ~75k tok/s here)
 PROGRESS_EVERY_S = 0.1  # a worker reports progress at most this often
@@ -74,7 +73,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def choose_workers(load, n_requests: int, cores: int | None = None) -> int:
+def choose_workers(load: LoadSpec | dict, n_requests: int, cores: int | None = None) -> int:
     """Client workers for a load: one per STREAMS_PER_WORKER concurrent streams, at most half of
     the cores beyond two (the orchestrator and the engine's front end need theirs), at least one."""
     spec = parse_load(load)
@@ -131,7 +130,7 @@ class WorkerJob:
     expected: list[tuple[str, int, int]]  # per request: phase, n_in_expected, n_out_expected
     bodies_name: str
     bodies_offsets: list[int]
-    load: dict
+    load: LoadSpec
     n_warmup: int
     offsets: list[float]  # open loops: the global schedule, s after the measured phase starts
     stall_reporting: bool
@@ -148,8 +147,6 @@ def _worker_main(job: WorkerJob, conn, commands, readers: dict, stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator owns Ctrl-C and ends the workers
     import asyncio
 
-    from bench.load.driver import new_event_loop
-
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             records, stats = runner.run(_work(job, conn, commands or conn, readers, stop))
@@ -160,10 +157,8 @@ def _worker_main(job: WorkerJob, conn, commands, readers: dict, stop) -> None:
         conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0][:300]))
 
 
-async def _work(job: WorkerJob, conn, commands, readers: dict, stop):
+async def _work(job: WorkerJob, conn, commands, readers: dict, stop) -> tuple[list[RequestRecord], LoopStats]:
     import asyncio
-
-    from bench.load.driver import LoadLoop, Share
 
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
@@ -203,11 +198,10 @@ async def _work(job: WorkerJob, conn, commands, readers: dict, stop):
 
     records = [RequestRecord(i, ph, n_in, n_out) for i, (ph, n_in, n_out) in enumerate(job.expected)]
     bodies = SharedBodies(job.bodies_name, job.bodies_offsets)
-    spec = parse_load(job.load)
     try:
         async with StreamingClient(job.base_url, job.model, job.config) as client:
             client.tag = job.tag
-            ll = LoadLoop(client, records, bodies, spec, job.n_warmup, share=Share(job.index, job.n_workers),
+            ll = LoadLoop(client, records, bodies, job.load, job.n_warmup, share=Share(job.index, job.n_workers),
                           work=PipeWork(readers), barrier=barrier, progress=progress,
                           stalled=(lambda n: conn.send(("stalled", n))) if job.stall_reporting else None,
                           offsets=job.offsets, should_stop=lambda: stop.value != 0)
@@ -218,7 +212,7 @@ async def _work(job: WorkerJob, conn, commands, readers: dict, stop):
         heart["handle"].cancel()
         loop.remove_reader(commands.fileno())
         bodies.close()
-    return records, ll.watch.summary() | {"index": job.index, "pid": os.getpid()}
+    return records, ll.watch.stats(job.index, os.getpid())
 
 
 def process_context(preload: list[str]):
@@ -232,39 +226,30 @@ def process_context(preload: list[str]):
     return mp.get_context("spawn")
 
 
-def run_point_workers(base_url: str, model: str, workload, load, n_warmup: int, n_requests: int,
-                      endpoint: str = "completions", timeout_s: float | None = None, progress=None,
-                      temperature: float = 0.0, seed: int = 0, client_config: ClientConfig | None = None,
-                      stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S, stalled=None,
-                      workers: int | None = None):
-    """`bench.load.driver.run_point` in `workers` client processes (None: `choose_workers`)."""
-    from bench.load.driver import prepare
-    from bench.load.merge import merge_point
-
-    spec = parse_load(load)
-    cfg = client_config or ClientConfig(endpoint=endpoint, timeout_s=timeout_s, temperature=temperature,
-                                        stall_timeout_s=stall_timeout_s)
-    prep = prepare(workload, spec, n_warmup, n_requests, cfg, seed)
+def run_point_workers(job: LoadJob) -> PointRun:
+    """`bench.load.driver.run_point` in `job.workers` client processes (None: `choose_workers`)."""
+    spec, n_warmup, cfg, workers = job.load, job.n_warmup, job.client, job.workers
+    prep = prepare(job)
     records, payloads = prep.records, prep.payloads
-    n = workers if workers else choose_workers(spec, n_requests)
+    n = workers if workers else choose_workers(spec, job.n_requests)
     width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or len(records))
     n = max(1, min(n, width))  # no worker without a slot
-    encoder = StreamingClient(base_url, model, cfg)
+    encoder = StreamingClient(job.base_url, job.model, cfg)
     bodies = SharedBodies.create([encoder.body(p, r.n_out_expected) for p, r in zip(payloads, records)])
     team = None
     feeds: dict[int, IndexFeed] = {}
     try:  # from here on the block is unlinked and the feeds closed however the point ends (Ctrl-C included)
-        ctx = process_context(["bench.load.workers", "bench.load.driver"])
+        ctx = process_context(["bench.load.workers"])
         stop = ctx.RawValue("b", 0)  # no lock: one writer (this process), every worker reads
         if n_warmup:
             feeds[0] = IndexFeed(0, n_warmup)
         if isinstance(spec, ConcurrencyLoad):
             feeds[n_warmup] = IndexFeed(n_warmup, len(records))
-        jobs = [WorkerJob(k, n, base_url, model, cfg, encoder.tag,
+        jobs = [WorkerJob(k, n, job.base_url, job.model, cfg, encoder.tag,
                           [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
-                          bodies.shm.name, bodies.offsets, spec.model_dump(mode="json"), n_warmup, prep.offsets,
-                          stalled is not None) for k in range(n)]
-        team = Team(ctx, _worker_main, jobs, feeds, stop, progress, stalled, len(records))
+                          bodies.shm.name, bodies.offsets, spec, n_warmup, prep.offsets,
+                          job.stalled is not None) for k in range(n)]
+        team = Team(ctx, _worker_main, jobs, feeds, stop, job.progress, job.stalled, len(records))
         team.start()
         team.run(["warmup", "measured"] if n_warmup else ["measured"])
     finally:

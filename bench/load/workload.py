@@ -1,11 +1,13 @@
-"""Workloads: what each request asks for. Every workload is seeded and deterministic.
+"""Prompt generators: what each request asks for. Every generator is seeded and deterministic.
 
 What a workload is (its kind, fields, units and valid ranges) is defined once, by the
 point-level specs in `bench.plan.points` (RandomWorkload | SharedPrefixWorkload |
-FileWorkload); `make_workload(spec, vocab_size, seed)` builds the prompt generator of a
-spec from the classes here. A generator turns `n` into a list of `Prompt`s: `workload.prompts(n)` returns the same
-list for the same seed, every time, from its own `numpy.random.Generator` (never the
-global RNG). `describe()` is the dict stored in the result config.
+FileWorkload | TraceWorkload | SessionsWorkload); `make_workload(spec, vocab_size, seed)`
+builds the generator of a spec: `RandomPrompts`, `SharedPrefixPrompts` and `FilePrompts`
+here, `TraceReplay` (bench.load.traces) and `ChatSessions` (bench.load.sessions). A
+generator turns `n` into a list of `Prompt`s: `prompts(n)` returns the same list for the
+same seed, every time, from its own `numpy.random.Generator` (never the global RNG).
+`describe()` is the dict stored in the result config.
 
 Token-exact prompts are lists of token ids, sent as `prompt: [ids]` to /v1/completions.
 vLLM does not tokenize such a prompt and adds no BOS (renderers/base.py passes
@@ -17,44 +19,17 @@ approximate (the chat template adds tokens); the server's own count is what is u
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.load.sessions import ChatSessions
+from bench.load.tokens import TokenSampler, words
+from bench.load.traces import TraceReplay
+from bench.load.types import Prompt, Workload
 from bench.plan import points
 from bench.plan.inputs import read_prompts
-
-# Common English words that are one token in the Llama, Qwen, Mistral and GPT tokenizers
-# (with their leading space): a text prompt of k words is about k tokens.
-_WORDS = ["the", "of", "and", "to", "in", "is", "for", "on", "that", "with", "as", "was", "by", "at", "from", "it", "an", "be", "this", "are", "or", "have", "not", "but", "had", "his", "they", "you", "which", "one", "were", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will", "would", "who", "so", "no", "out", "up", "into", "than", "them", "time", "only", "some", "could", "new", "about", "two", "may", "then", "do", "first", "any", "like", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here"]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One request: token ids (token-exact) or text, and the lengths asked for (tokens)."""
-
-    n_in_expected: int
-    n_out_expected: int
-    token_ids: list[int] | None = None
-    text: str | None = None
-    t_sched_s: float | None = None  # a trace's send time, s after the replay starts (already scaled)
-
-    def for_endpoint(self, endpoint: str) -> list[int] | str:
-        """What the client sends: token ids to completions when there are some, else text."""
-        if endpoint == "chat" or self.token_ids is None:
-            if self.text is None:
-                raise ConfigError("the chat endpoint needs a text workload (RandomWorkload(as_text=True) or a file)")
-            return self.text
-        return self.token_ids
-
-
-class Workload(Protocol):
-    def prompts(self, n: int) -> list[Prompt]: ...
-
-    def describe(self) -> dict: ...
 
 
 def _lengths(rng: np.random.Generator, n: int, fixed: int, span: tuple[int, int] | None) -> np.ndarray:
@@ -66,24 +41,7 @@ def _lengths(rng: np.random.Generator, n: int, fixed: int, span: tuple[int, int]
     return rng.integers(lo, hi + 1, size=n)
 
 
-class _TokenSampler:
-    """Uniform token ids in [0, vocab_size) minus the special ids."""
-
-    def __init__(self, vocab_size: int, avoid: Iterable[int]):
-        if vocab_size < 2:
-            raise ConfigError(f"vocab_size must be >= 2, got {vocab_size}")
-        self.avoid = sorted({int(i) for i in avoid if 0 <= int(i) < vocab_size})
-        self.allowed = np.setdiff1d(np.arange(vocab_size, dtype=np.int64), self.avoid) if self.avoid else None
-        self.n_allowed = vocab_size - len(self.avoid)
-        if self.n_allowed < 1:
-            raise ConfigError("every token id is a special id to avoid")
-
-    def sample(self, rng: np.random.Generator, k: int) -> list[int]:
-        idx = rng.integers(0, self.n_allowed, size=k)
-        return (self.allowed[idx] if self.allowed is not None else idx).tolist()
-
-
-class RandomWorkload:
+class RandomPrompts:
     """Random token prompts of exact length (tokens), outputs of exact length with ignore_eos.
 
     `input_len_range` / `output_len_range` = (low, high) inclusive: lengths drawn uniformly;
@@ -100,7 +58,7 @@ class RandomWorkload:
         self.input_len, self.output_len, self.seed = input_len, output_len, seed
         self.input_len_range, self.output_len_range = input_len_range, output_len_range
         self.vocab_size, self.as_text = vocab_size, as_text
-        self.sampler = _TokenSampler(vocab_size, special_ids_to_avoid)
+        self.sampler = TokenSampler(vocab_size, special_ids_to_avoid)
 
     def prompts(self, n: int) -> list[Prompt]:
         rng = np.random.default_rng(self.seed)
@@ -109,8 +67,7 @@ class RandomWorkload:
         out = []
         for i in range(n):
             if self.as_text:
-                words = rng.integers(0, len(_WORDS), size=int(n_in[i]))
-                out.append(Prompt(int(n_in[i]), int(n_out[i]), text=" ".join(_WORDS[w] for w in words)))
+                out.append(Prompt(int(n_in[i]), int(n_out[i]), text=words(rng, int(n_in[i]))))
             else:
                 out.append(Prompt(int(n_in[i]), int(n_out[i]), token_ids=self.sampler.sample(rng, int(n_in[i]))))
         return out
@@ -122,7 +79,7 @@ class RandomWorkload:
                 "special_ids_avoided": len(self.sampler.avoid)}
 
 
-class SharedPrefixWorkload:
+class SharedPrefixPrompts:
     """`n_prefixes` random prefixes of `prefix_len` tokens; each request = one of them + a random suffix."""
 
     def __init__(self, n_prefixes: int, prefix_len: int, suffix_len: int, output_len: int,
@@ -131,7 +88,7 @@ class SharedPrefixWorkload:
             raise ConfigError("shared prefix workload needs n_prefixes, prefix_len, output_len >= 1, suffix_len >= 0")
         self.n_prefixes, self.prefix_len, self.suffix_len = n_prefixes, prefix_len, suffix_len
         self.output_len, self.vocab_size, self.seed = output_len, vocab_size, seed
-        self.sampler = _TokenSampler(vocab_size, special_ids_to_avoid)
+        self.sampler = TokenSampler(vocab_size, special_ids_to_avoid)
 
     def prompts(self, n: int) -> list[Prompt]:
         rng = np.random.default_rng(self.seed)
@@ -147,7 +104,7 @@ class SharedPrefixWorkload:
                 "seed": self.seed}
 
 
-class FileWorkload:
+class FilePrompts:
     """Prompts from a JSONL file, shuffled with the seed and cycled when `n` exceeds the file.
 
     Lines are ShareGPT-style `{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}`
@@ -195,20 +152,15 @@ def make_workload(spec: points.WorkloadSpec | dict, vocab_size: int, seed: int) 
     spec = points.parse_workload(spec)
     own_seed = seed if spec.seed is None else spec.seed
     if isinstance(spec, points.RandomWorkload):
-        return RandomWorkload(spec.input_len, spec.output_len, vocab_size, seed=own_seed,
+        return RandomPrompts(spec.input_len, spec.output_len, vocab_size, seed=own_seed,
                               input_len_range=spec.input_len_range, output_len_range=spec.output_len_range,
                               as_text=spec.as_text)
     if isinstance(spec, points.SharedPrefixWorkload):
-        return SharedPrefixWorkload(spec.n_prefixes, spec.prefix_len, spec.suffix_len, spec.output_len,
+        return SharedPrefixPrompts(spec.n_prefixes, spec.prefix_len, spec.suffix_len, spec.output_len,
                                     vocab_size, seed=own_seed)
     if isinstance(spec, points.TraceWorkload):
-        from bench.load.traces import TraceReplay  # imports this module: not at the top
-
         return TraceReplay(spec.path, spec.format, vocab_size, seed=own_seed, speedup=spec.speedup,
                            limit=spec.limit, block_size=spec.block_size)
     if isinstance(spec, points.SessionsWorkload):
-        # bench.load.sessions imports this module: not at the top
-        from bench.load.sessions import SessionWorkload
-
-        return SessionWorkload.from_spec(spec, own_seed)
-    return FileWorkload(spec.path, seed=own_seed, output_len=spec.output_len)
+        return ChatSessions.from_spec(spec, own_seed)
+    return FilePrompts(spec.path, seed=own_seed, output_len=spec.output_len)

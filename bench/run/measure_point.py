@@ -38,6 +38,7 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
     else:
         from bench.load.client import ClientConfig
         from bench.load.driver import run_point_sync
+        from bench.load.types import LoadJob
 
         reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
         before = engine.server_counters()
@@ -46,11 +47,11 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
             headers = tuple(getattr(engine, "request_headers", {}).items())  # an endpoint's credentials
             client_cfg = ClientConfig(endpoint=plan.endpoint, timeout_s=env.request_timeout_s,
                                       stall_timeout_s=env.stall_timeout_s, headers=headers)
-            pr = run_point_sync(
+            pr = run_point_sync(LoadJob(
                 engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
-                client_config=client_cfg, progress=lambda info: emit("request_done", info), workers=env.client_workers,
+                client=client_cfg, progress=lambda info: emit("request_done", info), workers=env.client_workers,
                 stalled=lambda n: emit("requests_stalled", {"n": n}),
-            )
+            ))
             records = pr.records
             client = pr.client_token_counts()
             after = _settled_counters(engine, before, client)

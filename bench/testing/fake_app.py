@@ -8,9 +8,11 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 LISTEN_BACKLOG = 4096  # per listening socket; the kernel caps it at net.core.somaxconn
 FD_LIMIT = 65536  # open files wanted by a server process (one per connection); capped by the hard limit
@@ -66,23 +68,41 @@ def _hit(every: int, k: int) -> bool:
     return every > 0 and k % every == 0
 
 
-def _prompt_tokens(body: dict) -> int:
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        return len(prompt)
-    if isinstance(prompt, str):
-        return len(prompt.split())
-    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+class _Message(BaseModel):
+    content: Any = ""  # text, or a list of parts (read as its text)
 
 
-def _prompt_units(body: dict) -> list:
-    """The prompt as the units the fake's prefix cache matches: token ids, else words."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        return prompt
-    if isinstance(prompt, str):
-        return prompt.split()
-    return [w for m in body.get("messages", []) for w in str(m.get("content", "")).split()]
+class _StreamOptions(BaseModel):
+    include_usage: bool = False
+    continuous_usage_stats: bool = False
+
+
+class Ask(BaseModel):
+    """What a /v1 request asks for: the fields of its JSON body the fake reads (the rest ignored,
+    as vLLM ignores what it does not use)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    prompt: list[int] | str | None = None
+    messages: list[_Message] = []
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stream_options: _StreamOptions | None = None
+    return_token_ids: bool = False
+
+    @property
+    def n_out(self) -> int:
+        """Tokens asked for (vLLM's default 16 when neither limit is given)."""
+        return self.max_tokens or self.max_completion_tokens or 16
+
+    def units(self) -> list:
+        """The prompt as the units the fake counts as prompt tokens and its prefix cache matches:
+        token ids, else words (of the prompt, or of every message)."""
+        if isinstance(self.prompt, list):
+            return self.prompt
+        if isinstance(self.prompt, str):
+            return self.prompt.split()
+        return [w for m in self.messages for w in str(m.content).split()]
 
 
 def _metrics_text(model: str, counts: dict, kv_capacity_tokens: int = 65536) -> str:
@@ -170,8 +190,8 @@ class _App:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Admission as a scheduler sees it (waiting, then running; prefix cache, KV usage), then `_handle`."""
-        body = json.loads(await request.read())
-        n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        ask = Ask.model_validate_json(await request.read())
+        n_out = ask.n_out
         if self.cfg.max_num_seqs and self.slots is None:
             self.slots = asyncio.Semaphore(self.cfg.max_num_seqs)
         self.waiting += 1
@@ -180,14 +200,14 @@ class _App:
                 await self.slots.acquire()
         finally:
             self.waiting -= 1
-        units = _prompt_units(body)
+        units = ask.units()
         self.admitted += 1
         self.running += 1
         self.kv_tokens += len(units) + n_out
         self.preemptions += _hit(self.cfg.preempt_every, self.admitted)
         self._lookup(units)
         try:
-            return await self._handle(request, body)
+            return await self._handle(request, ask)
         finally:
             self.running -= 1
             self.kv_tokens -= len(units) + n_out
@@ -224,7 +244,7 @@ class _App:
         return web.Response(text=_metrics_text(self.cfg.model, _sum_counters(counts), self.cfg.kv_capacity_tokens),
                             content_type="text/plain")
 
-    async def _handle(self, request: web.Request, body: dict) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, ask: Ask) -> web.StreamResponse:
         t_recv = time.perf_counter()
         cfg = self.cfg
         self.n_requests += 1
@@ -240,18 +260,18 @@ class _App:
             await asyncio.sleep(cfg.headers_delay_s)
         if _hit(cfg.not_sse_every, k):
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
-        n_prompt = _prompt_tokens(body)
+        n_prompt = len(ask.units())
         self.prompt_tokens += n_prompt
-        n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        n_out = ask.n_out
         if _hit(cfg.short_every, k):
             n_out -= 1
         cut_after = n_out // 2 if _hit(cfg.cut_stream_every, k) else None
         stall_after = n_out // 2 if _hit(cfg.stall_every, k) else None
         garbage_after = n_out // 2 if _hit(cfg.garbage_every, k) else None
-        opts = body.get("stream_options") or {}
-        usage_on = bool(opts.get("include_usage"))
-        continuous = usage_on and bool(opts.get("continuous_usage_stats")) and cfg.continuous_usage
-        ids_on = bool(body.get("return_token_ids")) and cfg.token_ids
+        opts = ask.stream_options or _StreamOptions()
+        usage_on = opts.include_usage
+        continuous = usage_on and opts.continuous_usage_stats and cfg.continuous_usage
+        ids_on = ask.return_token_ids and cfg.token_ids
         rid = ("chatcmpl-" if chat else "cmpl-") + key
         head = (
             f'{{"id":"{rid}","object":"{"chat.completion.chunk" if chat else "text_completion"}",'
@@ -260,10 +280,10 @@ class _App:
         n_think = min(cfg.reasoning_tokens, n_out) if chat else 0
         # chunks: [t_write, tokens carried]; the first `reasoning_tokens` generated tokens were reasoning
         record = {"t_recv": t_recv, "chunks": [], "prompt_tokens": n_prompt, "reasoning_tokens": n_think}
-        if cfg.record_prompts and isinstance(body.get("prompt"), list):
-            record["prompt"] = body["prompt"]
+        if cfg.record_prompts and isinstance(ask.prompt, list):
+            record["prompt"] = ask.prompt
         if chat:
-            record["n_messages"] = len(body.get("messages") or [])
+            record["n_messages"] = len(ask.messages)
         if self.index is not None:
             record["proc"] = self.index
         self.emits[key] = record

@@ -1,0 +1,49 @@
+"""A point made ready to send, before any request goes: its records, its payloads and, for an
+open loop, the schedule (bench.load.driver runs it in this process, bench.load.workers in
+client worker processes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.errors import ConfigError
+from bench.load.arrivals import arrival_offsets_s
+from bench.load.records import RequestRecord
+from bench.load.types import LoadJob
+from bench.plan.points import RateLoad, TraceLoad
+
+
+@dataclass
+class Prepared:
+    """A point ready to send: records and payloads (warm-up first) and, for open loops, the
+    send offset of each measured request (s after the measured phase starts)."""
+
+    records: list[RequestRecord]
+    payloads: list
+    offsets: list[float]
+
+
+def prepare(job: LoadJob) -> Prepared:
+    """The point's records, payloads and schedule, checked before anything is sent.
+
+    A rate load's schedule is drawn from `job.seed` (bench.load.arrivals); a trace load's is
+    the workload's own (`Prompt.t_sched_s`, rebased to the first measured request), and a trace
+    shorter than n_warmup + n_requests is replayed whole."""
+    n_warmup, spec = job.n_warmup, job.load
+    prompts = job.workload.prompts(n_warmup + job.n_requests)
+    if len(prompts) <= n_warmup:
+        raise ConfigError(f"the workload has {len(prompts)} requests: none left to measure after {n_warmup} warm-up")
+    payloads = [p.for_endpoint(job.client.endpoint) for p in prompts]
+    records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
+               for i, p in enumerate(prompts)]
+    n_meas = len(prompts) - n_warmup
+    if isinstance(spec, RateLoad):
+        offsets = arrival_offsets_s(n_meas, spec.rate_rps, spec.arrival, spec.burstiness, job.seed).tolist()
+    elif isinstance(spec, TraceLoad):
+        sched = [p.t_sched_s for p in prompts[n_warmup:]]
+        if any(t is None for t in sched):
+            raise ConfigError("a trace load replays a trace workload's timestamps; this workload has none")
+        offsets = [t - sched[0] for t in sched]
+    else:
+        offsets = []
+    return Prepared(records, payloads, offsets)
