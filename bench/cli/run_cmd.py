@@ -9,6 +9,7 @@ import click
 
 from bench.catalog.engines import ENGINES, engine_names, get_engine
 from bench.cli.progress import Progress, summary_table
+from bench.telemetry import meter_choices
 
 # Fewer measured requests than this and a point's p99 is one of its largest samples.
 MIN_REQUESTS = 100
@@ -73,7 +74,7 @@ def engine_options(f):
         click.option("--max-model-len", type=int),
         click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
                      help="Any other engine argument, passed through (repeatable)."),
-        click.option("--telemetry", type=click.Choice(["auto", "nvml", "amdsmi", "rapl", "nominal", "none"]),
+        click.option("--telemetry", type=click.Choice(meter_choices()),
                      help="Energy meter; one named explicitly must be available."),
         click.option("--hardware", "hardware_id", help="Catalog id of the device (default: detected)."),
         click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True),
