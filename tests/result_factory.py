@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.catalog.dtypes import precision_label
 from bench.load.records import RequestRecord
 from bench.measure.groups import CostFigures, Energy, Metrics, Roofline
 from bench.results import Harness, PointResult, RunResult, write_requests, write_summary
@@ -113,8 +114,7 @@ def make_run(
     its point is invalid; `failed` lists concurrencies whose points failed.
     """
     invalid = invalid or {}
-    label = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
-    precision = "+".join([quantization or label] + (["fp8-kv"] if kv_cache_dtype == "fp8" else []))
+    precision = precision_label(dtype, quantization, kv_cache_dtype)
     engine_config = {
         "model": model, "weights": "dummy", "engine": engine, "dtype": dtype, "quantization": quantization,
         "kv_cache_dtype": kv_cache_dtype, "tensor_parallel_size": n_gpus,

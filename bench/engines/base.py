@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from bench.catalog.dtypes import is_fp8
 from bench.errors import ConfigError, EngineError
 
 
@@ -218,7 +219,7 @@ CPU_KVCACHE_SPACE_GIB = "2"
 
 def vllm_child_env(device: str, engine_args: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     """Extra environment of a vLLM child process; refuses what cannot run on this device."""
-    if device == "cpu" and str(engine_args.get("quantization") or "").startswith("fp8"):
+    if device == "cpu" and is_fp8(engine_args.get("quantization")):
         raise ConfigError("fp8 weight quantization does not run on CPU; use bf16/fp32 here, fp8 on a GPU")
     env = dict(env)
     if device == "cpu":

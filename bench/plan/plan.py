@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.catalog.configbase import safe_id
-from bench.catalog.engines import engine_names
+from bench.catalog.dtypes import precision_fields
 from bench.errors import ConfigError
 from bench.plan.engineconfig import EngineConfig
 from bench.plan.inputs import InputFacts, check_inputs
@@ -48,20 +48,16 @@ from bench.plan.sweepfile import (
     load_sweep,
     one_line,
     overrides_from_options,
-    precision_fields,
     sweep_from_dict,
 )
 
 __all__ = [
-    "DTYPES", "ENGINES", "SLO", "ConcurrencyLevels", "ConcurrencyLoad", "EngineArgs", "EngineConfig",
+    "SLO", "ConcurrencyLevels", "ConcurrencyLoad", "EngineArgs", "EngineConfig",
     "FileWorkload", "LoadSpec", "ModelEntry", "OfflineLevels", "OfflineLoad", "Plan", "PointSpec",
     "PreflightSettings", "RandomWorkload", "RateLevels", "RateLoad", "SharedPrefixWorkload", "Skipped",
     "SweepSpec", "WorkloadSpec", "apply_overrides", "build_plan", "gpus_problem", "load_sweep",
     "overrides_from_options", "plan_from_options", "precision_fields", "safe_id", "sweep_from_dict",
 ]
-
-ENGINES = tuple(engine_names())  # the registry's names (bench.catalog.engines)
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 class PointSpec(BaseModel):
