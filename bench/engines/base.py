@@ -166,23 +166,6 @@ def engine_args_to_cli(args: dict[str, Any]) -> list[str]:
     return out
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)")
-
-
-def parse_prometheus_counters(text: str, names: dict[str, str]) -> dict[str, float]:
-    """Sum Prometheus samples over their labels: {"vllm:generation_tokens_total": "generation_tokens"}."""
-    out = {short: 0.0 for short in names.values()}
-    found = set()
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if m and m.group(1) in names:
-            out[names[m.group(1)]] += float(m.group(3))
-            found.add(m.group(1))
-    return {names[n]: out[names[n]] for n in found}
-
-
 RESET_PREFIX_CACHE_PATH = "/reset_prefix_cache"  # vLLM, only with VLLM_SERVER_DEV_MODE=1
 
 
