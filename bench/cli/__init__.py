@@ -8,7 +8,7 @@ import os
 import click
 
 from bench import __version__
-from bench.errors import DISK_FULL_ERRNOS, BenchError, DiskFull
+from bench.errors import DISK_FULL_ERRNOS, BenchError, DiskFull, one_line
 from bench.registry import Registry
 
 # name -> "module:attribute"; each module owns one step of the flow.
@@ -69,7 +69,7 @@ class LazyGroup(click.Group):
             from bench.escape import terminal_text
             from bench.redact import redact_text
 
-            first = terminal_text(redact_text((str(e).splitlines() or [""])[0]))[:300]
+            first = one_line(terminal_text(redact_text(str(e))))
             click.echo(f"bench: internal error: {type(e).__name__}: {first} (BENCH_DEBUG=1 shows the traceback)", err=True)
             ctx.exit(1)
 

@@ -23,6 +23,7 @@ import threading
 import time
 from multiprocessing import connection
 
+from bench.errors import one_line
 from bench.load.feed import IndexFeed
 
 START_LEAD_S = 0.02  # a rate load's shared start time lies this far after the orchestrator's "go"
@@ -83,7 +84,7 @@ class Team:
         except (EOFError, OSError):
             pass
         except Exception as e:  # noqa: BLE001  a message that does not unpickle: the stream is lost
-            self.inbox.put((k, ("error", f"unreadable message: {type(e).__name__}: {e}".splitlines()[0][:300])))
+            self.inbox.put((k, ("error", one_line(f"unreadable message: {type(e).__name__}: {e}"))))
         self.inbox.put((k, ("eof",)))
 
     def run(self, phases: list[str]) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_fields
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 from bench.plan.engineconfig import EngineConfig
 from bench.plan.inputs import InputFacts, check_inputs
 from bench.plan.points import (
@@ -46,7 +46,6 @@ from bench.plan.sweepfile import (
     apply_overrides,
     gpus_problem,
     load_sweep,
-    one_line,
     overrides_from_options,
     sweep_from_dict,
 )

@@ -28,7 +28,7 @@ from pydantic import (
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
     ConcurrencyLoad,
@@ -356,12 +356,6 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a ReaderError has no problem
         raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
     return sweep_from_dict(raw if raw is not None else {}, overrides, source=str(path))
-
-
-def one_line(text: str) -> str:
-    """`text` with its line breaks escaped: a key or value from a file may hold some, an error
-    message may not."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _describe(source: str, error: ValidationError) -> str:

@@ -22,6 +22,7 @@ import math
 import statistics
 from typing import Any
 
+from bench.errors import one_line
 from bench.plan import PointSpec
 from bench.plan.capacity import CapacitySearch
 from bench.plan.points import ConcurrencyLoad, RateLoad
@@ -104,7 +105,7 @@ class CapacityRun:
 
     def stop(self, why: str) -> None:
         """End the search without a boundary (one line: why)."""
-        self.stopped = " ".join(why.split())[:500]
+        self.stopped = one_line(why)
         self.level = None
 
     def _advance(self, level: float | None) -> list[PointSpec]:
@@ -133,7 +134,7 @@ class CapacityRun:
                if pr is not None and not (pr.status == "ok" and pr.valid)]
         retried = [f"retried after {note}" for note in self.retried.get(level, [])]
         if bad or retried:
-            step.why = "; ".join(filter(None, [step.why, *bad, *retried]))[:600]
+            step.why = one_line("; ".join(filter(None, [step.why, *bad, *retried])))
 
     def summary(self) -> dict:
         out = self.search.summary()
