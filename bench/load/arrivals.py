@@ -16,6 +16,7 @@ import numpy as np
 
 from bench.errors import ConfigError
 from bench.plan.points import (
+    ARRIVALS,
     ConcurrencyLoad,
     LoadSpec,
     OfflineLoad,
@@ -25,8 +26,6 @@ from bench.plan.points import (
 
 __all__ = ["ARRIVALS", "ConcurrencyLoad", "LoadSpec", "OfflineLoad", "RateLoad", "arrival_gaps_s",
            "arrival_offsets_s", "parse_load"]
-
-ARRIVALS = ("poisson", "gamma")
 
 
 def arrival_gaps_s(n: int, rate_rps: float, arrival: str = "poisson", burstiness: float = 1.0,

@@ -31,6 +31,7 @@ from bench.catalog.engines import get_engine
 from bench.errors import ConfigError, one_line
 from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
+    Arrival,
     ConcurrencyLoad,
     OfflineLoad,
     PositiveInt,
@@ -72,7 +73,7 @@ class RateLevels(_Strict):
 
     kind: Literal["rate"]
     rate_rps: _levels(Rate)
-    arrival: Literal["poisson", "gamma"] = "poisson"
+    arrival: Arrival = "poisson"
     burstiness: Rate = 1.0
     max_concurrency: PositiveInt | None = None
 
