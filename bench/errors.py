@@ -9,8 +9,20 @@
 from __future__ import annotations
 
 import errno
+import re
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+ONE_LINE_CHARS = 600  # the longest line bench writes for a message: an error, a reason, a refusal
+_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")  # what str.splitlines() breaks at
+
+
+def one_line(text: object) -> str:
+    """`text` as one line of at most ONE_LINE_CHARS characters: each line break (with the blanks
+    around it) shown as `\\n`, so a key or value holding one stays visible; a longer text ends
+    in "…". Every message bench writes from a text it did not compose (an exception, a server's
+    answer, a file's content) goes through here."""
+    line = _BREAK.sub(r"\\n", str(text).strip())
+    return line if len(line) <= ONE_LINE_CHARS else line[:ONE_LINE_CHARS - 1] + "…"
 
 
 class BenchError(Exception):

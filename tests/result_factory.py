@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
+from bench.catalog.dtypes import precision_label
 from bench.load.records import RequestRecord
 from bench.results import Harness, RunResult, write_summary
 from bench.results.schema import PARQUET_WRITE_OPTIONS
@@ -172,8 +173,7 @@ def make_run(
     from bench.results.point import failed_point, point_result
 
     invalid = invalid or {}
-    label = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
-    precision = "+".join([quantization or label] + (["fp8-kv"] if kv_cache_dtype == "fp8" else []))
+    precision = precision_label(dtype, quantization, kv_cache_dtype)
     engine_config = {
         "model": model, "weights": "dummy", "engine": engine, "dtype": dtype, "quantization": quantization,
         "kv_cache_dtype": kv_cache_dtype, "tensor_parallel_size": n_gpus,

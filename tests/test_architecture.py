@@ -12,7 +12,7 @@ ROOT = Path(bench.__file__).parent
 
 # The data flow, in order (docs/architecture.md). Base modules may be imported by any step.
 STEPS = ["catalog", "plan", "engines", "load", "telemetry", "measure", "results", "run", "store", "fleet", "analysis", "cli"]
-BASE = {"errors", "safepath", "redact", "escape", "atomicio", "__init__", "__main__"}
+BASE = {"errors", "safepath", "redact", "escape", "atomicio", "registry", "__init__", "__main__"}
 TESTING = "testing"  # fakes of real servers, for tests and benchmarks; never imported by a step
 
 

@@ -62,3 +62,16 @@ def test_point_load_dumps_the_dicts_results_were_built_from():
     capped = RateLoad(rate_rps=math.inf, arrival="gamma", burstiness=0.5, max_concurrency=8)
     assert capped.model_dump(mode="json")["max_concurrency"] == 8
     assert OfflineLoad(batch=2).model_dump(mode="json") == {"kind": "offline", "batch": 2}
+
+
+def test_the_arrival_names_are_one_list_that_the_sweep_the_load_and_the_generator_accept():
+    """Issue 19: the names lived in plan/points.py, plan/sweepfile.py and load/arrivals.py."""
+    from typing import get_args
+
+    from bench.load.arrivals import ARRIVALS, arrival_gaps_s
+    from bench.plan import RateLevels, RateLoad
+
+    for model in (RateLoad, RateLevels):
+        assert get_args(model.model_fields["arrival"].annotation) == ARRIVALS == ("poisson", "gamma")
+    for name in ARRIVALS:
+        assert len(arrival_gaps_s(3, 2.0, name, 1.0, seed=1)) == 3

@@ -213,7 +213,7 @@ def test_parser_split_reads_comments_and_crlf():
 
 def test_parser_server_error_and_missing_done():
     rec = _parse([_ev({"error": {"message": "boom\nline2", "code": 500}}), b"data: [DONE]\n\n"])
-    assert rec.error == "server error: boom line2"
+    assert rec.error == "server error: boom\\nline2"  # one_line: each break shown as \\n
     rec = _parse([_ev({"choices": [{"index": 0, "text": "x", "token_ids": [1, 2, 3]}]})])
     assert rec.error == "stream ended before [DONE]" and rec.n_out == 3 and rec.token_source == "token_ids"
 

@@ -19,10 +19,11 @@ from bench.catalog.engines import (
     recorded_engine_version,
 )
 from bench.engines import engine_class
-from bench.engines.base import device_env, engine_args_to_cli, parse_prometheus_counters
+from bench.engines.base import device_env, engine_args_to_cli
 from bench.engines.process import ChildProcess, log_tail
 from bench.engines.vllm_args import vllm_launch_args
-from bench.engines.vllm_server import COUNTERS, VllmServer
+from bench.engines.vllm_metrics import COUNTERS, parse_page
+from bench.engines.vllm_server import VllmServer
 from bench.errors import ConfigError, EngineError
 from bench.plan import EngineConfig
 from bench.run.devices import visible_gpu_indices
@@ -46,8 +47,8 @@ vllm:generation_tokens_total{engine="1",model_name="m"} 30.0
 vllm:generation_tokens_created{engine="0",model_name="m"} 1.7e9
 vllm:prompt_tokens_total{engine="0",model_name="m"} 4.5e2
 """
-    assert parse_prometheus_counters(text, COUNTERS) == {"generation_tokens": 150.0, "prompt_tokens": 450.0}
-    assert parse_prometheus_counters("", COUNTERS) == {}
+    assert parse_page(text, COUNTERS) == {"generation_tokens": 150.0, "prompt_tokens": 450.0}
+    assert parse_page("", COUNTERS) == {}
 
 
 def test_vllm_args_for_dummy_fp8_kv_and_passthrough():

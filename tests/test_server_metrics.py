@@ -129,6 +129,25 @@ other_metric 5
     assert parse_metrics(text) == {"running_requests": 7.0, "kv_cache_usage": 0.5, "preemptions": 2.0}
 
 
+def test_a_label_value_holding_a_brace_a_quote_or_a_space_is_read():
+    """Was: the hand-written sample pattern ended the labels at the first '}', so a served model
+    named `org/m} x` (any text a server may report) lost every sample: no server metrics."""
+    page = ('vllm:num_requests_running{engine="0",model_name="org/m} x \\"q\\""} 3.0\n'
+            'vllm:kv_cache_usage_perc{engine="0",model_name="org/m} x"} 0.5\n'
+            'vllm:num_preemptions_total{engine="0",model_name="org/m} x"} 2.0 1712345678000\n')
+    scraper = ServerMetricsScraper("http://x", fetch=lambda url, timeout_s: (200, page))
+    scraper.sample_once()
+    assert [v for _, v in scraper.samples] == [{"running_requests": 3.0, "kv_cache_usage": 0.5, "preemptions": 2.0}]
+
+
+def test_a_line_that_does_not_parse_is_passed_over_not_raised():
+    page = ("vllm:num_requests_running{engine=\"0\" 3.0\n"  # labels never closed
+            "vllm:num_requests_waiting{engine=\"0\"} 12abc\n"  # not a number
+            "vllm:kv_cache_usage_perc{engine=\"0\"} NaN\n"  # not a reading
+            "vllm:num_preemptions_total{engine=\"0\"} 4.0\n")
+    assert parse_metrics(page) == {"preemptions": 4.0}
+
+
 # ------------------------------------------------------------------ the scraper and its summary
 
 

@@ -11,25 +11,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pandas as pd
-
+from bench.analysis.cellformat import fmt
 from bench.analysis.pareto import X
 
 TPOT_KEYS = ("tpot_s_p50", "tpot_s_p90", "tpot_s_p95", "tpot_s_p99", "tpot_s_mean")
 MARKED_KEYS = (X, "ttft_s_p50", "ttft_s_p90", "ttft_s_p95", "ttft_s_p99", *TPOT_KEYS, "itl_s_p50", "itl_s_p99",
                "e2e_s_p50", "e2e_s_p99")
 TPOT_ZERO = "n/a (TPOT 0)"
-
-
-def fmt(value: Any) -> str:
-    """A table cell: floats to 4 significant digits, missing as '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)  # escaped by the medium: Markdown (markdown_table), HTML (html.table_html)
 
 
 def is_number(value: Any) -> bool:

@@ -19,14 +19,8 @@ import pandas as pd
 from bench.analysis.pareto import X, pareto_front, split_series
 from bench.analysis.reference import RefPoint, ref_label
 from bench.escape import plot_text as esc
+from bench.measure.groups import metric_label
 
-LABELS = {
-    X: "interactivity (output tok/s per user)",
-    "output_tok_s_per_gpu": "output throughput per GPU (tok/s)",
-    "tok_s_per_gpu": "throughput per GPU (tok/s, input + output)",
-    "j_per_output_token": "energy per output token (J)",
-    "j_per_token": "energy per token (J, input + output)",
-}
 HIGHER_IS_BETTER = {"output_tok_s_per_gpu", "tok_s_per_gpu"}
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
@@ -110,7 +104,7 @@ def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: 
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    ylabel = ylabel or LABELS.get(metric, metric)
+    ylabel = ylabel or metric_label(metric)
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     for i, (label, rows) in enumerate(series_of(points)):
         color = COLORS[i % len(COLORS)]
@@ -129,7 +123,7 @@ def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: 
     _ref_traces(fig, refs or [], ylabel)
     if not fig.data:
         fig.add_annotation(text="no points to plot", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-    return _layout(fig, title, LABELS[X], ylabel)
+    return _layout(fig, title, metric_label(X), ylabel)
 
 
 def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for=None):
@@ -158,7 +152,7 @@ def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for
     if not fig.data:
         fig.add_annotation(text="no cost figures (no prices for this hardware)", x=0.5, y=0.5, xref="paper",
                            yref="paper", showarrow=False)
-    return _layout(fig, f"{title} ({names[0] or 'no cost scenario'})", LABELS[X], "$ / Mtok output")
+    return _layout(fig, f"{title} ({names[0] or 'no cost scenario'})", metric_label(X), "$ / Mtok output")
 
 
 def series_of(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -180,7 +174,7 @@ def _points_trace(fig, rows: pd.DataFrame, metric: str, name: str, color: str, k
     records = rows.to_dict("records")
     invalid = kind == "invalid"
     hover = [point_hover({**r, "series": series or name},
-                         [f"{LABELS[X]}: {_g(r[X])}", f"{esc(ylabel)}: {_g(r[metric])}"]) for r in records]
+                         [f"{metric_label(X)}: {_g(r[X])}", f"{esc(ylabel)}: {_g(r[metric])}"]) for r in records]
     fig.add_trace(go.Scatter(
         x=rows[X].astype(float).tolist(), y=rows[metric].astype(float).tolist(), mode="markers", name=esc(name),
         marker={"color": color, "size": 11 if invalid else 9, "symbol": INVALID_SYMBOL if invalid else "circle",
@@ -198,7 +192,7 @@ def _ref_traces(fig, refs: list[RefPoint], ylabel: str) -> None:
     for label, pts in groups.items():
         symbol = next((s for k, s in REF_SYMBOLS.items() if pts[0].row.publisher.startswith(k)), "star-diamond")
         hover = ["<br>".join([f"<b>{esc(label)}</b>", "source: published (not measured here)",
-                              f"{LABELS[X]}: {_g(p.x)}", f"{esc(ylabel)}: {_g(p.y)}", *map(esc, p.derived),
+                              f"{metric_label(X)}: {_g(p.x)}", f"{esc(ylabel)}: {_g(p.y)}", *map(esc, p.derived),
                               esc(f"{p.row.load} · {p.row.workload}"), esc(f"as published: {p.row.as_published}"),
                               esc(f"where: {p.row.where}"), *[esc(f"note: {n}") for n in p.row.notes]]) for p in pts]
         fig.add_trace(go.Scatter(

@@ -24,11 +24,12 @@ from bench.analysis.figures import (
 from bench.analysis.pareto import X, Y
 from bench.analysis.reference import REFERENCE_COLUMNS, ref_points, reference_rows
 from bench.catalog.published import PublishedResult
+from bench.measure.groups import metric_label
 
 POINT_COLUMNS: list[Any] = [
-    "series", "concurrency", ("rate_rps", "req/s"), (X, "tok/s/user"), ("output_tok_s_per_gpu", "output tok/s/GPU"),
-    (Y, "tok/s/GPU"), ("j_per_output_token", "J/output tok"), ("ttft_s_p50", "TTFT p50 (s)"),
-    ("ttft_s_p99", "TTFT p99 (s)"), ("tpot_s_p50", "TPOT p50 (s)"), ("tpot_s_p99", "TPOT p99 (s)"),
+    "series", "concurrency", ("rate_rps", "req/s"),
+    *((k, metric_label(k, short=True)) for k in (X, "output_tok_s_per_gpu", Y, "j_per_output_token", "ttft_s_p50",
+                                                 "ttft_s_p99", "tpot_s_p50", "tpot_s_p99")),
     ("validity", "valid"), "energy_method", "engine_version", "device_name", "run_date", "run_id", "point_id",
 ]
 

@@ -15,14 +15,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.pareto import X, Y, front_rows, split_series
-
-LABELS = {
-    X: "interactivity (output tok/s per user)",
-    Y: "throughput per GPU (tok/s, input + output)",
-    "output_tok_s_per_gpu": "output throughput per GPU (tok/s)",
-    "j_per_token": "energy per token (J, input + output)",
-    "j_per_output_token": "energy per output token (J)",
-}
+from bench.measure.groups import metric_label
 
 
 @dataclass
@@ -74,7 +67,7 @@ def metric_vs_interactivity(table: pd.DataFrame, metric: str, path: Path, title:
     With front_only, the line follows the series' Pareto front of throughput per GPU vs
     interactivity and the other measured points are drawn as faint markers.
     """
-    fig, ax = _figure(title or f"{metric} vs interactivity", LABELS[X], ylabel or LABELS.get(metric, metric))
+    fig, ax = _figure(title or f"{metric} vs interactivity", metric_label(X), ylabel or metric_label(metric))
     labels = []
     for label, _, rows in split_series(table):
         rows = rows[rows[X].notna() & rows[metric].notna()] if metric in rows else rows.iloc[0:0]

@@ -25,6 +25,7 @@ from bench.analysis.plots import (
 )
 from bench.errors import ConfigError
 from bench.escape import csv_safe, md_text
+from bench.measure.groups import metric_label
 from bench.results import RunResult, read_summary
 from bench.results.schema import PARQUET_READ_OPTIONS
 from bench.store import run_models
@@ -138,8 +139,9 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         plots.append(metric_vs_interactivity(rows, f"usd_per_mtok_output__{s}", out_dir / f"usd_per_mtok_{s}.png",
                                              f"{model}: $ per million output tokens ({s})",
                                              ylabel="$ / Mtok output"))
-    columns: list[Any] = ["series", "status", (X, "tok/s/user"), (Y, "tok/s/GPU"), (f"{Y}_vs_baseline", "x base"),
-                          ("j_per_token", "J/tok"), ("j_per_token_vs_baseline", "x base")]
+    columns: list[Any] = ["series", "status", *((k, metric_label(k, short=True)) for k in (X, Y)),
+                          (f"{Y}_vs_baseline", "x base"), ("j_per_token", metric_label("j_per_token", short=True)),
+                          ("j_per_token_vs_baseline", "x base")]
     for s in scenarios:
         columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok out ({s})"),
                     (f"usd_per_mtok_output__{s}_vs_baseline", "x base"), (f"utilization__{s}", "util.")]
@@ -215,8 +217,8 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     if server_metrics is not None:
         plots.append(server_metrics_over_time(server_metrics, out_dir / "server_metrics_over_time.png",
                                               windows=windows))
-    columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, "tok/s/GPU"),
-               (X, "tok/s/user"), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
+    columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, metric_label(Y, short=True)),
+               (X, metric_label(X, short=True)), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
                "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency", "prefix_cache_hit_rate",
                "running_requests_max", "preemptions_in_window"]
     costs = [_cost_row(p) for p in run.points if p.status == "ok"]

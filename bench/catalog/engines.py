@@ -2,8 +2,9 @@
 
 The one list of engine names: the CLI's --engine choice, the sweep file's `engine` key,
 the plan and preflight read it here, and `bench.engines.engine_class(name)` resolves a
-name to its class through `target` ("module:attr"). Nothing here imports an engine, torch
-or vllm; versions come from package metadata only.
+name to its class through `ENGINE_CLASSES` (a `bench.registry.Registry` of the entries'
+"module:attr" targets). Nothing here imports an engine, torch or vllm; versions come from
+package metadata only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from importlib import metadata
 from typing import Any, Literal
 
 from bench.errors import ConfigError
+from bench.registry import Registry
 
 EngineKind = Literal["server", "batch"]
 
@@ -44,6 +46,7 @@ ENGINES: dict[str, EngineEntry] = {e.name: e for e in (
     EngineEntry("endpoint", "bench.engines.endpoint:Endpoint", "server", ("concurrency", "rate", "trace"),
                 "an existing OpenAI-compatible server (--url)", needs_url=True, needs_model_files=False),
 )}
+ENGINE_CLASSES: Registry[Any] = Registry("engine", {e.name: e.target for e in ENGINES.values()})
 
 
 def engine_names() -> list[str]:
@@ -55,7 +58,7 @@ def get_engine(name: str) -> EngineEntry:
     """The registry entry of `name`; ConfigError listing the known names otherwise."""
     entry = ENGINES.get(name)
     if entry is None:
-        raise ConfigError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")
+        raise ConfigError(ENGINE_CLASSES.unknown(name))
     return entry
 
 

@@ -14,10 +14,11 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.catalog.configbase import Strict, catalog_dir, describe_error, read_yaml
+from bench.catalog.dtypes import MATRIX_PRECISIONS
 from bench.errors import ConfigError
 
 HARDWARE_DIR = "hardware"
-TFLOPS_KEYS = ("bf16", "fp16", "fp8", "fp4")
+TFLOPS_KEYS = MATRIX_PRECISIONS  # bench.catalog.dtypes
 
 
 class Scaleup(Strict):

@@ -3,16 +3,16 @@ used, so `bench --help` never imports torch or vllm."""
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import click
 
 from bench import __version__
-from bench.errors import DISK_FULL_ERRNOS, BenchError, DiskFull
+from bench.errors import DISK_FULL_ERRNOS, BenchError, DiskFull, one_line
+from bench.registry import Registry
 
 # name -> "module:attribute"; each module owns one step of the flow.
-COMMANDS = {
+COMMANDS: Registry[click.Command] = Registry("command", {
     "run": "bench.cli.run_cmd:run",
     "models": "bench.cli.catalog_cmd:models",
     "hardware": "bench.cli.catalog_cmd:hardware",
@@ -30,7 +30,7 @@ COMMANDS = {
     "fleet": "bench.cli.fleet_cmd:fleet",
     "node": "bench.cli.node_cmd:node",
     "keys": "bench.cli.keys_cmd:keys",
-}
+})
 
 
 class BenchClickError(click.ClickException):
@@ -69,7 +69,7 @@ class LazyGroup(click.Group):
             from bench.escape import terminal_text
             from bench.redact import redact_text
 
-            first = terminal_text(redact_text((str(e).splitlines() or [""])[0]))[:300]
+            first = one_line(terminal_text(redact_text(str(e))))
             click.echo(f"bench: internal error: {type(e).__name__}: {first} (BENCH_DEBUG=1 shows the traceback)", err=True)
             ctx.exit(1)
 
@@ -81,14 +81,12 @@ class LazyGroup(click.Group):
 
     @staticmethod
     def _load(name):
-        target = COMMANDS.get(name)
-        if target is None:
-            return None
-        module, attr = target.split(":")
+        if name not in COMMANDS:
+            return None  # click says "No such command"
         try:
-            return getattr(importlib.import_module(module), attr, None)
+            return COMMANDS.get(name)
         except ModuleNotFoundError as e:
-            if e.name == module:  # command not built yet
+            if e.name == COMMANDS.target(name).partition(":")[0]:  # command not built yet
                 return None
             raise
 

@@ -8,8 +8,7 @@ import json
 import click
 
 from bench.cli.textable import format_table
-
-BACKENDS = ["local", "ray", "skypilot"]
+from bench.fleet.backends import BACKENDS
 STORE_HELP = "Store URL the shards publish to ($BENCH_STORE): a folder, s3://bucket/prefix, ..."
 
 
@@ -21,7 +20,7 @@ def _hardware(f):
 
 def _backend_options(f):
     opts = [
-        click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True),
+        click.option("--backend", type=click.Choice(BACKENDS.names()), default="local", show_default=True),
         click.option("--work-dir", type=click.Path(file_okay=False),
                      help="local: pids, logs and run folders [$BENCH_CACHE_DIR/fleet or ~/.cache/bench/fleet]."),
         click.option("--pack", is_flag=True, help="local: shards at once on disjoint GPUs of this box (docs/packing.md)."),
@@ -41,7 +40,7 @@ def _backend_options(f):
 def _control_options(f):
     """The backend status, logs and cancel ask: named here, never taken from the store."""
     opts = [
-        click.option("--backend", "backend_name", type=click.Choice(BACKENDS),
+        click.option("--backend", "backend_name", type=click.Choice(BACKENDS.names()),
                      help="The fleet's backend [the one this machine launched it with, else local]."),
         click.option("--work-dir", type=click.Path(file_okay=False),
                      help="local: the folder given to launch [$BENCH_CACHE_DIR/fleet or ~/.cache/bench/fleet]."),
@@ -220,7 +219,7 @@ def cancel(shard_ids, store_url, fleet_id, **opts):
 @click.option("--hardware", required=True, metavar="ID[|ID...]")
 @click.option("--fleet", "fleet_id", required=True)
 @click.option("--store", "store_url", envvar="BENCH_STORE", required=True, help=STORE_HELP)
-@click.option("--backend", default="local")
+@click.option("--backend", type=click.Choice(BACKENDS.names()), default="local")
 @click.option("--work-dir", type=click.Path(file_okay=False))
 def shard(sweep_file, config_id, hardware, fleet_id, store_url, backend, work_dir):
     """Run one shard on this machine (what a backend starts): restore, sweep, mirror, publish."""

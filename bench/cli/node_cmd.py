@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from bench.telemetry import meter_choices
+
 
 @click.group()
 def node():
@@ -16,7 +18,7 @@ def node():
               help="Port the head names in the sweep's `nodes: [host:port]`.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
 @click.option("--gpus", default=None, help="Device indices this node's vLLM uses and is measured on [all visible].")
-@click.option("--telemetry", default="auto", show_default=True, help="Energy meter: auto, nvml, amdsmi, rapl, nominal.")
+@click.option("--telemetry", type=click.Choice(meter_choices()), default="auto", show_default=True, help="Energy meter.")
 @click.option("--hardware", "hardware_id", default=None, help="Catalog hardware id (nominal power) [detected].")
 @click.option("--log-dir", type=click.Path(file_okay=False), default="node-logs", show_default=True)
 @click.option("--allow-arg", "allow_args", multiple=True, metavar="NAME",

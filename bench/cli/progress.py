@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from bench.errors import one_line
+
 NA = "n/a"  # a figure that was not measured: never printed as a number
 RENDER_INTERVAL_S = 0.2  # the live lines are redrawn at most this often (a fast GPU finishes many requests/s)
 NOT_MEASURED_NOTE = ("[x] latency or tok/s/user of an invalid point: not a measurement of the server "
@@ -205,7 +207,7 @@ def point_line(pr) -> str:
         if not pr.valid:
             line += f", INVALID: {'; '.join(pr.invalid_reasons)}"
     elif pr.error:
-        line += f" ({pr.error[:200]})"
+        line += f" ({one_line(pr.error)})"
     return line
 
 

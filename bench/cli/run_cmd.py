@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from bench.catalog.dtypes import DTYPES, KV_CACHE_DTYPES, QUANTIZATIONS
 from bench.catalog.engines import ENGINES, engine_names, get_engine
 from bench.cli.progress import Progress, summary_table
+from bench.telemetry import meter_choices
 
 # Fewer measured requests than this and a point's p99 is one of its largest samples.
 MIN_REQUESTS = 100
@@ -59,9 +61,9 @@ def engine_options(f):
                      help="What serves the model: " + "; ".join(f"{e.name}: {e.description}" for e in ENGINES.values())
                           + "."),
         click.option("--url", "endpoint_url", help="Base URL of an existing OpenAI-compatible server (--engine endpoint)."),
-        click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"])),
-        click.option("--quantization", type=click.Choice(["fp8"]), help="Weight quantization."),
-        click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"])),
+        click.option("--dtype", type=click.Choice(DTYPES)),
+        click.option("--quantization", type=click.Choice(QUANTIZATIONS), help="Weight quantization."),
+        click.option("--kv-cache-dtype", type=click.Choice(KV_CACHE_DTYPES)),
         click.option("--tp", "tensor_parallel_size", type=int, help="Tensor-parallel size."),
         click.option("--pp", "pipeline_parallel_size", type=int, help="Pipeline-parallel size."),
         click.option("--dp", "data_parallel_size", type=int, help="Data-parallel size (engine replicas)."),
@@ -73,7 +75,7 @@ def engine_options(f):
         click.option("--max-model-len", type=int),
         click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
                      help="Any other engine argument, passed through (repeatable)."),
-        click.option("--telemetry", type=click.Choice(["auto", "nvml", "amdsmi", "rapl", "nominal", "none"]),
+        click.option("--telemetry", type=click.Choice(meter_choices()),
                      help="Energy meter; one named explicitly must be available."),
         click.option("--hardware", "hardware_id", help="Catalog id of the device (default: detected)."),
         click.option("--probe", "probe_file", type=click.Path(dir_okay=False, exists=True),

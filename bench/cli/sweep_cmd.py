@@ -109,6 +109,7 @@ def describe_plan(plan, hardware) -> str:
     """The plan as text: points, skipped points grouped by reason, duration estimate."""
     from bench import catalog
     from bench.cli.textable import format_table
+    from bench.plan import PointId
     from bench.plan import preflight as pf
 
     kind = "cpu" if hardware.vendor == "cpu" else "gpu"
@@ -121,11 +122,11 @@ def describe_plan(plan, hardware) -> str:
     rows = []
     for p in plan.points:
         cfg = configs[p.engine_config_id]
-        _, wl_tag, load_tag, _ = p.point_id.split("_")
+        pid = PointId.parse(p.point_id)
         est_s = pf.estimate_point_s(p, cfg, catalog.get_model(cfg.model), hardware)
         rows.append({
             "config": p.engine_config_id, "model": cfg.model, "precision": cfg.precision(), "weights": cfg.weights,
-            "parallel": cfg.parallel_label(), "workload": wl_tag, "load": load_tag, "repeat": p.repeat,
+            "parallel": cfg.parallel_label(), "workload": pid.workload, "load": pid.load, "repeat": p.repeat,
             "warmup": p.n_warmup, "requests": p.n_requests, "est_s": round(est_s),
         })
     lines.append(format_table(rows, list(rows[0])) if rows else "nothing to run")
@@ -133,10 +134,10 @@ def describe_plan(plan, hardware) -> str:
     if plan.skipped:
         groups: dict[tuple[str, str, str], list[str]] = {}
         for s in plan.skipped:
-            cid, wl_tag, load_tag, _ = s.point.point_id.split("_")
-            loads = groups.setdefault((cid, wl_tag, s.reason), [])
-            if load_tag not in loads:
-                loads.append(load_tag)
+            pid = PointId.parse(s.point.point_id)
+            loads = groups.setdefault((pid.config, pid.workload, s.reason), [])
+            if pid.load not in loads:
+                loads.append(pid.load)
         skipped = [
             {"config": cid, "precision": configs[cid].precision(), "workload": wl, "loads": ",".join(loads),
              "reason": reason}

@@ -5,19 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.analysis.cellformat import fmt, is_missing
 from bench.escape import terminal_text
 
 Column = str | tuple[str, str]  # key, or (key, header)
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return terminal_text(value)  # a run id from a store must not drive the terminal (ESC, OSC 52, bidi)
+    return terminal_text(fmt(value))  # a run id from a store must not drive the terminal (ESC, OSC 52, bidi)
 
 
 def _numeric(value: Any) -> bool:
@@ -28,13 +23,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], g
     """Rows (mappings) as an aligned table with a header line and a dashed rule.
 
     A column is a key, or (key, header). Numbers are right-aligned, text left-aligned;
-    None prints as "-", booleans as yes/no, floats with 4 significant digits (no
-    decimals from 1000 up; format them beforehand for anything else). Missing keys print as "-".
+    cells read as bench.analysis.cellformat.fmt writes them (None and NaN as "-", booleans as
+    yes/no, floats with 4 significant digits, no decimals from 1000 up). Missing keys print as "-".
     Control characters in text print as escapes (`\\x1b`): cells may come from a store.
     """
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
     cells = [[_cell(row.get(key)) for key, _ in cols] for row in rows]
-    right = [bool(rows) and all(_numeric(r.get(k)) or r.get(k) is None for r in rows) for k, _ in cols]
+    right = [bool(rows) and all(_numeric(r.get(k)) or is_missing(r.get(k)) for r in rows) for k, _ in cols]
     widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, (_, h) in enumerate(cols)]
 
     def line(values: Sequence[str]) -> str:

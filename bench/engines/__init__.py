@@ -7,12 +7,9 @@ torch or transformers.
 
 from __future__ import annotations
 
-import importlib
-
-from bench.catalog.engines import get_engine
+from bench.catalog.engines import ENGINE_CLASSES
 
 
 def engine_class(name: str):
-    """The engine class registered as `name`; ConfigError listing the known names otherwise."""
-    module, attr = get_engine(name).target.split(":")
-    return getattr(importlib.import_module(module), attr)
+    """The engine class registered as `name`; ConfigError naming the closest known one otherwise."""
+    return ENGINE_CLASSES.get(name)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from bench.catalog.dtypes import is_fp8
 from bench.errors import ConfigError, EngineError
 
 
@@ -165,23 +166,6 @@ def engine_args_to_cli(args: dict[str, Any]) -> list[str]:
     return out
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)")
-
-
-def parse_prometheus_counters(text: str, names: dict[str, str]) -> dict[str, float]:
-    """Sum Prometheus samples over their labels: {"vllm:generation_tokens_total": "generation_tokens"}."""
-    out = {short: 0.0 for short in names.values()}
-    found = set()
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if m and m.group(1) in names:
-            out[names[m.group(1)]] += float(m.group(3))
-            found.add(m.group(1))
-    return {names[n]: out[names[n]] for n in found}
-
-
 RESET_PREFIX_CACHE_PATH = "/reset_prefix_cache"  # vLLM, only with VLLM_SERVER_DEV_MODE=1
 
 
@@ -218,7 +202,7 @@ CPU_KVCACHE_SPACE_GIB = "2"
 
 def vllm_child_env(device: str, engine_args: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     """Extra environment of a vLLM child process; refuses what cannot run on this device."""
-    if device == "cpu" and str(engine_args.get("quantization") or "").startswith("fp8"):
+    if device == "cpu" and is_fp8(engine_args.get("quantization")):
         raise ConfigError("fp8 weight quantization does not run on CPU; use bf16/fp32 here, fp8 on a GPU")
     env = dict(env)
     if device == "cpu":

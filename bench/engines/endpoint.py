@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from bench.engines.base import EngineDied, parse_prometheus_counters, reset_prefix_cache
+from bench.engines.base import EngineDied, reset_prefix_cache
 from bench.engines.process import http_get
-from bench.engines.vllm_server import COUNTERS
+from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import ConfigError
 from bench.redact import is_secret_name, redact_text
 
@@ -143,7 +143,7 @@ class Endpoint:
         status, body = self._get("/metrics", 5.0)
         if status != 200:
             return None
-        return parse_prometheus_counters(body, COUNTERS) or None
+        return parse_page(body, COUNTERS) or None
 
     def reset_prefix_cache(self) -> str:
         """Reset a vLLM endpoint's prefix cache where it allows it (VLLM_SERVER_DEV_MODE=1); once

@@ -13,20 +13,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.catalog.dtypes import dtype_name
 from bench.engines.base import BatchOutput, GeneratedSequence
 from bench.errors import ConfigError
-
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
-           "fp32": "float32", "float32": "float32"}
 
 
 def resolve_dtype(dtype: str | None, device: str) -> str:
     """"auto"/None -> bfloat16 on GPU, float32 on CPU; else the torch name of `dtype`."""
     if dtype in (None, "auto"):
         return "float32" if device == "cpu" else "bfloat16"
-    if dtype not in _DTYPES:
-        raise ConfigError(f"hf engine: unknown dtype '{dtype}' (known: auto, {', '.join(sorted(set(_DTYPES)))})")
-    return _DTYPES[dtype]
+    try:
+        return dtype_name(dtype)
+    except ConfigError as e:
+        raise ConfigError(f"hf engine: {e}") from None
 
 
 def hf_config(model_spec: Any):

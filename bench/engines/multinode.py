@@ -34,7 +34,7 @@ from bench.engines.node_auth import (
 )
 from bench.engines.process import free_port
 from bench.engines.vllm_args import vllm_launch_args
-from bench.errors import ConfigError, EngineError
+from bench.errors import ConfigError, EngineError, one_line
 
 HEADLESS_MODULE = "bench.engines.vllm_headless"
 AGENT_WAIT_S = 300.0  # how long the head waits for a follower's agent to answer before starting
@@ -130,7 +130,7 @@ class NodeClient:
                 detail = json.loads(detail).get("error", detail)
             except (ValueError, AttributeError):
                 pass
-            detail = " ".join(str(detail).split())[:500]
+            detail = one_line(detail)
             raise NodeRefused(f"node {self.addr}: {method} {path} refused ({e.code}): {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)

@@ -15,23 +15,16 @@ from bench.engines.base import (
     device_env,
     engine_args_to_cli,
     last_error_line,
-    parse_prometheus_counters,
     quote_log,
     reset_prefix_cache,
     vllm_child_env,
 )
 from bench.engines.process import ChildProcess, free_port, http_get, log_tail
 from bench.engines.vllm_args import vllm_launch_args
+from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import EngineError
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-COUNTERS = {
-    "vllm:generation_tokens_total": "generation_tokens",
-    "vllm:prompt_tokens_total": "prompt_tokens",
-    "vllm:prefix_cache_queries_total": "prefix_cache_queries",  # tokens looked up in the prefix cache
-    "vllm:prefix_cache_hits_total": "prefix_cache_hits",  # tokens found there
-    "vllm:num_preemptions_total": "preemptions",
-}
 # The dev-mode routes (reset_prefix_cache, sleep, collective_rpc, server_info, RL weight
 # updates) are added beside the OpenAI ones; the only other effect in vLLM 0.32 is that error
 # responses log their stack trace (cli_args.log_error_stack). Serving is unchanged.
@@ -157,11 +150,12 @@ class VllmServer:
         return log_tail(self.log_path, n)
 
     def server_counters(self) -> dict[str, float] | None:
-        """Counters from `/metrics` (COUNTERS: tokens, prefix-cache tokens, preemptions); None if unreachable."""
+        """Counters from `/metrics` (bench.engines.vllm_metrics.COUNTERS: tokens, prefix-cache tokens,
+        preemptions); None if unreachable."""
         status, body = http_get(f"{self.base_url}/metrics", timeout_s=5.0)
         if status != 200:
             return None
-        return parse_prometheus_counters(body, COUNTERS)
+        return parse_page(body, COUNTERS)
 
     def reset_prefix_cache(self) -> str:
         """"done", "unavailable" or "failed: why" (the server starts with VLLM_SERVER_DEV_MODE=1, so it has the route)."""

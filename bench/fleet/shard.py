@@ -36,7 +36,14 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from bench.errors import BenchError, ConfigError, ResultError, StoreError, StoreUnavailable
+from bench.errors import (
+    BenchError,
+    ConfigError,
+    ResultError,
+    StoreError,
+    StoreUnavailable,
+    one_line,
+)
 from bench.fleet import localruns, parentdeath, state
 from bench.fleet.partial import PartialRun
 from bench.fleet.shards import shard_id as make_shard_id
@@ -249,7 +256,7 @@ class ShardRun:
                           f"{socket.gethostname()} at {run_dir}", error.exit_code)
 
     def _fail(self, why: str, code: int) -> int:
-        why = redact_text(" ".join(str(why).split()))[:500]
+        why = one_line(redact_text(str(why)))
         self._say(f"failed: {why}")
         self.status.update(state="failed", error=why, exit_code=code, finished_utc=state.utc_now())
         try:

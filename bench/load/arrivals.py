@@ -15,8 +15,7 @@ import math
 import numpy as np
 
 from bench.errors import ConfigError
-
-ARRIVALS = ("poisson", "gamma")
+from bench.plan.points import ARRIVALS  # the names, once (bench.plan.points.Arrival)
 
 
 def arrival_gaps_s(n: int, rate_rps: float, arrival: str = "poisson", burstiness: float = 1.0,

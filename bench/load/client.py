@@ -41,8 +41,9 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from bench.errors import one_line
 from bench.load.records import RequestRecord
-from bench.load.sse import StreamParser, one_line
+from bench.load.sse import StreamParser
 from bench.redact import redact_text
 
 _StreamParser = StreamParser  # the name the tests and property tests know

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 
+from bench.errors import one_line
 from bench.load.records import RequestRecord
 
 # The fast path of a token chunk with continuous usage. A '"' inside a JSON string is always
@@ -29,11 +30,6 @@ _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _NONEMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\{')
 _REASONING = b'"reasoning'  # "reasoning" and "reasoning_content" keys (or that word quoted in a text: parsed in full)
 _FULL, _FAST, _FAST_CHAT = 0, 1, 2  # StreamParser.fast: parse in full; bytes search; bytes search unless reasoning
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """`text` on one line, at most `limit` characters (for `record.error`)."""
-    return " ".join(str(text).split())[:limit]
 
 
 def _reasoning(delta: dict) -> str | None:

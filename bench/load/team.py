@@ -23,6 +23,7 @@ import threading
 import time
 from multiprocessing import connection
 
+from bench.errors import one_line
 from bench.load.feed import IndexFeed
 from bench.load.records import RequestRecord
 from bench.load.types import LoopStats, Progress, Stalled
@@ -86,7 +87,7 @@ class Team:
         except (EOFError, OSError):
             pass
         except Exception as e:  # noqa: BLE001  a message that does not unpickle: the stream is lost
-            self.inbox.put((k, ("error", f"unreadable message: {type(e).__name__}: {e}".splitlines()[0][:300])))
+            self.inbox.put((k, ("error", one_line(f"unreadable message: {type(e).__name__}: {e}"))))
         self.inbox.put((k, ("eof",)))
 
     def run(self, phases: list[str]) -> None:

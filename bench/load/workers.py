@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.load.client import ClientConfig, StreamingClient, raise_fd_limit
 from bench.load.feed import IndexFeed, PipeWork
 from bench.load.loop import LoadLoop, new_event_loop
@@ -154,7 +154,7 @@ def _worker_main(job: WorkerJob, conn, commands, readers: dict, stop) -> None:
     except (EOFError, BrokenPipeError):
         pass  # the orchestrator is gone
     except BaseException as e:  # noqa: BLE001  reported to the orchestrator in one line
-        conn.send(("error", f"{type(e).__name__}: {e}".splitlines()[0][:300]))
+        conn.send(("error", one_line(f"{type(e).__name__}: {e}")))
 
 
 async def _work(job: WorkerJob, conn, commands, readers: dict, stop) -> tuple[list[RequestRecord], LoopStats]:

@@ -72,8 +72,11 @@ class Group(BaseModel):
         return iter((k, v) for k, v in self.flat().items() if v is not None)
 
 
-def _f(description: str, default: Any = None) -> Any:
-    return Field(default=default, description=description)
+def _f(description: str, default: Any = None, *, label: str | None = None, short: str | None = None) -> Any:
+    """A field; `label` (an axis title, with its unit) and `short` (a table header) where a
+    report shows it: read by metric_label, the one place the reports, tables and plots name it."""
+    shown = {k: v for k, v in (("label", label), ("short", short)) if v}
+    return Field(default=default, description=description, json_schema_extra=shown or None)
 
 
 class Window(Group):
@@ -113,7 +116,8 @@ class _MetricsBase(Group):
     n_failed: int | None = _f("Measured requests that failed.")
     error_rate: float | None = _f("n_failed / n_measured.")
     window_requests: int | None = _f("Successful requests whose last token arrived inside the window.")
-    interactivity_tok_s_user: float | None = _f("1 / median tpot: output tokens per second one user sees.")
+    interactivity_tok_s_user: float | None = _f("1 / median tpot: output tokens per second one user sees.",
+                                                label="interactivity (output tok/s per user)", short="tok/s/user")
     window_s: float | None = _f("Length of the window the rates are over (s).")
     window_fallback: bool | None = _f("True when there was no steady-state window: rates over the whole span.")
     window_output_tokens: int | None = _f("Output tokens of successful requests that arrived inside the window.")
@@ -124,8 +128,10 @@ class _MetricsBase(Group):
     input_tok_s: float | None = _f("Input tokens per second over the window.")
     total_tok_s: float | None = _f("Input + output tokens per second over the window.")
     request_s: float | None = _f("Successful requests completed per second over the window.")
-    tok_s_per_gpu: float | None = _f("total_tok_s / n_gpus (TP x PP x DP).")
-    output_tok_s_per_gpu: float | None = _f("output_tok_s / n_gpus.")
+    tok_s_per_gpu: float | None = _f("total_tok_s / n_gpus (TP x PP x DP).",
+                                     label="throughput per GPU (tok/s, input + output)", short="tok/s/GPU")
+    output_tok_s_per_gpu: float | None = _f("output_tok_s / n_gpus.", label="output throughput per GPU (tok/s)",
+                                            short="output tok/s/GPU")
     output_tokens_total: int | None = _f(
         "Output tokens received by all measured requests, failed ones included (the records' sum; in no rate).")
     input_tokens_total: int | None = _f(
@@ -258,8 +264,10 @@ class Energy(Group):
     n_samples: int | None = _f("Fewest power samples inside the window on any device.")
     idle_power_w: float | None = _f("Idle, model-loaded power before load, sum over devices (W).")
     energy_net_j: float | None = _f("energy_j minus idle_power_w x window_s (J).")
-    j_per_output_token: float | None = _f("energy_j / window output tokens of successful requests (J/token).")
-    j_per_token: float | None = _f("energy_j / window input + output tokens of successful requests (J/token).")
+    j_per_output_token: float | None = _f("energy_j / window output tokens of successful requests (J/token).",
+                                          label="energy per output token (J)", short="J/output tok")
+    j_per_token: float | None = _f("energy_j / window input + output tokens of successful requests (J/token).",
+                                   label="energy per token (J, input + output)", short="J/tok")
     output_tok_per_j: float | None = _f("Window output tokens / energy_j (token/J).")
     j_per_output_token_net: float | None = _f("energy_net_j / window output tokens (J/token).")
     j_per_token_net: float | None = _f("energy_net_j / window input + output tokens (J/token).")
@@ -311,3 +319,16 @@ class Roofline(Group):
     n_gpus: int | None = _f("GPUs the bounds scale with.")
     replicas: int | None = _f("Data-parallel replicas: each reads its own copy of the weights every step.")
     error: str | None = _f("Why the roofline could not be computed.")
+
+
+def metric_label(key: str, short: bool = False) -> str:
+    """How the reports, tables and plots name figure `key`: its field's `label` (an axis title) or
+    `short` (a table header); a latency statistic reads 'TTFT p50 (s)'; any other key as itself."""
+    for group in (Metrics, Energy):
+        field = group.model_fields.get(key)
+        if field is not None and isinstance(field.json_schema_extra, dict):
+            return str(field.json_schema_extra.get("short" if short else "label") or key)
+    name, _, stat = key.rpartition("_")
+    if name in _LATENCIES and stat in _STATS:
+        return f"{name.removesuffix('_s').replace('_', ' ').upper()} {stat} (s)"
+    return key

@@ -15,14 +15,8 @@ harness measured on the card) replace the catalog's datasheet figures when given
 
 from __future__ import annotations
 
+from bench.catalog.dtypes import matrix_precision
 from bench.measure.groups import Roofline
-
-_DTYPE_BY_BYTES = {2.0: "bf16", 1.0: "fp8", 0.5: "fp4"}
-
-
-def flops_dtype(bytes_per_param: float) -> str:
-    """The matrix precision that weights of this width run at (4-byte weights: bf16)."""
-    return _DTYPE_BY_BYTES.get(float(bytes_per_param), "bf16")
 
 
 def point_roofline(
@@ -42,7 +36,7 @@ def point_roofline(
     probe = probe or {}
     batch = max(int(batch), 1)
     bw_tbs, bw_source = _pick(probe.get("bandwidth_tbs"), hardware.bandwidth_tbs)
-    want = dtype or flops_dtype(bytes_per_param)
+    want = dtype or matrix_precision(bytes_per_param)
     used_dtype = want if hardware.tflops.get(want) or (probe.get("tflops") or {}).get(want) else "bf16"
     tflops, flops_source = _pick((probe.get("tflops") or {}).get(used_dtype), hardware.tflops.get(used_dtype))
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.catalog.configbase import safe_id
+from bench.catalog.dtypes import precision_label
 from bench.plan.sweepfile import gpus_problem
 
 
@@ -30,9 +31,9 @@ class EngineConfig(BaseModel):
     weights_prequantized: bool = False
     engine: str = "vllm"  # a name registered in bench.catalog.engines
     endpoint_url: str | None = None  # for engine "endpoint"
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
-    quantization: str | None = None  # None | "fp8" (fp8 weights)
-    kv_cache_dtype: str = "auto"  # auto | fp8
+    dtype: str = "auto"  # bench.catalog.dtypes.DTYPES
+    quantization: str | None = None  # None | bench.catalog.dtypes.QUANTIZATIONS (fp8 weights)
+    kv_cache_dtype: str = "auto"  # bench.catalog.dtypes.KV_CACHE_DTYPES
     tensor_parallel_size: int = Field(1, ge=1, strict=True)  # vLLM --tensor-parallel-size
     pipeline_parallel_size: int = Field(1, ge=1, strict=True)  # vLLM --pipeline-parallel-size
     data_parallel_size: int = Field(1, ge=1, strict=True)  # vLLM --data-parallel-size (replicas)
@@ -112,13 +113,8 @@ class EngineConfig(BaseModel):
         return label + (f" over {self.nnodes} nodes" if self.nnodes > 1 else "")
 
     def precision(self) -> str:
-        """Short precision label, e.g. "bf16", "fp8", "bf16+fp8-kv"."""
-        parts = [_DTYPE_LABEL.get(self.dtype, self.dtype)]
-        if self.quantization:
-            parts = [self.quantization] if self.dtype == "auto" else [*parts, self.quantization]
-        if self.kv_cache_dtype != "auto":
-            parts.append(f"{self.kv_cache_dtype}-kv")
-        return "+".join(parts)
+        """The precision label (bench.catalog.dtypes.precision_label), e.g. "bf16", "fp8", "fp8+fp8-kv"."""
+        return precision_label(self.dtype, self.quantization, self.kv_cache_dtype)
 
 
 def nodes_problem(cfg: EngineConfig) -> str | None:
@@ -153,5 +149,3 @@ def _is_host_port(text: str) -> bool:
 _PARALLEL_FIELDS = ("pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel", "nnodes")
 _DEFAULTS = {"pipeline_parallel_size": 1, "data_parallel_size": 1, "enable_expert_parallel": False, "nnodes": 1}
 
-
-_DTYPE_LABEL = {"auto": "auto", "bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}

@@ -17,10 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.catalog.configbase import safe_id
-from bench.catalog.engines import engine_names
-from bench.errors import ConfigError
+from bench.catalog.dtypes import precision_fields
+from bench.errors import ConfigError, one_line
 from bench.plan.engineconfig import EngineConfig
 from bench.plan.inputs import InputFacts, check_inputs
+from bench.plan.pointid import PointId, load_tag
 from bench.plan.points import (
     ConcurrencyLoad,
     FileWorkload,
@@ -46,22 +47,17 @@ from bench.plan.sweepfile import (
     apply_overrides,
     gpus_problem,
     load_sweep,
-    one_line,
     overrides_from_options,
-    precision_fields,
     sweep_from_dict,
 )
 
 __all__ = [
-    "DTYPES", "ENGINES", "SLO", "ConcurrencyLevels", "ConcurrencyLoad", "EngineArgs", "EngineConfig",
-    "FileWorkload", "LoadSpec", "ModelEntry", "OfflineLevels", "OfflineLoad", "Plan", "PointSpec",
+    "SLO", "ConcurrencyLevels", "ConcurrencyLoad", "EngineArgs", "EngineConfig",
+    "FileWorkload", "LoadSpec", "ModelEntry", "OfflineLevels", "OfflineLoad", "Plan", "PointId", "PointSpec",
     "PreflightSettings", "RandomWorkload", "RateLevels", "RateLoad", "SharedPrefixWorkload", "Skipped",
     "SweepSpec", "WorkloadSpec", "apply_overrides", "build_plan", "gpus_problem", "load_sweep",
     "overrides_from_options", "plan_from_options", "precision_fields", "safe_id", "sweep_from_dict",
 ]
-
-ENGINES = tuple(engine_names())  # the registry's names (bench.catalog.engines)
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 class PointSpec(BaseModel):
@@ -292,19 +288,6 @@ def _canon(load: LoadSpec) -> str:
     return json.dumps(load.model_dump(mode="json"), sort_keys=True)
 
 
-def _load_tag(load: LoadSpec) -> str:
-    if isinstance(load, ConcurrencyLoad):
-        return f"c{load.concurrency}"
-    if isinstance(load, OfflineLoad):
-        return f"b{load.batch}"
-    if isinstance(load, TraceLoad):
-        return "trace" + (f"-mc{load.max_concurrency}" if load.max_concurrency else "")
-    tag = f"rps{load.rate_rps:g}"
-    if load.arrival != "poisson" or load.burstiness != 1.0:
-        tag += f"-{load.arrival}{load.burstiness:g}"
-    return tag + (f"-mc{load.max_concurrency}" if load.max_concurrency else "")
-
-
 def _point(sweep, cid, model, wl_tag, workload, load, rep, notes, facts: InputFacts) -> PointSpec:
     level = load_level(load)
     # an infinite rate (all at once) counts as its in-flight cap for warm-up and request counts
@@ -324,7 +307,7 @@ def _point(sweep, cid, model, wl_tag, workload, load, rep, notes, facts: InputFa
     else:
         slo = sweep.slo.model_dump(exclude_none=True) if sweep.slo else None
     return PointSpec(
-        point_id=f"{cid}_{wl_tag}_{_load_tag(load)}_r{rep}",
+        point_id=str(PointId(cid, wl_tag, load_tag(load), rep)),
         engine_config_id=cid,
         workload=workload,
         load=load,

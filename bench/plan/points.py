@@ -14,7 +14,7 @@ informs preflight.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -58,6 +58,10 @@ def kind_of(default: str) -> Discriminator:
 # ---------------------------------------------------------------- loads
 
 
+Arrival = Literal["poisson", "gamma"]  # an open loop's arrival process: the one list of names
+ARRIVALS: tuple[str, ...] = get_args(Arrival)
+
+
 class _LoadSpec(_Spec):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # rate_rps inf stays inf
 
@@ -81,7 +85,7 @@ class RateLoad(_LoadSpec):
 
     kind: Literal["rate"] = "rate"
     rate_rps: Rate = Field(description="Mean request arrivals per second (requests/s); inf sends all at once.")
-    arrival: Literal["poisson", "gamma"] = Field("poisson", description="Arrival process of the request sends.")
+    arrival: Arrival = Field("poisson", description="Arrival process of the request sends.")
     burstiness: Rate = Field(1.0, description="Gamma shape (dimensionless): < 1 burstier, > 1 more regular.")
     max_concurrency: PositiveInt | None = Field(None, description="Cap on requests in flight (requests); None: no cap.")
 

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
+from bench.catalog.dtypes import MATRIX_PRECISIONS, bytes_per_param, dtype_label, is_fp8, kv_bytes_per_elem, matrix_precision
 from bench.catalog.engines import engines_for_load, get_engine
 from bench.plan.points import (
     LoadSpec,
@@ -74,7 +74,7 @@ def target_for(hardware: Any, n_devices: int, host_memory: float | None = None) 
     else the catalog's."""
     is_cpu = hardware.vendor == "cpu"
     memory_gb = host_memory if is_cpu and host_memory else hardware.memory_gb
-    supported = {k: hardware.tflops.get(k) is not None for k in ("bf16", "fp16", "fp8")}
+    supported = {k: hardware.tflops.get(k) is not None for k in MATRIX_PRECISIONS}
     return Target(hardware.id, hardware.name, is_cpu, float(memory_gb), max(1, n_devices), supported)
 
 
@@ -153,10 +153,10 @@ def _check_lengths(cfg: EngineConfig, model: Any, lengths: tuple[int, int] | Non
 
 
 def _check_precision(cfg: EngineConfig, target: Target) -> str | None:
-    if (cfg.quantization == "fp8" or cfg.kv_cache_dtype == "fp8") and not target.supported["fp8"]:
+    if (is_fp8(cfg.quantization) or is_fp8(cfg.kv_cache_dtype)) and not target.supported["fp8"]:
         return f"fp8 not supported on {target.name}"
-    wanted = {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.dtype)
-    if wanted and not target.supported[wanted]:
+    wanted = dtype_label(cfg.dtype)
+    if wanted in target.supported and not target.supported[wanted]:
         return f"{wanted} not supported on {target.name}"
     return None
 
@@ -231,7 +231,7 @@ def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -
     bandwidth = hardware.bandwidth_tbs * 1e12 * cfg.n_gpus * BANDWIDTH_EFFICIENCY
     step_s = max(STEP_FLOOR_S[kind], step_b / bandwidth)
     decode_s = n * osl * step_s / batch
-    tflops = hardware.tflops.get("fp8" if cfg.quantization == "fp8" else "bf16") or hardware.tflops.get("bf16") or 1.0
+    tflops = hardware.tflops.get(matrix_precision(bytes_per_param(cfg, model))) or hardware.tflops.get("bf16") or 1.0
     prefill_s = n * isl * model.flops_per_token(isl // 2) / (tflops * 1e12 * cfg.n_gpus * COMPUTE_EFFICIENCY)
     busy_s = decode_s + prefill_s
     if isinstance(point.load, RateLoad):

@@ -26,10 +26,12 @@ from pydantic import (
 )
 
 from bench.catalog.configbase import safe_id
+from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
+    Arrival,
     ConcurrencyLoad,
     OfflineLoad,
     PositiveInt,
@@ -71,7 +73,7 @@ class RateLevels(_Strict):
 
     kind: Literal["rate"]
     rate_rps: _levels(Rate)
-    arrival: Literal["poisson", "gamma"] = "poisson"
+    arrival: Arrival = "poisson"
     burstiness: Rate = 1.0
     max_concurrency: PositiveInt | None = None
 
@@ -259,33 +261,6 @@ def gpus_problem(gpus: list[int], n_gpus: int) -> str | None:
     return None
 
 
-_PRECISION_PARTS: dict[str, dict[str, str]] = {
-    "auto": {"dtype": "auto"},
-    "bf16": {"dtype": "bfloat16"},
-    "bfloat16": {"dtype": "bfloat16"},
-    "fp16": {"dtype": "float16"},
-    "float16": {"dtype": "float16"},
-    "fp32": {"dtype": "float32"},
-    "float32": {"dtype": "float32"},
-    "fp8": {"quantization": "fp8"},
-    "fp8-kv": {"kv_cache_dtype": "fp8"},
-}
-
-
-def precision_fields(name: str) -> dict[str, str]:
-    """EngineConfig fields of a precision name: "bf16", "fp8", "fp8-kv", or parts joined
-    by "+" such as "bf16+fp8-kv" (bf16 weights and activations, fp8 KV cache)."""
-    fields: dict[str, str] = {}
-    for part in name.lower().split("+"):
-        if part not in _PRECISION_PARTS:
-            raise ConfigError(f"unknown precision '{name}' (known parts: {', '.join(_PRECISION_PARTS)})")
-        for key, value in _PRECISION_PARTS[part].items():
-            if key in fields and fields[key] != value:
-                raise ConfigError(f"precision '{name}' sets {key} twice")
-            fields[key] = value
-    return fields
-
-
 # Override shorthands (the names single-run CLI options use) -> the sweep key they set.
 _SHORTHANDS = {
     "model": "models",
@@ -315,10 +290,7 @@ def overrides_from_options(options: dict[str, Any]) -> dict[str, Any]:
         out["extra_args"] = out.pop("engine_args") or None
     given = {k: options.get(k) for k in _PRECISION_OPTIONS if options.get(k) is not None}
     if given:
-        parts = [given.get("dtype", "auto")]
-        parts += ["fp8"] if given.get("quantization") else []
-        parts += ["fp8-kv"] if given.get("kv_cache_dtype") == "fp8" else []
-        out["precisions"] = ["+".join(parts)]
+        out["precisions"] = [precision_name(given.get("dtype"), given.get("quantization"), given.get("kv_cache_dtype"))]
     return out
 
 
@@ -385,12 +357,6 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a ReaderError has no problem
         raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
     return sweep_from_dict(raw if raw is not None else {}, overrides, source=str(path))
-
-
-def one_line(text: str) -> str:
-    """`text` with its line breaks escaped: a key or value from a file may hold some, an error
-    message may not."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _describe(source: str, error: ValidationError) -> str:

@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.atomicio import atomic_write_text
-from bench.errors import ResultError, write_error
+from bench.errors import ResultError, one_line, write_error
 from bench.load.records import RequestRecord
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.measure.groups import (
@@ -157,7 +157,7 @@ def parse_summary(data: dict, source: str = "<memory>") -> RunResult:
         try:
             data = upgrade_v1(data)
         except (TypeError, ValueError, AttributeError) as e:
-            raise ResultError(f"{source}: malformed version 1 result ({type(e).__name__}: {e})"[:300]) from None
+            raise ResultError(one_line(f"{source}: malformed version 1 result ({type(e).__name__}: {e})")) from None
     try:
         return RunResult.model_validate(data)
     except ValidationError as e:

@@ -22,8 +22,10 @@ import math
 import statistics
 from typing import Any
 
+from bench.errors import one_line
 from bench.plan import PointSpec
 from bench.plan.capacity import CapacitySearch
+from bench.plan.pointid import PointId
 from bench.plan.points import ConcurrencyLoad, RateLoad
 from bench.run.status import measured
 
@@ -60,12 +62,10 @@ class CapacityRun:
     def point(self, level: float, rep: int, attempt: int = 0) -> PointSpec:
         """The probe of `level`, repeat `rep`; `attempt` k > 0 is its k-th retry after a failure."""
         load = self.load_of(level)
-        tag = f"c{int(level)}" if self.search.kind == "concurrency" else f"rps{level:g}"
         n_warmup, n_requests = probe_requests(level, self.min_requests)
-        base = self.template.point_id.rsplit("_", 2)[0]  # <config>_<workload>
-        retry = f"-retry{attempt}" if attempt else ""
         return self.template.model_copy(update={
-            "point_id": f"{base}_capacity-{tag}_r{rep}{retry}", "load": load, "n_warmup": n_warmup,
+            "point_id": str(PointId.parse(self.template.point_id).probe(load, rep, attempt)), "load": load,
+            "n_warmup": n_warmup,
             "n_requests": n_requests, "repeat": rep, "slo": self.goodput_slo or None})
 
     def _on_disk(self, level: float, rep: int):
@@ -104,7 +104,7 @@ class CapacityRun:
 
     def stop(self, why: str) -> None:
         """End the search without a boundary (one line: why)."""
-        self.stopped = " ".join(why.split())[:500]
+        self.stopped = one_line(why)
         self.level = None
 
     def _advance(self, level: float | None) -> list[PointSpec]:
@@ -133,7 +133,7 @@ class CapacityRun:
                if pr is not None and not (pr.status == "ok" and pr.valid)]
         retried = [f"retried after {note}" for note in self.retried.get(level, [])]
         if bad or retried:
-            step.why = "; ".join(filter(None, [step.why, *bad, *retried]))[:600]
+            step.why = one_line("; ".join(filter(None, [step.why, *bad, *retried])))
 
     def summary(self) -> dict:
         out = self.search.summary()

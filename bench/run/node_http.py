@@ -29,7 +29,7 @@ from bench.engines.node_auth import (
     Unauthenticated,
     sign_answer,
 )
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 MAX_BODY_BYTES = 64 * 1024  # a start request is ~1 KB
 TIMEOUT_S = 10.0  # per socket read, and for the whole request to arrive
@@ -163,8 +163,7 @@ def make_server(agent: Any, host: str, port: int, allowed: set[str], secret: byt
             except BenchError as e:
                 return self._refuse(method, getattr(e, "http_status", 400), str(e), nonce)
             except Exception as e:  # noqa: BLE001 -- one bad request never stops the agent
-                text = str(e).splitlines()[0][:300] if str(e) else ""
-                return self._refuse(method, 500, f"{type(e).__name__}: {text}", nonce)
+                return self._refuse(method, 500, f"{type(e).__name__}: {e}", nonce)
             self._send(200, answer, nonce)
 
         def _length(self) -> int:
@@ -210,7 +209,7 @@ def make_server(agent: Any, host: str, port: int, allowed: set[str], secret: byt
             return getattr(agent, name)()
 
         def _refuse(self, method: str, status: int, message: str, nonce: str | None) -> None:
-            line = " ".join(message.split())[:500]
+            line = one_line(message)
             self._drain()
             log(f"bench node: refused {method} {self.path[:100]} from {self.client_address[0]} ({status}): {line}")
             self._send(status, {"error": line}, nonce)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 
 # vLLM 0.32 serve options a head may pass through `extra_args` without the operator's leave:
 # scheduling, memory and kernel knobs that take a number, a boolean or a fixed word. None reads
@@ -117,7 +117,7 @@ def _typed(model: type[BaseModel], data: Any, what: str):
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or what
-        raise ConfigError(f"bad {what}: {where}: {first['msg']}"[:300]) from None
+        raise ConfigError(one_line(f"bad {what}: {where}: {first['msg']}")) from None
 
 
 def _plain(value: Any) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue as queue_mod
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 
 # Relative tolerance between a packed point and the same point alone. 5 % is above the
 # repeat-to-repeat spread of a steady-state window on an idle box (~1-3 % for throughput and
@@ -124,7 +124,7 @@ def _worker(plan_json: str, config_id: str, point_ids: list[str], devices: list[
         _run_config(cfg, todo, plan, Path(run_dir), env, _QueueSink(q, config_id), lambda kind, info: None,
                     devices=devices, visible=visible, measure_others=False)
     except BaseException as e:  # noqa: BLE001  (the parent records the rest of this configuration as failed)
-        q.put(("error", config_id, f"{type(e).__name__}: {e}".splitlines()[0][:500]))
+        q.put(("error", config_id, one_line(f"{type(e).__name__}: {e}")))
     finally:
         q.put(("done", config_id, None))
 

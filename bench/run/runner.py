@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
-from bench.errors import BenchError, ConfigError, EngineError
+from bench.errors import BenchError, ConfigError, EngineError, one_line
 from bench.load.client import DEFAULT_STALL_TIMEOUT_S
 from bench.load.workers import ClientWorkerDied
 from bench.plan import EngineConfig, Plan
@@ -155,7 +155,7 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
         raise
     except BaseException as e:
         result.status = "failed"
-        result.error = redact_text(f"{type(e).__name__}: {e}".splitlines()[0][:500])
+        result.error = one_line(redact_text(f"{type(e).__name__}: {e}"))  # redacted whole: a cut secret is no secret's shape
         raise
     finally:
         write_power(run_dir, sink.power_frames, result)
@@ -348,6 +348,6 @@ def _died_point(point, reason: str, records, started: str, run_dir: Path) -> Poi
 
 def _fail_all(points, status, reason, sink, emit) -> None:
     for p in points:
-        pr = failed_point(p, status, reason.splitlines()[0][:600])
+        pr = failed_point(p, status, one_line(reason))
         sink.point(pr)
         emit("point_done", {"point_id": p.point_id, "point": pr})

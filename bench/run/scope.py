@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.errors import one_line
 from bench.results import PointResult, RunResult, write_summary
 from bench.results.schema import PARQUET_READ_OPTIONS, PARQUET_WRITE_OPTIONS
 
@@ -88,7 +89,7 @@ def _write_frames(path: Path, frames: list, result, key: str, keep=None) -> None
                 old = pd.read_parquet(path, **PARQUET_READ_OPTIONS)
                 new = pd.concat([keep(old, new), new], ignore_index=True)
             except (ValueError, KeyError, OSError) as e:
-                result.extra[f"{key}_replaced"] = f"{type(e).__name__}: {e}"[:300]
+                result.extra[f"{key}_replaced"] = one_line(f"{type(e).__name__}: {e}")
         new.to_parquet(path, index=False, **PARQUET_WRITE_OPTIONS)
         result.extra[key] = path.name
     except OSError as e:

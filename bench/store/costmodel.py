@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.catalog import dtypes
 from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError, ConfigError, ResultError, StoreError
 from bench.results import RunResult, read_summary
@@ -60,7 +61,6 @@ STRING_COLUMNS = {
 BOOL_COLUMNS = {"measured", "valid", "synthetic"}
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
                "run_n_points", "run_n_valid_points"}
-_PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 _TOKENS = {"output": "output_tok_s", "input": "input_tok_s", "total": "total_tok_s", "goodput": "goodput_output_tok_s"}
 
 _STRING = pd.StringDtype()  # "string": pyarrow-backed, <NA> for missing
@@ -81,14 +81,9 @@ class CostModelBuild:
 
 
 def precision_label(config: dict) -> str:
-    """Precision of an engine configuration: the runner's label ("bf16", "fp8", "bf16+fp8-kv")
-    when stored, else the quantization when set, else the dtype."""
-    if config.get("precision"):
-        return str(config["precision"])
-    if config.get("quantization"):
-        return str(config["quantization"])
-    dtype = str(config.get("dtype") or "auto")
-    return _PRECISION_NAMES.get(dtype, dtype)
+    """Precision of a stored engine configuration by the one rule (bench.catalog.dtypes), from its
+    fields: a label an older bench stored beside them may follow an older rule."""
+    return dtypes.precision_label(config.get("dtype"), config.get("quantization"), config.get("kv_cache_dtype"))
 
 
 def point_config(run: RunResult, point_engine_config_id: str) -> dict:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
-from bench.errors import ConfigError, StoreError
+from bench.errors import ConfigError, StoreError, one_line
 from bench.redact import redact_text_of
 from bench.store.bounded import POINTS_LIMITS, read_parquet
 from bench.store.costmodel import BOOL_COLUMNS, INT_COLUMNS, STRING_COLUMNS, table_frame
@@ -254,7 +254,7 @@ def _duckdb_read(store, paths: list[str], where: str, params: dict):
                 # combine_chunks: copies out of DuckDB's vectors, which otherwise stay held (~75 kB a file)
                 return conform(table.combine_chunks())
     except (duckdb.Error, ValueError, TypeError) as e:  # ValueError/TypeError: pyarrow casts of odd columns
-        first = redact_text_of(" ".join(str(e).split()), store.url)[:200]
+        first = one_line(redact_text_of(str(e), store.url))
         name = paths[0].rsplit("/", 1)[-1] if len(paths) == 1 else f"{len(paths)} point files"
         raise StoreError(f"{store.where}: {name}: does not read as point rows ({type(e).__name__}: {first})") from None
     finally:
@@ -299,7 +299,7 @@ def run_sql(points, sql: str):
         result = con.sql(sql)
         return result.df() if result is not None else points.iloc[0:0]
     except duckdb.Error as e:
-        raise ConfigError(f"--sql: {' '.join(str(e).split())[:300]}") from None
+        raise ConfigError(one_line(f"--sql: {e}")) from None
     finally:
         con.close()
 

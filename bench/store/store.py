@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchError, ResultError, StoreError, StoreUnavailable
+from bench.errors import BenchError, ResultError, StoreError, StoreUnavailable, one_line
 from bench.redact import redact_text, redact_text_of
 from bench.results import SUMMARY_FILE, RunResult, parse_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id
@@ -301,7 +301,7 @@ class Store:
         try:
             check_rel_path(rel)
         except UnsafePath as e:
-            raise StoreError(f"{self.where}: refused to write {str(rel)[:200]!r}: {e}") from None
+            raise StoreError(f"{self.where}: refused to write {one_line(rel)!r}: {e}") from None
         staged = self.path(STAGING_DIR, f"{uuid.uuid4().hex[:12]}.{rel.rsplit('/', 1)[-1]}")  # a short name
         try:
             self._put_verified(staged, data)
@@ -430,4 +430,4 @@ def _parse_untrusted(data: bytes, source: str) -> RunResult:
 
 def _one_line(e: Exception | str, url: str) -> str:
     """A backend error on one line, credentials removed (it may quote the URL, with or without its scheme)."""
-    return redact_text_of(" ".join(str(e).split()), url)[:300]
+    return one_line(redact_text_of(str(e), url))

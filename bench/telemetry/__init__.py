@@ -6,28 +6,33 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 
 from bench.errors import ConfigError, TelemetryError
+from bench.registry import Registry
 from bench.telemetry.base import Measurement, NoMeter, TelemetrySession, per_token
 
-__all__ = ["AUTO_ORDER", "METERS", "Measurement", "TelemetrySession", "open_telemetry", "per_token"]
+__all__ = ["AUTO_ORDER", "METERS", "Measurement", "TelemetrySession", "meter_choices", "open_telemetry", "per_token"]
 
 # name -> "module:factory"; each factory raises TelemetryError with a one-line cause.
-METERS = {
+METERS: Registry[Callable[..., object]] = Registry("energy meter", {
     "nvml": "bench.telemetry.nvml:open_meter",
     "amdsmi": "bench.telemetry.amdsmi:open_meter",
     "rapl": "bench.telemetry.rapl:open_meter",
     "nominal": "bench.telemetry.nominal:open_meter",
-}
+})
 AUTO_ORDER = ("nvml", "amdsmi", "rapl", "nominal")
+CHOICES_BESIDE_METERS = ("auto", "none")  # the first meter that works; no energy at all
+
+
+def meter_choices() -> list[str]:
+    """What `--telemetry` accepts: auto, every meter, none."""
+    return ["auto", *METERS, "none"]
 
 
 def open_meter(name: str, **context):
-    module, attr = METERS[name].split(":")
-    return getattr(importlib.import_module(module), attr)(**context)
+    return METERS.get(name)(**context)
 
 
 def open_telemetry(
@@ -48,8 +53,8 @@ def open_telemetry(
     rapl is skipped when GPU indices are given (it measures the CPU package, not the GPUs).
     A meter requested by name that cannot work raises TelemetryError.
     """
-    if requested != "none" and requested != "auto" and requested not in METERS:
-        raise ConfigError(f"unknown energy meter '{requested}' (known: auto, none, {', '.join(METERS)})")
+    if requested not in CHOICES_BESIDE_METERS and requested not in METERS:
+        raise ConfigError(METERS.unknown(requested, also=CHOICES_BESIDE_METERS))
     context = {"hardware": hardware, "gpu_indices": gpu_indices, "nvml": nvml, "amdsmi": amdsmi, "rapl_root": rapl_root}
     notes: list[str] = []
     meter = None

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.catalog.dtypes import dtype_name
 from bench.errors import ConfigError
 
 PROBE_VERSION = 1
-_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def _timed_s(torch, fn: Callable[[], None], device: str, min_time_s: float, max_iters: int) -> tuple[float, int]:
@@ -71,7 +71,7 @@ def measure_matmul(device: str, dtype: str, max_n: int = 8192, min_time_s: float
     single call stays near target_call_s."""
     import torch
 
-    torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
+    torch_dtype = getattr(torch, dtype_name(dtype))
     n = 256
     while True:
         a = torch.randn(n, n, device=device).to(torch_dtype)

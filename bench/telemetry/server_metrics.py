@@ -8,8 +8,9 @@
 
 Like the power samples (bench.telemetry.base), every sample is stamped with
 `time.perf_counter()` at the midpoint of its GET, the clock of the client's window, so a
-window summary needs no offsets. vLLM 0.32 names (vllm/v1/metrics/loggers.py) are mapped
-to short ones; a server that exposes none of them (not vLLM) yields no samples, and the
+window summary needs no offsets. vLLM's names are mapped to short ones in one table
+(bench.engines.vllm_metrics, which also parses the page); a server that exposes none of them
+(not vLLM) yields no samples, and the
 scraper stops asking after a few failed reads
 (one that got a sample keeps asking: a late answer is a gap, not the end).
 
@@ -20,44 +21,25 @@ over the window is a lower bound of the true peak.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Self
 
+from bench.engines.vllm_metrics import BY_SHORT, parse_page
+
 DEFAULT_INTERVAL_S = 0.5
 MAX_FAILED_READS = 3  # failed GETs before a scraper that never got a sample gives up (no /metrics)
 READ_TIMEOUT_S = 5.0  # a server busy with the load can answer late: the sample is late, not lost
 
-# vLLM's sample name -> (short name, how samples of several label sets (one per engine of a DP
-# deployment) combine). kv_cache_usage is a fraction (1.0 = full) per engine: the fullest counts.
-METRICS: dict[str, tuple[str, str]] = {
-    "vllm:num_requests_running": ("running_requests", "sum"),
-    "vllm:num_requests_waiting": ("waiting_requests", "sum"),
-    "vllm:kv_cache_usage_perc": ("kv_cache_usage", "max"),
-    "vllm:num_preemptions_total": ("preemptions", "sum"),
-    "vllm:prefix_cache_queries_total": ("prefix_cache_queries", "sum"),
-    "vllm:prefix_cache_hits_total": ("prefix_cache_hits", "sum"),
-}
+GAUGE_METRICS = ("running_requests", "waiting_requests", "kv_cache_usage")
 COUNTER_METRICS = ("preemptions", "prefix_cache_queries", "prefix_cache_hits")
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)")
+SCRAPED = tuple(BY_SHORT[k] for k in (*GAUGE_METRICS, *COUNTER_METRICS))  # the token counters are read per point
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """The METRICS samples of a Prometheus text page, by short name, label sets combined."""
-    values: dict[str, list[float]] = {}
-    for line in text.splitlines():
-        if not line.startswith("vllm:"):  # comments and other exporters' samples
-            continue
-        m = _SAMPLE.match(line)
-        if m and m.group(1) in METRICS:
-            values.setdefault(m.group(1), []).append(float(m.group(3)))
-    out = {}
-    for name, vs in values.items():
-        short, how = METRICS[name]
-        out[short] = max(vs) if how == "max" else sum(vs)
-    return out
+    """The SCRAPED samples of a Prometheus text page, by short name, label sets combined."""
+    return parse_page(text, SCRAPED)
 
 
 class ServerMetricsScraper:
@@ -78,7 +60,7 @@ class ServerMetricsScraper:
         self._thread: threading.Thread | None = None
 
     def sample_once(self) -> None:
-        """One GET; a sample is kept when the page holds any of METRICS."""
+        """One GET; a sample is kept when the page holds any of SCRAPED."""
         if not self.samples and self.failed_reads >= MAX_FAILED_READS:
             return
         t_before = self.clock()
@@ -142,7 +124,7 @@ def window_summary(samples: list[tuple[float, dict[str, float]]], t0_s: float, t
     after t1_s (so a counter delta covers the window, and up to one interval either side)."""
     inside = [v for t, v in samples if t0_s <= t <= t1_s]
     out: dict[str, Any] = {"n_samples": len(inside), "interval_s": interval_s}
-    for key in ("running_requests", "waiting_requests", "kv_cache_usage"):
+    for key in GAUGE_METRICS:
         vs = [v[key] for v in inside if key in v]
         out[f"{key}_max"] = max(vs) if vs else None
         out[f"{key}_mean"] = sum(vs) / len(vs) if vs else None

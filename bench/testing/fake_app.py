@@ -14,19 +14,10 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from bench.engines.vllm_metrics import METRICS, page_text
+
 LISTEN_BACKLOG = 4096  # per listening socket; the kernel caps it at net.core.somaxconn
 FD_LIMIT = 65536  # open files wanted by a server process (one per connection); capped by the hard limit
-COUNTER_NAMES = (
-    ("vllm:prompt_tokens_total", "prompt_tokens", "Number of prefill tokens processed."),
-    ("vllm:generation_tokens_total", "generation_tokens", "Number of generation tokens processed."),
-    ("vllm:num_preemptions_total", "preemptions", "Cumulative number of preemption from the engine."),
-    ("vllm:prefix_cache_queries_total", "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."),
-    ("vllm:prefix_cache_hits_total", "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."),
-)
-GAUGE_NAMES = (
-    ("vllm:num_requests_running", "running_requests", "Number of requests in model execution batches."),
-    ("vllm:num_requests_waiting", "waiting_requests", "Number of requests waiting to be processed."),
-)
 PREFIX_BLOCK_TOKENS = 16  # vLLM's default block size: the cache matches whole blocks
 
 
@@ -106,17 +97,11 @@ class Ask(BaseModel):
 
 
 def _metrics_text(model: str, counts: dict, kv_capacity_tokens: int = 65536) -> str:
-    """Prometheus text of `counts` (COUNTER_NAMES and GAUGE_NAMES keys, "kv_tokens"), vLLM's names and labels."""
-    labels = f'{{engine="0",model_name="{model}"}}'
-    lines = []
-    for name, key, doc in COUNTER_NAMES:
-        lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{labels} {float(counts[key])}"]
-    for name, key, doc in GAUGE_NAMES:
-        lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name}{labels} {float(counts[key])}"]
+    """Prometheus text of `counts` (the short names of bench.engines.vllm_metrics, "kv_tokens"),
+    vLLM's names and labels."""
     usage = min(1.0, counts["kv_tokens"] / kv_capacity_tokens)
-    lines += ["# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
-              "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{labels} {usage}"]
-    return "\n".join(lines) + "\n"
+    values = {m.short: counts[m.short] for m in METRICS if m.short in counts} | {"kv_cache_usage": usage}
+    return page_text(values, {"engine": "0", "model_name": model})
 
 
 def _sum_counters(counts: list[dict]) -> dict:

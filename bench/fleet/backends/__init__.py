@@ -4,20 +4,19 @@ options (bench.fleet.control.user_backend), never from a record read from the st
 
 from __future__ import annotations
 
-import importlib
+from typing import Any
 
-from bench.errors import ConfigError
+from bench.registry import Registry
 
-BACKENDS = {
+# name -> "module:class"; the CLI's --backend choices read the names here.
+BACKENDS: Registry[Any] = Registry("fleet backend", {
     "local": "bench.fleet.backends.local:LocalBackend",
     "ray": "bench.fleet.backends.ray:RayBackend",
     "skypilot": "bench.fleet.backends.skypilot:SkyPilotBackend",
-}
+})
 
 
 def get_backend(name: str, **options):
-    """The backend `name` built with its options (those it does not take are ignored)."""
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown fleet backend '{name}' (known: {', '.join(BACKENDS)})")
-    module, attr = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), attr).from_options(**options)
+    """The backend `name` built with its options (those it does not take are ignored);
+    ConfigError naming the closest known backend when there is no such one."""
+    return BACKENDS.get(name).from_options(**options)

@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import Protocol
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, one_line
 from bench.fleet.state import View
 
 STORE_ENV = "BENCH_STORE"
@@ -99,7 +99,6 @@ def require(module: str, backend: str, extra: str):
         raise ConfigError(f"the {backend} backend needs {module}: pip install -e '.[{extra}]'") from None
 
 
-def one_line(backend: str, e: BaseException) -> ConfigError:
+def library_error(backend: str, e: BaseException) -> ConfigError:
     """A client library's error as one line (its own types vary by version)."""
-    first = (str(e).strip().splitlines() or [""])[0][:300]
-    return ConfigError(f"{backend}: {type(e).__name__}: {first}")
+    return ConfigError(one_line(f"{backend}: {type(e).__name__}: {e}"))

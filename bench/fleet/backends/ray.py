@@ -33,7 +33,7 @@ from bench.fleet.accelerators import CPU, RAY, accelerator
 from bench.fleet.backends.base import (
     STORE_ENV,
     carried_credentials,
-    one_line,
+    library_error,
     remote_env,
     require,
     shard_argv,
@@ -139,7 +139,7 @@ def _connected(address: str | None):
     try:
         ray.init(address=where, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ... by Ray version
-        raise one_line(f"ray: cannot connect to the cluster at {where}", e) from None
+        raise library_error(f"ray: cannot connect to the cluster at {where}", e) from None
     try:
         yield
     finally:

@@ -31,7 +31,7 @@ from bench.fleet.accelerators import SKY, accelerator
 from bench.fleet.backends.base import (
     NODE_SECRET_ENV,
     STORE_ENV,
-    one_line,
+    library_error,
     remote_env,
     require,
     shard_argv,
@@ -241,7 +241,7 @@ def _sky_errors():
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - sky.exceptions.* and requests errors
-        raise one_line("skypilot", e) from None
+        raise library_error("skypilot", e) from None
 
 
 def _field(record, key: str):
