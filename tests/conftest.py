@@ -73,9 +73,10 @@ def run_env(model_cache):
     """A RunEnvironment for this CPU host."""
     from bench.run.session import prepare_run
 
+    from dataclasses import replace
+
     env, _ = prepare_run(None)
-    env.cache_dir = model_cache
-    return env
+    return replace(env, cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")
