@@ -71,3 +71,100 @@ def test_plan_with_hardware_plans_for_the_devices_sweep_would_use(monkeypatch):
     res = _invoke("plan", sweep, "--hardware", "h100-sxm", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["n_devices"] == 8
+
+
+# ---------------------------------------------------------------- arguments -> request, without a run
+
+SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "cpu-tiny.yaml"
+
+
+@pytest.fixture
+def captured(monkeypatch, tmp_path):
+    """`run_request` replaced by one that keeps the request and returns a run of `status`
+    (default complete): the commands are tested from their arguments to their exit code."""
+    import bench.run.session as session
+    from bench.results import RunResult
+    from bench.run.session import RunOutcome
+
+    got = {"status": "complete"}
+
+    def fake_run_request(request, on_event=None):
+        got["request"] = request
+        result = RunResult(run_id="r", status=got["status"], created_utc="2026-01-01T00:00:00Z", config={},
+                           provenance={}, harness={"version": "test"}, points=[])
+        return RunOutcome(tmp_path, result)
+
+    monkeypatch.setattr(session, "run_request", fake_run_request)
+    return got
+
+
+def test_bench_run_builds_one_request_from_its_options(captured):
+    res = _invoke("run", "--model", "tiny-qwen3-moe", "--concurrency", "2,8", "--input-len", "16", "--output-len", "8",
+                  "--requests", "120", "--client-workers", "2", "--stall-timeout", "30", "--max-num-seqs", "4",
+                  "--engine-arg", "enforce_eager", "--hardware", "cpu-host")
+    assert res.exit_code == 0, res.output
+    request = captured["request"]
+    sweep = request.sweep
+    assert sweep.models == ["tiny-qwen3-moe"] and sweep.name == "run-tiny-qwen3-moe"
+    assert [lv.concurrency for lv in sweep.loads[0].expand()] == [2, 8]
+    assert (sweep.workloads[0].input_len, sweep.workloads[0].output_len) == (16, 8)
+    assert (sweep.n_requests, sweep.client_workers, sweep.stall_timeout_s) == (120, 2, 30.0)
+    assert sweep.engine_args.max_num_seqs == [4] and sweep.engine_args.extra == [{"enforce_eager": True}]
+    assert request.machine_hardware_id == "cpu-host" and not request.search and not request.pack
+
+
+def test_bench_sweep_applies_its_overrides_to_the_file(captured):
+    res = _invoke("sweep", SWEEP, "--model", "tiny-llama", "--concurrency", "3", "--set", "seed=7",
+                  "--config", "some-id", "--pack", "--out", "elsewhere")
+    assert res.exit_code == 0, res.output
+    request = captured["request"]
+    assert request.sweep.models == ["tiny-llama"] and request.sweep.seed == 7
+    assert [lv.concurrency for lv in request.sweep.loads[0].expand()] == [3]
+    assert request.config_id == "some-id" and request.pack and str(request.out_dir) == "elsewhere"
+
+
+def test_bench_capacity_flags_override_the_files_capacity_block(captured):
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "cpu-capacity.yaml"
+    res = _invoke("capacity", path, "--repeats", "2", "--max", "12")
+    assert res.exit_code == 0, res.output
+    request = captured["request"]
+    assert request.search and request.sweep.capacity.repeats == 2 and request.sweep.capacity.max_level == 12
+    assert request.sweep.capacity.slo == yaml.safe_load(path.read_text())["capacity"]["slo"]  # the file's, kept
+
+
+@pytest.mark.parametrize("status,code", [("complete", 0), ("partial", 4), ("failed", 1)])
+def test_a_commands_exit_code_is_its_runs_status(captured, status, code):
+    captured["status"] = status
+    assert _invoke("run").exit_code == code
+    assert _invoke("sweep", SWEEP).exit_code == code
+
+
+def _one_error_line(res, code: int, text: str) -> None:
+    assert res.exit_code == code, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bench: error: ") and text in lines[0], res.output
+
+
+@pytest.mark.parametrize("args,text", [
+    (["run", "--concurrency", "1,,4"], "bad --concurrency"),
+    (["run", "--engine", "endpoint"], "needs --url"),
+    (["run", "--engine-arg", "=3"], "bad --engine-arg"),
+    (["sweep", "no-such-file.yaml"], "no-such-file.yaml"),
+    (["sweep", str(SWEEP), "--set", "nonsense"], "bad --set"),
+    (["sweep", str(SWEEP), "--set", "no_such_key=1"], "unknown override"),
+    (["capacity", "--slo", "ttft=2s"], "ttft"),
+    (["capacity", str(SWEEP)], "needs --slo"),
+])
+def test_a_bad_request_is_one_line_and_exit_code_2_before_anything_runs(captured, args, text):
+    _one_error_line(_invoke(*args), 2, text)
+    assert "request" not in captured  # refused while the request was built: nothing ran
+
+
+def test_pack_on_a_cpu_host_is_refused_before_a_run_folder_exists(monkeypatch, tmp_path):
+    import bench.catalog.device as device
+    from bench.testing.fake_device import fake_device
+
+    monkeypatch.setattr(device, "detect_device", lambda: fake_device("cpu"))
+    out = tmp_path / "runs"
+    _one_error_line(_invoke("sweep", SWEEP, "--pack", "--hardware", "cpu-host", "--out", out), 2, "--pack needs GPUs")
+    assert not out.exists()
