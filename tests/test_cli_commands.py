@@ -64,7 +64,7 @@ def test_plan_with_hardware_plans_for_the_devices_sweep_would_use(monkeypatch):
     """Defect (base 848b156): `bench plan FILE --hardware ID` planned for 1 device while
     `bench sweep FILE --hardware ID` on the same box plans for every detected one, so the
     preview skipped TP=8 configurations the sweep then ran."""
-    import bench.catalog.device as device
+    from bench.catalog import device
 
     monkeypatch.setattr(device, "detect_device", _eight_h100)
     sweep = Path(__file__).resolve().parents[1] / "sweeps" / "cpu-tiny.yaml"
@@ -82,8 +82,8 @@ SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "cpu-tiny.yaml"
 def captured(monkeypatch, tmp_path):
     """`run_request` replaced by one that keeps the request and returns a run of `status`
     (default complete): the commands are tested from their arguments to their exit code."""
-    import bench.run.session as session
     from bench.results import RunResult
+    from bench.run import session
     from bench.run.session import RunOutcome
 
     got = {"status": "complete"}
@@ -161,7 +161,7 @@ def test_a_bad_request_is_one_line_and_exit_code_2_before_anything_runs(captured
 
 
 def test_pack_on_a_cpu_host_is_refused_before_a_run_folder_exists(monkeypatch, tmp_path):
-    import bench.catalog.device as device
+    from bench.catalog import device
     from bench.testing.fake_device import fake_device
 
     monkeypatch.setattr(device, "detect_device", lambda: fake_device("cpu"))

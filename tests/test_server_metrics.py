@@ -19,8 +19,8 @@ from bench.measure.groups import ServerCounters
 from bench.measure.validity import check_point
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.results import read_summary
-from bench.run.measure_point import workload_seed
 from bench.run.environment import RunEnvironment
+from bench.run.measure_point import workload_seed
 from bench.run.runner import execute
 from bench.run.scope import SERVER_METRICS_FILE
 from bench.telemetry.server_metrics import (
