@@ -258,3 +258,38 @@ def test_report_shows_a_dead_writers_run_as_stale(server, tmp_path):
     res = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "status stale (process gone)" in res.output
+
+
+def test_an_engine_with_only_the_protocols_members_runs_through_the_engine_session(server, tmp_path, monkeypatch):
+    """Replaces a test that read the runner's source for `hasattr(`: an engine that has exactly
+    the ServerEngine protocol's members (no process id, no request headers) is started,
+    measured and stopped by the engine session, its missing process id told as None."""
+    from bench.engines.base import ServerEngine
+    from bench.run import engine_session
+    from bench.run.events import EngineReady
+
+    class Bare:  # the protocol's members only (bench.engines.base.ServerEngine)
+        name, kind, n_gpus, log_path = "bare", "server", 1, tmp_path / "bare.log"
+        base_url, served_model = server.base_url, FAST.model
+        stopped = False
+
+        def version(self) -> str:
+            return "bare-1"
+
+        def start(self) -> None: ...
+        def alive(self) -> bool: return True
+        def healthy(self) -> bool: return True
+        def server_counters(self): return None
+        def reset_prefix_cache(self) -> str: return "not supported"
+        def log_tail(self, n: int = 20) -> str: return ""
+
+        def stop(self) -> None:
+            Bare.stopped = True
+
+    engine: ServerEngine = Bare()  # a type checker holds Bare to the protocol
+    monkeypatch.setattr(engine_session, "start_engine", lambda cfg, env, run_dir, devices=None: (engine, None))
+    events = []
+    result = execute(make_plan([endpoint(server.base_url)], telemetry="none"), tmp_path, make_env(), on_event=events.append)
+    assert [p.status for p in result.points] == ["ok"], result.points[0].error
+    assert [e.pid for e in events if isinstance(e, EngineReady)] == [None] and Bare.stopped
+    assert next(iter(result.extra["engine_version"].values())) == "bare-1"
