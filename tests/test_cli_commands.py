@@ -168,3 +168,21 @@ def test_pack_on_a_cpu_host_is_refused_before_a_run_folder_exists(monkeypatch, t
     out = tmp_path / "runs"
     _one_error_line(_invoke("sweep", SWEEP, "--pack", "--hardware", "cpu-host", "--out", out), 2, "--pack needs GPUs")
     assert not out.exists()
+
+
+def test_capacity_defaults_are_defined_once_and_shown_in_help(captured):
+    """The file's `capacity:` schema, the search and `bench capacity --help` agree on every
+    default (base: the CLI merged file and flags over its own copy of them)."""
+    from bench.plan import capacity as cap
+
+    res = _invoke("capacity", "--slo", "ttft_p95=1s", "--engine", "endpoint", "--url", "http://127.0.0.1:9")
+    assert res.exit_code == 0, res.output
+    settings = captured["request"].sweep.capacity
+    from_file = cap.CapacitySearch.from_settings(settings)
+    bare = cap.CapacitySearch(cap.parse_slo("ttft_p95=1s"))
+    for field in ("kind", "repeats", "start", "max_level", "tolerance", "max_steps"):
+        assert getattr(from_file, field) == getattr(bare, field), field
+    text = " ".join(_invoke("capacity", "--help").output.split())
+    for shown in (f"[{cap.DEFAULT_LOAD}]", f"[{cap.DEFAULT_REPEATS}]", f"[{cap.DEFAULT_TOLERANCE:g}]",
+                  f"[{cap.DEFAULT_MAX_STEPS}]", f"rate: {cap.MAX_LEVEL['rate']:g}"):
+        assert shown in text, shown
