@@ -71,11 +71,12 @@ def vllm_server(tmp_path_factory, model_cache):
 @pytest.fixture
 def run_env(model_cache):
     """A RunEnvironment for this CPU host."""
+    from dataclasses import replace
+
     from bench.run.session import prepare_run
 
     env, _ = prepare_run(None)
-    env.cache_dir = model_cache
-    return env
+    return replace(env, cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")

@@ -82,16 +82,15 @@ def _plan(url: str):
 
 
 def _env():
-    from bench.run.runner import RunEnvironment
+    from bench.run.environment import RunEnvironment
+    from bench.testing.fake_device import fake_device
 
-    env = RunEnvironment(device={"vendor": "cpu", "name": "test", "count": 1}, idle_baseline_s=0.0)
-    env.client_workers = 1
-    return env
+    return RunEnvironment(device=fake_device("cpu", name="test"), idle_baseline_s=0.0, client_workers=1)
 
 
 def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(tmp_path, monkeypatch):
     from bench.results import read_summary
-    from bench.run import capacity as cap
+    from bench.run.events import EngineStarting
     from bench.run.runner import execute
 
     # probes follow the plan rule (>= 100 requests in the window): a probe that is invalid fails its level
@@ -99,11 +98,11 @@ def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(t
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.001), mode="thread") as srv:
         search = CapacitySearch(parse_slo("ttft_p95=2ms"), kind="concurrency", repeats=2, start=2, max_level=8)
         result = execute(_plan(srv.base_url), tmp_path, _env(), search=search,
-                         on_event=lambda kind, info: events.append(kind))
+                         on_event=events.append)
         (summary,) = result.extra["capacity"].values()
         # the server's TTFT is 5 ms at any load: the start fails, the search halves down to 1, which fails too
         assert [s["level"] for s in summary["steps"]] == [2.0, 1.0] and summary["boundary"] is None
-        assert events.count("engine_start") == 1 and len(result.points) == 4
+        assert sum(isinstance(e, EngineStarting) for e in events) == 1 and len(result.points) == 4
         assert {p.point_id.rsplit("_", 2)[-2] for p in result.points} == {"capacity-c2", "capacity-c1"}
 
         again = CapacitySearch(parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=4, max_level=16)

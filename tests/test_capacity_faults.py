@@ -69,9 +69,9 @@ def test_a_probe_that_crashed_is_retried_and_the_true_boundary_is_found():
     tags = [m.rsplit("_", 2)[-2:] for m in measured]
     assert ["capacity-c8", "r0"] in tags and ["capacity-c8", "r0-retry1"] in tags
     summary = run.summary()
-    assert summary["boundary"] == 10.0 and summary.get("stopped") is None
-    step8 = next(s for s in summary["steps"] if s["level"] == 8.0)
-    assert step8["passed"] and "retried" in step8["why"]  # the crash is told, never as a miss
+    assert summary.boundary == 10.0 and summary.stopped is None
+    step8 = next(s for s in summary.steps if s.level == 8.0)
+    assert step8.passed and "retried" in step8.why  # the crash is told, never as a miss
 
 
 def test_a_probe_that_keeps_crashing_stops_the_search_without_a_boundary():
@@ -82,10 +82,10 @@ def test_a_probe_that_keeps_crashing_stops_the_search_without_a_boundary():
     assert len(c8) == 1 + cap.PROBE_RETRIES  # the stated number of retries, then no more
     assert measured[-1] == c8[-1]  # nothing measured after it
     summary = run.summary()
-    assert summary["boundary"] is None  # base: 7 was reported as the boundary
-    assert summary["last_passing"] == 4.0
-    assert "capacity-c8_r0" in summary["stopped"] and "engine died" in summary["stopped"]
-    assert all(s["level"] != 8.0 for s in summary["steps"])  # no verdict from a probe that never measured
+    assert summary.boundary is None  # base: 7 was reported as the boundary
+    assert summary.last_passing == 4.0
+    assert "capacity-c8_r0" in summary.stopped and "engine died" in summary.stopped
+    assert all(s.level != 8.0 for s in summary.steps)  # no verdict from a probe that never measured
 
 
 def test_a_resumed_search_reuses_the_retry_on_disk_and_measures_a_failed_probe_again():
@@ -116,31 +116,31 @@ def _plan(url: str):
 
 
 def _env():
-    from bench.run.runner import RunEnvironment
+    from bench.run.environment import RunEnvironment
+    from bench.testing.fake_device import fake_device
 
-    env = RunEnvironment(device={"vendor": "cpu", "name": "test", "count": 1}, idle_baseline_s=0.0)
-    env.client_workers = 1
-    return env
+    return RunEnvironment(device=fake_device("cpu", name="test"), idle_baseline_s=0.0, client_workers=1)
 
 
 def test_an_engine_killed_during_a_probe_is_restarted_and_the_probe_retried(tmp_path):
     """The fake server (the engine) is killed during the first probe (c4) and comes back on its
     port; the probe runs again on the restarted engine and the search ends at the true boundary
     (every level meets a 1 s SLO on this server: the boundary is the maximum, 8)."""
+    from bench.run.events import PointDone, PointStarting, RequestsDone
     from bench.run.runner import execute
 
     srv = FakeServer(FAST, mode="process").__enter__()
     port = srv.port
     state = {"killed": False, "revived": None}
 
-    def on_event(kind, info):
-        if kind == "point_start":
-            state["point"] = info["point_id"]
-        if (kind == "request_done" and info["done"] >= 20 and not state["killed"]
+    def on_event(event):
+        if isinstance(event, PointStarting):
+            state["point"] = event.point_id
+        if (isinstance(event, RequestsDone) and event.done >= 20 and not state["killed"]
                 and "capacity-c4_r0" in state.get("point", "")):
             state["killed"] = True
             srv.__exit__(None, None, None)
-        if kind == "point_done" and info["point"].status == "failed" and state["revived"] is None:
+        if isinstance(event, PointDone) and event.point.status == "failed" and state["revived"] is None:
             state["revived"] = FakeServer(FAST, mode="process", port=port).__enter__()
 
     search = _search(start=4, max_level=8)
@@ -171,16 +171,16 @@ def test_bench_capacity_exits_non_zero_and_claims_no_boundary_when_a_probe_keeps
     from click.testing import CliRunner
 
     from bench.cli import cli
-    from bench.run import runner
+    from bench.run import engine_session
 
-    real = runner.measure_point
+    real = engine_session.measure_point
 
     def dies_at_c4(point, *args, **kw):
         if point.load.concurrency == 4:
             raise EngineDied(f"engine exited during point {point.point_id}; log tail: Killed")
         return real(point, *args, **kw)
 
-    monkeypatch.setattr(runner, "measure_point", dies_at_c4)
+    monkeypatch.setattr(engine_session, "measure_point", dies_at_c4)
     with FakeServer(FAST, mode="thread") as srv:
         res = CliRunner().invoke(cli, [
             "capacity", "--engine", "endpoint", "--url", srv.base_url, "--slo", "ttft_p95=1s", "--load", "concurrency",
@@ -211,4 +211,4 @@ def test_a_probe_whose_every_request_failed_is_a_miss_not_a_crash():
 
     measured = _drive(run, outcome)
     assert not any("retry" in m for m in measured)
-    assert run.search.boundary == 7.0 and run.summary().get("stopped") is None
+    assert run.search.boundary == 7.0 and run.summary().stopped is None

@@ -22,7 +22,9 @@ from bench.load.driver import run_point_sync
 from bench.load.types import LoadJob
 from bench.load.workload import RandomPrompts
 from bench.plan import EngineConfig, Plan, PointSpec
-from bench.run.runner import RunEnvironment, execute
+from bench.run.environment import RunEnvironment
+from bench.run.runner import execute
+from bench.testing.fake_device import fake_device
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 KEY = "sk-test-" + "Qx7" * 10
@@ -38,7 +40,7 @@ def _plan(cfg: EngineConfig, n: int = 4) -> Plan:
 
 
 def _env() -> RunEnvironment:
-    return RunEnvironment(device={"vendor": "cpu", "name": "cpu", "count": 1})
+    return RunEnvironment(device=fake_device("cpu", name="cpu"))
 
 
 def _files_text(run_dir) -> str:

@@ -174,6 +174,7 @@ def _plant_stale_engine(run_dir: Path, name: str = "engine-old", ticks_delta: in
 def test_resume_stops_a_stale_engine_recorded_in_the_run_folder_and_says_so(tmp_path):
     from test_runner_fast import FAST, endpoint, make_env, make_plan
 
+    from bench.run.events import EngineStarting, Notice, PointDone
     from bench.run.runner import execute
     from bench.testing.fake_server import FakeServer
 
@@ -181,8 +182,8 @@ def test_resume_stops_a_stale_engine_recorded_in_the_run_folder_and_says_so(tmp_
         plan = make_plan([endpoint(srv.base_url)], n_points=2)
         seen = []
 
-        def stop_after_first(kind, info):
-            if kind == "point_done":
+        def stop_after_first(event):
+            if isinstance(event, PointDone):
                 raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
@@ -191,16 +192,17 @@ def test_resume_stops_a_stale_engine_recorded_in_the_run_folder_and_says_so(tmp_
         try:
             assert len(group_members(pgid)) == 3
             result = execute(plan, tmp_path, make_env(), resume=True,
-                             on_event=lambda kind, info: seen.append((kind, info)))
+                             on_event=seen.append)
             left = group_members(pgid)
         finally:
             _kill_group(pgid)
     assert result.status == "complete"
     assert left == []
-    notices = [info["text"] for kind, info in seen if kind == "notice"]
+    notices = [e.text for e in seen if isinstance(e, Notice)]
     said = f"stopped a stale engine left by an earlier process of this run (process group {pgid}, 3 process(es))"
     assert notices == [said]
-    assert seen.index(("notice", {"text": notices[0]})) < [k for k, _ in seen].index("engine_start")
+    kinds = [type(e) for e in seen]
+    assert kinds.index(Notice) < kinds.index(EngineStarting)
     assert result.extra["stale_engines_stopped"] == notices
     assert not (tmp_path / ".engine-old.proc.json").exists()
 

@@ -100,12 +100,12 @@ def test_the_default_limits_come_from_the_expected_lengths():
 
 def test_the_progress_line_shows_stalled_requests(capsys):
     from bench.cli.progress import Progress
+    from bench.run.events import PointStarting, RequestsStalled
 
     bar = Progress(n_points=1, disable=True)  # no terminal: one line when requests start stalling
-    bar.on_event("point_start", {"point_id": "p", "n": 4})
-    bar.on_event("requests_stalled", {"n": 2})
-    bar.on_event("requests_stalled", {"n": 3})
-    bar.on_event("requests_stalled", {"n": 0})
+    bar.on_event(PointStarting("p", 4))
+    for n in (2, 3, 0):
+        bar.on_event(RequestsStalled(n))
     bar.close()
     err = capsys.readouterr().err
     assert err.count("stalled") == 1 and "2 request(s) stalled" in err

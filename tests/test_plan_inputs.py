@@ -97,10 +97,10 @@ def test_bench_plan_refuses_a_bad_input_file_in_one_line(tmp_path, case):
                                   "prompt file missing"])
 def test_bench_sweep_refuses_before_any_run_folder_or_engine(tmp_path, case, monkeypatch):
     """The file was read after the engine start (31 s on CPU, minutes on a GPU): now never started."""
-    from bench.run import runner
+    from bench.run import engine_session
 
     started = []
-    monkeypatch.setattr(runner, "_start_engine", lambda *a, **k: started.append(a) or pytest.fail("engine started"))
+    monkeypatch.setattr(engine_session, "start_engine", lambda *a, **k: started.append(a) or pytest.fail("engine started"))
     make, message = BAD_TRACES[case]
     sweep = _sweep(tmp_path, make(tmp_path))
     out = tmp_path / "runs"

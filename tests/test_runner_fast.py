@@ -10,8 +10,11 @@ import json
 import pytest
 
 from bench.plan import EngineConfig, Plan, PointSpec
-from bench.run.runner import RunEnvironment, execute
+from bench.run.environment import RunEnvironment
+from bench.run.events import PointDone, PointStarting, RequestsDone
+from bench.run.runner import execute
 from bench.telemetry.fake_nvml import FakeNvmlTelemetry
+from bench.testing.fake_device import fake_device
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 WATTS = [100.0, 110.0, 120.0, 130.0, 140.0, 150.0, 160.0, 170.0]
@@ -30,8 +33,9 @@ def make_plan(configs: list[EngineConfig], n_points: int = 1, n_requests: int = 
 
 
 def make_env(watts=WATTS, visible=None, hardware=None) -> RunEnvironment:
-    return RunEnvironment(device={"vendor": "nvidia", "name": "Fake H100", "count": len(watts)}, hardware=hardware,
-                          telemetry_factory=FakeNvmlTelemetry(watts), idle_baseline_s=0.05, visible_devices=visible)
+    return RunEnvironment(device=fake_device("nvidia", len(watts)), hardware=hardware,
+                          telemetry_factory=FakeNvmlTelemetry(watts), idle_baseline_s=0.05,
+                          visible=tuple(visible) if visible is not None else None)
 
 
 def endpoint(url: str, **fields) -> EngineConfig:
@@ -121,11 +125,11 @@ def test_engine_death_mid_point_is_recorded_and_the_engine_restarted(tmp_path):
     plan = make_plan([cfg], n_points=2, n_requests=20)
     state = {"killed": False, "revived": None}
 
-    def on_event(kind, info):
-        if kind == "request_done" and info["done"] >= 4 and not state["killed"]:
+    def on_event(event):
+        if isinstance(event, RequestsDone) and event.done >= 4 and not state["killed"]:
             state["killed"] = True
             srv.__exit__(None, None, None)
-        if kind == "point_done" and info["point"].status == "failed" and state["revived"] is None:
+        if isinstance(event, PointDone) and event.point.status == "failed" and state["revived"] is None:
             state["revived"] = FakeServer(FAST, mode="process", port=port).__enter__()
 
     try:
@@ -152,9 +156,9 @@ def test_resume_runs_only_the_missing_points(server, tmp_path):
     plan = make_plan([cfg], n_points=2)
     seen = []
 
-    def stop_after_first(kind, info):
-        if kind == "point_done":
-            seen.append(info["point_id"])
+    def stop_after_first(event):
+        if isinstance(event, PointDone):
+            seen.append(event.point_id)
             raise KeyboardInterrupt
 
     import pandas as pd
@@ -163,7 +167,7 @@ def test_resume_runs_only_the_missing_points(server, tmp_path):
         execute(plan, tmp_path, make_env(), on_event=stop_after_first)
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "interrupted"
     first_power = pd.read_parquet(tmp_path / "power.parquet")
-    result = execute(plan, tmp_path, make_env(), resume=True, on_event=lambda k, i: seen.append(i["point_id"]) if k == "point_done" else None)
+    result = execute(plan, tmp_path, make_env(), resume=True, on_event=lambda e: seen.append(e.point_id) if isinstance(e, PointDone) else None)
     assert result.status == "complete"
     assert [p.point_id for p in result.points] == [p.point_id for p in plan.points]
     assert seen == [plan.points[0].point_id, plan.points[1].point_id]  # the first point ran once
@@ -213,10 +217,10 @@ def test_engine_death_in_the_last_point_ends_partial_not_complete(tmp_path):
     plan = make_plan([cfg], n_points=2, n_requests=20)
     seen = []
 
-    def kill_in_last_point(kind, info):
-        if kind == "point_start":
-            seen.append(info["point_id"])
-        if kind == "request_done" and len(seen) == 2 and info["done"] >= 4 and srv.pids:
+    def kill_in_last_point(event):
+        if isinstance(event, PointStarting):
+            seen.append(event.point_id)
+        if isinstance(event, RequestsDone) and len(seen) == 2 and event.done >= 4 and srv.pids:
             srv.__exit__(None, None, None)
 
     try:
@@ -254,3 +258,38 @@ def test_report_shows_a_dead_writers_run_as_stale(server, tmp_path):
     res = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "status stale (process gone)" in res.output
+
+
+def test_an_engine_with_only_the_protocols_members_runs_through_the_engine_session(server, tmp_path, monkeypatch):
+    """Replaces a test that read the runner's source for `hasattr(`: an engine that has exactly
+    the ServerEngine protocol's members (no process id, no request headers) is started,
+    measured and stopped by the engine session, its missing process id told as None."""
+    from bench.engines.base import ServerEngine
+    from bench.run import engine_session
+    from bench.run.events import EngineReady
+
+    class Bare:  # the protocol's members only (bench.engines.base.ServerEngine)
+        name, kind, n_gpus, log_path = "bare", "server", 1, tmp_path / "bare.log"
+        base_url, served_model = server.base_url, FAST.model
+        stopped = False
+
+        def version(self) -> str:
+            return "bare-1"
+
+        def start(self) -> None: ...
+        def alive(self) -> bool: return True
+        def healthy(self) -> bool: return True
+        def server_counters(self): return None
+        def reset_prefix_cache(self) -> str: return "not supported"
+        def log_tail(self, n: int = 20) -> str: return ""
+
+        def stop(self) -> None:
+            Bare.stopped = True
+
+    engine: ServerEngine = Bare()  # a type checker holds Bare to the protocol
+    monkeypatch.setattr(engine_session, "start_engine", lambda cfg, env, run_dir, devices=None: (engine, None))
+    events = []
+    result = execute(make_plan([endpoint(server.base_url)], telemetry="none"), tmp_path, make_env(), on_event=events.append)
+    assert [p.status for p in result.points] == ["ok"], result.points[0].error
+    assert [e.pid for e in events if isinstance(e, EngineReady)] == [None] and Bare.stopped
+    assert next(iter(result.extra["engine_version"].values())) == "bare-1"

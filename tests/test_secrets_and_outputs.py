@@ -11,8 +11,10 @@ from result_factory import make_run
 from bench.cli import cli
 from bench.errors import ConfigError, StoreError
 from bench.plan import EngineConfig, Plan, PointSpec
-from bench.run.runner import RunEnvironment, execute
+from bench.run.environment import RunEnvironment
+from bench.run.runner import execute
 from bench.store import Store, prepare, upload
+from bench.testing.fake_device import fake_device
 
 API_KEY = "sk-live-0123456789abcdefABCDEF"
 PASSWORD = "hunter2-very-secret"
@@ -26,7 +28,7 @@ def _plan(cfg: EngineConfig) -> Plan:
 
 
 def _env() -> RunEnvironment:
-    return RunEnvironment(device={"vendor": "cpu", "name": "cpu", "count": 1})
+    return RunEnvironment(device=fake_device("cpu", name="cpu"))
 
 
 def test_an_api_key_engine_arg_is_refused_and_never_written(tmp_path):

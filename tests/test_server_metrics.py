@@ -20,14 +20,16 @@ from bench.measure.groups import ServerCounters
 from bench.measure.validity import check_point
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.results import read_summary
+from bench.run.environment import RunEnvironment
 from bench.run.measure_point import workload_seed
-from bench.run.runner import RunEnvironment, execute
+from bench.run.runner import execute
 from bench.run.scope import SERVER_METRICS_FILE
 from bench.telemetry.server_metrics import (
     ServerMetricsScraper,
     parse_metrics,
     window_summary,
 )
+from bench.testing.fake_device import fake_device
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 FAST = FakeServerConfig(ttft_s=0.01, itl_s=0.004)
@@ -44,7 +46,7 @@ def _plan(url: str, workloads: list[dict], concurrency=(2,), n_requests: int = 8
 
 
 def _env() -> RunEnvironment:
-    return RunEnvironment(device={"vendor": "cpu", "name": "cpu", "count": 0}, idle_baseline_s=0.0)
+    return RunEnvironment(device=fake_device("cpu", 0, name="cpu"), idle_baseline_s=0.0)
 
 
 # ------------------------------------------------------------------ the fake server's metrics

@@ -142,18 +142,15 @@ def test_bench_report_replaces_a_report_only_once_the_new_one_is_whole(finished_
 
 def test_sigterm_is_called_sigterm_not_ctrl_c(tmp_path):
     from bench.errors import BenchError
+    from bench.run.events import PointStarting
     from bench.run.session import run_plan
 
-    class TermAtPointStart:  # a progress stand-in: SIGTERM to this process once a point is under way
-        def on_event(self, kind, info):
-            if kind == "point_start":
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        def close(self):
-            pass
+    def term_at_point_start(event):  # SIGTERM to this process once a point is under way
+        if isinstance(event, PointStarting):
+            os.kill(os.getpid(), signal.SIGTERM)
 
     with FakeServer(FAST) as srv, pytest.raises(BenchError) as e:
-        run_plan(make_plan([endpoint(srv.base_url)], n_points=2), tmp_path, make_env(), TermAtPointStart())
+        run_plan(make_plan([endpoint(srv.base_url)], n_points=2), tmp_path, make_env(), term_at_point_start)
     (run_dir,) = tmp_path.iterdir()
     assert str(e.value) == (f"terminated (SIGTERM); finished points are kept in {run_dir} "
                             f"(continue with --resume {run_dir})") and e.value.exit_code == 130
@@ -163,9 +160,10 @@ def test_sigterm_is_called_sigterm_not_ctrl_c(tmp_path):
 
 def test_pack_on_a_cpu_host_is_refused_before_the_plan_is_printed_or_a_folder_made(tmp_path, monkeypatch):
     from bench.run import session
-    from bench.run.runner import RunEnvironment
+    from bench.run.environment import RunEnvironment
+    from bench.testing.fake_device import fake_device
 
-    monkeypatch.setattr(session, "prepare_run", lambda *a, **k: (RunEnvironment(device={"vendor": "cpu", "count": 1}),
+    monkeypatch.setattr(session, "prepare_run", lambda *a, **k: (RunEnvironment(device=fake_device("cpu")),
                                                                   "device: cpu"))
     out = tmp_path / "runs"
     result = _bench("sweep", str(REPO / "sweeps" / "cpu-tiny.yaml"), "--pack", "--out", str(out))

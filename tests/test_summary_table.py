@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.cli.progress import Progress, summary_table
 from bench.measure.groups import CostFigures, Metrics
 from bench.results import read_summary
+from bench.run.events import PointDone
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu-host"
 
@@ -38,7 +39,7 @@ def test_a_point_where_every_request_failed_shows_no_throughput(capsys):
     p.energy, p.roofline = None, None
     row = next(ln for ln in summary_table(run).splitlines() if ln.startswith(p.point_id + " "))
     assert "None" not in row
-    Progress(disable=True).on_event("point_done", {"point_id": p.point_id, "point": p})
+    Progress(disable=True).on_event(PointDone(p))
     assert "no out tok/s" in capsys.readouterr().err
 
 
@@ -98,14 +99,14 @@ def test_the_point_done_line_marks_an_invalid_points_ttft(capsys):
     run = read_summary(RESULTS / "20261124T002601Z_run-tiny-llama")
     p = _starved(run.points[0])
     ttft_ms = f"{1000 * p.metrics['ttft_s_p50']:.1f}"
-    Progress(disable=True).on_event("point_done", {"point_id": p.point_id, "point": p})
+    Progress(disable=True).on_event(PointDone(p))
     line = capsys.readouterr().err.strip()
     assert f"ttft p50 [{ttft_ms}] ms (not a server measurement)" in line and "INVALID: client saturation" in line
     ok = run.points[1]
-    Progress(disable=True).on_event("point_done", {"point_id": ok.point_id, "point": ok})
+    Progress(disable=True).on_event(PointDone(ok))
     assert f"ttft p50 {1000 * ok.metrics['ttft_s_p50']:.1f} ms" in capsys.readouterr().err
     ok.metrics = Metrics(n_measured=20, n_failed=20, error_rate=1.0)
-    Progress(disable=True).on_event("point_done", {"point_id": ok.point_id, "point": ok})
+    Progress(disable=True).on_event(PointDone(ok))
     assert "ttft p50 n/a" in capsys.readouterr().err  # not "0.0 ms"
 
 
@@ -116,15 +117,17 @@ def test_a_cpu_host_run_prints_dollars_per_mtok_and_labels_nominal_energy(tmp_pa
     price, so $/Mtok is in the table; nominal energy keeps its '*' label."""
     from bench.catalog import get_hardware
     from bench.plan import EngineConfig, Plan, PointSpec
-    from bench.run.runner import RunEnvironment, execute
+    from bench.run.environment import RunEnvironment
+    from bench.run.runner import execute
     from bench.telemetry import open_telemetry
+    from bench.testing.fake_device import fake_device
     from bench.testing.fake_server import FakeServer, FakeServerConfig
 
     def nominal(requested, hardware=None, gpu_indices=None):  # what auto gives where RAPL is unreadable
         return open_telemetry("nominal", hardware=hardware, gpu_indices=gpu_indices)
 
     hw = get_hardware("cpu-host")
-    env = RunEnvironment(device={"vendor": "cpu", "name": "cpu", "count": 1}, hardware=hw,
+    env = RunEnvironment(device=fake_device("cpu", name="cpu"), hardware=hw,
                          telemetry_factory=nominal, idle_baseline_s=0.05)
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.002)) as srv:
         cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=srv.base_url)

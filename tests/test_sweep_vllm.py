@@ -11,6 +11,7 @@ import pytest
 from bench.errors import BenchError
 from bench.plan import build_plan, sweep_from_dict
 from bench.results import read_summary
+from bench.run.events import EngineReady, PointDone, PointStarting, RequestsDone
 from bench.run.runner import execute
 
 pytestmark = pytest.mark.vllm  # every test here starts the real vLLM server
@@ -39,9 +40,9 @@ def test_interrupted_sweep_resumes_without_repeating_points(run_env, tmp_path):
 
     finished = []
 
-    def stop_after_two(kind, info):
-        if kind == "point_done" and info["point"].status == "ok":
-            finished.append(info["point_id"])
+    def stop_after_two(event):
+        if isinstance(event, PointDone) and event.point.status == "ok":
+            finished.append(event.point_id)
             if len(finished) == 2:
                 raise KeyboardInterrupt
 
@@ -59,7 +60,7 @@ def test_interrupted_sweep_resumes_without_repeating_points(run_env, tmp_path):
 
     started = []
     resumed = execute(plan, run_dir, run_env, resume=True,
-                      on_event=lambda kind, info: started.append(info["point_id"]) if kind == "point_start" else None)
+                      on_event=lambda e: started.append(e.point_id) if isinstance(e, PointStarting) else None)
     assert resumed.status == "partial"  # preflight skipped the fp8 points (bench.run.status)
     assert set(started) == {p.point_id for p in plan.points} - set(finished)  # nothing measured twice
     final = read_summary(run_dir)
@@ -73,10 +74,10 @@ def test_engine_killed_mid_point_is_recorded_and_the_sweep_finishes(run_env, tmp
                  workloads=[{"input_len": 16, "output_len": 64}])
     pids = []
 
-    def kill_mid_point(kind, info):
-        if kind == "engine_ready":
-            pids.append(info["pid"])
-        if kind == "request_done" and info["done"] == 4 and len(pids) == 1:
+    def kill_mid_point(event):
+        if isinstance(event, EngineReady):
+            pids.append(event.pid)
+        if isinstance(event, RequestsDone) and event.done == 4 and len(pids) == 1:
             os.killpg(pids[0], signal.SIGKILL)
 
     result = execute(plan, tmp_path / "run", run_env, on_event=kill_mid_point)

@@ -390,19 +390,19 @@ def _runner_plan(url: str, n_points: int, n_requests: int):
 
 
 def _runner_env(workers: int):
-    from bench.run.runner import RunEnvironment
+    from bench.run.environment import RunEnvironment
+    from bench.testing.fake_device import fake_device
 
-    env = RunEnvironment(device={"vendor": "cpu", "name": "test", "count": 1}, idle_baseline_s=0.0)
-    env.client_workers = workers
-    return env
+    return RunEnvironment(device=fake_device("cpu", name="test"), idle_baseline_s=0.0, client_workers=workers)
 
 
 def test_in_a_run_a_dead_worker_fails_its_point_and_the_next_point_runs(teams, tmp_path):
     from bench.results import read_requests, read_summary
+    from bench.run.events import RequestsDone
     from bench.run.runner import execute
 
-    def kill_worker_1(kind, info):
-        if kind == "request_done" and info["done"] >= 8 and len(teams) == 1 and teams[0].procs[1].is_alive():
+    def kill_worker_1(event):
+        if isinstance(event, RequestsDone) and event.done >= 8 and len(teams) == 1 and teams[0].procs[1].is_alive():
             os.kill(teams[0].procs[1].pid, signal.SIGKILL)
 
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
@@ -417,10 +417,11 @@ def test_in_a_run_a_dead_worker_fails_its_point_and_the_next_point_runs(teams, t
 
 def test_ctrl_c_in_a_run_ends_every_worker_and_keeps_the_finished_point(teams, tmp_path):
     from bench.results import read_summary
+    from bench.run.events import RequestsDone
     from bench.run.runner import execute
 
-    def interrupt_second_point(kind, info):
-        if kind == "request_done" and len(teams) == 2 and info["done"] >= 4:
+    def interrupt_second_point(event):
+        if isinstance(event, RequestsDone) and len(teams) == 2 and event.done >= 4:
             raise KeyboardInterrupt
 
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:

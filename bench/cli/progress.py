@@ -5,10 +5,28 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Self
 
 from tqdm import tqdm
 
 from bench.errors import one_line
+from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad
+from bench.run.events import (
+    EngineStarting,
+    Notice,
+    PointDone,
+    PointStarting,
+    RequestsDone,
+    RequestsStalled,
+    RunEvent,
+    RunPrepared,
+)
+
+if TYPE_CHECKING:
+    from bench.measure.groups import Energy, Metrics
+    from bench.plan.request import RunRequest
+    from bench.results import PointResult, RunResult
+    from bench.run.session import RunOutcome
 
 NA = "n/a"  # a figure that was not measured: never printed as a number
 RENDER_INTERVAL_S = 0.2  # the live lines are redrawn at most this often (a fast GPU finishes many requests/s)
@@ -27,18 +45,18 @@ def duration_text(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def point_postfix(info: dict, stalled: int = 0) -> str:
+def point_postfix(progress: RequestsDone | None, stalled: int = 0) -> str:
     """The live part of a point's bar: in-flight requests, output tok/s so far, stalled requests.
 
-    `info` is a `request_done` event; its keys `in_flight`, `output_tokens` and `elapsed_s`
-    (seconds since the point's first send, warm-up included) are optional and shown when present.
+    `progress` is the point's latest `RequestsDone` (None before one); its in-flight count and
+    output tokens over `elapsed_s` (s since the point's first send, warm-up included) are shown
+    when the load gives them.
     """
     parts = []
-    if info.get("in_flight") is not None:
-        parts.append(f"{info['in_flight']} in flight")
-    tokens, elapsed_s = info.get("output_tokens"), info.get("elapsed_s")
-    if tokens is not None and elapsed_s:
-        parts.append(f"{tokens / elapsed_s:.1f} out tok/s so far")
+    if progress is not None and progress.in_flight is not None:
+        parts.append(f"{progress.in_flight} in flight")
+    if progress is not None and progress.output_tokens is not None and progress.elapsed_s:
+        parts.append(f"{progress.output_tokens / progress.elapsed_s:.1f} out tok/s so far")
     if stalled:
         parts.append(f"{stalled} stalled")
     return ", ".join(parts)
@@ -58,63 +76,77 @@ def sweep_eta_s(elapsed_s: float, points_done: float, n_points: int | None) -> f
 
 class Progress:
     """One bar for the run (points, with an ETA), one for the point (requests, in flight,
-    tok/s so far), both on `file` (stderr); disabled when it is not a terminal."""
+    tok/s so far), both on `file` (stderr); disabled when it is not a terminal. `on_event`
+    takes a run's events (bench.run.events). `header(prepared)`: the text written once the run
+    is prepared (default: the device line)."""
 
     def __init__(self, n_points: int | None = None, disable: bool | None = None, file=None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 header: Callable[[RunPrepared], str] | None = None):
         self.file = file if file is not None else sys.stderr
         self.disable = (not self.file.isatty()) if disable is None else disable
         self.clock = clock
-        self.n_points = n_points
-        self.run_bar = tqdm(total=n_points, desc="points", unit="pt", position=0, disable=self.disable,
-                            dynamic_ncols=True, file=self.file,
-                            bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed} elapsed{postfix}",
-                            ) if n_points else None
+        self.header = header or (lambda prepared: prepared.note)
+        self.n_points = None
+        self.run_bar = None
+        self._open_run_bar(n_points)
         self.point_bar = None
         self._stall_shown = False
         self._stalled = 0
-        self._last_info: dict = {}
+        self._last: RequestsDone | None = None
         self._t_first_s: float | None = None  # first point_start
         self._points_done = 0
         self._point_fraction = 0.0  # of the running point, by finished requests
         self._last_render_s = -float("inf")
 
-    def on_event(self, kind: str, info: dict) -> None:
-        if kind == "engine_start":
-            tqdm.write(f"starting engine for {info['model']} ({info['config_id']}) ...", file=self.file)
-        elif kind == "point_start":
+    def _open_run_bar(self, n_points: int | None) -> None:
+        self.n_points = n_points
+        if self.run_bar is not None:
+            self.run_bar.close()
+        self.run_bar = tqdm(total=n_points, desc="points", unit="pt", position=0, disable=self.disable,
+                            dynamic_ncols=True, file=self.file,
+                            bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed} elapsed{postfix}",
+                            ) if n_points else None
+
+    def on_event(self, event: RunEvent) -> None:
+        if isinstance(event, RunPrepared):
+            tqdm.write(self.header(event), file=self.file)
+            self._open_run_bar(event.n_points)
+        elif isinstance(event, EngineStarting):
+            tqdm.write(f"starting engine for {event.model} ({event.config_id}) ...", file=self.file)
+        elif isinstance(event, PointStarting):
             self._close_point()
             if self._t_first_s is None:
                 self._t_first_s = self.clock()
-            self._stalled, self._last_info, self._point_fraction = 0, {}, 0.0
-            self.point_bar = tqdm(total=info["n"], desc=info["point_id"], unit="req", leave=False,
+            self._stalled, self._last, self._point_fraction = 0, None, 0.0
+            self.point_bar = tqdm(total=event.n_requests, desc=event.point_id, unit="req", leave=False,
                                   position=1, disable=self.disable, dynamic_ncols=True, file=self.file)
             self._render(force=True)
-        elif kind == "request_done":
-            self._request_done(info)
-        elif kind == "requests_stalled":
-            self._on_stalled(info["n"])
-        elif kind == "notice":  # one line the runner has to say (a stale engine stopped on resume)
-            tqdm.write(info["text"], file=self.file)
-        elif kind == "point_done":
+        elif isinstance(event, RequestsDone):
+            self._request_done(event)
+        elif isinstance(event, RequestsStalled):
+            self._on_stalled(event.n)
+        elif isinstance(event, Notice):  # one line the runner has to say (a stale engine stopped on resume)
+            tqdm.write(event.text, file=self.file)
+        elif isinstance(event, PointDone):
             self._close_point()
             self._points_done += 1
             self._point_fraction = 0.0
-            tqdm.write(point_line(info["point"]), file=self.file)
+            tqdm.write(point_line(event.point), file=self.file)
             if self.run_bar is not None:
                 self.run_bar.update(1)
             self._render(force=True)
 
-    def _request_done(self, info: dict) -> None:
-        self._last_info = info
-        total = info.get("total") or (self.point_bar.total if self.point_bar is not None else None)
+    def _request_done(self, event: RequestsDone) -> None:
+        self._last = event
+        total = event.total or (self.point_bar.total if self.point_bar is not None else None)
         if total:
-            self._point_fraction = min(info["done"] / total, 1.0)
+            self._point_fraction = min(event.done / total, 1.0)
         if self.point_bar is not None:
-            if info.get("total") and self.point_bar.total != info["total"]:
-                self.point_bar.total = info["total"]
-            self.point_bar.n = info["done"]
-        self._render(force=bool(total) and info["done"] >= total)
+            if event.total and self.point_bar.total != event.total:
+                self.point_bar.total = event.total
+            self.point_bar.n = event.done
+        self._render(force=bool(total) and event.done >= total)
 
     def _on_stalled(self, n: int) -> None:
         """In-flight requests with no token for a while: on the bar, or one line when there is no bar."""
@@ -141,7 +173,7 @@ class Progress:
             return
         self._last_render_s = now
         if self.point_bar is not None:
-            self.point_bar.set_postfix_str(point_postfix(self._last_info, self._stalled), refresh=False)
+            self.point_bar.set_postfix_str(point_postfix(self._last, self._stalled), refresh=False)
             self.point_bar.refresh()
         if self.run_bar is not None:
             self.run_bar.set_postfix_str(self.eta_text(), refresh=False)
@@ -156,6 +188,21 @@ class Progress:
         self._close_point()
         if self.run_bar is not None:
             self.run_bar.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_with_progress(request: RunRequest, header: Callable[[RunPrepared], str] | None = None) -> RunOutcome:
+    """`request` run by the library's one entry point, its progress drawn on stderr;
+    `header(prepared)` is written once the run is prepared (default: the device line)."""
+    from bench.run.session import run_request
+
+    with Progress(header=header) as progress:
+        return run_request(request, on_event=progress.on_event)
 
 
 # ---------------------------------------------------------------- figures as text
@@ -177,31 +224,35 @@ def _marked(cell: str, valid: bool) -> str:
     return cell if valid or cell in ("", NA) else f"[{cell}]"
 
 
-def latency_cells(metrics, valid: bool) -> dict[str, str]:
+def latency_cells(metrics: Metrics | None, valid: bool) -> dict[str, str]:
     """The latency and interactivity cells of an ok point.
 
     A TPOT of 0 or None means no inter-token time was measured (every request gave one
     token, or they all arrived in one read): TPOT and tok/s/user are then n/a, never a number.
     An invalid point's figures are bracketed: they are not measurements of the server.
     """
-    m = metrics or {}
-    tpot_s = m.get("tpot_s_p50")
+    if metrics is None:
+        return dict.fromkeys(LATENCY_COLUMNS, NA)
+    tpot_s = metrics.tpot_s_p50
     cells = {
-        "tok/s/user": (_num(m.get("interactivity_tok_s_user")) or NA) if tpot_s else NA,
-        "ttft p50 ms": _ms(m.get("ttft_s_p50")) or NA,
-        "ttft p99 ms": _ms(m.get("ttft_s_p99")) or NA,
+        "tok/s/user": (_num(metrics.interactivity_tok_s_user) or NA) if tpot_s else NA,
+        "ttft p50 ms": _ms(metrics.ttft_s_p50) or NA,
+        "ttft p99 ms": _ms(metrics.ttft_s_p99) or NA,
         "tpot p50 ms": _ms(tpot_s) if tpot_s else NA,
     }
     return {k: _marked(v, valid) for k, v in cells.items()}
 
 
-def point_line(pr) -> str:
+LATENCY_COLUMNS = ("tok/s/user", "ttft p50 ms", "ttft p99 ms", "tpot p50 ms")
+
+
+def point_line(pr: PointResult) -> str:
     """The one line printed when a point finishes."""
     line = f"{pr.point_id}: {pr.status}"
     if pr.status == "ok":
-        m = pr.metrics or {}
-        out_tok_s = m.get("output_tok_s")
-        ttft = _ms(m.get("ttft_s_p50"))
+        m = pr.metrics
+        out_tok_s = m.output_tok_s if m is not None else None
+        ttft = _ms(m.ttft_s_p50 if m is not None else None)
         ttft = NA if not ttft else (f"{ttft} ms" if pr.valid else f"[{ttft}] ms (not a server measurement)")
         line += f", {'no' if out_tok_s is None else f'{out_tok_s:.1f}'} out tok/s, ttft p50 {ttft}"
         if not pr.valid:
@@ -211,36 +262,51 @@ def point_line(pr) -> str:
     return line
 
 
-def summary_table(result) -> str:
+def _load_cell(load: LoadSpec) -> str:
+    """The load column: its kind, shortened, and its level (a trace: its in-flight cap, or replay)."""
+    if isinstance(load, TraceLoad):  # a trace's own schedule: only its cap, if any, is a level
+        return f"trace {f'mc{load.max_concurrency}' if load.max_concurrency else 'replay'}"
+    if isinstance(load, ConcurrencyLoad):
+        level = load.concurrency
+    elif isinstance(load, RateLoad):
+        level = load.rate_rps
+    else:
+        level = load.batch
+    return f"{load.kind[:4]} {level}"
+
+
+def _energy_cell(energy: Energy | None) -> str:
+    """How the energy was measured; `*` marks an estimate (nominal power x time)."""
+    if energy is None:
+        return ""
+    return (energy.energy_method or "") + ("" if energy.measured else "*")
+
+
+def summary_table(result: RunResult) -> str:
     """One row per load point: load, throughput, latency, energy, cost, validity."""
     from bench.cli.textable import format_table
 
     rows = []
     scenario = None
-    blank_latency = dict.fromkeys(latency_cells({}, True), "")
+    blank_latency = dict.fromkeys(LATENCY_COLUMNS, "")
     for p in result.points:
-        m, e = p.metrics or {}, p.energy or {}
-        spec = p.load.model_dump(mode="json")
-        load = spec.get("concurrency") or spec.get("rate_rps") or spec.get("batch")
-        if p.load.kind == "trace":  # a trace's own schedule: only its cap, if any, is a level
-            load = f"mc{spec['max_concurrency']}" if spec.get("max_concurrency") else "replay"
-        name, cost = next(((n, c) for n, c in p.cost.items() if c.get("usd_per_mtok_output") is not None),
-                          (None, {}))
-        if name and not scenario:
-            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.get('utilization') or 1.0:g}"
+        m, e = p.metrics, p.energy
+        name, cost = next(((n, c) for n, c in p.cost.items() if c.usd_per_mtok_output is not None), (None, None))
+        if cost is not None and not scenario:
+            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.utilization or 1.0:g}"
         latency = latency_cells(m, p.valid) if p.status == "ok" else blank_latency
         rows.append({
             "point": p.point_id,
-            "load": f"{p.load.kind[:5] if p.load.kind == 'trace' else p.load.kind[:4]} {load}",
+            "load": _load_cell(p.load),
             "status": p.status if p.status != "ok" else ("ok" if p.valid else "INVALID"),
-            "out tok/s": _num(m.get("output_tok_s")),
-            "tok/s/gpu": _num(m.get("tok_s_per_gpu")),
+            "out tok/s": _num(m.output_tok_s if m is not None else None),
+            "tok/s/gpu": _num(m.tok_s_per_gpu if m is not None else None),
             **latency,
             "errors": "" if p.status != "ok" else str(p.n_failed),
-            "W": _num(e.get("avg_power_w")),
-            "J/tok": _num(e.get("j_per_token"), "{:.3g}"),
-            "energy": ("" if not e else (e.get("energy_method") or "") + ("" if e.get("measured") else "*")),
-            "$/Mtok out": _num(cost.get("usd_per_mtok_output"), "{:.3g}"),
+            "W": _num(e.avg_power_w if e is not None else None),
+            "J/tok": _num(e.j_per_token if e is not None else None, "{:.3g}"),
+            "energy": _energy_cell(e),
+            "$/Mtok out": _num(cost.usd_per_mtok_output if cost is not None else None, "{:.3g}"),
         })
     table = format_table(rows, list(rows[0]) if rows else ["point"])
     notes = [f"{p.point_id}: {p.error or '; '.join(p.invalid_reasons)}" for p in result.points

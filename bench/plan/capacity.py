@@ -20,8 +20,21 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from bench.errors import ConfigError
+from bench.plan.points import PositiveInt, Rate
+
+# The search's defaults, the one place: the sweep file's `capacity:` schema, `bench capacity`'s
+# help and `CapacitySearch` read them.
+DEFAULT_LOAD = "rate"
+DEFAULT_REPEATS = 3
+DEFAULT_START = 1.0  # first level (requests/s or requests)
+DEFAULT_TOLERANCE = 0.1  # rates: stop when the bracket is within this share of the passing level
+DEFAULT_MAX_STEPS = 8  # bisections at most
+MAX_LEVEL = {"concurrency": 4096.0, "rate": 1e4}  # highest level tried when none is given
 
 METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "itl": "itl_s", "e2e": "e2e_s",
            "ttft_sched": "ttft_sched_s", "e2e_sched": "e2e_sched_s"}
@@ -76,17 +89,37 @@ class Step:
                 "upper_bounds": self.bounds}
 
 
+class CapacitySettings(BaseModel):
+    """`capacity:` of a sweep file, with `bench capacity`'s flags applied: the SLO capacity
+    search to run (`CapacitySearch.from_settings`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slo: str  # e.g. "ttft_p95=2s,tpot_p95=100ms" (parse_slo)
+    load: Literal["rate", "concurrency"] = DEFAULT_LOAD
+    repeats: PositiveInt = DEFAULT_REPEATS
+    start: Rate | None = None  # None: DEFAULT_START
+    max_level: Rate | None = None  # None: MAX_LEVEL of the load
+    tolerance: Rate = DEFAULT_TOLERANCE
+    max_steps: PositiveInt = DEFAULT_MAX_STEPS
+
+    @model_validator(mode="after")
+    def _slo_parses(self) -> CapacitySettings:
+        parse_slo(self.slo)
+        return self
+
+
 @dataclass
 class CapacitySearch:
     """Bracket-then-bisect over rate (float) or concurrency (int) levels."""
 
     slo: dict[str, float]
-    kind: str = "rate"  # "rate" | "concurrency"
-    repeats: int = 3
+    kind: str = DEFAULT_LOAD  # "rate" | "concurrency"
+    repeats: int = DEFAULT_REPEATS
     start: float | None = None
     max_level: float | None = None
-    tolerance: float = 0.1  # rates: stop when (fail - pass) <= tolerance x pass
-    max_steps: int = 8  # bisections at most
+    tolerance: float = DEFAULT_TOLERANCE  # rates: stop when (fail - pass) <= tolerance x pass
+    max_steps: int = DEFAULT_MAX_STEPS  # bisections at most
     steps: list[Step] = field(default_factory=list)
     lo: float | None = None  # largest passing level so far
     hi: float | None = None  # smallest failing level so far
@@ -97,10 +130,16 @@ class CapacitySearch:
             raise ConfigError(f"capacity search over 'rate' or 'concurrency', not {self.kind!r}")
         if self.repeats < 1:
             raise ConfigError("capacity search needs repeats >= 1")
-        self.start = self.start or 1.0
-        self.max_level = self.max_level or (4096.0 if self.kind == "concurrency" else 1e4)
+        self.start = self.start or DEFAULT_START
+        self.max_level = self.max_level or MAX_LEVEL[self.kind]
         if self.kind == "concurrency":
             self.start = float(max(1, round(self.start)))
+
+    @classmethod
+    def from_settings(cls, settings: CapacitySettings) -> CapacitySearch:
+        """The search a sweep file's `capacity:` (with the CLI's flags) describes."""
+        return cls(parse_slo(settings.slo), kind=settings.load, repeats=settings.repeats, start=settings.start,
+                   max_level=settings.max_level, tolerance=settings.tolerance, max_steps=settings.max_steps)
 
     def _level(self, x: float) -> float:
         return float(max(1, round(x))) if self.kind == "concurrency" else float(f"{x:.4g}")

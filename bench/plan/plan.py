@@ -56,7 +56,8 @@ __all__ = [
     "FileWorkload", "LoadSpec", "ModelEntry", "OfflineLevels", "OfflineLoad", "Plan", "PointId", "PointSpec",
     "PreflightSettings", "RandomWorkload", "RateLevels", "RateLoad", "SharedPrefixWorkload", "Skipped",
     "SweepSpec", "WorkloadSpec", "apply_overrides", "build_plan", "gpus_problem", "load_sweep",
-    "overrides_from_options", "plan_from_options", "precision_fields", "safe_id", "sweep_from_dict",
+    "overrides_from_options", "plan_from_options", "precision_fields", "safe_id", "single_run_sweep",
+    "sweep_from_dict",
 ]
 
 
@@ -184,31 +185,45 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
     )
 
 
-def plan_from_options(
-    model: str,
-    *,
-    concurrency: list[int] | tuple[int, ...] = (1,),
-    input_len: int = 128,
-    output_len: int = 64,
-    hardware: Any = None,
-    n_devices: int = 1,
-    catalog: Any = None,
-    **options: Any,
-) -> Plan:
-    """The plan of one `bench run`: the same path as a sweep, from single-run options.
+# `bench run`'s defaults (and `bench capacity`'s without a sweep file): the tiny Llama, random
+# prompts, three concurrency levels, and enough requests that p99 is not one of the largest samples.
+RUN_MODEL = "tiny-llama"
+RUN_CONCURRENCY = (1, 4, 16)
+RUN_INPUT_LEN = 128  # tokens
+RUN_OUTPUT_LEN = 64  # tokens
+RUN_MIN_REQUESTS = 100  # fewer measured requests than this and a point's p99 is one of its largest samples
 
-    `options` are CLI option values (see `overrides_from_options`) or override keys (see
+
+def single_run_sweep(model: str, concurrency: list[int] | tuple[int, ...], input_len: int, output_len: int,
+                     options: dict[str, Any] | None = None) -> SweepSpec:
+    """The sweep of one model under one random workload at a few concurrency levels, with
+    `options` applied: CLI option values (see `overrides_from_options`) or override keys (see
     `apply_overrides`): weights, dtype, quantization, kv_cache_dtype, n_requests, n_warmup,
     engine, endpoint_url, tensor_parallel_size, max_num_seqs, max_model_len, engine_args
-    (pass-through dict), seed, endpoint, slo, telemetry, out_dir, name, ..."""
+    (pass-through dict), seed, endpoint, slo, telemetry, out_dir, name, loads, ..."""
     raw = {
         "models": [model],
         "workloads": [{"kind": "random", "input_len": input_len, "output_len": output_len}],
         "loads": [{"kind": "concurrency", "concurrency": list(concurrency)}],
     }
-    options.setdefault("name", f"run-{safe_id(model)}")
-    sweep = sweep_from_dict(raw, overrides_from_options(options), source="options")
-    return build_plan(sweep, hardware, n_devices, catalog)
+    options = {"name": f"run-{safe_id(model)}", **(options or {})}
+    return sweep_from_dict(raw, overrides_from_options(options), source="options")
+
+
+def plan_from_options(
+    model: str,
+    *,
+    concurrency: list[int] | tuple[int, ...] = (1,),
+    input_len: int = RUN_INPUT_LEN,
+    output_len: int = RUN_OUTPUT_LEN,
+    hardware: Any = None,
+    n_devices: int = 1,
+    catalog: Any = None,
+    **options: Any,
+) -> Plan:
+    """The plan of `single_run_sweep`: the same path as a sweep file, from single-run options."""
+    return build_plan(single_run_sweep(model, concurrency, input_len, output_len, options), hardware, n_devices,
+                      catalog)
 
 
 def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:

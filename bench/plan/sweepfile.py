@@ -29,6 +29,7 @@ from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
 from bench.errors import ConfigError, one_line
+from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
     Arrival,
@@ -85,25 +86,6 @@ class RateLevels(_Strict):
     def expand(self) -> list[RateLoad]:
         shape = {"arrival": self.arrival, "burstiness": self.burstiness, "max_concurrency": self.max_concurrency}
         return [RateLoad(rate_rps=rate, **shape) for rate in self.rate_rps]
-
-
-class CapacitySettings(_Strict):
-    """`capacity:` of a sweep file: the SLO capacity search `bench capacity SWEEP` runs."""
-
-    slo: str  # e.g. "ttft_p95=2s,tpot_p95=100ms" (bench.plan.capacity.parse_slo)
-    load: Literal["rate", "concurrency"] = "rate"
-    repeats: PositiveInt = 3
-    start: Rate | None = None  # first level (requests/s or requests); None: 1
-    max_level: Rate | None = None
-    tolerance: Rate = 0.1  # rates: stop when the bracket is within this share of the passing level
-    max_steps: PositiveInt = 8  # bisections at most
-
-    @model_validator(mode="after")
-    def _slo_parses(self) -> CapacitySettings:
-        from bench.plan.capacity import parse_slo
-
-        parse_slo(self.slo)
-        return self
 
 
 class TraceLevels(_Strict):

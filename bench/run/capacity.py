@@ -22,11 +22,16 @@ import math
 import statistics
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from bench.errors import one_line
+from bench.plan.pointid import PointId
+
 from bench.plan import PointSpec
 from bench.plan.capacity import CapacitySearch
-from bench.plan.pointid import PointId
 from bench.plan.points import ConcurrencyLoad, RateLoad
+from bench.results import RunResult
+from bench.run.engine_session import RunContext, run_engine_session
 from bench.run.status import measured
 
 PROBE_RETRIES = 2  # a failed probe is measured again at most this many times, then the search stops
@@ -135,56 +140,107 @@ class CapacityRun:
         if bad or retried:
             step.why = one_line("; ".join(filter(None, [step.why, *bad, *retried])))
 
-    def summary(self) -> dict:
-        out = self.search.summary()
-        out["point_ids"] = {str(lv): [p.point_id for p in reps.values() if p is not None]
-                            for lv, reps in self.results.items()}
-        out["probe_retries"] = PROBE_RETRIES
-        out["retried"] = {str(lv): notes for lv, notes in self.retried.items()}
-        out["stopped"] = self.stopped
-        if self.stopped:  # the bracket is open: the largest level that passed is no boundary
-            out["last_passing"], out["boundary"] = out["boundary"], None
-        b = out["boundary"]
-        out["at_boundary"] = boundary_figures(list(self.results.get(b, {}).values())) if b is not None else None
-        return out
+    def summary(self) -> CapacitySummary:
+        stopped = self.stopped is not None  # the bracket is open: the largest level that passed is no boundary
+        search = self.search.summary()
+        boundary = None if stopped else search.pop("boundary")
+        search.pop("boundary", None)
+        at = boundary_figures(list(self.results.get(boundary, {}).values())) if boundary is not None else None
+        return CapacitySummary(
+            **search, boundary=boundary, last_passing=self.search.boundary if stopped else None,
+            point_ids={str(lv): [p.point_id for p in reps.values() if p is not None]
+                       for lv, reps in self.results.items()},
+            probe_retries=PROBE_RETRIES, retried={str(lv): notes for lv, notes in self.retried.items()},
+            stopped=self.stopped, at_boundary=at)
 
 
-def _mean_sd(values: list[float | None]) -> dict | None:
+def _mean_sd(values: list[float | None]) -> MeanSd | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+    return MeanSd(mean=statistics.fmean(vals), sd=statistics.stdev(vals) if len(vals) > 1 else 0.0, n=len(vals))
 
 
-def boundary_figures(points: list) -> dict:
+def boundary_figures(points: list) -> BoundaryFigures:
     """Mean and sd over the boundary's repeats: throughput per GPU, goodput, $/Mtok, J/token."""
     ok = [p for p in points if p is not None and p.metrics is not None]
-
-    def energy(p, key):
-        return p.energy.get(key) if p.energy is not None else None
+    energy = [p.energy for p in ok if p.energy is not None]
 
     def cost(p):
-        for figures in (p.cost or {}).values():
-            if figures.usd_per_mtok_output is not None:
-                return figures.usd_per_mtok_output, figures.scenario
-        return None, None
+        return next((c for c in p.cost.values() if c.usd_per_mtok_output is not None), None)
 
-    scenario = next((cost(p)[1] for p in ok if cost(p)[1]), None)
-    return {
-        "tok_s_per_gpu": _mean_sd([p.metrics.tok_s_per_gpu for p in ok]),
-        "output_tok_s_per_gpu": _mean_sd([p.metrics.output_tok_s_per_gpu for p in ok]),
-        "goodput_output_tok_s": _mean_sd([p.metrics.goodput_output_tok_s for p in ok]),
-        "usd_per_mtok_output": _mean_sd([cost(p)[0] for p in ok]), "cost_scenario": scenario,
-        "j_per_output_token": _mean_sd([energy(p, "j_per_output_token") for p in ok]),
-        "j_per_output_token_net": _mean_sd([energy(p, "j_per_output_token_net") for p in ok]),
-        "energy_method": next((energy(p, "energy_method") for p in ok if energy(p, "energy_method")), None),
-    }
+    priced = [c for c in map(cost, ok) if c is not None]
+    return BoundaryFigures(
+        tok_s_per_gpu=_mean_sd([p.metrics.tok_s_per_gpu for p in ok]),
+        output_tok_s_per_gpu=_mean_sd([p.metrics.output_tok_s_per_gpu for p in ok]),
+        goodput_output_tok_s=_mean_sd([p.metrics.goodput_output_tok_s for p in ok]),
+        usd_per_mtok_output=_mean_sd([c.usd_per_mtok_output for c in priced]),
+        cost_scenario=next((c.scenario for c in priced if c.scenario), None),
+        j_per_output_token=_mean_sd([e.j_per_output_token for e in energy]),
+        j_per_output_token_net=_mean_sd([e.j_per_output_token_net for e in energy]),
+        energy_method=next((e.energy_method for e in energy if e.energy_method), None),
+    )
 
 
-def run_capacity(search: CapacitySearch, plan, run_dir, env, sink, emit, result, devices, visible) -> None:
-    """The search on the plan's one engine configuration and workload (its first point is the template)."""
-    from bench.run.runner import _run_config
+class MeanSd(BaseModel):
+    """Mean and sample standard deviation over `n` repeats (sd 0 for one)."""
 
+    mean: float
+    sd: float
+    n: int
+
+
+class BoundaryFigures(BaseModel):
+    """The boundary level's repeats: tok/s per GPU, goodput (tok/s), $/Mtok output and J/output
+    token (gross and net of idle power), each as mean and sd; None where no repeat had it."""
+
+    tok_s_per_gpu: MeanSd | None = None
+    output_tok_s_per_gpu: MeanSd | None = None
+    goodput_output_tok_s: MeanSd | None = None
+    usd_per_mtok_output: MeanSd | None = None
+    cost_scenario: str | None = None
+    j_per_output_token: MeanSd | None = None
+    j_per_output_token_net: MeanSd | None = None
+    energy_method: str | None = None
+
+
+class SearchStep(BaseModel):
+    """One measured level: each repeat's SLO values (s), their upper confidence bounds, the verdict."""
+
+    level: float
+    passed: bool
+    why: str = ""
+    values: dict[str, list[float | None]] = Field(default_factory=dict)
+    upper_bounds: dict[str, float | None] = Field(default_factory=dict)
+
+
+class CapacitySummary(BaseModel):
+    """A search as run.json keeps it (`extra.capacity.<config id>`) and the terminal prints it.
+    Levels are requests/s (rate) or requests in flight (concurrency); SLO limits in s."""
+
+    slo: dict[str, float]
+    kind: str
+    repeats: int
+    confidence: str
+    start: float | None = None
+    max_level: float | None = None
+    tolerance: float | None = None
+    boundary: float | None = None  # the largest level that met the SLO; None: none did, or the search stopped
+    first_failing: float | None = None
+    steps: list[SearchStep] = Field(default_factory=list)
+    point_ids: dict[str, list[str]] = Field(default_factory=dict)  # level -> its probes' point ids
+    probe_retries: int | None = None  # runs before 2026-12 did not retry
+    retried: dict[str, list[str]] = Field(default_factory=dict)  # level -> "point id: error" of each failed attempt
+    stopped: str | None = None  # why the search ended without a boundary
+    last_passing: float | None = None  # a stopped search: the largest level that met the SLO before
+    at_boundary: BoundaryFigures | None = None
+
+
+def run_capacity(ctx: RunContext, search: CapacitySearch, devices: list[int] | None, result: RunResult) -> None:
+    """The search on the plan's one engine configuration and workload (its first point is the
+    template), as one engine session whose next probes the search chooses. `result`: the run
+    so far (a resumed search reuses the probes measured in it)."""
+    plan, sink = ctx.plan, ctx.sink
     (cfg,) = plan.engine_configs
     done = {p.point_id: p for p in result.points if p.status in ("ok", "skipped")}
     driver = CapacityRun(search, plan.points[0], done)
@@ -192,16 +248,15 @@ def run_capacity(search: CapacitySearch, plan, run_dir, env, sink, emit, result,
 
     def more(pr):
         nxt = driver.more(pr)
-        sink.note("capacity", cid, driver.summary())
+        sink.note("capacity", cid, driver.summary().model_dump())
         return nxt
 
     first = driver.first()
-    sink.note("capacity", cid, driver.summary())
+    sink.note("capacity", cid, driver.summary().model_dump())
     if first:
-        _run_config(cfg, first, plan, run_dir, env, sink, emit, devices=devices, visible=visible, more=more,
-                    raise_start=not done)
-    if driver.level is not None and not driver.stopped:  # the runner gave up on the engine mid-search
+        run_engine_session(ctx, cfg, first, devices, more=more, raise_start=not done)
+    if driver.level is not None and not driver.stopped:  # the session gave up on the engine mid-search
         last = next((p for p in reversed(result.points) if p.status == "failed"), None)
         driver.stop(f"the search ended before level {driver.level:g} was measured"
                     + (f": {last.point_id}: {last.error}" if last is not None else ""))
-    sink.note("capacity", cid, driver.summary())
+    sink.note("capacity", cid, driver.summary().model_dump())

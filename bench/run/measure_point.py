@@ -12,6 +12,7 @@ from bench.load.workload import make_workload
 from bench.plan import PointSpec
 from bench.results import PointResult, write_requests
 from bench.results.point import build_point_result
+from bench.run.events import RequestsDone, RequestsStalled
 from bench.run.scope import server_metrics_frame
 
 
@@ -49,8 +50,8 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
                                       stall_timeout_s=env.stall_timeout_s, headers=headers)
             pr = run_point_sync(LoadJob(
                 engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
-                client=client_cfg, progress=lambda info: emit("request_done", info), workers=env.client_workers,
-                stalled=lambda n: emit("requests_stalled", {"n": n}),
+                client=client_cfg, progress=lambda info: emit(RequestsDone(**info)), workers=env.client_workers,
+                stalled=lambda n: emit(RequestsStalled(n)),
             ))
             records = pr.records
             client = pr.client_token_counts()

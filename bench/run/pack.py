@@ -16,9 +16,12 @@ packed must agree with it within `PACK_TOLERANCE` or it is marked invalid.
 from __future__ import annotations
 
 import queue as queue_mod
+from dataclasses import replace
 from typing import Any
 
 from bench.errors import ConfigError, one_line
+from bench.run.engine_session import RunContext, run_engine_session
+from bench.run.events import EngineStarting, PointDone
 
 # Relative tolerance between a packed point and the same point alone. 5 % is above the
 # repeat-to-repeat spread of a steady-state window on an idle box (~1-3 % for throughput and
@@ -80,11 +83,9 @@ def packed_disagreement(packed, solo, tolerance: float = PACK_TOLERANCE) -> list
 
 
 def _value(point, group: str, key: str):
-    """point.<group>.<key> (None if absent)."""
-    g = getattr(point, group, None)
-    if g is None:
-        return None
-    return g.get(key)  # typed groups and v1 dicts both read with get
+    """point.<group>.<key> of a PointResult's typed groups (None if the group is absent)."""
+    g = getattr(point, group)
+    return None if g is None else getattr(g, key)
 
 
 class _QueueSink:
@@ -115,54 +116,53 @@ def _worker(plan_json: str, config_id: str, point_ids: list[str], devices: list[
     from pathlib import Path
 
     from bench.plan import Plan
-    from bench.run.runner import _run_config
+    from bench.run.events import ignore
 
     plan = Plan.model_validate_json(plan_json)
     cfg = plan.engine_config(config_id)
     todo = [p for p in plan.points_for(config_id) if p.point_id in set(point_ids)]
+    ctx = RunContext(plan, Path(run_dir), env, _QueueSink(q, config_id), ignore, visible)
     try:
-        _run_config(cfg, todo, plan, Path(run_dir), env, _QueueSink(q, config_id), lambda kind, info: None,
-                    devices=devices, visible=visible, measure_others=False)
+        run_engine_session(ctx, cfg, todo, devices, measure_others=False)
     except BaseException as e:  # noqa: BLE001  (the parent records the rest of this configuration as failed)
         q.put(("error", config_id, one_line(f"{type(e).__name__}: {e}")))
     finally:
         q.put(("done", config_id, None))
 
 
-def execute_packed(plan, env, sink, todo: dict[str, list], devices: dict[str, list[int] | None],
-                   visible: list[int] | None, emit, reference: bool = True) -> None:
-    """Run `todo` (config_id -> points) wave by wave, each wave's configurations concurrently."""
+def execute_packed(ctx: RunContext, result, todo: dict[str, list], devices: dict[str, list[int] | None],
+                   reference: bool = True) -> None:
+    """Run `todo` (config_id -> points) wave by wave, each wave's configurations concurrently;
+    every point goes to `ctx.sink`, the run's one writer of `result` (its run.json)."""
     from bench.results import PointResult
     from bench.results.point import failed_point
-    from bench.run.runner import _run_config
 
+    plan, env, sink, emit, visible = ctx.plan, ctx.env, ctx.sink, ctx.emit, ctx.visible
     configs = [c for c in plan.engine_configs if todo.get(c.config_id())]
     waves = pack_waves(configs, visible, devices)
-    result = sink.result
     solo = None
     if reference and any(len(w) > 1 for w in waves):
         cfg, devs = next(m for w in waves if len(w) > 1 for m in w)
         first = todo[cfg.config_id()][0]
-        ref_sink = _ReferenceSink(sink)
-        _run_config(cfg, [first], plan, sink.run_dir, env, ref_sink, emit, devices=devs, visible=visible,
-                    measure_others=False)
+        ref_sink = _ReferenceSink(sink, ctx.run_dir)
+        run_engine_session(replace(ctx, sink=ref_sink), cfg, [first], devs, measure_others=False)
         solo = ref_sink.points[0] if ref_sink.points else None
         if solo is not None:
             result.extra["pack_reference"] = {"point_id": solo.point_id, "devices": devs,
                                               "point": solo.model_dump(mode="json")}
-    ctx = _context()
+    mp = _context()
     plan_json = plan.model_dump_json()
     for wave in waves:
-        q = ctx.Queue()
+        q = mp.Queue()
         ids = [cfg.config_id() for cfg, _ in wave]
         procs = {}
         for cfg, devs in wave:
             cid = cfg.config_id()
             point_ids = [p.point_id for p in todo[cid]]
             result.extra.setdefault("packing", {})[cid] = {"devices": devs, "packed_with": [i for i in ids if i != cid]}
-            emit("engine_start", {"config_id": cid, "model": cfg.model, "devices": devs, "packed": True})
-            procs[cid] = ctx.Process(target=_worker, name=f"bench-pack-{cid}",
-                                     args=(plan_json, cid, point_ids, devs, visible, str(sink.run_dir), env, q))
+            emit(EngineStarting(cid, cfg.model, devs, packed=True))
+            procs[cid] = mp.Process(target=_worker, name=f"bench-pack-{cid}",
+                                     args=(plan_json, cid, point_ids, devs, visible, str(ctx.run_dir), env, q))
             procs[cid].start()
         running, failed = set(procs), {}
         while running:
@@ -179,7 +179,7 @@ def execute_packed(plan, env, sink, todo: dict[str, list], devices: dict[str, li
                     pr = pr.model_copy(update={"packed_with": [i for i in ids if i != cid]})
                 pr = _mark_packed(pr, solo)
                 sink.point(pr)
-                emit("point_done", {"point_id": pr.point_id, "point": pr})
+                emit(PointDone(pr))
             elif kind == "note":
                 sink.note(payload[0], cid, payload[1])
             elif kind == "power":
@@ -209,7 +209,7 @@ def _context():
     """Packed configurations: forkserver processes that import the runner once (bench.load.workers)."""
     from bench.load.workers import process_context
 
-    return process_context(["bench.run.runner", "bench.run.pack", "bench.load.driver", "bench.load.workers",
+    return process_context(["bench.run.engine_session", "bench.run.pack", "bench.load.driver", "bench.load.workers",
                             "bench.telemetry", "bench.telemetry.nvml", "bench.telemetry.amdsmi", "pyarrow.parquet"])
 
 
@@ -226,14 +226,14 @@ def _mark_packed(pr, solo):
 class _ReferenceSink:
     """Keeps the solo reference point apart from the run's points (its id repeats in the packed wave)."""
 
-    def __init__(self, parent):
-        self.parent = parent
+    def __init__(self, parent, run_dir):
+        self.parent, self.run_dir = parent, run_dir
         self.points: list = []
 
     def point(self, pr) -> None:
         if pr.requests_file:  # the packed run of the same point writes requests/<point>.parquet
             rel = pr.requests_file.removesuffix(".parquet") + ".solo.parquet"
-            (self.parent.run_dir / pr.requests_file).replace(self.parent.run_dir / rel)
+            (self.run_dir / pr.requests_file).replace(self.run_dir / rel)
             pr = pr.model_copy(update={"requests_file": rel})
         self.points.append(pr)
 

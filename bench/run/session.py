@@ -1,28 +1,55 @@
-"""Set up a run on this machine: detect the device, find its catalog entry, pick the run folder."""
+"""A run on this machine, from one request: detect the device, find its catalog entry, freeze
+the environment, build the plan, pick the run folder, execute.
+
+    outcome = run_request(RunRequest.from_file("sweeps/cpu-tiny.yaml"), on_event=progress.on_event)
+    outcome.run_dir, outcome.result, outcome.exit_code
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
-from bench.run.runner import RunEnvironment, check_pack, execute, new_run_dir
-from bench.run.status import Terminated, raise_terminated
+from bench.load.client import DEFAULT_STALL_TIMEOUT_S
+from bench.results import RunResult
+from bench.run.environment import RunEnvironment
+from bench.run.events import OnEvent, RunPrepared, ignore
+from bench.run.runner import check_pack, execute, new_run_dir
+from bench.run.status import Terminated, exit_code, raise_terminated
+
+if TYPE_CHECKING:
+    from bench.plan.request import RunRequest
 
 PROBE_ENV = "BENCH_PROBE_FILE"
 
 
-def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -> tuple[RunEnvironment, str]:
-    """The run environment and a one-line description of the device it found.
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where a run went and how it ended."""
 
-    A probe file (`bench probe`, or BENCH_PROBE_FILE) replaces catalog bandwidth and FLOPS."""
-    from dataclasses import asdict
+    run_dir: Path
+    result: RunResult
 
+    @property
+    def exit_code(self) -> int:
+        """The process exit code of its status: complete 0, partial 4, failed 1 (docs/reliability.md)."""
+        return exit_code(self.result.status)
+
+
+def prepare_run(hardware_id: str | None = None, probe_file: str | Path | None = None, *,
+                request_timeout_s: float | None = None, stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
+                client_workers: int | None = None) -> tuple[RunEnvironment, str]:
+    """The frozen run environment and a one-line description of the device it found.
+
+    A probe file (`bench probe`, or BENCH_PROBE_FILE) replaces catalog bandwidth and FLOPS.
+    The client limits (s) and worker count are the load client's for every point."""
     from bench.catalog.device import resolve_hardware
 
     hardware, detected = resolve_hardware(hardware_id)
-    device = asdict(detected)
     note = f"device: {detected.name} x{detected.count} -> hardware '{hardware.id}'"
     probe_file = probe_file or os.environ.get(PROBE_ENV)
     probe = None
@@ -31,18 +58,39 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | None = None) -
 
         probe = load_probe(probe_file)
         note += f"; roofline from probe {probe_file}"
-    return RunEnvironment(device=device, hardware=hardware, probe=probe), note
+    env = RunEnvironment(device=detected, hardware=hardware, probe=probe, request_timeout_s=request_timeout_s,
+                         stall_timeout_s=stall_timeout_s, client_workers=client_workers)
+    return env, note
 
 
-def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir: Path | None = None,
-             pack: bool = False, search=None):
-    """Execute `plan` into a new run folder (or resume one); returns (run_dir, RunResult).
+def run_request(request: RunRequest, on_event: OnEvent | None = None) -> RunOutcome:
+    """The one entry point of `bench run`, `bench sweep` and `bench capacity`: prepare this
+    machine (frozen), plan the request on it, tell `on_event` (RunPrepared), then execute into
+    a new run folder (or the one resumed). `--pack` on a CPU host is refused before the plan
+    is shown or a folder exists. Raises the library's domain errors; `Interrupted` on Ctrl-C
+    or SIGTERM, every measured point kept."""
+    emit = on_event or ignore
+    sweep = request.sweep
+    env, note = prepare_run(request.machine_hardware_id, request.probe_file,
+                            request_timeout_s=sweep.request_timeout_s, stall_timeout_s=sweep.stall_timeout_s,
+                            client_workers=sweep.client_workers)
+    if request.pack:
+        check_pack(env)
+    plan = request.plan(env.hardware, env.n_devices)
+    search = request.capacity_search()
+    emit(RunPrepared(note, plan, env.hardware, search=search is not None))
+    return run_plan(plan, request.out_dir, env, emit, resume_dir=request.resume_dir, pack=request.pack,
+                    search=search)
+
+
+def run_plan(plan, out_dir: Path, env: RunEnvironment, on_event: OnEvent | None = None,
+             resume_dir: Path | None = None, pack: bool = False, search=None) -> RunOutcome:
+    """Execute `plan` into a new run folder under `out_dir` (or resume `resume_dir`).
 
     `pack`: configurations on disjoint devices run at the same time (docs/packing.md)."""
     if pack:  # refused before a run folder exists
         check_pack(env)
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(out_dir, plan.name)
-    on_event = progress.on_event if progress is not None else None
     previous = signal.signal(signal.SIGTERM, raise_terminated)  # a terminated job keeps its points too
     try:
         result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack,
@@ -52,13 +100,10 @@ def run_plan(plan, out_dir: Path, env: RunEnvironment, progress=None, resume_dir
         raise Interrupted(f"{how}; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if progress is not None:
-            progress.close()
-    return run_dir, result
+    return RunOutcome(run_dir, result)
 
 
 class Interrupted(BenchError):
     """Ctrl-C or SIGTERM during a run; everything measured so far is on disk."""
 
     exit_code = 130
-

@@ -1,0 +1,189 @@
+"""One engine configuration's session: start its engine once on its devices, measure its
+points in order, restart the engine when it dies mid-point, and hand every finished point to
+a `Sink`. The runner (one configuration after another), the capacity search (probes chosen as
+it goes) and `--pack` (configurations side by side, in worker processes) all run this.
+
+Faults are data: a point whose engine dies is recorded as failed (log tail kept) and the
+engine is restarted, at most 3 times; a configuration that does not fit is recorded as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.engines.base import EngineDied, EngineDoesNotFit
+from bench.errors import EngineError, one_line
+from bench.load.workers import ClientWorkerDied
+from bench.plan import EngineConfig, Plan, PointSpec
+from bench.results import PointResult, write_requests
+from bench.results.point import failed_point, utc_now
+from bench.run.environment import RunEnvironment
+from bench.run.events import (
+    EngineReady,
+    EngineStarting,
+    OnEvent,
+    PointDone,
+    PointStarting,
+)
+from bench.run.measure_point import measure_point
+from bench.run.scope import idle_baseline, open_scoped, power_frame
+from bench.run.status import settle_point
+
+MAX_RESTARTS = 3  # an engine that dies more often than this abandons its configuration
+
+
+class Sink(Protocol):
+    """Where an engine session's results go. The run's own sink (bench.run.scope.ResultSink)
+    appends them to run.json at once; a packed worker's sends them to that one (bench.run.pack)."""
+
+    def point(self, pr: PointResult) -> None:
+        """A finished point (ok, failed or skipped)."""
+
+    def note(self, key: str, config_id: str, value: Any) -> None:
+        """result.extra[key][config_id] = value: idle baselines, telemetry descriptions, versions."""
+
+    def power(self, frame) -> None:
+        """A telemetry session's power samples (a DataFrame; None or empty: nothing)."""
+
+    def server_metrics(self, frame) -> None:
+        """A point's /metrics samples (a DataFrame; None or empty: nothing)."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every engine session of one run shares."""
+
+    plan: Plan
+    run_dir: Path
+    env: RunEnvironment
+    sink: Sink
+    emit: OnEvent
+    visible: list[int] | None  # device indices the run may use; None on a CPU host
+
+
+def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpec], devices: list[int] | None, *,
+                       raise_start: bool = False, measure_others: bool = True,
+                       more: Callable[[PointResult], list[PointSpec]] | None = None) -> None:
+    """Start `cfg`'s engine once on `devices`, run `points`, restart it if it dies mid-point.
+
+    Telemetry covers exactly `devices`; with `measure_others` the idle power of the run's
+    other visible devices is recorded beside it (never added). `raise_start`: an engine that
+    fails to start raises (nothing else of the run could be measured) instead of failing the
+    points. `more(point_result)`, when given, returns the points to run next on the same engine
+    (an adaptive search)."""
+    plan, env, sink, emit = ctx.plan, ctx.env, ctx.sink, ctx.emit
+    cid = cfg.config_id()
+    telemetry = open_scoped(plan.telemetry, env, devices, nodes=cfg.nodes if cfg.nnodes > 1 else None)
+    if telemetry is not None:
+        sink.note("telemetry", cid, telemetry.describe())
+    others = [d for d in (ctx.visible or []) if d not in (devices or [])] if measure_others else []
+    engine = spec = None
+    pending = list(points)
+    restarts = 0
+    try:
+        while pending:
+            if engine is None:
+                emit(EngineStarting(cid, cfg.model, devices))
+                try:
+                    engine, spec = start_engine(cfg, env, ctx.run_dir, devices)
+                except EngineDoesNotFit as e:
+                    fail_all(pending, f"does not fit: {e}", sink, emit)
+                    return
+                except EngineError as e:
+                    if raise_start:
+                        raise
+                    fail_all(pending, f"engine failed to start: {e}", sink, emit)
+                    return
+                emit(EngineReady(cid, getattr(engine, "pid", None)))  # an endpoint has no process of ours
+                sink.note("engine_version", cid, engine.version())  # as started (an endpoint's own report)
+                if cfg.nnodes > 1:
+                    sink.note("nodes", cid, engine.describe())
+                if telemetry is not None:  # after every (re)start: the loaded, idle engine
+                    sink.note("idle_baseline", cid, idle_baseline(telemetry, plan.telemetry, env, others))
+            point = pending[0]
+            started = utc_now()
+            emit(PointStarting(point.point_id, point.n_warmup + point.n_requests))
+            try:
+                pr = settle_point(measure_point(point, cfg, engine, spec, plan, env, telemetry, ctx.run_dir, emit,
+                                                started, sink))  # no successful request: failed
+            except EngineDied as e:
+                pr = died_point(point, f"engine died: {e}", getattr(e, "records", None), started, ctx.run_dir)
+                engine.stop()
+                engine = None
+                restarts += 1
+            except ClientWorkerDied as e:  # the engine is fine: the next point runs on it
+                pr = died_point(point, str(e), e.records, started, ctx.run_dir)
+            sink.point(pr)
+            emit(PointDone(pr))
+            pending.pop(0)
+            if more is not None:
+                pending.extend(more(pr))
+            if restarts > MAX_RESTARTS:
+                fail_all(pending, f"engine died more than {MAX_RESTARTS} times; configuration abandoned", sink, emit)
+                return
+    finally:
+        if engine is not None:
+            engine.stop()
+        if telemetry is not None:
+            telemetry.stop()
+            sink.power(power_frame(telemetry, cid))
+
+
+def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None = None):
+    """The started engine of `cfg` (pinned to `devices`; None: every visible one) and its catalog model."""
+    from bench.catalog import get_model
+    from bench.catalog.engines import get_engine
+    from bench.engines import engine_class
+
+    if get_engine(cfg.engine).needs_model_files:
+        model_path, spec = _model_path(cfg, env)
+    else:
+        model_path, spec = None, get_model(cfg.model)
+    device = "cpu" if env.on_cpu else "cuda"
+    engine = engine_class(cfg.engine).from_config(
+        cfg, model_path=model_path, model_spec=spec, log_path=run_dir / f"engine-{cfg.config_id()}.log",
+        device=device, devices=devices, vendor=env.device.vendor, startup_timeout_s=env.startup_timeout_s)
+    if cfg.nnodes > 1:  # the followers' headless processes through their agents (bench.engines.multinode)
+        from bench.engines.multinode import over_nodes
+
+        engine = over_nodes(engine, cfg, device)
+    try:
+        engine.start()
+    except BaseException:
+        engine.stop()
+        raise
+    return engine, spec
+
+
+def _model_path(cfg: EngineConfig, env: RunEnvironment) -> tuple[str, Any]:
+    from bench.catalog import get_model
+
+    spec = get_model(cfg.model)
+    if cfg.weights == "dummy":
+        from bench.catalog.prepare import prepare_model
+
+        return str(prepare_model(spec, env.cache_dir)), spec
+    return cfg.weights, spec
+
+
+def died_point(point: PointSpec, reason: str, records, started: str, run_dir: Path) -> PointResult:
+    """A point whose engine or client worker died: failed, with the requests that finished before it on disk."""
+    pr = failed_point(point, "failed", reason, started)
+    records = records or []
+    if records:
+        measured = [r for r in records if r.phase == "measured"]
+        pr.n_requests = len(measured)
+        pr.n_failed = sum(1 for r in measured if not r.ok)
+        pr.requests_file = write_requests(run_dir, point.point_id, records)
+    return pr
+
+
+def fail_all(points: list[PointSpec], reason: str, sink: Sink, emit: OnEvent) -> None:
+    """Every point of `points` failed for one `reason` (its first line), each on disk at once."""
+    for p in points:
+        pr = failed_point(p, "failed", one_line(reason))
+        sink.point(pr)
+        emit(PointDone(pr))
