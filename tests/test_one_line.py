@@ -10,6 +10,7 @@ import pytest
 from bench.errors import ONE_LINE_CHARS, one_line
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.run.runner import RunEnvironment, execute
+from bench.testing.fake_device import fake_device
 from bench.telemetry.fake_nvml import FakeNvmlTelemetry
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # an AWS secret key's shape: 40 characters
@@ -41,11 +42,11 @@ def test_a_failed_runs_error_is_redacted_before_it_is_cut(tmp_path):
         point_id=f"{cfg.config_id()}_w0_c1_r0", engine_config_id=cfg.config_id(),
         workload={"kind": "random", "input_len": 8, "output_len": 4}, load={"kind": "concurrency", "concurrency": 1},
         n_warmup=0, n_requests=1)])
-    env = RunEnvironment(device={"vendor": "nvidia", "name": "Fake", "count": 1}, hardware=None,
+    env = RunEnvironment(device=fake_device("nvidia", 1, "Fake"), hardware=None,
                          telemetry_factory=FakeNvmlTelemetry([100.0]), idle_baseline_s=0.0)
     message = "." * (490 - len("RuntimeError: ")) + " " + SECRET  # the secret starts at 491, across 500
 
-    def fail(kind, info):
+    def fail(event):
         raise RuntimeError(message)
 
     with pytest.raises(RuntimeError):
