@@ -28,7 +28,7 @@ from bench.results import (
     write_summary,
 )
 from bench.results.point import failed_point, utc_now
-from bench.run.devices import devices_for, visible_gpu_indices
+from bench.run.devices import plan_devices, visible_gpu_indices
 from bench.run.measure_point import measure_point
 from bench.run.provenance import collect, harness
 from bench.run.scope import (
@@ -117,7 +117,7 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, on_ev
     visible = env.visible_devices()  # devices checked before anything is written
     if pack:
         check_pack(env)
-    devices = {c.config_id(): (devices_for(c, visible) if visible is not None else None) for c in plan.engine_configs}
+    devices = plan_devices(plan.engine_configs, visible)
     result = _open_result(plan, run_dir, env, resume)
     _stop_stale_engines(run_dir, result, emit)
     done = {p.point_id for p in result.points if p.status in ("ok", "skipped")}
