@@ -65,7 +65,7 @@ def test_a_malformed_shard_entry_is_left_out(tmp_path, bad):
     assert [s["shard"] for s in fleet["shards"]] == [other["shard_id"]]
 
 
-@pytest.mark.parametrize("text", ["[]", '"local"', '{"fleet_id": 5}', '{"fleet_id": "%s", "backend": []}' % FLEET])
+@pytest.mark.parametrize("text", ["[]", '"local"', '{"fleet_id": 5}', f'{{"fleet_id": "{FLEET}", "backend": []}}'])
 def test_a_malformed_backend_record_falls_back_to_the_local_backend(tmp_path, text):
     """Defect: a backend.json in the work folder that is not an object (`[]`) crashed every
     `bench fleet status/logs/cancel` with AttributeError; it reads as absent now."""

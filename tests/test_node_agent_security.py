@@ -17,7 +17,6 @@ import threading
 import time
 
 import pytest
-
 from pydantic import BaseModel, ConfigDict
 
 from bench.engines.multinode import NodeClient, start_request

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from bench.engines.base import EngineCounters, EngineDied, parse_prometheus_counters, reset_prefix_cache
+from bench.engines.base import (
+    EngineCounters,
+    EngineDied,
+    parse_prometheus_counters,
+    reset_prefix_cache,
+)
 from bench.engines.process import http_get
 from bench.engines.vllm_server import COUNTERS
 from bench.errors import ConfigError

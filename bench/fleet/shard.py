@@ -37,7 +37,13 @@ from collections import deque
 from pathlib import Path
 
 from bench.engines.lifeline import guarded
-from bench.errors import BenchError, ConfigError, ResultError, StoreError, StoreUnavailable
+from bench.errors import (
+    BenchError,
+    ConfigError,
+    ResultError,
+    StoreError,
+    StoreUnavailable,
+)
 from bench.fleet import localruns, state
 from bench.fleet.partial import PartialRun
 from bench.fleet.records import ShardStatus
