@@ -65,3 +65,4 @@ def test_plan_devices_lets_sequential_configs_reuse_devices():
     a = EngineConfig(model="tiny-llama", tensor_parallel_size=2)
     b = EngineConfig(model="tiny-llama", tensor_parallel_size=4)
     assert plan_devices([a, b], EIGHT) == {a.config_id(): [0, 1], b.config_id(): [0, 1, 2, 3]}
+    assert plan_devices([a, b], None) == {a.config_id(): None, b.config_id(): None}  # no GPU list: the engine's own

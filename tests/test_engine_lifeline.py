@@ -217,3 +217,57 @@ def test_a_recorded_pid_now_naming_another_process_is_left_alone(tmp_path):
         assert len(group_members(pgid)) == 3 and not (tmp_path / ".engine-old.proc.json").exists()
     finally:
         _kill_group(pgid)
+
+
+# -- the guard: one signal to a command when its (multi-threaded) parent dies --------------
+
+# Counts the SIGTERMs it gets in a file; ends 0.5 s after the first (a window for a second).
+COUNTING_CHILD = r"""
+import signal, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda s, f: (got.append(s), open(sys.argv[1], "a").write("TERM\n")))
+print("ready", flush=True)
+deadline = time.monotonic() + 120
+while not got and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.5)
+sys.exit(3)
+"""
+
+# A parent with several threads alive (as a fleet shard has), starting the guarded child.
+THREADED_PARENT = r"""
+import subprocess, sys, threading, time
+from bench.engines.lifeline import guarded
+for _ in range(4):
+    threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
+guard = subprocess.Popen(guarded([sys.executable, "-c", sys.argv[1], sys.argv[2]]), stdout=subprocess.PIPE, text=True)
+assert guard.stdout.readline().strip() == "ready"
+print(guard.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_guarded_command_gets_one_sigterm_when_its_threaded_parent_is_killed(tmp_path):
+    """The kernel signals a parent-death once per exiting thread of the parent; the guard
+    (bench.engines.lifeline.guarded) turns them into exactly one SIGTERM for its command."""
+    seen = tmp_path / "signals.txt"
+    parent = subprocess.Popen([sys.executable, "-c", THREADED_PARENT, COUNTING_CHILD, str(seen)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        guard = int(parent.stdout.readline())
+        parent.kill()  # SIGKILL: every thread of the parent exits at once
+        parent.wait(timeout=10)
+        _wait(lambda: (_stat(guard) or ["Z"])[0] == "Z", 30, "the guard gone after its command ended")
+    finally:
+        parent.kill()
+    assert seen.read_text() == "TERM\n"
+
+
+def test_a_guard_exits_as_its_command_did():
+    """Defect (base: bench.fleet.parentdeath): a command killed by SIGKILL (the OOM killer) made
+    the guard fail setting SIGKILL's handler and exit 1, so a shard said "exited with code 1"."""
+    from bench.engines.lifeline import guarded
+
+    assert subprocess.run(guarded([sys.executable, "-c", "import sys; sys.exit(7)"]), timeout=60, check=False).returncode == 7
+    killed = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    assert subprocess.run(guarded(killed), timeout=60, check=False).returncode == -signal.SIGKILL

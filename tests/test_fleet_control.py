@@ -160,14 +160,15 @@ def test_a_launch_record_that_names_another_process_signals_nothing(tmp_path, cl
 def test_kill_is_refused_for_a_process_that_is_not_the_shard(tmp_path):
     """The library check itself: `ours` needs every proof, `signal_shard` sends nothing without it."""
     from bench.fleet.backends.local import boot_id, ours, signal_shard
+    from bench.fleet.records import LaunchRecord
 
     folder = tmp_path / FLEET / SHARD
     victim = sleeper()
     try:
-        base = {"pid": victim.pid, "start": _start_ticks(victim.pid), "host": socket.gethostname(),
-                "boot_id": boot_id(), "fleet_id": FLEET, "shard_id": SHARD}
+        base = LaunchRecord(pid=victim.pid, start=_start_ticks(victim.pid), host=socket.gethostname(),
+                            boot_id=boot_id(), fleet_id=FLEET, shard_id=SHARD)
         assert not ours(base, FLEET, SHARD, folder)  # its command line is not the shard's
-        assert not ours({**base, "start": None}, FLEET, SHARD, folder)
+        assert not ours(base.model_copy(update={"start": None}), FLEET, SHARD, folder)
         assert not signal_shard(base, FLEET, SHARD, signal.SIGTERM, folder)
         assert victim.poll() is None
     finally:

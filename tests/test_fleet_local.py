@@ -50,7 +50,7 @@ def states(store_url: str, fleet_id: str, work) -> dict[str, object]:
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
     backend = control.user_backend(fleet_id, work_dir=str(work))
-    return {s.shard["shard_id"]: s for s in control.status(store, record, backend)}
+    return {s.shard.shard_id: s for s in control.status(store, record, backend)}
 
 
 def wait_for(predicate, timeout_s: float, what: str):
@@ -77,8 +77,8 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
 
         # kill shard a (its whole session) once its first point is mirrored to the store
         def a_has_a_point():
-            st = states(s3_url, fleet_id, work)[a].status or {}
-            return st.get("points_done", 0) >= 1 and st.get("points_done", 0) < 4
+            st = states(s3_url, fleet_id, work)[a].status
+            return st is not None and 1 <= st.points_done < 4
         wait_for(a_has_a_point, 120, "shard a to finish a point")
         pid = json.loads((work / fleet_id / a / "launch.json").read_text())["pid"]
         assert kill_session(pid, signal.SIGKILL) >= 2  # the shard and its `bench sweep`
@@ -101,13 +101,13 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
     out = invoke("fleet", "status", "--store", s3_url, "--fleet", fleet_id, "--work-dir", str(work))
     assert "2 done, 0 running, 0 failed, 0 missing" in out
     store = Store(s3_url)
-    run_a = store.read_checked_run(done[a].status["run_id"])
+    run_a = store.read_checked_run(done[a].status.run_id)
     assert [p.status for p in run_a.points] == ["ok"] * 4
     assert run_a.extra["resumed_from"] == ["stale (process gone)"]
     finished = {p.point_id: p.started_utc for p in run_a.points}
     for point_id, started in partial.items():  # kept, not measured again
         assert finished[point_id] == started
-    assert done[b].status["run_id"] != done[a].status["run_id"]
+    assert done[b].status.run_id != done[a].status.run_id
     assert len({m["run_id"] for m in store.manifests()}) == 2
     # a third launch submits nothing: every shard is done
     out = invoke("fleet", "launch", str(sweep), "--store", s3_url, "--work-dir", str(work))
@@ -137,10 +137,10 @@ def test_one_slot_queues_and_cancel_keeps_what_is_done(tmp_path):
             """(running, waiting) once one shard has a point done and the other waits for the slot;
             which of the two took the slot first is the OS's choice, not the launch order."""
             now = states(store_url, fleet_id, work)
-            seen[:] = [f"{k}: {v.state} ({v.detail}; points {(v.status or {}).get('points_done')})"
+            seen[:] = [f"{k}: {v.state} ({v.detail}; points {v.status.points_done if v.status else None})"
                        for k, v in now.items()]
             for run, wait in (shards, shards[::-1]):
-                if ((now[run].status or {}).get("points_done", 0) >= 1 and now[run].state == "running"
+                if (now[run].status is not None and now[run].status.points_done >= 1 and now[run].state == "running"
                         and "waiting for slot-0" in now[wait].detail):
                     return run, wait
             return None

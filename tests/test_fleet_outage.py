@@ -133,7 +133,7 @@ def shard_state(store_url: str, fleet_id: str, work):
     """The shard's state as `bench fleet status --work-dir WORK` reads it."""
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
-    [st] = state.fleet_states(store, record, LocalBackend(work).status(record, [s["shard_id"] for s in record["shards"]]))
+    [st] = state.fleet_states(store, record, LocalBackend(work).status(record, record.shard_ids()))
     return st
 
 
@@ -155,7 +155,7 @@ def test_the_final_publish_retries_through_a_short_store_outage(tmp_path, outage
     st = shard_state(store_url, fleet_id, work)
     assert st.state == "done", (st.detail, shard.log()[-3000:])
     assert measured == N_POINTS * PER_POINT  # every point measured once
-    run = Store(store_url).read_checked_run(st.status["run_id"])
+    run = Store(store_url).read_checked_run(st.status.run_id)
     assert [p.status for p in run.points] == ["ok"] * N_POINTS
     assert f"{shard.shard_id}: failed:" not in shard.log()
     assert "different content" not in shard.log()  # an unreachable store is said as such
@@ -188,7 +188,7 @@ def test_a_store_down_past_the_retry_window_re_measures_nothing(tmp_path, outage
         wait_for(lambda: shard_state(store_url, fleet_id, work).state == "done", 120, "the relaunch to publish")
         assert srv.counters()["n_requests"] == measured  # the relaunch measured nothing
     st = shard_state(store_url, fleet_id, work)
-    run = Store(store_url).read_checked_run(st.status["run_id"])
+    run = Store(store_url).read_checked_run(st.status.run_id)
     assert run.run_id == local["run_id"]
     assert {p.point_id: p.started_utc for p in run.points} == {p["point_id"]: p["started_utc"] for p in local["points"]}
     assert "publishing the complete run" in shard.log()

@@ -17,7 +17,7 @@ import bench
 from bench.cli import cli
 from bench.fleet import control
 from bench.fleet.backends.ray import RayBackend
-from bench.fleet.shards import Shard
+from bench.fleet.records import Shard
 from bench.store import Store
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
@@ -44,7 +44,8 @@ def cluster(tmp_path_factory):
 
 def test_options_place_by_accelerator():
     def shard(*hw, n=2):
-        return Shard("x_" + "_".join(hw), "x", tuple(hw), n, "m", "bf16", "TP 2", "vllm", 1)
+        return Shard(shard_id="x_" + "_".join(hw), config_id="x", hardware=hw, n_gpus=n, model="m", precision="bf16",
+                     parallel="TP 2", engine="vllm", n_points=1)
 
     backend = RayBackend()
     one = backend.options(shard("h100-sxm"))
@@ -56,9 +57,9 @@ def test_options_place_by_accelerator():
     assert backend.options(shard("cpu-host", n=1))["num_gpus"] == 0
 
 
-def tasks_returned(record: dict, timeout_s: float) -> dict:
+def tasks_returned(record, timeout_s: float) -> dict:
     """The backend's view of every shard once each one's task has returned (bounded)."""
-    ids = [s["shard_id"] for s in record["shards"]]
+    ids = record.shard_ids()
     deadline = time.monotonic() + timeout_s
     while True:
         views = RayBackend().status(record, ids)
@@ -93,21 +94,21 @@ client_workers: 1
         fleet_id = result.output.split()[1].rstrip(":")
         store = Store(store_url)
         states = control.wait(store, fleet_id, RayBackend(), echo=print, timeout_s=120, interval_s=1)
-    assert [s.state for s in states] == ["done", "done"], [(s.shard["shard_id"], s.detail) for s in states]
+    assert [s.state for s in states] == ["done", "done"], [(s.shard.shard_id, s.detail) for s in states]
     record = control.one_record(store, fleet_id)
     # A shard is done once its run is published; its Ray task returns a moment later (the
     # shard process still has to exit: seconds on a loaded box). What the task reports is
     # read once both tasks have returned.
     views = tasks_returned(record, timeout_s=60)
     for s in states:
-        hw = s.shard["hardware"][0]
-        info = views[s.shard["shard_id"]].info
+        hw = s.shard.hardware[0]
+        info = views[s.shard.shard_id].info
         node = cluster["h100"] if hw == "h100-sxm" else cluster["a100"]
-        assert info["node_id"] == node, (hw, info)
-        assert info["returncode"] == 0
-        assert info["resources"]["GPU"] == 1.0
-        assert f"accelerator_type:{'H100' if hw == 'h100-sxm' else 'A100'}" in info["resources"]
-        run = store.read_checked_run(s.status["run_id"])
+        assert info.node_id == node, (hw, info)
+        assert info.returncode == 0
+        assert info.resources["GPU"] == 1.0
+        assert f"accelerator_type:{'H100' if hw == 'h100-sxm' else 'A100'}" in info.resources
+        run = store.read_checked_run(s.status.run_id)
         assert run.config["hardware_id"] == hw and [p.status for p in run.points] == ["ok", "ok"]
 
 

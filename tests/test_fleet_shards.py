@@ -18,6 +18,7 @@ from bench.errors import ConfigError
 from bench.fleet import state
 from bench.fleet.backends.local import LocalBackend
 from bench.fleet.partial import PartialRun
+from bench.fleet.records import Shard, ShardStatus
 from bench.fleet.shard import machine_hardware
 from bench.fleet.shards import parse_hardware, plan_fleet, shard_id
 from bench.store import Store, ls
@@ -67,7 +68,7 @@ def test_shards_are_configs_times_hardware_with_stable_ids(sweep):
     again = plan_fleet(sweep, ["h100-sxm", "b200|h200-sxm"])
     assert again.fleet_id == fleet.fleet_id and [s.shard_id for s in again.shards] == [s.shard_id for s in fleet.shards]
     assert plan_fleet(sweep, ["h100-sxm"]).fleet_id != fleet.fleet_id  # another hardware list, another fleet
-    assert "sweep_text" not in json.dumps(fleet.record()) and "127.0.0.1:9" not in json.dumps(fleet.record())
+    assert "sweep_text" not in fleet.record().to_json() and "127.0.0.1:9" not in fleet.record().to_json()
 
 
 def test_hardware_errors_are_one_line(sweep):
@@ -103,13 +104,14 @@ def test_sweep_one_config_and_upload(tmp_path):
 
 
 def test_shard_state_from_status_store_and_backend():
-    shard = {"shard_id": "s", "hardware": ["h100-sxm"]}
+    shard = Shard(shard_id="s", config_id="c", hardware=["h100-sxm"], n_gpus=1, model="m", precision="bf16",
+                  parallel="TP 1", engine="vllm", n_points=1)
     published = {"run-1"}.__contains__
     fresh = {"state": "running", "heartbeat_utc": state.utc_now(), "attempt": "a1"}
     stale = {**fresh, "heartbeat_utc": "2020-01-01T00:00:00Z"}
 
     def st(status, view=None):
-        return state.shard_state(shard, status, published, view)
+        return state.shard_state(shard, ShardStatus.read(status), published, view)
 
     assert st({"state": "done", "run_id": "run-1", "run_status": "complete"}).state == "done"
     gone = st({"state": "done", "run_id": "run-2"})
@@ -183,7 +185,7 @@ loads: [{kind: concurrency, concurrency: [1]}]
 """)
     fleet = plan_fleet(path, ["h100-sxm"])
     assert fleet.shards == []
-    reasons = [s["reason"] for s in fleet.skipped]  # nnodes 1: 16 GPUs on one machine; nnodes 2: two machines
+    reasons = [s.reason for s in fleet.skipped]  # nnodes 1: 16 GPUs on one machine; nnodes 2: two machines
     assert len(reasons) == 2 and any("spans 2 nodes: only the skypilot backend" in r for r in reasons)
     (shard,) = plan_fleet(path, ["h100-sxm"], multinode=True).shards  # SkyPilot: num_nodes 2
     assert (shard.nnodes, shard.n_gpus) == (2, 8)

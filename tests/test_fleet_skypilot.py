@@ -80,7 +80,7 @@ def test_golden_task_spec(sweep, credentials):
     assert [s.shard_id for s in fleet.shards] == [
         "llama-3.1-8b-8484d03d_h100-sxm_h200-sxm", "llama-3.1-8b-5f3ef1be_h100-sxm_h200-sxm",
         "llama-3.1-8b-8484d03d_a100-80g-sxm"]
-    assert fleet.skipped[0]["config_id"] == "llama-3.1-8b-5f3ef1be"  # fp8: not on an A100
+    assert fleet.skipped[0].config_id == "llama-3.1-8b-5f3ef1be"  # fp8: not on an A100
     spec = SkyPilotBackend().task_spec(fleet, fleet.shards[0], STORE)
     text = yaml.safe_dump(spec, sort_keys=False)
     text = text.replace(str(repo_root()), "<repo>").replace(str(sweep.resolve()), "<sweep>")
@@ -173,7 +173,7 @@ def test_a_config_over_two_nodes_is_one_skypilot_job_on_two_machines(tmp_path, c
     path = tmp_path / "fleet-sky-2n.yaml"
     path.write_text(MULTINODE)
     local = plan_fleet(path, ["h100-sxm"])  # local and Ray place a shard on one machine
-    assert not local.shards and "only the skypilot backend" in local.skipped[0]["reason"]
+    assert not local.shards and "only the skypilot backend" in local.skipped[0].reason
     fleet = plan_fleet(path, ["h100-sxm"], multinode=True)
     (shard,) = fleet.shards
     assert shard.nnodes == 2 and shard.n_gpus == 8  # GPUs per machine

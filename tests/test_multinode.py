@@ -16,10 +16,10 @@ import pytest
 
 from bench.engines.multinode import (
     NodeClient,
-    Rendezvous,
     follower_argv,
     node_launch_args,
 )
+from bench.engines.node_wire import ChildState, Rendezvous
 from bench.plan import EngineConfig
 from bench.run.runner import execute
 from bench.testing.fake_server import FakeServer, FakeServerConfig
@@ -121,22 +121,22 @@ class Node:
             time.sleep(0.05)
         self.addr = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
 
-    def health(self) -> dict:
+    def health(self):
         return NodeClient(self.addr).health()
 
     def kill(self) -> None:
         """SIGKILL the agent (its headless child, in a process group of its own, is ended at teardown)."""
         if self.proc.poll() is None:
-            self.orphan = self.health()["child"].get("pid")
+            self.orphan = self.health().child.pid
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def close(self) -> None:
-        child = self.health().get("child", {}) if self.proc.poll() is None else {}
+        child = self.health().child if self.proc.poll() is None else ChildState(state="none")
         self.proc.terminate()
         self.proc.wait(timeout=30)
-        if child.get("state") == "running":  # a SIGTERMed agent stops its child
-            assert not os.path.exists(f"/proc/{child['pid']}") or _zombie(child["pid"])
+        if child.state == "running":  # a SIGTERMed agent stops its child
+            assert not os.path.exists(f"/proc/{child.pid}") or _zombie(child.pid)
 
 
 def _zombie(pid: int) -> bool:
@@ -185,7 +185,7 @@ def test_energy_is_summed_over_every_node_in_the_heads_window(nodes, tmp_path):
     telemetry = result.extra["telemetry"][cfg.config_id()]
     assert telemetry["devices"] == ["head/gpu0", f"{nodes[0].addr}/gpu0", f"{nodes[1].addr}/gpu0"]
     for n in nodes:  # the run stopped every follower's child
-        assert n.health()["child"]["state"] == "exited"
+        assert n.health().child.state == "exited"
 
 
 class _KillDuringPoint(threading.Thread):
@@ -210,7 +210,7 @@ class _KillDuringPoint(threading.Thread):
 
 def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_restart(nodes, tmp_path):
     def kill_child():
-        pid = nodes[1].health()["child"]["pid"]
+        pid = nodes[1].health().child.pid
         os.killpg(pid, signal.SIGKILL)
 
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.03)) as server:  # a point: about 2 s
@@ -308,7 +308,7 @@ def test_the_agent_answers_only_the_head_and_only_its_own_version(tmp_path):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         client = NodeClient(f"127.0.0.1:{server.server_address[1]}")
         request = start_request(_cfg(tensor_parallel_size=2, nnodes=2), 1, LOCAL_RDV, "cuda")
-        request["bench_version"] = "0.0.0-other"
+        request = request.model_copy(update={"bench_version": "0.0.0-other"})
         try:
             with pytest.raises(EngineError, match=check):
                 client.start(request)
@@ -345,9 +345,9 @@ def test_bench_node_release_stops_the_agent_and_its_child(nodes, tmp_path):
     node = nodes[0]
     cfg = endpoint("http://127.0.0.1:9", data_parallel_size=2, nnodes=2, nodes=[node.addr])
     started = NodeClient(node.addr).start(start_request(cfg, 1, LOCAL_RDV, "cuda"))
-    assert node.health()["child"]["state"] == "running"
+    assert node.health().child.state == "running"
     result = CliRunner().invoke(cli, ["node", "release", node.addr, "127.0.0.1:9"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"released {node.addr}" in result.output and "127.0.0.1:9: agent unreachable" in result.output
     assert node.proc.wait(timeout=30) == 0  # the agent exits cleanly
-    assert _zombie(started["pid"])  # and its child is gone
+    assert _zombie(started.pid)  # and its child is gone

@@ -50,7 +50,7 @@ def test_tp2_over_two_nodes_serves_and_counts_both_nodes(tmp_path, model_cache):
         energy = point["energy"]
         assert energy["n_devices"] == 2 and energy["avg_power_w"] == pytest.approx(2 * 65.0)  # cpu-host nominal, x2
         health = NodeClient(f"127.0.0.1:{port}", secret=SECRET.encode()).health()
-        assert health["child"]["state"] == "exited"  # the run stopped the follower
+        assert health.child.state == "exited"  # the run stopped the follower
     finally:
         agent.terminate()
         try:

@@ -17,9 +17,11 @@ import threading
 import time
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
-from bench.engines.multinode import NodeClient, Rendezvous, start_request
+from bench.engines.multinode import NodeClient, start_request
 from bench.engines.node_auth import WINDOW_S, load_secret, sign_request
+from bench.engines.node_wire import ChildState, Rendezvous, StartAnswer
 from bench.errors import ConfigError, EngineError
 from bench.plan import EngineConfig
 from bench.run.node_agent import NodeAgent
@@ -80,7 +82,7 @@ def agent(tmp_path):
 @pytest.mark.parametrize("method, path", [("GET", "/health"), ("GET", "/energy"), ("POST", "/engine/start"),
                                           ("POST", "/engine/stop"), ("POST", "/exit")])
 def test_an_unauthenticated_request_is_refused(agent, method, path):
-    body = json.dumps(start_request(_cfg(), 1, RDV, "cuda")).encode() if path == "/engine/start" else b""
+    body = start_request(_cfg(), 1, RDV, "cuda").model_dump_json().encode() if path == "/engine/start" else b""
     status, answer = agent.raw(method, path, body, {"Content-Type": "application/json"})
     assert status == 401 and "not signed" in answer["error"]
     assert agent.agent.child is None and agent.thread.is_alive()  # nothing started, nothing stopped
@@ -89,9 +91,9 @@ def test_an_unauthenticated_request_is_refused(agent, method, path):
 
 def test_the_head_with_the_secret_is_answered_and_the_answer_is_signed(agent):
     health = agent.client.health()
-    assert health["ok"] and health["child"] == {"state": "none"}
+    assert health.ok and health.child == ChildState(state="none")
     energy = agent.client.energy()
-    assert energy["method"] == "nvml_counter" and len(energy["readings"]) == 1
+    assert energy.method == "nvml_counter" and len(energy.readings) == 1
 
 
 def test_a_wrong_secret_is_refused_at_once_not_waited_for(agent):
@@ -234,10 +236,15 @@ def test_bench_node_serve_refuses_to_start_without_a_secret(monkeypatch):
 
 # --- what a start request may carry -------------------------------------------------------------
 
-def _start(agent, cfg=None, rdv=RDV, **changes):
-    request = start_request(cfg or _cfg(), 1, rdv, "cuda")
-    request.update(changes)
-    return agent.client.start(request)
+class _AnyBody(BaseModel):
+    """A request body as given, whatever its keys: what a head other than bench's could send."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _start(agent, cfg=None, rdv=RDV, **changes) -> StartAnswer:
+    request = start_request(cfg or _cfg(), 1, rdv, "cuda").model_dump(mode="json")
+    return agent.client.call("POST", "/engine/start", StartAnswer, _AnyBody(**{**request, **changes}), timeout_s=120.0)
 
 
 @pytest.mark.parametrize("extra, reason", [
@@ -259,7 +266,7 @@ def test_a_disallowed_engine_argument_is_refused(agent, extra, reason):
 
 
 @pytest.mark.parametrize("cfg_fields, rdv, reason", [
-    ({}, Rendezvous("10.6.6.6", 29501, 13345), "rendezvous 10.6.6.6 is not the head"),
+    ({}, Rendezvous(head_addr="10.6.6.6", master_port=29501, dp_rpc_port=13345), "rendezvous 10.6.6.6 is not the head"),
     ({"weights": "attacker/model-with-code"}, RDV, "weights 'attacker/model-with-code'"),
     ({"weights": "/etc"}, RDV, "not under this node's model cache"),
     ({"weights": "--trust-remote-code"}, RDV, "weights"),
@@ -285,20 +292,20 @@ def test_a_malformed_start_request_is_refused(agent, change, reason):
 
 def test_allowed_arguments_pass_and_a_path_under_the_cache_is_a_model(agent, tmp_path):
     answer = _start(agent, _cfg(extra_args={"gpu_memory_utilization": 0.8, "enforce_eager": True}))
-    argv = " ".join(answer["argv"])
+    argv = " ".join(answer.argv)
     assert "--gpu-memory-utilization 0.8 --enforce-eager" in argv
-    assert agent.client.health()["child"]["state"] == "running"
+    assert agent.client.health().child.state == "running"
     own = tmp_path / "models" / "my-tiny"
     own.mkdir(parents=True)
     answer = _start(agent, _cfg(weights=str(own)))
-    assert answer["argv"][answer["argv"].index("--model") + 1] == str(own)
+    assert answer.argv[answer.argv.index("--model") + 1] == str(own)
 
 
 def test_allow_arg_widens_the_list_by_name(tmp_path):
     a = Agent(tmp_path, allow_args=["chat-template"])  # as `bench node serve --allow-arg chat-template` gives it
     try:
         answer = _start(a, _cfg(extra_args={"chat_template": "/srv/templates/llama.jinja"}))
-        assert "--chat-template /srv/templates/llama.jinja" in " ".join(answer["argv"])
+        assert "--chat-template /srv/templates/llama.jinja" in " ".join(answer.argv)
         with pytest.raises(EngineError, match="trust_remote_code is not allowed"):
             _start(a, _cfg(extra_args={"trust_remote_code": True}))
     finally:
@@ -327,7 +334,7 @@ def test_idle_connections_from_other_addresses_are_closed_and_the_head_is_still_
             s.connect(("127.0.0.1", agent.port))
             strangers.append(s)
         assert all(_closed_within(s, 5.0) for s in strangers)
-        assert agent.client.health()["ok"]
+        assert agent.client.health().ok
     finally:
         for s in strangers:
             s.close()
@@ -349,7 +356,7 @@ def test_idle_connections_from_the_head_time_out_and_their_number_is_bounded(tmp
         t0 = time.monotonic()
         assert all(_closed_within(s, 5.0) for s in idle)
         assert time.monotonic() - t0 < 3.0  # the 0.5 s read timeout, not the test's bound
-        assert a.client.health()["ok"]
+        assert a.client.health().ok
     finally:
         for s in idle:
             s.close()

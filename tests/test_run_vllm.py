@@ -48,8 +48,8 @@ def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_
         assert m["output_tok_s"] > 0 and m["tok_s_per_gpu"] == pytest.approx(m["total_tok_s"])
         client_out += sum(r.n_out for r in records)
         client_in += sum(r.n_in for r in records)
-    assert after["generation_tokens"] - before["generation_tokens"] == client_out
-    assert after["prompt_tokens"] - before["prompt_tokens"] == client_in
+    assert after.generation_tokens - before.generation_tokens == client_out
+    assert after.prompt_tokens - before.prompt_tokens == client_in
     assert result.harness.version and stored.provenance["engine_version"]
 
 

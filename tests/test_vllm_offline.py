@@ -9,6 +9,7 @@ import time
 import pytest
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
+from bench.engines.offline_worker import JobAnswer, JobRequest
 from bench.engines.vllm_offline import VllmOffline, batch_output
 from bench.errors import EngineError
 from bench.load.static import records_from_batch, run_static_point
@@ -24,7 +25,7 @@ def _prompts(n, n_in=4, n_out=3):
 
 
 def _records(prompts, answer, id0, phase):
-    return records_from_batch(prompts, batch_output(answer), id0, phase)
+    return records_from_batch(prompts, batch_output(JobAnswer.model_validate(answer)), id0, phase)
 
 
 def test_records_carry_engine_times_as_two_chunks():
@@ -150,8 +151,8 @@ def test_the_engine_serves_job_after_job(offline):
     assert all(r.ok and r.n_in == 5 and r.n_out == 7 for r in records)
     first, second = records[0].t_send, records[3].t_send
     assert facts["window_t0_s"] == first < second < facts["window_t1_s"]
-    answer = engine.generate([{"prompt_token_ids": [11, 12, 13], "max_tokens": 2}])
-    assert [(x["n_in"], x["n_out"]) for x in answer["results"]] == [(3, 2)]
+    answer = engine.generate([JobRequest(prompt_token_ids=[11, 12, 13], max_tokens=2)])
+    assert [(x.n_in, x.n_out) for x in answer.results] == [(3, 2)]
     assert "bench: point p" in engine.log_tail(50)
 
 

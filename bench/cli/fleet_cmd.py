@@ -89,13 +89,13 @@ def plan_cmd(sweep_file, hardware, store_url, out_dir, **opts):
     the_fleet = control.load_fleet(sweep_file, hardware, opts["backend"])
     planned = control.plan(the_fleet, backend, None if out_dir else store_url)  # --out: files only, no store read
     click.echo(_fleet_header(the_fleet, opts["backend"]))
-    states = {s.shard["shard_id"]: s for s in planned.states or []}
-    rows = [{**s.record(), "hardware": s.hardware_arg, "points": s.n_points, "placement": planned.placements[s.shard_id],
+    states = {s.shard.shard_id: s for s in planned.states or []}
+    rows = [{**s.model_dump(), "hardware": s.hardware_arg, "points": s.n_points, "placement": planned.placements[s.shard_id],
              "state": states[s.shard_id].state if states else None} for s in the_fleet.shards]
     columns = ["shard_id", "model", "precision", "parallel", "hardware", "points", "placement"] + (["state"] if states else [])
     click.echo(format_table(rows, columns) if rows else "no shards")
     for skipped in the_fleet.skipped:
-        click.echo(f"skipped: {skipped['config_id']} on {skipped['hardware']}: {skipped['reason']}")
+        click.echo(f"skipped: {skipped.config_id} on {skipped.hardware}: {skipped.reason}")
     if planned.states is not None:
         click.echo(f"launch would submit {len(planned.to_submit)} of {len(rows)} shards")
     if out_dir:
@@ -146,15 +146,15 @@ def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json, **opts):
     found, notes = [], []
     records = [control.one_record(store, fleet_id)] if wait_ else control.records(store, fleet_id)
     for record in records:
-        backend = control.asked(_user_backend(record["fleet_id"], opts), ask_backend)
+        backend = control.asked(_user_backend(record.fleet_id, opts), ask_backend)
         if wait_:
-            states = _wait(store_url, record["fleet_id"], backend, timeout_s, show=False)
+            states = _wait(store_url, record.fleet_id, backend, timeout_s, show=False)
         else:
             states = control.status(store, record, backend)
         found.append((record, states))
         notes.append(control.backend_note(record, backend))
     if as_json:
-        click.echo(json.dumps([{"fleet_id": r["fleet_id"], "shards": [s.row() for s in st]} for r, st in found], indent=2))
+        click.echo(json.dumps([{"fleet_id": r.fleet_id, "shards": [s.row() for s in st]} for r, st in found], indent=2))
     else:
         for (record, states), note in zip(found, notes):
             click.echo(control.progress_line(record, states))
@@ -183,10 +183,10 @@ def logs(shard_id, store_url, fleet_id, tail, **opts):
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
     control.known_shards(record, [shard_id])
-    text = _user_backend(record["fleet_id"], opts).logs(record, shard_id, tail)
+    text = _user_backend(record.fleet_id, opts).logs(record, shard_id, tail)
     if text is None:
         try:
-            data = store.fs.cat_file(store.path(state.rel(record["fleet_id"], "shards", shard_id, "shard.log")))
+            data = store.fs.cat_file(store.path(state.rel(record.fleet_id, "shards", shard_id, "shard.log")))
         except FileNotFoundError:
             data = b""
         text = "\n".join(data.decode(errors="replace").splitlines()[-tail:]) or f"no output of {shard_id} yet"
@@ -206,9 +206,9 @@ def cancel(shard_ids, store_url, fleet_id, **opts):
 
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
-    backend = _user_backend(record["fleet_id"], opts)
+    backend = _user_backend(record.fleet_id, opts)
     ids = control.known_shards(record, shard_ids) if shard_ids else [
-        s.shard["shard_id"] for s in control.status(store, record, control.asked(backend, False)) if s.state != "done"]
+        s.shard.shard_id for s in control.status(store, record, control.asked(backend, False)) if s.state != "done"]
     for line in backend.cancel(record, ids):
         click.echo(line)
 

@@ -67,7 +67,7 @@ def release(agents):
 
     for addr in agents:
         try:
-            NodeClient(addr).call("POST", "/exit", {})
+            NodeClient(addr).release()
             click.echo(f"released {addr}", err=True)
         except EngineError as e:  # already gone: nothing to release
             click.echo(f"bench node: {e}", err=True)

@@ -58,14 +58,40 @@ class ServerEngine(Engine, Protocol):
         """Alive and answering its health check."""
         ...
 
-    def server_counters(self) -> dict[str, float] | None:
-        """Cumulative counters ("generation_tokens", "prompt_tokens", and where the server
-        exposes them "prefix_cache_queries", "prefix_cache_hits" (tokens), "preemptions"); None if not exposed."""
+    def server_counters(self) -> EngineCounters | None:
+        """The server's cumulative counters now; None if it exposes none."""
         ...
 
     def reset_prefix_cache(self) -> str:
         """Empty the server's prefix cache: "done", "unavailable" (the server has no reset) or "failed: why"."""
         ...
+
+
+@dataclass(frozen=True)
+class EngineCounters:
+    """Cumulative counters a server exposes (vLLM's /metrics), summed over their labels; None
+    where the server does not expose one. Tokens are tokens; preemptions are preemptions."""
+
+    generation_tokens: float | None = None
+    prompt_tokens: float | None = None
+    prefix_cache_queries: float | None = None  # tokens looked up in the prefix cache
+    prefix_cache_hits: float | None = None  # tokens found there
+    preemptions: float | None = None
+
+    @classmethod
+    def from_samples(cls, values: dict[str, float]) -> EngineCounters | None:
+        """From {field name: summed value} (a parser's output); None when it names none."""
+        known = {k: float(v) for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known) if known else None
+
+    def since(self, before: EngineCounters) -> EngineCounters:
+        """The increase since `before` (a counter `before` lacks counts from 0)."""
+        return EngineCounters(**{k: None if v is None else v - (getattr(before, k) or 0.0)
+                                 for k, v in self.as_dict().items()})
+
+    def as_dict(self) -> dict[str, float]:
+        """The counters the server exposed, by name (what a result records as `counter_delta`)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from bench.engines.base import EngineDied, reset_prefix_cache
+from bench.engines.base import EngineCounters, EngineDied, reset_prefix_cache
 from bench.engines.process import http_get
 from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import ConfigError
@@ -138,12 +138,12 @@ class Endpoint:
     def log_tail(self, n: int = 20) -> str:
         return ""
 
-    def server_counters(self) -> dict[str, float] | None:
+    def server_counters(self) -> EngineCounters | None:
         """vLLM-style token counters when the endpoint exposes them, else None."""
         status, body = self._get("/metrics", 5.0)
         if status != 200:
             return None
-        return parse_page(body, COUNTERS) or None
+        return EngineCounters.from_samples(parse_page(body, COUNTERS))
 
     def reset_prefix_cache(self) -> str:
         """Reset a vLLM endpoint's prefix cache where it allows it (VLLM_SERVER_DEV_MODE=1); once

@@ -16,15 +16,15 @@ makes the engine not alive, so the point fails as a local engine death would.
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from bench.engines.base import EngineDied, engine_args_to_cli, quote_log
+from pydantic import BaseModel, ValidationError
+
+from bench.engines.base import EngineCounters, EngineDied, engine_args_to_cli, quote_log
 from bench.engines.node_auth import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -32,22 +32,25 @@ from bench.engines.node_auth import (
     load_secret,
     sign_request,
 )
+from bench.engines.node_wire import (
+    ChildState,
+    EnergySnapshot,
+    Exiting,
+    NodeHealth,
+    Refusal,
+    Rendezvous,
+    StartAnswer,
+    StartRequest,
+    Stopped,
+)
 from bench.engines.process import free_port
 from bench.engines.vllm_args import vllm_launch_args
 from bench.errors import ConfigError, EngineError, one_line
 
-HEADLESS_MODULE = "bench.engines.vllm_headless"
+HEADLESS_MODULE = "bench.engines.vllm_headless"  # `vllm serve --headless` without the console script
 AGENT_WAIT_S = 300.0  # how long the head waits for a follower's agent to answer before starting
-_ANSWERED: set[str] = set()  # agents that have answered this process once  # `vllm serve --headless` without the console script
-
-
-@dataclass(frozen=True)
-class Rendezvous:
-    """Where the followers meet the head: its address and the ports it listens on."""
-
-    head_addr: str  # the head as the followers reach it (torch.distributed master, DP address)
-    master_port: int  # torch.distributed rendezvous (TP x PP over nodes)
-    dp_rpc_port: int  # data-parallel handshake (DP over nodes)
+_ANSWERED: set[str] = set()  # agents that have answered this process once
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 def node_launch_args(cfg: Any, node_rank: int, rdv: Rendezvous, device: str = "cuda") -> dict[str, Any]:
@@ -89,7 +92,7 @@ def head_address(follower_host: str) -> str:
 
 def new_rendezvous(nodes: list[str], head_addr: str | None = None) -> Rendezvous:
     host = head_addr or head_address(nodes[0].rpartition(":")[0])
-    return Rendezvous(host, free_port("0.0.0.0"), free_port("0.0.0.0"))
+    return Rendezvous(head_addr=host, master_port=free_port("0.0.0.0"), dp_rpc_port=free_port("0.0.0.0"))
 
 
 class NodeRefused(EngineError):
@@ -114,10 +117,12 @@ class NodeClient:
                 raise NodeRefused(f"node {self.addr}: {e}") from None
         return self._secret
 
-    def call(self, method: str, path: str, body: dict | None = None, timeout_s: float | None = None) -> dict:
-        """The agent's JSON answer; EngineError (one line) when it cannot be reached, NodeRefused when it refuses."""
+    def call(self, method: str, path: str, answer: type[Answer], body: BaseModel | None = None,
+             timeout_s: float | None = None) -> Answer:
+        """The agent's answer, as `answer`; EngineError (one line) when it cannot be reached,
+        NodeRefused when it refuses or answers something else."""
         key = self._key()
-        data = json.dumps(body).encode() if body is not None else None
+        data = body.model_dump_json().encode() if body is not None else (b"{}" if method == "POST" else None)
         headers = sign_request(key, method, path, data or b"")
         req = urllib.request.Request(f"http://{self.addr}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json", **headers})
@@ -125,11 +130,11 @@ class NodeClient:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as r:
                 raw, status, signature = r.read(), r.status, r.headers.get(SIGNATURE_HEADER)
         except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace")
+            text = e.read().decode("utf-8", "replace")
             try:
-                detail = json.loads(detail).get("error", detail)
-            except (ValueError, AttributeError):
-                pass
+                detail = Refusal.model_validate_json(text).error
+            except ValidationError:
+                detail = text
             detail = one_line(detail)
             raise NodeRefused(f"node {self.addr}: {method} {path} refused ({e.code}): {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -139,14 +144,15 @@ class NodeClient:
             raise NodeRefused(f"node {self.addr}: {method} {path}: the answer is not signed with the shared secret "
                               "(not a bench agent of this head, or another secret)")
         try:
-            return json.loads(raw or b"{}")
-        except ValueError:
-            raise NodeRefused(f"node {self.addr}: {method} {path}: the answer is not JSON") from None
+            return answer.model_validate_json(raw)
+        except ValidationError as e:
+            raise NodeRefused(f"node {self.addr}: {method} {path}: not the answer of this bench's agent "
+                              f"({answer.__name__}: {e.errors()[0]['msg']})") from None
 
-    def health(self) -> dict:
-        return self.call("GET", "/health")
+    def health(self) -> NodeHealth:
+        return self.call("GET", "/health", NodeHealth)
 
-    def wait_ready(self, timeout_s: float) -> dict:
+    def wait_ready(self, timeout_s: float) -> NodeHealth:
         """Its /health once it answers (a follower launched beside the head may still be installing);
         the last EngineError after `timeout_s`. An agent that answered before in this process and
         no longer does is gone, not late: no wait; one that refuses (another secret) is not late either."""
@@ -165,23 +171,27 @@ class NodeClient:
                     raise
                 time.sleep(1.0)
 
-    def energy(self, timeout_s: float = 2.0) -> dict:
-        return self.call("GET", "/energy", timeout_s=timeout_s)
+    def energy(self, timeout_s: float = 2.0) -> EnergySnapshot:
+        return self.call("GET", "/energy", EnergySnapshot, timeout_s=timeout_s)
 
-    def start(self, request: dict) -> dict:
-        return self.call("POST", "/engine/start", request, timeout_s=120.0)
+    def start(self, request: StartRequest) -> StartAnswer:
+        return self.call("POST", "/engine/start", StartAnswer, request, timeout_s=120.0)
 
-    def stop(self) -> dict:
-        return self.call("POST", "/engine/stop", {}, timeout_s=60.0)
+    def stop(self) -> Stopped:
+        return self.call("POST", "/engine/stop", Stopped, timeout_s=60.0)
+
+    def release(self) -> Exiting:
+        """The head is done with this node: its agent stops its child and exits (`bench node release`)."""
+        return self.call("POST", "/exit", Exiting)
 
 
-def start_request(cfg: Any, node_rank: int, rdv: Rendezvous, device: str) -> dict:
+def start_request(cfg: Any, node_rank: int, rdv: Rendezvous, device: str) -> StartRequest:
     """What the head sends an agent: the typed configuration and this node's place in it (never a
     command line: the agent builds its own, so it runs nothing but vLLM)."""
     from bench import __version__
 
-    return {"bench_version": __version__, "config": cfg.model_dump(mode="json"), "node_rank": node_rank,
-            "rendezvous": asdict(rdv), "device": device}
+    return StartRequest(bench_version=__version__, config=cfg.model_dump(mode="json"), node_rank=node_rank,
+                        rendezvous=rdv, device=device)
 
 
 class MultiNodeEngine:
@@ -195,7 +205,7 @@ class MultiNodeEngine:
         self.rdv = rdv
         self.device = device
         self.followers = followers if followers is not None else [NodeClient(a) for a in cfg.nodes or []]
-        self.started: dict[str, dict] = {}  # agent -> its answer to /engine/start (pid, argv)
+        self.started: dict[str, StartAnswer] = {}  # agent -> its answer to /engine/start (pid, argv)
         self.agent_wait_s = AGENT_WAIT_S
 
     # the head answers everything the client and the counters need
@@ -214,7 +224,7 @@ class MultiNodeEngine:
     def version(self) -> str:
         return self.head.version()
 
-    def server_counters(self) -> dict[str, float] | None:
+    def server_counters(self) -> EngineCounters | None:
         return self.head.server_counters()
 
     def reset_prefix_cache(self) -> str:
@@ -239,22 +249,22 @@ class MultiNodeEngine:
                 raise EngineDied(f"{e}; {dead}") from None
             raise
 
-    def follower_states(self) -> dict[str, dict]:
-        """agent -> its /health child state ({"state": "running"|"exited"|..., "log_tail": ...}), or an error."""
+    def follower_states(self) -> dict[str, ChildState]:
+        """agent -> its /health child state, or "unreachable" with the error."""
         out = {}
         for node in self.followers:
             try:
-                out[node.addr] = node.health().get("child") or {"state": "none"}
+                out[node.addr] = node.health().child
             except EngineError as e:
-                out[node.addr] = {"state": "unreachable", "error": str(e)}
+                out[node.addr] = ChildState(state="unreachable", error=str(e))
         return out
 
     def _dead_followers(self) -> str:
         parts = []
         for addr, child in self.follower_states().items():
-            if child.get("state") != "running":
-                what = child.get("error") or f"headless vLLM {child.get('state')} (exit code {child.get('returncode')})"
-                parts.append(f"node {addr}: {what}" + quote_log(str(child.get("log_tail") or "")[-600:]))
+            if child.state != "running":
+                what = child.error or f"headless vLLM {child.state} (exit code {child.returncode})"
+                parts.append(f"node {addr}: {what}" + quote_log(child.log_tail[-600:]))
         return "; ".join(parts)
 
     def alive(self) -> bool:
@@ -277,8 +287,8 @@ class MultiNodeEngine:
 
     def describe(self) -> dict:
         """Recorded with the run: the nodes, the rendezvous and each follower's command line."""
-        return {"nnodes": self.cfg.nnodes, "head": self.rdv.head_addr, "rendezvous": asdict(self.rdv),
-                "followers": {addr: {"pid": s.get("pid"), "argv": s.get("argv")} for addr, s in self.started.items()}}
+        return {"nnodes": self.cfg.nnodes, "head": self.rdv.head_addr, "rendezvous": self.rdv.model_dump(),
+                "followers": {addr: {"pid": s.pid, "argv": s.argv} for addr, s in self.started.items()}}
 
 
 def over_nodes(head, cfg: Any, device: str = "cuda", head_addr: str | None = None) -> MultiNodeEngine:

@@ -14,7 +14,8 @@ parent points at the engine log.
                       or {"job": 3, "error": "one line"}
     parent -> worker  {"quit": true}
 
-Times are `time.perf_counter()` seconds. On Linux that is CLOCK_MONOTONIC, the clock vLLM's
+Each line is one of the typed messages below (Ready, Job, Quit, JobAnswer); both sides parse
+what they read into them, so neither reads a dict. Times are `time.perf_counter()` seconds. On Linux that is CLOCK_MONOTONIC, the clock vLLM's
 engine core stamps `RequestOutput.metrics.first_token_ts` / `last_token_ts` with
 (`time.monotonic()`) and the clock of the parent's perf_counter: every process reads the
 same clock, so no conversion is needed. `t_first`/`t_last` are None when vLLM gave no
@@ -27,63 +28,110 @@ import json
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import Literal, TextIO
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 
-def _sampling(request: dict[str, Any], ignore_eos: bool):
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobRequest(_Message):
+    """One sequence of a job: prompt token ids (or text) and exact output tokens."""
+
+    max_tokens: int
+    prompt_token_ids: list[int] | None = None
+    prompt: str | None = None
+
+
+class Job(_Message):
+    job: int
+    requests: list[JobRequest]
+    ignore_eos: bool = True
+
+
+class Quit(_Message):
+    quit: Literal[True]
+
+
+class Ready(_Message):
+    ready: Literal[True]
+    vllm_version: str
+
+
+class SequenceResult(_Message):
+    """One sequence's token counts and engine-core token times (perf_counter s; None: no metrics)."""
+
+    n_in: int
+    n_out: int
+    t_first: float | None
+    t_last: float | None
+
+
+class JobAnswer(_Message):
+    """A job's outcome: its results in request order, or `error` (one line) for the whole job."""
+
+    job: int
+    t_send: float | None = None
+    t_done: float | None = None
+    results: list[SequenceResult] = []
+    error: str | None = None
+
+
+Command = TypeAdapter(Job | Quit)  # what the parent sends, a line at a time
+
+
+def _sampling(request: JobRequest, ignore_eos: bool):
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=int(request["max_tokens"]), ignore_eos=ignore_eos, temperature=0.0)
+    return SamplingParams(max_tokens=request.max_tokens, ignore_eos=ignore_eos, temperature=0.0)
 
 
-def _prompt(request: dict[str, Any]) -> dict[str, Any]:
-    if request.get("prompt_token_ids") is not None:
-        return {"prompt_token_ids": [int(t) for t in request["prompt_token_ids"]]}
-    return {"prompt": str(request["prompt"])}
+def _prompt(request: JobRequest) -> dict:
+    if request.prompt_token_ids is not None:
+        return {"prompt_token_ids": request.prompt_token_ids}
+    return {"prompt": str(request.prompt)}
 
 
-def _result(output) -> dict[str, Any]:
+def _result(output) -> SequenceResult:
     """n_in, n_out and engine-core token times (perf_counter seconds) of one RequestOutput."""
     metrics = getattr(output, "metrics", None)
-    first = getattr(metrics, "first_token_ts", 0.0) or None
-    last = getattr(metrics, "last_token_ts", 0.0) or None
-    return {
-        "n_in": len(output.prompt_token_ids or []),
-        "n_out": len(output.outputs[0].token_ids) if output.outputs else 0,
-        "t_first": first,
-        "t_last": last,
-    }
+    return SequenceResult(
+        n_in=len(output.prompt_token_ids or []),
+        n_out=len(output.outputs[0].token_ids) if output.outputs else 0,
+        t_first=getattr(metrics, "first_token_ts", 0.0) or None,
+        t_last=getattr(metrics, "last_token_ts", 0.0) or None,
+    )
 
 
-def run_job(llm, job: dict[str, Any]) -> dict[str, Any]:
-    """One `LLM.generate` over every request of `job`; the answer line as a dict."""
-    requests = job["requests"]
-    ignore_eos = bool(job.get("ignore_eos", True))
-    prompts = [_prompt(r) for r in requests]
-    params = [_sampling(r, ignore_eos) for r in requests]
+def run_job(llm, job: Job) -> JobAnswer:
+    """One `LLM.generate` over every request of `job`."""
+    prompts = [_prompt(r) for r in job.requests]
+    params = [_sampling(r, job.ignore_eos) for r in job.requests]
     t_send = time.perf_counter()
     try:
         outputs = llm.generate(prompts, params, use_tqdm=False)
     except (ValueError, RuntimeError) as e:  # a rejected prompt, an OOM: the job fails, the engine may live
-        return {"job": job.get("job"), "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        return JobAnswer(job=job.job, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     t_done = time.perf_counter()
-    return {"job": job.get("job"), "t_send": t_send, "t_done": t_done, "results": [_result(o) for o in outputs]}
+    return JobAnswer(job=job.job, t_send=t_send, t_done=t_done, results=[_result(o) for o in outputs])
 
 
 def serve(llm, jobs: TextIO, answers: TextIO, version: str) -> None:
     """Answer each job line on `jobs` with one line on `answers` until quit or EOF."""
-    _send(answers, {"ready": True, "vllm_version": version})
+    _send(answers, Ready(ready=True, vllm_version=version))
     for line in jobs:
         if not line.strip():
             continue
-        job = json.loads(line)
-        if job.get("quit"):
+        command = Command.validate_json(line)
+        if isinstance(command, Quit):
             return
-        _send(answers, run_job(llm, job))
+        _send(answers, run_job(llm, command))
 
 
-def _send(answers: TextIO, message: dict[str, Any]) -> None:
-    answers.write(json.dumps(message) + "\n")
+def _send(answers: TextIO, message: _Message) -> None:
+    answers.write(message.model_dump_json() + "\n")
     answers.flush()
 
 

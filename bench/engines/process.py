@@ -16,7 +16,6 @@ its log so that a `--resume` finds one that did not (`stop_stale`; docs/reliabil
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -29,6 +28,8 @@ import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.engines.lifeline import end_group, group_members, start_ticks
 from bench.errors import EngineError
@@ -76,6 +77,22 @@ CHILD_GROUP = {"process_group": 0}  # Popen: a process group of its own, in benc
 LIFELINE = str(Path(__file__).with_name("lifeline.py"))  # run as a file: stdlib only, starts in ms
 WATCHDOG_GRACE_S = 10.0  # SIGTERM to SIGKILL, when bench is gone and its watchdog stops an engine
 RECORD_GLOB = ".*.proc.json"
+
+
+class EngineRecord(BaseModel):
+    """`.<log stem>.proc.json`: the process group a child engine was started in, so a later
+    process of the same run can stop it (`stop_stale`). `start_ticks`: the leader's start time
+    in clock ticks after boot (/proc/<pid>/stat field 22)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    host: str
+    boot_id: str | None = None
+    pid: int = Field(gt=1)
+    pgid: int = Field(gt=1)  # never 0 or 1: a signal to group 0 is a signal to our own
+    start_ticks: int | None = None
+    bench_pid: int | None = None  # the bench process that started it
+    watchdog_pid: int | None = None
 
 
 def record_path(log_path: Path) -> Path:
@@ -143,10 +160,10 @@ class ChildProcess:
     def _write_record(self, pid: int) -> None:
         from bench.atomicio import atomic_write_text
 
-        record = {"host": socket.gethostname(), "boot_id": boot_id(), "pid": pid, "pgid": pid,
-                  "start_ticks": start_ticks(pid), "bench_pid": os.getpid(),
-                  "watchdog_pid": self.watchdog.pid if self.watchdog else None}
-        atomic_write_text(record_path(self.log_path), json.dumps(record) + "\n")
+        record = EngineRecord(host=socket.gethostname(), boot_id=boot_id(), pid=pid, pgid=pid,
+                              start_ticks=start_ticks(pid), bench_pid=os.getpid(),
+                              watchdog_pid=self.watchdog.pid if self.watchdog else None)
+        atomic_write_text(record_path(self.log_path), record.model_dump_json() + "\n")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -203,15 +220,15 @@ def stop_stale(run_dir: Path, grace_s: float = WATCHDOG_GRACE_S) -> list[str]:
     said = []
     for path in sorted(Path(run_dir).glob(RECORD_GLOB)):
         try:
-            rec = json.loads(path.read_text())
-            pgid, ticks = int(rec["pgid"]), rec.get("start_ticks")
-        except (OSError, ValueError, KeyError, TypeError):
+            rec = EngineRecord.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
             path.unlink(missing_ok=True)  # not a record this code wrote: nothing to trust in it
             continue
-        if rec.get("host") != socket.gethostname():
-            said.append(f"engine record {path.name} is from host {rec.get('host')}: not checked from here")
+        if rec.host != socket.gethostname():
+            said.append(f"engine record {path.name} is from host {rec.host[:100]}: not checked from here")
             continue
-        members = _recorded_group(pgid, ticks, rec.get("boot_id"))
+        pgid = rec.pgid
+        members = _recorded_group(pgid, rec.start_ticks, rec.boot_id)
         if members:
             if not end_group(pgid, grace_s):
                 raise EngineError(f"a stale engine of this run (process group {pgid}) would not stop; "

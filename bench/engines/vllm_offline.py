@@ -23,7 +23,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from bench.catalog.engines import installed_version
 from bench.engines.base import (
@@ -38,11 +40,13 @@ from bench.engines.base import (
     quote_log,
     vllm_child_env,
 )
+from bench.engines.offline_worker import Job, JobAnswer, JobRequest, Quit, Ready
 from bench.engines.process import ChildProcess, log_tail
 from bench.engines.vllm_args import vllm_launch_args
 from bench.errors import ConfigError, EngineError
 
 WORKER_MODULE = "bench.engines.offline_worker"
+M = TypeVar("M", bound=BaseModel)
 
 
 class _PipedChild(ChildProcess):
@@ -92,7 +96,7 @@ class VllmOffline:
                     startup_timeout_s: float = 600.0) -> VllmOffline:
         """The worker for one EngineConfig, pinned to `devices` (None: every visible one)."""
         args = cls.launch_args(cfg, device)
-        if int(args.get("data_parallel_size") or 1) > 1:  # LLM() refuses it in one process
+        if cfg.data_parallel_size > 1:  # LLM() refuses it in one process
             raise ConfigError("vllm-offline runs one LLM process: data_parallel_size must be 1 "
                               "(use the vllm server engine for data parallelism)")
         return cls(model_path, cfg.model, log_path, engine_args=args, device=device, n_gpus=cfg.n_gpus,
@@ -112,7 +116,7 @@ class VllmOffline:
         self._child = _PipedChild(self.argv(), self.log_path, env)
         self._child.start()
         try:
-            ready = self._read_line(self.startup_timeout_s, during="start")
+            ready = self._read_line(Ready, self.startup_timeout_s, during="start")
         except EngineDied as e:
             tail = self.log_tail(40)
             if OOM_PATTERNS.search(tail):
@@ -123,7 +127,7 @@ class VllmOffline:
             self.stop()
             raise EngineError(f"vLLM offline worker not ready after {self.startup_timeout_s:.0f} s; "
                               f"log: {self.log_path}" + quote_log(self.log_tail(5)))
-        self.vllm_version = ready.get("vllm_version")
+        self.vllm_version = ready.vllm_version
         self._ready = True
 
     def stop(self) -> None:
@@ -133,7 +137,7 @@ class VllmOffline:
         if proc is not None and proc.poll() is None and self._ready:
             # a worker that said ready reads its stdin: ask it to quit before signalling
             try:
-                proc.stdin.write(b'{"quit": true}\n')
+                proc.stdin.write(Quit(quit=True).model_dump_json().encode() + b"\n")
                 proc.stdin.flush()
             except OSError:
                 pass
@@ -151,28 +155,24 @@ class VllmOffline:
     def log_tail(self, n: int = 20) -> str:
         return log_tail(self.log_path, n)
 
-    def server_counters(self) -> None:
-        return None
-
-    def generate(self, requests: list[dict[str, Any]], ignore_eos: bool = True) -> dict[str, Any]:
-        """One job: `requests` = [{"prompt_token_ids": [..] or "prompt": text, "max_tokens": n}];
-        the worker's answer (t_send, t_done, results) or {"error": ...}. Raises EngineDied."""
+    def generate(self, requests: list[JobRequest], ignore_eos: bool = True) -> JobAnswer:
+        """One job of `requests`: the worker's answer (t_send, t_done, results, or `error`). Raises EngineDied."""
         if not self.alive():
             raise self._died("is not running")
         self._job += 1
-        line = json.dumps({"job": self._job, "requests": requests, "ignore_eos": ignore_eos}) + "\n"
+        line = Job(job=self._job, requests=requests, ignore_eos=ignore_eos).model_dump_json() + "\n"
         try:
             self._child.proc.stdin.write(line.encode())
             self._child.proc.stdin.flush()
         except OSError:
             raise self._died("closed its job channel") from None
-        answer = self._read_line(self.job_timeout_s, during=f"job {self._job}")
+        answer = self._read_line(JobAnswer, self.job_timeout_s, during=f"job {self._job}")
         if answer is None:  # a hung engine is ended, so that the runner can restart it
             self.stop()
             raise EngineDied(f"vLLM offline worker: job {self._job} took over {self.job_timeout_s:.0f} s "
                              f"and was stopped; log: {self.log_path}")
-        if answer.get("job") != self._job:
-            raise EngineError(f"vLLM offline worker answered job {answer.get('job')}, expected {self._job}")
+        if answer.job != self._job:
+            raise EngineError(f"vLLM offline worker answered job {answer.job}, expected {self._job}")
         return answer
 
     def generate_batch(self, requests: list[BatchRequest]) -> BatchOutput:
@@ -184,8 +184,9 @@ class VllmOffline:
         with open(self.log_path, "a") as f:
             f.write(f"bench: {line}\n")
 
-    def _read_line(self, timeout_s: float | None, during: str) -> dict[str, Any] | None:
-        """The next JSON line from the worker; None on timeout; EngineDied if it exits first."""
+    def _read_line(self, message: type[M], timeout_s: float | None, during: str) -> M | None:
+        """The worker's next line, as `message`; None on timeout; EngineDied if it exits first,
+        EngineError for a line that is not that message."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         fd = self._child.proc.stdout.fileno()
         while b"\n" not in self._buffer:
@@ -200,7 +201,11 @@ class VllmOffline:
             if not ready and not self._child.alive():
                 raise self._died(f"exited during {during}")
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return message.model_validate_json(line)
+        except ValidationError as e:
+            raise EngineError(f"vLLM offline worker: {during}: not a {message.__name__} line "
+                              f"({e.errors()[0]['msg']}); log: {self.log_path}") from None
 
     def _died(self, what: str) -> EngineDied:
         code = None if self._child is None else self._child.returncode
@@ -208,27 +213,25 @@ class VllmOffline:
                           + quote_log(last_error_line(self.log_tail(40))))
 
 
-def _request(request: BatchRequest) -> dict[str, Any]:
-    req: dict[str, Any] = {"max_tokens": request.max_tokens}
+def _request(request: BatchRequest) -> JobRequest:
     if request.token_ids is not None:
-        req["prompt_token_ids"] = request.token_ids
-    else:
-        req["prompt"] = request.text
-    return req
+        return JobRequest(max_tokens=request.max_tokens, prompt_token_ids=request.token_ids)
+    return JobRequest(max_tokens=request.max_tokens, prompt=request.text)
 
 
-def batch_output(answer: dict[str, Any]) -> BatchOutput:
+def batch_output(answer: JobAnswer) -> BatchOutput:
     """A worker's answer as a BatchOutput. Offline vLLM gives no per-token times: a sequence
     is two chunks, the first token at `t_first`, the other n_out - 1 at `t_last` (the
     generate's end when vLLM gave no metrics)."""
     now = time.perf_counter()
-    t_send, t_done = answer.get("t_send", now), answer.get("t_done", now)
-    if "error" in answer:
-        return BatchOutput(t_send=t_send, t_done=t_done, error=answer["error"])
+    t_send = answer.t_send if answer.t_send is not None else now
+    t_done = answer.t_done if answer.t_done is not None else now
+    if answer.error is not None:
+        return BatchOutput(t_send=t_send, t_done=t_done, error=answer.error)
     sequences = []
-    for res in answer["results"]:
-        t_first, t_last = res["t_first"], res["t_last"] if res["t_last"] is not None else t_done
-        seq = GeneratedSequence(n_in=res["n_in"], n_out=res["n_out"], t_first=t_first, t_last=t_last)
+    for res in answer.results:
+        t_first, t_last = res.t_first, res.t_last if res.t_last is not None else t_done
+        seq = GeneratedSequence(n_in=res.n_in, n_out=res.n_out, t_first=t_first, t_last=t_last)
         if seq.n_out >= 2 and t_first is not None:
             seq.chunk_t, seq.chunk_tokens = [t_first, t_last], [1, seq.n_out - 1]
         elif seq.n_out >= 1:

@@ -10,6 +10,7 @@ from typing import Any
 from bench.catalog.engines import installed_version
 from bench.engines.base import (
     OOM_PATTERNS,
+    EngineCounters,
     EngineDied,
     EngineDoesNotFit,
     device_env,
@@ -149,13 +150,12 @@ class VllmServer:
     def log_tail(self, n: int = 20) -> str:
         return log_tail(self.log_path, n)
 
-    def server_counters(self) -> dict[str, float] | None:
-        """Counters from `/metrics` (bench.engines.vllm_metrics.COUNTERS: tokens, prefix-cache tokens,
-        preemptions); None if unreachable."""
+    def server_counters(self) -> EngineCounters | None:
+        """Counters from `/metrics` (bench.engines.vllm_metrics.COUNTERS: tokens, prefix-cache tokens, preemptions); None if unreachable."""
         status, body = http_get(f"{self.base_url}/metrics", timeout_s=5.0)
         if status != 200:
             return None
-        return parse_page(body, COUNTERS)
+        return EngineCounters.from_samples(parse_page(body, COUNTERS))
 
     def reset_prefix_cache(self) -> str:
         """"done", "unavailable" or "failed: why" (the server starts with VLLM_SERVER_DEV_MODE=1, so it has the route)."""

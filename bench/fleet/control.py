@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.errors import ConfigError, StoreError
 from bench.fleet import state
+from bench.fleet.records import FleetRecord, RememberedBackend, backend_options
 from bench.fleet.shards import Fleet, plan_fleet
 from bench.safepath import UnsafePath, check_run_id
 
@@ -38,8 +39,8 @@ def load_fleet(sweep_path, hardware=(), backend_name: str = "local") -> Fleet:
     return plan_fleet(sweep_path, hardware, default, n_devices, multinode=backend_name == "skypilot")
 
 
-def full_record(fleet: Fleet, backend) -> dict:
-    return {**fleet.record(), "backend": backend.record()}
+def full_record(fleet: Fleet, backend) -> FleetRecord:
+    return fleet.record(backend.record())
 
 
 @dataclass
@@ -61,7 +62,7 @@ def plan(fleet: Fleet, backend, store_url: str | None = None) -> Planned:
         from bench.store import Store
 
         record = full_record(fleet, backend)
-        known = backend.status(record, [s.shard_id for s in fleet.shards]) if backend.name == "local" else {}
+        known = backend.status(record, record.shard_ids()) if backend.name == "local" else {}
         out.states = state.fleet_states(Store(store_url), record, known)  # Ray / SkyPilot: asked at launch
         out.to_submit = _to_submit(fleet, out.states)
     return out
@@ -74,11 +75,11 @@ def launch(fleet: Fleet, backend, store_url: str, work_dir=None) -> tuple[list, 
 
     store = Store(store_url)
     record = full_record(fleet, backend)
-    states = state.fleet_states(store, record, backend.status(record, [s.shard_id for s in fleet.shards]))
+    states = state.fleet_states(store, record, backend.status(record, record.shard_ids()))
     todo = _to_submit(fleet, states)
     if todo:
         backend.placements(fleet, todo)  # refuses (one line) before anything is written or started
-    state.write_fleet(store, fleet.record(), backend.record())
+    state.write_fleet(store, record)
     remember(fleet.fleet_id, backend, work_dir)
     lines = backend.submit(fleet, todo, store_url) if todo else []
     return todo, states, lines
@@ -96,28 +97,25 @@ def _record_path(fleet_id: str, work_dir=None) -> Path:
 
 def remember(fleet_id: str, backend, work_dir=None) -> Path:
     """Write WORK/<fleet>/backend.json: the backend (and its options) this machine launched with."""
+    from bench.atomicio import atomic_write_text
+
     path = _record_path(fleet_id, work_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"fleet_id": fleet_id, "backend": backend.record(), "host": socket.gethostname(),
-            "launched_utc": state.utc_now()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    record = RememberedBackend(fleet_id=fleet_id, backend=backend.record(), host=socket.gethostname(),
+                               launched_utc=state.utc_now())
+    atomic_write_text(path, record.to_json())
     return path
 
 
-def remembered(fleet_id: str, work_dir=None) -> dict | None:
-    """The backend record `remember` wrote for this fleet on this machine, or None."""
-    from bench.fleet.backends import BACKENDS
-
+def remembered(fleet_id: str, work_dir=None):
+    """The backend record (bench.fleet.records.BackendRecord) `remember` wrote for this fleet on
+    this machine, or None (none, another fleet's, or one that does not read)."""
     try:
         data = json.loads(_record_path(fleet_id, work_dir).read_text())
     except (OSError, ValueError, ConfigError):
         return None
-    backend = data.get("backend") if isinstance(data, dict) else None
-    if data.get("fleet_id") != fleet_id or not isinstance(backend, dict) or backend.get("name") not in BACKENDS:
-        return None
-    return backend
+    record = RememberedBackend.read(data)
+    return record.backend if record is not None and record.fleet_id == fleet_id else None
 
 
 def user_backend(fleet_id: str, backend_name: str | None = None, work_dir=None, ray_address: str | None = None):
@@ -127,33 +125,29 @@ def user_backend(fleet_id: str, backend_name: str | None = None, work_dir=None, 
     from bench.fleet.backends import get_backend
 
     record = remembered(fleet_id, work_dir)
-    name = backend_name or (record["name"] if record else "local")
-    options = {}
-    if record is not None and record["name"] == name:
-        options = {k: v for k, v in record.items() if k not in ("name", "work_dir")}
+    name = backend_name or (record.name if record else "local")
+    options = backend_options(record) if record is not None and record.name == name else {}
     if ray_address:
         options["address"] = ray_address
     return get_backend(name, work_dir=work_dir, **options)
 
 
-def backend_note(record: dict, asked) -> str | None:
+def backend_note(record: FleetRecord, asked) -> str | None:
     """A line saying which backend the store's record names, when it is not the one asked
     (shown only: the store never chooses what is asked)."""
-    from bench.fleet.backends import BACKENDS
-
-    named = (record.get("backend") or {}).get("name") if isinstance(record.get("backend"), dict) else None
-    if named not in BACKENDS or (asked is not None and asked.name == named):
+    named = record.backend.name if record.backend is not None else None
+    if named is None or (asked is not None and asked.name == named):
         return None
-    return (f"fleet {record['fleet_id']}: launched with {named} (the store's record); to ask it: "
+    return (f"fleet {record.fleet_id}: launched with {named} (the store's record); to ask it: "
             f"--backend {named}{' --ask-backend' if named != 'local' else ''}")
 
 
 def _to_submit(fleet: Fleet, states: list[state.ShardState]) -> list:
-    ids = {s.shard["shard_id"] for s in states if s.state in ("failed", "missing")}
+    ids = {s.shard.shard_id for s in states if s.state in ("failed", "missing")}
     return [s for s in fleet.shards if s.shard_id in ids]
 
 
-def records(store, fleet_id: str | None = None) -> list[dict]:
+def records(store, fleet_id: str | None = None) -> list[FleetRecord]:
     """The fleet record(s) of the store: the one named, else every fleet."""
     ids = [fleet_id] if fleet_id else state.fleet_ids(store)
     out = []
@@ -165,19 +159,19 @@ def records(store, fleet_id: str | None = None) -> list[dict]:
     return out
 
 
-def known_shards(record: dict, shard_ids) -> list[str]:
+def known_shards(record: FleetRecord, shard_ids) -> list[str]:
     """`shard_ids` when each is a shard of the fleet; ConfigError naming the known ones."""
-    known = [s["shard_id"] for s in record["shards"]]
+    known = record.shard_ids()
     for sid in shard_ids:
         if sid not in known:
-            raise ConfigError(f"no shard '{sid}' in fleet {record['fleet_id']} (known: {', '.join(known) or 'none'})")
+            raise ConfigError(f"no shard '{sid}' in fleet {record.fleet_id} (known: {', '.join(known) or 'none'})")
     return list(shard_ids)
 
 
-def one_record(store, fleet_id: str | None) -> dict:
+def one_record(store, fleet_id: str | None) -> FleetRecord:
     found = records(store, fleet_id)
     if len(found) != 1:
-        known = ", ".join(r["fleet_id"] for r in found) or "none"
+        known = ", ".join(r.fleet_id for r in found) or "none"
         raise ConfigError(f"name the fleet with --fleet ID (fleets in {store.where}: {known})")
     return found[0]
 
@@ -188,26 +182,26 @@ def asked(backend, ask_backend: bool):
     return backend if backend is not None and (ask_backend or backend.name == "local") else None
 
 
-def views(record: dict, backend) -> dict[str, state.View]:
+def views(record: FleetRecord, backend) -> dict[str, state.View]:
     """What `backend` (the user's, or None) says of the fleet's shards."""
     if backend is None:
         return {}
-    return backend.status(record, [s["shard_id"] for s in record["shards"]])
+    return backend.status(record, record.shard_ids())
 
 
-def status(store, record: dict, backend=None) -> list[state.ShardState]:
+def status(store, record: FleetRecord, backend=None) -> list[state.ShardState]:
     """Every shard's state from the store and what `backend` (None: none) says."""
     return state.fleet_states(store, record, views(record, backend))
 
 
-def progress_line(record: dict, states: list[state.ShardState], elapsed_s: float | None = None) -> str:
+def progress_line(record: FleetRecord, states: list[state.ShardState], elapsed_s: float | None = None) -> str:
     c = state.counts(states)
-    running = [s.status or {} for s in states if s.state == "running"]
-    done_pts = sum(int(st.get("points_done") or 0) for st in running)
-    total_pts = sum(int(st.get("points_total") or 0) for st in running)
+    running = [s.status for s in states if s.state == "running" and s.status is not None]
+    done_pts = sum(st.points_done for st in running)
+    total_pts = sum(st.points_total or 0 for st in running)
     pts = f" ({done_pts}/{total_pts} points)" if total_pts else ""
     took = f"; {elapsed_s / 60:.1f} min" if elapsed_s is not None else ""
-    return (f"fleet {record['fleet_id']}: {len(states)} shards: {c['done']} done, {c['running']} running{pts}, "
+    return (f"fleet {record.fleet_id}: {len(states)} shards: {c['done']} done, {c['running']} running{pts}, "
             f"{c['failed']} failed, {c['missing']} missing{took}")
 
 

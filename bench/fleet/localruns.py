@@ -16,6 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.errors import ResultError
+from bench.fleet.records import AttemptMark
+
 ATTEMPT_FILE = "attempt.json"
 FINISHED = ("complete", "partial")
 
@@ -35,25 +38,38 @@ class LocalRun:
 def mark_attempt(attempt_dir: Path, hardware: str, plan_digest: str) -> None:
     """Say which hardware and plan this attempt's runs are for."""
     attempt_dir.mkdir(parents=True, exist_ok=True)
-    (attempt_dir / ATTEMPT_FILE).write_text(json.dumps({"hardware": hardware, "plan": plan_digest}) + "\n")
+    (attempt_dir / ATTEMPT_FILE).write_text(AttemptMark(hardware=hardware, plan=plan_digest).to_json())
+
+
+def read_result(run_dir: Path | None):
+    """The run folder's run.json (bench.results.RunResult), or None when there is none or it does not read."""
+    from bench.results import read_summary
+
+    if run_dir is None:
+        return None
+    try:
+        return read_summary(Path(run_dir) / "run.json")
+    except (OSError, ResultError):
+        return None
+
+
+def points_done(run) -> int:
+    """Points of a RunResult that need no measuring again: ok or skipped."""
+    return sum(1 for p in run.points if p.status in ("ok", "skipped"))
 
 
 def read_run(run_dir: Path | None) -> LocalRun | None:
     """A run folder's state from its run.json; None when it does not read or its process still holds it."""
     from bench.run.lock import is_locked
 
-    if run_dir is None:
+    run = read_result(run_dir)
+    if run is None or is_locked(run_dir):
         return None
     try:
-        path = Path(run_dir) / "run.json"
-        summary = json.loads(path.read_text())
-        stamp = path.stat().st_mtime_ns
-    except (OSError, ValueError):
+        stamp = (Path(run_dir) / "run.json").stat().st_mtime_ns
+    except OSError:
         return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("points"), list) or is_locked(run_dir):
-        return None
-    done = sum(1 for p in summary["points"] if isinstance(p, dict) and p.get("status") in ("ok", "skipped"))
-    return LocalRun(Path(run_dir), str(summary.get("status")), done, stamp)
+    return LocalRun(Path(run_dir), run.status, points_done(run), stamp)
 
 
 def local_runs(shard_dir: Path, hardware: str, plan_digest: str) -> list[LocalRun]:
@@ -61,10 +77,10 @@ def local_runs(shard_dir: Path, hardware: str, plan_digest: str) -> list[LocalRu
     out = []
     for marker in sorted(Path(shard_dir).glob(f"*/{ATTEMPT_FILE}")):
         try:
-            mark = json.loads(marker.read_text())
+            mark = AttemptMark.read(json.loads(marker.read_text()))
         except (OSError, ValueError):
             continue
-        if not isinstance(mark, dict) or (mark.get("hardware"), mark.get("plan")) != (hardware, plan_digest):
+        if mark != AttemptMark(hardware=hardware, plan=plan_digest):
             continue
         for run_dir in sorted([*marker.parent.glob("runs/*"), *marker.parent.glob("restored/*")]):
             found = read_run(run_dir)

@@ -17,7 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from bench.errors import StoreError
+from bench.errors import ResultError, StoreError
 from bench.redact import redact_text
 from bench.safepath import UnsafePath, check_rel_path, check_run_id, inside
 from bench.store.bounded import MAX_FILE_BYTES, MAX_SUMMARY_BYTES, load_json
@@ -36,16 +36,18 @@ class PartialRun:
 
     def sync(self, run_dir: Path) -> int:
         """Bring the mirror up to the run folder's last written state; returns files sent."""
+        from bench.results import parse_summary
+
         run_dir = Path(run_dir)
         try:
             summary = (run_dir / SUMMARY).read_bytes()
         except FileNotFoundError:
             return 0
         try:
-            points = json.loads(summary).get("points") or []
-        except (ValueError, AttributeError):
+            run = parse_summary(json.loads(summary), str(run_dir / SUMMARY))
+        except (ValueError, ResultError):
             return 0  # never: run.json is replaced atomically; a torn read is not mirrored
-        named = {p.get("requests_file") for p in points if isinstance(p, dict) and p.get("requests_file")}
+        named = {p.requests_file for p in run.points if p.requests_file}
         sent = 0
         for path in sorted(run_dir.rglob("*")):
             rel = path.relative_to(run_dir).as_posix()
@@ -73,7 +75,7 @@ class PartialRun:
     def restore(self, dest: Path) -> Path | None:
         """The mirrored run folder, copied into DEST/<its run folder name>; None when the
         store holds no usable mirror (nothing there, or a run.json that does not read)."""
-        from bench.results import read_summary
+        from bench.results import parse_summary
 
         fs = self.store.fs
         root = self.store.path(self.prefix)
@@ -86,10 +88,10 @@ class PartialRun:
         if SUMMARY not in files:
             return None
         data = self._get(files[SUMMARY])
-        try:
-            summary = load_json(data, f"{self.store.where}: {self.prefix}/{SUMMARY}", MAX_SUMMARY_BYTES)
-            name = check_run_id(summary.get("run_id"))
-        except (StoreError, UnsafePath, AttributeError):
+        where = f"{self.store.where}: {self.prefix}/{SUMMARY}"
+        try:  # a mirror that does not read is started over, never trusted
+            name = check_run_id(parse_summary(load_json(data, where, MAX_SUMMARY_BYTES), where).run_id)
+        except (StoreError, ResultError, UnsafePath):
             return None
         target = Path(dest) / name
         target.mkdir(parents=True, exist_ok=False)
@@ -103,10 +105,6 @@ class PartialRun:
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(data)
             self.sent[rel] = hashlib.sha256(data).hexdigest()
-        try:
-            read_summary(target)
-        except Exception:  # noqa: BLE001 - a mirror that does not read is started over, never trusted
-            return None
         return target
 
     def _get(self, remote: str) -> bytes:

@@ -8,7 +8,7 @@
    shard's mirror in the store is restored, and whichever of it and the local runs holds
    more finished points continues with `--resume` (a finished mirror is published at once).
 3. Run `bench sweep SWEEP --config ID --hardware HW` as a child process that the kernel
-   stops when the shard dies (bench.fleet.parentdeath); after each finished point (each new
+   stops when the shard dies (bench.engines.lifeline.guarded); after each finished point (each new
    run.json) mirror the run folder to the store, and beat a heartbeat into the shard's
    status object.
 4. When the sweep ends complete or partial, publish the run (bench.store) and write status
@@ -36,6 +36,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 
+from bench.engines.lifeline import guarded
 from bench.errors import (
     BenchError,
     ConfigError,
@@ -44,8 +45,9 @@ from bench.errors import (
     StoreUnavailable,
     one_line,
 )
-from bench.fleet import localruns, parentdeath, state
+from bench.fleet import localruns, state
 from bench.fleet.partial import PartialRun
+from bench.fleet.records import ShardStatus
 from bench.fleet.shards import shard_id as make_shard_id
 from bench.redact import redact_text
 
@@ -93,8 +95,9 @@ def plan_digest(plan) -> str:
 
 
 def default_work_dir(fleet_id: str, shard_id: str) -> Path:
-    base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
-    return Path(base) / "fleet" / fleet_id / shard_id
+    from bench.fleet.backends.local import default_root
+
+    return default_root() / fleet_id / shard_id
 
 
 NODES_ENV = "BENCH_NODES"  # "host:port,..." of a multi-node shard's follower agents (bench.fleet.backends.skypilot)
@@ -117,9 +120,9 @@ class ShardRun:
         self.attempt = f"{state.utc_now().replace(':', '').replace('-', '')}-{uuid.uuid4().hex[:6]}"
         self.work = Path(work_dir or default_work_dir(fleet_id, self.shard_id)) / self.attempt
         self.echo = echo
-        self.status = {"state": "running", "fleet_id": fleet_id, "shard_id": self.shard_id, "attempt": self.attempt,
-                       "host": socket.gethostname(), "pid": os.getpid(), "backend": backend,
-                       "started_utc": state.utc_now(), "points_done": 0, "points_total": None}
+        self.status = ShardStatus(state="running", fleet_id=fleet_id, shard_id=self.shard_id, attempt=self.attempt,
+                                  host=socket.gethostname(), pid=os.getpid(), backend=backend,
+                                  started_utc=state.utc_now())
         self.log_lines: deque[str] = deque(maxlen=5000)  # the tail of the shard's output, for the store
         self.log = PartialRun(self.store, state.rel(fleet_id, "shards", self.shard_id))
         self.child: subprocess.Popen | None = None
@@ -131,7 +134,8 @@ class ShardRun:
             self._check_sweep()
             hw, how = machine_hardware(self.hardware)
             plan = shard_plan(self.sweep_path, self.config_id, hw)
-            self.status.update(hardware=hw, hardware_check=how, points_total=len(plan.points))
+            self.status.hardware, self.status.hardware_check = hw, how
+            self.status.points_total = len(plan.points)
             self.mirror = PartialRun(self.store, state.rel(self.fleet_id, "shards", self.shard_id, "partial",
                                                            f"{hw}-{plan_digest(plan)}"))
             self._beat()
@@ -166,7 +170,7 @@ class ShardRun:
     def _check_sweep(self) -> None:
         record = state.read_fleet(self.store, self.fleet_id)
         sha = hashlib.sha256(Path(self.sweep_path).read_bytes()).hexdigest()
-        if record is not None and record.get("sweep_sha256") not in (None, sha):
+        if record is not None and record.sweep_sha256 != sha:
             raise ConfigError(f"{self.sweep_path} is not the sweep file fleet {self.fleet_id} was launched with")
 
     def _sweep(self, hw: str, restored: Path | None) -> tuple[int, Path | None]:
@@ -180,7 +184,7 @@ class ShardRun:
         self._say("running: " + " ".join(argv[1:]))
         # its own process group: one signal from us, never a second from a group signal; and
         # SIGTERM from the kernel if this process dies first (a killed shard stops its sweep)
-        self.child = subprocess.Popen(parentdeath.wrap(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.child = subprocess.Popen(guarded(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, process_group=0, stdin=subprocess.DEVNULL)
         reader = threading.Thread(target=self._tee, args=(self.child.stdout,), daemon=True)
         reader.start()
@@ -228,8 +232,8 @@ class ShardRun:
             try:
                 if done is None:
                     done = self.store.upload(prepared)
-                    self.status.update(state="done", run_id=done.run_id, run_status=self._run_status(run_dir),
-                                       finished_utc=state.utc_now())
+                    self._update(state="done", run_id=done.run_id, run_status=self._run_status(run_dir),
+                                 finished_utc=state.utc_now())
                 self._beat()
                 break
             except StoreUnavailable as e:  # a refusal of the content is not retried: it fails now
@@ -258,7 +262,7 @@ class ShardRun:
     def _fail(self, why: str, code: int) -> int:
         why = one_line(redact_text(str(why)))
         self._say(f"failed: {why}")
-        self.status.update(state="failed", error=why, exit_code=code, finished_utc=state.utc_now())
+        self._update(state="failed", error=why, exit_code=code, finished_utc=state.utc_now())
         try:
             self._beat()
         except BenchError as e:  # the store itself failed: say so here, the heartbeat goes stale
@@ -275,13 +279,17 @@ class ShardRun:
             self._say(f"store write failed, retried at the next point or heartbeat: {e}")
             return False
 
+    def _update(self, **fields) -> None:
+        for name, value in fields.items():  # each checked (ShardStatus validates assignments)
+            setattr(self.status, name, value)
+
     def _sync(self, run_dir: Path) -> None:
         self.mirror.sync(run_dir)
-        self.status["points_done"] = self._points(run_dir)
+        self.status.points_done = self._points(run_dir)
         self._beat()
 
     def _beat(self) -> None:
-        self.status["heartbeat_utc"] = state.utc_now()
+        self.status.heartbeat_utc = state.utc_now()
         self.log.put_text("shard.log", "".join(self.log_lines))
         state.write_status(self.store, self.fleet_id, self.shard_id, self.status)
 
@@ -300,19 +308,13 @@ class ShardRun:
         self.log_lines.append(line)
         self.echo(line.rstrip("\n"))
 
-    @staticmethod
-    def _summary(run_dir: Path | None) -> dict:
-        try:
-            return json.loads((Path(run_dir) / "run.json").read_text())
-        except (OSError, ValueError, TypeError):
-            return {}
-
     def _run_status(self, run_dir: Path | None) -> str | None:
-        return self._summary(run_dir).get("status")
+        run = localruns.read_result(run_dir)
+        return run.status if run else None
 
     def _run_error(self, run_dir: Path | None) -> str | None:
-        summary = self._summary(run_dir)
-        return f"run {summary.get('status')}: {summary.get('error')}" if summary.get("error") else None
+        run = localruns.read_result(run_dir)
+        return f"run {run.status}: {run.error}" if run and run.error else None
 
     def _child_error(self) -> str | None:
         """The sweep's own one-line error (`bench: error: ...`), when it printed one."""
@@ -320,7 +322,8 @@ class ShardRun:
         return errors[-1] if errors else None
 
     def _points(self, run_dir: Path) -> int:
-        return sum(1 for p in self._summary(run_dir).get("points") or [] if p.get("status") in ("ok", "skipped"))
+        run = localruns.read_result(run_dir)
+        return localruns.points_done(run) if run else 0
 
 
 def _exit_text(code: int) -> str:

@@ -16,37 +16,12 @@ from pathlib import Path
 
 from bench.catalog.configbase import safe_id
 from bench.errors import ConfigError
+from bench.fleet.records import FleetRecord, Shard, SkippedShard
 
 # Devices per machine that preflight plans a remote shard for when the sweep sets no
 # `devices`: each shard asks its backend for exactly its configuration's GPUs, and 8 is the
 # largest single box the clouds rent, so only configurations that fit no box are skipped.
 REMOTE_DEVICES = 8
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One engine configuration on one hardware type (several: any one of them)."""
-
-    shard_id: str
-    config_id: str
-    hardware: tuple[str, ...]  # catalog ids, sorted; more than one: any of them
-    n_gpus: int  # GPUs on each machine: TP x PP x DP of the configuration over its nnodes
-    model: str
-    precision: str
-    parallel: str
-    engine: str
-    n_points: int
-    nnodes: int = 1  # machines the configuration spans (a head and nnodes - 1 followers; skypilot only)
-
-    @property
-    def hardware_arg(self) -> str:
-        """The hardware as `bench fleet shard --hardware` takes it: ids joined by '|'."""
-        return "|".join(self.hardware)
-
-    def record(self) -> dict:
-        return {"shard_id": self.shard_id, "config_id": self.config_id, "hardware": list(self.hardware),
-                "n_gpus": self.n_gpus, "model": self.model, "precision": self.precision,
-                "parallel": self.parallel, "engine": self.engine, "n_points": self.n_points, "nnodes": self.nnodes}
 
 
 @dataclass
@@ -59,7 +34,7 @@ class Fleet:
     sweep_sha256: str
     hardware: list[tuple[str, ...]]
     shards: list[Shard]
-    skipped: list[dict] = field(default_factory=list)  # {"config_id", "hardware", "reason"}
+    skipped: list[SkippedShard] = field(default_factory=list)
     configs: dict = field(default_factory=dict)  # config_id -> EngineConfig (packing needs them)
 
     def shard(self, shard_id: str) -> Shard:
@@ -69,12 +44,12 @@ class Fleet:
         raise ConfigError(f"no shard '{shard_id}' in fleet {self.fleet_id} "
                           f"(known: {', '.join(s.shard_id for s in self.shards)})")
 
-    def record(self) -> dict:
+    def record(self, backend=None) -> FleetRecord:
         """What the store keeps of the fleet (fleet.json): ids and shards, never the sweep text
-        (it may hold an endpoint's credentials)."""
-        return {"fleet_id": self.fleet_id, "name": self.name, "sweep_file": self.sweep_path.name,
-                "sweep_sha256": self.sweep_sha256, "hardware": ["|".join(g) for g in self.hardware],
-                "shards": [s.record() for s in self.shards], "skipped": self.skipped}
+        (it may hold an endpoint's credentials); `backend`: the launch's (a backend's `record()`)."""
+        return FleetRecord(fleet_id=self.fleet_id, name=self.name, sweep_file=self.sweep_path.name,
+                           sweep_sha256=self.sweep_sha256, hardware=["|".join(g) for g in self.hardware],
+                           shards=self.shards, skipped=self.skipped, backend=backend)
 
 
 def parse_hardware(values) -> list[tuple[str, ...]]:
@@ -144,7 +119,7 @@ def plan_fleet(sweep_path, hardware_values=(), default_hardware: str | None = No
                 reason = (f"spans {cfg.nnodes} nodes: only the skypilot backend launches a shard over several "
                           "machines (docs/fleet.md)")
             if reason:
-                skipped.append({"config_id": cid, "hardware": "|".join(group), "reason": reason})
+                skipped.append(SkippedShard(config_id=cid, hardware="|".join(group), reason=reason))
                 continue
             shards.append(Shard(shard_id=shard_id(cid, group), config_id=cid, hardware=group,
                                 n_gpus=cfg.n_gpus_local, model=cfg.model, precision=cfg.precision(),

@@ -6,25 +6,25 @@
     URL/fleet/<fleet_id>/shards/<shard_id>/partial/<hardware>-<plan>/   its run folder as of
                                                           its last finished point (bench.fleet.partial)
 
-A shard's status object: {"state": "running" | "done" | "failed", "attempt", "host",
-"hardware", "started_utc", "heartbeat_utc", "points_done", "points_total", "run_id",
-"run_status", "error"}. A shard is **done** when its status names a run whose manifest is
+A shard's status object is a ShardStatus, fleet.json a FleetRecord (bench.fleet.records). A
+shard is **done** when its status names a run whose manifest is
 in the store (published runs live under URL/runs/, docs/store.md); **running** while its
 backend says so or its heartbeat is recent; **failed** when it said so, or went silent
 (process gone, no heartbeat); **missing** when it never started. Everything read here is
-untrusted store content: ids are checked before they become paths, and a malformed object
-reads as absent.
+untrusted store content: it is read through the bounded JSON reader and validated as its
+record, ids are checked before they become paths, and a malformed object reads as absent.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bench.errors import StoreError
+from bench.fleet.records import FleetRecord, Record, Shard, ShardStatus
 from bench.safepath import UnsafePath, check_run_id
 from bench.store.bounded import MAX_MANIFEST_BYTES, load_json
 
@@ -60,39 +60,30 @@ def rel(fleet_id: str, *parts: str) -> str:
     return "/".join([FLEET_DIR, fleet_id, *parts])
 
 
-def read_json(store, path: str) -> dict | None:
-    """A JSON object of the store (None when absent or not an object)."""
+def read_json(store, path: str) -> Any:
+    """A JSON value of the store, read bounded (None when absent or not JSON within the limits)."""
     try:  # bounded, and locally a regular file only (bench.store.bounded)
         data = store.read_bytes(store.path(path), MAX_MANIFEST_BYTES, what=f"read {path}", missing_ok=True)
     except FileNotFoundError:
         return None
     try:
-        obj = load_json(data, f"{store.where}: {path}", MAX_MANIFEST_BYTES)
+        return load_json(data, f"{store.where}: {path}", MAX_MANIFEST_BYTES)
     except StoreError:
         return None
-    return obj if isinstance(obj, dict) else None
 
 
-def write_json(store, path: str, obj: dict) -> None:
-    store.put_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_record(store, path: str, record: Record) -> None:
+    store.put_bytes(path, record.to_json().encode())
 
 
-def write_fleet(store, record: dict, backend: dict) -> None:
-    write_json(store, rel(record["fleet_id"], "fleet.json"), {**record, "backend": backend, "launched_utc": utc_now()})
+def write_fleet(store, record: FleetRecord) -> None:
+    """fleet.json, stamped with the launch time."""
+    write_record(store, rel(record.fleet_id, "fleet.json"), record.model_copy(update={"launched_utc": utc_now()}))
 
 
-def read_fleet(store, fleet_id: str) -> dict | None:
-    record = read_json(store, rel(fleet_id, "fleet.json"))
-    if record is None or record.get("fleet_id") != fleet_id or not isinstance(record.get("shards"), list):
-        return None
-    shards = []
-    for s in record["shards"]:
-        try:
-            check_run_id(s.get("shard_id") if isinstance(s, dict) else None)
-        except UnsafePath:
-            continue  # a planted entry never becomes a path
-        shards.append(s)
-    return {**record, "shards": shards}
+def read_fleet(store, fleet_id: str) -> FleetRecord | None:
+    record = FleetRecord.read(read_json(store, rel(fleet_id, "fleet.json")))
+    return record if record is not None and record.fleet_id == fleet_id else None
 
 
 def fleet_ids(store) -> list[str]:
@@ -112,12 +103,12 @@ def fleet_ids(store) -> list[str]:
     return out
 
 
-def read_status(store, fleet_id: str, shard_id: str) -> dict | None:
-    return read_json(store, rel(fleet_id, "shards", shard_id, "status.json"))
+def read_status(store, fleet_id: str, shard_id: str) -> ShardStatus | None:
+    return ShardStatus.read(read_json(store, rel(fleet_id, "shards", shard_id, "status.json")))
 
 
-def write_status(store, fleet_id: str, shard_id: str, status: dict) -> None:
-    write_json(store, rel(fleet_id, "shards", shard_id, "status.json"), status)
+def write_status(store, fleet_id: str, shard_id: str, status: ShardStatus) -> None:
+    write_record(store, rel(fleet_id, "shards", shard_id, "status.json"), status)
 
 
 @dataclass
@@ -126,7 +117,7 @@ class View:
 
     state: str
     detail: str = ""
-    info: dict = field(default_factory=dict)  # backend-specific facts (Ray: the node the task ran on)
+    info: Any = None  # backend-specific facts (Ray: the task's RayTaskResult: its node, resources)
 
     @property
     def active(self) -> bool:
@@ -135,48 +126,48 @@ class View:
 
 @dataclass
 class ShardState:
-    shard: dict  # the shard's record (bench.fleet.shards.Shard.record)
+    shard: Shard
     state: str  # one of STATES
     detail: str
-    status: dict | None
+    status: ShardStatus | None
 
     def row(self) -> dict:
-        st = self.status or {}
-        points = f"{st.get('points_done')}/{st.get('points_total')}" if st.get("points_total") else None
-        return {"shard": self.shard["shard_id"], "model": self.shard.get("model"),
-                "precision": self.shard.get("precision"), "hardware": st.get("hardware") or
-                "|".join(self.shard.get("hardware") or []), "state": self.state, "points": points,
-                "host": st.get("host"), "updated": _ago(st.get("heartbeat_utc")), "detail": self.detail}
+        """The shard as one row of `bench fleet status` (a table, or --json)."""
+        st = self.status
+        points = f"{st.points_done}/{st.points_total}" if st and st.points_total else None
+        return {"shard": self.shard.shard_id, "model": self.shard.model, "precision": self.shard.precision,
+                "hardware": (st and st.hardware) or self.shard.hardware_arg, "state": self.state, "points": points,
+                "host": st and st.host, "updated": _ago(st and st.heartbeat_utc), "detail": self.detail}
 
 
-def shard_state(shard: dict, status: dict | None, published, view: View | None, now: float | None = None) -> ShardState:
+def shard_state(shard: Shard, status: ShardStatus | None, published, view: View | None,
+                now: float | None = None) -> ShardState:
     """One shard's state from its status object, `published(run_id) -> bool` and its backend's view."""
-    st = status or {}
-    state = st.get("state")
-    if state == "done":
-        run_id = str(st.get("run_id"))
+    state = status.state if status else None
+    if status and state == "done":
+        run_id = str(status.run_id)
         if published(run_id):
-            return ShardState(shard, "done", f"run {run_id} ({st.get('run_status')})", status)
+            return ShardState(shard, "done", f"run {run_id} ({status.run_status})", status)
         if not (view and view.active):
             return ShardState(shard, "failed", f"its run {run_id} is not in the store", status)
     if view is not None and view.active:
         what = "queued" if view.state == "queued" or not status else "running"
         return ShardState(shard, "running", view.detail or what, status)
-    if state == "running":
+    if status and state == "running":
         if view is not None:  # the backend knows it, and it is gone
             return ShardState(shard, "failed", f"lost: {view.detail or 'its process is gone'}", status)
-        silent = age_s(st.get("heartbeat_utc"), now)
+        silent = age_s(status.heartbeat_utc, now)
         if silent is not None and silent > STALE_S:
             return ShardState(shard, "failed", f"lost: no heartbeat for {silent / 60:.0f} min", status)
-        return ShardState(shard, "running", f"attempt {st.get('attempt')}", status)
-    if state == "failed":
-        return ShardState(shard, "failed", str(st.get("error") or "failed"), status)
+        return ShardState(shard, "running", f"attempt {status.attempt}", status)
+    if status and state == "failed":
+        return ShardState(shard, "failed", status.error or "failed", status)
     if view is not None:
         return ShardState(shard, "failed", f"exited before it started ({view.detail or 'no status'})", status)
     return ShardState(shard, "missing", "never started", status)
 
 
-def fleet_states(store, record: dict, views: dict[str, View] | None = None) -> list[ShardState]:
+def fleet_states(store, record: FleetRecord, views: dict[str, View] | None = None) -> list[ShardState]:
     """The state of every shard of a fleet record (`views`: shard id -> what its backend says)."""
     out = []
     cache: dict[str, bool] = {}
@@ -190,9 +181,9 @@ def fleet_states(store, record: dict, views: dict[str, View] | None = None) -> l
         return cache[run_id]
 
     now = time.time()
-    for shard in record["shards"]:
-        sid = shard["shard_id"]
-        out.append(shard_state(shard, read_status(store, record["fleet_id"], sid), published,
+    for shard in record.shards:
+        sid = shard.shard_id
+        out.append(shard_state(shard, read_status(store, record.fleet_id, sid), published,
                                (views or {}).get(sid), now))
     return out
 

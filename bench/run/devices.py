@@ -54,6 +54,7 @@ def devices_for(cfg, visible: list[int], exclude: set[int] | frozenset[int] = fr
     return free[:n]
 
 
-def plan_devices(configs, visible: list[int]) -> dict[str, list[int]]:
-    """config_id -> device indices for configurations run one after another (each may reuse every device)."""
-    return {cfg.config_id(): devices_for(cfg, visible) for cfg in configs}
+def plan_devices(configs, visible: list[int] | None) -> dict[str, list[int] | None]:
+    """config_id -> device indices for configurations run one after another (each may reuse
+    every device); None for each when the host has no visible GPU list (`visible` None)."""
+    return {cfg.config_id(): devices_for(cfg, visible) if visible is not None else None for cfg in configs}

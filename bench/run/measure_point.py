@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import zlib
 
-from bench.engines.base import EngineDied
+from bench.engines.base import EngineCounters, EngineDied
 from bench.load.workload import make_workload
 from bench.plan import PointSpec
 from bench.results import PointResult, write_requests
@@ -81,7 +81,8 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
     return result
 
 
-def _settled_counters(engine, before: dict | None, client: dict, timeout_s: float = 3.0) -> dict | None:
+def _settled_counters(engine, before: EngineCounters | None, client: dict,
+                      timeout_s: float = 3.0) -> EngineCounters | None:
     """Server counters once they have caught up with the client (they are updated per engine
     step, a moment after the last response), or as they stand after `timeout_s`."""
     import time
@@ -91,13 +92,14 @@ def _settled_counters(engine, before: dict | None, client: dict, timeout_s: floa
         after = engine.server_counters()
         if before is None or after is None:
             return after
-        done = after.get("generation_tokens", 0) - before.get("generation_tokens", 0) >= client["generation_tokens"]
+        done = (after.generation_tokens or 0.0) - (before.generation_tokens or 0.0) >= client["generation_tokens"]
         if done or time.monotonic() > deadline:
             return after
         time.sleep(0.2)
 
 
-def _counter_delta(before: dict | None, after: dict | None) -> dict | None:
-    if not before or not after:
+def _counter_delta(before: EngineCounters | None, after: EngineCounters | None) -> dict[str, float] | None:
+    """The counters' increase over the point, by name (the result's `counter_delta`)."""
+    if before is None or after is None:
         return None
-    return {k: after[k] - before.get(k, 0.0) for k in after}
+    return after.since(before).as_dict()

@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.engines.base import device_env, vllm_child_env
-from bench.engines.multinode import Rendezvous, follower_argv, node_launch_args
+from bench.engines.multinode import follower_argv, node_launch_args
+from bench.engines.node_wire import (
+    ChildState,
+    EnergySnapshot,
+    MeterInfo,
+    NodeHealth,
+    Rendezvous,
+    StartAnswer,
+    StartRequest,
+    Stopped,
+)
 from bench.engines.process import ChildProcess, log_tail
 from bench.errors import ConfigError
 from bench.run.node_policy import allow_list, check_start
@@ -47,11 +57,11 @@ class NodeAgent:
         self._meter_lock = threading.Lock()
         self._child_lock = threading.Lock()
 
-    def start(self, request: Any, heads: set[str]) -> dict:
+    def start(self, request: StartRequest, heads: set[str]) -> StartAnswer:
         """Start this node's headless vLLM for a checked start request (`heads`: the head's
         addresses, the only rendezvous accepted); ConfigError / NotAllowed when refused."""
         checked = check_start(request, heads=heads, allowed_args=self.allowed_args, cache_dir=self.cache_dir)
-        cfg, rank, rdv = checked.cfg, checked.node_rank, Rendezvous(**checked.rendezvous)
+        cfg, rank, rdv = checked.cfg, checked.node_rank, checked.rendezvous
         model_path = self._model_path(cfg, checked.weights)
         argv = self.child_command(cfg, model_path, rank, rdv, checked.device)
         env = vllm_child_env(checked.device, node_launch_args(cfg, rank, rdv, checked.device),
@@ -61,7 +71,7 @@ class NodeAgent:
             self.config_id = cfg.config_id()
             self.child = ChildProcess(argv, self.log_dir / f"node{rank}-{self.config_id}.log", env)
             self.child.start()
-            return {"pid": self.child.proc.pid, "argv": argv, "log": str(self.child.log_path)}
+            return StartAnswer(pid=self.child.proc.pid, argv=argv, log=str(self.child.log_path))
 
     def _model_path(self, cfg, weights: str) -> str:
         if weights != "dummy":
@@ -71,36 +81,36 @@ class NodeAgent:
 
         return str(prepare_model(get_model(cfg.model), self.cache_dir))
 
-    def stop(self) -> dict:
+    def stop(self) -> Stopped:
         with self._child_lock:
             self._stop_child()
-        return {"stopped": True}
+        return Stopped()
 
     def _stop_child(self) -> None:
         if self.child is not None:
             self.child.stop()
 
-    def child_state(self) -> dict:
+    def child_state(self) -> ChildState:
         child = self.child
         if child is None:
-            return {"state": "none"}
-        state = "running" if child.alive() else "exited"
-        return {"state": state, "pid": child.proc.pid, "returncode": child.returncode, "config_id": self.config_id,
-                "log_tail": log_tail(child.log_path, 20)}
+            return ChildState(state="none")
+        return ChildState(state="running" if child.alive() else "exited", pid=child.proc.pid,
+                          returncode=child.returncode, config_id=self.config_id, log_tail=log_tail(child.log_path, 20))
 
-    def health(self) -> dict:
+    def health(self) -> NodeHealth:
         from bench import __version__
 
-        return {"ok": True, "bench_version": __version__, "child": self.child_state(),
-                "meter": {"method": self.meter.method, "devices": list(self.meter.devices)}}
+        return NodeHealth(ok=True, bench_version=__version__, child=self.child_state(),
+                          meter=MeterInfo(method=self.meter.method, devices=list(self.meter.devices)))
 
-    def energy(self) -> dict:
+    def energy(self) -> EnergySnapshot:
         """One read of every local device: cumulative counter (J) and power (W), None where not read."""
         with self._meter_lock:
             readings = self.meter.read()
-        return {"method": self.meter.method, "measured": self.meter.measured, "devices": list(self.meter.devices),
-                "counter_range_j": list(self.meter.counter_range_j), "nominal_power_w": self.meter.nominal_power_w,
-                "read_errors": self.meter.read_errors, "readings": [[r.energy_j, r.power_w] for r in readings]}
+        return EnergySnapshot(method=self.meter.method, measured=self.meter.measured, devices=list(self.meter.devices),
+                              counter_range_j=list(self.meter.counter_range_j),
+                              nominal_power_w=self.meter.nominal_power_w, read_errors=self.meter.read_errors,
+                              readings=[(r.energy_j, r.power_w) for r in readings])
 
     def close(self) -> None:
         self.stop()

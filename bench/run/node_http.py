@@ -8,8 +8,10 @@
    (bench.engines.node_auth); the route must exist; the body must declare a length of at most
    `MAX_BODY_BYTES`.
 4. The body is read, the signature verified and the nonce checked for replay; only then is the
-   body parsed as JSON and handed to the agent. Answers to authenticated requests are signed.
-A refusal is an HTTP 4xx with a one-line JSON error and one line on the agent's log.
+   body parsed as JSON, a start request validated into its type (bench.engines.node_wire
+   .StartRequest, bench.run.node_policy) and handed to the agent. Answers (the wire types) to
+   authenticated requests are signed.
+A refusal is an HTTP 4xx with a one-line JSON error (node_wire.Refusal) and one line on the agent's log.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pydantic import BaseModel
+
 from bench.engines.node_auth import (
     SIGNATURE_HEADER,
     RequestVerifier,
     Unauthenticated,
     sign_answer,
 )
+from bench.engines.node_wire import Exiting, Refusal
 from bench.errors import BenchError, one_line
+from bench.run.node_policy import start_request
 
 MAX_BODY_BYTES = 64 * 1024  # a start request is ~1 KB
 TIMEOUT_S = 10.0  # per socket read, and for the whole request to arrive
@@ -103,7 +109,7 @@ class AgentServer(ThreadingHTTPServer):
 
 
 def _answer_busy(request: socket.socket, limit: int) -> None:
-    body = json.dumps({"error": f"busy: {limit} connections open"}).encode()
+    body = Refusal(error=f"busy: {limit} connections open").model_dump_json().encode()
     head = f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     try:
         request.setblocking(False)  # the accept loop never waits on a client
@@ -195,27 +201,27 @@ def make_server(agent: Any, host: str, port: int, allowed: set[str], secret: byt
                 except OSError:
                     pass
 
-        def _dispatch(self, name: str, body: bytes) -> dict:
+        def _dispatch(self, name: str, body: bytes) -> BaseModel:
             try:
                 request = json.loads(body) if body else {}
             except ValueError:
                 raise _Refusal(400, "body is not JSON") from None
             if name == "start":
-                return agent.start(request, heads=self.server.allowed)
+                return agent.start(start_request(request), heads=self.server.allowed)
             if name == "exit":  # the head is done with this node (`bench node release`): stop serving
                 agent.stop()
                 threading.Thread(target=self.server.shutdown, daemon=True).start()
-                return {"exiting": True}
+                return Exiting()
             return getattr(agent, name)()
 
         def _refuse(self, method: str, status: int, message: str, nonce: str | None) -> None:
             line = one_line(message)
             self._drain()
             log(f"bench node: refused {method} {self.path[:100]} from {self.client_address[0]} ({status}): {line}")
-            self._send(status, {"error": line}, nonce)
+            self._send(status, Refusal(error=line), nonce)
 
-        def _send(self, status: int, payload: dict, nonce: str | None) -> None:
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload: BaseModel, nonce: str | None) -> None:
+            data = payload.model_dump_json().encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

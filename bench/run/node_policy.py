@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from bench.engines.node_wire import Rendezvous, StartRequest
 from bench.errors import ConfigError, one_line
 
 # vLLM 0.32 serve options a head may pass through `extra_args` without the operator's leave:
@@ -33,7 +34,6 @@ DEFAULT_ALLOWED_ARGS = frozenset({
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # A string that reaches vLLM's command line as a value: never a flag, no whitespace or control characters.
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:/+=@,{}\[\]\"-]{1,256}$")
-_MAX_PORT = 65535
 
 
 class NotAllowed(ConfigError):
@@ -51,43 +51,28 @@ def arg_name(name: str) -> str:
     return norm
 
 
-class _Rendezvous(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    head_addr: str = Field(max_length=255)
-    master_port: int = Field(ge=1, le=_MAX_PORT, strict=True)
-    dp_rpc_port: int = Field(ge=1, le=_MAX_PORT, strict=True)
-
-
-class StartRequest(BaseModel):
-    """POST /engine/start: the typed configuration and this node's place in it (bench.engines.multinode.start_request)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    bench_version: str
-    config: dict[str, Any]  # an EngineConfig, validated after the version check
-    node_rank: int = Field(ge=1, strict=True)
-    rendezvous: _Rendezvous
-    device: Literal["cuda", "cpu"]
-
-
 @dataclass(frozen=True)
 class CheckedStart:
     cfg: Any  # EngineConfig
     node_rank: int
-    rendezvous: dict[str, Any]
+    rendezvous: Rendezvous
     device: str
     weights: str  # "dummy", a catalog repo id, or a folder under the agent's cache
 
 
-def check_start(request: Any, *, heads: set[str], allowed_args: frozenset[str], cache_dir: Path) -> CheckedStart:
+def start_request(body: Any) -> StartRequest:
+    """A start request's parsed JSON body as a StartRequest; ConfigError (HTTP 400, one line) naming
+    the first bad field."""
+    return _typed(StartRequest, body, "start request")
+
+
+def check_start(req: StartRequest, *, heads: set[str], allowed_args: frozenset[str], cache_dir: Path) -> CheckedStart:
     """The start request, checked; ConfigError (HTTP 400) when malformed, NotAllowed (403) when
     outside what this agent runs. Messages are one line."""
     from bench import __version__
     from bench.catalog import get_model
     from bench.plan import EngineConfig
 
-    req = _typed(StartRequest, request, "start request")
     if req.bench_version != __version__:
         raise ConfigError(f"head runs bench {req.bench_version[:40]}, this node {__version__}: "
                           "install the same version on every node")
@@ -108,7 +93,7 @@ def check_start(request: Any, *, heads: set[str], allowed_args: frozenset[str], 
                              f"its operator may add it: `bench node serve --allow-arg {name.replace('_', '-')}`)")
         _check_value(name, value)
     weights = _check_weights(cfg.weights, spec, Path(cache_dir))
-    return CheckedStart(cfg, req.node_rank, req.rendezvous.model_dump(), req.device, weights)
+    return CheckedStart(cfg, req.node_rank, req.rendezvous, req.device, weights)
 
 
 def _typed(model: type[BaseModel], data: Any, what: str):

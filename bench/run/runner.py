@@ -64,8 +64,7 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
     visible = env.visible_devices()  # devices checked before anything is written
     if pack:
         check_pack(env)
-    devices = plan_devices(plan.engine_configs, visible) if visible is not None else \
-        dict.fromkeys((c.config_id() for c in plan.engine_configs), None)
+    devices = plan_devices(plan.engine_configs, visible)
     result = _open_result(plan, run_dir, env, resume)
     _stop_stale_engines(run_dir, result, emit)
     done = {p.point_id for p in result.points if p.status in ("ok", "skipped")}

@@ -26,7 +26,6 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,11 +178,6 @@ class Store:
         check_run_requests(run, lambda rel: self.read_file(run_id, rel, manifest), f"{self.where}: run {run_id}")
         return run
 
-    def iter_runs(self) -> Iterator[tuple[str, RunResult]]:
-        """(run_id, RunResult) of every published run."""
-        for manifest in self.manifests():
-            yield manifest["run_id"], self.read_run(manifest["run_id"], manifest)
-
     # -- writing ------------------------------------------------------------------------
     def upload(self, run: PreparedRun, signer=None) -> Uploaded:
         """Publish one prepared run; a no-op when the identical run is already published.
@@ -309,13 +303,6 @@ class Store:
         finally:
             self._remove_quietly(staged)
         return f"{self.where.rstrip('/')}/{rel}"
-
-    def pull(self, dest: Path, hardware: str | None = None, model: str | None = None,
-             skipped: list[str] | None = None) -> list[Path]:
-        """Copy published runs into DEST/<run_id>/, verified (bench.store.pull.pull_runs)."""
-        from bench.store.pull import pull_runs
-
-        return pull_runs(self, dest, hardware, model, skipped)
 
     # -- internals ----------------------------------------------------------------------
     def _local(self) -> bool:

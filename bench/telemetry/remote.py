@@ -30,18 +30,18 @@ class RemoteMeter:
             first = client.energy()
         except EngineError as e:
             raise TelemetryError(f"energy of {e}") from None
-        self.method = first["method"]
-        self.measured = bool(first["measured"])
-        self.devices = [f"{client.addr}/{d}" for d in first["devices"]]
-        self.counter_range_j = list(first["counter_range_j"])
-        self.nominal_power_w = first.get("nominal_power_w")
+        self.method = first.method
+        self.measured = first.measured
+        self.devices = [f"{client.addr}/{d}" for d in first.devices]
+        self.counter_range_j = list(first.counter_range_j)
+        self.nominal_power_w = first.nominal_power_w
         self.read_errors = 0
         self.last_error: str | None = None
 
     def read(self) -> list[Reading]:
         try:
             answer = self.client.energy(timeout_s=READ_TIMEOUT_S)
-            readings = [Reading(e, p) for e, p in answer["readings"]]
+            readings = [Reading(e, p) for e, p in answer.readings]
             if len(readings) != len(self.devices):
                 raise EngineError(f"node {self.client.addr}: {len(readings)} readings for {len(self.devices)} devices")
             return readings

@@ -13,6 +13,7 @@ import os
 from typing import Protocol
 
 from bench.errors import ConfigError, one_line
+from bench.fleet.records import BackendRecord, FleetRecord
 from bench.fleet.state import View
 
 STORE_ENV = "BENCH_STORE"
@@ -31,7 +32,7 @@ class Backend(Protocol):
     @classmethod
     def from_options(cls, **options) -> Backend: ...
 
-    def record(self) -> dict:
+    def record(self) -> BackendRecord:
         """What fleet.json keeps to build this backend again (`name` and its options; no secret)."""
 
     def placements(self, fleet, shards) -> dict[str, str]:
@@ -41,13 +42,13 @@ class Backend(Protocol):
     def submit(self, fleet, shards, store_url: str) -> list[str]:
         """Start the shards; one line per shard started."""
 
-    def status(self, record: dict, shard_ids: list[str]) -> dict[str, View]:
+    def status(self, record: FleetRecord, shard_ids: list[str]) -> dict[str, View]:
         """What the backend knows of each shard (absent: nothing)."""
 
-    def logs(self, record: dict, shard_id: str, tail: int = 200) -> str | None:
+    def logs(self, record: FleetRecord, shard_id: str, tail: int = 200) -> str | None:
         """The shard's latest output, or None when the backend has none."""
 
-    def cancel(self, record: dict, shard_ids: list[str]) -> list[str]:
+    def cancel(self, record: FleetRecord, shard_ids: list[str]) -> list[str]:
         """Stop the shards (each saves what it finished); one line per shard."""
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench.errors import ConfigError
 from bench.fleet.backends.base import STORE_ENV, shard_argv
+from bench.fleet.records import FleetRecord, LaunchRecord, LocalRecord
 from bench.fleet.state import View, utc_now
 from bench.safepath import UnsafePath, check_run_id
 
@@ -58,9 +59,9 @@ class LocalBackend:
     def from_options(cls, work_dir=None, pack=False, parallel=None, **_):
         return cls(work_dir, pack, parallel)
 
-    def record(self) -> dict:
+    def record(self) -> LocalRecord:
         """What the store shows of it (the work folder stays on this machine)."""
-        return {"name": self.name, "host": socket.gethostname()}
+        return LocalRecord(host=socket.gethostname())
 
     def placements(self, fleet, shards) -> dict[str, str]:
         return {sid: _where(locks, env) for sid, (locks, env) in self._assign(fleet, shards).items()}
@@ -92,10 +93,10 @@ class LocalBackend:
         with open(folder / "shard.log", "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
-        launch = {"pid": proc.pid, "start": _start_ticks(proc.pid), "host": socket.gethostname(),
-                  "boot_id": boot_id(), "fleet_id": fleet.fleet_id, "shard_id": shard.shard_id,
-                  "launched_utc": utc_now(), "locks": locks, "devices": devices_env}
-        (folder / "launch.json").write_text(json.dumps(launch))
+        launch = LaunchRecord(pid=proc.pid, start=_start_ticks(proc.pid), host=socket.gethostname(),
+                              boot_id=boot_id(), fleet_id=fleet.fleet_id, shard_id=shard.shard_id,
+                              launched_utc=utc_now(), locks=locks, devices=devices_env)
+        (folder / "launch.json").write_text(launch.to_json())
         return proc.pid
 
     def _assign(self, fleet, shards) -> dict[str, tuple[list[str], dict]]:
@@ -115,12 +116,12 @@ class LocalBackend:
             return {s.shard_id: ([f"slot-{i % n}"], {}) for i, s in enumerate(shards)}
         if detected.vendor == "cpu":
             raise ConfigError("--pack needs GPUs: on a CPU host every shard would share the same cores")
-        from bench.run.devices import VISIBLE_ENV, devices_for, visible_gpu_indices
+        from bench.run.devices import VISIBLE_ENV, plan_devices, visible_gpu_indices
         from bench.run.pack import pack_waves
 
         visible = visible_gpu_indices(detected.count, vendor=detected.vendor)
         configs = [fleet.configs[s.config_id] for s in shards]
-        devices = {c.config_id(): devices_for(c, visible) for c in configs}
+        devices = plan_devices(configs, visible)
         pending = list(shards)
         out = {}
         for wave in pack_waves(configs, visible, devices):
@@ -132,41 +133,40 @@ class LocalBackend:
         return out
 
     # -- status, logs, cancel -------------------------------------------------------------
-    def status(self, record: dict, shard_ids: list[str]) -> dict[str, View]:
+    def status(self, record: FleetRecord, shard_ids: list[str]) -> dict[str, View]:
         out = {}
         for sid in shard_ids:
-            launch = self._launch(record["fleet_id"], sid)
+            launch = self._launch(record.fleet_id, sid)
             if launch is None:
                 continue
-            if ours(launch, record["fleet_id"], sid, self._dir(record["fleet_id"], sid)):
-                queued = (self._dir(record["fleet_id"], sid) / "queued").exists()
+            if ours(launch, record.fleet_id, sid, self._dir(record.fleet_id, sid)):
+                queued = (self._dir(record.fleet_id, sid) / "queued").exists()
                 out[sid] = View("queued" if queued else "running",
-                                f"pid {launch['pid']}" + (f", waiting for {', '.join(launch.get('locks') or [])}"
-                                                          if queued else ""))
+                                f"pid {launch.pid}" + (f", waiting for {', '.join(launch.locks)}" if queued else ""))
             else:
-                out[sid] = View("exited", f"pid {launch.get('pid')} is gone")
+                out[sid] = View("exited", f"pid {launch.pid} is gone")
         return out
 
-    def logs(self, record: dict, shard_id: str, tail: int = 200) -> str | None:
-        path = self._dir(record["fleet_id"], shard_id) / "shard.log"
+    def logs(self, record: FleetRecord, shard_id: str, tail: int = 200) -> str | None:
+        path = self._dir(record.fleet_id, shard_id) / "shard.log"
         try:
             lines = path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             return None
         return "\n".join(lines[-tail:])
 
-    def cancel(self, record: dict, shard_ids: list[str]) -> list[str]:
+    def cancel(self, record: FleetRecord, shard_ids: list[str]) -> list[str]:
         """SIGTERM each shard (it keeps its finished points and says it was interrupted); what
         is left of its session after CANCEL_GRACE_S is killed. A shard whose launch.json does
         not prove its process (`ours`) is not signalled."""
         lines, sessions = [], []
         for sid in shard_ids:
-            launch = self._launch(record["fleet_id"], sid)
-            if launch is None or not signal_shard(launch, record["fleet_id"], sid, signal.SIGTERM,
-                                                  self._dir(record["fleet_id"], sid)):
+            launch = self._launch(record.fleet_id, sid)
+            if launch is None or not signal_shard(launch, record.fleet_id, sid, signal.SIGTERM,
+                                                  self._dir(record.fleet_id, sid)):
                 lines.append(f"{sid}: not running here")
                 continue
-            sessions.append((sid, launch["pid"]))
+            sessions.append((sid, launch.pid))
         deadline = time.monotonic() + CANCEL_GRACE_S
         while sessions and any(session_pids(pid) for _, pid in sessions) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -178,14 +178,14 @@ class LocalBackend:
     def _dir(self, fleet_id: str, shard_id: str) -> Path:
         return self.root / fleet_id / shard_id
 
-    def _launch(self, fleet_id: str, shard_id: str) -> dict | None:
+    def _launch(self, fleet_id: str, shard_id: str) -> LaunchRecord | None:
+        """The shard's launch.json, or None (none, or one that does not read)."""
         try:
             check_run_id(fleet_id)
             check_run_id(shard_id)
-            launch = json.loads((self._dir(fleet_id, shard_id) / "launch.json").read_text())
+            return LaunchRecord.read(json.loads((self._dir(fleet_id, shard_id) / "launch.json").read_text()))
         except (OSError, ValueError, UnsafePath):
             return None
-        return launch if isinstance(launch, dict) else None
 
 
 def _where(locks: list[str], devices_env: dict) -> str:
@@ -222,17 +222,17 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def ours(launch: dict, fleet_id: str, shard_id: str, folder: Path) -> bool:
+def ours(launch: LaunchRecord, fleet_id: str, shard_id: str, folder: Path) -> bool:
     """The process a launch.json names is the shard it launched, still running: this host and
     boot, the pid with its start time, the leader of a session of its own (start_new_session),
     and a command line that is this shard's (its lock waiter or `bench fleet shard`, with
     `--fleet FLEET` and `--work-dir FOLDER`). Anything less, and nothing is shown or signalled."""
-    pid, start = launch.get("pid"), launch.get("start")
-    if not (isinstance(pid, int) and pid > 1 and isinstance(start, int)):
+    pid, start = launch.pid, launch.start
+    if start is None:
         return False
-    if (launch.get("host"), launch.get("boot_id")) != (socket.gethostname(), boot_id()):
+    if (launch.host, launch.boot_id) != (socket.gethostname(), boot_id()):
         return False
-    if (launch.get("fleet_id"), launch.get("shard_id")) != (fleet_id, shard_id):
+    if (launch.fleet_id, launch.shard_id) != (fleet_id, shard_id):
         return False
     fields = _stat(pid)
     if not fields or fields[0] in ("Z", "X") or int(fields[19]) != start or int(fields[3]) != pid:
@@ -242,13 +242,11 @@ def ours(launch: dict, fleet_id: str, shard_id: str, folder: Path) -> bool:
     return ("--fleet", fleet_id) in pairs and ("--work-dir", str(folder)) in pairs
 
 
-def signal_shard(launch: dict, fleet_id: str, shard_id: str, sig: int, folder: Path) -> bool:
+def signal_shard(launch: LaunchRecord, fleet_id: str, shard_id: str, sig: int, folder: Path) -> bool:
     """Send `sig` to the shard's process when `ours` holds; False when nothing was sent. The
     check is made through a pidfd (Linux 5.3+), so a pid reused between check and signal is
     never hit."""
-    pid = launch.get("pid")
-    if not isinstance(pid, int) or pid <= 1:
-        return False
+    pid = launch.pid  # > 1 (LaunchRecord)
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:

@@ -25,10 +25,11 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.engines.lifeline import guarded
 from bench.errors import ConfigError
-from bench.fleet import parentdeath
 from bench.fleet.accelerators import CPU, RAY, accelerator
 from bench.fleet.backends.base import (
     STORE_ENV,
@@ -38,11 +39,35 @@ from bench.fleet.backends.base import (
     require,
     shard_argv,
 )
+from bench.fleet.records import FleetRecord, RayRecord
 from bench.fleet.state import View, utc_now
 
 NAMESPACE = "bench-fleet"
 SWEEP_MARK = "{sweep}"  # replaced on the node by the path of the sweep's temporary copy
 TASK_RETRIES = 3  # node deaths (preemption) only; a shard's own failure is not retried by Ray
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What a shard's Ray task is given: its task options, the shard command and the sweep's bytes."""
+
+    shard_id: str
+    options: dict  # Ray's `.options()` of the task (RayBackend.options)
+    env: dict[str, str]  # plain settings for the store (bench.fleet.backends.base.remote_env)
+    sweep_bytes: bytes  # the very bytes: the shard checks their sha256
+    sweep_name: str
+    argv: list[str]  # the shard command, SWEEP_MARK where the sweep's path goes
+
+
+@dataclass(frozen=True)
+class RayTaskResult:
+    """What a finished shard task returns: where it ran and how it ended."""
+
+    node_id: str
+    resources: dict[str, float]  # what Ray granted it (GPU, accelerator_type:<name>, ...)
+    cuda_visible_devices: str | None
+    returncode: int
+    log_tail: str = field(default="", repr=False)
 
 
 class RayBackend:
@@ -55,9 +80,9 @@ class RayBackend:
     def from_options(cls, ray_address=None, address=None, **_):
         return cls(ray_address or address)
 
-    def record(self) -> dict:
+    def record(self) -> RayRecord:
         """The cluster the launch used (its address, or $RAY_ADDRESS then); None: Ray's `auto`."""
-        return {"name": self.name, "address": self.address or os.environ.get("RAY_ADDRESS") or None}
+        return RayRecord(address=self.address or os.environ.get("RAY_ADDRESS") or None)
 
     def options(self, shard) -> dict:
         """The `.options()` of the shard's task: its GPUs on a node of its hardware type."""
@@ -89,10 +114,10 @@ class RayBackend:
             raise ConfigError(f"ray: {what} carries a credential (a password, token or signature) and Ray has no "
                               "secrets: give the nodes credentials in their own environment and pass plain values")
         plain, _secrets = remote_env(store_url)  # the secrets stay here: the nodes hold their own
-        data = Path(fleet.sweep_path).read_bytes()  # the very bytes: the shard checks their sha256
-        specs = [{"shard_id": s.shard_id, "options": self.options(s), "env": plain, "sweep_bytes": data,
-                  "sweep_name": Path(fleet.sweep_path).name,
-                  "argv": shard_argv(fleet.fleet_id, s, SWEEP_MARK, self.name)} for s in shards]
+        data = Path(fleet.sweep_path).read_bytes()
+        specs = [ShardTask(shard_id=s.shard_id, options=self.options(s), env=plain, sweep_bytes=data,
+                           sweep_name=Path(fleet.sweep_path).name,
+                           argv=shard_argv(fleet.fleet_id, s, SWEEP_MARK, self.name)) for s in shards]
         ray = require("ray", "ray", "fleet-ray")
 
         with _connected(self.address):
@@ -102,16 +127,16 @@ class RayBackend:
         return [f"{s.shard_id}: ray task ({self._placement(s)})" if s.shard_id in started
                 else f"{s.shard_id}: its ray task is still running" for s in shards]
 
-    def status(self, record: dict, shard_ids: list[str]) -> dict[str, View]:
-        answer = self._ask(record["fleet_id"], "status") or {}
-        return {sid: View(v["state"], v["detail"], v.get("info") or {}) for sid, v in answer.items() if sid in shard_ids}
+    def status(self, record: FleetRecord, shard_ids: list[str]) -> dict[str, View]:
+        answer = self._ask(record.fleet_id, "status") or {}
+        return {sid: view for sid, view in answer.items() if sid in shard_ids}
 
-    def logs(self, record: dict, shard_id: str, tail: int = 200) -> str | None:
-        text = self._ask(record["fleet_id"], "logs", shard_id)
+    def logs(self, record: FleetRecord, shard_id: str, tail: int = 200) -> str | None:
+        text = self._ask(record.fleet_id, "logs", shard_id)
         return "\n".join(text.splitlines()[-tail:]) if text else None
 
-    def cancel(self, record: dict, shard_ids: list[str]) -> list[str]:
-        cancelled = set(self._ask(record["fleet_id"], "cancel", shard_ids) or [])
+    def cancel(self, record: FleetRecord, shard_ids: list[str]) -> list[str]:
+        cancelled = set(self._ask(record.fleet_id, "cancel", shard_ids) or [])
         return [f"{sid}: {'cancel sent' if sid in cancelled else 'no ray task running'}" for sid in shard_ids]
 
     def _ask(self, fleet_id: str, method: str, *args):
@@ -156,52 +181,61 @@ def _driver_class():
     return ray.remote(num_cpus=0)(FleetDriver)
 
 
+@dataclass
+class _Submitted:
+    ref: object  # the task's ray.ObjectRef
+    submitted_utc: str
+
+
 class FleetDriver:
     """The fleet's detached actor: owns its shards' tasks, so they outlive the launcher."""
 
     def __init__(self):
-        self.tasks: dict[str, dict] = {}
+        self.tasks: dict[str, _Submitted] = {}
 
-    def submit(self, specs: list[dict]) -> list[str]:
+    def _done(self, t: _Submitted) -> bool:
+        import ray
+
+        return bool(ray.wait([t.ref], timeout=0)[0])
+
+    def submit(self, specs: list[ShardTask]) -> list[str]:
         import ray
 
         task = ray.remote(run_shard_task)
         started = []
         for spec in specs:
-            current = self.tasks.get(spec["shard_id"])
-            if current is not None and not ray.wait([current["ref"]], timeout=0)[0]:
+            current = self.tasks.get(spec.shard_id)
+            if current is not None and not self._done(current):
                 continue  # still running: never two attempts at once
-            ref = task.options(**spec["options"]).remote(spec)
-            self.tasks[spec["shard_id"]] = {"ref": ref, "submitted_utc": utc_now()}
-            started.append(spec["shard_id"])
+            ref = task.options(**spec.options).remote(spec)
+            self.tasks[spec.shard_id] = _Submitted(ref, utc_now())
+            started.append(spec.shard_id)
         return started
 
-    def status(self) -> dict[str, dict]:
+    def status(self) -> dict[str, View]:
         import ray
 
         out = {}
         for sid, t in self.tasks.items():
-            if not ray.wait([t["ref"]], timeout=0)[0]:
-                out[sid] = {"state": "running", "detail": f"ray task since {t['submitted_utc']}"}
+            if not self._done(t):
+                out[sid] = View("running", f"ray task since {t.submitted_utc}")
                 continue
             try:
-                result = ray.get(t["ref"])
+                result: RayTaskResult = ray.get(t.ref)
             except Exception as e:  # noqa: BLE001 - a task that raised (cancelled, node lost past retries)
-                out[sid] = {"state": "exited", "detail": f"ray task failed: {type(e).__name__}"}
+                out[sid] = View("exited", f"ray task failed: {type(e).__name__}")
                 continue
-            info = {k: v for k, v in result.items() if k != "log_tail"}
-            out[sid] = {"state": "exited", "detail": f"exit code {result['returncode']} on node "
-                        f"{result['node_id'][:12]}", "info": info}
+            out[sid] = View("exited", f"exit code {result.returncode} on node {result.node_id[:12]}", result)
         return out
 
     def logs(self, shard_id: str) -> str | None:
         import ray
 
         t = self.tasks.get(shard_id)
-        if t is None or not ray.wait([t["ref"]], timeout=0)[0]:
+        if t is None or not self._done(t):
             return None  # a running shard's output is in the store (shard.log)
         try:
-            return ray.get(t["ref"]).get("log_tail")
+            return ray.get(t.ref).log_tail
         except Exception:  # noqa: BLE001
             return None
 
@@ -211,28 +245,26 @@ class FleetDriver:
         out = []
         for sid in shard_ids:
             t = self.tasks.get(sid)
-            if t is not None and not ray.wait([t["ref"]], timeout=0)[0]:
-                ray.cancel(t["ref"])  # KeyboardInterrupt in the task: it stops its shard with SIGTERM
+            if t is not None and not self._done(t):
+                ray.cancel(t.ref)  # KeyboardInterrupt in the task: it stops its shard with SIGTERM
                 out.append(sid)
         return out
 
 
-def run_shard_task(spec: dict) -> dict:
+def run_shard_task(spec: ShardTask) -> RayTaskResult:
     """The body of a shard's Ray task, on its node: the shard command as a child process."""
     import ray
 
     ctx = ray.get_runtime_context()
-    info = {"node_id": ctx.get_node_id(), "resources": ctx.get_assigned_resources(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     tail: deque[str] = deque(maxlen=200)
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        sweep = Path(tmp) / spec["sweep_name"]
-        sweep.write_bytes(spec["sweep_bytes"])
-        argv = [str(sweep) if a == SWEEP_MARK else a for a in spec["argv"]]
+        sweep = Path(tmp) / spec.sweep_name
+        sweep.write_bytes(spec.sweep_bytes)
+        argv = [str(sweep) if a == SWEEP_MARK else a for a in spec.argv]
         argv[0] = sys.executable
         # a worker killed by Ray (node memory, a lost owner) takes its shard along: never a
         # second attempt beside a retried task
-        proc = subprocess.Popen(parentdeath.wrap(argv), env={**os.environ, **spec["env"]}, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(guarded(argv), env={**os.environ, **spec.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         try:
             for line in proc.stdout:
@@ -245,4 +277,6 @@ def run_shard_task(spec: dict) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
-    return {**info, "returncode": code, "log_tail": "".join(tail)}
+    return RayTaskResult(node_id=ctx.get_node_id(), resources=ctx.get_assigned_resources(),
+                         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), returncode=code,
+                         log_tail="".join(tail))

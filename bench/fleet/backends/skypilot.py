@@ -36,6 +36,7 @@ from bench.fleet.backends.base import (
     require,
     shard_argv,
 )
+from bench.fleet.records import FleetRecord, SkyPilotRecord
 from bench.fleet.state import View
 
 RECOVERY = ("EAGER_NEXT_REGION", "FAILOVER")
@@ -63,8 +64,8 @@ class SkyPilotBackend:
     def from_options(cls, spot=True, recovery="EAGER_NEXT_REGION", max_restarts=1, **_):
         return cls(spot, recovery, max_restarts)
 
-    def record(self) -> dict:
-        return {"name": self.name, "spot": self.spot, "recovery": self.recovery, "max_restarts": self.max_restarts}
+    def record(self) -> SkyPilotRecord:
+        return SkyPilotRecord(spot=self.spot, recovery=self.recovery, max_restarts=self.max_restarts)
 
     @staticmethod
     def job_name(fleet_id: str, shard_id: str) -> str:
@@ -152,7 +153,7 @@ class SkyPilotBackend:
             lines.append(f"{shard.shard_id}: managed job {job_ids} ({self._placement(shard)})")
         return lines
 
-    def status(self, record: dict, shard_ids: list[str]) -> dict[str, View]:
+    def status(self, record: FleetRecord, shard_ids: list[str]) -> dict[str, View]:
         sky = require("sky", "skypilot", "fleet-sky")
         with _sky_errors():
             records = sky.get(sky.jobs.queue(refresh=False, skip_finished=False))
@@ -166,27 +167,27 @@ class SkyPilotBackend:
                 latest[name] = (job_id or 0, st)
         out = {}
         for sid in shard_ids:
-            found = latest.get(self.job_name(record["fleet_id"], sid))
+            found = latest.get(self.job_name(record.fleet_id, sid))
             if found:
                 out[sid] = View("running" if found[1] in ACTIVE else "exited", f"managed job {found[0]} {found[1]}")
         return out
 
-    def logs(self, record: dict, shard_id: str, tail: int = 200) -> str | None:
+    def logs(self, record: FleetRecord, shard_id: str, tail: int = 200) -> str | None:
         import io
 
         sky = require("sky", "skypilot", "fleet-sky")
         buf = io.StringIO()
         with _sky_errors():
-            sky.jobs.tail_logs(name=self.job_name(record["fleet_id"], shard_id), follow=False, tail=tail,
+            sky.jobs.tail_logs(name=self.job_name(record.fleet_id, shard_id), follow=False, tail=tail,
                                output_stream=buf)
         return buf.getvalue() or None
 
-    def cancel(self, record: dict, shard_ids: list[str]) -> list[str]:
+    def cancel(self, record: FleetRecord, shard_ids: list[str]) -> list[str]:
         sky = require("sky", "skypilot", "fleet-sky")
         lines = []
         for sid in shard_ids:
             with _sky_errors():
-                sky.get(sky.jobs.cancel(name=self.job_name(record["fleet_id"], sid)))
+                sky.get(sky.jobs.cancel(name=self.job_name(record.fleet_id, sid)))
             lines.append(f"{sid}: cancel sent to SkyPilot")
         return lines
 
