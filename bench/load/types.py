@@ -10,7 +10,7 @@ process of the box, so the records of several client workers merge without offse
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from bench.errors import ConfigError
@@ -132,6 +132,13 @@ class LoopStats:
     def as_dict(self) -> dict[str, Any]:
         """The figures as run.json's `client.workers[]` holds them."""
         return asdict(self)
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> LoopStats:
+        """Back from run.json's `client.workers[]` (an older writer may lack a figure: None, or 0
+        for a count; a key this version does not know is left out)."""
+        counts = {"loop_lag_samples", "backlog_samples", "index"}
+        return cls(**{f.name: d.get(f.name, 0 if f.name in counts else None) for f in fields(cls)})
 
     def lag(self) -> dict[str, Any]:
         """Its loop-lag figures, as PointRun.loop_lag holds the worst loop's."""

@@ -79,13 +79,15 @@ def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord],
     figure that differs. `power`: the run's power series (`power_series`; None: none);
     `telemetry`: run.extra["telemetry"][config id]; `model`/`hardware`: catalog entries or None."""
     from bench.load.merge import merge_point
+    from bench.load.types import LoopStats
     from bench.measure.metrics import summarize
 
     stored_window = point.window.flat() if point.window is not None else {}
     t0, t1 = stored_window.get("t0_s"), stored_window.get("t1_s")
     if not (_number(t0) and _number(t1) and math.isfinite(t0) and math.isfinite(t1)):
         raise Disagreement(f"window: bounds {_show(t0)}, {_show(t1)} are not times")
-    workers = list((point.client.workers if point.client is not None else None) or [])
+    stored = (point.client.workers if point.client is not None else None) or []
+    workers = [LoopStats.from_stored(w) for w in stored if isinstance(w, dict)]
     run = merge_point(records, point.load, {}, workers)
     measured = [r for r in records if r.phase == "measured" and r.t_send > 0]
     span_t1 = max(run.span_t1_s, t1) if measured else t1
