@@ -16,8 +16,7 @@ from bench.errors import StoreError
 from bench.results import SUMMARY_FILE
 from bench.safepath import UnsafePath, inside
 from bench.store.integrity import check_run_requests
-from bench.store.manifest import check_manifest
-from bench.store.publish import MANIFEST_FILE, manifest_bytes
+from bench.store.manifest import MANIFEST_FILE, Manifest, check_manifest, manifest_bytes
 from bench.store.store import Store, _parse_untrusted
 
 
@@ -34,9 +33,9 @@ def pull_runs(store: Store, dest: Path, hardware: str | None = None, model: str 
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for manifest in store.manifests(refused=skipped):
-        if hardware and manifest.get("hardware") != hardware:
+        if hardware and manifest.hardware != hardware:
             continue
-        if model and model not in (manifest.get("models") or [manifest.get("model")]):
+        if model and not manifest.has_model(model):
             continue
         try:
             out.append(_pull_one(store, manifest, dest))
@@ -60,16 +59,9 @@ def ls(url: str, storage_options: dict | None = None, refused: list[str] | None 
     rows = []
     for m in Store(url, storage_options).manifests(refused=refused):
         rows.append({
-            "run_id": m["run_id"],
-            "date": (m.get("created_utc") or "")[:10],
-            "model": m.get("model") or ",".join(m.get("models") or []),
-            "hardware": m.get("hardware"),
-            "n_gpus": m.get("n_gpus"),
-            "engine": m.get("engine"),
-            "harness_version": m.get("harness_version"),
-            "status": m.get("status"),
-            "n_points": m.get("n_points"),
-            "n_valid_points": m.get("n_valid_points"),
+            "run_id": m.run_id, "date": (m.created_utc or "")[:10], "model": m.model or ",".join(m.models or []),
+            "hardware": m.hardware, "n_gpus": m.n_gpus, "engine": m.engine, "harness_version": m.harness_version,
+            "status": m.status, "n_points": m.n_points, "n_valid_points": m.n_valid_points,
         })
     return rows
 
@@ -80,8 +72,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "runs"
 
 
-def _pull_one(store: Store, manifest: dict, dest: Path) -> Path:
-    run_id = manifest["run_id"]
+def _pull_one(store: Store, manifest: Manifest, dest: Path) -> Path:
+    run_id = manifest.run_id
     check_manifest(manifest, run_id, store.where)
     target = inside(dest, run_id)
     local = target / MANIFEST_FILE
@@ -90,10 +82,10 @@ def _pull_one(store: Store, manifest: dict, dest: Path) -> Path:
     partial = dest / f".{run_id}.partial-{uuid.uuid4().hex[:8]}"
     try:
         partial.mkdir()
-        for entry in manifest["files"]:
-            path = inside(partial, entry["path"])
+        for entry in manifest.files:
+            path = inside(partial, entry.path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(store.read_file(run_id, entry["path"], manifest))
+            path.write_bytes(store.read_file(run_id, entry.path, manifest))
         _check_pulled_summary(partial, store.where, run_id)
         (partial / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
         if target.exists():
