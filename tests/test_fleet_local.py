@@ -108,7 +108,7 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
     for point_id, started in partial.items():  # kept, not measured again
         assert finished[point_id] == started
     assert done[b].status.run_id != done[a].status.run_id
-    assert len({m["run_id"] for m in store.manifests()}) == 2
+    assert len({m.run_id for m in store.manifests()}) == 2
     # a third launch submits nothing: every shard is done
     out = invoke("fleet", "launch", str(sweep), "--store", s3_url, "--work-dir", str(work))
     assert "0 to submit (2 done, 0 running)" in out

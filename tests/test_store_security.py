@@ -210,8 +210,8 @@ def test_manifest_check_only_raises_store_errors(manifest):
         checked = check_manifest(manifest, "r-000000000000", "store")
     except StoreError:
         return
-    for entry in checked["files"]:  # anything accepted is safe to join under a root
-        check_rel_path(entry["path"])
+    for entry in checked.files:  # anything accepted is safe to join under a root
+        check_rel_path(entry.path)
 
 
 def test_a_refused_run_never_hides_the_others(tmp_path):
@@ -224,6 +224,22 @@ def test_a_refused_run_never_hides_the_others(tmp_path):
     assert len(skipped) == 1 and "refused manifest" in skipped[0]
     res = CliRunner().invoke(cli, ["ls", url])
     assert good.run_id in res.output and "bench: skipped:" in res.output
+
+
+@pytest.mark.parametrize("field,value", [("models", 5), ("models", [1]), ("hardware", {"a": 1})])
+def test_a_manifest_field_of_another_type_is_refused_not_a_crash(tmp_path, field, value):
+    """The descriptive fields are outside the content hash: a planted `models: 5` once crashed
+    `bench ls` and `bench pull --model` (TypeError); now the run is refused, one line, the others listed."""
+    url, bad_id = _published(tmp_path)
+    [good] = upload([make_run(tmp_path / "runs", concurrencies=(1,), hardware="b200")], url)
+    _rewrite_manifest(url, bad_id, lambda m: m.update({field: value}), rehash=False)
+    skipped: list[str] = []
+    got = pull(url, tmp_path / "dest", model="tiny-llama", skipped=skipped)
+    assert [p.name for p in got] == [good.run_id]
+    assert len(skipped) == 1 and f"refused manifest: {field}" in skipped[0]
+    res = CliRunner().invoke(cli, ["ls", url])
+    assert res.exit_code == 0 and good.run_id in res.output and "bench: skipped:" in res.output, res.output
+    assert "Traceback" not in res.output
 
 
 # -- flipped bits: page checksums at upload, the manifest's sha256 on read (issue 18, defect 6) --

@@ -37,19 +37,14 @@ from bench.store.bounded import POINTS_LIMITS, read_parquet
 from bench.store.points import (
     compacted_metadata,
     compacted_rel,
-    conform,
     list_partitions,
     list_point_files,
-    point_file_rel,
-    point_schema,
-    points_bytes,
     publish_point_files,
     put_inside,
     run_list,
-    run_point_tables,
-    sort_points,
 )
-from bench.store.query import to_pandas
+from bench.store.rows import point_file_rel, points_bytes, run_point_tables
+from bench.store.schema import conform, point_schema, sort_points, to_pandas
 
 
 @dataclass

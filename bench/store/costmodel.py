@@ -5,17 +5,18 @@ $/Mtok is recomputed for each cost scenario from the stored metrics and energy w
 same runs give the same bytes (rows and columns in a fixed order, no timestamps, fixed
 float formatting in CSV and fixed Parquet writer options). Columns: docs/costmodel.md.
 
-One row shape serves every path: `point_rows` makes a run's rows, which either become a
-table directly (`build_table`, local runs) or are stored as the run's point files at upload
-(bench.store.points) and read back (bench.store.compact, bench.store.query); `table_frame`
-turns either into the table, with catalog figures and $/Mtok added at that moment.
+One row shape serves every path: `bench.store.rows.point_rows` makes a run's rows (pure, no
+I/O), which either become a table directly (`build_table`, local runs) or are stored as the
+run's point files at upload (bench.store.points) and read back (bench.store.compact,
+bench.store.query); `table_frame` turns either into the table, with catalog figures and
+$/Mtok added at that moment. This module is the table builder: the I/O (reading runs,
+compacting, writing the table); the columns are bench.store.schema's.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,46 +25,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.catalog import dtypes
-from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError, ConfigError, ResultError, StoreError
 from bench.results import RunResult, read_summary
-from bench.store.plausibility import n_gpus_of
+from bench.store.rows import (  # noqa: F401 - point_config, precision_label: importable here until issue 19's typed config
+    catalog_model_info,
+    engine_version_of,
+    point_config,
+    point_rows,
+    precision_label,
+)
+from bench.store.schema import (  # noqa: F401 - the table's columns, read from here by reports and tests
+    BASE_COLUMNS,
+    BOOL_COLUMNS,
+    CATALOG_COLUMNS,
+    COSTMODEL_DIR,
+    CSV_FLOAT_FORMAT,
+    INT_COLUMNS,
+    PARQUET_OPTIONS,
+    POINT_EXTRA_COLUMNS,
+    SCENARIO_FIELDS,
+    SORT_KEYS,
+    STRING_COLUMNS,
+    TABLE_NAME,
+    cast_columns,
+)
 
-COSTMODEL_DIR = "costmodel"
-TABLE_NAME = "costmodel"
-CSV_FLOAT_FORMAT = "%.9g"
-SORT_KEYS = ["model", "hardware", "precision", "kv_cache_dtype", "engine", "n_gpus", "run_id", "point_id"]
-BASE_COLUMNS = [
-    "run_id", "point_id", "model", "hardware", "n_gpus", "total_params", "active_params", "sparsity",
-    "dtype", "quantization", "kv_cache_dtype", "precision", "engine", "engine_version",
-    "isl", "osl", "load_kind", "concurrency", "rate_rps", "n_requests",
-    "output_tok_s", "total_tok_s", "tok_s_per_gpu", "output_tok_s_per_gpu", "interactivity_tok_s_user",
-    "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s",
-    "avg_power_w", "avg_power_w_per_gpu", "idle_power_w", "j_per_token", "j_per_output_token",
-    "energy_method", "measured", "roofline_efficiency", "valid",
-    "harness_version", "device_name", "run_date",
-]
-CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
-# What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
-# the run's provenance (for `bench compare --store`, which reads no run.json).
-POINT_EXTRA_COLUMNS = ["input_tok_s", "invalid_reasons", "run_status", "run_n_points", "run_n_valid_points",
-                       "weights", "driver_version", "harness_git_sha", "synthetic"]
-SCENARIO_FIELDS = [
-    "utilization", "usd_per_gpu_hour", "usd_per_mtok_output", "usd_per_mtok_input",
-    "usd_per_mtok_total", "usd_per_mtok_goodput",
-]
-STRING_COLUMNS = {
-    "run_id", "point_id", "model", "hardware", "dtype", "quantization", "kv_cache_dtype", "precision",
-    "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
-    "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
-}
-BOOL_COLUMNS = {"measured", "valid", "synthetic"}
-INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
-               "run_n_points", "run_n_valid_points"}
 _TOKENS = {"output": "output_tok_s", "input": "input_tok_s", "total": "total_tok_s", "goodput": "goodput_output_tok_s"}
 
-_STRING = pd.StringDtype()  # "string": pyarrow-backed, <NA> for missing
 ScenariosFn = Callable[[str], dict[str, Any]]  # hardware id -> {scenario name: bench.measure.cost.Scenario}
 
 
@@ -78,72 +66,6 @@ class CostModelBuild:
     ignored: int = 0  # point files of runs that are not published (left out)
     verified: int = 0  # runs read and their figures derived again by this build
     partitions: int = 0
-
-
-def precision_label(config: dict) -> str:
-    """Precision of a stored engine configuration by the one rule (bench.catalog.dtypes), from its
-    fields: a label an older bench stored beside them may follow an older rule."""
-    return dtypes.precision_label(config.get("dtype"), config.get("quantization"), config.get("kv_cache_dtype"))
-
-
-def point_config(run: RunResult, point_engine_config_id: str) -> dict:
-    """The engine configuration of one point: the run's top-level fields, overridden by its
-    entry in `config.engine_configs` when the run has several configurations."""
-    cfg = dict(run.config)
-    cfg.update((run.config.get("engine_configs") or {}).get(point_engine_config_id) or {})
-    return cfg
-
-
-def engine_version_of(run: RunResult, config_id: str) -> str | None:
-    """The engine version one configuration of `run` ran with (each engine its own)."""
-    started = (run.extra.get("engine_version") or {}).get(config_id)
-    return recorded_engine_version(point_config(run, config_id), run.provenance, started)
-
-
-def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None,
-               include_invalid: bool = False) -> list[dict]:
-    """Base columns (no cost) and POINT_EXTRA_COLUMNS for each valid, ok point of one run
-    (with include_invalid, the invalid ok points too, `valid` false: point files and reports
-    keep them, the shared table never has them)."""
-    model_info = model_info or catalog_model_info
-    prov = run.provenance
-    run_fields = {"run_status": run.status, "run_n_points": len(run.points),
-                  "run_n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
-                  "driver_version": prov.get("driver_version"), "harness_git_sha": run.harness.git_sha,
-                  "synthetic": bool(run.extra.get("synthetic"))}
-    rows = []
-    for p in run.points:
-        if p.status != "ok" or not (p.valid or include_invalid):
-            continue
-        cfg = point_config(run, p.engine_config_id)
-        n_gpus = n_gpus_of(cfg)  # a count that is not TP x PP x DP is refused, never divided by
-        m, e = p.metrics or {}, p.energy or {}
-        load = p.load.model_dump(mode="json")
-        workload = p.workload.model_dump(mode="json") if p.workload is not None else {}
-        row = {
-            "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
-            "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
-            "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
-            "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
-            "engine": cfg.get("engine"), "engine_version": engine_version_of(run, p.engine_config_id),
-            "isl": _first(workload, "input_len", "isl"), "osl": _first(workload, "output_len", "osl"),
-            "load_kind": load.get("kind"), "concurrency": load.get("concurrency"),
-            "rate_rps": load.get("rate_rps"), "n_requests": p.n_requests,
-            "output_tok_s_per_gpu": _div(m.get("output_tok_s"), n_gpus),
-            "avg_power_w_per_gpu": _div(e.get("avg_power_w"), e.get("n_devices") or n_gpus),
-            "energy_method": e.get("energy_method"), "measured": e.get("measured"),
-            "roofline_efficiency": (p.roofline or {}).get("roofline_efficiency"), "valid": bool(p.valid),
-            "harness_version": run.harness.version, "device_name": prov.get("device_name"),
-            "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
-            "weights": cfg.get("weights"), **run_fields,
-        }
-        for key in ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
-                    "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s"):
-            row[key] = m.get(key)
-        for key in ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token"):
-            row[key] = e.get(key)
-        rows.append(row)
-    return rows
 
 
 def build_table(
@@ -179,22 +101,6 @@ def table_frame(points: pd.DataFrame, scenario_names: list[str] | None = None,
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
     """Rows as they are (no catalog or cost added) in the table's column order, sorted, stable dtypes."""
     return _ordered(pd.DataFrame(rows))
-
-
-def cast_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each known column to its one dtype (string, boolean, Int64, else float64)."""
-    out = {}
-    for c in frame.columns:
-        column = frame[c]
-        if c in STRING_COLUMNS:
-            out[c] = column if column.dtype == _STRING else column.astype(_STRING)
-        elif c in BOOL_COLUMNS:
-            out[c] = column if column.dtype == "boolean" else column.astype("boolean")
-        elif c in INT_COLUMNS:
-            out[c] = column if column.dtype == "Int64" else pd.to_numeric(column, errors="coerce").round().astype("Int64")
-        else:
-            out[c] = column if column.dtype == "float64" else pd.to_numeric(column, errors="coerce").astype("float64")
-    return pd.DataFrame(out, index=frame.index, columns=frame.columns)
 
 
 def _ordered(frame: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
@@ -264,11 +170,6 @@ def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
     return {"parquet": buf.getvalue(), "csv": csv.encode()}
 
 
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
-                   "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
-                   "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)
-
-
 def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write OUT_DIR/costmodel.parquet and .csv (atomically); returns both paths."""
     out_dir = Path(out_dir)
@@ -291,18 +192,18 @@ def runs_from_store(url: str, storage_options: dict | None = None,
     fails (or that this bench cannot read, e.g. a newer schema) is left out with its one-line
     reason in `skipped`; raised when `skipped` is None. Reads every run: the table itself
     comes from the point files (`build`)."""
-    from bench.store import Store
+    from bench.store.store import Store
     from bench.store.verify import read_verified_run
 
     store = Store(url, storage_options)
     out = []
     for manifest in store.manifests(refused=skipped):
         try:
-            out.append((manifest["run_id"], read_verified_run(store, manifest["run_id"], manifest)))
+            out.append((manifest.run_id, read_verified_run(store, manifest.run_id, manifest)))
         except (ResultError, StoreError) as e:
             if skipped is None:
                 raise
-            skipped.append(str(e) if isinstance(e, StoreError) else f"{manifest['run_id']}: {e}")
+            skipped.append(str(e) if isinstance(e, StoreError) else f"{manifest.run_id}: {e}")
     return out
 
 
@@ -347,9 +248,9 @@ def build(store_url: str, out_dir: Path | None = None, scenario_names: list[str]
     """Compact the store's point files (bench.store.compact) into the table; write it locally
     (if out_dir) and back to the store. `full` rereads every point file instead of reusing
     the compacted partitions; `inject`: `scenarios_for`, `model_info` (tests)."""
-    from bench.store import Store
     from bench.store.compact import compact
     from bench.store.points import put_inside
+    from bench.store.store import Store
 
     store = Store(store_url, storage_options)
     done = compact(store, full=full)
@@ -366,18 +267,6 @@ def build(store_url: str, out_dir: Path | None = None, scenario_names: list[str]
     return result
 
 
-def catalog_model_info(model_key: str | None) -> dict:
-    """total_params, active_params, sparsity (active/total) from the catalog; NaN when unknown."""
-    try:
-        from bench.catalog import get_model
-
-        m = get_model(model_key)
-    except (BenchError, ImportError, TypeError):
-        return {"total_params": math.nan, "active_params": math.nan, "sparsity": math.nan}
-    return {"total_params": m.total_params, "active_params": m.active_params,
-            "sparsity": m.active_params / m.total_params}
-
-
 def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
     """bench.measure.cost scenarios of a catalog hardware entry; none for hardware the catalog lacks."""
     from bench.catalog import get_hardware
@@ -392,11 +281,3 @@ def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
 
 def _hidden_below(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def _first(d: dict, *keys: str) -> Any:
-    return next((d[k] for k in keys if d.get(k) is not None), None)
-
-
-def _div(value: Any, n: int) -> float | None:
-    return None if value is None else float(value) / n

@@ -64,13 +64,13 @@ def _check_rows(rows: list[dict], point: PointResult, bad: Callable[[str], Store
     if n_failed != point.n_failed:
         raise bad(f"{n_failed} failed rows, run.json says n_failed {point.n_failed}")
     out_total = sum(r["n_out"] for r in measured)
-    metrics = point.metrics.flat() if point.metrics is not None else {}  # none: a failed point's kept requests
-    stated = metrics.get("output_tokens_total")
+    metrics = point.metrics  # None: a failed point's kept requests
+    stated = metrics.output_tokens_total if metrics is not None else None
     if stated is not None and stated != out_total:
         raise bad(f"output tokens sum to {out_total}, run.json says {stated}")
     in_total = sum(r["n_in"] if r["n_in"] is not None else r["n_in_expected"]
                    for r in measured if r["t_first"] is not None)
-    stated = metrics.get("input_tokens_total")
+    stated = metrics.input_tokens_total if metrics is not None else None
     if stated is not None and stated != in_total:
         raise bad(f"input tokens sum to {in_total}, run.json says {stated}")
 

@@ -56,40 +56,43 @@ def n_gpus_of(cfg: dict) -> int:
     return n
 
 
-def check_figures(groups: dict[str, dict | None]) -> None:
-    """Every TABLE_FIGURES figure present in GROUPS ({"metrics": flat dict, ...}) is finite and >= 0."""
+def check_figures(groups: dict) -> None:
+    """Every TABLE_FIGURES figure present in GROUPS ({"metrics": Metrics, "energy": Energy,
+    "roofline": Roofline}, each a typed group of bench.measure.groups or None) is finite and >= 0."""
     for group, names in TABLE_FIGURES.items():
-        flat = groups.get(group) or {}
+        typed = groups[group]
         for name in names:
-            value = flat.get(name)
+            value = getattr(typed, name) if typed is not None else None
             if value is None:
                 continue
             if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
                 raise Implausible(f"{group}.{name}: {repr(value)[:40]} is not a finite, non-negative number")
 
 
-def check_counters(server: dict) -> None:
-    """The server's counter deltas (used as stored) are finite and non-negative."""
-    delta = server.get("counter_delta") or {}
+def check_counters(server) -> None:
+    """The server's counter deltas (used as stored; SERVER a ServerCounters group or None) are
+    finite and non-negative."""
+    delta = (server.counter_delta if server is not None else None) or {}
     for name, value in delta.items():
         if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
             raise Implausible(f"server.counter_delta.{name}: {repr(value)[:40]} is not a finite, non-negative count")
 
 
-def check_power(energy: dict | None, n_gpus: int, hardware) -> None:
-    """Average and idle power per device within POWER_MARGIN of the board's limit."""
-    if not energy or hardware is None or getattr(hardware, "estimated", False):
+def check_power(energy, n_gpus: int, hardware) -> None:
+    """Average and idle power per device (ENERGY: an Energy group, or None) within POWER_MARGIN
+    of the board's limit."""
+    if energy is None or hardware is None or getattr(hardware, "estimated", False):
         return
-    n = energy.get("n_devices") or n_gpus
+    n = energy.n_devices or n_gpus
     limit = POWER_MARGIN * float(hardware.power_w)
     for name in ("avg_power_w", "idle_power_w"):
-        value = energy.get(name)
+        value = getattr(energy, name)
         if value is not None and value / n > limit:
             raise Implausible(f"energy.{name}: {value / n:.4g} W per GPU is above {POWER_MARGIN} x the "
                               f"{hardware.power_w:g} W limit of {hardware.id}")
 
 
-def check_roofline(point, cfg: dict, n_gpus: int, metrics, facts: dict, context_len: int, model, hardware) -> None:
+def check_roofline(point, cfg: dict, n_gpus: int, metrics, run, context_len: int, model, hardware) -> None:
     """Output tokens/s per GPU within ROOFLINE_MARGIN of the catalog's roofline bound at the
     largest batch in flight (and CONTEXT_LEN, the one the point's roofline took); a probe's
     figures within ROOFLINE_MARGIN of the catalog's."""
@@ -100,16 +103,16 @@ def check_roofline(point, cfg: dict, n_gpus: int, metrics, facts: dict, context_
     out = metrics.output_tok_s
     if model is None or hardware is None or not out:
         return
-    roof = point.roofline.flat() if point.roofline is not None else {}
-    for name, catalog in (("bandwidth_tbs", hardware.bandwidth_tbs),
-                          ("tflops", hardware.tflops.get(roof.get("flops_dtype") or "bf16"))):
-        value = roof.get(name)
-        if roof.get(f"{'flops' if name == 'tflops' else 'bandwidth'}_source") == "probe" and catalog \
-                and value is not None and value > ROOFLINE_MARGIN * catalog:
-            raise Implausible(f"roofline.{name}: a probe's {value:.4g} is above {ROOFLINE_MARGIN} x the catalog's "
-                              f"{catalog:g} for {hardware.id}")
+    roof = point.roofline
+    if roof is not None:
+        for value, source, catalog, name in (
+                (roof.bandwidth_tbs, roof.bandwidth_source, hardware.bandwidth_tbs, "bandwidth_tbs"),
+                (roof.tflops, roof.flops_source, hardware.tflops.get(roof.flops_dtype or "bf16"), "tflops")):
+            if source == "probe" and catalog and value is not None and value > ROOFLINE_MARGIN * catalog:
+                raise Implausible(f"roofline.{name}: a probe's {value:.4g} is above {ROOFLINE_MARGIN} x the catalog's "
+                                  f"{catalog:g} for {hardware.id}")
     eng = engine_namespace(cfg)
-    batch = max(int(facts.get("max_in_flight") or 1), int(facts.get("target_concurrency") or 1), 1)
+    batch = max(int(run.max_in_flight or 1), int(run.target_concurrency or 1), 1)  # RUN: bench.load.driver.PointRun
     bound = point_roofline(model, hardware, batch=batch, context_len=max(int(context_len), 1),
                            bytes_per_param=bytes_per_param(eng, model), kv_bytes_per_elem=kv_bytes_per_elem(eng, model),
                            n_gpus=n_gpus, measured_output_tok_s=out, replicas=eng.data_parallel_size).bound_tok_s

@@ -8,7 +8,6 @@ run's point files (bench.store.points, made from its verified figures) with thei
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -20,12 +19,17 @@ from bench.redact import redact, redact_text
 from bench.results import SUMMARY_FILE, RunResult, parse_summary, read_summary
 from bench.safepath import UnsafePath, check_rel_path, inside
 from bench.store.bounded import POINTS_LIMITS, read_parquet
-from bench.store.manifest import content_digest
-from bench.store.points import manifest_entries
+from bench.store.manifest import (  # noqa: F401 - MANIFEST_VERSION, manifest_bytes: importable here as before
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    content_digest,
+    manifest_bytes,
+    sha256_hex,
+)
+from bench.store.points import publish_point_files
+from bench.store.rows import manifest_entries, run_models
 from bench.store.verify import verified_point_files
 
-MANIFEST_FILE = "MANIFEST.json"
-MANIFEST_VERSION = 1
 REPORT_DIR = "report"  # `bench report` writes here inside a run folder; derived, never uploaded
 _TEXT_SUFFIXES = {".log", ".txt", ".yaml", ".yml", ".json", ".md", ".csv"}
 
@@ -39,10 +43,6 @@ class PreparedRun:
     files: dict[str, bytes]
     manifest: dict[str, Any]
     point_files: dict[str, bytes] = field(default_factory=dict)  # store-relative path -> bytes
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def prepare(run_dir: Path) -> PreparedRun:
@@ -126,15 +126,21 @@ def prepare(run_dir: Path) -> PreparedRun:
     return PreparedRun(run_dir, run_id, files, manifest, point_files)
 
 
-def manifest_bytes(manifest: dict) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-
-
-def run_models(run: RunResult) -> list[str]:
-    """Every model key a run measured (several when it swept engine configurations)."""
-    keys = {c.get("model") for c in (run.config.get("engine_configs") or {}).values()}
-    keys.add(run.config.get("model"))
-    return sorted(k for k in keys if k)
+def publish_run_points(store, run: PreparedRun) -> tuple[int, str | None]:
+    """The upload hook: the point files of a just-published PreparedRun (those `prepare` made
+    from its verified copy and listed in its manifest). Returns (files, None), or (0, reason)
+    for a run that does not verify: such a run (only a caller that skipped `prepare`'s checks
+    can publish one) gets no point file, and `bench costmodel build` skips it with its reason."""
+    files = run.point_files
+    if not files:
+        where = f"{store.where}: run {run.run_id}"
+        result = parse_summary(json.loads(run.files[SUMMARY_FILE]), f"{where}/{SUMMARY_FILE}")
+        try:
+            files = verified_point_files(run.run_id, result, run.files.get, where)
+        except StoreError as e:
+            return 0, f"no point file: {e}"
+    publish_point_files(store, files)
+    return len(files), None
 
 
 def _slug(value: Any) -> str:

@@ -3,8 +3,6 @@
 A pulled run is downloaded into a hidden temporary folder under DEST, each file checked
 against its manifest (size before the read, sha256 after: Store.read_file), its run.json
 parsed and its request files checked against it, and only then renamed into DEST/<run_id>/.
-Both read a manifest's listing fields as a `ManifestListing`: a manifest whose fields have
-the wrong types is refused with one line, like one whose file list is wrong.
 """
 
 from __future__ import annotations
@@ -14,57 +12,12 @@ import shutil
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from bench.errors import StoreError
 from bench.results import SUMMARY_FILE
 from bench.safepath import UnsafePath, inside
 from bench.store.integrity import check_run_requests
-from bench.store.manifest import check_manifest
-from bench.store.publish import MANIFEST_FILE, manifest_bytes
+from bench.store.manifest import MANIFEST_FILE, Manifest, check_manifest, manifest_bytes
 from bench.store.store import Store, _parse_untrusted
-
-
-class ManifestListing(BaseModel):
-    """What `bench ls` and `bench pull` read of a published manifest (bench.store.publish
-    writes it), typed: scalars are not coerced; the file list is bench.store.manifest's to
-    check. None where a manifest of an older bench has no such field."""
-
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
-
-    run_id: str
-    created_utc: str | None = None
-    model: str | None = None  # the one model it measured; None when several
-    models: list[str] | None = None
-    hardware: str | None = None
-    n_gpus: int | None = None
-    engine: str | None = None
-    harness_version: str | None = None
-    status: str | None = None
-    n_points: int | None = None
-    n_valid_points: int | None = None
-
-    def has_model(self, model: str) -> bool:
-        return model in (self.models or [self.model])
-
-
-def listed(store: Store, refused: list[str] | None = None) -> list[tuple[ManifestListing, dict]]:
-    """Every published manifest (checked by Store.manifests) with its listing, by run id; one
-    whose listing fields do not read is refused: its one-line reason appended to `refused`,
-    or raised as StoreError when `refused` is None."""
-    out = []
-    for manifest in store.manifests(refused=refused):
-        try:
-            out.append((ManifestListing.model_validate(manifest), manifest))
-        except ValidationError as e:
-            first = e.errors()[0]
-            field = ".".join(str(x) for x in first["loc"]) or "manifest"
-            error = StoreError(f"{store.where}: run {str(manifest.get('run_id'))[:80]}: refused manifest: "
-                               f"{field}: {first['msg']}")
-            if refused is None:
-                raise error from None
-            refused.append(str(error))
-    return out
 
 
 def pull_runs(store: Store, dest: Path, hardware: str | None = None, model: str | None = None,
@@ -79,10 +32,10 @@ def pull_runs(store: Store, dest: Path, hardware: str | None = None, model: str 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = []
-    for listing, manifest in listed(store, refused=skipped):
-        if hardware and listing.hardware != hardware:
+    for manifest in store.manifests(refused=skipped):
+        if hardware and manifest.hardware != hardware:
             continue
-        if model and not listing.has_model(model):
+        if model and not manifest.has_model(model):
             continue
         try:
             out.append(_pull_one(store, manifest, dest))
@@ -104,18 +57,11 @@ def ls(url: str, storage_options: dict | None = None, refused: list[str] | None 
     """One row per published run: run_id, date, model, hardware, n_gpus, engine, ...
     (see Store.manifests for `refused`)."""
     rows = []
-    for m, _ in listed(Store(url, storage_options), refused=refused):
+    for m in Store(url, storage_options).manifests(refused=refused):
         rows.append({
-            "run_id": m.run_id,
-            "date": (m.created_utc or "")[:10],
-            "model": m.model or ",".join(m.models or []),
-            "hardware": m.hardware,
-            "n_gpus": m.n_gpus,
-            "engine": m.engine,
-            "harness_version": m.harness_version,
-            "status": m.status,
-            "n_points": m.n_points,
-            "n_valid_points": m.n_valid_points,
+            "run_id": m.run_id, "date": (m.created_utc or "")[:10], "model": m.model or ",".join(m.models or []),
+            "hardware": m.hardware, "n_gpus": m.n_gpus, "engine": m.engine, "harness_version": m.harness_version,
+            "status": m.status, "n_points": m.n_points, "n_valid_points": m.n_valid_points,
         })
     return rows
 
@@ -126,8 +72,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "runs"
 
 
-def _pull_one(store: Store, manifest: dict, dest: Path) -> Path:
-    run_id = manifest["run_id"]
+def _pull_one(store: Store, manifest: Manifest, dest: Path) -> Path:
+    run_id = manifest.run_id
     check_manifest(manifest, run_id, store.where)
     target = inside(dest, run_id)
     local = target / MANIFEST_FILE
@@ -136,10 +82,10 @@ def _pull_one(store: Store, manifest: dict, dest: Path) -> Path:
     partial = dest / f".{run_id}.partial-{uuid.uuid4().hex[:8]}"
     try:
         partial.mkdir()
-        for entry in manifest["files"]:
-            path = inside(partial, entry["path"])
+        for entry in manifest.files:
+            path = inside(partial, entry.path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(store.read_file(run_id, entry["path"], manifest))
+            path.write_bytes(store.read_file(run_id, entry.path, manifest))
         _check_pulled_summary(partial, store.where, run_id)
         (partial / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
         if target.exists():

@@ -21,37 +21,34 @@ The DuckDB reader of point and compacted files (`read_point_files`) is the build
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
 
 from bench.errors import ConfigError, StoreError, one_line
 from bench.redact import redact_text_of
 from bench.store.bounded import POINTS_LIMITS, read_parquet
-from bench.store.costmodel import BOOL_COLUMNS, INT_COLUMNS, STRING_COLUMNS, table_frame
+from bench.store.costmodel import table_frame
+from bench.store.manifest import sha256_hex
 from bench.store.points import (
-    POINT_COLUMNS,
+    PointsRead,
     compacted_rel,
-    conform,
     list_partitions,
     list_point_files,
-    manifest_point_files,
-    point_file_rel,
-    point_schema,
     protocols,
     run_list,
 )
+from bench.store.rows import point_file_rel
+from bench.store.schema import (
+    BOOL_COLUMNS,
+    INT_COLUMNS,
+    POINT_COLUMNS,
+    STRING_COLUMNS,
+    conform,
+    point_schema,
+    to_pandas,
+)
+from bench.store.store import Store
+from bench.store.trust import trusted_read
 
 READ_BATCH = 1000  # point files per DuckDB read: bounds memory on a full build
-
-
-@dataclass
-class PointsRead:
-    """What a query read: its rows, the files opened, and files left out (one line each)."""
-
-    table: object  # pandas DataFrame
-    files: list[str] = field(default_factory=list)
-    partitions: int = 0
-    skipped: list[str] = field(default_factory=list)
-    excluded: list[str] = field(default_factory=list)  # with --trust: "run_id: reason" of runs left out
 
 
 def parse_where(items) -> dict[str, list]:
@@ -80,8 +77,6 @@ def read_points(store, filters: dict[str, list], include_invalid: bool = False, 
     import pyarrow.compute as pc
 
     if trust is not None:
-        from bench.store.trust import trusted_read
-
         return trusted_read(store, filters, include_invalid, trust)
     if not include_invalid and "valid" not in filters:
         filters = {**filters, "valid": [True]}
@@ -120,8 +115,6 @@ def read_bound_point_files(store, loose: list[tuple[str, str]], refused: dict[st
     Each file's bytes are hashed and parsed once (never read again by path after the check)."""
     import pyarrow as pa
 
-    from bench.store.publish import sha256_hex
-
     tables, paths, manifests = [], [], {}
     for part, run_id in loose:
         rel = point_file_rel(part, run_id)
@@ -132,7 +125,7 @@ def read_bound_point_files(store, loose: list[tuple[str, str]], refused: dict[st
             manifest = manifests[run_id]
             if manifest is None:
                 raise StoreError("no published run (a point file on its own is never read)")
-            listed = manifest_point_files(manifest).get(rel)
+            listed = manifest.point_files.get(rel)
             if listed is None:
                 raise StoreError("its run's manifest does not list it (run bench costmodel build)")
             blob = store.get_bytes(rel)
@@ -164,8 +157,6 @@ def query(url: str, where=(), sql: str | None = None, scenario_names: list[str] 
           storage_options: dict | None = None, trust=None, **inject) -> PointsRead:
     """The table's rows matching `where` ($/Mtok computed now), or the result of `sql` run
     against them as the view `points` (the table's columns plus POINT_EXTRA_COLUMNS)."""
-    from bench.store import Store
-
     read = read_points(Store(url, storage_options), parse_where(where), trust=trust)
     read.table = table_frame(read.table, scenario_names, extra_columns=sql is not None, **inject)
     if sql is not None:
@@ -178,8 +169,6 @@ def compare_points(url: str, model: str, hardware: list[str] | None = None, scen
     """Every ok point (valid and invalid) of MODEL, on HARDWARE when given, in the table's
     columns plus POINT_EXTRA_COLUMNS ($/Mtok of SCENARIO_NAMES, default all): what
     `bench compare --store` needs, no run.json read."""
-    from bench.store import Store
-
     store = Store(url, storage_options)
     filters = {"model": [model], **({"hardware": list(hardware)} if hardware else {})}
     read = read_points(store, filters, include_invalid=True, trust=trust)
@@ -277,15 +266,6 @@ def _database(store):
             con.register_filesystem(store.fs)
         _DATABASES[store] = con
     return con
-
-
-def to_pandas(table):
-    """Arrow point rows -> pandas with the table's dtypes (string, boolean, Int64, float64)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    mapping = {pa.string(): pd.StringDtype(), pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype()}
-    return table.to_pandas(types_mapper=mapping.get)
 
 
 def run_sql(points, sql: str):

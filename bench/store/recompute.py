@@ -45,10 +45,10 @@ class PointFigures:
     """A point's figures as derived now: the groups that replace the stored ones, and validity."""
 
     metrics: Any  # bench.measure.groups.Metrics
-    energy: dict | None  # flat Energy dict; None: no energy figure (not measured, or not recomputable)
+    energy: Any  # bench.measure.groups.Energy | None (None: no energy figure: not measured, or not recomputable)
     roofline: Any  # bench.measure.groups.Roofline | None (None: not in the catalog)
     reasons: list[str] = field(default_factory=list)  # why it is invalid, recomputed
-    facts: dict = field(default_factory=dict)  # the window facts (bench.load.driver.PointRun.facts)
+    run: Any = None  # the records merged as the run merged them (bench.load.driver.PointRun): the window facts
 
     @property
     def valid(self) -> bool:
@@ -65,10 +65,11 @@ def same(stored: Any, derived: Any) -> bool:
     return math.isclose(float(stored), float(derived), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
-def compare(group: str, stored: dict, derived: dict, keys) -> None:
-    """Disagreement for the first of KEYS whose stored value is set and is not the derived one."""
+def compare(group: str, stored, derived: dict, keys) -> None:
+    """Disagreement for the first of KEYS (fields of the typed group STORED, bench.measure.groups;
+    None: nothing stored) whose stored value is set and is not the derived one."""
     for key in keys:
-        value = stored.get(key)
+        value = getattr(stored, key) if stored is not None else None
         if value is not None and not same(value, derived.get(key)):
             raise Disagreement(f"{group}.{key}: stored {_show(value)}, recomputed {_show(derived.get(key))}")
 
@@ -82,8 +83,8 @@ def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord],
     from bench.load.types import LoopStats
     from bench.measure.metrics import summarize
 
-    stored_window = point.window.flat() if point.window is not None else {}
-    t0, t1 = stored_window.get("t0_s"), stored_window.get("t1_s")
+    window = point.window
+    t0, t1 = (window.t0_s, window.t1_s) if window is not None else (None, None)
     if not (_number(t0) and _number(t1) and math.isfinite(t0) and math.isfinite(t1)):
         raise Disagreement(f"window: bounds {_show(t0)}, {_show(t1)} are not times")
     stored = (point.client.workers if point.client is not None else None) or []
@@ -93,18 +94,16 @@ def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord],
     span_t1 = max(run.span_t1_s, t1) if measured else t1
     _check_window(point, measured, run, t0, t1, span_t1)
     metrics = summarize(records, window=(t0, t1), n_gpus=n_gpus, slo=_slo(point.metrics))
-    compare("metrics", (point.metrics.flat() if point.metrics is not None else {}), metrics.flat(),
-            [k for k in metrics.flat() if k != "extra"])
-    compare("window", stored_window, {"window_s": t1 - t0, "span_s": span_t1 - run.span_t0_s if measured else None},
+    compare("metrics", point.metrics, metrics.flat(), [k for k in type(metrics).model_fields if k != "extra"])
+    compare("window", window, {"window_s": t1 - t0, "span_s": span_t1 - run.span_t0_s if measured else None},
             ("window_s", "span_s"))
     e0, e1 = (t0, t1) if t1 > t0 else (run.span_t0_s, span_t1)  # as bench.run.measure_point picks it
     energy, reasons = _energy(point, cfg, power, telemetry, hardware, metrics, e0, e1)
     roofline = _roofline(point, cfg, n_gpus, model, hardware, metrics)
     counts = {"generation_tokens": sum(r.n_out for r in records), "prompt_tokens": sum(r.n_in or 0 for r in records)}
-    server = point.server.flat() if point.server is not None else {}
-    compare("server", {"client_counts": server.get("client_counts")}, {"client_counts": counts}, ("client_counts",))
-    reasons += _validity(point, metrics, run, server, counts, energy, n_gpus)
-    return PointFigures(metrics, energy, roofline, reasons, run.facts())
+    compare("server", point.server, {"client_counts": counts}, ("client_counts",))
+    reasons += _validity(point, metrics, run, counts, energy, n_gpus)
+    return PointFigures(metrics, energy, roofline, reasons, run)
 
 
 def _check_window(point, measured, run, t0: float, t1: float, span_t1: float) -> None:
@@ -123,30 +122,31 @@ def _check_window(point, measured, run, t0: float, t1: float, span_t1: float) ->
 
 def _slo(metrics) -> dict | None:
     """The SLOs the point's goodput was computed for (stored with its metrics)."""
-    flat = metrics.flat() if metrics is not None else {}
-    slo = {k: flat[f"slo_{k}"] for k in ("ttft_s", "tpot_s", "e2e_s") if flat.get(f"slo_{k}") is not None}
+    limits = {k: getattr(metrics, f"slo_{k}") if metrics is not None else None for k in ("ttft_s", "tpot_s", "e2e_s")}
+    slo = {k: v for k, v in limits.items() if v is not None}
     for key, value in slo.items():
         if not (_number(value) and math.isfinite(value) and value > 0):
             raise Disagreement(f"metrics.slo_{key}: {_show(value)} is not a time limit")
     return slo or None
 
 
-def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: float) -> tuple[dict | None, list[str]]:
-    """The energy dict of the window, recomputed as bench.telemetry computes it, and reasons the
-    point is invalid when it cannot be (no series, hardware unknown to the catalog)."""
+def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: float):
+    """(The Energy group of the window, recomputed as bench.telemetry computes it; reasons the
+    point is invalid when it cannot be: no series, hardware unknown to the catalog)."""
+    from bench.measure.groups import Energy
     from bench.telemetry import per_token
     from bench.telemetry.energy import energy_dict, measured_energy
 
-    stored = point.energy.flat() if point.energy is not None else {}
-    method = stored.get("energy_method")
-    if not stored or method in (None, "none"):
-        if stored.get("energy_j") is not None or stored.get("avg_power_w") is not None:
-            raise Disagreement(f"energy.energy_j: stored {_show(stored.get('energy_j'))} with no energy method")
-        return (stored or None), []
+    stored = point.energy
+    method = stored.energy_method if stored is not None else None
+    if method in (None, "none"):
+        if stored is not None and (stored.energy_j is not None or stored.avg_power_w is not None):
+            raise Disagreement(f"energy.energy_j: stored {_show(stored.energy_j)} with no energy method")
+        return stored, []
     if method == "nominal":
         if hardware is None:
             return None, [f"energy: nominal power not checked (hardware {cfg.get('hardware_id')!r} not in the catalog)"]
-        n = stored.get("n_devices")
+        n = stored.n_devices
         if not (type(n) is int and 1 <= n <= 100_000):
             raise Disagreement(f"energy.n_devices: {_show(n)} is not a device count")
         out = energy_dict("nominal", False, t1 - t0, [float(hardware.power_w) * (t1 - t0)] * n, None, [], 0)
@@ -167,13 +167,13 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
         out = measured_energy(meter, [series[label] for label in labels], t0, t1)
     else:
         raise Disagreement(f"energy.energy_method: {_show(method)} is not a method bench measures with")
-    out["devices"] = stored.get("devices")  # the device indices: what the runner was given, not derivable
-    idle = stored.get("idle_power_w")
+    out["devices"] = stored.devices  # the device indices: what the runner was given, not derivable
+    idle = stored.idle_power_w
     out["idle_power_w"] = idle
     out["energy_net_j"] = out["energy_j"] - idle * (t1 - t0) if _number(idle) and out["energy_j"] is not None else None
     out.update(per_token(out, metrics.window_output_tokens, _total(metrics)))
     compare("energy", stored, out, _ENERGY_FIELDS)
-    return out, []
+    return Energy.from_flat(out), []
 
 
 def power_series(table) -> dict[str | None, dict[str, tuple[list, list, list]]]:
@@ -216,17 +216,19 @@ def _roofline(point, cfg: dict, n_gpus: int, model, hardware, metrics):
 
     if model is None or hardware is None:
         return None
-    stored = point.roofline.flat() if point.roofline is not None else {}
-    probe = {}
-    if stored.get("bandwidth_source") == "probe":
-        probe["bandwidth_tbs"] = stored.get("bandwidth_tbs")
-    if stored.get("flops_source") == "probe" and isinstance(stored.get("flops_dtype"), str):
-        probe["tflops"] = {stored["flops_dtype"]: stored.get("tflops")}
-    for value in ([probe["bandwidth_tbs"]] if "bandwidth_tbs" in probe else []) + list((probe.get("tflops") or {}).values()):
+    stored = point.roofline
+    probe, probed = {}, []
+    if stored is not None and stored.bandwidth_source == "probe":
+        probe["bandwidth_tbs"] = stored.bandwidth_tbs
+        probed.append(stored.bandwidth_tbs)
+    if stored is not None and stored.flops_source == "probe" and isinstance(stored.flops_dtype, str):
+        probe["tflops"] = {stored.flops_dtype: stored.tflops}
+        probed.append(stored.tflops)
+    for value in probed:
         if not (_number(value) and math.isfinite(value) and value > 0):
             raise Disagreement(f"roofline: probe figure {_show(value)} is not a positive number")
     roof = point_roofline(engine_namespace(cfg), point, model, hardware, n_gpus, metrics, probe or None)
-    if roof is not None and stored.get("error") is None:
+    if roof is not None and (stored is None or stored.error is None):
         compare("roofline", stored, roof.flat(), ("roofline_efficiency", "bound_tok_s"))
     return roof
 
@@ -238,16 +240,17 @@ def engine_namespace(cfg: dict) -> SimpleNamespace:
                            data_parallel_size=cfg.get("data_parallel_size") or 1)
 
 
-def _validity(point, metrics, run, server: dict, counts: dict, energy: dict | None, n_gpus: int) -> list[str]:
+def _validity(point, metrics, run, counts: dict, energy, n_gpus: int) -> list[str]:
     """bench.measure.validity.check_point on the recomputed figures; the server's counters and
     gauges as stored (they are the server's, not the records')."""
     from bench.measure.validity import check_point
 
-    delta = server.get("counter_delta")
-    if isinstance(delta, dict):
+    server = point.server.flat() if point.server is not None else {}  # check_point's flat form (issue 19: typed)
+    delta = point.server.counter_delta if point.server is not None else None
+    if isinstance(delta, dict):  # the server's names, untyped: as the server exposed them
         queries, hits = delta.get("prefix_cache_queries"), delta.get("prefix_cache_hits")
         rate = hits / queries if _number(queries) and queries and _number(hits) else None
-        compare("server", server, {"prefix_cache_hit_rate": rate}, ("prefix_cache_hit_rate",))
+        compare("server", point.server, {"prefix_cache_hit_rate": rate}, ("prefix_cache_hit_rate",))
     _, reasons = check_point(
         metrics.flat(), point.load.model_dump(mode="json"), run.facts(), server_counters=delta,
         client_counters=counts, energy=energy, n_gpus=n_gpus,

@@ -28,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, StoreError
+from bench.results import SUMMARY_FILE, parse_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id
-from bench.store.bounded import MAX_SMALL_JSON_BYTES, load_json
+from bench.store.bounded import MAX_SMALL_JSON_BYTES, MAX_SUMMARY_BYTES, load_json
+from bench.store.manifest import manifest_bytes
+from bench.store.rows import run_point_files
 
 SIGNATURES_DIR = "signatures"
 FORMAT = "bench-run-signature/1"
@@ -174,10 +177,8 @@ def sign_statement(stmt: dict, signer: Signer) -> bytes:
     return (json.dumps({**stmt, "signature": signature}, sort_keys=True, indent=1) + "\n").encode()
 
 
-def manifest_digest(manifest: dict) -> str:
+def manifest_digest(manifest) -> str:
     """sha256 of a manifest's canonical bytes (bench.store.publish.manifest_bytes)."""
-    from bench.store.publish import manifest_bytes
-
     return hashlib.sha256(manifest_bytes(manifest)).hexdigest()
 
 
@@ -196,12 +197,8 @@ def sign_run(store, run_id: str, manifest: dict, point_rels: list[str], signer: 
 def sign_upload(store, run, signer: Signer) -> str:
     """After an upload of RUN (a bench.store.publish.PreparedRun): sign its published manifest
     and its point files as the store holds them. Returns the signer's key id."""
-    from bench.results import SUMMARY_FILE, parse_summary
-    from bench.store.bounded import MAX_SUMMARY_BYTES
-    from bench.store.points import run_point_files
-
     manifest = store.read_manifest(run.run_id)
-    if manifest is None or manifest.get("content_sha256") != run.manifest["content_sha256"]:
+    if manifest is None or manifest.content_sha256 != run.manifest["content_sha256"]:
         raise StoreError(f"{store.where}: run {run.run_id}: not published as uploaded; nothing signed")
     result = parse_summary(load_json(run.files[SUMMARY_FILE], run.run_id, MAX_SUMMARY_BYTES), run.run_id)
     sign_run(store, run.run_id, manifest, sorted(run_point_files(run.run_id, result)), signer)

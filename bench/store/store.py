@@ -41,14 +41,14 @@ from bench.store.bounded import (
     load_json,
 )
 from bench.store.integrity import check_run_requests
-from bench.store.manifest import check_manifest
-from bench.store.publish import (
+from bench.store.manifest import (
     MANIFEST_FILE,
-    PreparedRun,
+    Manifest,
+    check_manifest,
     manifest_bytes,
-    prepare,
     sha256_hex,
 )
+from bench.store.publish import PreparedRun, prepare, publish_run_points
 
 RUNS_DIR = "runs"
 STAGING_DIR = "staging"
@@ -105,7 +105,7 @@ class Store:
         return "/".join([self.root, *parts])
 
     # -- reading ------------------------------------------------------------------------
-    def read_manifest(self, run_id: str) -> dict | None:
+    def read_manifest(self, run_id: str) -> Manifest | None:
         """The published manifest of a run, checked (store_paths.check_manifest) before it is
         returned; None when the run is not (fully) published."""
         try:
@@ -132,7 +132,7 @@ class Store:
             return []
         return sorted(p.rstrip("/").split("/")[-2] for p in paths)
 
-    def manifests(self, refused: list[str] | None = None) -> list[dict]:
+    def manifests(self, refused: list[str] | None = None) -> list[Manifest]:
         """Manifests of every published run, sorted by run id.
 
         A manifest that fails its checks is left out, its one-line reason appended to
@@ -150,27 +150,27 @@ class Store:
                 out.append(manifest)
         return out
 
-    def read_file(self, run_id: str, rel: str, manifest: dict | None = None) -> bytes:
+    def read_file(self, run_id: str, rel: str, manifest: Manifest | None = None) -> bytes:
         """One file of a published run, checked against the manifest's sha256."""
         manifest = check_manifest(manifest, run_id, self.where) if manifest else self.read_manifest(run_id)
         if manifest is None:
             raise StoreError(f"{self.where}: no published run {run_id}")
-        entry = next((e for e in manifest["files"] if e["path"] == rel), None)
+        entry = manifest.entry(rel)
         if entry is None:
             raise StoreError(f"{self.where}: run {run_id} has no file {rel}")
         # the manifest's size bounds the read; the sha256 is checked on what was read
-        data = self.read_bytes(self.path(RUNS_DIR, run_id, rel), MAX_FILE_BYTES, expect_size=entry["size"],
+        data = self.read_bytes(self.path(RUNS_DIR, run_id, rel), MAX_FILE_BYTES, expect_size=entry.size,
                                what=f"run {run_id}: {rel}", expected_by="its manifest says")
-        if sha256_hex(data) != entry["sha256"]:
+        if sha256_hex(data) != entry.sha256:
             raise StoreError(f"{self.where}: run {run_id}: {rel} does not match its manifest checksum")
         return data
 
-    def read_run(self, run_id: str, manifest: dict | None = None) -> RunResult:
+    def read_run(self, run_id: str, manifest: Manifest | None = None) -> RunResult:
         """A published run.json, parsed; StoreError (one line) for one that is not a bench result."""
         data = self.read_file(run_id, SUMMARY_FILE, manifest)
         return _parse_untrusted(data, f"{self.where}/{RUNS_DIR}/{run_id}/{SUMMARY_FILE}")
 
-    def read_checked_run(self, run_id: str, manifest: dict | None = None) -> RunResult:
+    def read_checked_run(self, run_id: str, manifest: Manifest | None = None) -> RunResult:
         """`read_run`, and every point's requests Parquet read and checked against it
         (bench.store.integrity); StoreError when one disagrees."""
         manifest = check_manifest(manifest, run_id, self.where) if manifest else self.read_manifest(run_id)
@@ -318,12 +318,10 @@ class Store:
     def _with_points(self, run: PreparedRun, done: Uploaded) -> Uploaded:
         """After the manifest (a run's points are never seen before the run is): its point
         files, which a re-upload finds already there (bench.store.points)."""
-        from bench.store.points import publish_run_points
-
         done.point_files, done.note = publish_run_points(self, run)
         return done
 
-    def _published_manifest(self, run_id: str) -> dict | None:
+    def _published_manifest(self, run_id: str) -> Manifest | None:
         """For upload: the manifest already under this id; a refused one is different content."""
         try:
             return self.read_manifest(run_id)
@@ -333,8 +331,8 @@ class Store:
             raise StoreError(f"{self.where}: run id {run_id} is already published with different content "
                              f"({str(e).rsplit(': ', 1)[-1]}); refusing to overwrite") from None
 
-    def _existing(self, run: PreparedRun, existing: dict, size: int) -> Uploaded:
-        if existing.get("content_sha256") != run.manifest["content_sha256"]:
+    def _existing(self, run: PreparedRun, existing: Manifest, size: int) -> Uploaded:
+        if existing.content_sha256 != run.manifest["content_sha256"]:
             raise StoreError(
                 f"{self.where}: run id {run.run_id} is already published with different content; refusing to overwrite"
             )

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 
 from bench.errors import StoreError
 from bench.store.bounded import MAX_FILE_BYTES, POINTS_LIMITS, read_parquet
+from bench.store.costmodel import CostModelBuild, table_frame, write_table
+from bench.store.points import PointsRead, list_partitions, list_point_files
+from bench.store.schema import POINTS_DIR, conform, point_schema, to_pandas
 from bench.store.signing import Signed, TrustedKeys, verify_run
+from bench.store.store import Store
 
 
 @dataclass
@@ -39,13 +43,6 @@ def trusted_rows(store, trusted: TrustedKeys, hardware: list | None = None, mode
     MODEL (all when None); other runs excluded with their reason. StoreError when runs were
     found and none is trusted."""
     import pyarrow as pa
-
-    from bench.store.points import (
-        POINTS_DIR,
-        list_partitions,
-        list_point_files,
-        point_schema,
-    )
 
     by_run: dict[str, list[str]] = {}
     out = TrustedRows(None)
@@ -78,8 +75,6 @@ def _signed_rows(store, signed: Signed, rel: str):
     """One point file of a signed run, read only if it is the one signed."""
     import pyarrow.compute as pc
 
-    from bench.store.points import conform
-
     entry = signed.point_files.get(rel)
     if entry is None:
         raise StoreError(f"{rel}: not among the point files its signature names")
@@ -109,8 +104,6 @@ def filter_rows(table, filters: dict[str, list]):
 def trusted_read(store, filters: dict[str, list], include_invalid: bool, trusted: TrustedKeys):
     """`bench.store.query.read_points` for trusted runs only: a PointsRead whose `excluded`
     names the runs left out."""
-    from bench.store.query import PointsRead, to_pandas
-
     if not include_invalid and "valid" not in filters:
         filters = {**filters, "valid": [True]}
     rows = trusted_rows(store, trusted, hardware=filters.get("hardware"), model=filters.get("model"))
@@ -123,9 +116,6 @@ def trusted_build(url: str, trusted: TrustedKeys, out_dir=None, scenario_names: 
     """`bench costmodel build --trust`: the table of the trusted runs' valid points, written to
     OUT_DIR when given; the store is only read (its shared table, of every run, stays as the
     last build wrote it). Returns (CostModelBuild, excluded)."""
-    from bench.store import Store
-    from bench.store.costmodel import CostModelBuild, table_frame, write_table
-
     store = Store(url, storage_options)
     read = trusted_read(store, {}, False, trusted)
     table = table_frame(read.table, scenario_names, **inject)

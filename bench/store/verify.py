@@ -35,8 +35,8 @@ POWER_FILE = "power.parquet"  # bench.run.scope.POWER_FILE
 def verify_run(run: RunResult, read: READ, where: str) -> RunResult:
     """The run with every ok point's figures derived again (see the module); StoreError (one
     line, starting with WHERE) when a stored figure disagrees or is implausible."""
-    from bench.store.costmodel import point_config
     from bench.store.integrity import check_requests
+    from bench.store.rows import point_config
 
     power = _LazyPower(read, where)
     points = []
@@ -60,12 +60,12 @@ def verify_run(run: RunResult, read: READ, where: str) -> RunResult:
 
 def verified_point_files(run_id: str, run: RunResult, read: READ, where: str) -> dict[str, bytes]:
     """{store-relative path: bytes} of the run's point files, made from its verified copy."""
-    from bench.store.points import run_point_files
+    from bench.store.rows import run_point_files
 
     return run_point_files(run_id, verify_run(run, read, where))
 
 
-def read_verified_run(store, run_id: str, manifest: dict | None = None) -> RunResult:
+def read_verified_run(store, run_id: str, manifest=None) -> RunResult:
     """A published run, read (manifest, checksums), checked and verified; StoreError (one line)."""
     from bench.store.manifest import check_manifest
 
@@ -73,7 +73,7 @@ def read_verified_run(store, run_id: str, manifest: dict | None = None) -> RunRe
     if manifest is None:
         raise StoreError(f"{store.where}: no published run {run_id}")
     run = store.read_run(run_id, manifest)
-    listed = {entry["path"] for entry in manifest["files"]}
+    listed = {entry.path for entry in manifest.files}
 
     def read(rel: str) -> bytes | None:
         return store.read_file(run_id, rel, manifest) if rel in listed else None
@@ -82,7 +82,6 @@ def read_verified_run(store, run_id: str, manifest: dict | None = None) -> RunRe
 
 
 def _verify_point(run: RunResult, point, cfg: dict, read: READ, power: _LazyPower, where: str):
-    from bench.measure.groups import Energy
     from bench.store import plausibility
     from bench.store.integrity import check_requests
     from bench.store.recompute import recompute_point
@@ -98,19 +97,18 @@ def _verify_point(run: RunResult, point, cfg: dict, read: READ, power: _LazyPowe
     telemetry = described.get(point.engine_config_id) if isinstance(described, dict) else None
     figures = recompute_point(point, cfg, n_gpus, records, power.table if _uses_series(point) else None,
                               telemetry, model, hardware)
-    roof = figures.roofline.flat() if figures.roofline is not None else None
-    plausibility.check_figures({"metrics": figures.metrics.flat(), "energy": figures.energy, "roofline": roof})
-    plausibility.check_counters(point.server.flat() if point.server is not None else {})
+    plausibility.check_figures({"metrics": figures.metrics, "energy": figures.energy, "roofline": figures.roofline})
+    plausibility.check_counters(point.server)
     plausibility.check_power(figures.energy, n_gpus, hardware)
-    if roof and roof.get("context_len"):
-        plausibility.check_roofline(point, cfg, n_gpus, figures.metrics, figures.facts, roof["context_len"],
+    if figures.roofline is not None and figures.roofline.context_len:
+        plausibility.check_roofline(point, cfg, n_gpus, figures.metrics, figures.run, figures.roofline.context_len,
                                     model, hardware)
     unchecked = [f"not checked against the catalog: {what} {str(key)[:60]!r} is not in it"
                  for what, key, found in (("model", cfg.get("model"), model), ("hardware", cfg.get("hardware_id"),
                                                                                  hardware)) if found is None]
     reasons = _merge(point, figures.reasons + unchecked)
     return point.model_copy(update={
-        "metrics": figures.metrics, "energy": Energy.from_flat(figures.energy) if figures.energy else None,
+        "metrics": figures.metrics, "energy": figures.energy,
         "roofline": figures.roofline, "valid": not reasons, "invalid_reasons": reasons})
 
 

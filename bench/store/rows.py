@@ -1,0 +1,196 @@
+"""A run -> its rows: the pure derivation the table and the point files share (no I/O).
+
+    rows = point_rows(run_id, run)                  # one dict a valid, ok load point
+    files = run_point_files(run_id, run)            # {store-relative path: Parquet bytes}
+
+`point_rows` makes the base columns (no catalog figure, no cost: both are added when the
+table is made, bench.store.costmodel.table_frame) and POINT_EXTRA_COLUMNS of each point;
+`run_point_files` groups them by hardware and model into the run's point files
+(bench.store.points), in POINT_COLUMNS order with fixed types, sorted, written with the
+table's Parquet options and no timestamps: the same run gives the same bytes anywhere.
+Columns and types: bench.store.schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bench.catalog import dtypes
+from bench.catalog.engines import recorded_engine_version
+from bench.errors import BenchError
+from bench.results import RunResult
+from bench.safepath import check_rel_path, check_run_id
+from bench.store.manifest import sha256_hex
+from bench.store.plausibility import n_gpus_of
+from bench.store.schema import (
+    PARQUET_OPTIONS,
+    POINTS_DIR,
+    cast_columns,
+    conform,
+    point_schema,
+    sort_points,
+)
+
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_METRICS = ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
+            "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s")
+_ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token")
+
+
+def precision_label(config: dict) -> str:
+    """Precision of a stored engine configuration by the one rule (bench.catalog.dtypes), from its
+    fields: a label an older bench stored beside them may follow an older rule."""
+    return dtypes.precision_label(config.get("dtype"), config.get("quantization"), config.get("kv_cache_dtype"))
+
+
+def point_config(run: RunResult, point_engine_config_id: str) -> dict:
+    """The engine configuration of one point: the run's top-level fields, overridden by its
+    entry in `config.engine_configs` when the run has several configurations."""
+    cfg = dict(run.config)
+    cfg.update((run.config.get("engine_configs") or {}).get(point_engine_config_id) or {})
+    return cfg
+
+
+def engine_version_of(run: RunResult, config_id: str) -> str | None:
+    """The engine version one configuration of `run` ran with (each engine its own)."""
+    started = (run.extra.get("engine_version") or {}).get(config_id)
+    return recorded_engine_version(point_config(run, config_id), run.provenance, started)
+
+
+def run_models(run: RunResult) -> list[str]:
+    """Every model key a run measured (several when it swept engine configurations)."""
+    keys = {c.get("model") for c in (run.config.get("engine_configs") or {}).values()}
+    keys.add(run.config.get("model"))
+    return sorted(k for k in keys if k)
+
+
+def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None,
+               include_invalid: bool = False) -> list[dict]:
+    """Base columns (no cost) and POINT_EXTRA_COLUMNS for each valid, ok point of one run
+    (with include_invalid, the invalid ok points too, `valid` false: point files and reports
+    keep them, the shared table never has them)."""
+    model_info = model_info or catalog_model_info
+    prov = run.provenance
+    run_fields = {"run_status": run.status, "run_n_points": len(run.points),
+                  "run_n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
+                  "driver_version": prov.get("driver_version"), "harness_git_sha": run.harness.git_sha,
+                  "synthetic": bool(run.extra.get("synthetic"))}
+    rows = []
+    for p in run.points:
+        if p.status != "ok" or not (p.valid or include_invalid):
+            continue
+        cfg = point_config(run, p.engine_config_id)
+        n_gpus = n_gpus_of(cfg)  # a count that is not TP x PP x DP is refused, never divided by
+        m, e, roof, w = p.metrics, p.energy, p.roofline, p.workload
+        output_tok_s = m.output_tok_s if m is not None else None
+        row = {
+            "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
+            "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
+            "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
+            "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
+            "engine": cfg.get("engine"), "engine_version": engine_version_of(run, p.engine_config_id),
+            "isl": getattr(w, "input_len", None), "osl": getattr(w, "output_len", None),
+            "load_kind": p.load.kind, "concurrency": getattr(p.load, "concurrency", None),
+            "rate_rps": getattr(p.load, "rate_rps", None), "n_requests": p.n_requests,
+            "output_tok_s_per_gpu": _div(output_tok_s, n_gpus),
+            "avg_power_w_per_gpu": _div(e.avg_power_w, e.n_devices or n_gpus) if e is not None else None,
+            "energy_method": e.energy_method if e is not None else None,
+            "measured": e.measured if e is not None else None,
+            "roofline_efficiency": roof.roofline_efficiency if roof is not None else None, "valid": bool(p.valid),
+            "harness_version": run.harness.version, "device_name": prov.get("device_name"),
+            "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
+            "weights": cfg.get("weights"), **run_fields,
+        }
+        row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
+        row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}
+        rows.append(row)
+    return rows
+
+
+def catalog_model_info(model_key: str | None) -> dict:
+    """total_params, active_params, sparsity (active/total) from the catalog; NaN when unknown."""
+    try:
+        from bench.catalog import get_model
+
+        m = get_model(model_key)
+    except (BenchError, ImportError, TypeError):
+        return {"total_params": math.nan, "active_params": math.nan, "sparsity": math.nan}
+    return {"total_params": m.total_params, "active_params": m.active_params,
+            "sparsity": m.active_params / m.total_params}
+
+
+def partition_value(value: Any) -> str:
+    """A partition folder's value: the value itself when it is a plain name, else `_<hash>`."""
+    text = "" if value is None else str(value)
+    return text if _PLAIN_VALUE.match(text) else "_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def partition_of(hardware: Any, model: Any) -> str:
+    """`hardware=<v>/model=<v>`, safe as a relative path whatever the values."""
+    return check_rel_path(f"hardware={partition_value(hardware)}/model={partition_value(model)}")
+
+
+def point_file_rel(partition: str, run_id: str) -> str:
+    return f"{POINTS_DIR}/{partition}/{run_id}.parquet"
+
+
+def run_point_files(run_id: str, result: RunResult) -> dict[str, bytes]:
+    """{store-relative path: bytes} of a run's point files, one per (hardware, model) it has
+    ok points of; deterministic. RESULT: the run's verified copy (bench.store.verify)."""
+    return {rel: points_bytes(rows) for rel, rows in run_point_tables(run_id, result).items()}
+
+
+def run_point_tables(run_id: str, result: RunResult) -> dict:
+    """{store-relative path: Arrow table} of `run_point_files`, rows as the files hold them (sorted)."""
+    import pyarrow as pa
+
+    check_run_id(run_id)
+    table = rows_to_arrow(point_rows(run_id, result, model_info=lambda _: {}, include_invalid=True))
+    if table.num_rows == 0:  # no ok point: an empty file under the run's own hardware and model
+        parts = {partition_of(result.config.get("hardware_id"), (run_models(result) or [None])[0]): table}
+    else:
+        of_row = [partition_of(hw, m) for hw, m in zip(table["hardware"].to_pylist(), table["model"].to_pylist())]
+        parts = {part: table.filter(pa.array([p == part for p in of_row])) for part in sorted(set(of_row))}
+    return {point_file_rel(part, run_id): sort_points(conform(rows)) for part, rows in parts.items()}
+
+
+def manifest_entries(files: dict[str, bytes]) -> list[dict]:
+    """The manifest's `point_files` list: each point file's path and sha256, sorted."""
+    return [{"path": rel, "sha256": sha256_hex(blob)} for rel, blob in sorted(files.items())]
+
+
+def rows_to_arrow(rows: list[dict]):
+    """Point rows -> an Arrow table of the point schema. Each column is converted as
+    `cast_columns` converts it: values of the column's type directly (NaN is null), any
+    other column through pandas, with `cast_columns` itself."""
+    import pandas as pd
+    import pyarrow as pa
+
+    arrays = []
+    for f in point_schema():
+        values = [r.get(f.name) for r in rows]
+        try:
+            arrays.append(pa.array(values, f.type, from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            cast = cast_columns(pd.DataFrame({f.name: pd.Series(values, dtype=object)}))[f.name]
+            arrays.append(pa.Array.from_pandas(cast, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=point_schema())
+
+
+def points_bytes(table, metadata: dict[str, str] | None = None) -> bytes:
+    """Parquet bytes of point rows: sorted, the table's writer options, only `metadata` added."""
+    import pyarrow.parquet as pq
+
+    table = sort_points(conform(table)).replace_schema_metadata(metadata or None)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **PARQUET_OPTIONS)
+    return buf.getvalue()
+
+
+def _div(value: Any, n: int) -> float | None:
+    return None if value is None else float(value) / n
