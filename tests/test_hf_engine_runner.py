@@ -144,13 +144,13 @@ def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     assert point.status == "ok", point.error
     assert point.n_requests == 4 and point.n_failed == 0
     m = point.metrics
-    assert m["window_output_tokens"] == 4 * 8 and m["window_input_tokens"] == 4 * 16
-    assert m["output_tok_s"] == pytest.approx(32 / point.window["window_s"])
-    assert 0 < point.window["window_s"] <= point.window["span_s"]
-    assert m["tpot_s_p50"] > 0 and m["ttft_s_p50"] > 0
+    assert m.window_output_tokens == 4 * 8 and m.window_input_tokens == 4 * 16
+    assert m.output_tok_s == pytest.approx(32 / point.window.window_s)
+    assert 0 < point.window.window_s <= point.window.span_s
+    assert m.tpot_s_p50 > 0 and m.ttft_s_p50 > 0
     for key in ("energy_j", "energy_method", "avg_power_w", "j_per_output_token"):
-        assert key in point.energy, key
-    assert point.energy["energy_j"] > 0 and point.energy["avg_power_w"] > 0
+        assert getattr(point.energy, key) is not None, key
+    assert point.energy.energy_j > 0 and point.energy.avg_power_w > 0
     records = read_requests(run_dir, point)
     assert [r.phase for r in records] == ["warmup"] * 2 + ["measured"] * 4
     assert all(r.token_source == "token_ids" and r.n_out == 8 and r.n_in == 16 for r in records)

@@ -25,6 +25,7 @@ from bench.analysis.plots import (
 )
 from bench.errors import ConfigError
 from bench.escape import csv_safe, md_text
+from bench.measure.groups import Energy, Metrics, ServerCounters
 from bench.results import RunResult, read_summary
 from bench.results.schema import PARQUET_READ_OPTIONS
 from bench.store import run_models
@@ -257,23 +258,23 @@ def _engine_configs(run: RunResult) -> list[dict]:
 
 
 def _point_row(p) -> dict:
-    load = p.load.model_dump(mode="json")
-    if load.get("kind") == "concurrency":
-        load_text = f"concurrency {load.get('concurrency')}"
+    if p.load.kind == "concurrency":
+        load_text = f"concurrency {p.load.concurrency}"
     else:
-        load_text = ", ".join(f"{k}={v}" for k, v in sorted(load.items()))
+        load_text = ", ".join(f"{k}={v}" for k, v in sorted(p.load.model_dump(mode="json").items()))
     reasons = list(p.invalid_reasons) + ([p.error] if p.error else [])
     row = {"point_id": p.point_id, "load": load_text, "status": p.status, "valid": p.valid,
            "reasons": "; ".join(reasons), "n_requests": p.n_requests}
-    m, e = p.metrics or {}, p.energy or {}
+    # each group's fields by name: a group the point lacks gives None for all of them
+    m, e = p.metrics or Metrics(), p.energy or Energy()
     for key in (Y, X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
-        row[key] = m.get(key)
-    for key in ("avg_power_w", "j_per_token"):
-        row[key] = e.get(key)
-    row["energy_method"] = e.get("energy_method")
-    row["roofline_efficiency"] = (p.roofline or {}).get("roofline_efficiency")
+        row[key] = getattr(m, key)
+    for key in ("avg_power_w", "j_per_token", "energy_method"):
+        row[key] = getattr(e, key)
+    row["roofline_efficiency"] = p.roofline.roofline_efficiency if p.roofline is not None else None
+    server = p.server or ServerCounters()
     for key in ("prefix_cache_hit_rate", "running_requests_max", "preemptions_in_window"):
-        row[key] = (p.server or {}).get(key)
+        row[key] = getattr(server, key)
     return row
 
 
@@ -283,8 +284,8 @@ def _cost_row(p) -> dict:
     by_scenario = {k: v for k, v in p.cost.items() if v.usd_per_mtok_output is not None}
     row = {"point_id": p.point_id}
     for name, figures in by_scenario.items():
-        row[f"usd__{name}"] = figures.get("usd_per_mtok_output")
-        row[f"util__{name}"] = figures.get("utilization")
+        row[f"usd__{name}"] = figures.usd_per_mtok_output
+        row[f"util__{name}"] = figures.utilization
     return row
 
 

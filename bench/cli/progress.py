@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from bench.measure.groups import CostFigures, Energy, Metrics
+
 NA = "n/a"  # a figure that was not measured: never printed as a number
 RENDER_INTERVAL_S = 0.2  # the live lines are redrawn at most this often (a fast GPU finishes many requests/s)
 NOT_MEASURED_NOTE = ("[x] latency or tok/s/user of an invalid point: not a measurement of the server "
@@ -182,12 +184,12 @@ def latency_cells(metrics, valid: bool) -> dict[str, str]:
     token, or they all arrived in one read): TPOT and tok/s/user are then n/a, never a number.
     An invalid point's figures are bracketed: they are not measurements of the server.
     """
-    m = metrics or {}
-    tpot_s = m.get("tpot_s_p50")
+    m = metrics if metrics is not None else Metrics()
+    tpot_s = m.tpot_s_p50
     cells = {
-        "tok/s/user": (_num(m.get("interactivity_tok_s_user")) or NA) if tpot_s else NA,
-        "ttft p50 ms": _ms(m.get("ttft_s_p50")) or NA,
-        "ttft p99 ms": _ms(m.get("ttft_s_p99")) or NA,
+        "tok/s/user": (_num(m.interactivity_tok_s_user) or NA) if tpot_s else NA,
+        "ttft p50 ms": _ms(m.ttft_s_p50) or NA,
+        "ttft p99 ms": _ms(m.ttft_s_p99) or NA,
         "tpot p50 ms": _ms(tpot_s) if tpot_s else NA,
     }
     return {k: _marked(v, valid) for k, v in cells.items()}
@@ -197,9 +199,9 @@ def point_line(pr) -> str:
     """The one line printed when a point finishes."""
     line = f"{pr.point_id}: {pr.status}"
     if pr.status == "ok":
-        m = pr.metrics or {}
-        out_tok_s = m.get("output_tok_s")
-        ttft = _ms(m.get("ttft_s_p50"))
+        m = pr.metrics if pr.metrics is not None else Metrics()
+        out_tok_s = m.output_tok_s
+        ttft = _ms(m.ttft_s_p50)
         ttft = NA if not ttft else (f"{ttft} ms" if pr.valid else f"[{ttft}] ms (not a server measurement)")
         line += f", {'no' if out_tok_s is None else f'{out_tok_s:.1f}'} out tok/s, ttft p50 {ttft}"
         if not pr.valid:
@@ -215,30 +217,31 @@ def summary_table(result) -> str:
 
     rows = []
     scenario = None
-    blank_latency = dict.fromkeys(latency_cells({}, True), "")
+    blank_latency = dict.fromkeys(latency_cells(None, True), "")
     for p in result.points:
-        m, e = p.metrics or {}, p.energy or {}
+        m = p.metrics if p.metrics is not None else Metrics()
+        e = p.energy if p.energy is not None else Energy()
         spec = p.load.model_dump(mode="json")
         load = spec.get("concurrency") or spec.get("rate_rps") or spec.get("batch")
         if p.load.kind == "trace":  # a trace's own schedule: only its cap, if any, is a level
             load = f"mc{spec['max_concurrency']}" if spec.get("max_concurrency") else "replay"
-        name, cost = next(((n, c) for n, c in p.cost.items() if c.get("usd_per_mtok_output") is not None),
-                          (None, {}))
+        name, cost = next(((n, c) for n, c in p.cost.items() if c.usd_per_mtok_output is not None),
+                          (None, CostFigures()))
         if name and not scenario:
-            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.get('utilization') or 1.0:g}"
+            scenario = f"$/Mtok under scenario '{name}' at utilization {cost.utilization or 1.0:g}"
         latency = latency_cells(m, p.valid) if p.status == "ok" else blank_latency
         rows.append({
             "point": p.point_id,
             "load": f"{p.load.kind[:5] if p.load.kind == 'trace' else p.load.kind[:4]} {load}",
             "status": p.status if p.status != "ok" else ("ok" if p.valid else "INVALID"),
-            "out tok/s": _num(m.get("output_tok_s")),
-            "tok/s/gpu": _num(m.get("tok_s_per_gpu")),
+            "out tok/s": _num(m.output_tok_s),
+            "tok/s/gpu": _num(m.tok_s_per_gpu),
             **latency,
             "errors": "" if p.status != "ok" else str(p.n_failed),
-            "W": _num(e.get("avg_power_w")),
-            "J/tok": _num(e.get("j_per_token"), "{:.3g}"),
-            "energy": ("" if not e else (e.get("energy_method") or "") + ("" if e.get("measured") else "*")),
-            "$/Mtok out": _num(cost.get("usd_per_mtok_output"), "{:.3g}"),
+            "W": _num(e.avg_power_w),
+            "J/tok": _num(e.j_per_token, "{:.3g}"),
+            "energy": ("" if p.energy is None else (e.energy_method or "") + ("" if e.measured else "*")),
+            "$/Mtok out": _num(cost.usd_per_mtok_output, "{:.3g}"),
         })
     table = format_table(rows, list(rows[0]) if rows else ["point"])
     notes = [f"{p.point_id}: {p.error or '; '.join(p.invalid_reasons)}" for p in result.points

@@ -161,7 +161,7 @@ def boundary_figures(points: list) -> dict:
     ok = [p for p in points if p is not None and p.metrics is not None]
 
     def energy(p, key):
-        return p.energy.get(key) if p.energy is not None else None
+        return getattr(p.energy, key) if p.energy is not None else None
 
     def cost(p):
         for figures in (p.cost or {}).values():

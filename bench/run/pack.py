@@ -80,11 +80,9 @@ def packed_disagreement(packed, solo, tolerance: float = PACK_TOLERANCE) -> list
 
 
 def _value(point, group: str, key: str):
-    """point.<group>.<key> (None if absent)."""
+    """The field `key` of the typed group `group` of `point` (None if the group is absent)."""
     g = getattr(point, group, None)
-    if g is None:
-        return None
-    return g.get(key)  # typed groups and v1 dicts both read with get
+    return getattr(g, key) if g is not None else None
 
 
 class _QueueSink:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError, ConfigError, ResultError, StoreError
+from bench.measure.groups import Energy, Metrics
 from bench.results import RunResult, read_summary
 from bench.store.plausibility import n_gpus_of
 
@@ -122,7 +123,8 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             continue
         cfg = point_config(run, p.engine_config_id)
         n_gpus = n_gpus_of(cfg)  # a count that is not TP x PP x DP is refused, never divided by
-        m, e = p.metrics or {}, p.energy or {}
+        # each group's fields by name: a group the point lacks gives None for all of them
+        m, e = p.metrics or Metrics(), p.energy or Energy()
         load = p.load.model_dump(mode="json")
         workload = p.workload.model_dump(mode="json") if p.workload is not None else {}
         row = {
@@ -134,19 +136,20 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             "isl": _first(workload, "input_len", "isl"), "osl": _first(workload, "output_len", "osl"),
             "load_kind": load.get("kind"), "concurrency": load.get("concurrency"),
             "rate_rps": load.get("rate_rps"), "n_requests": p.n_requests,
-            "output_tok_s_per_gpu": _div(m.get("output_tok_s"), n_gpus),
-            "avg_power_w_per_gpu": _div(e.get("avg_power_w"), e.get("n_devices") or n_gpus),
-            "energy_method": e.get("energy_method"), "measured": e.get("measured"),
-            "roofline_efficiency": (p.roofline or {}).get("roofline_efficiency"), "valid": bool(p.valid),
+            "output_tok_s_per_gpu": _div(m.output_tok_s, n_gpus),
+            "avg_power_w_per_gpu": _div(e.avg_power_w, e.n_devices or n_gpus),
+            "energy_method": e.energy_method, "measured": e.measured,
+            "roofline_efficiency": p.roofline.roofline_efficiency if p.roofline is not None else None,
+            "valid": bool(p.valid),
             "harness_version": run.harness.version, "device_name": prov.get("device_name"),
             "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
             "weights": cfg.get("weights"), **run_fields,
         }
         for key in ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
                     "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s"):
-            row[key] = m.get(key)
+            row[key] = getattr(m, key)
         for key in ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token"):
-            row[key] = e.get(key)
+            row[key] = getattr(e, key)
         rows.append(row)
     return rows
 
