@@ -68,7 +68,7 @@ def test_compare_and_report_on_committed_runs(tmp_path):
     assert (out / "throughput_vs_interactivity.png").exists()
     report = (out / "report.md").read_text()
     for run_dir in RUN_DIRS:
-        if read_summary(run_dir).config.get("model") == "tiny-llama":
+        if read_summary(run_dir).config.model == "tiny-llama":
             assert read_summary(run_dir).run_id in report
 
     one = tmp_path / "one"

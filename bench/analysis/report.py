@@ -33,9 +33,7 @@ from bench.store.costmodel import (
     CSV_FLOAT_FORMAT,
     build_table,
     engine_version_of,
-    point_config,
     point_rows,
-    precision_label,
     rows_to_frame,
 )
 
@@ -70,13 +68,13 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
         cfg, prov = run.config, run.provenance
         out.append({
             "run_id": run_id + (" (SYNTHETIC)" if run.extra.get("synthetic") else ""),
-            "date": run.created_utc[:10], "model": cfg.get("model"), "hardware": cfg.get("hardware_id"),
+            "date": run.created_utc[:10], "model": cfg.model, "hardware": cfg.hardware_id,
             "device": prov.get("device_name"),
-            "n_gpus": ", ".join(sorted({str(c.get("n_gpus")) for c in _engine_configs(run)})),
-            "precision": ", ".join(sorted({precision_label(c) for c in _engine_configs(run)})),
-            "engine": ", ".join(sorted({f"{point_config(run, cid).get('engine')} {engine_version_of(run, cid) or ''}".strip()
-                                        for cid in (cfg.get("engine_configs") or {"default": {}})})),
-            "driver": prov.get("driver_version"), "weights": cfg.get("weights"),
+            "n_gpus": ", ".join(sorted({str(c.n_gpus) for c in cfg.configs()})),
+            "precision": ", ".join(sorted({c.precision_label() for c in cfg.configs()})),
+            "engine": ", ".join(sorted({f"{cfg.engine_config(cid).engine} {engine_version_of(run, cid) or ''}".strip()
+                                        for cid in (cfg.engine_configs or {"default": None})})),
+            "driver": prov.get("driver_version"), "weights": cfg.weights,
             "harness": f"{run.harness.version} {(run.harness.git_sha or '')[:10]}".strip(),
             "status": run.status,
             "valid_points": f"{sum(p.valid and p.status == 'ok' for p in run.points)}/{len(run.points)}",
@@ -225,11 +223,11 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     cost_columns = ["point_id"] + [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"),
                                                                   (f"util__{s}", "util."))]
     about = {"status": status, "error": run.error, "created_utc": run.created_utc,
-             "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config,
+             "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config.model_dump(mode="json"),
              "provenance": run.provenance, "extra": run.extra}
     text = [
         f"# Run {md_text(run.run_id)}", "",
-        (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.get('hardware_id'))}, "
+        (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.hardware_id)}, "
          f"{len(run.points)} load points, status **{md_text(status)}**."), "",
         "Interactive: [report.html](report.html). Latencies of invalid points are marked (invalid).", "",
         *_synthetic_note(bool(run.extra.get("synthetic"))),
@@ -245,16 +243,12 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     path.write_text("\n".join(text))
     from bench.analysis.pages import run_page
 
-    lead = (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, {len(run.points)} load points, "
+    lead = (f"{', '.join(run_models(run))} on {run.config.hardware_id}, {len(run.points)} load points, "
             f"status {status}.")
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
                     synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics)
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
-
-
-def _engine_configs(run: RunResult) -> list[dict]:
-    return [point_config(run, cid) for cid in (run.config.get("engine_configs") or {"default": {}})]
 
 
 def _point_row(p) -> dict:

@@ -221,15 +221,13 @@ def recost_run(run, scenarios_by_hardware) -> list[dict]:
     `scenarios_by_hardware(hardware_id) -> {name: Scenario}`. n_gpus is the point's engine
     configuration's, else the run's, else 1.
     """
-    config = run.config or {}
-    hardware_id = config.get("hardware_id")
-    engine_cfgs = config.get("engine_configs") or {}
+    hardware_id = run.config.hardware_id
     scenarios = scenarios_by_hardware(hardware_id)
     rows = []
     for point in run.points:
         if point.status != "ok":
             continue
-        n_gpus = int((engine_cfgs.get(point.engine_config_id) or {}).get("n_gpus") or config.get("n_gpus") or 1)
+        n_gpus = int(run.config.engine_config(point.engine_config_id).n_gpus or 1)
         metrics = point.metrics or Metrics()
         for name, scenario in scenarios.items():
             cost = cost_for_point(metrics, point.energy, scenario, n_gpus)

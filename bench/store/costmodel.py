@@ -61,7 +61,6 @@ STRING_COLUMNS = {
 BOOL_COLUMNS = {"measured", "valid", "synthetic"}
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
                "run_n_points", "run_n_valid_points"}
-_PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 _TOKENS = {"output": "output_tok_s", "input": "input_tok_s", "total": "total_tok_s", "goodput": "goodput_output_tok_s"}
 
 _STRING = pd.StringDtype()  # "string": pyarrow-backed, <NA> for missing
@@ -81,29 +80,10 @@ class CostModelBuild:
     partitions: int = 0
 
 
-def precision_label(config: dict) -> str:
-    """Precision of an engine configuration: the runner's label ("bf16", "fp8", "bf16+fp8-kv")
-    when stored, else the quantization when set, else the dtype."""
-    if config.get("precision"):
-        return str(config["precision"])
-    if config.get("quantization"):
-        return str(config["quantization"])
-    dtype = str(config.get("dtype") or "auto")
-    return _PRECISION_NAMES.get(dtype, dtype)
-
-
-def point_config(run: RunResult, point_engine_config_id: str) -> dict:
-    """The engine configuration of one point: the run's top-level fields, overridden by its
-    entry in `config.engine_configs` when the run has several configurations."""
-    cfg = dict(run.config)
-    cfg.update((run.config.get("engine_configs") or {}).get(point_engine_config_id) or {})
-    return cfg
-
-
 def engine_version_of(run: RunResult, config_id: str) -> str | None:
     """The engine version one configuration of `run` ran with (each engine its own)."""
     started = (run.extra.get("engine_version") or {}).get(config_id)
-    return recorded_engine_version(point_config(run, config_id), run.provenance, started)
+    return recorded_engine_version(run.config.engine_config(config_id).model_dump(), run.provenance, started)
 
 
 def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None,
@@ -121,18 +101,18 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
     for p in run.points:
         if p.status != "ok" or not (p.valid or include_invalid):
             continue
-        cfg = point_config(run, p.engine_config_id)
-        n_gpus = n_gpus_of(cfg)  # a count that is not TP x PP x DP is refused, never divided by
+        cfg = run.config.engine_config(p.engine_config_id)
+        n_gpus = n_gpus_of(cfg.model_dump())  # a count that is not TP x PP x DP is refused, never divided by
         # each group's fields by name: a group the point lacks gives None for all of them
         m, e = p.metrics or Metrics(), p.energy or Energy()
         load = p.load.model_dump(mode="json")
         workload = p.workload.model_dump(mode="json") if p.workload is not None else {}
         row = {
-            "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
-            "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
-            "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
-            "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
-            "engine": cfg.get("engine"), "engine_version": engine_version_of(run, p.engine_config_id),
+            "run_id": run_id, "point_id": p.point_id, "model": cfg.model,
+            "hardware": cfg.hardware_id, "n_gpus": n_gpus, **model_info(cfg.model),
+            "dtype": cfg.dtype, "quantization": cfg.quantization,
+            "kv_cache_dtype": cfg.kv_cache_dtype, "precision": cfg.precision_label(),
+            "engine": cfg.engine, "engine_version": engine_version_of(run, p.engine_config_id),
             "isl": _first(workload, "input_len", "isl"), "osl": _first(workload, "output_len", "osl"),
             "load_kind": load.get("kind"), "concurrency": load.get("concurrency"),
             "rate_rps": load.get("rate_rps"), "n_requests": p.n_requests,
@@ -143,7 +123,7 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             "valid": bool(p.valid),
             "harness_version": run.harness.version, "device_name": prov.get("device_name"),
             "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
-            "weights": cfg.get("weights"), **run_fields,
+            "weights": cfg.weights, **run_fields,
         }
         for key in ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
                     "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s"):
