@@ -5,7 +5,7 @@ Nothing here is a measurement. Every run is marked `extra.synthetic: true`; neve
 these folders under results/. The records follow a simple model so that tests can reason
 about them: per-user speed falls with concurrency, throughput rises and saturates, power
 rises with load. Each point's figures are computed from its records and power series by
-the run's own code (bench.load.merge, bench.measure.point.measure_point,
+the run's own code (bench.load.merge, bench.measure.point.point_groups,
 bench.telemetry.energy), so a store derives them again exactly: the run is honest.
 `forge` and its helpers below make the dishonest ones (tests/test_store_trust.py).
 """
@@ -109,24 +109,20 @@ def measured_point(point, records: list[RequestRecord], power: list[dict], numbe
                    model, hardware):
     """The point's groups as bench.run.measure_point makes them: window facts from the records
     (bench.load.merge), energy of the window from the power series (bench.telemetry.energy, as
-    TelemetrySession.energy_between), then bench.measure.point.measure_point."""
+    TelemetrySession.energy_between), then bench.measure.point.point_groups."""
     from bench.load.merge import merge_point
-    from bench.measure.point import measure_point
+    from bench.measure.point import point_groups
     from bench.telemetry.energy import measured_energy
 
     pr = merge_point(records, point.load, {}, [])
-    facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
-             "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s}
     labels = [f"gpu{d}" for d in range(n_gpus)]
     snapshot = [tuple(list(c) for c in zip(*[(r["t_s"], r["energy_j"], r["power_w"]) for r in power
                                               if r["device"] == label])) for label in labels]
-    meter = SimpleNamespace(method="nvml_counter", devices=labels, counter_range_j=[None] * n_gpus)
+    meter = SimpleNamespace(method="nvml_counter", has_counter=True, devices=labels, counter_range_j=[None] * n_gpus)
     energy = measured_energy(meter, snapshot, pr.window_t0_s, pr.window_t1_s)
-    idle = numbers["idle_power_w"]
-    energy |= {"devices": list(range(n_gpus)), "idle_power_w": idle,
-               "energy_net_j": energy["energy_j"] - idle * (pr.window_t1_s - pr.window_t0_s)}
+    energy = energy.on_devices(range(n_gpus)).net_of(numbers["idle_power_w"])
     counts = pr.client_token_counts()
-    return measure_point(point, cfg, records, facts, n_gpus=n_gpus, energy=energy,
+    return point_groups(point, cfg, pr, n_gpus=n_gpus, energy=energy,
                          server_delta={k: float(v) for k, v in counts.items()},
                          client_tokens_in_counter_interval=counts, model=model, hardware=hardware)
 
@@ -274,19 +270,16 @@ def _write_requests(run_dir: Path, point_id: str, records: list[RequestRecord]) 
 def _nominal_point(point, records, n_gpus, cfg, model, hardware):
     """As `measured_point`, energy the nominal meter's: the catalog's board power x the window."""
     from bench.load.merge import merge_point
-    from bench.measure.point import measure_point
-    from bench.telemetry.energy import energy_dict
+    from bench.measure.point import point_groups
+    from bench.telemetry.types import WindowEnergy
 
     pr = merge_point(records, point.load, {}, [])
-    facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
-             "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s}
     energy = None
     if hardware is not None:
         window_s = pr.window_t1_s - pr.window_t0_s
-        energy = energy_dict("nominal", False, window_s, [hardware.power_w * window_s] * n_gpus, None, [], 0)
-        energy |= {"idle_power_w": None, "energy_net_j": None}
+        energy = WindowEnergy.of("nominal", False, window_s, [hardware.power_w * window_s] * n_gpus, None, [], 0)
     counts = pr.client_token_counts()
-    return measure_point(point, cfg, records, facts, n_gpus=n_gpus, energy=energy,
+    return point_groups(point, cfg, pr, n_gpus=n_gpus, energy=energy,
                          server_delta={k: float(v) for k, v in counts.items()},
                          client_tokens_in_counter_interval=counts, model=model, hardware=hardware)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.plan import plan_from_options
-from bench.plan.capacity import CapacitySearch, parse_slo
+from bench.plan.capacity import CapacitySearch
 from bench.run.runner import execute
 
 SAMPLES = "tests/data/traces"

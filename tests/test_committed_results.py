@@ -37,10 +37,10 @@ def test_every_committed_run_validates_and_recomputes():
             # the stored aggregates are recomputable from the stored records
             from bench.measure.metrics import summarize
 
-            again = summarize(records, window=(point.window["t0_s"], point.window["t1_s"]),
+            again = summarize(records, window=(point.window.t0_s, point.window.t1_s),
                               n_gpus=1, slo=None)
-            assert again["output_tok_s"] == point.metrics["output_tok_s"]
-            assert again["ttft_s_p99"] == point.metrics["ttft_s_p99"]
+            assert again.output_tok_s == point.metrics.output_tok_s
+            assert again.ttft_s_p99 == point.metrics.ttft_s_p99
 
 
 def test_costmodel_table_from_committed_runs_is_deterministic():
@@ -68,7 +68,7 @@ def test_compare_and_report_on_committed_runs(tmp_path):
     assert (out / "throughput_vs_interactivity.png").exists()
     report = (out / "report.md").read_text()
     for run_dir in RUN_DIRS:
-        if read_summary(run_dir).config.get("model") == "tiny-llama":
+        if read_summary(run_dir).config.model == "tiny-llama":
             assert read_summary(run_dir).run_id in report
 
     one = tmp_path / "one"
@@ -93,7 +93,7 @@ def test_v1_keys_v2_does_not_name_are_kept_in_extra(tmp_path):
     data["points"][0]["cost"] = {"scenario": "old-flat", "usd_per_mtok_output": 3.0, "utilization": 1.0}
     run = parse_summary(data)
     p = run.points[0]
-    assert p.metrics.extra == {"queue_s_p50": 0.25} and p.metrics["queue_s_p50"] == 0.25
+    assert p.metrics.extra == {"queue_s_p50": 0.25}
     assert p.energy.extra == {"pue_note": "board only"}
     assert p.cost["old-flat"].usd_per_mtok_output == 3.0
     # written back as v2 and read again: nothing lost

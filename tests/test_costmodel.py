@@ -14,6 +14,7 @@ from result_factory import make_run, republish
 from bench.cli import cli
 from bench.errors import ConfigError
 from bench.results import read_summary, write_summary
+from bench.results.config import RunConfig
 from bench.store import upload
 from bench.store.costmodel import (
     BASE_COLUMNS,
@@ -89,8 +90,8 @@ def test_points_of_a_multi_configuration_run_take_their_own_configuration(tmp_pa
     a = read_summary(make_run(tmp_path / "a", n_gpus=1))
     b = read_summary(make_run(tmp_path / "b", n_gpus=2, quantization="fp8"))
     merged = a.model_copy(deep=True)
-    merged.config = {"hardware_id": "h100-sxm",
-                     "engine_configs": {**a.config["engine_configs"], **b.config["engine_configs"]}}
+    merged.config = RunConfig(hardware_id="h100-sxm",
+                              engine_configs={**a.config.engine_configs, **b.config.engine_configs})
     merged.points = a.points + [p.model_copy(update={"point_id": "b-" + p.point_id}) for p in b.points]
     table = build_table([("multi", merged)], **INJECT)
     by_point = table.set_index("point_id")
@@ -171,3 +172,16 @@ def test_a_run_of_an_unknown_schema_in_the_store_is_skipped_not_fatal(run_dirs, 
     result = build(url, **INJECT)
     assert len(result.table) == 10
     assert len(result.skipped) == 1 and "unknown schema_version 99" in result.skipped[0]
+
+
+def test_an_unlabelled_configuration_gets_the_engine_configs_precision_label(tmp_path):
+    """Issue 19: a run stored without its precision label (older writers) is labelled by
+    the one rule (bench.catalog.dtypes.precision_label), as the runner labels it: bf16 weights + fp8
+    quantization + fp8 KV cache is "fp8+fp8-kv", not the store's old fallback "fp8"."""
+    run = read_summary(make_run(tmp_path / "a", n_gpus=1))
+    (cid,) = run.config.engine_configs
+    for cfg in (run.config, run.config.engine_configs[cid]):
+        cfg.precision = None
+        cfg.dtype, cfg.quantization, cfg.kv_cache_dtype = "bfloat16", "fp8", "fp8"
+    (row, *_) = build_table([("r", run)], **INJECT).to_dict("records")
+    assert row["precision"] == "fp8+fp8-kv"

@@ -120,7 +120,7 @@ def test_the_table_cost_is_the_per_point_cost_formula(runs, tmp_path):
             figures = cost_for_point(p.metrics, p.energy, scenario, 1)
             for field in ("usd_per_gpu_hour", "usd_per_mtok_output", "usd_per_mtok_input", "usd_per_mtok_total",
                           "usd_per_mtok_goodput"):
-                want = figures.get(field)
+                want = getattr(figures, field)
                 got = row[f"{field}__{name}"]
                 assert (math.isnan(got) and want is None) or got == want, (p.point_id, name, field)
     assert math.isnan(table.loc[0, "usd_per_mtok_output__rental-on-demand"])

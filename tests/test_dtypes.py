@@ -4,6 +4,8 @@ table; names, labels and byte widths read from one module."""
 from __future__ import annotations
 
 import pytest
+
+from bench.results.config import StoredEngineConfig
 from click.testing import CliRunner
 
 from bench.catalog import dtypes
@@ -30,21 +32,17 @@ LABELS = [
 def test_the_plan_and_the_store_label_a_precision_alike(fields, label):
     """Was: bf16 weights + fp8 quantization + fp8 KV cache read "bf16+fp8+fp8-kv" in the run
     (EngineConfig.precision) and "fp8" in the shared table (the store's fallback, KV dropped)."""
-    from bench.store.costmodel import precision_label as store_label
-
     dtype, quantization, kv = fields
     cfg = EngineConfig(model="m", dtype=dtype, quantization=quantization, kv_cache_dtype=kv)
     assert cfg.precision() == label
     stored = {"dtype": dtype, "quantization": quantization, "kv_cache_dtype": kv}
-    assert store_label(stored) == label
-    assert store_label({**stored, "precision": cfg.precision()}) == label
+    assert StoredEngineConfig(**stored).precision_label() == label  # what the store's table labels it
+    assert StoredEngineConfig(**stored, precision=cfg.precision()).precision_label() == label
 
 
 def test_a_label_written_by_an_older_bench_does_not_override_the_rule():
-    from bench.store.costmodel import precision_label as store_label
-
     old = {"dtype": "bfloat16", "quantization": "fp8", "kv_cache_dtype": "fp8", "precision": "bf16+fp8+fp8-kv"}
-    assert store_label(old) == "fp8+fp8-kv"
+    assert StoredEngineConfig(**old).precision_label() == "fp8+fp8-kv"
 
 
 @pytest.mark.parametrize("name", ["bf16", "fp8", "bf16+fp8-kv", "bfloat16+fp8+fp8-kv", "fp16+fp8", "auto+fp8-kv"])

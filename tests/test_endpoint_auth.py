@@ -80,7 +80,7 @@ def test_the_key_from_an_environment_variable_is_sent_and_never_written(tmp_path
     point = result.points[0]
     assert point.status == "ok" and point.n_failed == 0, point.error
     assert KEY not in _files_text(tmp_path)
-    assert result.config["engine_args"]["api_key_env"] == "MY_ENDPOINT_KEY"  # where the key is: kept
+    assert result.config.engine_args["api_key_env"] == "MY_ENDPOINT_KEY"  # where the key is: kept
 
 
 def test_bench_api_key_is_read_by_default_and_a_key_file_works(tmp_path, monkeypatch):

@@ -109,7 +109,7 @@ client_workers: 1
         assert info.resources["GPU"] == 1.0
         assert f"accelerator_type:{'H100' if hw == 'h100-sxm' else 'A100'}" in info.resources
         run = store.read_checked_run(s.status.run_id)
-        assert run.config["hardware_id"] == hw and [p.status for p in run.points] == ["ok", "ok"]
+        assert run.config.hardware_id == hw and [p.status for p in run.points] == ["ok", "ok"]
 
 
 @pytest.mark.parametrize("url", ["s3://user:pa55word@bucket/x", "https://storage.example.com/x?token=abcdefgh12345678",

@@ -100,7 +100,7 @@ def test_sweep_one_config_and_upload(tmp_path):
     [row] = ls(store)
     run = Store(store).read_run(row["run_id"])
     assert {p.engine_config_id for p in run.points} == {cid} and len(run.points) == 2
-    assert list(run.config["engine_configs"]) == [cid]
+    assert list(run.config.engine_configs) == [cid]
 
 
 def test_shard_state_from_status_store_and_backend():

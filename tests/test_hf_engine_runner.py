@@ -129,7 +129,7 @@ def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     from bench.plan import plan_from_options
     from bench.results import read_requests, read_summary
     from bench.run.runner import execute
-    from bench.store.costmodel import engine_version_of
+    from bench.store.rows import engine_version_of
 
     plan = plan_from_options("tiny-llama", concurrency=[2], input_len=16, output_len=8, engine="hf",
                              n_requests=4, n_warmup=2, hardware=run_env.hardware, n_devices=1)
@@ -144,13 +144,13 @@ def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     assert point.status == "ok", point.error
     assert point.n_requests == 4 and point.n_failed == 0
     m = point.metrics
-    assert m["window_output_tokens"] == 4 * 8 and m["window_input_tokens"] == 4 * 16
-    assert m["output_tok_s"] == pytest.approx(32 / point.window["window_s"])
-    assert 0 < point.window["window_s"] <= point.window["span_s"]
-    assert m["tpot_s_p50"] > 0 and m["ttft_s_p50"] > 0
+    assert m.window_output_tokens == 4 * 8 and m.window_input_tokens == 4 * 16
+    assert m.output_tok_s == pytest.approx(32 / point.window.window_s)
+    assert 0 < point.window.window_s <= point.window.span_s
+    assert m.tpot_s_p50 > 0 and m.ttft_s_p50 > 0
     for key in ("energy_j", "energy_method", "avg_power_w", "j_per_output_token"):
-        assert key in point.energy, key
-    assert point.energy["energy_j"] > 0 and point.energy["avg_power_w"] > 0
+        assert getattr(point.energy, key) is not None, key
+    assert point.energy.energy_j > 0 and point.energy.avg_power_w > 0
     records = read_requests(run_dir, point)
     assert [r.phase for r in records] == ["warmup"] * 2 + ["measured"] * 4
     assert all(r.token_source == "token_ids" and r.n_out == 8 and r.n_in == 16 for r in records)
@@ -160,8 +160,8 @@ def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     # Defect 5: the run records the transformers engine's own version, never vLLM's.
     hf_version = f"transformers {metadata.version('transformers')}, torch {metadata.version('torch')}"
     cid = plan.engine_configs[0].config_id()
-    assert result.config["engine_configs"][cid]["engine_version"] == hf_version
-    assert result.config["engine_version"] == result.provenance["engine_version"] == hf_version
+    assert result.config.engine_configs[cid].engine_version == hf_version
+    assert result.config.engine_version == result.provenance["engine_version"] == hf_version
     assert result.extra["engine_version"][cid] == hf_version
     assert engine_version_of(result, cid) == hf_version
     assert provenance_rows([("r", result)])[0]["engine"] == f"hf {hf_version}"  # what `bench compare` shows

@@ -1,14 +1,16 @@
-"""bench.measure.metrics.summarize and bench.measure.validity.check_point on hand-built records."""
+"""bench.measure.metrics.summarize and bench.measure.validity.check_validity on hand-built records."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from bench.load.driver import PointRun
 from bench.load.records import RequestRecord
-from bench.measure.groups import Metrics
+from bench.measure.groups import Energy, Metrics
 from bench.measure.metrics import stats, summarize
-from bench.measure.validity import Thresholds, check_point
+from bench.measure.validity import Thresholds, check_validity
+from bench.plan.points import parse_load
 
 
 def rec(i, t_send, chunk_t, chunk_tokens, phase="measured", n_in=10, error=None, n_out_expected=None):
@@ -49,33 +51,33 @@ def _point():
 def test_summarize_window_counts_tokens_where_produced():
     records = _point()
     m = summarize(records, window=(2.0, 4.0), n_gpus=2)
-    assert (m["n_measured"], m["n_failed"]) == (6, 1) and m["error_rate"] == pytest.approx(1 / 6)
+    assert (m.n_measured, m.n_failed) == (6, 1) and m.error_rate == pytest.approx(1 / 6)
     meas = [r for r in records[1:] if r.ok]
-    assert m["ttft_s_p50"] == pytest.approx(np.percentile([r.ttft_s for r in meas], 50))
-    assert m["tpot_s_p99"] == pytest.approx(np.percentile([r.tpot_s for r in meas], 99))
-    assert m["itl_s_mean"] == pytest.approx(np.mean([x for r in meas for x in r.itl_s]))
-    assert m["interactivity_tok_s_user"] == pytest.approx(1 / np.median([r.tpot_s for r in meas]))
+    assert m.ttft_s_p50 == pytest.approx(np.percentile([r.ttft_s for r in meas], 50))
+    assert m.tpot_s_p99 == pytest.approx(np.percentile([r.tpot_s for r in meas], 99))
+    assert m.itl_s_mean == pytest.approx(np.mean([x for r in meas for x in r.itl_s]))
+    assert m.interactivity_tok_s_user == pytest.approx(1 / np.median([r.tpot_s for r in meas]))
     # output tokens by chunk arrival in [2, 4]: req 1 (2.2..2.6: 6), req 2 (3.2..3.6: 6); the slow one's
     # chunks (4.5..4.7) fall after it; warm-up is never counted; the failed req 6 received 2 tokens
     # inside (3.5, 3.6): labelled apart, in no rate
-    assert m["window_output_tokens"] == 6 + 6 and m["window_failed_output_tokens"] == 2
+    assert m.window_output_tokens == 6 + 6 and m.window_failed_output_tokens == 2
     # input tokens at t_first in [2, 4] of successful requests: req 1 (2.2), req 2 (3.2)
-    assert m["window_input_tokens"] == 20
-    assert m["window_s"] == 2.0 and m["window_fallback"] is False
-    assert m["output_tok_s"] == 6.0 and m["input_tok_s"] == 10.0 and m["total_tok_s"] == 16.0
-    assert m["request_s"] == 1.0  # requests 1 and 2 finished (2.6 s, 3.6 s) inside; failed not counted
-    assert m["window_requests"] == 2
-    assert m["tok_s_per_gpu"] == 8.0 and m["output_tok_s_per_gpu"] == 3.0
+    assert m.window_input_tokens == 20
+    assert m.window_s == 2.0 and m.window_fallback is False
+    assert m.output_tok_s == 6.0 and m.input_tok_s == 10.0 and m.total_tok_s == 16.0
+    assert m.request_s == 1.0  # requests 1 and 2 finished (2.6 s, 3.6 s) inside; failed not counted
+    assert m.window_requests == 2
+    assert m.tok_s_per_gpu == 8.0 and m.output_tok_s_per_gpu == 3.0
     # totals are the records' sums (failed included: the Parquet must add up to them), in no rate
-    assert m["output_tokens_total"] == 4 * 6 + 6 + 2 and m["input_tokens_total"] == 60
-    assert m["span_s"] == pytest.approx(5.6 - 2.0)  # first measured send 2.0, last token 5.6
-    assert m["span_output_tok_s"] == pytest.approx(30 / 3.6)
-    assert m["span_request_s"] == pytest.approx(5 / 3.6)
+    assert m.output_tokens_total == 4 * 6 + 6 + 2 and m.input_tokens_total == 60
+    assert m.span_s == pytest.approx(5.6 - 2.0)  # first measured send 2.0, last token 5.6
+    assert m.span_output_tok_s == pytest.approx(30 / 3.6)
+    assert m.span_request_s == pytest.approx(5 / 3.6)
 
 
 def test_summarize_returns_the_typed_group():
     m = summarize(_point(), window=(2.0, 4.0), n_gpus=1)
-    assert isinstance(m, Metrics) and m.output_tok_s == m["output_tok_s"] == 6.0 and m.extra == {}
+    assert isinstance(m, Metrics) and m.output_tok_s == 6.0 and m.extra == {}
     assert Metrics.model_validate_json(m.model_dump_json()) == m
 
 
@@ -87,7 +89,7 @@ def test_every_request_failing_shows_no_throughput():
     assert (m.n_measured, m.n_failed) == (20, 20)
     for key in ("output_tok_s", "input_tok_s", "total_tok_s", "request_s", "tok_s_per_gpu",
                 "output_tok_s_per_gpu", "span_total_tok_s", "span_output_tok_s"):
-        assert m[key] is None, key
+        assert getattr(m, key) is None, key
     assert m.window_output_tokens == m.window_input_tokens == 0
     assert m.window_failed_output_tokens == 40  # received, labelled, not counted as served
 
@@ -96,47 +98,52 @@ def test_degenerate_window_falls_back_to_span():
     records = _point()
     for window in (None, (3.0, 3.0), (4.0, 3.0)):
         m = summarize(records, window=window, n_gpus=1)
-        assert m["window_fallback"] is True and m["window_s"] == pytest.approx(m["span_s"])
-        assert m["window_output_tokens"] + m["window_failed_output_tokens"] == m["output_tokens_total"]
+        assert m.window_fallback is True and m.window_s == pytest.approx(m.span_s)
+        assert m.window_output_tokens + m.window_failed_output_tokens == m.output_tokens_total
 
 
 def test_goodput_and_slo_attainment():
     records = _point()
     m = summarize(records, window=(2.0, 6.0), n_gpus=1, slo={"ttft_s": 1.0, "tpot_s": 0.1})
     # good: reqs 1-4 (ttft 0.2, tpot 0.08); slow misses ttft, failed misses by definition
-    assert m["slo_attainment"] == pytest.approx(4 / 6)
-    assert m["goodput_request_s"] == pytest.approx(4 / 4.0)  # all four finish in [2, 6]
-    assert m["goodput_output_tok_s"] == pytest.approx(4 * 6 / 4.0)
-    assert m["slo_ttft_s"] == 1.0
+    assert m.slo_attainment == pytest.approx(4 / 6)
+    assert m.goodput_request_s == pytest.approx(4 / 4.0)  # all four finish in [2, 6]
+    assert m.goodput_output_tok_s == pytest.approx(4 * 6 / 4.0)
+    assert m.slo_ttft_s == 1.0
     tight = summarize(records, window=(2.0, 6.0), n_gpus=1, slo={"tpot_s": 0.01})
-    assert tight["goodput_request_s"] == 0.0 and tight["slo_attainment"] == 0.0
-    assert "goodput_request_s" not in summarize(records, window=(2.0, 6.0), n_gpus=1)
+    assert tight.goodput_request_s == 0.0 and tight.slo_attainment == 0.0
+    assert summarize(records, window=(2.0, 6.0), n_gpus=1).goodput_request_s is None
 
 
-def _facts(**kw):
-    base = {"max_in_flight": 8, "target_concurrency": 8, "target_reached": True,
-            "target_rate_rps": None, "achieved_rate_rps": None}
-    return base | kw
+def _run(records=(), loop_lag=None, workers=None, **kw) -> PointRun:
+    """What the driver saw of a concurrency-8 point that reached its target; `kw` overrides."""
+    base = {"window_t0_s": 2.0, "window_t1_s": 4.0, "span_t0_s": 2.0, "span_t1_s": 5.6, "max_in_flight": 8,
+            "target_concurrency": 8, "target_reached": True, "target_rate_rps": None, "achieved_rate_rps": None}
+    return PointRun(records=list(records), **(base | kw), loop_lag=loop_lag or {},
+                    client={"workers": workers} if workers else {})
+
+
+C8 = parse_load({"kind": "concurrency", "concurrency": 8})
 
 
 def test_validity_clean_point_is_valid():
-    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0, "window_fallback": False}
-    ok, reasons = check_point(m, {"kind": "concurrency", "concurrency": 8}, _facts(),
-                              server_counters={"generation_tokens": 1000.0, "prompt_tokens": 500.0},
-                              client_counters={"generation_tokens": 1005, "prompt_tokens": 500},
-                              energy={"energy_valid": True})
-    assert ok and reasons == []
+    m = Metrics(n_measured=200, n_failed=0, error_rate=0.0, window_fallback=False)
+    v = check_validity(m, C8, _run(),
+                       server_counters={"generation_tokens": 1000.0, "prompt_tokens": 500.0},
+                       client_counters={"generation_tokens": 1005, "prompt_tokens": 500},
+                       energy=Energy(energy_valid=True))
+    assert v.valid and v.reasons == []
 
 
 def test_validity_reasons():
-    m = {"n_measured": 50, "n_failed": 2, "error_rate": 0.04, "window_fallback": True}
-    ok, reasons = check_point(
-        m, {"kind": "concurrency", "concurrency": 8}, _facts(max_in_flight=5, target_reached=False),
+    m = Metrics(n_measured=50, n_failed=2, error_rate=0.04, window_fallback=True)
+    v = check_validity(
+        m, C8, _run(max_in_flight=5, target_reached=False),
         server_counters={"generation_tokens": 1000.0, "prompt_tokens": 500.0},
         client_counters={"generation_tokens": 980, "prompt_tokens": 500},
-        energy={"energy_valid": False, "energy_invalid_reasons": ["counter went backwards"]})
-    assert not ok
-    assert reasons == [
+        energy=Energy(energy_valid=False, energy_invalid_reasons=["counter went backwards"]))
+    assert not v.valid
+    assert v.reasons == [
         "client saturation: in-flight peaked at 5, target 8",
         "token mismatch: client counted 980 output tokens, server 1000 (2.0% > 1%)",
         "error rate 4.0% above 1% (2 of 50 failed)",
@@ -144,36 +151,41 @@ def test_validity_reasons():
         "no steady-state window: throughput over the whole span",
         "energy: counter went backwards",
     ]
-    ok, reasons = check_point(m | {"window_fallback": False, "error_rate": 0.0}, {"kind": "concurrency"},
-                              _facts(), thresholds=Thresholds(min_requests_for_p99=10))
-    assert ok and reasons == []
+    m = m.model_copy(update={"window_fallback": False, "error_rate": 0.0})
+    v = check_validity(m, C8, _run(), thresholds=Thresholds(min_requests_for_p99=10))
+    assert v.valid and v.reasons == []
 
 
 def test_validity_rate_saturation():
-    m = {"n_measured": 500, "n_failed": 0, "error_rate": 0.0}
-    load = {"kind": "rate", "rate_rps": 10.0}
-    facts = _facts(target_concurrency=None, target_rate_rps=10.0, achieved_rate_rps=8.5)
-    ok, reasons = check_point(m, load, facts)
-    assert not ok and reasons == ["client saturation: achieved 8.5 req/s, target 10 req/s (< 90%)"]
-    assert check_point(m, load, facts | {"achieved_rate_rps": 9.5}) == (True, [])
-    assert check_point({"n_measured": 0}, load, facts | {"achieved_rate_rps": 9.5})[1] == ["no measured requests"]
+    m = Metrics(n_measured=500, n_failed=0, error_rate=0.0)
+    load = parse_load({"kind": "rate", "rate_rps": 10.0})
+    run = _run(target_concurrency=None, target_rate_rps=10.0, achieved_rate_rps=8.5)
+    assert check_validity(m, load, run).reasons == ["client saturation: achieved 8.5 req/s, target 10 req/s (< 90%)"]
+    run = _run(target_concurrency=None, target_rate_rps=10.0, achieved_rate_rps=9.5)
+    assert check_validity(m, load, run).reasons == []
+    assert check_validity(Metrics(n_measured=0), load, run).reasons == ["no measured requests"]
 
 
 def test_validity_flags_a_lagging_client_loop():
-    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0}
-    load = {"kind": "concurrency", "concurrency": 8}
-    ok, reasons = check_point(m, load, _facts() | {"loop_lag_s_p99": 0.035})
-    assert not ok and reasons == ["client saturation: event-loop lag p99 35.0 ms > 10 ms (time stamps may be late)"]
-    assert check_point(m, load, _facts() | {"loop_lag_s_p99": 0.002}) == (True, [])
+    m = Metrics(n_measured=200, n_failed=0, error_rate=0.0)
+    v = check_validity(m, C8, _run(loop_lag={"loop_lag_s_p99": 0.035}))
+    assert v.reasons == ["client saturation: event-loop lag p99 35.0 ms > 10 ms (time stamps may be late)"]
+    assert check_validity(m, C8, _run(loop_lag={"loop_lag_s_p99": 0.002})).reasons == []
+
+
+def test_validity_flags_a_saturated_client_worker():
+    m = Metrics(n_measured=200, n_failed=0, error_rate=0.0)
+    busy = [{"index": 0, "cpu_share": 0.5}, {"index": 1, "cpu_share": 0.95}]
+    assert check_validity(m, C8, _run(workers=busy)).reasons == [
+        "client saturation: client worker 1 busy 95% of a core (> 90%; use more --client-workers)"]
 
 
 def test_p99_guard_counts_requests_inside_the_window():
     """Issue 8 defect 3: 200 measured, only 40 inside the window: p99 of the steady state is unstable."""
-    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0, "window_fallback": False, "window_requests": 40}
-    load = {"kind": "concurrency", "concurrency": 8}
-    ok, reasons = check_point(m, load, _facts())
-    assert not ok and reasons == ["40 requests in the measurement window, fewer than 100: p99 unstable"]
-    assert check_point(m | {"window_requests": 150}, load, _facts()) == (True, [])
+    m = Metrics(n_measured=200, n_failed=0, error_rate=0.0, window_fallback=False, window_requests=40)
+    v = check_validity(m, C8, _run())
+    assert v.reasons == ["40 requests in the measurement window, fewer than 100: p99 unstable"]
+    assert check_validity(m.model_copy(update={"window_requests": 150}), C8, _run()).reasons == []
 
 
 def test_p99_guard_on_summarized_records():
@@ -181,41 +193,39 @@ def test_p99_guard_on_summarized_records():
     records = [rec(i, float(i), [i + 0.1, i + 0.2], [1, 1]) for i in range(120)]
     m = summarize(records, window=(50.0, 100.0), n_gpus=1)
     assert m.n_measured == 120 and m.window_requests == 50
-    ok, reasons = check_point(m, {"kind": "concurrency", "concurrency": 1},
-                              _facts(max_in_flight=1, target_concurrency=1))
-    assert not ok and reasons == ["50 requests in the measurement window, fewer than 100: p99 unstable"]
+    v = check_validity(m, parse_load({"kind": "concurrency", "concurrency": 1}),
+                       _run(max_in_flight=1, target_concurrency=1))
+    assert v.reasons == ["50 requests in the measurement window, fewer than 100: p99 unstable"]
 
 
 def test_energy_over_other_devices_than_the_point_uses_is_invalid():
-    m = {"n_measured": 200, "n_failed": 0, "error_rate": 0.0, "window_requests": 200}
-    load = {"kind": "concurrency", "concurrency": 8}
-    energy = {"energy_valid": True, "n_devices": 8, "devices": list(range(8))}
-    ok, reasons = check_point(m, load, _facts(), energy=energy, n_gpus=2)
-    assert not ok and reasons == ["energy: covers 8 devices, the point uses 2 GPUs"]
-    assert check_point(m, load, _facts(), energy=energy | {"n_devices": 2}, n_gpus=2) == (True, [])
+    m = Metrics(n_measured=200, n_failed=0, error_rate=0.0, window_requests=200)
+    energy = Energy(energy_valid=True, n_devices=8, devices=list(range(8)))
+    v = check_validity(m, C8, _run(), energy=energy, n_gpus=2)
+    assert v.reasons == ["energy: covers 8 devices, the point uses 2 GPUs"]
+    two = energy.model_copy(update={"n_devices": 2})
+    assert check_validity(m, C8, _run(), energy=two, n_gpus=2).reasons == []
     # no meter at all (n_devices 0) is reported by the energy's own reasons, not as a mismatch
-    assert check_point(m, load, _facts(), energy={"energy_valid": True, "n_devices": 0}, n_gpus=2) == (True, [])
+    assert check_validity(m, C8, _run(), energy=Energy(energy_valid=True, n_devices=0), n_gpus=2).reasons == []
 
 
 def test_point_groups_compose_into_a_point_result():
-    """measure_point returns typed groups; bench.results composes them (measure never imports results)."""
-    from bench.measure.groups import Energy, Window
-    from bench.measure.point import measure_point
+    """point_groups returns typed groups; bench.results composes them (measure never imports results)."""
+    from bench.measure.groups import Window
+    from bench.measure.point import point_groups
     from bench.plan import EngineConfig, PointSpec
     from bench.results.point import point_result
+    from bench.telemetry.types import WindowEnergy
 
     point = PointSpec.model_validate({
         "point_id": "c8", "engine_config_id": "e", "workload": {"kind": "random", "input_len": 10, "output_len": 6},
         "load": {"kind": "concurrency", "concurrency": 8}, "n_warmup": 1, "n_requests": 6})
-    facts = _facts() | {"window_t0_s": 2.0, "window_t1_s": 4.0, "span_t0_s": 2.0, "span_t1_s": 5.6}
-    energy = {"energy_j": 200.0, "avg_power_w": 100.0, "window_s": 2.0, "energy_method": "nvml_counter",
-              "measured": True, "energy_valid": True, "energy_invalid_reasons": [], "n_devices": 4,
-              "devices": [0, 1, 2, 3], "packed_with": ["other-config"]}
-    groups = measure_point(point, EngineConfig(model="tiny-llama"), _point(), facts, n_gpus=2, energy=energy,
-                           server_delta=None, client_tokens_in_counter_interval=None)
+    energy = WindowEnergy.of("nvml_counter", True, 2.0, [50.0] * 4, None, [], 20).on_devices([0, 1, 2, 3])
+    groups = point_groups(point, EngineConfig(model="tiny-llama"), _run(_point()), n_gpus=2, energy=energy,
+                          server_delta=None, client_tokens_in_counter_interval=None)
     assert isinstance(groups.window, Window) and groups.window.window_s == 2.0 and groups.window.span_s == pytest.approx(3.6)
     assert isinstance(groups.energy, Energy) and groups.energy.j_per_output_token == pytest.approx(200.0 / 12)
-    assert groups.energy.extra == {"packed_with": ["other-config"]}  # a figure v2 does not name is kept
+    assert groups.energy.avg_power_w == 100.0 and groups.energy.devices == [0, 1, 2, 3]
     assert "energy: covers 4 devices, the point uses 2 GPUs" in groups.validity.reasons
     pr = point_result(point, groups, started_utc="2026-01-01T00:00:00Z")
     assert pr.load.model_dump(mode="json") == {"kind": "concurrency", "concurrency": 8} and pr.workload.input_len == 10

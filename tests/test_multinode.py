@@ -171,12 +171,12 @@ def test_energy_is_summed_over_every_node_in_the_heads_window(nodes, tmp_path):
         result = execute(make_plan([cfg], n_requests=12), tmp_path / "run", make_env(watts=[100.0]))
     (point,) = result.points
     assert point.status == "ok", point.error
-    energy = point.energy.model_dump()
-    assert energy["energy_valid"], energy["energy_invalid_reasons"]
-    assert energy["n_devices"] == 3 and len(energy["per_gpu_energy_j"]) == 3
-    window = energy["window_s"]
-    assert energy["avg_power_w"] == pytest.approx(100 + 200 + 300, rel=0.02)  # head + node1 + node2
-    for got, watts in zip(energy["per_gpu_energy_j"], (100, 200, 300)):
+    energy = point.energy
+    assert energy.energy_valid, energy.energy_invalid_reasons
+    assert energy.n_devices == 3 and len(energy.per_gpu_energy_j) == 3
+    window = energy.window_s
+    assert energy.avg_power_w == pytest.approx(100 + 200 + 300, rel=0.02)  # head + node1 + node2
+    for got, watts in zip(energy.per_gpu_energy_j, (100, 200, 300)):
         assert got == pytest.approx(watts * window, rel=0.02)
     described = result.extra["nodes"][cfg.config_id()]
     argv = {addr: " ".join(f["argv"]) for addr, f in described["followers"].items()}
@@ -274,7 +274,7 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
         t0 = time.perf_counter()
         _wait_for(lambda: samples_after(t0) >= 2 * 3, 30, "three samples of both nodes in the window")
         whole = session.energy_between(t0, time.perf_counter())
-        assert whole["energy_valid"] and whole["avg_power_w"] == pytest.approx(350, rel=0.05)
+        assert whole.energy_valid and whole.avg_power_w == pytest.approx(350, rel=0.05)
         assert remote.read_errors == 0
         server.shutdown()
         server.server_close()
@@ -287,8 +287,8 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
         cut = session.energy_between(t0, t1)
     finally:
         session.stop()
-    assert not cut["energy_valid"] and cut["energy_j"] is None
-    assert f"{addr}/gpu0: counter not read at the window end" in cut["energy_invalid_reasons"]
+    assert not cut.energy_valid and cut.energy_j is None
+    assert f"{addr}/gpu0: counter not read at the window end" in cut.energy_invalid_reasons
     assert "agent unreachable" in session.meter.describe()["nodes"][0]["last_error"]
     assert session.describe()["read_errors"] >= 1  # the agent's missed reads count as the session's
 

@@ -39,8 +39,8 @@ def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_
         assert len(records) == 6 + 2
         assert all(r.ok and r.n_out == 16 and r.n_in == 32 for r in records)
         # per point: the server's own counter delta equals what the client counted, exactly
-        assert point.server["counter_delta"]["generation_tokens"] == sum(r.n_out for r in records)
-        assert point.server["counter_delta"]["prompt_tokens"] == sum(r.n_in for r in records)
+        assert point.server.counter_delta["generation_tokens"] == sum(r.n_out for r in records)
+        assert point.server.counter_delta["prompt_tokens"] == sum(r.n_in for r in records)
         assert not any("token mismatch" in r for r in point.invalid_reasons)
         m = point.metrics
         assert m["n_measured"] == 6 and m["n_failed"] == 0
@@ -59,15 +59,15 @@ def test_energy_is_nominal_and_flagged_and_cost_recomputes(vllm_server, run_env,
     execute(plan, tmp_path / "run", run_env)
     point = read_summary(tmp_path / "run").points[0]
     e = point.energy
-    assert e["energy_method"] == "nominal" and e["measured"] is False
-    assert e["avg_power_w"] == pytest.approx(run_env.hardware.power_w)
-    assert e["j_per_output_token"] == pytest.approx(e["energy_j"] / point.metrics["window_output_tokens"])
+    assert e.energy_method == "nominal" and e.measured is False
+    assert e.avg_power_w == pytest.approx(run_env.hardware.power_w)
+    assert e.j_per_output_token == pytest.approx(e.energy_j / point.metrics.window_output_tokens)
 
     out = CliRunner().invoke(cli, ["cost", str(tmp_path / "run"), "--rental-usd-h", "3.6", "--utilization", "0.5", "--json"])
     assert out.exit_code == 0, out.output
     rows = json.loads(out.output)
     # hand calculation: $3.6 per GPU-hour at 50% load over the measured output tokens per GPU-second
-    expected = 3.6 / (point.metrics["output_tok_s"] * 0.5 * 3600 / 1e6)
+    expected = 3.6 / (point.metrics.output_tok_s * 0.5 * 3600 / 1e6)
     assert rows[0]["usd_per_mtok_output"] == pytest.approx(expected, rel=1e-9)
 
 

@@ -61,7 +61,7 @@ def test_tp1_on_device_3_measures_device_3_only(server, tmp_path):
     power_w, energy = _power(point)
     assert power_w == pytest.approx(WATTS[3], rel=0.01)
     assert energy["devices"] == [3] and energy["n_devices"] == 1 and len(energy["per_gpu_energy_j"]) == 1
-    assert result.config["engine_configs"][cfg.config_id()]["devices"] == [3]
+    assert result.config.engine_configs[cfg.config_id()].devices == [3]
     idle = result.extra["idle_baseline"][cfg.config_id()]
     assert idle["idle_power_w"] == pytest.approx(WATTS[3], rel=0.02)
     # the other seven boards are recorded beside, never added

@@ -14,11 +14,12 @@ import pytest
 from bench.engines.base import reset_prefix_cache
 from bench.engines.process import http_post
 from bench.load.driver import run_point_sync
-from bench.load.types import LoadJob
+from bench.load.types import LoadJob, PointRun
 from bench.load.workload import make_workload
-from bench.measure.groups import ServerCounters
-from bench.measure.validity import check_point
+from bench.measure.groups import Metrics, ServerCounters
+from bench.measure.validity import check_validity
 from bench.plan import EngineConfig, Plan, PointSpec
+from bench.plan.points import parse_load
 from bench.results import read_summary
 from bench.run.environment import RunEnvironment
 from bench.run.measure_point import workload_seed
@@ -200,11 +201,12 @@ def test_a_server_without_metrics_gives_no_samples_and_is_soon_left_alone():
 
 
 def _reasons(server: dict, kind="random", load=None) -> list[str]:
-    load = load or {"kind": "concurrency", "concurrency": 4}
-    facts = {"target_concurrency": load.get("concurrency"), "max_in_flight": load.get("concurrency"),
-             "target_reached": True}
-    metrics = {"n_measured": 200, "error_rate": 0.0, "window_requests": 200}
-    return check_point(metrics, load, facts, workload_kind=kind, server=server)[1]
+    load = parse_load(load or {"kind": "concurrency", "concurrency": 4})
+    peak = getattr(load, "concurrency", None)
+    run = PointRun(records=[], window_t0_s=0.0, window_t1_s=1.0, span_t0_s=0.0, span_t1_s=1.0, max_in_flight=peak or 0,
+                   target_concurrency=peak, target_reached=True, target_rate_rps=None, achieved_rate_rps=None)
+    metrics = Metrics(n_measured=200, error_rate=0.0, window_requests=200)
+    return check_validity(metrics, load, run, workload_kind=kind, server=ServerCounters(**server)).reasons
 
 
 def test_validity_from_the_server_metrics():

@@ -97,7 +97,7 @@ def test_history_grows_turn_by_turn_with_exact_token_counts():
     assert m.input_tokens_p50_by_turn == [5.0, 14.0, 23.0]
     assert len(m.ttft_s_p50_by_turn) == 3 and all(t > 0 for t in m.ttft_s_p50_by_turn)
     assert m.session_s_p50 > 0 and m.session_s_p99 >= m.session_s_p50
-    assert session_metrics(recs) == {k: m[k] for k in session_metrics(recs)}
+    assert session_metrics(recs) == {k: getattr(m, k) for k in session_metrics(recs)}
 
 
 def test_sessions_run_concurrently_up_to_the_limit_with_think_time():

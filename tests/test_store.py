@@ -192,8 +192,8 @@ def test_secrets_never_reach_the_store(local_store_url, tmp_path):
     blob = b"".join(s.fs.cat_file(p) for p in _all_files(local_store_url))
     assert token.encode() not in blob and b"plainsecretvalue" not in blob and b"sk-xxxx" not in blob
     stored = s.read_run(done.run_id)
-    assert stored.config["engine_args"]["max_num_batched_tokens"] == 8192
-    assert stored.config["engine_args"]["hf_token"] == "<redacted>"
+    assert stored.config.engine_args["max_num_batched_tokens"] == 8192
+    assert stored.config.engine_args["hf_token"] == "<redacted>"
 
 
 def test_storage_options_from_env(monkeypatch):

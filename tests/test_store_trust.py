@@ -297,7 +297,7 @@ def test_any_figure_altered_beyond_rounding_is_refused_naming_it(honest, figure,
     from bench.store.verify import verify_run
 
     run, read = honest
-    stored = getattr(run.points[0], figure[0])[figure[1]]
+    stored = getattr(getattr(run.points[0], figure[0]), figure[1])
     altered = stored * factor if stored else factor  # a figure of 0 (no error) altered to FACTOR
     with pytest.raises(StoreError) as err:
         verify_run(_with(run, *figure, altered), read, "r")

@@ -76,7 +76,7 @@ def test_an_invalid_points_latency_and_interactivity_are_marked_not_printed_as_m
     assert "68689.5" not in text.replace("[68689.5]", "")
     assert any("of an invalid point: not a measurement of the server" in ln for ln in text.splitlines())
     valid = _cells(text, run.points[1].point_id)  # a valid point's figures stay plain
-    assert valid["ttft_p50_ms"] == f"{1000 * run.points[1].metrics['ttft_s_p50']:.1f}"
+    assert valid["ttft_p50_ms"] == f"{1000 * run.points[1].metrics.ttft_s_p50:.1f}"
 
 
 def test_a_tpot_of_zero_or_none_is_na_and_gives_no_interactivity_even_on_a_valid_point():
@@ -98,13 +98,13 @@ def test_a_tpot_of_zero_or_none_is_na_and_gives_no_interactivity_even_on_a_valid
 def test_the_point_done_line_marks_an_invalid_points_ttft(capsys):
     run = read_summary(RESULTS / "20261124T002601Z_run-tiny-llama")
     p = _starved(run.points[0])
-    ttft_ms = f"{1000 * p.metrics['ttft_s_p50']:.1f}"
+    ttft_ms = f"{1000 * p.metrics.ttft_s_p50:.1f}"
     Progress(disable=True).on_event(PointDone(p))
     line = capsys.readouterr().err.strip()
     assert f"ttft p50 [{ttft_ms}] ms (not a server measurement)" in line and "INVALID: client saturation" in line
     ok = run.points[1]
     Progress(disable=True).on_event(PointDone(ok))
-    assert f"ttft p50 {1000 * ok.metrics['ttft_s_p50']:.1f} ms" in capsys.readouterr().err
+    assert f"ttft p50 {1000 * ok.metrics.ttft_s_p50:.1f} ms" in capsys.readouterr().err
     ok.metrics = Metrics(n_measured=20, n_failed=20, error_rate=1.0)
     Progress(disable=True).on_event(PointDone(ok))
     assert "ttft p50 n/a" in capsys.readouterr().err  # not "0.0 ms"

@@ -84,6 +84,6 @@ def test_engine_killed_mid_point_is_recorded_and_the_sweep_finishes(run_env, tmp
     assert result.status == "partial"  # a point failed: never "complete" (issue 11 defect 6)
     first, second = result.points
     assert first.status == "failed" and first.error.startswith("engine died")
-    assert second.status == "ok" and second.metrics["n_failed"] == 0
+    assert second.status == "ok" and second.metrics.n_failed == 0
     assert len(pids) == 2  # restarted once
     assert read_summary(tmp_path / "run").points[0].error == first.error

@@ -36,8 +36,8 @@ def test_rapl_reads_packages_only_and_corrects_wraps(tmp_path):
         value = (value + 2_000_000) % range_uj
         (pkg / "energy_uj").write_text(f"{value}\n")
     e = tel.energy_between(0.0, 0.9)
-    assert e["energy_j"] == pytest.approx(18.0)
-    assert e["energy_valid"] is True, e["energy_invalid_reasons"]
+    assert e.energy_j == pytest.approx(18.0)
+    assert e.energy_valid is True, e.energy_invalid_reasons
     frame = tel.power_series()
     assert frame["power_w"].dropna().round(6).eq(20.0).all()
 
@@ -90,19 +90,19 @@ def test_amdsmi_meter_uses_the_accumulator():
         tel.sample_once()
         clock.advance(0.1)
     e = tel.energy_between(1.0, 3.0)
-    assert e["energy_j"] == pytest.approx(1000.0, abs=0.01)
-    assert e["sampled_energy_j"] == pytest.approx(1000.0)
-    assert e["energy_valid"] is True, e["energy_invalid_reasons"]
+    assert e.energy_j == pytest.approx(1000.0, abs=0.01)
+    assert e.sampled_energy_j == pytest.approx(1000.0)
+    assert e.energy_valid is True, e.energy_invalid_reasons
 
 
 def test_nominal_is_board_power_times_time_and_not_measured():
     hw = SimpleNamespace(id="h100-sxm", power_w=700.0)
     tel = open_telemetry("nominal", hardware=hw, gpu_indices=[0, 1])
     e = tel.energy_between(10.0, 12.5)
-    assert e["energy_method"] == "nominal" and e["measured"] is False
-    assert e["energy_j"] == pytest.approx(700 * 2 * 2.5)
-    assert e["avg_power_w"] == pytest.approx(1400.0)
-    assert e["per_gpu_energy_j"] == [pytest.approx(1750.0)] * 2
+    assert e.energy_method == "nominal" and e.measured is False
+    assert e.energy_j == pytest.approx(700 * 2 * 2.5)
+    assert e.avg_power_w == pytest.approx(1400.0)
+    assert list(e.per_gpu_energy_j) == [pytest.approx(1750.0)] * 2
     with pytest.raises(TelemetryError, match="no board power"):
         open_telemetry("nominal", hardware=SimpleNamespace(id="x", power_w=None))
 
@@ -120,7 +120,7 @@ def test_auto_prefers_nvml_then_degrades_with_notes(tmp_path):
     nothing = open_telemetry("auto", hardware=None, nvml=broken, amdsmi=no_amd, rapl_root=str(tmp_path / "x"))
     assert nothing.method == "none"
     e = nothing.energy_between(0.0, 1.0)
-    assert e["energy_j"] is None and e["measured"] is False and e["energy_valid"] is False
+    assert e.energy_j is None and e.measured is False and e.energy_valid is False
 
 
 def test_none_and_unknown_names():
@@ -161,8 +161,8 @@ def test_every_meter_measures_exactly_the_given_devices_and_records_them():
         clock.advance(0.1)
     for name, tel in sessions.items():
         e = tel.energy_between(1.0, 3.0)
-        assert e["devices"] == [1, 3] and e["n_devices"] == 2, name
-        assert e["energy_j"] == pytest.approx((200.0 + 400.0) * 2.0, rel=1e-3), name
+        assert e.devices == (1, 3) and e.n_devices == 2, name
+        assert e.energy_j == pytest.approx((200.0 + 400.0) * 2.0, rel=1e-3), name
     hw = SimpleNamespace(id="h100-sxm", power_w=700.0)
     e = open_telemetry("nominal", hardware=hw, gpu_indices=[5]).energy_between(0.0, 2.0)
-    assert e["devices"] == [5] and e["n_devices"] == 1 and e["energy_j"] == pytest.approx(1400.0)
+    assert e.devices == (5,) and e.n_devices == 1 and e.energy_j == pytest.approx(1400.0)

@@ -13,7 +13,8 @@ from bench.load.driver import run_point_sync
 from bench.load.types import LoadJob, Prompt
 from bench.load.workload import RandomPrompts
 from bench.measure.metrics import summarize
-from bench.measure.validity import check_point
+from bench.measure.validity import check_validity
+from bench.plan.points import parse_load
 from bench.testing.fake_server import FakeServer, FakeServerConfig
 
 
@@ -65,7 +66,7 @@ def test_a_stalling_server_grows_latency_from_the_schedule_not_from_the_send():
     m = summarize(pr.records, (pr.window_t0_s, pr.window_t1_s), 1)
     assert m.ttft_sched_s_p99 > 5 * m.ttft_s_p99 and m.schedule_lag_s_p99 > 1.0
     # the cap made the client wait on purpose: not "behind schedule"
-    _, reasons = check_point(m, pr.load, pr.facts())
+    reasons = check_validity(m, parse_load(pr.load), pr).reasons
     assert not any("behind schedule" in r for r in reasons)
 
 
@@ -77,7 +78,7 @@ def test_a_client_that_falls_behind_an_uncapped_schedule_is_invalid():
         pr = run_point_sync(LoadJob(srv.base_url, "fake-model", Timed([0.01 * i for i in range(40)]),
                                     {"kind": "trace"}, 0, 40, progress=busy))
     m = summarize(pr.records, (pr.window_t0_s, pr.window_t1_s), 1)
-    _, reasons = check_point(m, pr.load, pr.facts())
+    reasons = check_validity(m, parse_load(pr.load), pr).reasons
     assert m.schedule_lag_s_p99 > 0.01
     assert any(r.startswith("client behind schedule: send lag p99") for r in reasons), reasons
 

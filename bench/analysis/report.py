@@ -25,7 +25,7 @@ from bench.analysis.plots import (
 )
 from bench.errors import ConfigError
 from bench.escape import csv_safe, md_text
-from bench.measure.groups import metric_label
+from bench.measure.groups import Energy, Metrics, ServerCounters, metric_label
 from bench.results import RunResult, read_summary
 from bench.results.schema import PARQUET_READ_OPTIONS
 from bench.store import run_models
@@ -33,9 +33,7 @@ from bench.store.costmodel import (
     CSV_FLOAT_FORMAT,
     build_table,
     engine_version_of,
-    point_config,
     point_rows,
-    precision_label,
     rows_to_frame,
 )
 
@@ -70,13 +68,13 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
         cfg, prov = run.config, run.provenance
         out.append({
             "run_id": run_id + (" (SYNTHETIC)" if run.extra.get("synthetic") else ""),
-            "date": run.created_utc[:10], "model": cfg.get("model"), "hardware": cfg.get("hardware_id"),
+            "date": run.created_utc[:10], "model": cfg.model, "hardware": cfg.hardware_id,
             "device": prov.get("device_name"),
-            "n_gpus": ", ".join(sorted({str(c.get("n_gpus")) for c in _engine_configs(run)})),
-            "precision": ", ".join(sorted({precision_label(c) for c in _engine_configs(run)})),
-            "engine": ", ".join(sorted({f"{point_config(run, cid).get('engine')} {engine_version_of(run, cid) or ''}".strip()
-                                        for cid in (cfg.get("engine_configs") or {"default": {}})})),
-            "driver": prov.get("driver_version"), "weights": cfg.get("weights"),
+            "n_gpus": ", ".join(sorted({str(c.n_gpus) for c in cfg.configs()})),
+            "precision": ", ".join(sorted({c.precision_label() for c in cfg.configs()})),
+            "engine": ", ".join(sorted({f"{cfg.engine_config(cid).engine} {engine_version_of(run, cid) or ''}".strip()
+                                        for cid in (cfg.engine_configs or {"default": None})})),
+            "driver": prov.get("driver_version"), "weights": cfg.weights,
             "harness": f"{run.harness.version} {(run.harness.git_sha or '')[:10]}".strip(),
             "status": run.status,
             "valid_points": f"{sum(p.valid and p.status == 'ok' for p in run.points)}/{len(run.points)}",
@@ -226,11 +224,11 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     cost_columns = ["point_id"] + [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"),
                                                                   (f"util__{s}", "util."))]
     about = {"status": status, "error": run.error, "created_utc": run.created_utc,
-             "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config,
+             "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config.model_dump(mode="json"),
              "provenance": run.provenance, "extra": run.extra}
     text = [
         f"# Run {md_text(run.run_id)}", "",
-        (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.get('hardware_id'))}, "
+        (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.hardware_id)}, "
          f"{len(run.points)} load points, status **{md_text(status)}**."), "",
         "Interactive: [report.html](report.html). Latencies of invalid points are marked (invalid).", "",
         *_synthetic_note(bool(run.extra.get("synthetic"))),
@@ -246,7 +244,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     path.write_text("\n".join(text))
     from bench.analysis.pages import run_page
 
-    lead = (f"{', '.join(run_models(run))} on {run.config.get('hardware_id')}, {len(run.points)} load points, "
+    lead = (f"{', '.join(run_models(run))} on {run.config.hardware_id}, {len(run.points)} load points, "
             f"status {status}.")
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
@@ -254,28 +252,24 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
 
 
-def _engine_configs(run: RunResult) -> list[dict]:
-    return [point_config(run, cid) for cid in (run.config.get("engine_configs") or {"default": {}})]
-
-
 def _point_row(p) -> dict:
-    load = p.load.model_dump(mode="json")
-    if load.get("kind") == "concurrency":
-        load_text = f"concurrency {load.get('concurrency')}"
+    if p.load.kind == "concurrency":
+        load_text = f"concurrency {p.load.concurrency}"
     else:
-        load_text = ", ".join(f"{k}={v}" for k, v in sorted(load.items()))
+        load_text = ", ".join(f"{k}={v}" for k, v in sorted(p.load.model_dump(mode="json").items()))
     reasons = list(p.invalid_reasons) + ([p.error] if p.error else [])
     row = {"point_id": p.point_id, "load": load_text, "status": p.status, "valid": p.valid,
            "reasons": "; ".join(reasons), "n_requests": p.n_requests}
-    m, e = p.metrics or {}, p.energy or {}
+    # each group's fields by name: a group the point lacks gives None for all of them
+    m, e = p.metrics or Metrics(), p.energy or Energy()
     for key in (Y, X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
-        row[key] = m.get(key)
-    for key in ("avg_power_w", "j_per_token"):
-        row[key] = e.get(key)
-    row["energy_method"] = e.get("energy_method")
-    row["roofline_efficiency"] = (p.roofline or {}).get("roofline_efficiency")
+        row[key] = getattr(m, key)
+    for key in ("avg_power_w", "j_per_token", "energy_method"):
+        row[key] = getattr(e, key)
+    row["roofline_efficiency"] = p.roofline.roofline_efficiency if p.roofline is not None else None
+    server = p.server or ServerCounters()
     for key in ("prefix_cache_hit_rate", "running_requests_max", "preemptions_in_window"):
-        row[key] = (p.server or {}).get(key)
+        row[key] = getattr(server, key)
     return row
 
 
@@ -285,8 +279,8 @@ def _cost_row(p) -> dict:
     by_scenario = {k: v for k, v in p.cost.items() if v.usd_per_mtok_output is not None}
     row = {"point_id": p.point_id}
     for name, figures in by_scenario.items():
-        row[f"usd__{name}"] = figures.get("usd_per_mtok_output")
-        row[f"util__{name}"] = figures.get("utilization")
+        row[f"usd__{name}"] = figures.usd_per_mtok_output
+        row[f"util__{name}"] = figures.utilization
     return row
 
 

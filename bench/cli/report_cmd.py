@@ -55,7 +55,7 @@ def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo,
 
         runs = runs_from_dirs(results)
         if hardware:
-            runs = [(rid, run) for rid, run in runs if run.config.get("hardware_id") in hardware]
+            runs = [(rid, run) for rid, run in runs if run.config.hardware_id in hardware]
         table = build_table(runs)
     out = out or default_compare_dir(results, model)
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import ConfigError
-from bench.measure.groups import CostFigures
+from bench.measure.groups import CostFigures, Energy, Metrics
 
 HOURS_PER_YEAR = 8760.0
 
@@ -146,25 +146,24 @@ def usd_per_mtok(usd_per_gpu_hour: float | None, tok_s_per_gpu: float | None, ut
     return usd_per_gpu_hour / (tok_s_per_gpu * utilization * 3600.0 / 1e6)
 
 
-def cost_for_point(metrics, energy, scenario: Scenario, n_gpus: int) -> CostFigures:
+def cost_for_point(metrics: Metrics, energy: Energy | None, scenario: Scenario, n_gpus: int) -> CostFigures:
     """$/Mtok (output, input, total, goodput output) of one load point under one scenario.
 
-    `metrics`/`energy`: the Metrics and Energy groups (or their flat dicts). Throughputs are
-    the window figures of `metrics` divided by n_gpus; the power is the measured gross
-    `energy["avg_power_w"]` divided by the devices it covers (`n_devices`; n_gpus when the
+    `metrics`/`energy`: the Metrics and Energy groups (energy None: not measured). Throughputs
+    are the window figures of `metrics` divided by n_gpus; the power is the measured gross
+    `energy.avg_power_w` divided by the devices it covers (`n_devices`; n_gpus when the
     energy does not say), so a per-GPU power is never diluted by devices it did not read.
     """
-    energy = energy or {}
-    avg_power_w = energy.get("avg_power_w")
-    n_power = energy.get("n_devices") or n_gpus
+    avg_power_w = energy.avg_power_w if energy is not None else None
+    n_power = (energy.n_devices if energy is not None else None) or n_gpus
     per_gpu_w = avg_power_w / n_power if avg_power_w is not None else None
     parts = cost_breakdown(scenario, per_gpu_w)
     u = scenario.utilization
 
-    def per_gpu(key: str) -> float | None:
-        value = metrics.get(key)
+    def per_gpu(value: float | None) -> float | None:
         return value / n_gpus if value is not None else None
 
+    usd_h = parts["usd_per_gpu_hour"]
     out = {
         "scenario": scenario.name,
         "kind": scenario.kind,
@@ -173,18 +172,18 @@ def cost_for_point(metrics, energy, scenario: Scenario, n_gpus: int) -> CostFigu
         "n_gpus": n_gpus,
         "n_devices_power": n_power if avg_power_w is not None else None,
         "avg_power_w_per_gpu": per_gpu_w,
-        "energy_method": energy.get("energy_method"),
-        "power_measured": energy.get("measured"),
-        "usd_per_mtok_output": usd_per_mtok(parts["usd_per_gpu_hour"], per_gpu("output_tok_s"), u),
-        "usd_per_mtok_input": usd_per_mtok(parts["usd_per_gpu_hour"], per_gpu("input_tok_s"), u),
-        "usd_per_mtok_total": usd_per_mtok(parts["usd_per_gpu_hour"], per_gpu("total_tok_s"), u),
+        "energy_method": energy.energy_method if energy is not None else None,
+        "power_measured": energy.measured if energy is not None else None,
+        "usd_per_mtok_output": usd_per_mtok(usd_h, per_gpu(metrics.output_tok_s), u),
+        "usd_per_mtok_input": usd_per_mtok(usd_h, per_gpu(metrics.input_tok_s), u),
+        "usd_per_mtok_total": usd_per_mtok(usd_h, per_gpu(metrics.total_tok_s), u),
         "inputs": scenario.model_dump(),
     }
-    if metrics.get("goodput_output_tok_s") is not None:
-        out["usd_per_mtok_goodput"] = usd_per_mtok(parts["usd_per_gpu_hour"], per_gpu("goodput_output_tok_s"), u)
+    if metrics.goodput_output_tok_s is not None:
+        out["usd_per_mtok_goodput"] = usd_per_mtok(usd_h, per_gpu(metrics.goodput_output_tok_s), u)
     if scenario.kind == "ownership" and per_gpu_w is None:
         out["note"] = "no power figure for this point: ownership cost needs avg_power_w"
-    return CostFigures.from_flat(out)
+    return CostFigures(**out)
 
 
 def scenario_from_options(hardware=None, name: str | None = None, utilization: float | None = None,
@@ -222,27 +221,25 @@ def recost_run(run, scenarios_by_hardware) -> list[dict]:
     `scenarios_by_hardware(hardware_id) -> {name: Scenario}`. n_gpus is the point's engine
     configuration's, else the run's, else 1.
     """
-    config = run.config or {}
-    hardware_id = config.get("hardware_id")
-    engine_cfgs = config.get("engine_configs") or {}
+    hardware_id = run.config.hardware_id
     scenarios = scenarios_by_hardware(hardware_id)
     rows = []
     for point in run.points:
         if point.status != "ok":
             continue
-        n_gpus = int((engine_cfgs.get(point.engine_config_id) or {}).get("n_gpus") or config.get("n_gpus") or 1)
-        metrics = point.metrics or {}
+        n_gpus = int(run.config.engine_config(point.engine_config_id).n_gpus or 1)
+        metrics = point.metrics or Metrics()
         for name, scenario in scenarios.items():
             cost = cost_for_point(metrics, point.energy, scenario, n_gpus)
-            out_tok_s = metrics.get("output_tok_s")
+            out_tok_s = metrics.output_tok_s
             rows.append({
                 "run": run.run_id, "point": point.point_id, "hardware": hardware_id, "n_gpus": n_gpus,
-                "scenario": name, "usd_per_gpu_hour": cost["usd_per_gpu_hour"], "utilization": cost["utilization"],
+                "scenario": name, "usd_per_gpu_hour": cost.usd_per_gpu_hour, "utilization": cost.utilization,
                 "output_tok_s_per_gpu": out_tok_s / n_gpus if out_tok_s is not None else None,
-                "usd_per_mtok_output": cost["usd_per_mtok_output"], "usd_per_mtok_input": cost["usd_per_mtok_input"],
-                "usd_per_mtok_total": cost["usd_per_mtok_total"],
-                "usd_per_mtok_goodput": cost.get("usd_per_mtok_goodput"),
-                "energy_method": cost["energy_method"], "valid": point.valid,
+                "usd_per_mtok_output": cost.usd_per_mtok_output, "usd_per_mtok_input": cost.usd_per_mtok_input,
+                "usd_per_mtok_total": cost.usd_per_mtok_total,
+                "usd_per_mtok_goodput": cost.usd_per_mtok_goodput,
+                "energy_method": cost.energy_method, "valid": point.valid,
                 "cost": cost.flat(),
             })
     return rows

@@ -11,15 +11,18 @@ schema does not name yet (kept, not refused: a measurement is never dropped for 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+if TYPE_CHECKING:
+    from bench.telemetry.types import WindowEnergy
+
 
 class Group(BaseModel):
-    """A result group. Reads like the flat dict it replaces (`g["key"]`, `g.get("key")`) so
-    that readers of v1 dicts keep working; `extra` holds keys this schema does not name."""
+    """A result group: typed fields read as attributes; `extra` holds keys this schema does not
+    name (a version-1 file is upgraded into groups when it is read)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,28 +51,6 @@ class Group(BaseModel):
         """Fields and `extra` as one flat dict (the v1 shape)."""
         out = {k: getattr(self, k) for k in type(self).model_fields if k != "extra"}
         return out | self.extra
-
-    # Mapping-style reads, for code written against the v1 dicts.
-    def get(self, key: str, default: Any = None) -> Any:
-        if key != "extra" and key in type(self).model_fields:
-            return getattr(self, key)
-        return self.extra.get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        if key != "extra" and key in type(self).model_fields:
-            return getattr(self, key)
-        if key in self.extra:
-            return self.extra[key]
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return (key != "extra" and key in type(self).model_fields and getattr(self, key) is not None) or key in self.extra
-
-    def keys(self) -> Iterator[str]:
-        return iter(k for k, v in self.flat().items() if v is not None)
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        return iter((k, v) for k, v in self.flat().items() if v is not None)
 
 
 def _f(description: str, default: Any = None, *, label: str | None = None, short: str | None = None) -> Any:
@@ -106,7 +87,6 @@ _LATENCIES = {
 }
 _STATS = {"mean": "mean", "std": "standard deviation", "p50": "median", "p90": "90th percentile",
           "p95": "95th percentile", "p99": "99th percentile"}
-LATENCY_FIELDS = tuple(f"{m}_{s}" for m in _LATENCIES for s in _STATS)
 
 
 class _MetricsBase(Group):
@@ -272,6 +252,19 @@ class Energy(Group):
     j_per_output_token_net: float | None = _f("energy_net_j / window output tokens (J/token).")
     j_per_token_net: float | None = _f("energy_net_j / window input + output tokens (J/token).")
     output_tok_per_j_net: float | None = _f("Window output tokens / energy_net_j (token/J).")
+
+    @classmethod
+    def from_window(cls, window: WindowEnergy, output_tokens: float | None, total_tokens: float | None) -> Energy:
+        """The group from telemetry's frozen window energy and the window's tokens (per-token figures)."""
+        from dataclasses import asdict
+
+        from bench.telemetry.energy import per_token
+
+        fields = asdict(window)
+        fields["per_gpu_energy_j"] = list(window.per_gpu_energy_j) if window.per_gpu_energy_j is not None else None
+        fields["energy_invalid_reasons"] = list(window.energy_invalid_reasons)
+        fields["devices"] = list(window.devices) if window.devices is not None else None
+        return cls(**fields, **per_token(window, output_tokens, total_tokens))
 
 
 class CostFigures(Group):

@@ -7,10 +7,9 @@ Pure bookkeeping around the steps that do the work (metrics, validity, cost, roo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
-from bench.load.records import RequestRecord
 from bench.measure.groups import (
     ClientLoad,
     CostFigures,
@@ -23,6 +22,10 @@ from bench.measure.groups import (
 )
 from bench.plan import EngineConfig, PointSpec
 from bench.plan.points import LoadSpec, engine_batch
+
+if TYPE_CHECKING:
+    from bench.load.driver import PointRun
+    from bench.telemetry.types import WindowEnergy
 
 
 def target_concurrency(load: LoadSpec) -> int:
@@ -48,14 +51,13 @@ class PointGroups:
     validity: Validity = field(default_factory=Validity)
 
 
-def measure_point(
+def point_groups(
     point: PointSpec,
     cfg: EngineConfig,
-    records: list[RequestRecord],
-    run_facts: dict[str, Any],
+    run: PointRun,
     *,
     n_gpus: int,
-    energy: dict[str, Any] | None,
+    energy: WindowEnergy | None,
     server_delta: dict[str, float] | None,
     client_tokens_in_counter_interval: dict[str, int] | None,
     model=None,
@@ -66,25 +68,24 @@ def measure_point(
 ) -> PointGroups:
     """Metrics, energy per token, roofline, default cost and validity for one finished point.
 
-    `server_metrics`: bench.telemetry.server_metrics.window_summary over the window (None:
+    `run`: what the load driver saw (records, window, span, in-flight peak, client);
+    `energy`: telemetry's energy of the window (None: no session); `server_metrics`: bench.telemetry.server_metrics.window_summary over the window (None:
     not scraped); `prefix_cache_reset`: the reset's outcome before the point."""
     from bench.measure.metrics import summarize
-    from bench.measure.validity import validity
+    from bench.measure.validity import check_validity
 
-    window = (run_facts["window_t0_s"], run_facts["window_t1_s"])
+    records = run.records
+    window = (run.window_t0_s, run.window_t1_s)
     metrics = summarize(records, window=window, n_gpus=n_gpus, slo=point.slo)
-    energy = dict(energy or {})
-    if energy:
-        from bench.telemetry import per_token
-
-        energy.update(per_token(energy, metrics.window_output_tokens, _total_tokens(metrics)))
+    energy_group = (Energy.from_window(energy, metrics.window_output_tokens, _total_tokens(metrics))
+                    if energy is not None else None)
     roofline = _roofline(cfg, point, model, hardware, n_gpus, metrics, probe)
-    cost = _default_cost(hardware, metrics, energy, n_gpus)
+    cost = _default_cost(hardware, metrics, energy_group, n_gpus)
     server = ServerCounters.from_measurements(server_delta, client_tokens_in_counter_interval,
                                               prefix_cache_reset, server_metrics)
-    checked = validity(
-        metrics, point.load.model_dump(mode="json"), run_facts, server_counters=server_delta,
-        client_counters=client_tokens_in_counter_interval, energy=energy or None, n_gpus=n_gpus,
+    checked = check_validity(
+        metrics, point.load, run, server_counters=server_delta,
+        client_counters=client_tokens_in_counter_interval, energy=energy_group, n_gpus=n_gpus,
         workload_kind=getattr(point.workload, "kind", None), server=server,
     )
     failed = [r for r in records if r.phase == "measured" and not r.ok]
@@ -93,11 +94,11 @@ def measure_point(
         n_failed=len(failed),
         error=failed[0].error if failed else None,
         window=Window(t0_s=window[0], t1_s=window[1], window_s=window[1] - window[0],
-                      span_s=run_facts["span_t1_s"] - run_facts["span_t0_s"]),
+                      span_s=run.span_t1_s - run.span_t0_s),
         metrics=metrics,
         server=server,
-        client=ClientLoad.from_client(run_facts["client"], run_facts) if run_facts.get("client") else None,
-        energy=Energy.from_flat(energy) if energy else None,
+        client=ClientLoad.from_client(run.client, run.loop_lag) if run.client else None,
+        energy=energy_group,
         cost=cost,
         roofline=roofline,
         validity=checked,
@@ -131,7 +132,7 @@ def _roofline(cfg, point, model, hardware, n_gpus, metrics, probe) -> Roofline |
         return Roofline(error=f"roofline not computed: {e}")
 
 
-def _default_cost(hardware, metrics, energy, n_gpus) -> dict[str, CostFigures]:
+def _default_cost(hardware, metrics: Metrics, energy: Energy | None, n_gpus: int) -> dict[str, CostFigures]:
     """$/Mtok under every named scenario the hardware's catalog prices allow."""
     if hardware is None:
         return {}

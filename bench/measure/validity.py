@@ -1,10 +1,9 @@
 """Does a load point measure what it claims? docs/measurement.md section 5. Pure: no I/O.
 
-    valid, reasons = check_point(metrics, load, point_run.facts(),
-                                 server_counters={"generation_tokens": d_gen, "prompt_tokens": d_prompt},
-                                 client_counters=point_run.client_token_counts(),
-                                 energy=energy, n_gpus=cfg_n_gpus)
-    group = validity(...)   # the same, as the typed Validity group
+    verdict = check_validity(metrics, point.load, point_run,
+                             server_counters={"generation_tokens": d_gen, "prompt_tokens": d_prompt},
+                             client_counters=point_run.client_token_counts(),
+                             energy=energy_group, n_gpus=cfg_n_gpus)   # -> Validity(valid, reasons)
 
 `server_counters` are deltas of vLLM's `/metrics` counters (`vllm:generation_tokens_total`,
 `vllm:prompt_tokens_total`) over an interval; `client_counters` are the client's counts over
@@ -15,10 +14,14 @@ just after the last request).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bench.measure.groups import Validity
+from bench.measure.groups import Energy, Metrics, ServerCounters, Validity
+
+if TYPE_CHECKING:
+    from bench.load.driver import PointRun
+    from bench.plan.points import LoadSpec
 
 
 @dataclass(frozen=True)
@@ -51,35 +54,29 @@ def _mismatch(client: float, server: float) -> float:
     return abs(client - server) / server
 
 
-def validity(*args, **kwargs) -> Validity:
-    """`check_point` as the typed validity group."""
-    valid, reasons = check_point(*args, **kwargs)
-    return Validity(valid=valid, reasons=reasons)
+def check_validity(metrics: Metrics, load: LoadSpec, run: PointRun, server_counters: dict | None = None,
+                   client_counters: dict | None = None, energy: Energy | None = None,
+                   thresholds: Thresholds = Thresholds(), n_gpus: int | None = None,
+                   workload_kind: str | None = None, server: ServerCounters | None = None) -> Validity:
+    """The point's Validity: reasons are short human-readable strings; valid iff there are none.
 
-
-def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict | None = None,
-                client_counters: dict | None = None, energy: Mapping | None = None,
-                thresholds: Thresholds = Thresholds(), n_gpus: int | None = None,
-                workload_kind: str | None = None, server: Mapping | None = None) -> tuple[bool, list[str]]:
-    """(valid, reasons): reasons are short human-readable strings; valid iff there are none.
-
-    `metrics` from `bench.measure.metrics.summarize`; `load` the load dict; `facts` from
-    `PointRun.facts()`; `energy` a telemetry dict (or Energy group) with `energy_valid` and,
-    when false, its reasons in `energy_invalid_reasons` (or `reasons`), and `n_devices`, the
-    devices it covers, which must equal `n_gpus` (the GPUs the engine configuration uses).
-    `server` is the ServerCounters group (or its flat dict): prefix-cache hit rate, the
-    sampled gauges and preemptions of the window; `workload_kind` the workload's kind.
+    `metrics` from `bench.measure.metrics.summarize`; `load` the point's load spec; `run` what
+    the driver saw (`bench.load.driver.PointRun`: in-flight peak, rates, loop lag, workers);
+    `server_counters`/`client_counters` counter deltas and the client's counts keyed by vLLM
+    counter name; `energy` the Energy group, whose `n_devices` must equal `n_gpus` (the GPUs the
+    engine configuration uses); `server` the ServerCounters group (prefix-cache hit rate, the
+    sampled gauges and preemptions of the window); `workload_kind` the workload's kind.
     """
     th = thresholds
     reasons: list[str] = []
-    target_c = facts.get("target_concurrency")
-    if load.get("kind") == "concurrency" and target_c:
-        peak = facts.get("max_in_flight", 0)
-        if peak < target_c or not facts.get("target_reached", True):
+    target_c = run.target_concurrency
+    if load.kind == "concurrency" and target_c:
+        peak = run.max_in_flight
+        if peak < target_c or not run.target_reached:
             reasons.append(f"client saturation: in-flight peaked at {peak}, target {target_c}")
-    target_r = facts.get("target_rate_rps")
-    if load.get("kind") == "rate" and target_r and target_r != float("inf"):
-        achieved = facts.get("achieved_rate_rps")
+    target_r = run.target_rate_rps
+    if load.kind == "rate" and target_r and target_r != float("inf"):
+        achieved = run.achieved_rate_rps
         if achieved is None or achieved < th.min_rate_fraction * target_r:
             shown = "n/a" if achieved is None else f"{achieved:.3g}"
             reasons.append(f"client saturation: achieved {shown} req/s, target {target_r:.3g} req/s "
@@ -93,15 +90,17 @@ def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict
             if m > th.max_token_mismatch:
                 reasons.append(f"token mismatch: client counted {c} {label} tokens, server {s:g} "
                                f"({m:.1%} > {th.max_token_mismatch:.0%})")
-    sched = metrics.get("schedule_lag_s_p99")
-    if sched is not None and sched > th.max_schedule_lag_s and not load.get("max_concurrency"):
+    sched = metrics.schedule_lag_s_p99
+    if sched is not None and sched > th.max_schedule_lag_s and not getattr(load, "max_concurrency", None):
         reasons.append(f"client behind schedule: send lag p99 {sched * 1e3:.1f} ms > {th.max_schedule_lag_s * 1e3:.0f} ms "
                        "(latencies from the scheduled send, ttft_sched_s, still hold)")
-    reasons += _server_reasons(server or {}, load, workload_kind, target_c, th)
-    workers = facts.get("client_workers") or []
-    lag = facts.get("loop_lag_s_p99")
+    if server is not None:
+        reasons += _server_reasons(server, load, workload_kind, target_c, th)
+    # the driver's monitors report these as plain summaries (bench.load.selfwatch)
+    workers = run.client.get("workers") or []
+    lag = run.loop_lag.get("loop_lag_s_p99")
     if lag is not None and lag > th.max_loop_lag_s:
-        where = f" in client worker {facts.get('loop_lag_worker')}" if len(workers) > 1 else ""
+        where = f" in client worker {run.loop_lag.get('loop_lag_worker')}" if len(workers) > 1 else ""
         reasons.append(f"client saturation: event-loop lag p99 {lag * 1e3:.1f} ms > {th.max_loop_lag_s * 1e3:.0f} ms"
                        f"{where} (time stamps may be late)")
     busy = [w for w in workers if w.get("cpu_share") is not None]
@@ -110,45 +109,44 @@ def check_point(metrics: Mapping, load: dict, facts: dict, server_counters: dict
         if top["cpu_share"] > th.max_client_cpu_share:
             reasons.append(f"client saturation: client worker {top.get('index')} busy {top['cpu_share']:.0%} of a core "
                            f"(> {th.max_client_cpu_share:.0%}; use more --client-workers)")
-    n = metrics.get("n_measured", 0)
-    err = metrics.get("error_rate")
+    n = metrics.n_measured or 0
+    err = metrics.error_rate
     if n == 0:
         reasons.append("no measured requests")
     elif err is not None and err > th.max_error_rate:
         reasons.append(f"error rate {err:.1%} above {th.max_error_rate:.0%} "
-                       f"({metrics.get('n_failed')} of {n} failed)")
+                       f"({metrics.n_failed} of {n} failed)")
     # p99 describes the steady state: count the requests the window holds, not all measured ones.
-    in_window = metrics.get("window_requests")
+    in_window = metrics.window_requests
     in_window = n if in_window is None else in_window
     if n > 0 and in_window < th.min_requests_for_p99:
         reasons.append(f"{in_window} requests in the measurement window, fewer than "
                        f"{th.min_requests_for_p99}: p99 unstable")
-    if metrics.get("window_fallback"):
+    if metrics.window_fallback:
         reasons.append("no steady-state window: throughput over the whole span")
-    if energy and energy.get("energy_valid") is False:
-        more = energy.get("energy_invalid_reasons") or energy.get("reasons") or ["energy invalid"]
-        reasons.extend(f"energy: {r}" for r in more)
-    n_devices = energy.get("n_devices") if energy else None
+    if energy is not None and energy.energy_valid is False:
+        reasons.extend(f"energy: {r}" for r in energy.energy_invalid_reasons or ["energy invalid"])
+    n_devices = energy.n_devices if energy is not None else None
     if n_gpus is not None and n_devices and n_devices != n_gpus:
         reasons.append(f"energy: covers {n_devices} devices, the point uses {n_gpus} GPUs")
-    return not reasons, reasons
+    return Validity(valid=not reasons, reasons=reasons)
 
 
-def _server_reasons(server: Mapping, load: dict, workload_kind: str | None, target_c, th: Thresholds) -> list[str]:
+def _server_reasons(server: ServerCounters, load: LoadSpec, workload_kind: str | None, target_c, th: Thresholds) -> list[str]:
     """What the server's own metrics say against the point: cache hits on cache-cold prompts,
     preemptions, a concurrency the server never saw. Only from figures the server reported."""
     reasons = []
-    rate = server.get("prefix_cache_hit_rate")
+    rate = server.prefix_cache_hit_rate
     if workload_kind == "random" and rate is not None and rate > th.max_random_prefix_hit_rate:
         reasons.append(f"prefix cache hits inflate a random workload: hit rate {rate:.1%}")
-    preempted = server.get("preemptions_in_window")
+    preempted = server.preemptions_in_window
     if preempted:
         reasons.append(f"preemptions during the window: {preempted:g}")
     # running + waiting: a server that caps its batch (max_num_seqs) below the target still saw
     # the load; one that never held the target number of requests did not get it.
-    seen, running = server.get("in_server_requests_max"), server.get("running_requests_max")
-    n = server.get("metric_samples") or 0
-    if load.get("kind") == "concurrency" and target_c and seen is not None and n >= th.min_metric_samples \
+    seen, running = server.in_server_requests_max, server.running_requests_max
+    n = server.metric_samples or 0
+    if load.kind == "concurrency" and target_c and seen is not None and n >= th.min_metric_samples \
             and seen < target_c:
         reasons.append(f"the server never had the target running requests: max running {running:g}, "
                        f"running + waiting {seen:g}, target {target_c} ({n} samples)")

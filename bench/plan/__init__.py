@@ -4,5 +4,5 @@ ordered load points; preflight (fit, precision, devices) decides what is skipped
     from bench.plan import build_plan, load_sweep, plan_from_options
 """
 
-from bench.plan.plan import *
+from bench.plan.plan import *  # noqa: F403 - the package re-exports its module's __all__
 from bench.plan.plan import __all__  # noqa: F401

@@ -1,18 +1,20 @@
 """A load point's PointResult, from the groups `bench.measure.point` produced (or from a failure).
 
-    pr = build_point_result(point, cfg, records, facts, n_gpus=..., energy=..., ...)
+    pr = build_point_result(point, cfg, point_run, n_gpus=..., energy=..., ...)
     pr = failed_point(point, "failed", "engine died: ...")
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.load.records import RequestRecord
-from bench.measure.point import PointGroups, measure_point
+from bench.measure.point import PointGroups, point_groups
 from bench.plan import EngineConfig, PointSpec
 from bench.results.schema import PointResult
+
+if TYPE_CHECKING:
+    from bench.load.driver import PointRun
 
 
 def utc_now() -> str:
@@ -48,14 +50,13 @@ def point_result(point: PointSpec, groups: PointGroups, started_utc: str | None 
 def build_point_result(
     point: PointSpec,
     cfg: EngineConfig,
-    records: list[RequestRecord],
-    run_facts: dict[str, Any],
+    run: PointRun,
     *,
     started_utc: str | None = None,
     **measure_kwargs: Any,
 ) -> PointResult:
-    """Measure one finished point (`bench.measure.point.measure_point` arguments) into a PointResult."""
-    return point_result(point, measure_point(point, cfg, records, run_facts, **measure_kwargs), started_utc)
+    """Measure one finished point (`bench.measure.point.point_groups` arguments) into a PointResult."""
+    return point_result(point, point_groups(point, cfg, run, **measure_kwargs), started_utc)
 
 
 def failed_point(point: PointSpec, status: str, error: str, started_utc: str | None = None) -> PointResult:

@@ -29,6 +29,7 @@ from bench.atomicio import atomic_write_text
 from bench.errors import ResultError, one_line, write_error
 from bench.load.records import RequestRecord
 from bench.plan.points import LoadSpec, WorkloadSpec
+from bench.results.config import RunConfig
 from bench.measure.groups import (
     ClientLoad,
     CostFigures,
@@ -115,7 +116,7 @@ class RunResult(_Strict):
     created_utc: str = Field(description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     harness: Harness = Field(description="The harness that wrote it: version and git sha.")
-    config: dict[str, Any] = Field(description="The full resolved configuration (plan, engine configs).")
+    config: RunConfig = Field(description="The full resolved configuration (plan, engine configs).")
     provenance: dict[str, Any] = Field(default_factory=dict, description="Environment: versions, devices, host.")
     points: list[PointResult] = Field(default_factory=list, description="Load points in the order they ran.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Idle baseline, probe used, notes.")

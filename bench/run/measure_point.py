@@ -32,9 +32,11 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
     workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=workload_seed(plan.seed, point))
     scraper = reset = None
     if engine.kind == "batch":  # static batches generated in-process (bench.load.static)
+        from bench.load.driver import PointRun
         from bench.load.static import run_static_point
 
         records, facts = run_static_point(engine, point, workload)
+        pr = PointRun(records=records, **facts)
         before = after = client = None
     else:
         from bench.load.client import ClientConfig
@@ -60,24 +62,22 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
             scraper.stop()
             if sink is not None:
                 sink.server_metrics(server_metrics_frame(scraper, cfg.config_id(), point.point_id))
-        facts = {**pr.facts(), "window_t0_s": pr.window_t0_s, "window_t1_s": pr.window_t1_s,
-                 "span_t0_s": pr.span_t0_s, "span_t1_s": pr.span_t1_s, "client": pr.client}
         if not engine.alive() or (any(not r.ok for r in records) and not engine.healthy()):
             died = EngineDied(f"engine exited during point {point.point_id}; log tail: {engine.log_tail(3)}")
             died.records = records  # what finished before the death is kept with the failed point
             raise died
-    t0, t1 = facts["window_t0_s"], facts["window_t1_s"]
+    t0, t1 = pr.window_t0_s, pr.window_t1_s
     if t1 <= t0:  # no steady-state window: metrics fall back to the span, so does energy
-        t0, t1 = facts["span_t0_s"], facts["span_t1_s"]
+        t0, t1 = pr.span_t0_s, pr.span_t1_s
     energy = telemetry.energy_between(t0, t1) if telemetry else None
     delta = _counter_delta(before, after)
     result = build_point_result(
-        point, cfg, records, facts, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
+        point, cfg, pr, n_gpus=cfg.n_gpus, energy=energy, server_delta=delta,
         client_tokens_in_counter_interval=client, model=spec, hardware=env.hardware, probe=env.probe,
         started_utc=started, server_metrics=scraper.summary_between(t0, t1) if scraper else None,
         prefix_cache_reset=reset,
     )
-    result.requests_file = write_requests(run_dir, point.point_id, records)
+    result.requests_file = write_requests(run_dir, point.point_id, pr.records)
     return result
 
 

@@ -17,6 +17,7 @@ from bench.errors import BenchError, ConfigError, one_line
 from bench.plan import EngineConfig, Plan
 from bench.redact import redact, redact_text
 from bench.results import Harness, RunResult, read_summary, write_summary
+from bench.results.config import StoredEngineConfig
 from bench.results.point import failed_point, utc_now
 from bench.run.devices import plan_devices
 from bench.run.engine_session import RunContext, run_engine_session
@@ -73,7 +74,8 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
         if s.point.point_id not in done:
             result.points.append(failed_point(s.point, "skipped", s.reason))
     for cid, devs in devices.items():
-        result.config.setdefault("engine_configs", {}).setdefault(cid, {})["devices"] = devs
+        own = result.config.engine_configs.setdefault(cid, StoredEngineConfig())
+        own.devices = devs
     write_summary(run_dir, result)
 
     sink = ResultSink(run_dir, result)
@@ -118,7 +120,7 @@ def _open_result(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool) -
         raise BenchError(f"{run_dir} already holds a run; resume it (--resume) or choose another folder")
     if resume and (run_dir / "run.json").exists():
         old = read_summary(run_dir)
-        if old.config.get("plan_points") != config["plan_points"]:
+        if old.config.plan_points != config["plan_points"]:
             raise BenchError(f"{run_dir}: cannot resume: the plan differs from the one this run was started with")
         # the caller holds the folder's lock: a run.json still "running" lost its process
         old.extra.setdefault("resumed_from", []).append("stale (process gone)" if old.status == "running" else old.status)

@@ -113,9 +113,12 @@ def write_server_metrics(run_dir: Path, frames: list, result) -> None:
 
 
 def idle_baseline(telemetry, requested: str, env, others: list[int]) -> dict:
-    """The idle baseline of the engine's devices; the other visible devices' idle power beside it."""
+    """The idle baseline of the engine's devices, as run.json records it; the other visible
+    devices' idle power (W) beside it."""
+    from dataclasses import asdict
+
     if not others or not telemetry.meter.measured:
-        return telemetry.idle_baseline(env.idle_baseline_s)
+        return asdict(telemetry.idle_baseline(env.idle_baseline_s))
     other = open_scoped(requested, env, others)
     t0 = other.clock()
     try:
@@ -123,5 +126,5 @@ def idle_baseline(telemetry, requested: str, env, others: list[int]) -> dict:
         e = other.energy_between(t0, other.clock(), net=False)
     finally:
         other.stop()
-    idle_w = e["energy_j"] / e["window_s"] if e.get("energy_j") is not None and e["window_s"] > 0 else None
-    return {**base, "other_devices": others, "other_devices_idle_w": idle_w}
+    idle_w = e.energy_j / e.window_s if e.energy_j is not None and e.window_s > 0 else None
+    return {**asdict(base), "other_devices": others, "other_devices_idle_w": idle_w}

@@ -27,13 +27,7 @@ import pandas as pd
 
 from bench.errors import BenchError, ConfigError, ResultError, StoreError
 from bench.results import RunResult, read_summary
-from bench.store.rows import (  # noqa: F401 - point_config, precision_label: importable here until issue 19's typed config
-    catalog_model_info,
-    engine_version_of,
-    point_config,
-    point_rows,
-    precision_label,
-)
+from bench.store.rows import catalog_model_info, point_rows
 from bench.store.schema import (  # noqa: F401 - the table's columns, read from here by reports and tests
     BASE_COLUMNS,
     BOOL_COLUMNS,

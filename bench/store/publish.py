@@ -101,7 +101,7 @@ def prepare(run_dir: Path) -> PreparedRun:
     models = run_models(run)
     run_id = "-".join(
         [re.sub(r"\D", "", run.created_utc[:10]) or "nodate", _slug(models[0] if len(models) == 1 else "multi"),
-         _slug(run.config.get("hardware_id")), digest[:12]]
+         _slug(run.config.hardware_id), digest[:12]]
     )
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -114,9 +114,9 @@ def prepare(run_dir: Path) -> PreparedRun:
         "harness_version": run.harness.version,
         "model": models[0] if len(models) == 1 else None,
         "models": models,
-        "hardware": run.config.get("hardware_id"),
-        "n_gpus": run.config.get("n_gpus"),
-        "engine": run.config.get("engine"),
+        "hardware": run.config.hardware_id,
+        "n_gpus": run.config.n_gpus,
+        "engine": run.config.engine,
         "n_points": len(run.points),
         "n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
         "files": entries,

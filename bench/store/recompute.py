@@ -2,7 +2,7 @@
 
 The functions are the ones a run uses (bench.load.merge for the window facts,
 bench.measure.metrics.summarize, bench.telemetry.energy, bench.measure.point's roofline,
-bench.measure.validity.check_point), applied to what the run stored: the per-request
+bench.measure.validity.check_validity), applied to what the run stored: the per-request
 Parquet, power.parquet and the window bounds of the point. A stored figure that the
 recomputation does not give back (beyond TOLERANCE) is a `Disagreement` naming the field.
 
@@ -23,13 +23,13 @@ from typing import Any
 
 from bench.errors import StoreError
 from bench.load.records import RequestRecord
+from bench.telemetry.types import MEASURED_METHODS, EnergyMethod
 
 # "Beyond rounding": the writer stores float64 as computed (JSON and Parquet keep every bit), so
 # a recomputation gives the same bits; the tolerance only absorbs a different libm or NumPy.
 REL_TOL = 1e-9
 ABS_TOL = 1e-12  # only for figures that should be 0: a last-bit residue of another libm
 TIME_TOL_S = 1e-9  # a window bound against the send it must match (both perf_counter seconds as stored)
-MEASURED_METHODS = ("nvml_counter", "amdsmi_counter", "nvml_power_sampled", "amdsmi_power_sampled", "rapl")
 _ENERGY_FIELDS = ("energy_j", "per_gpu_energy_j", "avg_power_w", "window_s", "energy_method", "measured",
                   "energy_valid", "sampled_energy_j", "n_devices", "n_samples", "energy_net_j",
                   "j_per_output_token", "j_per_token", "output_tok_per_j", "j_per_output_token_net",
@@ -134,8 +134,8 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
     """(The Energy group of the window, recomputed as bench.telemetry computes it; reasons the
     point is invalid when it cannot be: no series, hardware unknown to the catalog)."""
     from bench.measure.groups import Energy
-    from bench.telemetry import per_token
-    from bench.telemetry.energy import energy_dict, measured_energy
+    from bench.telemetry.energy import measured_energy
+    from bench.telemetry.types import WindowEnergy
 
     stored = point.energy
     method = stored.energy_method if stored is not None else None
@@ -149,7 +149,8 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
         n = stored.n_devices
         if not (type(n) is int and 1 <= n <= 100_000):
             raise Disagreement(f"energy.n_devices: {_show(n)} is not a device count")
-        out = energy_dict("nominal", False, t1 - t0, [float(hardware.power_w) * (t1 - t0)] * n, None, [], 0)
+        window = WindowEnergy.of(EnergyMethod.NOMINAL, False, t1 - t0, [float(hardware.power_w) * (t1 - t0)] * n,
+                                 None, [], 0)
     elif method in MEASURED_METHODS:
         power = power or {}
         series = power.get(point.engine_config_id) or (power.get(None) if set(power) == {None} else None)
@@ -161,17 +162,18 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
         if not (isinstance(ranges, list) and len(ranges) == len(labels)
                 and all(r is None or (_number(r) and r > 0) for r in ranges)):
             ranges = [None] * len(labels)
-        meter = SimpleNamespace(method=method, devices=labels, counter_range_j=ranges)
+        meter = SimpleNamespace(method=method, has_counter=EnergyMethod(method).has_counter, devices=labels,
+                                counter_range_j=ranges)
         # the whole series, as the run's session held it: a counter summed from another first
         # sample would differ in its last bits
-        out = measured_energy(meter, [series[label] for label in labels], t0, t1)
+        window = measured_energy(meter, [series[label] for label in labels], t0, t1)
     else:
         raise Disagreement(f"energy.energy_method: {_show(method)} is not a method bench measures with")
-    out["devices"] = stored.devices  # the device indices: what the runner was given, not derivable
     idle = stored.idle_power_w
+    window = window.net_of(idle if _number(idle) else None)
+    out = Energy.from_window(window, metrics.window_output_tokens, _total(metrics)).flat()
+    out["devices"] = stored.devices  # the device indices: what the runner was given, not derivable
     out["idle_power_w"] = idle
-    out["energy_net_j"] = out["energy_j"] - idle * (t1 - t0) if _number(idle) and out["energy_j"] is not None else None
-    out.update(per_token(out, metrics.window_output_tokens, _total(metrics)))
     compare("energy", stored, out, _ENERGY_FIELDS)
     return Energy.from_flat(out), []
 
@@ -241,21 +243,18 @@ def engine_namespace(cfg: dict) -> SimpleNamespace:
 
 
 def _validity(point, metrics, run, counts: dict, energy, n_gpus: int) -> list[str]:
-    """bench.measure.validity.check_point on the recomputed figures; the server's counters and
+    """bench.measure.validity.check_validity on the recomputed figures; the server's counters and
     gauges as stored (they are the server's, not the records')."""
-    from bench.measure.validity import check_point
+    from bench.measure.validity import check_validity
 
-    server = point.server.flat() if point.server is not None else {}  # check_point's flat form (issue 19: typed)
     delta = point.server.counter_delta if point.server is not None else None
     if isinstance(delta, dict):  # the server's names, untyped: as the server exposed them
         queries, hits = delta.get("prefix_cache_queries"), delta.get("prefix_cache_hits")
         rate = hits / queries if _number(queries) and queries and _number(hits) else None
         compare("server", point.server, {"prefix_cache_hit_rate": rate}, ("prefix_cache_hit_rate",))
-    _, reasons = check_point(
-        metrics.flat(), point.load.model_dump(mode="json"), run.facts(), server_counters=delta,
-        client_counters=counts, energy=energy, n_gpus=n_gpus,
-        workload_kind=getattr(point.workload, "kind", None), server=server)
-    return reasons
+    return check_validity(
+        metrics, point.load, run, server_counters=delta, client_counters=counts, energy=energy, n_gpus=n_gpus,
+        workload_kind=getattr(point.workload, "kind", None), server=point.server).reasons
 
 
 def _total(metrics) -> float | None:

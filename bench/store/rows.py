@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from bench.catalog import dtypes
 from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError
 from bench.results import RunResult
@@ -42,30 +41,16 @@ _METRICS = ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "inte
 _ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token")
 
 
-def precision_label(config: dict) -> str:
-    """Precision of a stored engine configuration by the one rule (bench.catalog.dtypes), from its
-    fields: a label an older bench stored beside them may follow an older rule."""
-    return dtypes.precision_label(config.get("dtype"), config.get("quantization"), config.get("kv_cache_dtype"))
-
-
-def point_config(run: RunResult, point_engine_config_id: str) -> dict:
-    """The engine configuration of one point: the run's top-level fields, overridden by its
-    entry in `config.engine_configs` when the run has several configurations."""
-    cfg = dict(run.config)
-    cfg.update((run.config.get("engine_configs") or {}).get(point_engine_config_id) or {})
-    return cfg
-
-
 def engine_version_of(run: RunResult, config_id: str) -> str | None:
     """The engine version one configuration of `run` ran with (each engine its own)."""
     started = (run.extra.get("engine_version") or {}).get(config_id)
-    return recorded_engine_version(point_config(run, config_id), run.provenance, started)
+    return recorded_engine_version(run.config.engine_config(config_id).model_dump(), run.provenance, started)
 
 
 def run_models(run: RunResult) -> list[str]:
     """Every model key a run measured (several when it swept engine configurations)."""
-    keys = {c.get("model") for c in (run.config.get("engine_configs") or {}).values()}
-    keys.add(run.config.get("model"))
+    keys = {c.model for c in run.config.engine_configs.values()}
+    keys.add(run.config.model)
     return sorted(k for k in keys if k)
 
 
@@ -84,16 +69,16 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
     for p in run.points:
         if p.status != "ok" or not (p.valid or include_invalid):
             continue
-        cfg = point_config(run, p.engine_config_id)
-        n_gpus = n_gpus_of(cfg)  # a count that is not TP x PP x DP is refused, never divided by
+        cfg = run.config.engine_config(p.engine_config_id)  # bench.results.config.StoredEngineConfig
+        n_gpus = n_gpus_of(cfg.model_dump())  # a count that is not TP x PP x DP is refused, never divided by
         m, e, roof, w = p.metrics, p.energy, p.roofline, p.workload
         output_tok_s = m.output_tok_s if m is not None else None
         row = {
-            "run_id": run_id, "point_id": p.point_id, "model": cfg.get("model"),
-            "hardware": cfg.get("hardware_id"), "n_gpus": n_gpus, **model_info(cfg.get("model")),
-            "dtype": cfg.get("dtype"), "quantization": cfg.get("quantization"),
-            "kv_cache_dtype": cfg.get("kv_cache_dtype"), "precision": precision_label(cfg),
-            "engine": cfg.get("engine"), "engine_version": engine_version_of(run, p.engine_config_id),
+            "run_id": run_id, "point_id": p.point_id, "model": cfg.model,
+            "hardware": cfg.hardware_id, "n_gpus": n_gpus, **model_info(cfg.model),
+            "dtype": cfg.dtype, "quantization": cfg.quantization,
+            "kv_cache_dtype": cfg.kv_cache_dtype, "precision": cfg.precision_label(),
+            "engine": cfg.engine, "engine_version": engine_version_of(run, p.engine_config_id),
             "isl": getattr(w, "input_len", None), "osl": getattr(w, "output_len", None),
             "load_kind": p.load.kind, "concurrency": getattr(p.load, "concurrency", None),
             "rate_rps": getattr(p.load, "rate_rps", None), "n_requests": p.n_requests,
@@ -104,7 +89,7 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
             "roofline_efficiency": roof.roofline_efficiency if roof is not None else None, "valid": bool(p.valid),
             "harness_version": run.harness.version, "device_name": prov.get("device_name"),
             "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
-            "weights": cfg.get("weights"), **run_fields,
+            "weights": cfg.weights, **run_fields,
         }
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}

@@ -36,7 +36,6 @@ def verify_run(run: RunResult, read: READ, where: str) -> RunResult:
     """The run with every ok point's figures derived again (see the module); StoreError (one
     line, starting with WHERE) when a stored figure disagrees or is implausible."""
     from bench.store.integrity import check_requests
-    from bench.store.rows import point_config
 
     power = _LazyPower(read, where)
     points = []
@@ -47,7 +46,8 @@ def verify_run(run: RunResult, read: READ, where: str) -> RunResult:
             points.append(point)
             continue
         try:
-            points.append(_verify_point(run, point, point_config(run, point.engine_config_id), read, power, where))
+            points.append(_verify_point(run, point, run.config.engine_config(point.engine_config_id).model_dump(),
+                                        read, power, where))
         except StoreError as e:  # Disagreement and Implausible name the field; file errors their file
             message = str(e) if str(e).startswith(where) else f"{where}: point {point.point_id}: {e}"
             raise StoreError(message) from None

@@ -11,9 +11,12 @@ from collections.abc import Callable
 
 from bench.errors import ConfigError, TelemetryError
 from bench.registry import Registry
-from bench.telemetry.base import Measurement, NoMeter, TelemetrySession, per_token
+from bench.telemetry.base import NoMeter, TelemetrySession
+from bench.telemetry.energy import per_token
+from bench.telemetry.types import EnergyMethod, WindowEnergy
 
-__all__ = ["AUTO_ORDER", "METERS", "Measurement", "TelemetrySession", "meter_choices", "open_telemetry", "per_token"]
+__all__ = ["AUTO_ORDER", "METERS", "EnergyMethod", "TelemetrySession", "WindowEnergy", "meter_choices", "open_telemetry",
+           "per_token"]
 
 # name -> "module:factory"; each factory raises TelemetryError with a one-line cause.
 METERS: Registry[Callable[..., object]] = Registry("energy meter", {

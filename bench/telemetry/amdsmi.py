@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from bench.errors import TelemetryError
-from bench.telemetry.base import Reading
+from bench.telemetry.types import EnergyMethod, Reading
 
 _POWER_KEYS = ("socket_power", "current_socket_power", "average_socket_power")
 
@@ -49,8 +49,9 @@ class AmdsmiMeter:
         self.handles = handles
         self.devices = labels
         self.use_counter = use_counter
+        self.has_counter = use_counter  # the Meter capability: the counter, not polled power, is the figure
         self.has_power = has_power
-        self.method = "amdsmi_counter" if use_counter else "amdsmi_power_sampled"
+        self.method = (EnergyMethod.AMDSMI_COUNTER if use_counter else EnergyMethod.AMDSMI_POWER_SAMPLED).value
         self.counter_range_j = [None] * len(handles)
         self.read_errors = 0
         self.last_error: str | None = None

@@ -3,9 +3,13 @@
 A meter reads, per device, a cumulative energy counter (J) and/or instantaneous board
 power (W). A `TelemetrySession` polls the meter on a background thread, keeps every sample
 with a `perf_counter` timestamp, and answers questions about any past window:
-`energy_between(t0_s, t1_s)` interpolates the counter at both ends and integrates the
-sampled power (trapezoid) over the same span as a cross-check; that arithmetic lives in
-`bench.telemetry.energy` (re-exported here).
+`energy_between(t0_s, t1_s) -> WindowEnergy` interpolates the counter at both ends and
+integrates the sampled power (trapezoid) over the same span as a cross-check; that arithmetic
+lives in `bench.telemetry.energy`, the shared types in `bench.telemetry.types`.
+
+It is the one window API: a window is asked for after the fact, because the load's
+steady-state window is known only once the load has ended (Zeus's begin/end pair would
+have to guess it up front), and the answer is a frozen measurement, as Zeus's `end_window`.
 """
 
 from __future__ import annotations
@@ -13,58 +17,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Self
 
-from bench.telemetry.energy import (
-    CROSS_CHECK_TOLERANCE,
-    MIN_WINDOW_SAMPLES,
-    CounterProblem,
-    continuous_counter_j,
-    energy_dict,
-    interp,
-    measured_energy,
-    per_token,
-    trapezoid_j,
-)
+from bench.telemetry.energy import measured_energy
+from bench.telemetry.types import EnergyMethod, Meter, Reading, WindowEnergy
 
-__all__ = [
-    "CROSS_CHECK_TOLERANCE", "MIN_WINDOW_SAMPLES", "CounterProblem", "Measurement", "Meter", "NoMeter", "Reading",
-    "TelemetrySession", "continuous_counter_j", "interp", "per_token", "trapezoid_j",
-]
-
-
-@dataclass
-class Reading:
-    """One poll of one device: cumulative counter in J and power in W (None = not read)."""
-
-    energy_j: float | None
-    power_w: float | None
-
-
-class Meter(Protocol):
-    """What a session needs from a meter. Vendor units are converted inside the meter."""
-
-    method: str  # energy_method recorded with every figure
-    measured: bool  # False for estimates (nominal) and for "none"
-    devices: list[str]  # one label per device, e.g. "gpu0"
-    counter_range_j: list[float | None]  # wrap period of each counter (RAPL); None = no wrap
-    nominal_power_w: list[float] | None  # set only by the nominal meter
-    read_errors: int
-
-    def read(self) -> list[Reading]: ...
-
-    def close(self) -> None: ...
-
-    def describe(self) -> dict: ...
+__all__ = ["IdleBaseline", "Meter", "NoMeter", "Reading", "TelemetrySession", "WindowEnergy"]
 
 
 class NoMeter:
     """`energy_method: none`: nothing is measured or estimated."""
 
-    method = "none"
+    method = EnergyMethod.NONE.value
     measured = False
+    has_counter = False
     nominal_power_w = None
     read_errors = 0
 
@@ -82,22 +49,16 @@ class NoMeter:
         return {"method": self.method}
 
 
-@dataclass
-class Measurement:
-    """The result of one named window: its span (perf_counter s) and the energy dict."""
+@dataclass(frozen=True)
+class IdleBaseline:
+    """The idle, model-loaded power measured after an engine (re)start (W, s)."""
 
-    name: str
-    t0_s: float
-    t1_s: float
-    energy: dict
-
-    @property
-    def energy_j(self) -> float | None:
-        return self.energy.get("energy_j")
-
-    @property
-    def avg_power_w(self) -> float | None:
-        return self.energy.get("avg_power_w")
+    idle_power_w: float | None  # sum over devices (W); None when not measured
+    per_gpu_idle_power_w: tuple[float, ...] | None
+    idle_window_s: float
+    energy_method: str
+    energy_valid: bool
+    energy_invalid_reasons: tuple[str, ...]
 
 
 @dataclass
@@ -210,26 +171,7 @@ class TelemetrySession:
         self.stop()
 
     # windows --------------------------------------------------------------------------
-    def begin_window(self, name: str) -> None:
-        self.sample_once()
-        self._windows[name] = self.clock()
-
-    def end_window(self, name: str) -> Measurement:
-        t1_s = self.clock()
-        t0_s = self._windows.pop(name)
-        return Measurement(name, t0_s, t1_s, self.energy_between(t0_s, t1_s))
-
-    @contextmanager
-    def window(self, name: str):
-        """`with tel.window("x") as w: ...`; afterwards `w.measurement` holds the result."""
-        holder = _WindowHolder()
-        self.begin_window(name)
-        try:
-            yield holder
-        finally:
-            holder.measurement = self.end_window(name)
-
-    def idle_baseline(self, seconds: float) -> dict:
+    def idle_baseline(self, seconds: float) -> IdleBaseline:
         """Sleep-sample the idle, loaded engine for `seconds`; sets and returns idle power (W)."""
         t0_s = self.clock()
         self.sample_once()
@@ -242,40 +184,36 @@ class TelemetrySession:
             self.sleep(seconds)
         t1_s = self.clock()
         idle = self.energy_between(t0_s, t1_s, net=False)
-        if self.meter.measured and idle["energy_j"] is not None and idle["window_s"] > 0:
-            self.idle_power_w = idle["energy_j"] / idle["window_s"]
-            self.per_gpu_idle_power_w = [e / idle["window_s"] for e in idle["per_gpu_energy_j"]]
-        return {
-            "idle_power_w": self.idle_power_w,
-            "per_gpu_idle_power_w": self.per_gpu_idle_power_w,
-            "idle_window_s": idle["window_s"],
-            "energy_method": self.method,
-            "energy_valid": idle["energy_valid"],
-            "energy_invalid_reasons": idle["energy_invalid_reasons"],
-        }
+        if self.meter.measured and idle.energy_j is not None and idle.window_s > 0:
+            self.idle_power_w = idle.energy_j / idle.window_s
+            self.per_gpu_idle_power_w = [e / idle.window_s for e in idle.per_gpu_energy_j]
+        return IdleBaseline(
+            idle_power_w=self.idle_power_w,
+            per_gpu_idle_power_w=tuple(self.per_gpu_idle_power_w) if self.per_gpu_idle_power_w is not None else None,
+            idle_window_s=idle.window_s,
+            energy_method=self.method,
+            energy_valid=idle.energy_valid,
+            energy_invalid_reasons=idle.energy_invalid_reasons,
+        )
 
-    def energy_between(self, t0_s: float, t1_s: float, net: bool = True) -> dict:
+    def energy_between(self, t0_s: float, t1_s: float, net: bool = True) -> WindowEnergy:
         """Energy of [t0_s, t1_s] (perf_counter s) from the recorded samples; see module doc."""
         if self.samples_power and (not self._series[0].t_s or self._series[0].t_s[-1] < t1_s):
             self.sample_once()  # the window usually ends just before this call
         window_s = t1_s - t0_s
         if self.meter.nominal_power_w is not None:
             per_gpu = [p * window_s for p in self.meter.nominal_power_w]
-            out = energy_dict(self.method, False, window_s, per_gpu, None, [], 0)
+            out = WindowEnergy.of(self.method, False, window_s, per_gpu, None, [], 0)
         elif not self.meter.devices:
-            out = energy_dict("none", False, window_s, None, None, ["no energy meter (energy_method none)"], 0)
+            out = WindowEnergy.of(EnergyMethod.NONE, False, window_s, None, None,
+                                  ["no energy meter (energy_method none)"], 0)
         else:
             with self._lock:
                 snapshot = [(list(s.t_s), list(s.energy_j), list(s.power_w)) for s in self._series]
             out = measured_energy(self.meter, snapshot, t0_s, t1_s)
         if self.device_indices is not None and self.meter.devices:
-            out["devices"] = list(self.device_indices)
-        idle = self.idle_power_w if net else None
-        out["idle_power_w"] = idle
-        out["energy_net_j"] = (
-            out["energy_j"] - idle * window_s if idle is not None and out["energy_j"] is not None else None
-        )
-        return out
+            out = out.on_devices(self.device_indices)
+        return out.net_of(self.idle_power_w if net else None)
 
     def power_series(self):
         """All samples as a DataFrame: t_s, device, power_w, energy_j (NaN where not read).
@@ -297,8 +235,3 @@ class TelemetrySession:
                         prev = (t_s, e_j)
         frame = pd.DataFrame(rows, columns=["t_s", "device", "power_w", "energy_j"])
         return frame.astype({"t_s": "float64", "power_w": "float64", "energy_j": "float64"})
-
-
-@dataclass
-class _WindowHolder:
-    measurement: Measurement | None = None

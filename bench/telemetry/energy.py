@@ -9,39 +9,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from bench.telemetry.base import Meter
+from bench.telemetry.types import Meter, WindowEnergy
 
 CROSS_CHECK_TOLERANCE = 0.05  # counter vs sampled power: larger relative gap -> invalid
 MIN_WINDOW_SAMPLES = 2  # fewer samples strictly inside a window -> invalid
 
 
-def energy_dict(method, measured, window_s, per_gpu, sampled, reasons, n_samples) -> dict:
-    """The energy dict of one window (J, W, s) from per-device energy `per_gpu` (J, None = not known)."""
-    energy_j = sum(per_gpu) if per_gpu is not None else None
-    return {
-        "energy_j": energy_j,
-        "per_gpu_energy_j": per_gpu,
-        "avg_power_w": energy_j / window_s if energy_j is not None and window_s > 0 else None,
-        "window_s": window_s,
-        "energy_method": method,
-        "measured": measured,
-        "energy_valid": not reasons,
-        "energy_invalid_reasons": reasons,
-        "sampled_energy_j": sampled,
-        "n_devices": len(per_gpu) if per_gpu is not None else 0,
-        "n_samples": n_samples,
-    }
-
-
-def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> dict:
-    """The energy dict of [t0_s, t1_s] from a meter's samples, (t_s, energy_j, power_w) lists per device."""
+def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> WindowEnergy:
+    """The energy of [t0_s, t1_s] from a meter's samples, (t_s, energy_j, power_w) lists per device;
+    `meter.has_counter` says whether the counter or the polled power is the figure."""
     reasons: list[str] = []
     per_gpu: list[float] = []
     sampled: list[float | None] = []
-    has_counter = meter.method not in ("nvml_power_sampled", "amdsmi_power_sampled")
+    has_counter = meter.has_counter
     n_inside = []
     for i, (ts, es, ps) in enumerate(snapshot):
         label = meter.devices[i]
@@ -84,7 +65,8 @@ def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> dict:
         per_gpu_out = None
     else:
         per_gpu_out = per_gpu
-    return energy_dict(meter.method, True, t1_s - t0_s, per_gpu_out, total_sampled, reasons, min(n_inside, default=0))
+    return WindowEnergy.of(meter.method, True, t1_s - t0_s, per_gpu_out, total_sampled, reasons,
+                           min(n_inside, default=0))
 
 
 def _edge_misses(ts, values, t0_s: float, t1_s: float) -> list[str]:
@@ -165,15 +147,15 @@ def trapezoid_j(ts: list[float], ps: list[float], t0_s: float, t1_s: float) -> f
     return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
 
 
-def per_token(energy: dict, output_tokens: float | None, total_tokens: float | None) -> dict:
-    """Energy per token (J/token) and tokens per joule, gross and net of the idle baseline."""
+def per_token(energy: WindowEnergy, output_tokens: float | None, total_tokens: float | None) -> dict[str, float | None]:
+    """Energy per token (J/token) and tokens per joule, gross and net of the idle baseline,
+    keyed by the names of the Energy group's fields."""
 
     def ratio(a, b):
         return a / b if a is not None and b else None
 
     out = {}
-    for suffix, key in (("", "energy_j"), ("_net", "energy_net_j")):
-        e_j = energy.get(key)
+    for suffix, e_j in (("", energy.energy_j), ("_net", energy.energy_net_j)):
         out[f"j_per_output_token{suffix}"] = ratio(e_j, output_tokens)
         out[f"j_per_token{suffix}"] = ratio(e_j, total_tokens)
         out[f"output_tok_per_j{suffix}"] = ratio(output_tokens, e_j)

@@ -7,12 +7,13 @@ this is an upper-bound-like figure, not a measurement.
 from __future__ import annotations
 
 from bench.errors import TelemetryError
-from bench.telemetry.base import Reading
+from bench.telemetry.types import EnergyMethod, Reading
 
 
 class NominalMeter:
-    method = "nominal"
+    method = EnergyMethod.NOMINAL.value
     measured = False
+    has_counter = False
     read_errors = 0
 
     def __init__(self, power_w: float, n_devices: int, hardware_id: str | None, indices: list[int] | None = None):

@@ -11,7 +11,7 @@ lags steps in load and the counter is the figure of record. On boards without th
 from __future__ import annotations
 
 from bench.errors import TelemetryError
-from bench.telemetry.base import Reading
+from bench.telemetry.types import EnergyMethod, Reading
 
 
 def import_pynvml():
@@ -35,9 +35,10 @@ class NvmlMeter:
         self.names = names
         self.archs = archs
         self.use_counter = use_counter
+        self.has_counter = use_counter  # the Meter capability: the counter, not polled power, is the figure
         self.has_power = has_power
         self.driver_version = driver
-        self.method = "nvml_counter" if use_counter else "nvml_power_sampled"
+        self.method = (EnergyMethod.NVML_COUNTER if use_counter else EnergyMethod.NVML_POWER_SAMPLED).value
         self.counter_range_j = [None] * len(handles)
         self.read_errors = 0
         self.last_error: str | None = None

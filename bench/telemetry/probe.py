@@ -118,7 +118,7 @@ def measure_nvml_counter(nvml=None, gpu_index: int = 0, load: Callable[[float], 
     changes, last = [], None
     end = clock() + poll_s
     while clock() < end:
-        if tel.method == "nvml_counter":
+        if tel.meter.has_counter:
             value = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         else:
             value = nvml.nvmlDeviceGetPowerUsage(handle)
@@ -133,7 +133,7 @@ def measure_nvml_counter(nvml=None, gpu_index: int = 0, load: Callable[[float], 
     t1 = clock()
     energy = tel.energy_between(t0 + min(0.5, load_s / 4), t1)
     tel.stop()
-    counter_j, sampled_j = energy["energy_j"], energy["sampled_energy_j"]
+    counter_j, sampled_j = energy.energy_j, energy.sampled_energy_j
     return {
         "energy_method": tel.method,
         "update_period_s": statistics.median(gaps) if gaps else None,
@@ -142,7 +142,7 @@ def measure_nvml_counter(nvml=None, gpu_index: int = 0, load: Callable[[float], 
         "counter_energy_j": counter_j,
         "sampled_energy_j": sampled_j,
         "counter_vs_sampled": (sampled_j - counter_j) / counter_j if counter_j and sampled_j is not None else None,
-        "avg_power_w": energy["avg_power_w"],
+        "avg_power_w": energy.avg_power_w,
     }
 
 

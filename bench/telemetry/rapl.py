@@ -12,15 +12,16 @@ import re
 from pathlib import Path
 
 from bench.errors import TelemetryError
-from bench.telemetry.base import Reading
+from bench.telemetry.types import EnergyMethod, Reading
 
 DEFAULT_ROOT = "/sys/class/powercap"
 _PACKAGE = re.compile(r"^intel-rapl:\d+$")
 
 
 class RaplMeter:
-    method = "rapl"
+    method = EnergyMethod.RAPL.value
     measured = True
+    has_counter = True
     nominal_power_w = None
 
     def __init__(self, zones: list[Path], labels: list[str], ranges_j: list[float | None]):

@@ -15,8 +15,9 @@ Every read is a signed request and its answer must carry the agent's signature
 from __future__ import annotations
 
 from bench.engines.multinode import NodeClient
-from bench.errors import EngineError, TelemetryError
-from bench.telemetry.base import Reading, TelemetrySession
+from bench.errors import EngineError, TelemetryError, one_line
+from bench.telemetry.base import TelemetrySession
+from bench.telemetry.types import EnergyMethod, Reading
 
 READ_TIMEOUT_S = 1.0  # one agent read; a slower one is a missed read, not a stalled sampler
 
@@ -30,7 +31,12 @@ class RemoteMeter:
             first = client.energy()
         except EngineError as e:
             raise TelemetryError(f"energy of {e}") from None
-        self.method = first.method
+        try:  # the agent names its method; the method says what it reads
+            self.method = EnergyMethod(first.method).value
+        except (TypeError, ValueError):
+            raise TelemetryError(f"energy of node {client.addr}: unknown energy method "
+                                 f"{one_line(str(first.method))!r}") from None
+        self.has_counter = EnergyMethod(self.method).has_counter
         self.measured = first.measured
         self.devices = [f"{client.addr}/{d}" for d in first.devices]
         self.counter_range_j = list(first.counter_range_j)
@@ -69,6 +75,7 @@ class NodesMeter:
         self.local = local
         self.remotes = remotes
         self.method = local.method
+        self.has_counter = local.has_counter  # one method on every node, so one capability
         self.measured = local.measured and all(r.measured for r in remotes)
         self.devices = [f"head/{d}" for d in local.devices] + [d for r in remotes for d in r.devices]
         self.counter_range_j = list(local.counter_range_j) + [c for r in remotes for c in r.counter_range_j]
