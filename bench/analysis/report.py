@@ -29,13 +29,8 @@ from bench.measure.groups import Energy, Metrics, ServerCounters, metric_label
 from bench.results import RunResult, read_summary
 from bench.results.schema import PARQUET_READ_OPTIONS
 from bench.store import run_models
-from bench.store.costmodel import (
-    CSV_FLOAT_FORMAT,
-    build_table,
-    engine_version_of,
-    point_rows,
-    rows_to_frame,
-)
+from bench.store.costmodel import CSV_FLOAT_FORMAT, build_table, rows_to_frame
+from bench.store.rows import engine_version_of, point_rows
 
 
 @dataclass

@@ -137,7 +137,7 @@ def run_point_tables(run_id: str, result: RunResult) -> dict:
     check_run_id(run_id)
     table = rows_to_arrow(point_rows(run_id, result, model_info=lambda _: {}, include_invalid=True))
     if table.num_rows == 0:  # no ok point: an empty file under the run's own hardware and model
-        parts = {partition_of(result.config.get("hardware_id"), (run_models(result) or [None])[0]): table}
+        parts = {partition_of(result.config.hardware_id, (run_models(result) or [None])[0]): table}
     else:
         of_row = [partition_of(hw, m) for hw, m in zip(table["hardware"].to_pylist(), table["model"].to_pylist())]
         parts = {part: table.filter(pa.array([p == part for p in of_row])) for part in sorted(set(of_row))}
