@@ -81,15 +81,14 @@ def test_parallel_sizes_become_vllm_flags():
     assert not {"pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel"} & set(plain)
 
 
-def test_every_registered_engine_satisfies_the_protocol():
+def test_every_registered_engine_resolves_to_its_class_of_its_kind():
+    """The registry's names resolve to classes of the kind the catalog says. That each class has
+    the members of its protocol, with their signatures, is the type checker's job:
+    bench/engines/conformance.py, checked by mypy in tests/test_lint.py."""
     assert engine_names() == list(ENGINES) and {"vllm", "vllm-offline", "hf", "endpoint"} <= set(ENGINES)
     for name, entry in ENGINES.items():
         cls = engine_class(name)
         assert cls.name == name and cls.kind == entry.kind in ("server", "batch")
-        needed = ["from_config", "launch_args", "version", "start", "stop", "alive", "log_tail"]
-        needed += ["healthy", "server_counters", "reset_prefix_cache"] if cls.kind == "server" else ["generate_batch", "note"]
-        missing = [m for m in needed if not callable(getattr(cls, m, None))]
-        assert missing == [], f"{name} lacks {missing}"
 
 
 def test_unknown_engine_names_the_registry():

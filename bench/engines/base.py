@@ -51,8 +51,15 @@ class Engine(Protocol):
 class ServerEngine(Engine, Protocol):
     """kind "server": an OpenAI-compatible server the streaming client drives."""
 
-    base_url: str
-    served_model: str
+    @property
+    def base_url(self) -> str:
+        """http://host:port of the server (no /v1)."""
+        ...
+
+    @property
+    def served_model(self) -> str:
+        """The model name requests carry."""
+        ...
 
     def healthy(self) -> bool:
         """Alive and answering its health check."""

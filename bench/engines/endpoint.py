@@ -13,7 +13,7 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from bench.engines.base import EngineCounters, EngineDied, reset_prefix_cache
@@ -47,8 +47,8 @@ def split_userinfo(url: str) -> tuple[str, str | None]:
 class Endpoint:
     """Benchmarks `base_url` without launching anything; start() only checks it answers."""
 
-    name = "endpoint"
-    kind = "server"
+    name: ClassVar[str] = "endpoint"
+    kind: ClassVar[str] = "server"
 
     def __init__(self, base_url: str, served_model: str, log_path: Path, n_gpus: int = 1,
                  headers: dict[str, str] | None = None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.catalog.engines import installed_version
 from bench.engines.base import BatchOutput, BatchRequest, EngineDied
@@ -53,8 +53,8 @@ class HfEngine:
     drops it.
     """
 
-    name = "hf"
-    kind = "batch"
+    name: ClassVar[str] = "hf"
+    kind: ClassVar[str] = "batch"
 
     def __init__(self, model_path: str, served_model: str, log_path: Path, config=None, model_spec=None,
                  device: str = "cpu", seed: int = 0):

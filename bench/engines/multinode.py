@@ -20,7 +20,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -197,7 +197,7 @@ def start_request(cfg: Any, node_rank: int, rdv: Rendezvous, device: str) -> Sta
 class MultiNodeEngine:
     """The head's engine (the API server) and the followers' headless processes, as one engine."""
 
-    kind = "server"
+    kind: ClassVar[str] = "server"
 
     def __init__(self, head, cfg: Any, rdv: Rendezvous, device: str = "cuda", followers: list[NodeClient] | None = None):
         self.head = head

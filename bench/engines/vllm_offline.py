@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -65,8 +65,8 @@ class VllmOffline:
     model is loaded, `stop()` asks it to quit, then ends its process group.
     """
 
-    name = "vllm-offline"
-    kind = "batch"
+    name: ClassVar[str] = "vllm-offline"
+    kind: ClassVar[str] = "batch"
 
     def __init__(self, model_path: str, served_model: str, log_path: Path, engine_args: dict[str, Any] | None = None,
                  device: str = "cuda", n_gpus: int = 1, startup_timeout_s: float = 600.0,

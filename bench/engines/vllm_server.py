@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.catalog.engines import installed_version
 from bench.engines.base import (
@@ -39,8 +39,8 @@ class VllmServer:
     group and waits for `/health`, `stop()` ends the whole group.
     """
 
-    name = "vllm"
-    kind = "server"
+    name: ClassVar[str] = "vllm"
+    kind: ClassVar[str] = "server"
 
     def __init__(
         self,
