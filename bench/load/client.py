@@ -140,7 +140,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._t = self.t_data_s = time.perf_counter()
         if self._done is None:  # bytes nobody asked for: this connection cannot be trusted
-            self.transport.abort()
+            if self.transport is not None:
+                self.transport.abort()
             return
         try:
             self.parser.feed_data(data)
@@ -169,7 +170,8 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self._status == 200:
-            self._sse.feed(body, self._t)
+            if self._sse is not None:  # set by request() before any response can arrive
+                self._sse.feed(body, self._t)
         elif len(self._error_body) < ERROR_BODY_BYTES:
             self._error_body += body[:ERROR_BODY_BYTES - len(self._error_body)]
 
@@ -179,6 +181,8 @@ class _Connection(asyncio.Protocol):
     # one request
     def request(self, head_and_body: bytes, sse: StreamParser, record: RequestRecord) -> asyncio.Future:
         """Write one request (stamping `record.t_send` just before); the future ends with the response."""
+        if self.transport is None:  # only after connection_made (create_connection returns after it)
+            raise ResponseEnded("the connection is not open")
         self._sse, self._status, self._error_body = sse, 0, b""
         self._headers_done = self._framed = False
         self._done = asyncio.get_running_loop().create_future()
@@ -301,6 +305,8 @@ class StreamingClient:
         `parser`: a `StreamParser(record, keep_text=True)` to read the answer's text from after.
         """
         if body is None:
+            if prompt is None:
+                raise ValueError("send needs a prompt or an encoded body")
             body = self.body(prompt, record.n_out_expected)
         message = b"".join((self._head, b"X-Request-Id: ", f"{self.tag}-{record.request_id}".encode(),
                             b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
@@ -363,6 +369,9 @@ class _StallWatch:
         self.handle = asyncio.get_running_loop().call_later(self.stall_s, self._check)
 
     def _check(self) -> None:
+        stall_s = self.stall_s
+        if stall_s is None:  # arm() schedules no check without a stall limit
+            return
         last = self.rec.t_send
         proto = self.proto
         if proto is not None and proto.t_data_s is not None and proto.t_write_s is not None \
@@ -370,14 +379,15 @@ class _StallWatch:
             last = max(last, proto.t_data_s)  # a read of this request, not of the connection's previous one
         quiet_s = time.perf_counter() - last
         loop = asyncio.get_running_loop()
-        if quiet_s >= self.stall_s:
+        if quiet_s >= stall_s:
             got_headers = proto is not None and proto._headers_done and proto._sse is not None
             phase = "the next bytes" if got_headers else "a response"
-            self.reason = f"timeout: stalled, no bytes for {self.stall_s:g} s while waiting for {phase}"
+            self.reason = f"timeout: stalled, no bytes for {stall_s:g} s while waiting for {phase}"
             self.handle = None
-            self.deadline.reschedule(loop.time())
+            if self.deadline is not None:  # set by arm() before the first check is scheduled
+                self.deadline.reschedule(loop.time())
         else:
-            self.handle = loop.call_later(self.stall_s - quiet_s, self._check)
+            self.handle = loop.call_later(stall_s - quiet_s, self._check)
 
     def disarm(self) -> None:
         if self.handle is not None:

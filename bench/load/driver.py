@@ -51,13 +51,13 @@ async def run_point(job: LoadJob) -> PointRun:
     prep = prepare(job)
     records = prep.records
     async with StreamingClient(job.base_url, job.model, job.client) as client:
-        loop = LoadLoop(client, records, [], job.load, job.n_warmup, progress=job.progress, stalled=job.stalled,
+        loop = LoadLoop(client, records, [], job.server_load, job.n_warmup, progress=job.progress, stalled=job.stalled,
                         offsets=prep.offsets)
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(prep.payloads, records)]
         await loop.run()
     info = job.client.describe() | {"request_id_prefix": client.tag, "n_workers": 0}
-    return merge_point(records, job.load, info, [loop.watch.stats()])
+    return merge_point(records, job.load, info, [loop.stats()])
 
 
 def run_point_sync(job: LoadJob) -> PointRun:

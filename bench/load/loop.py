@@ -22,13 +22,13 @@ import collections
 import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bench.load.client import StreamingClient
 from bench.load.records import RequestRecord
 from bench.load.selfwatch import SelfWatch
-from bench.load.types import Barrier, Progress, Share, Stalled, Work
-from bench.plan.points import ConcurrencyLoad, LoadSpec
+from bench.load.types import Barrier, LoopStats, Progress, Sender, ServerLoad, Share, Stalled, Work
+from bench.plan.points import ConcurrencyLoad
 
 LAUNCHES_PER_ITERATION = 16  # request launches per event-loop iteration; 0: no pacing
 STALL_SHOW_S = 10.0  # an in-flight request with no token for this long is shown as stalled
@@ -88,7 +88,7 @@ class _Tracker:
                 "output_tokens": self.output_tokens,
                 "elapsed_s": 0.0 if self.t_first_send is None else now - self.t_first_send}
 
-    async def send(self, client: StreamingClient, rec: RequestRecord, body: bytes) -> None:
+    async def send(self, client: Sender, rec: RequestRecord, body: bytes) -> None:
         await self.gate.wait()
         rec.worker = self.worker
         self.open[rec.request_id] = rec
@@ -155,7 +155,7 @@ class LoadLoop:
     loop sends is decided by `work` (closed loops: the next index of the phase) and `share`
     (rate loads: every n_workers-th arrival of the global schedule)."""
 
-    def __init__(self, client: StreamingClient, records: list[RequestRecord], bodies: list[bytes], spec: LoadSpec,
+    def __init__(self, client: StreamingClient, records: list[RequestRecord], bodies: Sequence[bytes], spec: ServerLoad,
                  n_warmup: int, *, share: Share | None = None, work: Work | None = None,
                  barrier: Barrier = _no_barrier, progress: Progress | None = None, stalled: Stalled | None = None,
                  offsets: list[float] | None = None, should_stop: Callable[[], bool] = lambda: False):
@@ -166,6 +166,12 @@ class LoadLoop:
         self.barrier, self.stalled, self.should_stop = barrier, stalled, should_stop
         self.tracker = _Tracker(progress, len(records), self.share.index)
         self.watch: SelfWatch | None = None
+
+    def stats(self, index: int = 0, pid: int | None = None) -> LoopStats:
+        """The self-watch figures of the measured phase (SelfWatch.stats), once run() has run it."""
+        if self.watch is None:
+            raise RuntimeError("no measured phase has run in this loop")
+        return self.watch.stats(index, pid)
 
     def width(self) -> int:
         spec = self.spec
@@ -207,7 +213,7 @@ class LoadLoop:
     async def _open(self, t_start: float | None) -> None:
         spec, nw, offsets = self.spec, self.n_warmup, self.offsets
         n = len(self.records) - nw
-        cap_total = spec.max_concurrency
+        cap_total = None if isinstance(spec, ConcurrencyLoad) else spec.max_concurrency  # run() opens no closed load
         cap = asyncio.Semaphore(max(self.share.part(cap_total), 1)) if cap_total else None
 
         async def one(i: int) -> None:
@@ -249,19 +255,21 @@ def _stall_reporter(tracker: _Tracker, stalled: Stalled | None, every_s: float =
         yield
         return
     loop = asyncio.get_running_loop()
-    state = {"n": 0, "handle": None}
+    shown = 0  # the stalled count last reported
+    handle: asyncio.TimerHandle  # the next tick
 
     def tick() -> None:
+        nonlocal shown, handle
         n = tracker.n_stalled(time.perf_counter())
-        if n != state["n"]:
-            state["n"] = n
+        if n != shown:
+            shown = n
             stalled(n)
-        state["handle"] = loop.call_later(every_s, tick)
+        handle = loop.call_later(every_s, tick)
 
-    state["handle"] = loop.call_later(every_s, tick)
+    handle = loop.call_later(every_s, tick)
     try:
         yield
     finally:
-        state["handle"].cancel()
-        if state["n"]:
+        handle.cancel()
+        if shown:
             stalled(0)

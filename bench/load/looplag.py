@@ -33,9 +33,12 @@ class LoopLagMonitor:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
+        task = self._task
+        if task is None:  # never entered
+            return
+        task.cancel()
         try:
-            await self._task
+            await task
         except asyncio.CancelledError:
             pass
 

@@ -35,10 +35,10 @@ def in_flight_reach(measured: list[RequestRecord], target: int) -> tuple[int, Re
 
 def worst_lag(loops: list[LoopStats]) -> dict:
     """The loop-lag figures of the loop whose lag p99 is worst (None figures without samples)."""
-    sampled = [w for w in loops if w.loop_lag_s_p99 is not None]
+    sampled = [(w.loop_lag_s_p99, w) for w in loops if w.loop_lag_s_p99 is not None]
     if not sampled:
         return dict(NO_LAG)
-    return max(sampled, key=lambda w: w.loop_lag_s_p99).lag()
+    return max(sampled, key=lambda pw: pw[0])[1].lag()
 
 
 def merge_point(records: list[RequestRecord], spec: LoadSpec, client: dict, loops: list[LoopStats]) -> PointRun:
@@ -53,7 +53,7 @@ def merge_point(records: list[RequestRecord], spec: LoadSpec, client: dict, loop
         target_c = min(spec.concurrency, len(meas))
         peak, reach = in_flight_reach(meas, target_c)
         reached = reach is not None
-        t0 = reach.t_send if reached else span_t0
+        t0 = reach.t_send if reach is not None else span_t0
         target_rate = None
     else:  # rate and trace loads
         peak, _ = in_flight_reach(meas, 0)

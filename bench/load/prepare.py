@@ -41,9 +41,10 @@ def prepare(job: LoadJob) -> Prepared:
         offsets = arrival_offsets_s(n_meas, spec.rate_rps, spec.arrival, spec.burstiness, job.seed).tolist()
     elif isinstance(spec, TraceLoad):
         sched = [p.t_sched_s for p in prompts[n_warmup:]]
-        if any(t is None for t in sched):
+        known = [t for t in sched if t is not None]
+        if len(known) < len(sched):
             raise ConfigError("a trace load replays a trace workload's timestamps; this workload has none")
-        offsets = [t - sched[0] for t in sched]
+        offsets = [t - known[0] for t in known]
     else:
         offsets = []
     return Prepared(records, payloads, offsets)

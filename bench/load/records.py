@@ -93,8 +93,9 @@ class RequestRecord:
     def from_row(cls, row: dict) -> RequestRecord:
         names = cls.__dataclass_fields__
         kw = {k: v for k, v in row.items() if k in names}
-        kw["chunk_t"] = [float(x) for x in (kw.get("chunk_t") if kw.get("chunk_t") is not None else [])]
-        kw["chunk_tokens"] = [int(x) for x in (kw.get("chunk_tokens") if kw.get("chunk_tokens") is not None else [])]
+        chunk_t, chunk_tokens = kw.get("chunk_t"), kw.get("chunk_tokens")  # None, or a list / array from a row
+        kw["chunk_t"] = [float(x) for x in (chunk_t if chunk_t is not None else [])]
+        kw["chunk_tokens"] = [int(x) for x in (chunk_tokens if chunk_tokens is not None else [])]
         for k in ("t_first", "t_last", "t_done", "t_sched", "n_in", "error", "t_first_reasoning", "t_first_answer",
                   "session", "turn"):
             v = kw.get(k)

@@ -39,7 +39,7 @@ from bench.load.merge import merge_point
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser
 from bench.load.tokens import words
-from bench.load.types import LoadJob, PointRun
+from bench.load.types import LoadJob, PointRun, Sender
 from bench.plan.inputs import read_sessions
 from bench.plan.points import ConcurrencyLoad
 
@@ -117,6 +117,8 @@ class ChatSessions:
 
     def _load(self) -> list[tuple[str, ...]]:
         if self._conversations is None:
+            if self.path is None:  # only a file's conversations are loaded (_user_turns, describe)
+                raise ConfigError("a synthetic sessions workload has no conversations file")
             self._conversations = read_sessions(self.path)  # parsed and checked as the plan does
         return self._conversations
 
@@ -146,10 +148,10 @@ class _AnswerKeeper:
             self.answers[record.request_id] = parser.answer_text
 
 
-Send = Callable[[object, RequestRecord, bytes], Awaitable[None]]  # (client, record, body); LoadLoop's tracker
+Send = Callable[[Sender, RequestRecord, bytes], Awaitable[None]]  # (client, record, body); LoadLoop's tracker
 
 
-async def _send_direct(client, record: RequestRecord, body: bytes) -> None:
+async def _send_direct(client: Sender, record: RequestRecord, body: bytes) -> None:
     try:
         await client.send(record, body=body)
     finally:
@@ -169,8 +171,9 @@ async def run_sessions(client: StreamingClient, sessions: Sequence[Session], rec
     async def play(session: Session) -> None:
         messages: list[dict] = []
         for j, user in enumerate(session.users):
-            if j and think_time_s > 0:
-                await _until(records[session.first_request + j - 1].t_done + think_time_s)
+            t_prev_done = records[session.first_request + j - 1].t_done if j else None
+            if t_prev_done is not None and think_time_s > 0:  # send() stamps t_done
+                await _until(t_prev_done + think_time_s)
             if should_stop():
                 return
             rec = records[session.first_request + j]
@@ -208,11 +211,12 @@ class SessionLoop(LoadLoop):
 
     def __init__(self, client: StreamingClient, sessions: Sequence[Session], records: list[RequestRecord],
                  spec: ConcurrencyLoad, n_warmup: int, think_time_s: float = 0.0, **kw):
-        super().__init__(client, records, [], spec, n_warmup, work=_PhaseWork(), **kw)
+        self.phase_work = _PhaseWork()
+        super().__init__(client, records, [], spec, n_warmup, work=self.phase_work, **kw)
         self.sessions, self.think_time_s = list(sessions), think_time_s
 
     async def _closed(self, slots: int) -> None:
-        begin, end = self.work.begin, self.work.end
+        begin, end = self.phase_work.begin, self.phase_work.end
         phase = [s for s in self.sessions if begin <= s.first_request < end]
         await run_sessions(self.client, phase, self.records, slots, self.think_time_s,
                            send=self.tracker.send, should_stop=self.should_stop)
@@ -238,4 +242,4 @@ async def run_sessions_point(job: LoadJob) -> PointRun:
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         await loop.run()
     info = cfg.describe() | {"request_id_prefix": client.tag, "n_workers": 0}
-    return merge_point(records, spec, info, [loop.watch.stats()])
+    return merge_point(records, spec, info, [loop.stats()])

@@ -81,6 +81,8 @@ def run_static_point(engine: BatchEngine, point, workload: Workload,
         if phase == "measured":
             window_t0_s = output.t_send if window_t0_s is None else window_t0_s
             window_t1_s = output.t_done
+    if window_t0_s is None or window_t1_s is None:  # n_requests >= 1 makes at least one measured batch
+        raise ConfigError(f"point {point.point_id}: no measured batch")
     failed = sum(1 for r in records if not r.ok)
     engine.note(f"point {point.point_id}: {n_warm} warm-up + {n_batches} batches of {batch}, "
                 f"window {window_t1_s - window_t0_s:.3f} s, total {clock() - t0:.3f} s, {failed} failed")

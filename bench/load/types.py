@@ -21,6 +21,15 @@ from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad, pa
 Progress = Callable[[dict], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
 Stalled = Callable[[int], None]  # called with the number of in-flight requests quiet for loop.STALL_SHOW_S
 Barrier = Callable[[str], Awaitable[float | None]]  # phase -> shared start time (perf_counter s) or None
+ServerLoad = ConcurrencyLoad | RateLoad | TraceLoad  # the loads a server point runs (an offline load is a batch engine's)
+
+
+class Sender(Protocol):
+    """What a loop sends one request through: bench.load.client.StreamingClient, or the sessions'
+    answer keeper standing in for it (bench.load.sessions)."""
+
+    async def send(self, record: RequestRecord, prompt: list[int] | str | None = None,
+                   body: bytes | None = None) -> RequestRecord: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,14 @@ class LoadJob:
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"need workers >= 0 (or None: chosen), got {self.workers}")
 
+    @property
+    def server_load(self) -> ServerLoad:
+        """`load`, narrowed: __post_init__ parsed it and refused an offline load."""
+        load = self.load
+        if not isinstance(load, (ConcurrencyLoad, RateLoad, TraceLoad)):
+            raise ConfigError(f"an {load.kind} load needs a batch engine (vllm-offline, hf), not a server")
+        return load
+
 
 @dataclass(frozen=True)
 class Share:
@@ -138,7 +155,8 @@ class LoopStats:
         """Back from run.json's `client.workers[]` (an older writer may lack a figure: None, or 0
         for a count; a key this version does not know is left out)."""
         counts = {"loop_lag_samples", "backlog_samples", "index"}
-        return cls(**{f.name: d.get(f.name, 0 if f.name in counts else None) for f in fields(cls)})
+        kw: dict[str, Any] = {f.name: d.get(f.name, 0 if f.name in counts else None) for f in fields(cls)}
+        return cls(**kw)
 
     def lag(self) -> dict[str, Any]:
         """Its loop-lag figures, as PointRun.loop_lag holds the worst loop's."""

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError, ConfigError, one_line
 from bench.load.client import ClientConfig, StreamingClient, raise_fd_limit
 from bench.load.feed import IndexFeed, PipeWork
 from bench.load.loop import LoadLoop, new_event_loop
@@ -50,8 +50,8 @@ from bench.load.merge import merge_point
 from bench.load.prepare import prepare
 from bench.load.records import RequestRecord
 from bench.load.team import BEAT_S, Team
-from bench.load.types import LoadJob, LoopStats, PointRun, Share
-from bench.plan.points import ConcurrencyLoad, LoadSpec, parse_load
+from bench.load.types import LoadJob, LoopStats, PointRun, ServerLoad, Share
+from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad, parse_load
 
 STREAMS_PER_WORKER = 256  # concurrent streams one worker is planned for (one core carries ~75k tok/s here)
 PROGRESS_EVERY_S = 0.1  # a worker reports progress at most this often
@@ -79,22 +79,27 @@ def choose_workers(load: LoadSpec | dict, n_requests: int, cores: int | None = N
     spec = parse_load(load)
     if isinstance(spec, ConcurrencyLoad):
         streams = spec.concurrency
-    else:
+    elif isinstance(spec, (RateLoad, TraceLoad)):
         streams = spec.max_concurrency or n_requests
+    else:
+        raise ConfigError(f"an {spec.kind} load needs a batch engine (vllm-offline, hf), not client workers")
     cores = available_cores() if cores is None else cores
     spare = max(1, (cores - 2) // 2)
     return max(1, min(math.ceil(streams / STREAMS_PER_WORKER), spare, streams))
 
 
-class SharedBodies(Sequence):
+class SharedBodies(Sequence[bytes]):
     """The point's request bodies in one shared-memory block; `bodies[i]` -> bytes."""
 
     def __init__(self, name: str, offsets: list[int], create_from: list[bytes] | None = None):
         self.offsets = offsets
         if create_from is not None:
             self.shm = shared_memory.SharedMemory(create=True, size=max(offsets[-1], 1))
+            buf = self.shm.buf
+            if buf is None:  # None only once closed
+                raise BenchError("the shared memory block of the request bodies is closed")
             for i, b in enumerate(create_from):
-                self.shm.buf[offsets[i]:offsets[i + 1]] = b
+                buf[offsets[i]:offsets[i + 1]] = b
         else:
             self.shm = shared_memory.SharedMemory(name=name)
 
@@ -130,7 +135,7 @@ class WorkerJob:
     expected: list[tuple[str, int, int]]  # per request: phase, n_in_expected, n_out_expected
     bodies_name: str
     bodies_offsets: list[int]
-    load: LoadSpec
+    load: ServerLoad
     n_warmup: int
     offsets: list[float]  # open loops: the global schedule, s after the measured phase starts
     stall_reporting: bool
@@ -212,7 +217,7 @@ async def _work(job: WorkerJob, conn, commands, readers: dict, stop) -> tuple[li
         heart["handle"].cancel()
         loop.remove_reader(commands.fileno())
         bodies.close()
-    return records, ll.watch.stats(job.index, os.getpid())
+    return records, ll.stats(job.index, os.getpid())
 
 
 def process_context(preload: list[str]):
@@ -228,7 +233,7 @@ def process_context(preload: list[str]):
 
 def run_point_workers(job: LoadJob) -> PointRun:
     """`bench.load.driver.run_point` in `job.workers` client processes (None: `choose_workers`)."""
-    spec, n_warmup, cfg, workers = job.load, job.n_warmup, job.client, job.workers
+    spec, n_warmup, cfg, workers = job.server_load, job.n_warmup, job.client, job.workers
     prep = prepare(job)
     records, payloads = prep.records, prep.payloads
     n = workers if workers else choose_workers(spec, job.n_requests)

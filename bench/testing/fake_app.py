@@ -221,7 +221,8 @@ class _App:
 
     async def metrics(self, request: web.Request) -> web.Response:
         counts = [self.counters()]
-        if self.peers and request.transport.get_extra_info("sockname")[1] == self.shared_port:
+        transport = request.transport  # None only once the connection is gone
+        if self.peers and transport is not None and transport.get_extra_info("sockname")[1] == self.shared_port:
             async with aiohttp.ClientSession() as session:  # the server's total, not this process's share
                 for port in self.peers:
                     async with session.get(f"http://127.0.0.1:{port}/fake/counters") as r:
@@ -264,7 +265,8 @@ class _App:
         )
         n_think = min(cfg.reasoning_tokens, n_out) if chat else 0
         # chunks: [t_write, tokens carried]; the first `reasoning_tokens` generated tokens were reasoning
-        record = {"t_recv": t_recv, "chunks": [], "prompt_tokens": n_prompt, "reasoning_tokens": n_think}
+        chunks: list[list[float]] = []
+        record = {"t_recv": t_recv, "chunks": chunks, "prompt_tokens": n_prompt, "reasoning_tokens": n_think}
         if cfg.record_prompts and isinstance(ask.prompt, list):
             record["prompt"] = ask.prompt
         if chat:
@@ -283,7 +285,7 @@ class _App:
                 else ""
             )
             data = f"data: {head}{choice or ''}]{usage}}}\n\n".encode()
-            record["chunks"].append([time.perf_counter(), n_tok])
+            chunks.append([time.perf_counter(), n_tok])
             await resp.write(data)
 
         if chat and cfg.role_chunk:
@@ -296,7 +298,8 @@ class _App:
         done = 0
         while done < n_out:
             if done and cut_after is not None and done >= cut_after:
-                request.transport.abort()  # a broken stream: no [DONE], no chunked terminator
+                if request.transport is not None:  # None: the client has gone already
+                    request.transport.abort()  # a broken stream: no [DONE], no chunked terminator
                 return resp
             if done and stall_after is not None and done >= stall_after:
                 await self._hold(request)
@@ -322,7 +325,7 @@ class _App:
                 f'data: {head}],"usage":{{"prompt_tokens":{n_prompt},"total_tokens":{n_prompt + done},'
                 f'"completion_tokens":{done}}}}}\n\n'
             )
-            record["chunks"].append([time.perf_counter(), 0])
+            chunks.append([time.perf_counter(), 0])
             await resp.write(final.encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

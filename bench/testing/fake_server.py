@@ -82,9 +82,12 @@ class FakeServer:
         self._app: _App | None = None
 
     async def _release(self) -> None:
-        if self._app.release is None:
-            self._app.release = asyncio.Event()
-        self._app.release.set()
+        app = self._app
+        if app is None:  # the thread never made its app
+            return
+        if app.release is None:
+            app.release = asyncio.Event()
+        app.release.set()
 
     @property
     def base_url(self) -> str:
@@ -117,11 +120,14 @@ class FakeServer:
                 if pipe is not None:
                     pipe.close()
         self._procs, self._control_ports = [], []
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._release(), self._loop).result(timeout=10)
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+        loop, runner, thread = self._loop, self._runner, self._thread
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self._release(), loop).result(timeout=10)
+            if runner is not None:  # None: the thread failed before its runner was made
+                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(timeout=10)
             self._loop = None
 
     def _spawn(self, port: int, index: int | None = None) -> subprocess.Popen:
@@ -137,6 +143,8 @@ class FakeServer:
     @staticmethod
     def _ports(proc: subprocess.Popen) -> list[int]:
         """The ports a starting server process reports: the one it serves on, then its control port."""
+        if proc.stdout is None:  # _spawn always pipes it
+            raise RuntimeError("fake server process started without a stdout pipe")
         line = proc.stdout.readline()
         if not line.startswith("FAKE_SERVER_PORT "):
             raise RuntimeError(f"fake server did not start: {line!r}")
@@ -152,9 +160,13 @@ class FakeServer:
             rest = [self._spawn(self.port, i) for i in range(1, self.processes)]
             self._control_ports = [first_control] + [self._ports(proc)[1] for proc in rest]
             for proc in self._procs:  # each learns the others' control ports, for /metrics on the shared port
+                if proc.stdin is None or proc.stdout is None:  # _spawn pipes both when given an index
+                    raise RuntimeError("fake server process started without its pipes")
                 proc.stdin.write("PEERS " + " ".join(map(str, self._control_ports)) + "\n")
                 proc.stdin.flush()
             for proc in self._procs:
+                if proc.stdout is None:
+                    raise RuntimeError("fake server process started without a stdout pipe")
                 if (line := proc.stdout.readline()) != "FAKE_SERVER_READY\n":
                     raise RuntimeError(f"fake server process did not get ready: {line!r}")
         except BaseException:
@@ -163,7 +175,7 @@ class FakeServer:
 
     def _start_thread(self) -> None:
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         async def start() -> None:
             self._app = _App(self.config)
@@ -174,10 +186,10 @@ class FakeServer:
             self.port = self._runner.addresses[0][1]
 
         def main() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(start())
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(start())
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
 
         self._thread = threading.Thread(target=main, name="fake-server", daemon=True)
         self._thread.start()
