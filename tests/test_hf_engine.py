@@ -53,8 +53,8 @@ def test_static_batches_become_token_exact_records(tiny, engine):
         assert r.e2e_s - r.ttft_s == pytest.approx(sum(r.itl_s))
     assert t0 == measured[0].t_send and t1 == max(r.t_last for r in measured)
     m = summarize(records, window=(t0, t1), n_gpus=1)
-    assert m["window_output_tokens"] == 16
-    assert m["output_tok_s"] == pytest.approx(16 / (t1 - t0))
+    assert m.window_output_tokens == 16
+    assert m.output_tok_s == pytest.approx(16 / (t1 - t0))
     assert "point p: 1 warm-up + 2 batches of 2" in engine.log_tail()
 
 

@@ -43,9 +43,9 @@ def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_
         assert point.server.counter_delta["prompt_tokens"] == sum(r.n_in for r in records)
         assert not any("token mismatch" in r for r in point.invalid_reasons)
         m = point.metrics
-        assert m["n_measured"] == 6 and m["n_failed"] == 0
-        assert 0 < m["ttft_s_p50"] <= m["e2e_s_p50"]
-        assert m["output_tok_s"] > 0 and m["tok_s_per_gpu"] == pytest.approx(m["total_tok_s"])
+        assert m.n_measured == 6 and m.n_failed == 0
+        assert 0 < m.ttft_s_p50 <= m.e2e_s_p50
+        assert m.output_tok_s > 0 and m.tok_s_per_gpu == pytest.approx(m.total_tok_s)
         client_out += sum(r.n_out for r in records)
         client_in += sum(r.n_in for r in records)
     assert after.generation_tokens - before.generation_tokens == client_out

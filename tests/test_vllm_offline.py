@@ -137,8 +137,8 @@ def test_an_offline_batch_is_token_exact_inside_its_window(offline):
     assert (facts["span_t0_s"], facts["span_t1_s"]) == (t0, t1)
     assert facts["max_in_flight"] == facts["target_concurrency"] == 8 and facts["target_reached"]
     m = summarize(records, window=(t0, t1), n_gpus=1)
-    assert m["window_output_tokens"] == 8 * 16 and m["window_input_tokens"] == 8 * 16
-    assert m["output_tok_s"] == pytest.approx(128 / (t1 - t0))
+    assert m.window_output_tokens == 8 * 16 and m.window_input_tokens == 8 * 16
+    assert m.output_tok_s == pytest.approx(128 / (t1 - t0))
     assert engine.alive() and engine.version() == engine.vllm_version
 
 
