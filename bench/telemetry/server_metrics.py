@@ -48,7 +48,9 @@ class ServerMetricsScraper:
     def __init__(self, base_url: str, interval_s: float = DEFAULT_INTERVAL_S,
                  clock: Callable[[], float] = time.perf_counter, fetch: Callable[..., tuple[int, str]] | None = None):
         if fetch is None:
-            from bench.engines.process import http_get as fetch
+            from bench.engines.process import http_get
+
+            fetch = http_get
         self.url = base_url.rstrip("/") + "/metrics"
         self.interval_s = interval_s
         self.clock = clock
