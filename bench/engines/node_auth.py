@@ -107,7 +107,8 @@ def sign_answer(secret: bytes, nonce: str, status: int, body: bytes) -> str:
 
 
 def answer_is_signed(secret: bytes, nonce: str, status: int, body: bytes, signature: str | None) -> bool:
-    return bool(signature) and hmac.compare_digest(sign_answer(secret, nonce, status, body), signature)
+    return signature is not None and bool(signature) and hmac.compare_digest(
+        sign_answer(secret, nonce, status, body), signature)
 
 
 class Unauthenticated(Exception):

@@ -73,7 +73,7 @@ def http_post(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
         return 0, str(e)
 
 
-CHILD_GROUP = {"process_group": 0}  # Popen: a process group of its own, in bench's session (see above)
+CHILD_PROCESS_GROUP = 0  # Popen(process_group=): a process group of its own, in bench's session (see above)
 LIFELINE = str(Path(__file__).with_name("lifeline.py"))  # run as a file: stdlib only, starts in ms
 WATCHDOG_GRACE_S = 10.0  # SIGTERM to SIGKILL, when bench is gone and its watchdog stops an engine
 RECORD_GLOB = ".*.proc.json"
@@ -133,7 +133,7 @@ class ChildProcess:
             # the signal fires when the starting *thread* ends: a request thread (bench node serve) must not ask
             argv = [sys.executable, "-I", "-S", LIFELINE, "exec", str(os.getpid()), "--", *argv]
         try:
-            proc = subprocess.Popen(argv, env=env, **streams, **CHILD_GROUP)
+            proc = subprocess.Popen(argv, env=env, process_group=CHILD_PROCESS_GROUP, **streams)
         except OSError as e:
             raise EngineError(f"could not start {self.argv[0]}: {e}") from None
         self._start_watchdog(proc.pid, log)
