@@ -122,6 +122,13 @@ class ChildProcess:
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(log, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    @property
+    def pid(self) -> int:
+        """The started process's id (start() sets it, or raises)."""
+        if self.proc is None:
+            raise EngineError(f"{self.argv[0]} was never started")
+        return self.proc.pid
+
     def _spawn(self, log, **streams) -> subprocess.Popen:
         """Popen of argv with `streams` in a new group, with its parent-death signal, watchdog
         (which writes to `log`, an open file) and record."""

@@ -111,7 +111,7 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
                 pr = settle_point(measure_point(point, cfg, engine, spec, plan, env, telemetry, ctx.run_dir, emit,
                                                 started, sink))  # no successful request: failed
             except EngineDied as e:
-                pr = died_point(point, f"engine died: {e}", getattr(e, "records", None), started, ctx.run_dir)
+                pr = died_point(point, f"engine died: {e}", e.records, started, ctx.run_dir)
                 engine.stop()
                 engine = None
                 restarts += 1
