@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.config import JsonDict
 
 if TYPE_CHECKING:
+    from bench.telemetry.server_metrics import ServerWindow
     from bench.telemetry.types import WindowEnergy
 
 
@@ -185,22 +186,24 @@ class ServerCounters(Group):
 
     @classmethod
     def from_measurements(cls, counter_delta: dict | None, client_counts: dict | None,
-                          reset: str | None = None, scraped: dict | None = None) -> ServerCounters:
+                          reset: str | None = None, scraped: ServerWindow | None = None) -> ServerCounters:
         """From the counter deltas, the client's counts, the reset outcome and
         `bench.telemetry.server_metrics.window_summary` (None: not scraped)."""
         d = counter_delta or {}
         queries, hits = d.get("prefix_cache_queries"), d.get("prefix_cache_hits")
         rate = hits / queries if queries and hits is not None else None
-        s = scraped or {}
+        w = scraped
         return cls(counter_delta=counter_delta, client_counts=client_counts, prefix_cache_reset=reset,
-                   prefix_cache_hit_rate=rate, metric_samples=s.get("n_samples"), metric_interval_s=s.get("interval_s"),
-                   preemptions_in_window=s.get("preemptions_in_window"),
-                   running_requests_max=s.get("running_requests_max"),
-                   running_requests_mean=s.get("running_requests_mean"),
-                   waiting_requests_max=s.get("waiting_requests_max"),
-                   waiting_requests_mean=s.get("waiting_requests_mean"),
-                   in_server_requests_max=s.get("in_server_requests_max"),
-                   kv_cache_usage_max=s.get("kv_cache_usage_max"), kv_cache_usage_mean=s.get("kv_cache_usage_mean"))
+                   prefix_cache_hit_rate=rate, metric_samples=w.n_samples if w else None,
+                   metric_interval_s=w.interval_s if w else None,
+                   preemptions_in_window=w.preemptions_in_window if w else None,
+                   running_requests_max=w.running_requests_max if w else None,
+                   running_requests_mean=w.running_requests_mean if w else None,
+                   waiting_requests_max=w.waiting_requests_max if w else None,
+                   waiting_requests_mean=w.waiting_requests_mean if w else None,
+                   in_server_requests_max=w.in_server_requests_max if w else None,
+                   kv_cache_usage_max=w.kv_cache_usage_max if w else None,
+                   kv_cache_usage_mean=w.kv_cache_usage_mean if w else None)
 
 
 class ClientLoad(Group):
