@@ -165,11 +165,11 @@ def test_scraper_samples_on_the_client_clock_and_summarizes_the_window():
     assert len(ts) >= 10 and ts == sorted(ts)
     assert ts[0] <= pr.window_t0_s and ts[-1] >= pr.span_t1_s  # same clock as the client's stamps
     s = scraper.summary_between(pr.window_t0_s, pr.window_t1_s)
-    assert s["n_samples"] >= 3 and s["interval_s"] == 0.05
-    assert s["running_requests_max"] == 3 and 0 < s["running_requests_mean"] <= 3
-    assert s["waiting_requests_max"] == 0 and s["in_server_requests_max"] == 3
-    assert s["kv_cache_usage_max"] == pytest.approx(3 * 76 / 65536)
-    assert s["preemptions_in_window"] >= 1  # the 3rd, 6th, 9th request was "preempted"
+    assert s.n_samples >= 3 and s.interval_s == 0.05
+    assert s.running_requests_max == 3 and 0 < s.running_requests_mean <= 3
+    assert s.waiting_requests_max == 0 and s.in_server_requests_max == 3
+    assert s.kv_cache_usage_max == pytest.approx(3 * 76 / 65536)
+    assert s.preemptions_in_window >= 1  # the 3rd, 6th, 9th request was "preempted"
     frame = scraper.frame()
     assert list(frame.columns) == ["t_s", "metric", "value"]
     assert set(frame["metric"]) == {"running_requests", "waiting_requests", "kv_cache_usage", "preemptions",
@@ -182,10 +182,10 @@ def test_window_summary_counters_bracket_the_window_and_gauges_stay_inside():
                (2.0, {"running_requests": 4, "waiting_requests": 0, "preemptions": 5}),
                (3.0, {"running_requests": 0, "waiting_requests": 0, "preemptions": 6})]
     s = window_summary(samples, 0.5, 2.5, 1.0)
-    assert s["n_samples"] == 2 and s["running_requests_max"] == 4 and s["running_requests_mean"] == 3
-    assert s["in_server_requests_max"] == 4 and s["kv_cache_usage_max"] is None
-    assert s["preemptions_in_window"] == 5  # 6 (at 3.0) - 1 (at 0.0)
-    assert window_summary(samples, 3.5, 4.0)["preemptions_in_window"] is None  # no sample after the window
+    assert s.n_samples == 2 and s.running_requests_max == 4 and s.running_requests_mean == 3
+    assert s.in_server_requests_max == 4 and s.kv_cache_usage_max is None
+    assert s.preemptions_in_window == 5  # 6 (at 3.0) - 1 (at 0.0)
+    assert window_summary(samples, 3.5, 4.0).preemptions_in_window is None  # no sample after the window
 
 
 def test_a_server_without_metrics_gives_no_samples_and_is_soon_left_alone():

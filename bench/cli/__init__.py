@@ -38,7 +38,7 @@ class BenchClickError(click.ClickException):
 
     def __init__(self, error: BenchError):
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click types it a ClassVar; each error carries its own code
 
     def show(self, file=None):  # a message may quote a store's ids or a URL: no secret, no control character
         from bench.escape import terminal_text

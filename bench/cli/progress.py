@@ -87,7 +87,7 @@ class Progress:
         self.disable = (not self.file.isatty()) if disable is None else disable
         self.clock = clock
         self.header = header or (lambda prepared: prepared.note)
-        self.n_points = None
+        self.n_points: int | None = None
         self.run_bar = None
         self._open_run_bar(n_points)
         self.point_bar = None
@@ -146,7 +146,7 @@ class Progress:
             if event.total and self.point_bar.total != event.total:
                 self.point_bar.total = event.total
             self.point_bar.n = event.done
-        self._render(force=bool(total) and event.done >= total)
+        self._render(force=bool(total and event.done >= total))
 
     def _on_stalled(self, n: int) -> None:
         """In-flight requests with no token for a while: on the bar, or one line when there is no bar."""
@@ -266,6 +266,7 @@ def _load_cell(load: LoadSpec) -> str:
     """The load column: its kind, shortened, and its level (a trace: its in-flight cap, or replay)."""
     if isinstance(load, TraceLoad):  # a trace's own schedule: only its cap, if any, is a level
         return f"trace {f'mc{load.max_concurrency}' if load.max_concurrency else 'replay'}"
+    level: float
     if isinstance(load, ConcurrencyLoad):
         level = load.concurrency
     elif isinstance(load, RateLoad):

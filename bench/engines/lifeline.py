@@ -152,8 +152,8 @@ def _guard(parent: int, sig: int, command: list[str]) -> None:
         sys.exit(128 + sig)
     # COMMAND also gets `sig` if this process is killed
     proc = subprocess.Popen(command, preexec_fn=lambda: set_parent_death_signal(sig))  # noqa: PLW1509 - one thread
-    for s in pending:
-        proc.send_signal(s)
+    for signum in pending:
+        proc.send_signal(signum)
     code = proc.wait()
     if code < 0:  # died of a signal: so does this process, for the parent to see
         if -code != signal.SIGKILL:  # SIGKILL's action is the default already, and cannot be set

@@ -36,6 +36,7 @@ from bench.engines.node_wire import (
     ChildState,
     EnergySnapshot,
     Exiting,
+    NodeDevice,
     NodeHealth,
     Refusal,
     Rendezvous,
@@ -185,7 +186,7 @@ class NodeClient:
         return self.call("POST", "/exit", Exiting)
 
 
-def start_request(cfg: Any, node_rank: int, rdv: Rendezvous, device: str) -> StartRequest:
+def start_request(cfg: Any, node_rank: int, rdv: Rendezvous, device: NodeDevice) -> StartRequest:
     """What the head sends an agent: the typed configuration and this node's place in it (never a
     command line: the agent builds its own, so it runs nothing but vLLM)."""
     from bench import __version__
@@ -199,7 +200,7 @@ class MultiNodeEngine:
 
     kind: ClassVar[str] = "server"
 
-    def __init__(self, head, cfg: Any, rdv: Rendezvous, device: str = "cuda", followers: list[NodeClient] | None = None):
+    def __init__(self, head, cfg: Any, rdv: Rendezvous, device: NodeDevice = "cuda", followers: list[NodeClient] | None = None):
         self.head = head
         self.cfg = cfg
         self.rdv = rdv
@@ -291,7 +292,7 @@ class MultiNodeEngine:
                 "followers": {addr: {"pid": s.pid, "argv": s.argv} for addr, s in self.started.items()}}
 
 
-def over_nodes(head, cfg: Any, device: str = "cuda", head_addr: str | None = None) -> MultiNodeEngine:
+def over_nodes(head, cfg: Any, device: NodeDevice = "cuda", head_addr: str | None = None) -> MultiNodeEngine:
     """`head` (the engine `cfg` starts on this machine, not yet started) with its followers: a
     vLLM head gets node rank 0's arguments; an endpoint head is a server someone else launched."""
     from bench.engines.vllm_server import VllmServer

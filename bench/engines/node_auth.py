@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from bench.errors import ConfigError
 
@@ -107,11 +108,18 @@ def sign_answer(secret: bytes, nonce: str, status: int, body: bytes) -> str:
 
 
 def answer_is_signed(secret: bytes, nonce: str, status: int, body: bytes, signature: str | None) -> bool:
-    return bool(signature) and hmac.compare_digest(sign_answer(secret, nonce, status, body), signature)
+    return signature is not None and bool(signature) and hmac.compare_digest(
+        sign_answer(secret, nonce, status, body), signature)
 
 
 class Unauthenticated(Exception):
     """A request the agent refuses as unauthenticated (HTTP 401); the message is one line."""
+
+
+class Headers(Protocol):
+    """A request's headers as the agent reads them: a dict, or http.server's message."""
+
+    def get(self, name: str, /) -> str | None: ...
 
 
 class RequestVerifier:
@@ -125,9 +133,9 @@ class RequestVerifier:
         self._pruned_at = clock()
         self._lock = threading.Lock()
 
-    def check_fresh(self, headers: Mapping[str, str]) -> None:
+    def check_fresh(self, headers: Headers) -> tuple[str, str, str]:
         """Unauthenticated unless the three headers are present and well formed and the sender's
-        time is within the window of this clock."""
+        time is within the window of this clock; else (time, nonce, signature) as sent."""
         time_text, nonce, signature = (headers.get(h) for h in (TIME_HEADER, NONCE_HEADER, SIGNATURE_HEADER))
         if not (time_text and nonce and signature):
             raise Unauthenticated(f"not signed: every request needs {TIME_HEADER}, {NONCE_HEADER} and {SIGNATURE_HEADER} "
@@ -142,11 +150,11 @@ class RequestVerifier:
         if not abs(off_s) <= self.window_s:  # also refuses nan
             raise Unauthenticated(f"request time is {off_s:+.0f} s off this node's clock (window {self.window_s:.0f} s): "
                                   "synchronise the clocks (NTP)")
+        return time_text, nonce, signature
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+    def verify(self, method: str, path: str, headers: Headers, body: bytes) -> str:
         """The request's nonce once its signature verifies and the nonce is new; Unauthenticated otherwise."""
-        self.check_fresh(headers)
-        time_text, nonce, signature = headers[TIME_HEADER], headers[NONCE_HEADER], headers[SIGNATURE_HEADER]
+        time_text, nonce, signature = self.check_fresh(headers)
         if not hmac.compare_digest(_request_mac(self.secret, method, path, time_text, nonce, body), signature):
             raise Unauthenticated("bad signature: the head and this node hold different secrets, or the request was altered")
         now = self.clock()

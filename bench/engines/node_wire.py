@@ -37,6 +37,9 @@ class Rendezvous(WireModel):
     dp_rpc_port: Port  # data-parallel handshake (DP over nodes)
 
 
+NodeDevice = Literal["cuda", "cpu"]  # what a node's vLLM runs on
+
+
 class StartRequest(WireModel):
     """POST /engine/start: the typed configuration and this node's place in it (never a
     command line: the agent builds its own, bench.run.node_policy checks every field)."""
@@ -45,7 +48,7 @@ class StartRequest(WireModel):
     config: dict[str, Any]  # an EngineConfig, validated by the agent after the version check
     node_rank: int = Field(ge=1, strict=True)
     rendezvous: Rendezvous
-    device: Literal["cuda", "cpu"]
+    device: NodeDevice
 
 
 class StartAnswer(WireModel):

@@ -79,7 +79,7 @@ class JobAnswer(_Message):
     error: str | None = None
 
 
-Command = TypeAdapter(Job | Quit)  # what the parent sends, a line at a time
+Command: TypeAdapter[Job | Quit] = TypeAdapter(Job | Quit)  # what the parent sends, a line at a time
 
 
 def _sampling(request: JobRequest, ignore_eos: bool):

@@ -73,7 +73,7 @@ def http_post(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
         return 0, str(e)
 
 
-CHILD_GROUP = {"process_group": 0}  # Popen: a process group of its own, in bench's session (see above)
+CHILD_PROCESS_GROUP = 0  # Popen(process_group=): a process group of its own, in bench's session (see above)
 LIFELINE = str(Path(__file__).with_name("lifeline.py"))  # run as a file: stdlib only, starts in ms
 WATCHDOG_GRACE_S = 10.0  # SIGTERM to SIGKILL, when bench is gone and its watchdog stops an engine
 RECORD_GLOB = ".*.proc.json"
@@ -122,6 +122,13 @@ class ChildProcess:
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(log, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    @property
+    def pid(self) -> int:
+        """The started process's id (start() sets it, or raises)."""
+        if self.proc is None:
+            raise EngineError(f"{self.argv[0]} was never started")
+        return self.proc.pid
+
     def _spawn(self, log, **streams) -> subprocess.Popen:
         """Popen of argv with `streams` in a new group, with its parent-death signal, watchdog
         (which writes to `log`, an open file) and record."""
@@ -133,7 +140,7 @@ class ChildProcess:
             # the signal fires when the starting *thread* ends: a request thread (bench node serve) must not ask
             argv = [sys.executable, "-I", "-S", LIFELINE, "exec", str(os.getpid()), "--", *argv]
         try:
-            proc = subprocess.Popen(argv, env=env, **streams, **CHILD_GROUP)
+            proc = subprocess.Popen(argv, env=env, process_group=CHILD_PROCESS_GROUP, **streams)
         except OSError as e:
             raise EngineError(f"could not start {self.argv[0]}: {e}") from None
         self._start_watchdog(proc.pid, log)

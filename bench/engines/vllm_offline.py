@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -56,6 +56,13 @@ class _PipedChild(ChildProcess):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(log, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+
+    def channel(self) -> tuple[subprocess.Popen, IO[bytes], IO[bytes]]:
+        """The started worker and its job channel (stdin, stdout); EngineDied before start()."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise EngineDied("vLLM offline worker is not running (never started)")
+        return proc, proc.stdin, proc.stdout
 
 
 class VllmOffline:
@@ -137,13 +144,16 @@ class VllmOffline:
         if proc is not None and proc.poll() is None and self._ready:
             # a worker that said ready reads its stdin: ask it to quit before signalling
             try:
-                proc.stdin.write(Quit(quit=True).model_dump_json().encode() + b"\n")
-                proc.stdin.flush()
+                _, stdin, _ = self._child.channel()
+                stdin.write(Quit(quit=True).model_dump_json().encode() + b"\n")
+                stdin.flush()
             except OSError:
                 pass
             _wait(proc, 15.0)
         self._child.stop()
         for pipe in (proc.stdin, proc.stdout) if proc is not None else ():
+            if pipe is None:
+                continue
             try:
                 pipe.close()
             except OSError:
@@ -161,9 +171,10 @@ class VllmOffline:
             raise self._died("is not running")
         self._job += 1
         line = Job(job=self._job, requests=requests, ignore_eos=ignore_eos).model_dump_json() + "\n"
+        _, stdin, _ = self._running().channel()
         try:
-            self._child.proc.stdin.write(line.encode())
-            self._child.proc.stdin.flush()
+            stdin.write(line.encode())
+            stdin.flush()
         except OSError:
             raise self._died("closed its job channel") from None
         answer = self._read_line(JobAnswer, self.job_timeout_s, during=f"job {self._job}")
@@ -188,17 +199,19 @@ class VllmOffline:
         """The worker's next line, as `message`; None on timeout; EngineDied if it exits first,
         EngineError for a line that is not that message."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        fd = self._child.proc.stdout.fileno()
+        child = self._running()
+        proc, _, stdout = child.channel()
+        fd = stdout.fileno()
         while b"\n" not in self._buffer:
             if deadline is not None and time.monotonic() > deadline:
                 return None
             ready, _, _ = select.select([fd], [], [], 0.5)
             chunk = os.read(fd, 1 << 20) if ready else b""
             if ready and not chunk:  # EOF: the worker closed its end
-                _wait(self._child.proc, 10.0)
+                _wait(proc, 10.0)
                 raise self._died(f"exited during {during}")
             self._buffer += chunk
-            if not ready and not self._child.alive():
+            if not ready and not child.alive():
                 raise self._died(f"exited during {during}")
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
@@ -206,6 +219,12 @@ class VllmOffline:
         except ValidationError as e:
             raise EngineError(f"vLLM offline worker: {during}: not a {message.__name__} line "
                               f"({e.errors()[0]['msg']}); log: {self.log_path}") from None
+
+    def _running(self) -> _PipedChild:
+        """The worker process (the caller checked it is alive, or has just started it)."""
+        if self._child is None:
+            raise self._died("is not running")
+        return self._child
 
     def _died(self, what: str) -> EngineDied:
         code = None if self._child is None else self._child.returncode

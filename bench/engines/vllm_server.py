@@ -101,15 +101,15 @@ class VllmServer:
         env = {**DEV_MODE_ENV, **vllm_child_env(self.device, self.engine_args, self.env)}  # for the prefix-cache reset
         if self.port is None:
             self.port = free_port(self.host)
-        self._child = ChildProcess(self.argv(), self.log_path, env)
-        self._child.start()
-        self._wait_healthy()
+        child = self._child = ChildProcess(self.argv(), self.log_path, env)
+        child.start()
+        self._wait_healthy(child)
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, child: ChildProcess) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            if not self._child.alive():
-                raise self._start_failure(f"vLLM server exited with code {self._child.returncode} during start")
+            if not child.alive():
+                raise self._start_failure(f"vLLM server exited with code {child.returncode} during start")
             status, _ = http_get(f"{self.base_url}/health", timeout_s=2.0)
             if status == 200:
                 return

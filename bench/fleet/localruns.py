@@ -62,6 +62,8 @@ def read_run(run_dir: Path | None) -> LocalRun | None:
     """A run folder's state from its run.json; None when it does not read or its process still holds it."""
     from bench.run.lock import is_locked
 
+    if run_dir is None:  # read_result(None) is None
+        return None
     run = read_result(run_dir)
     if run is None or is_locked(run_dir):
         return None

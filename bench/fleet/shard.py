@@ -342,6 +342,8 @@ def _only_run(out: Path) -> Path | None:
 
 
 def _stamp(run_dir: Path | None):
+    if run_dir is None:  # Path(None): the TypeError below
+        return None
     try:
         st = (Path(run_dir) / "run.json").stat()
     except (OSError, TypeError):

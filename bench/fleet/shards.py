@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.catalog.configbase import safe_id
 from bench.errors import ConfigError
 from bench.fleet.records import FleetRecord, Shard, SkippedShard
+
+if TYPE_CHECKING:
+    from bench.plan import EngineConfig
 
 # Devices per machine that preflight plans a remote shard for when the sweep sets no
 # `devices`: each shard asks its backend for exactly its configuration's GPUs, and 8 is the
@@ -35,7 +39,7 @@ class Fleet:
     hardware: list[tuple[str, ...]]
     shards: list[Shard]
     skipped: list[SkippedShard] = field(default_factory=list)
-    configs: dict = field(default_factory=dict)  # config_id -> EngineConfig (packing needs them)
+    configs: dict[str, EngineConfig] = field(default_factory=dict)  # config_id -> config (packing needs them)
 
     def shard(self, shard_id: str) -> Shard:
         for s in self.shards:
@@ -104,7 +108,9 @@ def plan_fleet(sweep_path, hardware_values=(), default_hardware: str | None = No
     if not groups:
         raise ConfigError(f"{path}: name the hardware types: --hardware ID (repeatable; 'a|b' for either) "
                           "or `hardware:` in the sweep")
-    shards, skipped, configs = [], [], {}
+    shards: list[Shard] = []
+    skipped: list[SkippedShard] = []
+    configs: dict[str, EngineConfig] = {}
     for group in groups:
         plans = []
         for hw in group:

@@ -137,7 +137,7 @@ class ShardState:
         points = f"{st.points_done}/{st.points_total}" if st and st.points_total else None
         return {"shard": self.shard.shard_id, "model": self.shard.model, "precision": self.shard.precision,
                 "hardware": (st and st.hardware) or self.shard.hardware_arg, "state": self.state, "points": points,
-                "host": st and st.host, "updated": _ago(st and st.heartbeat_utc), "detail": self.detail}
+                "host": st and st.host, "updated": _ago(st.heartbeat_utc if st else None), "detail": self.detail}
 
 
 def shard_state(shard: Shard, status: ShardStatus | None, published, view: View | None,

@@ -59,6 +59,13 @@ class Scenario(BaseModel):
             raise ValueError("an ownership scenario needs gpu_price_usd")
         return self
 
+    @property
+    def purchase_usd(self) -> float:
+        """The GPU price of an ownership scenario (`_complete` guarantees it is set there)."""
+        if self.gpu_price_usd is None:
+            raise ValueError(f"scenario {self.name!r} ({self.kind}) has no gpu_price_usd")
+        return self.gpu_price_usd
+
 
 def make_scenario(**fields: Any) -> Scenario:
     """Build a Scenario; a bad or unknown field is a ConfigError naming it."""
@@ -130,7 +137,7 @@ def cost_breakdown(scenario: Scenario, avg_power_w_per_gpu: float | None) -> dic
     if scenario.kind == "rental":
         return {"capex_usd_per_gpu_hour": None, "energy_usd_per_gpu_hour": None,
                 "om_usd_per_gpu_hour": None, "usd_per_gpu_hour": scenario.rental_usd_per_gpu_hour}
-    capex = scenario.gpu_price_usd * scenario.server_factor * crf(scenario.rate, scenario.years) / HOURS_PER_YEAR
+    capex = scenario.purchase_usd * scenario.server_factor * crf(scenario.rate, scenario.years) / HOURS_PER_YEAR
     energy = None
     if avg_power_w_per_gpu is not None:
         energy = avg_power_w_per_gpu / 1000.0 * scenario.host_factor * scenario.pue * scenario.usd_per_kwh

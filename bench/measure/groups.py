@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.config import JsonDict
 
 if TYPE_CHECKING:
+    from bench.telemetry.server_metrics import ServerWindow
     from bench.telemetry.types import WindowEnergy
 
 
@@ -56,7 +58,7 @@ class Group(BaseModel):
 def _f(description: str, default: Any = None, *, label: str | None = None, short: str | None = None) -> Any:
     """A field; `label` (an axis title, with its unit) and `short` (a table header) where a
     report shows it: read by metric_label, the one place the reports, tables and plots name it."""
-    shown = {k: v for k, v in (("label", label), ("short", short)) if v}
+    shown: JsonDict = {k: v for k, v in (("label", label), ("short", short)) if v}
     return Field(default=default, description=description, json_schema_extra=shown or None)
 
 
@@ -144,7 +146,7 @@ class _MetricsBase(Group):
         "Sessions workload: median prompt tokens (the conversation so far), by turn index (tokens).")
 
 
-Metrics = create_model(
+Metrics = create_model(  # type: ignore[call-overload]  # mypy matches **fields against __config__/__base__ too
     "Metrics",
     __base__=_MetricsBase,
     __doc__=_MetricsBase.__doc__,
@@ -184,19 +186,24 @@ class ServerCounters(Group):
 
     @classmethod
     def from_measurements(cls, counter_delta: dict | None, client_counts: dict | None,
-                          reset: str | None = None, scraped: dict | None = None) -> ServerCounters:
+                          reset: str | None = None, scraped: ServerWindow | None = None) -> ServerCounters:
         """From the counter deltas, the client's counts, the reset outcome and
         `bench.telemetry.server_metrics.window_summary` (None: not scraped)."""
         d = counter_delta or {}
         queries, hits = d.get("prefix_cache_queries"), d.get("prefix_cache_hits")
         rate = hits / queries if queries and hits is not None else None
-        s = scraped or {}
-        gauges = {k: s.get(k) for k in ("running_requests_max", "running_requests_mean", "waiting_requests_max",
-                                        "waiting_requests_mean", "in_server_requests_max", "kv_cache_usage_max",
-                                        "kv_cache_usage_mean")}
+        w = scraped
         return cls(counter_delta=counter_delta, client_counts=client_counts, prefix_cache_reset=reset,
-                   prefix_cache_hit_rate=rate, metric_samples=s.get("n_samples"), metric_interval_s=s.get("interval_s"),
-                   preemptions_in_window=s.get("preemptions_in_window"), **gauges)
+                   prefix_cache_hit_rate=rate, metric_samples=w.n_samples if w else None,
+                   metric_interval_s=w.interval_s if w else None,
+                   preemptions_in_window=w.preemptions_in_window if w else None,
+                   running_requests_max=w.running_requests_max if w else None,
+                   running_requests_mean=w.running_requests_mean if w else None,
+                   waiting_requests_max=w.waiting_requests_max if w else None,
+                   waiting_requests_mean=w.waiting_requests_mean if w else None,
+                   in_server_requests_max=w.in_server_requests_max if w else None,
+                   kv_cache_usage_max=w.kv_cache_usage_max if w else None,
+                   kv_cache_usage_mean=w.kv_cache_usage_mean if w else None)
 
 
 class ClientLoad(Group):

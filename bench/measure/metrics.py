@@ -25,8 +25,10 @@ from bench.measure.groups import Metrics
 PERCENTILES = (50, 90, 95, 99)
 
 
-def stats(values: Sequence[float], prefix: str) -> dict:
-    """`{prefix}_mean/std/p50/p90/p95/p99`; None for each when there are no values."""
+def stats(values: Sequence[float | None], prefix: str) -> dict:
+    """`{prefix}_mean/std/p50/p90/p95/p99`; None for each when there are no values.
+
+    A None value (e.g. the TTFT of a successful request that got no token) counts as NaN."""
     keys = [f"{prefix}_mean", f"{prefix}_std"] + [f"{prefix}_p{p}" for p in PERCENTILES]
     if len(values) == 0:
         return dict.fromkeys(keys)
@@ -93,7 +95,10 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
     span = span_of(meas)
     span_s = span[1] - span[0] if span else 0.0
     fallback = window is None or not (window[1] - window[0] > 0)
-    t0, t1 = (span if span else (0.0, 0.0)) if fallback else window
+    if window is None or fallback:
+        t0, t1 = span if span else (0.0, 0.0)
+    else:
+        t0, t1 = window
     window_s = t1 - t0
     w_out, w_in = _tokens_in(ok, t0, t1)
     failed_out, _ = _tokens_in([r for r in meas if not r.ok], t0, t1)
@@ -140,7 +145,7 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
     return Metrics.from_flat(out)
 
 
-def _p(values: Sequence[float], q: float) -> float | None:
+def _p(values: Sequence[float | None], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
 
 

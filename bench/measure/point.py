@@ -7,7 +7,7 @@ Pure bookkeeping around the steps that do the work (metrics, validity, cost, roo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bench.catalog.dtypes import bytes_per_param, kv_bytes_per_elem
 from bench.measure.groups import (
@@ -25,6 +25,7 @@ from bench.plan.points import LoadSpec, engine_batch
 
 if TYPE_CHECKING:
     from bench.load.driver import PointRun
+    from bench.telemetry.server_metrics import ServerWindow
     from bench.telemetry.types import WindowEnergy
 
 
@@ -63,7 +64,7 @@ def point_groups(
     model=None,
     hardware=None,
     probe: dict | None = None,
-    server_metrics: dict[str, Any] | None = None,
+    server_metrics: ServerWindow | None = None,
     prefix_cache_reset: str | None = None,
 ) -> PointGroups:
     """Metrics, energy per token, roofline, default cost and validity for one finished point.

@@ -36,6 +36,8 @@ def point_roofline(
     probe = probe or {}
     batch = max(int(batch), 1)
     bw_tbs, bw_source = _pick(probe.get("bandwidth_tbs"), hardware.bandwidth_tbs)
+    if bw_tbs is None:
+        raise ValueError(f"no memory bandwidth for {hardware.name}: neither probed nor in the catalog")
     want = dtype or matrix_precision(bytes_per_param)
     used_dtype = want if hardware.tflops.get(want) or (probe.get("tflops") or {}).get(want) else "bf16"
     tflops, flops_source = _pick((probe.get("tflops") or {}).get(used_dtype), hardware.tflops.get(used_dtype))

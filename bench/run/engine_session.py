@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.engines.base import EngineDied, EngineDoesNotFit
+from bench.engines.node_wire import NodeDevice
 from bench.errors import EngineError, one_line
 from bench.load.workers import ClientWorkerDied
 from bench.plan import EngineConfig, Plan, PointSpec
@@ -110,7 +111,7 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
                 pr = settle_point(measure_point(point, cfg, engine, spec, plan, env, telemetry, ctx.run_dir, emit,
                                                 started, sink))  # no successful request: failed
             except EngineDied as e:
-                pr = died_point(point, f"engine died: {e}", getattr(e, "records", None), started, ctx.run_dir)
+                pr = died_point(point, f"engine died: {e}", e.records, started, ctx.run_dir)
                 engine.stop()
                 engine = None
                 restarts += 1
@@ -142,7 +143,7 @@ def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices:
         model_path, spec = _model_path(cfg, env)
     else:
         model_path, spec = None, get_model(cfg.model)
-    device = "cpu" if env.on_cpu else "cuda"
+    device: NodeDevice = "cpu" if env.on_cpu else "cuda"
     engine = engine_class(cfg.engine).from_config(
         cfg, model_path=model_path, model_spec=spec, log_path=run_dir / f"engine-{cfg.config_id()}.log",
         device=device, devices=devices, vendor=env.device.vendor, startup_timeout_s=env.startup_timeout_s)

@@ -71,7 +71,7 @@ class NodeAgent:
             self.config_id = cfg.config_id()
             self.child = ChildProcess(argv, self.log_dir / f"node{rank}-{self.config_id}.log", env)
             self.child.start()
-            return StartAnswer(pid=self.child.proc.pid, argv=argv, log=str(self.child.log_path))
+            return StartAnswer(pid=self.child.pid, argv=argv, log=str(self.child.log_path))
 
     def _model_path(self, cfg, weights: str) -> str:
         if weights != "dummy":
@@ -94,7 +94,7 @@ class NodeAgent:
         child = self.child
         if child is None:
             return ChildState(state="none")
-        return ChildState(state="running" if child.alive() else "exited", pid=child.proc.pid,
+        return ChildState(state="running" if child.alive() else "exited", pid=child.pid,
                           returncode=child.returncode, config_id=self.config_id, log_tail=log_tail(child.log_path, 20))
 
     def health(self) -> NodeHealth:
@@ -123,7 +123,7 @@ def allowed_addresses(head: str) -> set[str]:
 
     host = head.rpartition(":")[0] if head.count(":") == 1 else head
     try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addrs = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}  # an IP address
     except OSError as e:
         raise ConfigError(f"--head {head}: cannot resolve ({e})") from None
     return addrs

@@ -123,10 +123,11 @@ def make_server(agent: Any, host: str, port: int, allowed: set[str], secret: byt
     """The agent's server on (host, port): only clients at `allowed` addresses, only requests
     signed with `secret`; refusals go to `log` (default: a line on stderr)."""
     verifier = RequestVerifier(secret)
-    log = log or _stderr_line
+    say: Callable[[str], None] = log or _stderr_line
 
     class Handler(BaseHTTPRequestHandler):
         timeout = timeout_s  # every read of this connection (StreamRequestHandler.setup)
+        server: AgentServer  # the server that made it (make_server below)
 
         def setup(self):
             super().setup()
@@ -217,7 +218,7 @@ def make_server(agent: Any, host: str, port: int, allowed: set[str], secret: byt
         def _refuse(self, method: str, status: int, message: str, nonce: str | None) -> None:
             line = one_line(message)
             self._drain()
-            log(f"bench node: refused {method} {self.path[:100]} from {self.client_address[0]} ({status}): {line}")
+            say(f"bench node: refused {method} {self.path[:100]} from {self.client_address[0]} ({status}): {line}")
             self._send(status, Refusal(error=line), nonce)
 
         def _send(self, status: int, payload: BaseModel, nonce: str | None) -> None:
@@ -233,7 +234,7 @@ def make_server(agent: Any, host: str, port: int, allowed: set[str], secret: byt
         def log_message(self, fmt, *args):  # the head polls /energy every 100 ms: no access log
             pass
 
-    return AgentServer((host, port), Handler, allowed=allowed, max_connections=max_connections, log=log)
+    return AgentServer((host, port), Handler, allowed=allowed, max_connections=max_connections, log=say)
 
 
 def _stderr_line(line: str) -> None:

@@ -35,7 +35,7 @@ PACK_COMPARED = (
 )
 
 
-def pack_waves(configs, visible: list[int], devices: dict[str, list[int] | None]) -> list[list[tuple[Any, list[int]]]]:
+def pack_waves(configs, visible: list[int] | None, devices: dict[str, list[int] | None]) -> list[list[tuple[Any, list[int]]]]:
     """Configurations grouped into waves of disjoint device sets, in plan order.
 
     A configuration with explicit `gpus` keeps them (it joins the first wave they are free
@@ -47,10 +47,11 @@ def pack_waves(configs, visible: list[int], devices: dict[str, list[int] | None]
     waves: list[tuple[set[int], list]] = []
     for cfg in configs:
         explicit = cfg.gpus
+        pinned = devices[cfg.config_id()]  # a configuration's explicit gpus are its devices
         for used, members in waves:
             if explicit:
-                fits = not (set(devices[cfg.config_id()]) & used)
-                chosen = devices[cfg.config_id()] if fits else None
+                fits = pinned is not None and not (set(pinned) & used)
+                chosen = pinned if fits else None
             else:
                 try:
                     chosen = devices_for(cfg, visible, exclude=used)

@@ -118,6 +118,7 @@ def manifest_hash(prov: dict[str, Any]) -> str:
     """A hash of what makes a run reproducible (device, versions, engine args), not of when."""
     keep = {k: prov.get(k) for k in ("device_name", "driver_version", "versions", "engine_args")}
     host = prov.get("host", {})
-    keep["host"] = {k: host.get(k) for k in ("cpu", "cpu_count")}
-    keep["host"]["memory_gb"] = host.get("memory_gib", host.get("memory_gb"))  # the GiB figure, either name
+    kept_host = {k: host.get(k) for k in ("cpu", "cpu_count")}
+    kept_host["memory_gb"] = host.get("memory_gib", host.get("memory_gb"))  # the GiB figure, either name
+    keep["host"] = kept_host
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()

@@ -17,6 +17,11 @@ validity is about what a number means, status about whether it exists.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.results.schema import RunStatus
+
 EXIT_CODES = {"complete": 0, "partial": 4, "failed": 1, "interrupted": 130, "running": 1}
 
 
@@ -61,7 +66,7 @@ def settle_point(point):
     return point
 
 
-def final_status(points) -> tuple[str, str | None]:
+def final_status(points) -> tuple[RunStatus, str | None]:
     """(status, one-line error or None) of a run whose loop ended without an exception."""
     n_ok = sum(1 for p in points if p.status == "ok" and not no_success(p))
     n_skipped = sum(1 for p in points if p.status == "skipped")

@@ -13,7 +13,7 @@ from bench.errors import ConfigError, TelemetryError
 from bench.registry import Registry
 from bench.telemetry.base import NoMeter, TelemetrySession
 from bench.telemetry.energy import per_token
-from bench.telemetry.types import EnergyMethod, WindowEnergy
+from bench.telemetry.types import EnergyMethod, Meter, WindowEnergy
 
 __all__ = ["AUTO_ORDER", "METERS", "EnergyMethod", "TelemetrySession", "WindowEnergy", "meter_choices", "open_telemetry",
            "per_token"]
@@ -60,7 +60,7 @@ def open_telemetry(
         raise ConfigError(METERS.unknown(requested, also=CHOICES_BESIDE_METERS))
     context = {"hardware": hardware, "gpu_indices": gpu_indices, "nvml": nvml, "amdsmi": amdsmi, "rapl_root": rapl_root}
     notes: list[str] = []
-    meter = None
+    meter: Meter | None = None
     if requested == "none":
         meter = NoMeter()
     elif requested != "auto":

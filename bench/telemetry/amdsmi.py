@@ -28,6 +28,8 @@ def import_amdsmi():
 def energy_j(count: dict) -> float:
     """Accumulator dict from amdsmi_get_energy_count -> joules."""
     ticks = count.get("energy_accumulator", count.get("power"))
+    if ticks is None:  # the TypeError float(None) raised, with the reason
+        raise TypeError("amdsmi energy count has neither energy_accumulator nor power")
     return float(ticks) * float(count["counter_resolution"]) / 1e6
 
 
@@ -72,7 +74,7 @@ class AmdsmiMeter:
         return out
 
     def close(self) -> None:
-        with contextlib.suppress(_errors(self.lib)):
+        with contextlib.suppress(*_errors(self.lib)):
             self.lib.amdsmi_shut_down()
 
     def describe(self) -> dict:
@@ -105,7 +107,7 @@ def open_meter(gpu_indices=None, amdsmi=None, **_) -> AmdsmiMeter:
 def _works(lib, fn, handle) -> bool:
     try:
         return fn(handle) is not None
-    except (*_errors(lib), KeyError, TypeError, ValueError):
+    except _errors(lib) + (KeyError, TypeError, ValueError):
         return False
 
 

@@ -29,13 +29,13 @@ __all__ = ["IdleBaseline", "Meter", "NoMeter", "Reading", "TelemetrySession", "W
 class NoMeter:
     """`energy_method: none`: nothing is measured or estimated."""
 
-    method = EnergyMethod.NONE.value
-    measured = False
-    has_counter = False
-    nominal_power_w = None
-    read_errors = 0
+    method: str = EnergyMethod.NONE.value
+    measured: bool = False
+    has_counter: bool = False
+    nominal_power_w: list[float] | None = None
+    read_errors: int = 0
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.devices: list[str] = []
         self.counter_range_j: list[float | None] = []
 
@@ -135,7 +135,7 @@ class TelemetrySession:
                 series.energy_j.append(r.energy_j)
                 series.power_w.append(r.power_w)
 
-    def start(self) -> TelemetrySession:
+    def start(self) -> Self:
         """Start the background sampling thread (a no-op for nominal and none)."""
         if self._thread is not None or not self.samples_power:
             return self
@@ -184,7 +184,8 @@ class TelemetrySession:
             self.sleep(seconds)
         t1_s = self.clock()
         idle = self.energy_between(t0_s, t1_s, net=False)
-        if self.meter.measured and idle.energy_j is not None and idle.window_s > 0:
+        if (self.meter.measured and idle.energy_j is not None and idle.per_gpu_energy_j is not None
+                and idle.window_s > 0):
             self.idle_power_w = idle.energy_j / idle.window_s
             self.per_gpu_idle_power_w = [e / idle.window_s for e in idle.per_gpu_energy_j]
         return IdleBaseline(

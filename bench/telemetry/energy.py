@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TypedDict
 
 from bench.telemetry.types import Meter, WindowEnergy
 
@@ -60,7 +61,8 @@ def measured_energy(meter: Meter, snapshot, t0_s: float, t1_s: float) -> WindowE
             per_gpu.append(s_j if s_j is not None else float("nan"))
     if min(n_inside, default=0) < MIN_WINDOW_SAMPLES:
         reasons.append(f"too few samples in the window ({min(n_inside, default=0)} < {MIN_WINDOW_SAMPLES})")
-    total_sampled = sum(sampled) if sampled and all(s is not None for s in sampled) else None
+    known = [s for s in sampled if s is not None]
+    total_sampled = sum(known) if sampled and len(known) == len(sampled) else None
     if any(math.isnan(e) for e in per_gpu):  # a device's window could not be measured
         per_gpu_out = None
     else:
@@ -147,16 +149,28 @@ def trapezoid_j(ts: list[float], ps: list[float], t0_s: float, t1_s: float) -> f
     return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
 
 
-def per_token(energy: WindowEnergy, output_tokens: float | None, total_tokens: float | None) -> dict[str, float | None]:
+class PerToken(TypedDict):
+    """Energy per token (J/token) and tokens per joule, gross and net; named as the Energy group's fields."""
+
+    j_per_output_token: float | None
+    j_per_token: float | None
+    output_tok_per_j: float | None
+    j_per_output_token_net: float | None
+    j_per_token_net: float | None
+    output_tok_per_j_net: float | None
+
+
+def per_token(energy: WindowEnergy, output_tokens: float | None, total_tokens: float | None) -> PerToken:
     """Energy per token (J/token) and tokens per joule, gross and net of the idle baseline,
     keyed by the names of the Energy group's fields."""
 
-    def ratio(a, b):
+    def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
-    out = {}
-    for suffix, e_j in (("", energy.energy_j), ("_net", energy.energy_net_j)):
-        out[f"j_per_output_token{suffix}"] = ratio(e_j, output_tokens)
-        out[f"j_per_token{suffix}"] = ratio(e_j, total_tokens)
-        out[f"output_tok_per_j{suffix}"] = ratio(output_tokens, e_j)
-    return out
+    gross, net = energy.energy_j, energy.energy_net_j
+    return PerToken(
+        j_per_output_token=ratio(gross, output_tokens), j_per_token=ratio(gross, total_tokens),
+        output_tok_per_j=ratio(output_tokens, gross),
+        j_per_output_token_net=ratio(net, output_tokens), j_per_token_net=ratio(net, total_tokens),
+        output_tok_per_j_net=ratio(output_tokens, net),
+    )

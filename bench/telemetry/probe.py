@@ -8,6 +8,7 @@ call takes a few milliseconds, then repeats it for about `min_time_s`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import platform
@@ -18,12 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.catalog.dtypes import dtype_name
-from bench.errors import ConfigError
+from bench.errors import ConfigError, TelemetryError
 
 PROBE_VERSION = 1
 
 
-def _timed_s(torch, fn: Callable[[], None], device: str, min_time_s: float, max_iters: int) -> tuple[float, int]:
+def _timed_s(torch, fn: Callable[[], object], device: str, min_time_s: float, max_iters: int) -> tuple[float, int]:
     """Mean seconds per call of fn (after one warm-up call), and the number of calls timed."""
     fn()
     _sync(torch, device)
@@ -77,7 +78,7 @@ def measure_matmul(device: str, dtype: str, max_n: int = 8192, min_time_s: float
         a = torch.randn(n, n, device=device).to(torch_dtype)
         b = torch.randn(n, n, device=device).to(torch_dtype)
         c = torch.empty(n, n, device=device, dtype=torch_dtype)
-        per_call_s, _ = _timed_s(torch, lambda a=a, b=b, c=c: torch.matmul(a, b, out=c), device, 0.0, 1)
+        per_call_s, _ = _timed_s(torch, functools.partial(torch.matmul, a, b, out=c), device, 0.0, 1)
         if per_call_s >= target_call_s or n * 2 > max_n:
             break
         n *= 2
@@ -110,10 +111,12 @@ def measure_nvml_counter(nvml=None, gpu_index: int = 0, load: Callable[[float], 
     """How the NVML energy counter behaves: its update period (s) from a 1 ms poll, and
     counter vs sampled-power energy while `load(seconds)` keeps the card busy."""
     from bench.telemetry import open_telemetry
-    from bench.telemetry.nvml import import_pynvml
+    from bench.telemetry.nvml import NvmlMeter, import_pynvml
 
     nvml = nvml if nvml is not None else import_pynvml()
     tel = open_telemetry("nvml", nvml=nvml, gpu_indices=[gpu_index], interval_s=0.05, clock=clock)
+    if not isinstance(tel.meter, NvmlMeter):  # open_telemetry("nvml") opens an NvmlMeter or raises
+        raise TelemetryError(f"nvml counter probe: got a {tel.meter.method} meter")
     handle = tel.meter.handles[0]
     changes, last = [], None
     end = clock() + poll_s

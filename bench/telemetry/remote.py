@@ -17,7 +17,7 @@ from __future__ import annotations
 from bench.engines.multinode import NodeClient
 from bench.errors import EngineError, TelemetryError, one_line
 from bench.telemetry.base import TelemetrySession
-from bench.telemetry.types import EnergyMethod, Reading
+from bench.telemetry.types import EnergyMethod, Meter, Reading
 
 READ_TIMEOUT_S = 1.0  # one agent read; a slower one is a missed read, not a stalled sampler
 
@@ -114,6 +114,7 @@ def with_nodes(session: TelemetrySession, nodes: list[str]) -> TelemetrySession:
     from bench.telemetry.base import NoMeter
 
     notes = list(session.notes)
+    meter: Meter
     try:
         meter = NodesMeter(session.meter, [RemoteMeter(NodeClient(addr)) for addr in nodes])
     except TelemetryError as e:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Self
 
 from bench.engines.vllm_metrics import BY_SHORT, parse_page
 
@@ -48,7 +49,9 @@ class ServerMetricsScraper:
     def __init__(self, base_url: str, interval_s: float = DEFAULT_INTERVAL_S,
                  clock: Callable[[], float] = time.perf_counter, fetch: Callable[..., tuple[int, str]] | None = None):
         if fetch is None:
-            from bench.engines.process import http_get as fetch
+            from bench.engines.process import http_get
+
+            fetch = http_get
         self.url = base_url.rstrip("/") + "/metrics"
         self.interval_s = interval_s
         self.clock = clock
@@ -102,7 +105,7 @@ class ServerMetricsScraper:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def summary_between(self, t0_s: float, t1_s: float) -> dict[str, Any] | None:
+    def summary_between(self, t0_s: float, t1_s: float) -> ServerWindow | None:
         """`window_summary` of the samples so far; None when none was taken."""
         with self._lock:
             samples = list(self.samples)
@@ -117,24 +120,51 @@ class ServerMetricsScraper:
         return pd.DataFrame(rows, columns=["t_s", "metric", "value"]).astype({"t_s": "float64", "value": "float64"})
 
 
+@dataclass(frozen=True)
+class ServerWindow:
+    """The engine's gauges (max, mean) and counter deltas over one window; None: no sample for it."""
+
+    n_samples: int  # samples inside the window
+    interval_s: float | None  # the scrape interval (s)
+    running_requests_max: float | None
+    running_requests_mean: float | None
+    waiting_requests_max: float | None
+    waiting_requests_mean: float | None
+    kv_cache_usage_max: float | None
+    kv_cache_usage_mean: float | None
+    in_server_requests_max: float | None  # running + waiting, where a sample has both
+    preemptions_in_window: float | None
+    prefix_cache_queries_in_window: float | None
+    prefix_cache_hits_in_window: float | None
+
+
 def window_summary(samples: list[tuple[float, dict[str, float]]], t0_s: float, t1_s: float,
-                   interval_s: float | None = None) -> dict[str, Any]:
+                   interval_s: float | None = None) -> ServerWindow:
     """Gauges over the samples inside [t0_s, t1_s] (max, mean; None without such a sample),
     counters as the difference between the last sample at or before t0_s and the first at or
     after t1_s (so a counter delta covers the window, and up to one interval either side)."""
     inside = [v for t, v in samples if t0_s <= t <= t1_s]
-    out: dict[str, Any] = {"n_samples": len(inside), "interval_s": interval_s}
-    for key in GAUGE_METRICS:
-        vs = [v[key] for v in inside if key in v]
-        out[f"{key}_max"] = max(vs) if vs else None
-        out[f"{key}_mean"] = sum(vs) / len(vs) if vs else None
-    both = [v["running_requests"] + v["waiting_requests"] for v in inside
-            if "running_requests" in v and "waiting_requests" in v]
-    out["in_server_requests_max"] = max(both) if both else None
     before = [v for t, v in samples if t <= t0_s]
     after = [v for t, v in samples if t >= t1_s]
-    for key in COUNTER_METRICS:
+
+    def gauge(key: str) -> tuple[float | None, float | None]:
+        vs = [v[key] for v in inside if key in v]
+        return (max(vs), sum(vs) / len(vs)) if vs else (None, None)
+
+    def delta(key: str) -> float | None:
         a = next((v[key] for v in reversed(before) if key in v), None)
         b = next((v[key] for v in after if key in v), None)
-        out[f"{key}_in_window"] = b - a if a is not None and b is not None else None
-    return out
+        return b - a if a is not None and b is not None else None
+
+    running, waiting, kv = gauge("running_requests"), gauge("waiting_requests"), gauge("kv_cache_usage")
+    both = [v["running_requests"] + v["waiting_requests"] for v in inside
+            if "running_requests" in v and "waiting_requests" in v]
+    return ServerWindow(
+        n_samples=len(inside), interval_s=interval_s,
+        running_requests_max=running[0], running_requests_mean=running[1],
+        waiting_requests_max=waiting[0], waiting_requests_mean=waiting[1],
+        kv_cache_usage_max=kv[0], kv_cache_usage_mean=kv[1],
+        in_server_requests_max=max(both) if both else None,
+        preemptions_in_window=delta("preemptions"), prefix_cache_queries_in_window=delta("prefix_cache_queries"),
+        prefix_cache_hits_in_window=delta("prefix_cache_hits"),
+    )

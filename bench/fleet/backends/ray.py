@@ -27,6 +27,7 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.engines.lifeline import guarded
 from bench.errors import ConfigError
@@ -41,6 +42,9 @@ from bench.fleet.backends.base import (
 )
 from bench.fleet.records import FleetRecord, RayRecord
 from bench.fleet.state import View, utc_now
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
 
 NAMESPACE = "bench-fleet"
 SWEEP_MARK = "{sweep}"  # replaced on the node by the path of the sweep's temporary copy
@@ -183,7 +187,7 @@ def _driver_class():
 
 @dataclass
 class _Submitted:
-    ref: object  # the task's ray.ObjectRef
+    ref: ObjectRef[RayTaskResult]  # the task's result, once it has finished
     submitted_utc: str
 
 
@@ -266,6 +270,8 @@ def run_shard_task(spec: ShardTask) -> RayTaskResult:
         # second attempt beside a retried task
         proc = subprocess.Popen(guarded(argv), env={**os.environ, **spec.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        if proc.stdout is None:  # stdout=PIPE: always set
+            raise RuntimeError("shard task: no stdout pipe from its child")
         try:
             for line in proc.stdout:
                 tail.append(line)
