@@ -296,7 +296,7 @@ def measure(op: str, args, extra: Path | None = None) -> dict:
         if cap:  # address space: today's path holds every run in memory; fail rather than swap or OOM the box
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    proc = subprocess.Popen(cmd, preexec_fn=limits)  # noqa: PLW1509 - this process runs no threads
+    proc = subprocess.Popen(cmd, preexec_fn=limits)
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0 or not out.is_file():
         print(f"  {op}: failed (exit {os.waitstatus_to_exitcode(status)}; peak {usage.ru_maxrss / 1024:.0f} MB)", flush=True)

@@ -317,7 +317,7 @@ def test_loop_lag_monitor_sees_a_blocked_loop():
             await asyncio.sleep(0.1)
         async with LoopLagMonitor(interval_s=0.005) as blocked:
             await asyncio.sleep(0.02)
-            _time.sleep(0.08)  # the loop cannot run: every stamp taken now would be late
+            _time.sleep(0.08)  # noqa: ASYNC251 - on purpose: the loop cannot run: every stamp taken now would be late
             await asyncio.sleep(0.02)
         return quiet.summary(), blocked.summary()
 

@@ -4,13 +4,12 @@ table; names, labels and byte widths read from one module."""
 from __future__ import annotations
 
 import pytest
-
-from bench.results.config import StoredEngineConfig
 from click.testing import CliRunner
 
 from bench.catalog import dtypes
 from bench.errors import ConfigError
 from bench.plan import EngineConfig
+from bench.results.config import StoredEngineConfig
 
 # (dtype, quantization, kv_cache_dtype) -> the label a reader of the cost table sees:
 # the weights' precision first, the KV cache's after it when it has its own.
@@ -50,7 +49,7 @@ def test_a_precision_name_reads_back_as_the_fields_it_was_made_from(name):
     fields = dtypes.precision_fields(name)
     again = dtypes.precision_fields(dtypes.precision_name(fields.get("dtype"), fields.get("quantization"),
                                                           fields.get("kv_cache_dtype")))
-    assert {**{"dtype": "auto"}, **fields} == {**{"dtype": "auto"}, **again}
+    assert {"dtype": "auto", **fields} == {"dtype": "auto", **again}
 
 
 def test_an_unknown_precision_part_is_one_line_naming_the_parts():

@@ -10,8 +10,8 @@ import pytest
 from bench.errors import ONE_LINE_CHARS, one_line
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.run.runner import RunEnvironment, execute
-from bench.testing.fake_device import fake_device
 from bench.telemetry.fake_nvml import FakeNvmlTelemetry
+from bench.testing.fake_device import fake_device
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # an AWS secret key's shape: 40 characters
 

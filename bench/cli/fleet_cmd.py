@@ -9,6 +9,7 @@ import click
 
 from bench.cli.textable import format_table
 from bench.fleet.backends import BACKENDS
+
 STORE_HELP = "Store URL the shards publish to ($BENCH_STORE): a folder, s3://bucket/prefix, ..."
 
 

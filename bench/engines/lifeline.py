@@ -151,7 +151,7 @@ def _guard(parent: int, sig: int, command: list[str]) -> None:
     if os.getppid() != parent:  # the parent died before the guard was set: never start unguarded
         sys.exit(128 + sig)
     # COMMAND also gets `sig` if this process is killed
-    proc = subprocess.Popen(command, preexec_fn=lambda: set_parent_death_signal(sig))  # noqa: PLW1509 - one thread
+    proc = subprocess.Popen(command, preexec_fn=lambda: set_parent_death_signal(sig))
     for signum in pending:
         proc.send_signal(signum)
     code = proc.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Self
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval_s)
             self.lags_s.append(max(0.0, self.clock() - t0 - self.interval_s))
 
-    async def __aenter__(self) -> LoopLagMonitor:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run())
         return self
 

@@ -16,6 +16,7 @@ import fcntl
 import struct
 import termios
 import time
+from typing import Self
 
 from bench.load.looplag import LoopLagMonitor
 from bench.load.types import LoopStats
@@ -48,7 +49,7 @@ class SelfWatch:
         self._t0 = self._cpu0 = 0.0
         self.wall_s = self.cpu_s = 0.0
 
-    async def __aenter__(self) -> SelfWatch:
+    async def __aenter__(self) -> Self:
         import asyncio
 
         self._t0, self._cpu0 = self.clock(), time.process_time()

@@ -129,7 +129,7 @@ def _roofline(cfg, point, model, hardware, n_gpus, metrics, probe) -> Roofline |
             measured_output_tok_s=metrics.output_tok_s, probe=probe,
             replicas=cfg.data_parallel_size,
         )
-    except Exception as e:  # a missing catalog figure must not lose a measured point
+    except Exception as e:  # noqa: BLE001 - a missing catalog figure must not lose a measured point
         return Roofline(error=f"roofline not computed: {e}")
 
 
@@ -143,6 +143,6 @@ def _default_cost(hardware, metrics: Metrics, energy: Energy | None, n_gpus: int
     for name, scenario in scenarios_for(hardware).items():
         try:
             out[name] = cost_for_point(metrics, energy, scenario, n_gpus)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a scenario that cannot be priced must not lose the point
             out[name] = CostFigures(scenario=name, error=f"cost not computed: {e}")
     return out

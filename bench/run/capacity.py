@@ -25,10 +25,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bench.errors import one_line
-from bench.plan.pointid import PointId
-
 from bench.plan import PointSpec
 from bench.plan.capacity import CapacitySearch
+from bench.plan.pointid import PointId
 from bench.plan.points import ConcurrencyLoad, RateLoad
 from bench.results import RunResult
 from bench.run.engine_session import RunContext, run_engine_session

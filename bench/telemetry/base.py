@@ -149,7 +149,7 @@ class TelemetrySession:
         while not self._stop.wait(self.interval_s):
             try:
                 self.sample_once()
-            except Exception as e:  # a dying meter must not kill the run; it shows as gaps
+            except Exception as e:  # noqa: BLE001 - a dying meter must not kill the run; it shows as gaps
                 self.meter.read_errors += 1
                 self.notes.append(f"sampling error: {type(e).__name__}: {e}")
 

@@ -182,7 +182,7 @@ def _provenance(device: str) -> dict:
             version = nvml.nvmlSystemGetDriverVersion()
             out["driver_version"] = version.decode() if isinstance(version, bytes) else version
             nvml.nvmlShutdown()
-        except Exception:  # the driver version is provenance, not a reason to fail the probe
+        except Exception:  # noqa: BLE001, S110 - the driver version is provenance, not a reason to fail the probe
             pass
     else:
         out["device_name"] = _cpu_name()
@@ -221,7 +221,7 @@ def run_probe(device: str | None = None, min_time_s: float | None = None, bandwi
     if on_gpu and nvml_check:
         try:
             probe["nvml"] = measure_nvml_counter(gpu_index=torch.cuda.current_device(), load=_matmul_load(device))
-        except Exception as e:  # no NVML: the probe's other figures still stand
+        except Exception as e:  # noqa: BLE001 - no NVML: the probe's other figures still stand
             probe["nvml"] = {"error": f"{type(e).__name__}: {e}"}
     probe["elapsed_s"] = time.perf_counter() - started
     return probe
