@@ -116,6 +116,8 @@ def check_roofline(point, cfg: dict, n_gpus: int, metrics, run, context_len: int
     bound = point_roofline(model, hardware, batch=batch, context_len=max(int(context_len), 1),
                            bytes_per_param=bytes_per_param(eng, model), kv_bytes_per_elem=kv_bytes_per_elem(eng, model),
                            n_gpus=n_gpus, measured_output_tok_s=out, replicas=eng.data_parallel_size).bound_tok_s
+    if bound is None:  # point_roofline always sets it (the smaller of its bounds); the group field is Optional
+        return
     if out > ROOFLINE_MARGIN * bound:
         raise Implausible(f"metrics.output_tok_s: {out / n_gpus:.4g} tok/s per GPU is above {ROOFLINE_MARGIN} x the "
                           f"roofline bound {bound / n_gpus:.4g} of {model.key} on {hardware.id} (batch {batch})")

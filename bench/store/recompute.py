@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeGuard
 
 from bench.errors import StoreError
 from bench.load.records import RequestRecord
@@ -204,8 +204,8 @@ def power_series(table) -> dict[str | None, dict[str, tuple[list, list, list]]]:
     out: dict[str | None, dict[str, tuple[list, list, list]]] = {}
     for (config, device), rows in groups.items():
         idx = np.asarray(rows)[np.argsort(t[rows], kind="stable")]
-        e, p = ([None if math.isnan(v) else v for v in r[idx].tolist()] for r in readings)
-        out.setdefault(config, {})[str(device)] = (t[idx].tolist(), e, p)
+        energy, power = ([None if math.isnan(v) else v for v in r[idx].tolist()] for r in readings)
+        out.setdefault(config, {})[str(device)] = (t[idx].tolist(), energy, power)
     return out
 
 
@@ -262,7 +262,7 @@ def _total(metrics) -> float | None:
     return None if a is None or b is None else a + b
 
 
-def _number(v) -> bool:
+def _number(v) -> TypeGuard[int | float]:
     return type(v) in (int, float)
 
 
