@@ -9,7 +9,7 @@ client saw every token at once) and an interactivity computed from it are shown 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from bench.analysis.cellformat import fmt
 from bench.analysis.pareto import X
@@ -20,7 +20,7 @@ MARKED_KEYS = (X, "ttft_s_p50", "ttft_s_p90", "ttft_s_p95", "ttft_s_p99", *TPOT_
 TPOT_ZERO = "n/a (TPOT 0)"
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """A finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
 

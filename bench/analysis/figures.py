@@ -240,7 +240,7 @@ def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load lev
     return _layout(fig, title, load_label, "seconds")
 
 
-def _shade_windows(fig, windows: list[tuple[str, float, float]] | None, t0_s: float) -> None:
+def _shade_windows(fig, windows: list[tuple[str, float | None, float | None]] | None, t0_s: float) -> None:
     """Each load point's measurement window (label, t0_s, t1_s) shaded, times from `t0_s`, shades alternating."""
     for i, (label, w0, w1) in enumerate(windows or []):
         if w0 is None or w1 is None:
@@ -250,7 +250,7 @@ def _shade_windows(fig, windows: list[tuple[str, float, float]] | None, t0_s: fl
 
 
 def power_figure(power: pd.DataFrame, title: str = "Board power over time",
-                 windows: list[tuple[str, float, float]] | None = None):
+                 windows: list[tuple[str, float | None, float | None]] | None = None):
     """One line per device (columns t_s, device, power_w), time from the first sample;
     each load point's measurement window (label, t0_s, t1_s) is shaded."""
     import plotly.graph_objects as go
@@ -273,7 +273,7 @@ SERVER_SERIES = {"running_requests": "running requests", "waiting_requests": "wa
 
 
 def server_metrics_figure(frame: pd.DataFrame, title: str = "Server metrics over time",
-                          windows: list[tuple[str, float, float]] | None = None):
+                          windows: list[tuple[str, float | None, float | None]] | None = None):
     """Running and waiting requests (left axis) and KV-cache usage in % (right axis) from
     server_metrics.parquet rows (config_id, point_id, t_s, metric, value), time from the first
     sample; each load point's measurement window (label, t0_s, t1_s) is shaded."""

@@ -9,7 +9,7 @@ class `invalid`, published rows `published`.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.analysis.cells import cell_text, is_number, not_a_measurement
@@ -61,7 +61,7 @@ def figure_html(fig, div_id: str) -> str:
                                               config=PLOT_CONFIG, default_height="480px") + "</div>"
 
 
-def table_html(rows: list[dict], columns: list[str | tuple[str, str]],
+def table_html(rows: list[dict], columns: Sequence[str | tuple[str, str]],
                row_class: Callable[[dict], str] | None = None, table_id: str | None = None) -> str:
     """A sortable table; a column is a key or (key, header). Cells read as in the Markdown
     reports (`cells.cell_text`); a measured number also sorts by its value."""

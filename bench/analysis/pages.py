@@ -103,7 +103,7 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
 
 def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows: list[dict], table_columns: list,
              cost_rows: list[dict], cost_columns: list, power: pd.DataFrame | None,
-             windows: list[tuple[str, float, float]], about: str, synthetic: bool = False,
+             windows: list[tuple[str, float | None, float | None]], about: str, synthetic: bool = False,
              server_metrics: pd.DataFrame | None = None) -> Page:
     """report.html of one run: plots of its ok points (invalid marked), power, server metrics, the tables."""
     figs: dict[str, Any] = {

@@ -65,7 +65,7 @@ def series_label(key: dict) -> str:
 
 def split_series(table: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
     """(label, key, rows) of each series in the cost-model table, sorted by label."""
-    out = []
+    out: list[tuple[str, dict, pd.DataFrame]] = []
     if table.empty:
         return out
     keyed = table.assign(**{c: table[c].astype(object) for c in SERIES_COLUMNS})

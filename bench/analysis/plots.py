@@ -88,7 +88,7 @@ def throughput_vs_interactivity(table: pd.DataFrame, path: Path, title: str = ""
 
 
 def power_over_time(power: pd.DataFrame, path: Path, title: str = "Board power over time",
-                    windows: list[tuple[str, float, float]] | None = None) -> Plot:
+                    windows: list[tuple[str, float | None, float | None]] | None = None) -> Plot:
     """One line per device from a power series (columns t_s, device, power_w).
 
     Time is shown from the first sample; `windows` (label, t0_s, t1_s) on the same clock as
@@ -111,7 +111,7 @@ def power_over_time(power: pd.DataFrame, path: Path, title: str = "Board power o
 
 
 def server_metrics_over_time(frame: pd.DataFrame, path: Path, title: str = "Server metrics over time",
-                             windows: list[tuple[str, float, float]] | None = None) -> Plot:
+                             windows: list[tuple[str, float | None, float | None]] | None = None) -> Plot:
     """Running and waiting requests (left axis) and KV-cache usage in % (right axis) from
     server_metrics.parquet rows (config_id, t_s, metric, value); windows shaded as in power_over_time."""
     fig, ax = _figure(title, "time since first sample (s)", "requests")

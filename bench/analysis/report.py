@@ -8,6 +8,7 @@ provenance, synthetic (test) runs are flagged, and invalid points' latencies are
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ class Report:
 __all__ = ["PROVENANCE_COLUMNS", "Report", "compare_report", "fmt", "markdown_table", "run_report"]
 
 
-def markdown_table(rows: list[dict], columns: list[str | tuple[str, str]]) -> str:
+def markdown_table(rows: list[dict], columns: Sequence[str | tuple[str, str]]) -> str:
     """Rows as a Markdown table; a column is a key or (key, header). Invalid points'
     latencies are marked and a TPOT of 0 is no number (`bench.analysis.cells`). Every cell
     is `md_text`: ids and reasons from a store never render as HTML, links or images."""
@@ -68,7 +69,7 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
             "n_gpus": ", ".join(sorted({str(c.n_gpus) for c in cfg.configs()})),
             "precision": ", ".join(sorted({c.precision_label() for c in cfg.configs()})),
             "engine": ", ".join(sorted({f"{cfg.engine_config(cid).engine} {engine_version_of(run, cid) or ''}".strip()
-                                        for cid in (cfg.engine_configs or {"default": None})})),
+                                        for cid in (list(cfg.engine_configs) or ["default"])})),
             "driver": prov.get("driver_version"), "weights": cfg.weights,
             "harness": f"{run.harness.version} {(run.harness.git_sha or '')[:10]}".strip(),
             "status": run.status,
@@ -143,6 +144,8 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         points, provenance = _with_invalid(rows, runs, model), provenance_rows(used)
         synthetic = any(run.extra.get("synthetic") for _, run in used)
     else:
+        if points is None:  # the TypeError indexing None gave, with its cause
+            raise TypeError("compare_report: `points` stands in for `runs` when runs is None")
         points = points[points["model"] == model]
         provenance = provenance_from_points(points[points["run_id"].isin(set(rows["run_id"]))])
         synthetic = bool(points["synthetic"].fillna(False).any())
@@ -210,14 +213,15 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     if server_metrics is not None:
         plots.append(server_metrics_over_time(server_metrics, out_dir / "server_metrics_over_time.png",
                                               windows=windows))
-    columns = ["point_id", "load", "status", "valid", "reasons", "n_requests", (Y, metric_label(Y, short=True)),
+    columns: list[str | tuple[str, str]] = [
+               "point_id", "load", "status", "valid", "reasons", "n_requests", (Y, metric_label(Y, short=True)),
                (X, metric_label(X, short=True)), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
                "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency", "prefix_cache_hit_rate",
                "running_requests_max", "preemptions_in_window"]
     costs = [_cost_row(p) for p in run.points if p.status == "ok"]
     scenarios = sorted({k.split("__", 1)[1] for row in costs for k in row if "__" in k})
-    cost_columns = ["point_id"] + [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"),
-                                                                  (f"util__{s}", "util."))]
+    cost_columns: list[str | tuple[str, str]] = ["point_id"]
+    cost_columns += [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"), (f"util__{s}", "util."))]
     about = {"status": status, "error": run.error, "created_utc": run.created_utc,
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config.model_dump(mode="json"),
              "provenance": run.provenance, "extra": run.extra}

@@ -85,4 +85,4 @@ class RunConfig(StoredEngineConfig):
 
     def configs(self) -> list[StoredEngineConfig]:
         """Every engine configuration (the top level alone for a run that lists none)."""
-        return [self.engine_config(cid) for cid in (self.engine_configs or {"default": None})]
+        return [self.engine_config(cid) for cid in (list(self.engine_configs) or ["default"])]

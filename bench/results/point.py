@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bench.measure.point import PointGroups, point_groups
 from bench.plan import EngineConfig, PointSpec
@@ -59,7 +59,7 @@ def build_point_result(
     return point_result(point, point_groups(point, cfg, run, **measure_kwargs), started_utc)
 
 
-def failed_point(point: PointSpec, status: str, error: str, started_utc: str | None = None) -> PointResult:
+def failed_point(point: PointSpec, status: Literal["failed", "skipped"], error: str, started_utc: str | None = None) -> PointResult:
     """A point that did not produce measurements (failed or skipped), with its one-line cause."""
     return PointResult(
         point_id=point.point_id,

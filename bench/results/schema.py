@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,7 +41,7 @@ from bench.measure.groups import (
 )
 from bench.safepath import UnsafePath, check_rel_path, inside
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Final = 2
 # Every Parquet bench writes carries a CRC32 per page, so a flipped bit in a data page is
 # found by any reader that verifies them (READ_OPTIONS); the footer is covered by the
 # store's whole-file sha256 (docs/store.md).

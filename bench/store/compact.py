@@ -70,7 +70,8 @@ class _Verdicts:
     """Each run verified at most once per build: its point-file tables, or why it is left out."""
 
     def __init__(self, store, done: Compaction):
-        self.store, self.done, self._seen = store, done, {}
+        self.store, self.done = store, done
+        self._seen: dict[str, dict | None] = {}
 
     def tables(self, run_id: str) -> dict | None:
         """{store-relative path: rows} of the run's verified point files; None: left out (its line added)."""
@@ -113,13 +114,13 @@ def compact(store, full: bool = False) -> Compaction:
         tables = verdicts.tables(run_id)
         if tables is None:
             continue
-        files = {rel: points_bytes(rows) for rel, rows in tables.items()}
+        blobs = {rel: points_bytes(rows) for rel, rows in tables.items()}
         try:
-            publish_point_files(store, files)
+            publish_point_files(store, blobs)
         except StoreError as e:
             verdicts.refuse(run_id, f"its point files cannot be written ({str(e).removeprefix(store.where + ': ')})")
             continue
-        for rel in files:
+        for rel in blobs:
             listing.setdefault(rel.split("/", 2)[2].rsplit("/", 1)[0], {})[run_id] = store.path(rel)
         done.backfilled += 1
     for part, files in sorted(listing.items()):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pandas as pd
 
 from bench.errors import BenchError, ConfigError, ResultError, StoreError
 from bench.results import RunResult, read_summary
-from bench.store.rows import catalog_model_info, point_rows
+from bench.store.rows import ModelInfoFn, catalog_model_info, point_rows
 from bench.store.schema import (  # noqa: F401 - the table's columns, read from here by reports and tests
     BASE_COLUMNS,
     BOOL_COLUMNS,
@@ -46,7 +46,7 @@ from bench.store.schema import (  # noqa: F401 - the table's columns, read from 
 
 _TOKENS = {"output": "output_tok_s", "input": "input_tok_s", "total": "total_tok_s", "goodput": "goodput_output_tok_s"}
 
-ScenariosFn = Callable[[str], dict[str, Any]]  # hardware id -> {scenario name: bench.measure.cost.Scenario}
+ScenariosFn = Callable[[str | None], dict[str, Any]]  # hardware id (None: unknown) -> {scenario name: bench.measure.cost.Scenario}
 
 
 @dataclass
@@ -66,7 +66,7 @@ def build_table(
     runs: Iterable[tuple[str, RunResult]],
     scenario_names: list[str] | None = None,
     scenarios_for: ScenariosFn | None = None,
-    model_info: Callable[[str], dict] | None = None,
+    model_info: ModelInfoFn | None = None,
     include_invalid: bool = False,
 ) -> pd.DataFrame:
     """The cost-model table of (run_id, RunResult) pairs; order of `runs` does not matter.
@@ -80,7 +80,7 @@ def build_table(
 
 
 def table_frame(points: pd.DataFrame, scenario_names: list[str] | None = None,
-                scenarios_for: ScenariosFn | None = None, model_info: Callable[[str], dict] | None = None,
+                scenarios_for: ScenariosFn | None = None, model_info: ModelInfoFn | None = None,
                 extra_columns: bool = False) -> pd.DataFrame:
     """Point rows (from `point_rows` or read from point files) -> the table: catalog columns
     and every scenario's cost columns added now, fixed column order (with `extra_columns`,
@@ -97,7 +97,7 @@ def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
     return _ordered(pd.DataFrame(rows))
 
 
-def _ordered(frame: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
+def _ordered(frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     """Base columns, then `extra`, then the scenario columns sorted by scenario; rows by SORT_KEYS."""
     scenario_columns = sorted((c for c in frame.columns if "__" in c),
                               key=lambda c: (c.split("__", 1)[-1], SCENARIO_FIELDS.index(c.split("__", 1)[0])))
@@ -105,7 +105,7 @@ def _ordered(frame: pd.DataFrame, extra: list[str] = ()) -> pd.DataFrame:
     return frame.sort_values(SORT_KEYS, kind="mergesort", na_position="last").reset_index(drop=True)
 
 
-def _with_catalog(frame: pd.DataFrame, model_info: Callable[[str], dict]) -> pd.DataFrame:
+def _with_catalog(frame: pd.DataFrame, model_info: ModelInfoFn) -> pd.DataFrame:
     models = frame["model"].astype(object).where(frame["model"].notna(), None)
     info = {m: model_info(m) for m in dict.fromkeys(models)}
     return frame.assign(**{c: [info[m].get(c) for m in models] for c in CATALOG_COLUMNS})
@@ -266,6 +266,8 @@ def catalog_scenarios(hardware_id: str | None) -> dict[str, Any]:
     from bench.catalog import get_hardware
     from bench.measure.cost import scenarios_for
 
+    if hardware_id is None:
+        return {}
     try:
         hardware = get_hardware(hardware_id)
     except (BenchError, TypeError):

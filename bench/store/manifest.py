@@ -85,7 +85,7 @@ class Manifest(BaseModel):
         return next((e for e in self.files if e.path == rel), None)
 
     def has_model(self, key: str) -> bool:
-        return key in (self.models or [self.model])
+        return key in self.models if self.models else key == self.model
 
 
 def content_digest(entries: list[dict]) -> str:

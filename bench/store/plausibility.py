@@ -18,8 +18,12 @@ A violation is a `Implausible` error naming the figure; the run it belongs to is
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from bench.errors import StoreError
+
+if TYPE_CHECKING:
+    from bench.results.config import StoredEngineConfig
 
 MAX_GPUS = 100_000  # more GPUs than any one engine configuration spans
 # The roofline bound assumes one token per sequence per decode step at the datasheet bandwidth:
@@ -92,7 +96,7 @@ def check_power(energy, n_gpus: int, hardware) -> None:
                               f"{hardware.power_w:g} W limit of {hardware.id}")
 
 
-def check_roofline(point, cfg: dict, n_gpus: int, metrics, run, context_len: int, model, hardware) -> None:
+def check_roofline(point, cfg: StoredEngineConfig, n_gpus: int, metrics, run, context_len: int, model, hardware) -> None:
     """Output tokens/s per GPU within ROOFLINE_MARGIN of the catalog's roofline bound at the
     largest batch in flight (and CONTEXT_LEN, the one the point's roofline took); a probe's
     figures within ROOFLINE_MARGIN of the catalog's."""
@@ -116,6 +120,8 @@ def check_roofline(point, cfg: dict, n_gpus: int, metrics, run, context_len: int
     bound = point_roofline(model, hardware, batch=batch, context_len=max(int(context_len), 1),
                            bytes_per_param=bytes_per_param(eng, model), kv_bytes_per_elem=kv_bytes_per_elem(eng, model),
                            n_gpus=n_gpus, measured_output_tok_s=out, replicas=eng.data_parallel_size).bound_tok_s
+    if bound is None:  # point_roofline always sets it (the smaller of its bounds); the group field is Optional
+        return
     if out > ROOFLINE_MARGIN * bound:
         raise Implausible(f"metrics.output_tok_s: {out / n_gpus:.4g} tok/s per GPU is above {ROOFLINE_MARGIN} x the "
                           f"roofline bound {bound / n_gpus:.4g} of {model.key} on {hardware.id} (batch {batch})")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bench.errors import StoreError
 from bench.safepath import RUN_ID_RE, UnsafePath, check_rel_path
@@ -52,12 +53,15 @@ from bench.store.schema import (  # noqa: F401
     sort_points,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass
 class PointsRead:
     """What a read of point files gave: its rows, the files opened, and files left out (one line each)."""
 
-    table: object  # pandas DataFrame
+    table: pd.DataFrame
     files: list[str] = field(default_factory=list)
     partitions: int = 0
     skipped: list[str] = field(default_factory=list)

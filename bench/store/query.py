@@ -81,32 +81,31 @@ def read_points(store, filters: dict[str, list], include_invalid: bool = False, 
     if not include_invalid and "valid" not in filters:
         filters = {**filters, "valid": [True]}
     where, params = _where_sql(filters)
-    read = PointsRead(None)
+    files_read: list[str] = []
+    partitions = 0
     allowed: set[str] = set()
     loose: list[tuple[str, str]] = []  # (partition, run id) of point files no compacted file names
     for part in list_partitions(store, hardware=filters.get("hardware"), model=filters.get("model")):
         files = list_point_files(store, part)
         if not files:
             continue
-        read.partitions += 1
+        partitions += 1
         runs = compacted_runs(store, part)
         if runs is not None:
-            read.files.append(store.path(compacted_rel(part)))
+            files_read.append(store.path(compacted_rel(part)))
             allowed |= runs[0] & set(files)
         skip = (runs[0] | runs[1]) if runs is not None else set()
         loose += [(part, run_id) for run_id in sorted(files) if run_id not in skip]
     refused: dict[str, str] = {}
-    table = read_point_files(store, list(read.files), where, params, refused=refused)
-    if read.files and len(refused) == len(read.files):  # nothing read: a store problem, not a few bad files
+    table = read_point_files(store, list(files_read), where, params, refused=refused)
+    if files_read and len(refused) == len(files_read):  # nothing read: a store problem, not a few bad files
         raise StoreError(next(iter(refused.values())))
     bound, paths = read_bound_point_files(store, loose, refused)
-    read.files += paths
+    files_read += paths
     allowed |= set(bound["run_id"].to_pylist())
     table = pa.concat_tables([table, _filtered(store, bound, where, params)])
-    read.skipped = list(refused.values())
     table = table.filter(pc.fill_null(pc.is_in(table["run_id"], value_set=pa.array(sorted(allowed), pa.string())), False))
-    read.table = to_pandas(table)
-    return read
+    return PointsRead(to_pandas(table), files=files_read, partitions=partitions, skipped=list(refused.values()))
 
 
 def read_bound_point_files(store, loose: list[tuple[str, str]], refused: dict[str, str]):
@@ -284,10 +283,11 @@ def run_sql(points, sql: str):
         con.close()
 
 
-def _where_sql(filters: dict[str, list]) -> tuple[str, dict]:
-    terms, params = [], {}
+def _where_sql(filters: dict[str, list]) -> tuple[str, dict[str, object]]:
+    terms: list[str] = []
+    params: dict[str, object] = {}
     for key, values in sorted(filters.items()):
-        names = []
+        names: list[str] = []
         for value in values:
             names.append(f"$p{len(params)}")
             params[names[-1][1:]] = value

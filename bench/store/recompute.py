@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bench.errors import StoreError
 from bench.load.records import RequestRecord
 from bench.telemetry.types import MEASURED_METHODS, EnergyMethod
+
+if TYPE_CHECKING:
+    from bench.results.config import StoredEngineConfig
 
 # "Beyond rounding": the writer stores float64 as computed (JSON and Parquet keep every bit), so
 # a recomputation gives the same bits; the tolerance only absorbs a different libm or NumPy.
@@ -74,8 +77,8 @@ def compare(group: str, stored, derived: dict, keys) -> None:
             raise Disagreement(f"{group}.{key}: stored {_show(value)}, recomputed {_show(derived.get(key))}")
 
 
-def recompute_point(point, cfg: dict, n_gpus: int, records: list[RequestRecord], power, telemetry: dict | None,
-                    model, hardware) -> PointFigures:
+def recompute_point(point, cfg: StoredEngineConfig, n_gpus: int, records: list[RequestRecord], power,
+                    telemetry: dict | None, model, hardware) -> PointFigures:
     """The point's figures from its records (see the module); Disagreement on the first stored
     figure that differs. `power`: the run's power series (`power_series`; None: none);
     `telemetry`: run.extra["telemetry"][config id]; `model`/`hardware`: catalog entries or None."""
@@ -130,7 +133,7 @@ def _slo(metrics) -> dict | None:
     return slo or None
 
 
-def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: float):
+def _energy(point, cfg: StoredEngineConfig, power, telemetry, hardware, metrics, t0: float, t1: float):
     """(The Energy group of the window, recomputed as bench.telemetry computes it; reasons the
     point is invalid when it cannot be: no series, hardware unknown to the catalog)."""
     from bench.measure.groups import Energy
@@ -145,7 +148,7 @@ def _energy(point, cfg, power, telemetry, hardware, metrics, t0: float, t1: floa
         return stored, []
     if method == "nominal":
         if hardware is None:
-            return None, [f"energy: nominal power not checked (hardware {cfg.get('hardware_id')!r} not in the catalog)"]
+            return None, [f"energy: nominal power not checked (hardware {cfg.hardware_id!r} not in the catalog)"]
         n = stored.n_devices
         if not (type(n) is int and 1 <= n <= 100_000):
             raise Disagreement(f"energy.n_devices: {_show(n)} is not a device count")
@@ -204,12 +207,12 @@ def power_series(table) -> dict[str | None, dict[str, tuple[list, list, list]]]:
     out: dict[str | None, dict[str, tuple[list, list, list]]] = {}
     for (config, device), rows in groups.items():
         idx = np.asarray(rows)[np.argsort(t[rows], kind="stable")]
-        e, p = ([None if math.isnan(v) else v for v in r[idx].tolist()] for r in readings)
-        out.setdefault(config, {})[str(device)] = (t[idx].tolist(), e, p)
+        energy, power = ([None if math.isnan(v) else v for v in r[idx].tolist()] for r in readings)
+        out.setdefault(config, {})[str(device)] = (t[idx].tolist(), energy, power)
     return out
 
 
-def _roofline(point, cfg: dict, n_gpus: int, model, hardware, metrics):
+def _roofline(point, cfg: StoredEngineConfig, n_gpus: int, model, hardware, metrics):
     """The roofline as bench.measure.point computes it, with the bandwidth and FLOPS the point
     recorded (a probe's, or the catalog's); None when the model or hardware is not in the catalog."""
     from bench.measure.point import (
@@ -235,11 +238,11 @@ def _roofline(point, cfg: dict, n_gpus: int, model, hardware, metrics):
     return roof
 
 
-def engine_namespace(cfg: dict) -> SimpleNamespace:
+def engine_namespace(cfg: StoredEngineConfig) -> SimpleNamespace:
     """The attributes of an EngineConfig the roofline reads, from a stored configuration."""
-    return SimpleNamespace(dtype=str(cfg.get("dtype") or "auto"), quantization=cfg.get("quantization"),
-                           kv_cache_dtype=cfg.get("kv_cache_dtype") or "auto",
-                           data_parallel_size=cfg.get("data_parallel_size") or 1)
+    return SimpleNamespace(dtype=str(cfg.dtype or "auto"), quantization=cfg.quantization,
+                           kv_cache_dtype=cfg.kv_cache_dtype or "auto",
+                           data_parallel_size=cfg.data_parallel_size or 1)
 
 
 def _validity(point, metrics, run, counts: dict, energy, n_gpus: int) -> list[str]:
@@ -262,7 +265,7 @@ def _total(metrics) -> float | None:
     return None if a is None or b is None else a + b
 
 
-def _number(v) -> bool:
+def _number(v) -> TypeGuard[int | float]:
     return type(v) in (int, float)
 
 

@@ -54,7 +54,10 @@ def run_models(run: RunResult) -> list[str]:
     return sorted(k for k in keys if k)
 
 
-def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | None = None,
+ModelInfoFn = Callable[[str | None], dict]  # model key (None: the config names none) -> catalog columns
+
+
+def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = None,
                include_invalid: bool = False) -> list[dict]:
     """Base columns (no cost) and POINT_EXTRA_COLUMNS for each valid, ok point of one run
     (with include_invalid, the invalid ok points too, `valid` false: point files and reports
@@ -99,6 +102,8 @@ def point_rows(run_id: str, run: RunResult, model_info: Callable[[str], dict] | 
 
 def catalog_model_info(model_key: str | None) -> dict:
     """total_params, active_params, sparsity (active/total) from the catalog; NaN when unknown."""
+    if model_key is None:
+        return {"total_params": math.nan, "active_params": math.nan, "sparsity": math.nan}
     try:
         from bench.catalog import get_model
 
@@ -106,7 +111,7 @@ def catalog_model_info(model_key: str | None) -> dict:
     except (BenchError, ImportError, TypeError):
         return {"total_params": math.nan, "active_params": math.nan, "sparsity": math.nan}
     return {"total_params": m.total_params, "active_params": m.active_params,
-            "sparsity": m.active_params / m.total_params}
+            "sparsity": m.sparsity}
 
 
 def partition_value(value: Any) -> str:
@@ -137,7 +142,7 @@ def run_point_tables(run_id: str, result: RunResult) -> dict:
     check_run_id(run_id)
     table = rows_to_arrow(point_rows(run_id, result, model_info=lambda _: {}, include_invalid=True))
     if table.num_rows == 0:  # no ok point: an empty file under the run's own hardware and model
-        parts = {partition_of(result.config.hardware_id, (run_models(result) or [None])[0]): table}
+        parts = {partition_of(result.config.hardware_id, next(iter(run_models(result)), None)): table}
     else:
         of_row = [partition_of(hw, m) for hw, m in zip(table["hardware"].to_pylist(), table["model"].to_pylist())]
         parts = {part: table.filter(pa.array([p == part for p in of_row])) for part in sorted(set(of_row))}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from bench.errors import BenchError, StoreError
 from bench.results import RunResult
+from bench.results.config import StoredEngineConfig
 from bench.store.bounded import POINTS_LIMITS, read_parquet
 
 READ = Callable[[str], "bytes | None"]  # a run's file by its relative path; None: not among its files
@@ -46,8 +47,7 @@ def verify_run(run: RunResult, read: READ, where: str) -> RunResult:
             points.append(point)
             continue
         try:
-            points.append(_verify_point(run, point, run.config.engine_config(point.engine_config_id).model_dump(),
-                                        read, power, where))
+            points.append(_verify_point(run, point, run.config.engine_config(point.engine_config_id), read, power, where))
         except StoreError as e:  # Disagreement and Implausible name the field; file errors their file
             message = str(e) if str(e).startswith(where) else f"{where}: point {point.point_id}: {e}"
             raise StoreError(message) from None
@@ -81,18 +81,18 @@ def read_verified_run(store, run_id: str, manifest=None) -> RunResult:
     return verify_run(run, read, f"{store.where}: run {run_id}")
 
 
-def _verify_point(run: RunResult, point, cfg: dict, read: READ, power: _LazyPower, where: str):
+def _verify_point(run: RunResult, point, cfg: StoredEngineConfig, read: READ, power: _LazyPower, where: str):
     from bench.store import plausibility
     from bench.store.integrity import check_requests
     from bench.store.recompute import recompute_point
 
-    n_gpus = plausibility.n_gpus_of(cfg)
+    n_gpus = plausibility.n_gpus_of(cfg.model_dump())  # the stored counts, checked before use
     if not point.requests_file:
         reasons = _merge(point, ["figures not derivable: the point has no request records"])
         return point.model_copy(update={"metrics": None, "energy": None, "roofline": None, "valid": False,
                                         "invalid_reasons": reasons})
     records = check_requests(_need(read, point.requests_file, where), point, where)
-    model, hardware = _catalog_model(cfg.get("model")), _catalog_hardware(cfg.get("hardware_id"))
+    model, hardware = _catalog_model(cfg.model), _catalog_hardware(cfg.hardware_id)
     described = run.extra.get("telemetry")  # per configuration: the meter, e.g. a RAPL counter's wrap range
     telemetry = described.get(point.engine_config_id) if isinstance(described, dict) else None
     figures = recompute_point(point, cfg, n_gpus, records, power.table if _uses_series(point) else None,
@@ -104,8 +104,7 @@ def _verify_point(run: RunResult, point, cfg: dict, read: READ, power: _LazyPowe
         plausibility.check_roofline(point, cfg, n_gpus, figures.metrics, figures.run, figures.roofline.context_len,
                                     model, hardware)
     unchecked = [f"not checked against the catalog: {what} {str(key)[:60]!r} is not in it"
-                 for what, key, found in (("model", cfg.get("model"), model), ("hardware", cfg.get("hardware_id"),
-                                                                                 hardware)) if found is None]
+                 for what, key, found in (("model", cfg.model, model), ("hardware", cfg.hardware_id, hardware)) if found is None]
     reasons = _merge(point, figures.reasons + unchecked)
     return point.model_copy(update={
         "metrics": figures.metrics, "energy": figures.energy,
