@@ -16,7 +16,7 @@ def is_missing(value: Any) -> bool:
     if value is None:
         return True
     try:
-        return bool(value != value)  # noqa: PLR0124  NaN is the one value unequal to itself
+        return bool(value != value)
     except TypeError:
         return True
 

@@ -87,7 +87,7 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
         note = ("Black markers are published figures (source: published, not measured here)."
                 if matched else f"No published figure is of {model}: every published figure is drawn, for scale only.")
         parts.append(page.paragraph(note, "note"))
-    for i, (name, fig) in enumerate(figs.items()):
+    for i, fig in enumerate(figs.values()):
         parts.append(page.figure_html(fig, f"plot-{i}"))
     parts += [page.heading("Matched operating point"),
               page.table_html(compared.astype(object).where(compared.notna(), None).to_dict("records"),

@@ -28,8 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.atomicio import atomic_write_text
 from bench.errors import ResultError, one_line, write_error
 from bench.load.records import RequestRecord
-from bench.plan.points import LoadSpec, WorkloadSpec
-from bench.results.config import RunConfig
 from bench.measure.groups import (
     ClientLoad,
     CostFigures,
@@ -39,6 +37,8 @@ from bench.measure.groups import (
     ServerCounters,
     Window,
 )
+from bench.plan.points import LoadSpec, WorkloadSpec
+from bench.results.config import RunConfig
 from bench.safepath import UnsafePath, check_rel_path, inside
 
 SCHEMA_VERSION: Final = 2
