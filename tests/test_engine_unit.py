@@ -151,12 +151,15 @@ def test_each_engine_reports_its_own_version(monkeypatch):
 
 
 def test_stored_engine_versions_prefer_the_configuration_and_mistrust_old_hf_runs():
+    from bench.results.config import StoredEngineConfig
+
     old_prov = {"engine_version": "0.32.0"}  # runs before per-configuration versions: vLLM's, whatever the engine
-    assert recorded_engine_version({"engine": "vllm"}, old_prov) == "0.32.0"
-    assert recorded_engine_version({"engine": "hf"}, old_prov) is None
-    hf = {"engine": "hf", "engine_version": "transformers 5.19.0, torch 2.13.0+cpu"}
+    assert recorded_engine_version(StoredEngineConfig(engine="vllm"), old_prov) == "0.32.0"
+    assert recorded_engine_version(StoredEngineConfig(), old_prov) == "0.32.0"  # no engine stored: vllm
+    assert recorded_engine_version(StoredEngineConfig(engine="hf"), old_prov) is None
+    hf = StoredEngineConfig(engine="hf", engine_version="transformers 5.19.0, torch 2.13.0+cpu")
     assert recorded_engine_version(hf, old_prov) == "transformers 5.19.0, torch 2.13.0+cpu"
-    ep = {"engine": "endpoint", "engine_version": "unknown"}
+    ep = StoredEngineConfig(engine="endpoint", engine_version="unknown")
     assert recorded_engine_version(ep, {"engine_version": "unknown"}, started="0.11.0") == "0.11.0"
     assert recorded_engine_version(ep, {"engine_version": "unknown"}) is None
 

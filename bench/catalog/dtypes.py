@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from bench.errors import ConfigError
 
@@ -32,8 +32,19 @@ DTYPE_BYTES = {"bfloat16": 2.0, "float16": 2.0, "float32": 4.0, "half": 2.0, "fl
 _DEFAULT_DTYPE = "bfloat16"  # a model without a torch_dtype
 _MATRIX_BY_BYTES = {2.0: "bf16", 1.0: "fp8", 0.5: "fp4"}
 
+
+class PrecisionFields(TypedDict, total=False):
+    """The EngineConfig fields a precision name sets (those it leaves out stay unset)."""
+
+    dtype: str
+    quantization: str
+    kv_cache_dtype: str
+
+
+PrecisionField = Literal["dtype", "quantization", "kv_cache_dtype"]
+
 # A sweep's precision name is parts joined by "+"; each part sets fields of the configuration.
-PRECISION_PARTS: dict[str, dict[str, str]] = {
+PRECISION_PARTS: dict[str, dict[PrecisionField, str]] = {
     "auto": {"dtype": "auto"},
     **{label: {"dtype": name} for label, name in _LABEL_NAMES.items()},
     **{name: {"dtype": name} for name in _LABEL_NAMES.values()},
@@ -100,10 +111,10 @@ def precision_label(dtype: str | None = "auto", quantization: str | None = None,
     return weights if kv == "auto" else f"{weights}+{kv}-kv"
 
 
-def precision_fields(name: str) -> dict[str, str]:
+def precision_fields(name: str) -> PrecisionFields:
     """EngineConfig fields of a precision name: "bf16", "fp8", "fp8-kv", or parts joined
     by "+" such as "bf16+fp8-kv" (bf16 weights and activations, fp8 KV cache)."""
-    fields: dict[str, str] = {}
+    fields: PrecisionFields = {}
     for part in name.lower().split("+"):
         if part not in PRECISION_PARTS:
             raise ConfigError(f"unknown precision '{name}' (known parts: {', '.join(PRECISION_PARTS)})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bench.errors import ConfigError
 from bench.registry import Registry
@@ -94,13 +94,24 @@ def installed_version(name: str) -> str:
 _LEGACY_VERSION_ENGINES = ("vllm", "vllm-offline")
 
 
-def recorded_engine_version(engine_config: dict[str, Any], provenance: dict[str, Any],
+class StoredEngine(Protocol):
+    """What `recorded_engine_version` reads of a stored engine configuration
+    (bench.results.config.StoredEngineConfig)."""
+
+    @property
+    def engine(self) -> str | None: ...
+
+    @property
+    def engine_version(self) -> str | None: ...
+
+
+def recorded_engine_version(engine_config: StoredEngine, provenance: dict[str, Any],
                             started: str | None = None) -> str | None:
     """The engine version of one configuration of a stored run: what the started engine
     reported (`started`, from run.extra["engine_version"]), else the configuration's own
     `engine_version`, else the run-wide provenance value when that can describe it (older runs)."""
-    for own in (started, engine_config.get("engine_version")):
+    for own in (started, engine_config.engine_version):
         if own and own != "unknown":
             return own
-    engine = engine_config.get("engine") or "vllm"
+    engine = engine_config.engine or "vllm"
     return provenance.get("engine_version") if engine in _LEGACY_VERSION_ENGINES else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -30,7 +30,7 @@ from bench.catalog.hardware import (
 from bench.errors import ConfigError
 
 __all__ = [
-    "HARDWARE_DIR", "MODELS_FILE", "TFLOPS_KEYS", "ArchConfig", "HardwareSpec", "ModelSpec", "PriceFigure",
+    "HARDWARE_DIR", "MODELS_FILE", "TFLOPS_KEYS", "ArchConfig", "HardwareSpec", "MlaDims", "ModelSpec", "PriceFigure",
     "Prices", "Scaleup", "Slo", "catalog_dir", "count_params", "get_hardware", "get_model", "load_hardware",
     "load_models",
 ]
@@ -45,6 +45,15 @@ def _count(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+class MlaDims(NamedTuple):
+    """The MLA (DeepSeek) attention dimensions, all set."""
+
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
 
 
 class ArchConfig(Strict):
@@ -110,9 +119,22 @@ class ArchConfig(Strict):
         return self.kv_lora_rank is not None
 
     @property
+    def mla(self) -> MlaDims | None:
+        """The MLA dimensions when kv_lora_rank is set (the validator asks for the rest), else None."""
+        if (self.kv_lora_rank is None or self.qk_nope_head_dim is None or self.qk_rope_head_dim is None
+                or self.v_head_dim is None):
+            return None
+        return MlaDims(self.kv_lora_rank, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim)
+
+    @property
     def n_experts(self) -> int:
         """Routed experts per MoE layer (0 for a dense model)."""
         return self.num_experts or self.num_local_experts or self.n_routed_experts or 0
+
+    @property
+    def experts_per_token(self) -> int:
+        """Routed experts chosen per token (the validator asks for it on an MoE model; 0 when unset)."""
+        return self.num_experts_per_tok or 0
 
     @property
     def head_size(self) -> int:
@@ -151,15 +173,16 @@ class ArchConfig(Strict):
     def attention_params(self) -> int:
         """Parameters of one attention block, projections plus their norms and biases."""
         h, nh = self.hidden_size, self.num_attention_heads
-        if self.is_mla:
-            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+        mla = self.mla
+        if mla is not None:
+            qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
             if self.q_lora_rank:
                 q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * nh * qk
             else:
                 q = h * nh * qk
-            kv_a = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
-            kv_b = self.kv_lora_rank * nh * (self.qk_nope_head_dim + self.v_head_dim)
-            return q + kv_a + kv_b + nh * self.v_head_dim * h
+            kv_a = h * (mla.kv_lora_rank + mla.qk_rope_head_dim) + mla.kv_lora_rank
+            kv_b = mla.kv_lora_rank * nh * (mla.qk_nope_head_dim + mla.v_head_dim)
+            return q + kv_a + kv_b + nh * mla.v_head_dim * h
         hd, kv = self.head_size, self.kv_heads
         qkv_out = nh * hd + 2 * kv * hd
         n = h * qkv_out + nh * hd * h
@@ -189,7 +212,7 @@ def count_params(cfg: ArchConfig) -> tuple[int, int]:
             router = h * cfg.n_experts
             base += shared + router
             total += base + cfg.n_experts * cfg.expert_params
-            active += base + cfg.num_experts_per_tok * cfg.expert_params
+            active += base + cfg.experts_per_token * cfg.expert_params
         else:
             dense = 3 * h * cfg.intermediate_size
             total += base + dense
@@ -235,9 +258,23 @@ class ModelSpec(Strict):
         return self
 
     @property
+    def n_total_params(self) -> int:
+        """total_params, which validation always sets (from the architecture when left out)."""
+        if self.total_params is None:
+            raise AssertionError("ModelSpec.total_params is set by validation")
+        return self.total_params
+
+    @property
+    def n_active_params(self) -> int:
+        """active_params, which validation always sets (from the architecture when left out)."""
+        if self.active_params is None:
+            raise AssertionError("ModelSpec.active_params is set by validation")
+        return self.active_params
+
+    @property
     def sparsity(self) -> float:
         """Active / total parameters (1.0 for a dense model)."""
-        return self.active_params / self.total_params
+        return self.n_active_params / self.n_total_params
 
     @property
     def is_moe(self) -> bool:
@@ -245,7 +282,7 @@ class ModelSpec(Strict):
 
     def weight_bytes(self, bytes_per_param: float) -> float:
         """All weights, bytes."""
-        return self.total_params * bytes_per_param
+        return self.n_total_params * bytes_per_param
 
     def decode_weight_bytes(self, batch: int, bytes_per_param: float) -> float:
         """Weight bytes read by one decode step serving `batch` tokens.
@@ -257,9 +294,9 @@ class ModelSpec(Strict):
         if not self.is_moe:
             return self.weight_bytes(bytes_per_param)
         cfg = self.config
-        e, k = cfg.n_experts, cfg.num_experts_per_tok
+        e, k = cfg.n_experts, cfg.experts_per_token
         routed_all = cfg.n_moe_layers * e * cfg.expert_params
-        non_expert = max(self.total_params - routed_all, 0)
+        non_expert = max(self.n_total_params - routed_all, 0)
         touched = e * (1.0 - (1.0 - k / e) ** max(batch, 1))
         routed = cfg.n_moe_layers * touched * cfg.expert_params
         return (non_expert + routed) * bytes_per_param
@@ -273,13 +310,15 @@ class ModelSpec(Strict):
         context of a full layer.
         """
         cfg = self.config
-        if cfg.is_mla:
-            return (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * cfg.num_hidden_layers * bytes_per_elem
+        mla = cfg.mla
+        if mla is not None:
+            return (mla.kv_lora_rank + mla.qk_rope_head_dim) * cfg.num_hidden_layers * bytes_per_elem
         per_layer = 2 * cfg.kv_heads * cfg.head_size * bytes_per_elem
+        window = cfg.sliding_window  # is_sliding_layer is False when it is None
         layers = 0.0
         for i in range(cfg.num_hidden_layers):
-            if context_len and cfg.is_sliding_layer(i):
-                layers += min(cfg.sliding_window, context_len) / context_len
+            if context_len and window is not None and cfg.is_sliding_layer(i):
+                layers += min(window, context_len) / context_len
             else:
                 layers += 1.0
         return per_layer * layers
@@ -294,15 +333,17 @@ class ModelSpec(Strict):
         """
         cfg = self.config
         nh = cfg.num_attention_heads
-        if cfg.is_mla:
-            dims = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim
+        mla = cfg.mla
+        if mla is not None:
+            dims = mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim
         else:
             dims = 2 * cfg.head_size
+        window = cfg.sliding_window  # is_sliding_layer is False when it is None
         attn = 0.0
         for i in range(cfg.num_hidden_layers):
-            span = min(cfg.sliding_window, context_len) if cfg.is_sliding_layer(i) else context_len
+            span = min(window, context_len) if window is not None and cfg.is_sliding_layer(i) else context_len
             attn += 2 * nh * dims * span
-        return 2.0 * self.active_params + attn
+        return 2.0 * self.n_active_params + attn
 
     def config_json(self) -> dict[str, Any]:
         """An HF config.json for a dummy-weight run: fields set in YAML (nulls kept), plus

@@ -60,7 +60,8 @@ def _byte_chars() -> list[str]:
 def _words(n: int) -> list[str]:
     """The first n letter strings in length-then-alphabetical order (a, ..., z, aa, ...)."""
     letters = "abcdefghijklmnopqrstuvwxyz"
-    out, level = [], [""]
+    out: list[str] = []
+    level = [""]
     while len(out) < n:
         level = [w + c for w in level for c in letters]
         out.extend(level[: n - len(out)])

@@ -29,7 +29,7 @@ from bench.plan.points import PositiveInt, Rate
 
 # The search's defaults, the one place: the sweep file's `capacity:` schema, `bench capacity`'s
 # help and `CapacitySearch` read them.
-DEFAULT_LOAD = "rate"
+DEFAULT_LOAD: Literal["rate", "concurrency"] = "rate"
 DEFAULT_REPEATS = 3
 DEFAULT_START = 1.0  # first level (requests/s or requests)
 DEFAULT_TOLERANCE = 0.1  # rates: stop when the bracket is within this share of the passing level
@@ -149,25 +149,27 @@ class CapacitySearch:
         if not self.steps:
             return self.start
         if self.hi is None:  # still climbing
-            if self.lo is None or self.lo >= self.max_level:
+            top = self.max_level  # never None after __post_init__
+            if self.lo is None or top is None or self.lo >= top:
                 return None
-            return self._level(min(self.lo * 2, self.max_level))
+            return self._level(min(self.lo * 2, top))
         if self.lo is None:  # still descending from a failing start
             halvings = sum(1 for s in self.steps if not s.passed) - 1
             if halvings >= MAX_HALVINGS or (self.kind == "concurrency" and self.hi <= 1):
                 return None
             return self._level(self.hi / 2)
-        if self._converged() or self._bisections >= self.max_steps:
+        if self._converged(self.lo, self.hi) or self._bisections >= self.max_steps:
             return None
         mid = self._level((self.lo + self.hi) / 2)
         if mid in (self.lo, self.hi):
             return None
         return mid
 
-    def _converged(self) -> bool:
+    def _converged(self, lo: float, hi: float) -> bool:
+        """Whether the bracket [lo (passing), hi (failing)] is narrow enough."""
         if self.kind == "concurrency":
-            return self.hi - self.lo <= 1
-        return self.hi - self.lo <= self.tolerance * self.lo
+            return hi - lo <= 1
+        return hi - lo <= self.tolerance * lo
 
     def record(self, level: float, repeats: list[dict]) -> Step:
         """The metrics of each repeat at `level` (dicts with the SLO keys; a failed repeat: {})."""
@@ -176,13 +178,14 @@ class CapacitySearch:
         why = []
         for key, limit in self.slo.items():
             vals = values[key]
-            if not vals or any(v is None for v in vals):
+            measured = [v for v in vals if v is not None]
+            if not vals or len(measured) < len(vals):
                 bounds[key] = None
                 why.append(f"{key} not measured in every repeat")
                 continue
-            bounds[key] = upper_bound(vals)
-            if bounds[key] > limit:
-                why.append(f"{key} {bounds[key]:.4g} s > {limit:g} s")
+            bound = bounds[key] = upper_bound(measured)
+            if bound > limit:
+                why.append(f"{key} {bound:.4g} s > {limit:g} s")
         step = Step(level, values, bounds, passed=not why, why="; ".join(why))
         if self.lo is not None and self.hi is not None:
             self._bisections += 1

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.catalog.configbase import safe_id
-from bench.catalog.dtypes import precision_fields
+from bench.catalog.dtypes import PrecisionFields, precision_fields
 from bench.errors import ConfigError, one_line
 from bench.plan.engineconfig import EngineConfig
 from bench.plan.inputs import InputFacts, check_inputs
@@ -154,7 +154,10 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
     # every input file read and checked now: before a run folder exists, before any engine starts
     facts = {tag: check_inputs(wl, sweep.n_requests, sweep.max_replay_s) for tag, wl in workloads}
     loads = _loads(sweep)
-    runnable, dead, points, skipped = [], [], [], []
+    runnable: list[EngineConfig] = []
+    dead: list[EngineConfig] = []
+    points: list[PointSpec] = []
+    skipped: list[Skipped] = []
     for cfg in configs:
         cid, model = cfg.config_id(), catalog.get_model(cfg.model)
         n_before = len(points)
@@ -266,7 +269,7 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
     return list(out.values())
 
 
-def _resolve_weights(weights: str, model: Any, fields: dict[str, str]) -> dict[str, Any]:
+def _resolve_weights(weights: str, model: Any, fields: PrecisionFields) -> dict[str, Any]:
     """"real" -> the catalog's repo (its fp8_repo for fp8 weights, when one exists)."""
     if weights != "real":
         return {"weights": weights}

@@ -280,7 +280,7 @@ _LOADS: TypeAdapter = TypeAdapter(LoadSpec)
 _WORKLOADS: TypeAdapter = TypeAdapter(WorkloadSpec)
 
 
-def parse_load(load: Any) -> ConcurrencyLoad | RateLoad | OfflineLoad:
+def parse_load(load: Any) -> ConcurrencyLoad | RateLoad | TraceLoad | OfflineLoad:
     """A typed load from a dict (or a typed load, returned as is); ConfigError, one line."""
     return load if isinstance(load, (ConcurrencyLoad, RateLoad, TraceLoad, OfflineLoad)) else _parse(_LOADS, load, "load")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -54,16 +54,16 @@ def _listify(value: Any) -> Any:
     return value if isinstance(value, list) or value is None else [value]
 
 
-def _levels(item):
-    """A non-empty list of levels; a scalar becomes a one-element list."""
-    return Annotated[list[item], BeforeValidator(_listify), Field(min_length=1)]
+_Item = TypeVar("_Item")
+# A non-empty list of levels; a scalar becomes a one-element list. `_levels[X]` is the field type.
+_levels = Annotated[list[_Item], BeforeValidator(_listify), Field(min_length=1)]
 
 
 class ConcurrencyLevels(_Strict):
     """Closed loop at each `concurrency` level: one `ConcurrencyLoad` point each."""
 
     kind: Literal["concurrency"] = "concurrency"
-    concurrency: _levels(PositiveInt)
+    concurrency: _levels[PositiveInt]
 
     def expand(self) -> list[ConcurrencyLoad]:
         return [ConcurrencyLoad(concurrency=c) for c in self.concurrency]
@@ -73,7 +73,7 @@ class RateLevels(_Strict):
     """Open loop at each `rate_rps` level (poisson, or gamma with burstiness): one `RateLoad` each."""
 
     kind: Literal["rate"]
-    rate_rps: _levels(Rate)
+    rate_rps: _levels[Rate]
     arrival: Arrival = "poisson"
     burstiness: Rate = 1.0
     max_concurrency: PositiveInt | None = None
@@ -84,15 +84,15 @@ class RateLevels(_Strict):
         return self
 
     def expand(self) -> list[RateLoad]:
-        shape = {"arrival": self.arrival, "burstiness": self.burstiness, "max_concurrency": self.max_concurrency}
-        return [RateLoad(rate_rps=rate, **shape) for rate in self.rate_rps]
+        return [RateLoad(rate_rps=rate, arrival=self.arrival, burstiness=self.burstiness,
+                         max_concurrency=self.max_concurrency) for rate in self.rate_rps]
 
 
 class TraceLevels(_Strict):
     """Replay a trace workload on its own schedule: one `TraceLoad` point per in-flight cap."""
 
     kind: Literal["trace"]
-    max_concurrency: _levels(PositiveInt | None) = [None]
+    max_concurrency: _levels[PositiveInt | None] = [None]
 
     def expand(self) -> list[TraceLoad]:
         return [TraceLoad(max_concurrency=c) for c in self.max_concurrency]
@@ -102,7 +102,7 @@ class OfflineLevels(_Strict):
     """Offline batches (vllm-offline / hf engines): one `OfflineLoad` point per `batch` size."""
 
     kind: Literal["offline"]
-    batch: _levels(PositiveInt)
+    batch: _levels[PositiveInt]
 
     def expand(self) -> list[OfflineLoad]:
         return [OfflineLoad(batch=b) for b in self.batch]
@@ -124,22 +124,22 @@ _Gpus = Annotated[list[GpuIndex], BeforeValidator(_listify), Field(min_length=1)
 class EngineArgs(_Strict):
     """Engine arguments; each list is crossed (one engine config per combination)."""
 
-    tensor_parallel_size: _levels(PositiveInt) = [1]
-    pipeline_parallel_size: _levels(PositiveInt) = [1]
-    data_parallel_size: _levels(PositiveInt) = [1]
-    enable_expert_parallel: _levels(StrictBool) = [False]
-    nnodes: _levels(PositiveInt) = [1]  # machines one configuration spans (vLLM multi-node)
-    max_num_seqs: _levels(PositiveInt | None) = [None]
-    max_model_len: _levels(PositiveInt | None) = [None]
-    extra: _levels(dict[str, Any]) = [{}]
+    tensor_parallel_size: _levels[PositiveInt] = [1]
+    pipeline_parallel_size: _levels[PositiveInt] = [1]
+    data_parallel_size: _levels[PositiveInt] = [1]
+    enable_expert_parallel: _levels[StrictBool] = [False]
+    nnodes: _levels[PositiveInt] = [1]  # machines one configuration spans (vLLM multi-node)
+    max_num_seqs: _levels[PositiveInt | None] = [None]
+    max_model_len: _levels[PositiveInt | None] = [None]
+    extra: _levels[dict[str, Any]] = [{}]
 
 
 class ModelEntry(_Strict):
     """A model with its own axes, replacing the sweep-level ones for this model only."""
 
     key: str
-    weights: _levels(str) | None = None
-    precisions: _levels(str) | None = None
+    weights: _levels[str] | None = None
+    precisions: _levels[str] | None = None
     engine_args: EngineArgs | None = None
     gpus: _Gpus | None = None  # device indices for this model's configs (replaces the sweep's)
 
@@ -156,7 +156,7 @@ class SLO(_Strict):
 
 
 class PreflightSettings(_Strict):
-    memory_fraction: float = Field(0.9, gt=0, le=1)  # vLLM gpu_memory_utilization
+    memory_fraction: float = Field(default=0.9, gt=0, le=1)  # vLLM gpu_memory_utilization; default= by keyword (mypy)
     kv_overflow: Literal["skip", "allow"] = "skip"  # batch KV larger than free memory
 
 
@@ -173,17 +173,17 @@ class SweepSpec(_Strict):
 
     name: str = ""
     description: str = ""
-    models: _levels(_ModelItem)
-    weights: _levels(str) = ["dummy"]
-    precisions: _levels(str) = ["auto"]
+    models: _levels[_ModelItem]
+    weights: _levels[str] = ["dummy"]
+    precisions: _levels[str] = ["auto"]
     engine: Annotated[str, AfterValidator(_registered_engine)] = "vllm"  # a registered engine
     endpoint_url: str | None = None
     engine_args: EngineArgs = Field(default_factory=EngineArgs)
     gpus: _Gpus | None = None  # device indices (`--gpus 0,1`); None: the runner assigns them
     # Follower agents (`bench node serve`, "host:port") for configurations with nnodes > 1; this machine is the head.
     nodes: Annotated[list[str], BeforeValidator(_listify)] | None = None
-    workloads: _levels(WorkloadSpec)
-    loads: _levels(Levels)
+    workloads: _levels[WorkloadSpec]
+    loads: _levels[Levels]
     repeats: PositiveInt = 1
     n_warmup: Annotated[int, Field(strict=True, ge=0)] | None = None  # default: the load level (one per slot)
     n_requests: PositiveInt | None = None  # fixed per point; default: the rule below
@@ -287,7 +287,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> di
     out = copy.deepcopy(raw)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "input_len" in given or "output_len" in given:
-        base = next((w for w in out.get("workloads") or [] if w.get("kind", "random") == "random"), {})
+        base: dict[str, Any] = next((w for w in out.get("workloads") or [] if w.get("kind", "random") == "random"), {})
         isl, osl = given.pop("input_len", base.get("input_len")), given.pop("output_len", base.get("output_len"))
         if isl is None or osl is None:
             raise ConfigError("input_len and output_len overrides need each other (no random workload to complete them)")

@@ -44,7 +44,7 @@ _ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token")
 def engine_version_of(run: RunResult, config_id: str) -> str | None:
     """The engine version one configuration of `run` ran with (each engine its own)."""
     started = (run.extra.get("engine_version") or {}).get(config_id)
-    return recorded_engine_version(run.config.engine_config(config_id).model_dump(), run.provenance, started)
+    return recorded_engine_version(run.config.engine_config(config_id), run.provenance, started)
 
 
 def run_models(run: RunResult) -> list[str]:
