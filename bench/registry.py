@@ -58,7 +58,8 @@ class Registry(Generic[T]):
         """The object `name` stands for, its module imported now (an ImportError of that module
         is the caller's to report: it names what is missing)."""
         module, _, attr = self.target(name).partition(":")
-        return getattr(importlib.import_module(module), attr)
+        target: T = getattr(importlib.import_module(module), attr)
+        return target
 
     def unknown(self, name: str, also: tuple[str, ...] = ()) -> str:
         """The one-line refusal of an unknown `name`: the closest known name, then all of them

@@ -6,13 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from bench.catalog.dtypes import is_fp8
 from bench.errors import ConfigError, EngineError
-
-if TYPE_CHECKING:
-    from bench.load.records import RequestRecord
 
 
 class Engine(Protocol):
@@ -168,7 +165,9 @@ def device_env(devices: list[int] | None, vendor: str | None = "nvidia") -> dict
 class EngineDied(EngineError):
     """The engine process exited while it was expected to serve."""
 
-    records: list[RequestRecord] | None = None  # the point's requests that finished first (measure_point)
+    # the point's requests that finished first (measure_point): bench.load.records.RequestRecord,
+    # named here as Any because load comes after engines in the flow
+    records: list[Any] | None = None
 
 
 class EngineDoesNotFit(EngineError):

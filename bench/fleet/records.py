@@ -16,6 +16,7 @@ path, a signal or a format string; a store's bytes pass the bounded JSON reader
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -138,7 +139,7 @@ class FleetRecord(Record):
 
     @field_validator("backend", mode="wrap")
     @classmethod
-    def _readable_backend(cls, value: Any, handler) -> Any:
+    def _readable_backend(cls, value: Any, handler: Callable[[Any], Any]) -> Any:
         try:
             return handler(value)
         except ValidationError:

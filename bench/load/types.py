@@ -18,7 +18,7 @@ from bench.load.client import ClientConfig
 from bench.load.records import RequestRecord
 from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad, parse_load
 
-Progress = Callable[[dict], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
+Progress = Callable[[dict[str, Any]], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
 Stalled = Callable[[int], None]  # called with the number of in-flight requests quiet for loop.STALL_SHOW_S
 Barrier = Callable[[str], Awaitable[float | None]]  # phase -> shared start time (perf_counter s) or None
 ServerLoad = ConcurrencyLoad | RateLoad | TraceLoad  # the loads a server point runs (an offline load is a batch engine's)
@@ -57,7 +57,7 @@ class Workload(Protocol):
 
     def prompts(self, n: int) -> list[Prompt]: ...
 
-    def describe(self) -> dict: ...
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -179,23 +179,23 @@ class PointRun:
     target_reached: bool
     target_rate_rps: float | None  # rate loads
     achieved_rate_rps: float | None  # measured sends per second over the window
-    client: dict = field(default_factory=dict)  # ClientConfig.describe(), request_id_prefix, workers
-    load: dict = field(default_factory=dict)
-    loop_lag: dict = field(default_factory=dict)  # the worst loop's LoopStats.lag()
+    client: dict[str, Any] = field(default_factory=dict)  # ClientConfig.describe(), request_id_prefix, workers
+    load: dict[str, Any] = field(default_factory=dict)
+    loop_lag: dict[str, Any] = field(default_factory=dict)  # the worst loop's LoopStats.lag()
     loops: list[LoopStats] = field(default_factory=list)  # every loop's figures (client["workers"] as dicts)
 
     @property
     def measured(self) -> list[RequestRecord]:
         return [r for r in self.records if r.phase == "measured"]
 
-    def facts(self) -> dict:
+    def facts(self) -> dict[str, Any]:
         """The figures `bench.measure.validity.check_point` needs."""
         return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
                 "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
                 "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag,
                 "client_workers": [s.as_dict() for s in self.loops]}
 
-    def client_token_counts(self) -> dict:
+    def client_token_counts(self) -> dict[str, int]:
         """Tokens of every request the client ran here, warm-up included (compare with server counter deltas)."""
         return {"generation_tokens": sum(r.n_out for r in self.records),
                 "prompt_tokens": sum(r.n_in or 0 for r in self.records)}

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.plan import preflight as pf
-from bench.plan.pointid import PointId
 from bench.plan.plan import Plan
+from bench.plan.pointid import PointId
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,9 @@ class RateLoad(_LoadSpec):
 
     kind: Literal["rate"] = "rate"
     rate_rps: Rate = Field(description="Mean request arrivals per second (requests/s); inf sends all at once.")
-    arrival: Arrival = Field("poisson", description="Arrival process of the request sends.")
-    burstiness: Rate = Field(1.0, description="Gamma shape (dimensionless): < 1 burstier, > 1 more regular.")
-    max_concurrency: PositiveInt | None = Field(None, description="Cap on requests in flight (requests); None: no cap.")
+    arrival: Arrival = Field(default="poisson", description="Arrival process of the request sends.")
+    burstiness: Rate = Field(default=1.0, description="Gamma shape (dimensionless): < 1 burstier, > 1 more regular.")
+    max_concurrency: PositiveInt | None = Field(default=None, description="Cap on requests in flight (requests); None: no cap.")
 
     @model_validator(mode="after")
     def _poisson_is_burstiness_one(self) -> RateLoad:

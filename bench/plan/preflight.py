@@ -25,7 +25,14 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bench.catalog.dtypes import MATRIX_PRECISIONS, bytes_per_param, dtype_label, is_fp8, kv_bytes_per_elem, matrix_precision
+from bench.catalog.dtypes import (
+    MATRIX_PRECISIONS,
+    bytes_per_param,
+    dtype_label,
+    is_fp8,
+    kv_bytes_per_elem,
+    matrix_precision,
+)
 from bench.catalog.engines import engines_for_load, get_engine
 from bench.plan.points import (
     LoadSpec,

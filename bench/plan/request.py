@@ -10,6 +10,7 @@ turns one into a plan without running it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ class RunRequest(BaseModel):
         return CapacitySearch.from_settings(self.sweep.capacity)
 
 
-def plan_here(request: RunRequest, detect=None) -> tuple[Plan, Any]:
+def plan_here(request: RunRequest, detect: Callable[[], Any] | None = None) -> tuple[Plan, Any]:
     """(plan, catalog hardware entry) of `request` on this machine's device (`bench plan`):
     the named hardware, else the detected one; the sweep's `devices`, else the detected count,
     as `bench sweep` plans it. `detect` is injectable (default `detect_device`)."""

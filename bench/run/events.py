@@ -81,7 +81,7 @@ class PointDone:
 
     @property
     def point_id(self) -> str:
-        return self.point.point_id
+        return str(self.point.point_id)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest_bytes(manifest: dict | Manifest) -> bytes:
+def manifest_bytes(manifest: dict[str, Any] | Manifest) -> bytes:
     """A manifest's canonical bytes (sorted keys): what is written, compared and signed; a
     `Manifest` gives those of the JSON it was read from, unknown keys included."""
     raw = manifest.raw if isinstance(manifest, Manifest) else manifest
@@ -68,10 +68,10 @@ class Manifest(BaseModel):
     engine: str | None = None
     n_points: int | None = None
     n_valid_points: int | None = None
-    _raw: dict = PrivateAttr(default_factory=dict)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
-    def raw(self) -> dict:
+    def raw(self) -> dict[str, Any]:
         """The JSON object it was read from (for `manifest_bytes`)."""
         return self._raw
 
@@ -88,7 +88,7 @@ class Manifest(BaseModel):
         return key in self.models if self.models else key == self.model
 
 
-def content_digest(entries: list[dict]) -> str:
+def content_digest(entries: list[dict[str, Any]]) -> str:
     """The sha256 that names a run's content: over each file's path and sha256, in order."""
     return hashlib.sha256("".join(f"{e['path']}\0{e['sha256']}\n" for e in entries).encode()).hexdigest()
 
@@ -153,7 +153,7 @@ def check_manifest(manifest: Any, run_id: str, where: str) -> Manifest:
     return typed
 
 
-def manifest_point_files(manifest: dict) -> dict[str, str]:
+def manifest_point_files(manifest: dict[str, Any]) -> dict[str, str]:
     """{store-relative path: sha256} of the point files a published manifest lists; only well-formed
     entries under the run's own name count (a manifest from an older bench lists none)."""
     entries = manifest.get("point_files")

@@ -7,6 +7,12 @@ bench.store.trust) all read them from here. Columns: docs/costmodel.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the CLI imports this module without them
+    import pandas as pd
+    import pyarrow as pa
+
 COSTMODEL_DIR = "costmodel"
 TABLE_NAME = "costmodel"
 POINTS_DIR = "costmodel/points"
@@ -48,7 +54,7 @@ PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionar
                    "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)
 
 
-def cast_columns(frame):
+def cast_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """A pandas frame with each known column in its one dtype (string, boolean, Int64, else float64)."""
     import pandas as pd
 
@@ -67,11 +73,11 @@ def cast_columns(frame):
     return pd.DataFrame(out, index=frame.index, columns=frame.columns)
 
 
-def point_schema():
+def point_schema() -> pa.Schema:
     """The Arrow schema of a point file: POINT_COLUMNS with their one type each."""
     import pyarrow as pa
 
-    def kind(c: str):
+    def kind(c: str) -> pa.DataType:
         if c in STRING_COLUMNS:
             return pa.string()
         if c in BOOL_COLUMNS:
@@ -81,7 +87,7 @@ def point_schema():
     return pa.schema([(c, kind(c)) for c in POINT_COLUMNS])
 
 
-def conform(table):
+def conform(table: pa.Table) -> pa.Table:
     """Any Arrow table of point rows -> the point schema: columns in order and cast, a missing
     one (an older writer) all null, an unknown one (a newer writer) left out."""
     import pyarrow as pa
@@ -94,14 +100,14 @@ def conform(table):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def sort_points(table):
+def sort_points(table: pa.Table) -> pa.Table:
     """Arrow point rows in the table's row order (SORT_KEYS, nulls last)."""
     import pyarrow.compute as pc
 
     return table.take(pc.sort_indices(table, sort_keys=[(k, "ascending", "at_end") for k in SORT_KEYS]))
 
 
-def to_pandas(table):
+def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow point rows -> pandas with the table's dtypes (string, boolean, Int64, float64)."""
     import pandas as pd
     import pyarrow as pa

@@ -7,9 +7,10 @@ both import this module and not each other's types. Energy in J, power in W, tim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class EnergyMethod(StrEnum):
@@ -61,7 +62,7 @@ class Meter(Protocol):
 
     def close(self) -> None: ...
 
-    def describe(self) -> dict: ...
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class WindowEnergy:
     sampled_energy_j: float | None  # trapezoid integral of polled power, the cross-check (J)
     n_devices: int
     n_samples: int  # fewest samples strictly inside the window on any device
-    devices: tuple | None = None  # the device indices the session measures (None: not GPUs)
+    devices: tuple[Any, ...] | None = None  # the device indices the session measures (None: not GPUs)
     idle_power_w: float | None = None  # idle baseline subtracted for energy_net_j (W)
     energy_net_j: float | None = None  # energy_j - idle_power_w x window_s (J)
 
@@ -108,6 +109,6 @@ class WindowEnergy:
                if idle_power_w is not None and self.energy_j is not None else None)
         return replace(self, idle_power_w=idle_power_w, energy_net_j=net)
 
-    def on_devices(self, devices) -> WindowEnergy:
+    def on_devices(self, devices: Sequence[Any] | None) -> WindowEnergy:
         """This window, recording the device indices it covers."""
         return replace(self, devices=tuple(devices) if devices is not None else None)
