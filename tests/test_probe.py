@@ -46,8 +46,8 @@ def test_probe_file_round_trip_feeds_the_roofline(cpu_probe, tmp_path):
                             flops_per_token=lambda c: 1e6)
     hw = SimpleNamespace(bandwidth_tbs=5.0, tflops={"bf16": 1000.0})
     r = point_roofline(model, hw, 1, 16, 2, 2, 1, 10.0, probe=loaded)
-    assert r["bandwidth_source"] == "probe" and r["bandwidth_tbs"] == loaded["bandwidth_tbs"]
-    assert r["flops_source"] == "probe"
+    assert r.bandwidth_source == "probe" and r.bandwidth_tbs == loaded["bandwidth_tbs"]
+    assert r.flops_source == "probe"
 
 
 def test_load_probe_refuses_other_files(tmp_path):
