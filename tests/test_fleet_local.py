@@ -103,7 +103,9 @@ def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
     store = Store(s3_url)
     run_a = store.read_checked_run(done[a].status.run_id)
     assert [p.status for p in run_a.points] == ["ok"] * 4
-    assert run_a.extra["resumed_from"] == ["stale (process gone)"]
+    # the SIGKILL reaches the sweep either first (its run is left running: stale) or after the
+    # parent-death SIGTERM of its guard (it ended its run as interrupted); either way it resumes
+    assert run_a.extra["resumed_from"] in (["stale (process gone)"], ["interrupted"])
     finished = {p.point_id: p.started_utc for p in run_a.points}
     for point_id, started in partial.items():  # kept, not measured again
         assert finished[point_id] == started
