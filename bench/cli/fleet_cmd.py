@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
 
 import click
 
@@ -19,7 +21,55 @@ def _hardware(f):
                              "is one shard on either [the sweep's `hardware`; local: this box].")(f)
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """What `plan` and `launch` run the shards on: the backend and its options from the command line."""
+
+    backend: str
+    work_dir: str | None = None
+    pack: bool = False
+    parallel: int | None = None
+    ray_address: str | None = None
+    spot: bool = True
+    recovery: str = "EAGER_NEXT_REGION"
+    max_restarts: int = 1
+
+    def build(self):
+        from bench.fleet.backends import get_backend
+
+        return get_backend(self.backend, work_dir=self.work_dir, pack=self.pack, parallel=self.parallel,
+                           ray_address=self.ray_address, spot=self.spot, recovery=self.recovery,
+                           max_restarts=self.max_restarts)
+
+
+@dataclass(frozen=True)
+class ControlChoice:
+    """Whom status, logs and cancel ask: named on the command line, never taken from the store."""
+
+    backend_name: str | None = None
+    work_dir: str | None = None
+    ray_address: str | None = None
+
+    def backend_for(self, fleet_id: str):
+        from bench.fleet import control
+
+        return control.user_backend(fleet_id, self.backend_name, self.work_dir, self.ray_address)
+
+
+def _folded(choice_cls, name: str, f):
+    """`f` called with its options of `choice_cls` folded into one typed `name` argument."""
+    keys = set(choice_cls.__dataclass_fields__)
+
+    @functools.wraps(f)
+    def wrapper(**kwargs):
+        picked = {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
+        return f(**kwargs, **{name: choice_cls(**picked)})
+
+    return wrapper
+
+
 def _backend_options(f):
+    f = _folded(BackendChoice, "choice", f)
     opts = [
         click.option("--backend", type=click.Choice(BACKENDS.names()), default="local", show_default=True),
         click.option("--work-dir", type=click.Path(file_okay=False),
@@ -40,6 +90,7 @@ def _backend_options(f):
 
 def _control_options(f):
     """The backend status, logs and cancel ask: named here, never taken from the store."""
+    f = _folded(ControlChoice, "ask", f)
     opts = [
         click.option("--backend", "backend_name", type=click.Choice(BACKENDS.names()),
                      help="The fleet's backend [the one this machine launched it with, else local]."),
@@ -50,20 +101,6 @@ def _control_options(f):
     for opt in reversed(opts):
         f = opt(f)
     return f
-
-
-def _user_backend(fleet_id: str, opts: dict):
-    from bench.fleet import control
-
-    return control.user_backend(fleet_id, opts.get("backend_name"), opts.get("work_dir"), opts.get("ray_address"))
-
-
-def _backend(opts: dict):
-    from bench.fleet.backends import get_backend
-
-    return get_backend(opts["backend"], work_dir=opts.get("work_dir"), pack=opts.get("pack"),
-                       parallel=opts.get("parallel"), ray_address=opts.get("ray_address"), spot=opts.get("spot"),
-                       recovery=opts.get("recovery"), max_restarts=opts.get("max_restarts"))
 
 
 @click.group()
@@ -80,16 +117,16 @@ def fleet():
 @click.option("--store", "store_url", envvar="BENCH_STORE", help=STORE_HELP + " With it: each shard's state.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="skypilot: write one task YAML per shard here (needs --store, which is written into them, not read).")
-def plan_cmd(sweep_file, hardware, store_url, out_dir, **opts):
+def plan_cmd(sweep_file, hardware, store_url, out_dir, choice: BackendChoice):
     """Show the shards of SWEEP_FILE, where each would run, and (with --store) what a launch
     would submit. Starts nothing."""
     from bench.errors import ConfigError
     from bench.fleet import control
 
-    backend = _backend(opts)
-    the_fleet = control.load_fleet(sweep_file, hardware, opts["backend"])
+    backend = choice.build()
+    the_fleet = control.load_fleet(sweep_file, hardware, choice.backend)
     planned = control.plan(the_fleet, backend, None if out_dir else store_url)  # --out: files only, no store read
-    click.echo(_fleet_header(the_fleet, opts["backend"]))
+    click.echo(_fleet_header(the_fleet, choice.backend))
     states = {s.shard.shard_id: s for s in planned.states or []}
     rows = [{**s.model_dump(), "hardware": s.hardware_arg, "points": s.n_points, "placement": planned.placements[s.shard_id],
              "state": states[s.shard_id].state if states else None} for s in the_fleet.shards]
@@ -100,7 +137,7 @@ def plan_cmd(sweep_file, hardware, store_url, out_dir, **opts):
     if planned.states is not None:
         click.echo(f"launch would submit {len(planned.to_submit)} of {len(rows)} shards")
     if out_dir:
-        if opts["backend"] != "skypilot" or not store_url:
+        if choice.backend != "skypilot" or not store_url:
             raise ConfigError("--out writes SkyPilot task files: use it with --backend skypilot --store URL")
         for path in backend.write(the_fleet, the_fleet.shards, store_url, out_dir):
             click.echo(f"wrote {path}")
@@ -113,15 +150,15 @@ def plan_cmd(sweep_file, hardware, store_url, out_dir, **opts):
 @click.option("--store", "store_url", envvar="BENCH_STORE", required=True, help=STORE_HELP)
 @click.option("--wait", "wait_", is_flag=True, help="Then wait until no shard is running (progress lines).")
 @click.option("--timeout", "timeout_s", type=float, help="With --wait: stop waiting after this many seconds.")
-def launch(sweep_file, hardware, store_url, wait_, timeout_s, **opts):
+def launch(sweep_file, hardware, store_url, wait_, timeout_s, choice: BackendChoice):
     """Submit the shards of SWEEP_FILE that are not done and not running; launching again
     resumes a fleet (done shards are never run twice)."""
     from bench.fleet import control
 
-    backend = _backend(opts)
-    the_fleet = control.load_fleet(sweep_file, hardware, opts["backend"])
-    click.echo(_fleet_header(the_fleet, opts["backend"]))
-    todo, states, lines = control.launch(the_fleet, backend, store_url, opts.get("work_dir"))
+    backend = choice.build()
+    the_fleet = control.load_fleet(sweep_file, hardware, choice.backend)
+    click.echo(_fleet_header(the_fleet, choice.backend))
+    todo, states, lines = control.launch(the_fleet, backend, store_url, choice.work_dir)
     counts = {name: sum(1 for s in states if s.state == name) for name in ("done", "running")}
     click.echo(f"{len(todo)} to submit ({counts['done']} done, {counts['running']} running)")
     for line in lines:
@@ -138,7 +175,7 @@ def launch(sweep_file, hardware, store_url, wait_, timeout_s, **opts):
 @click.option("--wait", "wait_", is_flag=True, help="Wait until no shard is running; exit 1 unless all are done.")
 @click.option("--timeout", "timeout_s", type=float, help="With --wait: stop waiting after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
-def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json, **opts):
+def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json, ask: ControlChoice):
     """Each shard: done (its run is in the store), running, failed or missing."""
     from bench.fleet import control
     from bench.store import Store
@@ -147,7 +184,7 @@ def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json, **opts):
     found, notes = [], []
     records = [control.one_record(store, fleet_id)] if wait_ else control.records(store, fleet_id)
     for record in records:
-        backend = control.asked(_user_backend(record.fleet_id, opts), ask_backend)
+        backend = control.asked(ask.backend_for(record.fleet_id), ask_backend)
         if wait_:
             states = _wait(store_url, record.fleet_id, backend, timeout_s, show=False)
         else:
@@ -176,7 +213,7 @@ def status(store_url, fleet_id, ask_backend, wait_, timeout_s, as_json, **opts):
 @click.option("--fleet", "fleet_id", help="The fleet [the store's only one].")
 @_control_options
 @click.option("--tail", type=click.IntRange(min=1), default=200, show_default=True)
-def logs(shard_id, store_url, fleet_id, tail, **opts):
+def logs(shard_id, store_url, fleet_id, tail, ask: ControlChoice):
     """The latest output of SHARD_ID: from its backend, else the copy in the store."""
     from bench.fleet import control, state
     from bench.store import Store
@@ -184,7 +221,7 @@ def logs(shard_id, store_url, fleet_id, tail, **opts):
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
     control.known_shards(record, [shard_id])
-    text = _user_backend(record.fleet_id, opts).logs(record, shard_id, tail)
+    text = ask.backend_for(record.fleet_id).logs(record, shard_id, tail)
     if text is None:
         try:
             data = store.fs.cat_file(store.path(state.rel(record.fleet_id, "shards", shard_id, "shard.log")))
@@ -199,7 +236,7 @@ def logs(shard_id, store_url, fleet_id, tail, **opts):
 @click.option("--store", "store_url", envvar="BENCH_STORE", required=True, help=STORE_HELP)
 @click.option("--fleet", "fleet_id", help="The fleet [the store's only one].")
 @_control_options
-def cancel(shard_ids, store_url, fleet_id, **opts):
+def cancel(shard_ids, store_url, fleet_id, ask: ControlChoice):
     """Stop SHARD_IDS (default: every shard not done); each keeps the points it finished.
     Only shards of the backend asked (the user's own) are stopped."""
     from bench.fleet import control
@@ -207,7 +244,7 @@ def cancel(shard_ids, store_url, fleet_id, **opts):
 
     store = Store(store_url)
     record = control.one_record(store, fleet_id)
-    backend = _user_backend(record.fleet_id, opts)
+    backend = ask.backend_for(record.fleet_id)
     ids = control.known_shards(record, shard_ids) if shard_ids else [
         s.shard.shard_id for s in control.status(store, record, control.asked(backend, False)) if s.state != "done"]
     for line in backend.cancel(record, ids):
