@@ -114,7 +114,7 @@ def measured_point(point, records: list[RequestRecord], power: list[dict], numbe
     from bench.measure.point import point_groups
     from bench.telemetry.energy import measured_energy
 
-    pr = merge_point(records, point.load, {}, [])
+    pr = merge_point(records, point.load, None, [])
     labels = [f"gpu{d}" for d in range(n_gpus)]
     snapshot = [tuple(list(c) for c in zip(*[(r["t_s"], r["energy_j"], r["power_w"]) for r in power
                                               if r["device"] == label])) for label in labels]
@@ -243,7 +243,7 @@ def make_run(
             "engine_args": engine_config["extra_args"],
         },
         provenance={"engine_version": "0.0.0-synthetic", "device_name": f"synthetic {hardware}",
-                    "driver_version": "0.0", "host": "fixture-host"},
+                    "driver_version": "0.0", "host": {"hostname": "fixture-host"}},
         points=points,
         extra={"synthetic": True, "note": "test fixture from tests/result_factory.py, not a measurement",
                "telemetry": {config_id: telemetry}},
@@ -273,7 +273,7 @@ def _nominal_point(point, records, n_gpus, cfg, model, hardware):
     from bench.measure.point import point_groups
     from bench.telemetry.types import WindowEnergy
 
-    pr = merge_point(records, point.load, {}, [])
+    pr = merge_point(records, point.load, None, [])
     energy = None
     if hardware is not None:
         window_s = pr.window_t1_s - pr.window_t0_s

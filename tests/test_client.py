@@ -32,7 +32,7 @@ def _run(cfg: FakeServerConfig, load: dict, n_warmup: int, n: int, out_len: int 
 
 
 def _server_view(pr, emits, rec):
-    e = emits[f"{pr.client['request_id_prefix']}-{rec.request_id}"]
+    e = emits[f"{pr.client.request_id_prefix}-{rec.request_id}"]
     tok = [(t, n) for t, n in e["chunks"] if n > 0]
     return e["t_recv"], [t for t, _ in tok], [n for _, n in tok]
 

@@ -29,7 +29,7 @@ def test_every_committed_run_validates_and_recomputes():
     assert len(RUN_DIRS) >= 4
     for run_dir in RUN_DIRS:
         run = read_summary(run_dir)
-        assert run.status == "complete" and run.harness.git_sha and run.provenance["engine_version"]
+        assert run.status == "complete" and run.harness.git_sha and run.provenance.engine_version
         for point in run.points:
             records = read_requests(run_dir, point)
             measured = [r for r in records if r.phase == "measured"]

@@ -165,7 +165,7 @@ def test_the_client_sends_the_header_from_every_worker(workers):
         pr = run_point_sync(LoadJob(srv.base_url, "fake-model", wl, {"kind": "concurrency", "concurrency": 2}, 0, 4,
                                     client=cfg, workers=workers))
     assert all(r.ok for r in pr.records), [r.error for r in pr.records]
-    assert pr.client["auth"] == "Authorization"
+    assert pr.client.options["auth"] == "Authorization"
 
 
 def test_a_refused_request_error_never_carries_the_key():

@@ -54,7 +54,7 @@ def test_requests_are_spread_over_the_processes_and_read_as_one_server():
             shared_text = r.read().decode()
         counters = srv.counters()
     assert all(r.ok for r in pr.records), [r.error for r in pr.records if not r.ok][:3]
-    keys = [f"{pr.client['request_id_prefix']}-{r.request_id}" for r in pr.records]
+    keys = [f"{pr.client.request_id_prefix}-{r.request_id}" for r in pr.records]
     assert sorted(emits) == sorted(keys)  # every request exactly once (emits() refuses a key seen twice)
     per_proc = [sum(1 for e in emits.values() if e["proc"] == i) for i in (0, 1)]
     assert sum(per_proc) == 260 and min(per_proc) > 0, per_proc

@@ -161,7 +161,7 @@ def test_hf_engine_runs_a_plan_through_the_runner(tmp_path, run_env):
     hf_version = f"transformers {metadata.version('transformers')}, torch {metadata.version('torch')}"
     cid = plan.engine_configs[0].config_id()
     assert result.config.engine_configs[cid].engine_version == hf_version
-    assert result.config.engine_version == result.provenance["engine_version"] == hf_version
+    assert result.config.engine_version == result.provenance.engine_version == hf_version
     assert result.extra["engine_version"][cid] == hf_version
     assert engine_version_of(result, cid) == hf_version
     assert provenance_rows([("r", result)])[0]["engine"] == f"hf {hf_version}"  # what `bench compare` shows

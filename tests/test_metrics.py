@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.load.driver import PointRun
 from bench.load.records import RequestRecord
+from bench.load.types import LoopStats, PointRun
 from bench.measure.groups import Energy, Metrics
 from bench.measure.metrics import stats, summarize
 from bench.measure.validity import Thresholds, check_validity
@@ -115,12 +115,19 @@ def test_goodput_and_slo_attainment():
     assert summarize(records, window=(2.0, 6.0), n_gpus=1).goodput_request_s is None
 
 
-def _run(records=(), loop_lag=None, workers=None, **kw) -> PointRun:
+def _loop(index=0, loop_lag_s_p99=None, cpu_share=None) -> LoopStats:
+    """One client loop's self-watch with the figures a validity rule reads."""
+    return LoopStats(loop_lag_s_p50=None, loop_lag_s_p99=loop_lag_s_p99, loop_lag_s_max=loop_lag_s_p99,
+                     loop_lag_samples=100 if loop_lag_s_p99 is not None else 0, cpu_s=0.0, wall_s=1.0,
+                     cpu_share=cpu_share, backlog_bytes_max=None, backlog_bytes_p99=None, backlog_samples=0,
+                     index=index, pid=None)
+
+
+def _run(records=(), loops=(), **kw) -> PointRun:
     """What the driver saw of a concurrency-8 point that reached its target; `kw` overrides."""
     base = {"window_t0_s": 2.0, "window_t1_s": 4.0, "span_t0_s": 2.0, "span_t1_s": 5.6, "max_in_flight": 8,
             "target_concurrency": 8, "target_reached": True, "target_rate_rps": None, "achieved_rate_rps": None}
-    return PointRun(records=list(records), **(base | kw), loop_lag=loop_lag or {},
-                    client={"workers": workers} if workers else {})
+    return PointRun(records=list(records), **(base | kw), loops=list(loops))
 
 
 C8 = parse_load({"kind": "concurrency", "concurrency": 8})
@@ -168,15 +175,15 @@ def test_validity_rate_saturation():
 
 def test_validity_flags_a_lagging_client_loop():
     m = Metrics(n_measured=200, n_failed=0, error_rate=0.0)
-    v = check_validity(m, C8, _run(loop_lag={"loop_lag_s_p99": 0.035}))
+    v = check_validity(m, C8, _run(loops=[_loop(loop_lag_s_p99=0.035)]))
     assert v.reasons == ["client saturation: event-loop lag p99 35.0 ms > 10 ms (time stamps may be late)"]
-    assert check_validity(m, C8, _run(loop_lag={"loop_lag_s_p99": 0.002})).reasons == []
+    assert check_validity(m, C8, _run(loops=[_loop(loop_lag_s_p99=0.002)])).reasons == []
 
 
 def test_validity_flags_a_saturated_client_worker():
     m = Metrics(n_measured=200, n_failed=0, error_rate=0.0)
-    busy = [{"index": 0, "cpu_share": 0.5}, {"index": 1, "cpu_share": 0.95}]
-    assert check_validity(m, C8, _run(workers=busy)).reasons == [
+    busy = [_loop(0, cpu_share=0.5), _loop(1, cpu_share=0.95)]
+    assert check_validity(m, C8, _run(loops=busy)).reasons == [
         "client saturation: client worker 1 busy 95% of a core (> 90%; use more --client-workers)"]
 
 

@@ -31,7 +31,7 @@ def _run(cfg: FakeServerConfig, n: int = 6, endpoint: str = "chat"):
 
 
 def _server_chunks(pr, emits, rec) -> tuple[list[tuple[float, int]], int]:
-    e = emits[f"{pr.client['request_id_prefix']}-{rec.request_id}"]
+    e = emits[f"{pr.client.request_id_prefix}-{rec.request_id}"]
     return [(t, k) for t, k in e["chunks"] if k > 0], e["reasoning_tokens"]
 
 

@@ -50,7 +50,7 @@ def test_two_levels_give_a_valid_result_and_exact_token_counts(vllm_server, run_
         client_in += sum(r.n_in for r in records)
     assert after.generation_tokens - before.generation_tokens == client_out
     assert after.prompt_tokens - before.prompt_tokens == client_in
-    assert result.harness.version and stored.provenance["engine_version"]
+    assert result.harness.version and stored.provenance.engine_version
 
 
 @pytest.mark.vllm

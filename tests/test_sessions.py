@@ -30,7 +30,7 @@ def _run(wl: ChatSessions, cfg: FakeServerConfig = FAST, load=CONC, n_warmup: in
 
 
 def _emit(pr, emits, rec: RequestRecord) -> dict:
-    return emits[f"{pr.client['request_id_prefix']}-{rec.request_id}"]
+    return emits[f"{pr.client.request_id_prefix}-{rec.request_id}"]
 
 
 def _by_session(records) -> dict[int, list[RequestRecord]]:
@@ -89,7 +89,7 @@ def test_history_grows_turn_by_turn_with_exact_token_counts():
         assert r.n_out == 4 and sum(r.chunk_tokens) == 4
     assert counters["generation_tokens"] == sum(r.n_out for r in recs) == 15 * 4
     assert counters["prompt_tokens"] == sum(r.n_in for r in recs)
-    assert pr.client["endpoint"] == "chat"
+    assert pr.client.options["endpoint"] == "chat"
 
     m = summarize(recs, (pr.window_t0_s, pr.window_t1_s), n_gpus=1)
     assert pr.target_reached and pr.window_t1_s > pr.window_t0_s and m.window_output_tokens > 0
@@ -171,5 +171,5 @@ def test_run_point_keeps_sessions_in_its_own_loop(sync):
         job = LoadJob(srv.base_url, FAST.model, wl, CONC, 0, 4, client=ClientConfig(endpoint="completions"),
                       workers=None if sync else 2)  # asked for worker processes: a session's turns need this loop
         pr = run_point_sync(job) if sync else asyncio.run(run_point(job))
-    assert pr.client["n_workers"] == 0 and pr.client["endpoint"] == "chat"
+    assert pr.client.n_workers == 0 and pr.client.options["endpoint"] == "chat"
     assert [r.turn for r in pr.records] == [0, 1, 0, 1] and all(r.ok for r in pr.records)

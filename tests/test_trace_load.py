@@ -107,7 +107,7 @@ def test_a_mooncake_replay_shows_the_server_identical_prefixes_exactly_where_has
         pr = run_point_sync(LoadJob(srv.base_url, "fake-model", replay, {"kind": "trace"}, 0, 24, workers=2))
         emits = srv.emits()
     assert all(r.ok for r in pr.records) and len(pr.records) == 24
-    seen = {r.request_id: emits[f"{pr.client['request_id_prefix']}-{r.request_id}"]["prompt"] for r in pr.records}
+    seen = {r.request_id: emits[f"{pr.client.request_id_prefix}-{r.request_id}"]["prompt"] for r in pr.records}
     blocks = {}  # hash id -> the token ids the server received for that block
     shared = 0
     for i, row in enumerate(rows):

@@ -52,7 +52,7 @@ def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
     assert all(r.ok for r in pr.records), [r.error for r in pr.records if not r.ok]
     assert {r.worker for r in pr.measured} == {0, 1}  # both workers sent measured requests
     assert pr.client_token_counts() == counts == {"generation_tokens": 66 * 8, "prompt_tokens": 66 * 12}
-    assert set(emits) == {f"{pr.client['request_id_prefix']}-{r.request_id}" for r in pr.records}
+    assert set(emits) == {f"{pr.client.request_id_prefix}-{r.request_id}" for r in pr.records}
     # one global closed loop: 6 in flight over both workers, the window from the 6th send to the last
     meas = pr.measured
     assert pr.max_in_flight == 6 and pr.target_reached
@@ -61,13 +61,11 @@ def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
     assert all(r.t_done >= (r.t_last or r.t_send) for r in pr.records)
     assert max(r.t_last for r in pr.records if r.phase == "warmup") < min(r.t_send for r in meas)  # barrier
     # each worker watched itself; the point's figures are the worst worker's
-    assert pr.client["n_workers"] == 2 and [w["index"] for w in pr.client["workers"]] == [0, 1]
-    assert len({w["pid"] for w in pr.client["workers"]} | {os.getpid()}) == 3  # two processes, not this one
-    assert [s.as_dict() for s in pr.loops] == pr.client["workers"]  # the typed figures, as run.json keeps them
-    assert [s.pid for s in pr.loops] == [w["pid"] for w in pr.client["workers"]]
-    worst = max(pr.client["workers"], key=lambda w: w["loop_lag_s_p99"])
-    assert pr.loop_lag["loop_lag_s_p99"] == worst["loop_lag_s_p99"]
-    assert pr.client["cpu_busy_cores"] == pytest.approx(sum(w["cpu_share"] for w in pr.client["workers"]))
+    assert pr.client.n_workers == 2 and [w.index for w in pr.loops] == [0, 1]
+    assert len({w.pid for w in pr.loops} | {os.getpid()}) == 3  # two processes, not this one
+    worst = max(pr.loops, key=lambda w: w.loop_lag_s_p99)
+    assert pr.worst_loop == worst
+    assert pr.cpu_busy_cores == pytest.approx(sum(w.cpu_share for w in pr.loops))
     assert all(not p.is_alive() for p in teams[0].procs.values())
 
 

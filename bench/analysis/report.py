@@ -65,12 +65,12 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
         out.append({
             "run_id": run_id + (" (SYNTHETIC)" if run.extra.get("synthetic") else ""),
             "date": run.created_utc[:10], "model": cfg.model, "hardware": cfg.hardware_id,
-            "device": prov.get("device_name"),
+            "device": prov.device_name,
             "n_gpus": ", ".join(sorted({str(c.n_gpus) for c in cfg.configs()})),
             "precision": ", ".join(sorted({c.precision_label() for c in cfg.configs()})),
             "engine": ", ".join(sorted({f"{cfg.engine_config(cid).engine} {engine_version_of(run, cid) or ''}".strip()
                                         for cid in (list(cfg.engine_configs) or ["default"])})),
-            "driver": prov.get("driver_version"), "weights": cfg.weights,
+            "driver": prov.driver_version, "weights": cfg.weights,
             "harness": f"{run.harness.version} {(run.harness.git_sha or '')[:10]}".strip(),
             "status": run.status,
             "valid_points": f"{sum(p.valid and p.status == 'ok' for p in run.points)}/{len(run.points)}",
@@ -224,7 +224,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     cost_columns += [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"), (f"util__{s}", "util."))]
     about = {"status": status, "error": run.error, "created_utc": run.created_utc,
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config.model_dump(mode="json"),
-             "provenance": run.provenance, "extra": run.extra}
+             "provenance": run.provenance.model_dump(mode="json"), "extra": run.extra}
     text = [
         f"# Run {md_text(run.run_id)}", "",
         (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.hardware_id)}, "

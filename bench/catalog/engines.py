@@ -105,13 +105,14 @@ class StoredEngine(Protocol):
     def engine_version(self) -> str | None: ...
 
 
-def recorded_engine_version(engine_config: StoredEngine, provenance: dict[str, Any],
+def recorded_engine_version(engine_config: StoredEngine, run_engine_version: str | None,
                             started: str | None = None) -> str | None:
     """The engine version of one configuration of a stored run: what the started engine
     reported (`started`, from run.extra["engine_version"]), else the configuration's own
-    `engine_version`, else the run-wide provenance value when that can describe it (older runs)."""
+    `engine_version`, else the run-wide provenance value (`run_engine_version`) when that can describe
+    it (older runs)."""
     for own in (started, engine_config.engine_version):
         if own and own != "unknown":
             return own
     engine = engine_config.engine or "vllm"
-    return provenance.get("engine_version") if engine in _LEGACY_VERSION_ENGINES else None
+    return run_engine_version if engine in _LEGACY_VERSION_ENGINES else None

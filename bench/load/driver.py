@@ -30,7 +30,7 @@ from bench.load.loop import LoadLoop, new_event_loop
 from bench.load.merge import merge_point
 from bench.load.prepare import prepare
 from bench.load.sessions import ChatSessions, run_sessions_point
-from bench.load.types import LoadJob, PointRun
+from bench.load.types import ClientSummary, LoadJob, PointRun
 from bench.load.workers import run_point_workers
 
 
@@ -56,7 +56,7 @@ async def run_point(job: LoadJob) -> PointRun:
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(prep.payloads, records)]
         await loop.run()
-    info = job.client.describe() | {"request_id_prefix": client.tag, "n_workers": 0}
+    info = ClientSummary(job.client.describe(), client.tag, n_workers=0)
     return merge_point(records, job.load, info, [loop.stats()])
 
 

@@ -10,10 +10,8 @@ docs/measurement.md section 2 (see bench.load.driver).
 from __future__ import annotations
 
 from bench.load.records import RequestRecord
-from bench.load.types import LoopStats, PointRun
+from bench.load.types import ClientSummary, LoopStats, PointRun
 from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad
-
-NO_LAG = {"loop_lag_s_p50": None, "loop_lag_s_p99": None, "loop_lag_s_max": None, "loop_lag_samples": 0}
 
 
 def in_flight_reach(measured: list[RequestRecord], target: int) -> tuple[int, RequestRecord | None]:
@@ -33,15 +31,7 @@ def in_flight_reach(measured: list[RequestRecord], target: int) -> tuple[int, Re
     return peak, reach
 
 
-def worst_lag(loops: list[LoopStats]) -> dict:
-    """The loop-lag figures of the loop whose lag p99 is worst (None figures without samples)."""
-    sampled = [(w.loop_lag_s_p99, w) for w in loops if w.loop_lag_s_p99 is not None]
-    if not sampled:
-        return dict(NO_LAG)
-    return max(sampled, key=lambda pw: pw[0])[1].lag()
-
-
-def merge_point(records: list[RequestRecord], spec: LoadSpec, client: dict, loops: list[LoopStats]) -> PointRun:
+def merge_point(records: list[RequestRecord], spec: LoadSpec, client: ClientSummary | None, loops: list[LoopStats]) -> PointRun:
     """One PointRun from the point's records (every loop's, in request order) and each loop's self-watch."""
     records = [r for r in records if r.t_send > 0]  # a request a stopped worker never sent carries nothing
     meas = [r for r in records if r.phase == "measured"]
@@ -62,13 +52,7 @@ def merge_point(records: list[RequestRecord], spec: LoadSpec, client: dict, loop
     window_s = last_send - t0
     n_sent_in_window = sum(1 for s in sends if s >= t0)
     achieved = (n_sent_in_window - 1) / window_s if window_s > 0 and n_sent_in_window > 1 else None
-    busy = [w.cpu_share for w in loops if w.cpu_share is not None]
-    client = client | {
-        "workers": [w.as_dict() for w in loops],
-        "cpu_busy_cores": sum(busy) if busy else None,  # client cores busy over the measured phase
-        "capacity_used": max(busy) if busy else None,  # the busiest loop's share of its core (1.0 = saturated)
-    }
     return PointRun(records=records, window_t0_s=t0, window_t1_s=last_send, span_t0_s=span_t0,
                     span_t1_s=span_t1, max_in_flight=peak, target_concurrency=target_c,
                     target_reached=reached, target_rate_rps=target_rate, achieved_rate_rps=achieved,
-                    client=client, load=spec.model_dump(mode="json"), loop_lag=worst_lag(loops), loops=list(loops))
+                    client=client, load=spec.model_dump(mode="json"), loops=list(loops))

@@ -39,7 +39,7 @@ from bench.load.merge import merge_point
 from bench.load.records import RequestRecord
 from bench.load.sse import StreamParser
 from bench.load.tokens import words
-from bench.load.types import LoadJob, PointRun, Sender
+from bench.load.types import ClientSummary, LoadJob, PointRun, Sender
 from bench.plan.inputs import read_sessions
 from bench.plan.points import ConcurrencyLoad
 
@@ -241,5 +241,5 @@ async def run_sessions_point(job: LoadJob) -> PointRun:
                            progress=job.progress, stalled=job.stalled)
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         await loop.run()
-    info = cfg.describe() | {"request_id_prefix": client.tag, "n_workers": 0}
+    info = ClientSummary(cfg.describe(), client.tag, n_workers=0)
     return merge_point(records, spec, info, [loop.stats()])

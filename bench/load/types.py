@@ -158,11 +158,16 @@ class LoopStats:
         kw: dict[str, Any] = {f.name: d.get(f.name, 0 if f.name in counts else None) for f in fields(cls)}
         return cls(**kw)
 
-    def lag(self) -> dict[str, Any]:
-        """Its loop-lag figures, as PointRun.loop_lag holds the worst loop's."""
-        return {"loop_lag_s_p50": self.loop_lag_s_p50, "loop_lag_s_p99": self.loop_lag_s_p99,
-                "loop_lag_s_max": self.loop_lag_s_max, "loop_lag_samples": self.loop_lag_samples,
-                "loop_lag_worker": self.index}
+
+@dataclass(frozen=True)
+class ClientSummary:
+    """Who drove a point's load: the request options it sent with (ClientConfig.describe()), the
+    prefix of its request ids (the server logs `<prefix>-<request_id>`), and its worker processes."""
+
+    options: dict[str, Any]
+    request_id_prefix: str
+    n_workers: int  # 0: the orchestrator's own event loop
+    workers_chosen: str | None = None  # worker processes: "auto" (from the load and the cores) or "given"
 
 
 @dataclass
@@ -179,21 +184,31 @@ class PointRun:
     target_reached: bool
     target_rate_rps: float | None  # rate loads
     achieved_rate_rps: float | None  # measured sends per second over the window
-    client: dict[str, Any] = field(default_factory=dict)  # ClientConfig.describe(), request_id_prefix, workers
+    client: ClientSummary | None = None  # None: no client ran (a batch engine's offline point)
     load: dict[str, Any] = field(default_factory=dict)
-    loop_lag: dict[str, Any] = field(default_factory=dict)  # the worst loop's LoopStats.lag()
-    loops: list[LoopStats] = field(default_factory=list)  # every loop's figures (client["workers"] as dicts)
+    loops: list[LoopStats] = field(default_factory=list)  # every loop's self-watch, in worker order
 
     @property
     def measured(self) -> list[RequestRecord]:
         return [r for r in self.records if r.phase == "measured"]
 
-    def facts(self) -> dict[str, Any]:
-        """The figures `bench.measure.validity.check_point` needs."""
-        return {"max_in_flight": self.max_in_flight, "target_concurrency": self.target_concurrency,
-                "target_reached": self.target_reached, "target_rate_rps": self.target_rate_rps,
-                "achieved_rate_rps": self.achieved_rate_rps, **self.loop_lag,
-                "client_workers": [s.as_dict() for s in self.loops]}
+    @property
+    def worst_loop(self) -> LoopStats | None:
+        """The loop whose event-loop lag p99 is worst; None when no loop sampled its lag."""
+        sampled = [w for w in self.loops if w.loop_lag_s_p99 is not None]
+        return max(sampled, key=lambda w: w.loop_lag_s_p99 or 0.0) if sampled else None
+
+    @property
+    def cpu_busy_cores(self) -> float | None:
+        """Client cores busy over the measured phase: the sum of each loop's share of its core."""
+        busy = [w.cpu_share for w in self.loops if w.cpu_share is not None]
+        return sum(busy) if busy else None
+
+    @property
+    def capacity_used(self) -> float | None:
+        """The busiest loop's share of its core (1.0: saturated, the client's capacity)."""
+        busy = [w.cpu_share for w in self.loops if w.cpu_share is not None]
+        return max(busy) if busy else None
 
     def client_token_counts(self) -> dict[str, int]:
         """Tokens of every request the client ran here, warm-up included (compare with server counter deltas)."""

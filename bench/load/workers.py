@@ -50,7 +50,7 @@ from bench.load.merge import merge_point
 from bench.load.prepare import prepare
 from bench.load.records import RequestRecord
 from bench.load.team import BEAT_S, Team
-from bench.load.types import LoadJob, LoopStats, PointRun, ServerLoad, Share
+from bench.load.types import ClientSummary, LoadJob, LoopStats, PointRun, ServerLoad, Share
 from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad, parse_load
 
 STREAMS_PER_WORKER = 256  # concurrent streams one worker is planned for (one core carries ~75k tok/s here)
@@ -266,8 +266,7 @@ def run_point_workers(job: LoadJob) -> PointRun:
     for rec_list in team.records.values():
         for r in rec_list:
             records[r.request_id] = r
-    client = cfg.describe() | {"request_id_prefix": encoder.tag, "n_workers": n,
-                               "workers_chosen": "given" if workers else "auto"}
+    client = ClientSummary(cfg.describe(), encoder.tag, n_workers=n, workers_chosen="given" if workers else "auto")
     stats = [team.stats[k] for k in sorted(team.stats)]
     if team.dead:
         sent = [r for r in records if r.t_send > 0]

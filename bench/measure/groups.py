@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.config import JsonDict
 
 if TYPE_CHECKING:
+    from bench.load.types import ClientSummary, PointRun
     from bench.telemetry.server_metrics import ServerWindow
     from bench.telemetry.types import WindowEnergy
 
@@ -223,15 +224,16 @@ class ClientLoad(Group):
         "backlog_bytes_max/p99, backlog_samples."))
 
     @classmethod
-    def from_client(cls, client: dict, loop_lag: dict) -> ClientLoad:
-        """From PointRun.client and PointRun.loop_lag."""
-        workers = list(client.get("workers") or [])
-        backlog = [w["backlog_bytes_max"] for w in workers if w.get("backlog_bytes_max") is not None]
-        return cls(n_workers=client.get("n_workers"), workers_chosen=client.get("workers_chosen"),
-                   cpu_busy_cores=client.get("cpu_busy_cores"), capacity_used=client.get("capacity_used"),
-                   loop_lag_s_p99=loop_lag.get("loop_lag_s_p99"), loop_lag_s_max=loop_lag.get("loop_lag_s_max"),
-                   loop_lag_worker=loop_lag.get("loop_lag_worker"), backlog_bytes_max=max(backlog) if backlog else None,
-                   workers=workers)
+    def from_run(cls, run: PointRun, client: ClientSummary) -> ClientLoad:
+        """From the point's client and the self-watch of each of its loops."""
+        worst = run.worst_loop
+        backlog = [w.backlog_bytes_max for w in run.loops if w.backlog_bytes_max is not None]
+        return cls(n_workers=client.n_workers, workers_chosen=client.workers_chosen,
+                   cpu_busy_cores=run.cpu_busy_cores, capacity_used=run.capacity_used,
+                   loop_lag_s_p99=worst.loop_lag_s_p99 if worst else None,
+                   loop_lag_s_max=worst.loop_lag_s_max if worst else None,
+                   loop_lag_worker=worst.index if worst else None, backlog_bytes_max=max(backlog) if backlog else None,
+                   workers=[w.as_dict() for w in run.loops])
 
 
 class Energy(Group):

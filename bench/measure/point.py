@@ -98,7 +98,7 @@ def point_groups(
                       span_s=run.span_t1_s - run.span_t0_s),
         metrics=metrics,
         server=server,
-        client=ClientLoad.from_client(run.client, run.loop_lag) if run.client else None,
+        client=ClientLoad.from_run(run, run.client) if run.client is not None else None,
         energy=energy_group,
         cost=cost,
         roofline=roofline,

@@ -97,17 +97,17 @@ def check_validity(metrics: Metrics, load: LoadSpec, run: PointRun, server_count
     if server is not None:
         reasons += _server_reasons(server, load, workload_kind, target_c, th)
     # the driver's monitors report these as plain summaries (bench.load.selfwatch)
-    workers = run.client.get("workers") or []
-    lag = run.loop_lag.get("loop_lag_s_p99")
-    if lag is not None and lag > th.max_loop_lag_s:
-        where = f" in client worker {run.loop_lag.get('loop_lag_worker')}" if len(workers) > 1 else ""
+    worst = run.worst_loop
+    lag = worst.loop_lag_s_p99 if worst is not None else None
+    if worst is not None and lag is not None and lag > th.max_loop_lag_s:
+        where = f" in client worker {worst.index}" if len(run.loops) > 1 else ""
         reasons.append(f"client saturation: event-loop lag p99 {lag * 1e3:.1f} ms > {th.max_loop_lag_s * 1e3:.0f} ms"
                        f"{where} (time stamps may be late)")
-    busy = [w for w in workers if w.get("cpu_share") is not None]
+    busy = [w for w in run.loops if w.cpu_share is not None]
     if busy:
-        top = max(busy, key=lambda w: w["cpu_share"])
-        if top["cpu_share"] > th.max_client_cpu_share:
-            reasons.append(f"client saturation: client worker {top.get('index')} busy {top['cpu_share']:.0%} of a core "
+        top = max(busy, key=lambda w: w.cpu_share or 0.0)
+        if top.cpu_share is not None and top.cpu_share > th.max_client_cpu_share:
+            reasons.append(f"client saturation: client worker {top.index} busy {top.cpu_share:.0%} of a core "
                            f"(> {th.max_client_cpu_share:.0%}; use more --client-workers)")
     n = metrics.n_measured or 0
     err = metrics.error_rate

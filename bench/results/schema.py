@@ -39,6 +39,7 @@ from bench.measure.groups import (
 )
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
+from bench.results.provenance import Provenance
 from bench.safepath import UnsafePath, check_rel_path, inside
 
 SCHEMA_VERSION: Final = 2
@@ -117,7 +118,7 @@ class RunResult(_Strict):
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     harness: Harness = Field(description="The harness that wrote it: version and git sha.")
     config: RunConfig = Field(description="The full resolved configuration (plan, engine configs).")
-    provenance: dict[str, Any] = Field(default_factory=dict, description="Environment: versions, devices, host.")
+    provenance: Provenance = Field(default_factory=Provenance, description="Environment: versions, devices, host.")
     points: list[PointResult] = Field(default_factory=list, description="Load points in the order they ran.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Idle baseline, probe used, notes.")
 

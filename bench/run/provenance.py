@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import __version__
 from bench.results.point import utc_now
+from bench.results.provenance import Provenance
 
 if TYPE_CHECKING:
     from bench.catalog.device import Detected
@@ -89,14 +90,14 @@ def host_info() -> dict[str, Any]:
 
 
 def collect(device: Detected, engine_args: dict[str, Any] | None = None,
-            engine_versions: dict[str, str] | None = None) -> dict[str, Any]:
+            engine_versions: dict[str, str] | None = None) -> Provenance:
     """Everything that describes the machine and software of a run, secrets redacted.
     `engine_versions`: config id -> that configuration's engine version (each engine its own)."""
     from bench.redact import redact
 
     versions = package_versions()
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
-    prov = {
+    prov = Provenance.model_validate(redact({
         "captured_utc": utc_now(),
         "host": host_info(),
         "device": asdict(device),  # the record's own copy: a JSON object
@@ -108,17 +109,13 @@ def collect(device: Detected, engine_args: dict[str, Any] | None = None,
         "engine_args": engine_args or {},
         "env": env,
         "argv": sys.argv,
-    }
-    prov = redact(prov)
-    prov["manifest_sha256"] = manifest_hash(prov)
-    return prov
+    }))
+    return prov.model_copy(update={"manifest_sha256": manifest_hash(prov)})
 
 
-def manifest_hash(prov: dict[str, Any]) -> str:
+def manifest_hash(prov: Provenance) -> str:
     """A hash of what makes a run reproducible (device, versions, engine args), not of when."""
-    keep = {k: prov.get(k) for k in ("device_name", "driver_version", "versions", "engine_args")}
-    host = prov.get("host", {})
-    kept_host = {k: host.get(k) for k in ("cpu", "cpu_count")}
-    kept_host["memory_gb"] = host.get("memory_gib", host.get("memory_gb"))  # the GiB figure, either name
-    keep["host"] = kept_host
+    keep: dict[str, Any] = {"device_name": prov.device_name, "driver_version": prov.driver_version,
+                            "versions": prov.versions, "engine_args": prov.engine_args}
+    keep["host"] = {"cpu": prov.host.cpu, "cpu_count": prov.host.cpu_count, "memory_gb": prov.host.memory_gib}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()

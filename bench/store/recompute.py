@@ -92,7 +92,7 @@ def recompute_point(point, cfg: StoredEngineConfig, n_gpus: int, records: list[R
         raise Disagreement(f"window: bounds {_show(t0)}, {_show(t1)} are not times")
     stored = (point.client.workers if point.client is not None else None) or []
     workers = [LoopStats.from_stored(w) for w in stored if isinstance(w, dict)]
-    run = merge_point(records, point.load, {}, workers)
+    run = merge_point(records, point.load, None, workers)
     measured = [r for r in records if r.phase == "measured" and r.t_send > 0]
     span_t1 = max(run.span_t1_s, t1) if measured else t1
     _check_window(point, measured, run, t0, t1, span_t1)

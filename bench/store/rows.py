@@ -44,7 +44,7 @@ _ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token")
 def engine_version_of(run: RunResult, config_id: str) -> str | None:
     """The engine version one configuration of `run` ran with (each engine its own)."""
     started = (run.extra.get("engine_version") or {}).get(config_id)
-    return recorded_engine_version(run.config.engine_config(config_id), run.provenance, started)
+    return recorded_engine_version(run.config.engine_config(config_id), run.provenance.engine_version, started)
 
 
 def run_models(run: RunResult) -> list[str]:
@@ -66,7 +66,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
     prov = run.provenance
     run_fields = {"run_status": run.status, "run_n_points": len(run.points),
                   "run_n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
-                  "driver_version": prov.get("driver_version"), "harness_git_sha": run.harness.git_sha,
+                  "driver_version": prov.driver_version, "harness_git_sha": run.harness.git_sha,
                   "synthetic": bool(run.extra.get("synthetic"))}
     rows = []
     for p in run.points:
@@ -90,7 +90,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
             "energy_method": e.energy_method if e is not None else None,
             "measured": e.measured if e is not None else None,
             "roofline_efficiency": roof.roofline_efficiency if roof is not None else None, "valid": bool(p.valid),
-            "harness_version": run.harness.version, "device_name": prov.get("device_name"),
+            "harness_version": run.harness.version, "device_name": prov.device_name,
             "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
             "weights": cfg.weights, **run_fields,
         }
