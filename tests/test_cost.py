@@ -1,10 +1,11 @@
 """The cost formula on worked examples, the catalog scenarios, and `bench cost`."""
 
-from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
+from bench.catalog import get_hardware
+from bench.catalog.hardware import Prices
 from bench.cli import cli
 from bench.errors import ConfigError
 from bench.measure.cost import (
@@ -112,9 +113,10 @@ def test_scenarios_from_the_real_catalog():
     assert "m6a.large" in cpu["rental-on-demand"].source and "read 2026-12-01" in cpu["rental-on-demand"].source
 
 
-def test_scenarios_from_dict_prices_and_options():
-    hw = SimpleNamespace(id="x", prices={"rental_usd_per_gpu_hour": {"value": 2.5, "unit": "usd_per_gpu_hour", "source": "s"},
-                                         "purchase_usd": {"value": 20000, "unit": "usd", "source": "p"}})
+def test_scenarios_from_catalog_prices_and_options():
+    prices = Prices.model_validate({"rental_usd_per_gpu_hour": {"value": 2.5, "unit": "usd_per_gpu_hour", "source": "s"},
+                                    "purchase_usd": {"value": 20000, "unit": "usd", "source": "p"}})
+    hw = get_hardware("h100-sxm").model_copy(update={"id": "x", "prices": prices})
     named = scenarios_for(hw, utilization=0.7)
     assert named["rental-on-demand"].rental_usd_per_gpu_hour == 2.5 and named["own"].server_factor == 1.4
     assert named["own"].utilization == 0.7

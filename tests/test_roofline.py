@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench.measure.roofline import point_roofline
+from bench.telemetry.types import ProbeFigures
 
 
 class _Model:
@@ -58,7 +59,7 @@ def test_large_batch_without_kv_is_compute_bound_and_scales_with_gpus():
 
 
 def test_probe_figures_replace_catalog_figures():
-    probe = {"bandwidth_tbs": 0.8, "tflops": {"bf16": 60.0}}
+    probe = ProbeFigures(bandwidth_tbs=0.8, tflops={"bf16": 60.0})
     r = point_roofline(_Model(), HW, batch=10, context_len=1000, bytes_per_param=2, kv_bytes_per_elem=2,
                        n_gpus=1, measured_output_tok_s=2000.0, probe=probe)
     assert r.bandwidth_source == "probe" and r.bandwidth_bound_tok_s == pytest.approx(4000.0)

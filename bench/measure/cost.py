@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bench.catalog.hardware import HardwareSpec, PriceFigure
 from bench.errors import ConfigError
 from bench.measure.groups import CostFigures, Energy, Metrics
 
@@ -85,17 +86,10 @@ def crf(rate: float, years: float) -> float:
     return rate * growth / (growth - 1.0)
 
 
-def price_figure(hardware, name: str) -> tuple[float, str] | None:
-    """(value, source) of one catalog price figure, from an object or a plain dict."""
-    prices = getattr(hardware, "prices", None)
-    if prices is None:
-        return None
-    fig = prices.get(name) if isinstance(prices, dict) else getattr(prices, name, None)
-    if fig is None:
-        return None
-    value = fig.get("value") if isinstance(fig, dict) else getattr(fig, "value", None)
-    source = fig.get("source") if isinstance(fig, dict) else getattr(fig, "source", None)
-    return (float(value), source or "") if value is not None else None
+def price_figure(hardware: HardwareSpec | None, name: str) -> tuple[float, str] | None:
+    """(value, source) of one catalog price figure (a field of `Prices`), or None when not known."""
+    fig: PriceFigure | None = getattr(hardware.prices, name) if hardware is not None else None
+    return (float(fig.value), fig.source) if fig is not None else None
 
 
 # scenario name -> catalog price figure giving an all-in $/GPU-hour
@@ -107,7 +101,7 @@ _ALL_IN = {
 }
 
 
-def scenarios_for(hardware, utilization: float = 1.0) -> dict[str, Scenario]:
+def scenarios_for(hardware: HardwareSpec | None, utilization: float = 1.0) -> dict[str, Scenario]:
     """The named scenarios the hardware's catalog prices allow.
 
     `own-hyperscaler`/`own-neocloud` are SemiAnalysis all-in ownership costs per GPU-hour
@@ -193,7 +187,7 @@ def cost_for_point(metrics: Metrics, energy: Energy | None, scenario: Scenario, 
     return CostFigures(**out)
 
 
-def scenario_from_options(hardware=None, name: str | None = None, utilization: float | None = None,
+def scenario_from_options(hardware: HardwareSpec | None = None, name: str | None = None, utilization: float | None = None,
                           rental_usd_per_gpu_hour: float | None = None, **ownership: Any) -> dict[str, Scenario]:
     """Scenarios for `bench cost`: an explicit rental rate, an explicit ownership (purchase
     price + overrides of the `own` defaults), one named scenario, or every named one."""
@@ -212,12 +206,12 @@ def scenario_from_options(hardware=None, name: str | None = None, utilization: f
         raise ConfigError("named cost scenarios need a catalog hardware entry (--hardware ID)")
     named = scenarios_for(hardware, **extra)
     if not named:
-        raise ConfigError(f"hardware '{getattr(hardware, 'id', '?')}' has no price figures in the catalog; "
+        raise ConfigError(f"hardware '{hardware.id}' has no price figures in the catalog; "
                           "give --rental-usd-h or --gpu-price-usd")
     if name is None:
         return named
     if name not in named:
-        raise ConfigError(f"unknown cost scenario '{name}' for {getattr(hardware, 'id', '?')} "
+        raise ConfigError(f"unknown cost scenario '{name}' for {hardware.id} "
                           f"(known: {', '.join(named)})")
     return {name: named[name]}
 

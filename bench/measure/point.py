@@ -26,7 +26,7 @@ from bench.plan.points import LoadSpec, engine_batch
 if TYPE_CHECKING:
     from bench.load.driver import PointRun
     from bench.telemetry.server_metrics import ServerWindow
-    from bench.telemetry.types import WindowEnergy
+    from bench.telemetry.types import ProbeFigures, WindowEnergy
 
 
 def target_concurrency(load: LoadSpec) -> int:
@@ -63,7 +63,7 @@ def point_groups(
     client_tokens_in_counter_interval: dict[str, int] | None,
     model=None,
     hardware=None,
-    probe: dict | None = None,
+    probe: ProbeFigures | None = None,
     server_metrics: ServerWindow | None = None,
     prefix_cache_reset: str | None = None,
 ) -> PointGroups:

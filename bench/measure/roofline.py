@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bench.catalog.dtypes import matrix_precision
 from bench.measure.groups import Roofline
+from bench.telemetry.types import ProbeFigures
 
 
 def point_roofline(
@@ -28,19 +29,19 @@ def point_roofline(
     kv_bytes_per_elem: float,
     n_gpus: int,
     measured_output_tok_s: float | None,
-    probe: dict | None = None,
+    probe: ProbeFigures | None = None,
     dtype: str | None = None,
     replicas: int = 1,
 ) -> Roofline:
     """Bounds (tokens/s, all GPUs), the binding one, and measured / bound."""
-    probe = probe or {}
+    probe = probe or ProbeFigures()
     batch = max(int(batch), 1)
-    bw_tbs, bw_source = _pick(probe.get("bandwidth_tbs"), hardware.bandwidth_tbs)
+    bw_tbs, bw_source = _pick(probe.bandwidth_tbs, hardware.bandwidth_tbs)
     if bw_tbs is None:
         raise ValueError(f"no memory bandwidth for {hardware.name}: neither probed nor in the catalog")
     want = dtype or matrix_precision(bytes_per_param)
-    used_dtype = want if hardware.tflops.get(want) or (probe.get("tflops") or {}).get(want) else "bf16"
-    tflops, flops_source = _pick((probe.get("tflops") or {}).get(used_dtype), hardware.tflops.get(used_dtype))
+    used_dtype = want if hardware.tflops.get(want) or probe.tflops.get(want) else "bf16"
+    tflops, flops_source = _pick(probe.tflops.get(used_dtype), hardware.tflops.get(used_dtype))
 
     replicas = max(int(replicas), 1)
     weight_bytes = replicas * model.decode_weight_bytes(-(-batch // replicas), bytes_per_param)

@@ -14,6 +14,7 @@ from bench.run.devices import visible_gpu_indices
 if TYPE_CHECKING:
     from bench.catalog import HardwareSpec
     from bench.catalog.device import Detected
+    from bench.telemetry.types import ProbeFigures
 
 IDLE_BASELINE_S = 3.0  # s of idle sampling after every engine (re)start
 
@@ -31,7 +32,7 @@ class RunEnvironment:
     hardware: HardwareSpec | None = None  # its catalog entry
     cache_dir: Path = field(default_factory=_default_cache)  # dummy-weight model folders
     startup_timeout_s: float = 900.0  # s an engine may take to answer its health check
-    probe: dict[str, Any] | None = None  # `bench probe`'s measured bandwidth and FLOPS (roofline)
+    probe: ProbeFigures | None = None  # `bench probe`'s measured bandwidth and FLOPS (roofline)
     # open_telemetry(requested, hardware=, gpu_indices=) -> unstarted session; injectable (tests: fake NVML)
     telemetry_factory: Callable[..., Any] | None = None
     idle_baseline_s: float = IDLE_BASELINE_S  # s of idle sampling after every engine (re)start

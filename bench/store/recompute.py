@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bench.errors import StoreError
 from bench.load.records import RequestRecord
-from bench.telemetry.types import MEASURED_METHODS, EnergyMethod
+from bench.telemetry.types import MEASURED_METHODS, EnergyMethod, ProbeFigures
 
 if TYPE_CHECKING:
     from bench.results.config import StoredEngineConfig
@@ -222,17 +222,18 @@ def _roofline(point, cfg: StoredEngineConfig, n_gpus: int, model, hardware, metr
     if model is None or hardware is None:
         return None
     stored = point.roofline
-    probe, probed = {}, []
+    bandwidth, tflops, probed = None, {}, []
     if stored is not None and stored.bandwidth_source == "probe":
-        probe["bandwidth_tbs"] = stored.bandwidth_tbs
+        bandwidth = stored.bandwidth_tbs
         probed.append(stored.bandwidth_tbs)
     if stored is not None and stored.flops_source == "probe" and isinstance(stored.flops_dtype, str):
-        probe["tflops"] = {stored.flops_dtype: stored.tflops}
+        tflops = {stored.flops_dtype: stored.tflops}
         probed.append(stored.tflops)
     for value in probed:
         if not (_number(value) and math.isfinite(value) and value > 0):
             raise Disagreement(f"roofline: probe figure {_show(value)} is not a positive number")
-    roof = point_roofline(engine_namespace(cfg), point, model, hardware, n_gpus, metrics, probe or None)
+    probe = ProbeFigures(bandwidth, tflops) if probed else None
+    roof = point_roofline(engine_namespace(cfg), point, model, hardware, n_gpus, metrics, probe)
     if roof is not None and (stored is None or stored.error is None):
         compare("roofline", stored, roof.flat(), ("roofline_efficiency", "bound_tok_s"))
     return roof

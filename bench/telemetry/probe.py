@@ -11,15 +11,18 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeGuard
 
 from bench.catalog.dtypes import dtype_name
 from bench.errors import ConfigError, TelemetryError
+from bench.telemetry.types import ProbeFigures
 
 PROBE_VERSION = 1
 
@@ -235,8 +238,8 @@ def write_probe(probe: dict, path: str | Path) -> Path:
     return path
 
 
-def load_probe(path: str | Path) -> dict:
-    """Read a probe file; refuse one of another version or without the roofline figures."""
+def load_probe(path: str | Path) -> ProbeFigures:
+    """The roofline figures of a probe file; ConfigError for one of another version or without them."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -244,6 +247,12 @@ def load_probe(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read probe file ({e})") from None
     if not isinstance(data, dict) or data.get("probe_version") != PROBE_VERSION:
         raise ConfigError(f"{path}: not a bench probe file of version {PROBE_VERSION}")
-    if not data.get("bandwidth_tbs") or not isinstance(data.get("tflops"), dict):
-        raise ConfigError(f"{path}: probe file lacks bandwidth_tbs or tflops")
-    return data
+    bandwidth, tflops = data.get("bandwidth_tbs"), data.get("tflops")
+    if not _positive(bandwidth) or not isinstance(tflops, dict) \
+            or not all(v is None or _positive(v) for v in tflops.values()):
+        raise ConfigError(f"{path}: probe file lacks a positive bandwidth_tbs or tflops per dtype")
+    return ProbeFigures(bandwidth_tbs=float(bandwidth), tflops={str(k): v for k, v in tflops.items()})
+
+
+def _positive(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

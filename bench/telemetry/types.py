@@ -1,5 +1,5 @@
-"""The shapes the telemetry modules share: a reading, the meter protocol, the energy methods and
-the frozen energy of one window (docs/measurement.md section 3).
+"""The shapes the telemetry modules share: a reading, the meter protocol, the energy methods,
+the frozen energy of one window (docs/measurement.md section 3), and a probe's roofline figures.
 
 `bench.telemetry.energy` (the arithmetic) and `bench.telemetry.base` (the sampling session)
 both import this module and not each other's types. Energy in J, power in W, times in s.
@@ -8,7 +8,7 @@ both import this module and not each other's types. Energy in J, power in W, tim
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -112,3 +112,13 @@ class WindowEnergy:
     def on_devices(self, devices: Sequence[Any] | None) -> WindowEnergy:
         """This window, recording the device indices it covers."""
         return replace(self, devices=tuple(devices) if devices is not None else None)
+
+
+@dataclass(frozen=True)
+class ProbeFigures:
+    """Measured device figures that replace the catalog's in the roofline (`bench probe`'s file,
+    or a stored point's probe-sourced figures): memory bandwidth (TB/s), dense matmul TFLOPS per
+    dtype. A figure absent here falls back to the catalog's."""
+
+    bandwidth_tbs: float | None = None
+    tflops: dict[str, float | None] = field(default_factory=dict)
