@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.errors import ConfigError
 from bench.plan.points import (
@@ -61,11 +62,20 @@ def _human_turns(line: str, where: str) -> tuple[str, ...]:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-    turns = obj.get("conversations") if isinstance(obj, dict) else None
-    if not isinstance(turns, list):
+    if not isinstance(obj, dict) or not isinstance(obj.get("conversations"), list):
         raise ConfigError(f"{where}: expected a JSON object with a 'conversations' list")
-    return tuple(t["value"] for t in turns if isinstance(t, dict) and t.get("from") in HUMAN
-                 and isinstance(t.get("value"), str) and t["value"].strip())
+    return tuple(text for speaker, text in sharegpt_turns(obj["conversations"]) if speaker in HUMAN and text.strip())
+
+
+def sharegpt_turns(turns: Any) -> list[tuple[str, str]]:
+    """(speaker, text) of each well-formed turn of a ShareGPT `conversations` list; others are skipped."""
+    out = []
+    for turn in turns if isinstance(turns, list) else ():
+        if isinstance(turn, dict):
+            speaker, text = turn.get("from"), turn.get("value")
+            if isinstance(speaker, str) and isinstance(text, str):
+                out.append((speaker, text))
+    return out
 
 
 def read_prompts(path: Path, output_len: int | None = None,
@@ -85,10 +95,9 @@ def _prompt_line(line: str, where: str, output_len: int | None, encode) -> tuple
     obj = json_object(line, where)
     reply = None
     if "conversations" in obj:
-        turns = obj["conversations"]
-        turns = [t for t in turns if isinstance(t, dict)] if isinstance(turns, list) else []
-        prompt = next((t.get("value") for t in turns if t.get("from") == "human"), None)
-        reply = next((t.get("value") for t in turns if t.get("from") == "gpt"), None)
+        turns = sharegpt_turns(obj["conversations"])
+        prompt = next((text for speaker, text in turns if speaker in HUMAN), None)
+        reply = next((text for speaker, text in turns if speaker == "gpt"), None)
     else:
         prompt = obj.get("prompt")
     if not isinstance(prompt, str) or not prompt:
