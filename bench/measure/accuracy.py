@@ -44,7 +44,8 @@ def binom_tail_ge(k: int, n: int) -> float:
         return 1.0
     if k > n:
         return 0.0
-    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+    ways: int = sum(math.comb(n, i) for i in range(k, n + 1))
+    return ways / (1 << n)
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:

@@ -85,12 +85,22 @@ class Ask(BaseModel):
     max_completion_tokens: int | None = None
     stream_options: _StreamOptions | None = None
     return_token_ids: bool = False
-    stream: bool = True  # what the fake does when a client asks for no stream: bench.testing.fake_answers
+    stream: bool = False  # vLLM's default; a non-streaming answer is bench.testing.fake_answers
 
     @property
     def n_out(self) -> int:
         """Tokens asked for (vLLM's default 16 when neither limit is given)."""
         return self.max_tokens or self.max_completion_tokens or 16
+
+    def texts(self) -> list[str]:
+        """The prompts as texts: each of a batch, or the conversation joined (token ids as numbers)."""
+        if self.messages:
+            return [" ".join(str(m.content) for m in self.messages)]
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if self.prompt and all(isinstance(p, str) for p in self.prompt):
+            return [str(p) for p in self.prompt]
+        return [" ".join(map(str, self.prompt or []))]
 
     def units(self) -> list:
         """The prompt as the units the fake counts as prompt tokens and its prefix cache matches:
@@ -257,7 +267,7 @@ class _App:
         if not ask.stream:
             from bench.testing.fake_answers import answer
 
-            return answer(ask, cfg)
+            return answer(ask.texts(), bool(ask.messages), cfg.model, cfg.solve_arithmetic, n_prompt)
         n_out = ask.n_out
         if cfg.stop_early_share:
             n_out = int(n_out * (1 - cfg.stop_early_share))

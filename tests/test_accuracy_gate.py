@@ -1,0 +1,102 @@
+"""Accuracy layer 1, the task gate, through real lm-evaluation-harness and a local task file
+(no download), and the gate's place in a run (docs/accuracy.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.measure.accuracy_verdict import ReferenceScore, task_verdict
+from bench.plan import EngineConfig, Plan, PointSpec
+from bench.plan.accuracy import AccuracySettings
+from bench.results import read_summary
+from bench.run.accuracy_task import AccuracyNotRun, TaskSpec, _check_data, task_score
+from bench.run.environment import RunEnvironment
+from bench.run.runner import execute
+from bench.testing.arith_task import TASK, write_arith_task
+from bench.testing.fake_device import fake_device
+from bench.testing.fake_server import FakeServer, FakeServerConfig
+
+pytest.importorskip("lm_eval", reason="the accuracy extra: pip install -e .[accuracy]")
+
+
+def _plan(cfg: EngineConfig, accuracy: AccuracySettings) -> Plan:
+    point = PointSpec(point_id="p_c1", engine_config_id=cfg.config_id(),
+                      workload={"kind": "random", "input_len": 8, "output_len": 4},
+                      load={"kind": "concurrency", "concurrency": 1}, n_warmup=0, n_requests=2)
+    return Plan(engine_configs=[cfg], points=[point], name="acc", telemetry="none", accuracy=accuracy)
+
+
+def test_a_server_that_answers_right_passes_the_gate_in_a_run(tmp_path):
+    """The fake answers every generated question right: lm-eval scores 50/50, the Wilson bound
+    clears tiny-llama's floor, and run.json keeps the verdict beside the configuration."""
+    folder = write_arith_task(tmp_path / "task", n=50)
+    accuracy = AccuracySettings(mode="task", task=TASK, include_path=str(folder), num_fewshot=0)
+    with FakeServer(FakeServerConfig(ttft_s=0.001, itl_s=0.001, solve_arithmetic=True)) as srv:
+        cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=srv.base_url)
+        execute(_plan(cfg, accuracy), tmp_path / "run", RunEnvironment(device=fake_device("cpu", name="cpu")))
+    run = read_summary(tmp_path / "run")
+    (verdict,) = run.accuracy[cfg.config_id()]
+    assert (verdict.kind, verdict.task, verdict.n, verdict.score) == ("task", TASK, 50, 1.0)
+    assert verdict.floor == 0.9 and verdict.wilson_lower_95 == pytest.approx(0.9487, abs=1e-4)
+    assert verdict.passed is True, verdict.reason
+    assert "clears the floor 0.900" in verdict.reason
+    raw = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert raw["accuracy"][cfg.config_id()][0]["passed"] is True
+
+
+def test_a_server_that_answers_wrong_fails_with_one_line(tmp_path):
+    folder = write_arith_task(tmp_path / "task", n=20)
+    with FakeServer(FakeServerConfig(ttft_s=0.001)) as srv:  # answers "fake" to everything
+        score = task_score(srv.base_url, "fake-model", TaskSpec(TASK, include_path=folder, num_fewshot=0))
+    v = task_verdict(TASK, score.per_question, floor=0.9)
+    assert (v.n, v.score, v.passed) == (20, 0.0, False)
+    assert "\n" not in v.reason and "below the floor 0.900" in v.reason
+
+
+def test_gsm8k_without_network_is_not_run_with_one_line(monkeypatch):
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    with pytest.raises(AccuracyNotRun, match=r"task data for 'gsm8k' cannot be fetched: hub\.invalid unreachable"):
+        _check_data(TaskSpec("gsm8k"))
+
+
+def test_gsm8k_not_run_is_recorded_in_the_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    with FakeServer(FakeServerConfig(ttft_s=0.001, itl_s=0.001)) as srv:
+        cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=srv.base_url)
+        result = execute(_plan(cfg, AccuracySettings.model_validate("gsm8k")), tmp_path / "run",
+                         RunEnvironment(device=fake_device("cpu", name="cpu")))
+    (verdict,) = result.accuracy[cfg.config_id()]
+    assert verdict.passed is None and verdict.status == "not run"
+    assert verdict.reason.startswith("not run: task data for 'gsm8k' cannot be fetched")
+    assert result.points[0].status == "ok"  # the measured point is kept
+
+
+def test_the_paired_test_fails_a_significant_drop_against_the_reference():
+    ref = ReferenceScore("cfg-bf16", "bf16", [True] * 45 + [False] * 5)
+    cand = [True] * 30 + [False] * 20
+    v = task_verdict(TASK, cand, floor=0.5, reference=ref, tolerance=0.02)
+    assert v.passed is False
+    assert v.reference is not None and v.reference.discordant_ref_only == 15 and v.reference.drop == pytest.approx(0.3)
+    same = task_verdict(TASK, [True] * 45 + [False] * 5, floor=0.5, reference=ref)
+    assert same.passed is True and same.reference is not None and same.reference.drop == 0
+
+
+@pytest.mark.vllm
+def test_the_gate_fails_on_dummy_weights_through_real_vllm(vllm_server, tmp_path):
+    """Random weights answer no arithmetic: lm-eval against the live vLLM server scores about 0,
+    and the gate fails with a one-line reason."""
+    from bench.catalog import get_model
+
+    folder = write_arith_task(tmp_path / "task", n=50)
+    score = task_score(vllm_server.base_url, vllm_server.served_model,
+                       TaskSpec(TASK, include_path=folder, num_fewshot=0, max_gen_toks=8, num_concurrent=4))
+    floor = get_model("tiny-llama").accuracy[TASK]
+    v = task_verdict(TASK, score.per_question, floor=floor.floor, floor_source=floor.source, seconds=score.seconds)
+    print(f"\nvLLM dummy tiny-llama {TASK}: {score.correct}/{score.n}, lower {v.wilson_lower_95:.3f}, "
+          f"{score.seconds:.1f} s; {v.reason}")
+    assert v.n == 50 and v.score <= 0.1
+    assert v.passed is False and "below the floor" in v.reason and "\n" not in v.reason
