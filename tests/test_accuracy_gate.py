@@ -100,3 +100,46 @@ def test_the_gate_fails_on_dummy_weights_through_real_vllm(vllm_server, tmp_path
           f"{score.seconds:.1f} s; {v.reason}")
     assert v.n == 50 and v.score <= 0.1
     assert v.passed is False and "below the floor" in v.reason and "\n" not in v.reason
+
+
+def test_the_verdict_is_a_cost_model_column_and_gate_passed_reads_it(tmp_path):
+    from bench.store.accuracy_rows import gate_passed
+    from bench.store.rows import point_rows, rows_to_arrow
+    from bench.store.schema import to_pandas
+
+    folder = write_arith_task(tmp_path / "task", n=10)
+    accuracy = AccuracySettings(mode="task", task=TASK, include_path=str(folder), num_fewshot=0)
+    with FakeServer(FakeServerConfig(ttft_s=0.001, itl_s=0.001)) as srv:  # wrong answers: the gate fails
+        cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=srv.base_url)
+        run = execute(_plan(cfg, accuracy), tmp_path / "run", RunEnvironment(device=fake_device("cpu", name="cpu")))
+    (row,) = point_rows("r1", run, include_invalid=True)
+    assert (row["accuracy_task"], row["accuracy_n"], row["accuracy_score"], row["accuracy_passed"]) == (TASK, 10, 0.0, False)
+    assert gate_passed(row) is False
+    frame = to_pandas(rows_to_arrow([row, {**row, "accuracy_passed": None}]))
+    assert [gate_passed(r) for _, r in frame.iterrows()] == [False, None]
+    assert gate_passed({}) is None and gate_passed({"accuracy_passed": float("nan")}) is None
+
+
+@pytest.mark.parametrize("value,mode,task", [("off", "off", "gsm8k"), ("agreement", "agreement", "gsm8k"),
+                                             ("gsm8k", "task", "gsm8k"), ("mmlu", "task", "mmlu"),
+                                             ({"task": TASK, "limit": 5}, "task", TASK)])
+def test_the_sweep_key_and_the_option(value, mode, task):
+    from bench.plan import sweep_from_dict
+
+    base = {"models": ["tiny-llama"], "workloads": [{"input_len": 8, "output_len": 4}],
+            "loads": [{"kind": "concurrency", "concurrency": [1]}]}
+    s = sweep_from_dict({**base, "accuracy": value}).accuracy
+    assert (s.mode, s.task) == (mode, task)
+    assert sweep_from_dict(base).accuracy.mode == "agreement"  # the default
+    assert sweep_from_dict(base, {"accuracy": value}).accuracy.mode == mode  # --accuracy
+
+
+def test_a_bad_accuracy_key_is_one_line_naming_it():
+    from bench.errors import ConfigError
+    from bench.plan import sweep_from_dict
+
+    base = {"models": ["tiny-llama"], "workloads": [{"input_len": 8, "output_len": 4}],
+            "loads": [{"kind": "concurrency", "concurrency": [1]}]}
+    with pytest.raises(ConfigError, match="accuracy") as e:
+        sweep_from_dict({**base, "accuracy": {"task": "gsm8k", "limt": 5}}, source="s.yaml")
+    assert "\n" not in str(e.value)
