@@ -143,3 +143,14 @@ def test_a_bad_accuracy_key_is_one_line_naming_it():
     with pytest.raises(ConfigError, match="accuracy") as e:
         sweep_from_dict({**base, "accuracy": {"task": "gsm8k", "limt": 5}}, source="s.yaml")
     assert "\n" not in str(e.value)
+
+
+def test_a_configuration_that_fails_its_gate_is_never_on_the_pareto_front():
+    import pandas as pd
+
+    from bench.analysis.pareto import front_rows
+
+    rows = pd.DataFrame({"interactivity_tok_s_user": [10.0, 20.0, 30.0], "tok_s_per_gpu": [300.0, 250.0, 400.0],
+                         "accuracy_passed": pd.array([True, None, False], dtype="boolean")})
+    front = front_rows(rows)
+    assert front["tok_s_per_gpu"].tolist() == [300.0, 250.0]  # the failed 400 would dominate both
