@@ -71,8 +71,12 @@ def test_gsm8k_not_run_is_recorded_in_the_run(tmp_path, monkeypatch):
                          RunEnvironment(device=fake_device("cpu", name="cpu")))
     (verdict,) = result.accuracy[cfg.config_id()]
     assert verdict.passed is None and verdict.status == "not run"
-    assert verdict.reason.startswith("not run: task data for 'gsm8k' cannot be fetched")
+    assert verdict.reason.startswith("task data for 'gsm8k' cannot be fetched")
     assert result.points[0].status == "ok"  # the measured point is kept
+    from bench.cli.progress import summary_table
+
+    assert f"accuracy {cfg.config_id()} (task): not run: not run: task data for 'gsm8k'" not in summary_table(result)
+    assert f"accuracy {cfg.config_id()} (task): not run: task data for 'gsm8k' cannot be fetched" in summary_table(result)
 
 
 def test_the_paired_test_fails_a_significant_drop_against_the_reference():

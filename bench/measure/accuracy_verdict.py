@@ -70,9 +70,10 @@ class AccuracyResult(BaseModel):
 
     @property
     def status(self) -> str:
-        """passed, failed, or not run (a person's word for `passed`)."""
-        return "not run" if self.passed is None and self.n is None else \
-            "passed" if self.passed else "failed" if self.passed is False else "recorded"
+        """A person's word for the verdict: passed, failed, not run, or recorded (figures, no verdict)."""
+        if self.passed is not None:
+            return "passed" if self.passed else "failed"
+        return "not run" if self.n is None else "recorded"
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class ReferenceScore:
 
 def not_run(kind: AccuracyKind, task: str | None, reason: str) -> AccuracyResult:
     """A gate that could not run: `accuracy: not run` with its one-line reason."""
-    return AccuracyResult(kind=kind, task=task, reason=f"not run: {reason}")
+    return AccuracyResult(kind=kind, task=task, reason=reason)
 
 
 def task_verdict(task: str, per_question: Sequence[bool], *, floor: float | None = None,
