@@ -21,7 +21,7 @@ def test_bf16_and_fp32_dummy_weights_agree_through_two_real_servers(tmp_path, ru
         "loads": [{"kind": "concurrency", "concurrency": [1]}], "n_requests": 2, "n_warmup": 0,
         "telemetry": "none", "accuracy": "agreement",
     })
-    plan = build_plan(sweep, None, 1)
+    plan = build_plan(sweep, run_env.hardware, 1)
     execute(plan, tmp_path / "run", run_env)
     run = read_summary(tmp_path / "run")
     by_precision = {run.config.engine_config(cid).precision_label(): v for cid, v in run.accuracy.items()}
