@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour="${1:-cpu}"
 case "$flavour" in
-  cpu) extras="cpu,dev" ;;
-  gpu) extras="gpu,dev" ;;
+  cpu) extras="cpu,dev,accuracy" ;;  # accuracy: lm-eval, the task gate (docs/accuracy.md)
+  gpu) extras="gpu,dev,accuracy" ;;
   *) echo "usage: scripts/install.sh [cpu|gpu]" >&2; exit 2 ;;
 esac
 python3 -m pip install -q -e ".[${extras}]"

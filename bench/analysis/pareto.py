@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.store.accuracy_rows import gate_passed
+
 X = "interactivity_tok_s_user"
 Y = "tok_s_per_gpu"
 SERIES_COLUMNS = ["hardware", "precision", "kv_cache_dtype", "engine", "n_gpus"]
@@ -76,7 +78,10 @@ def split_series(table: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
 
 
 def front_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of one series on its Pareto front, sorted by interactivity ascending."""
+    """The rows of one series on its Pareto front, sorted by interactivity ascending; a row whose
+    accuracy gate failed is never on it (docs/accuracy.md)."""
+    if "accuracy_passed" in rows:  # accuracy gate
+        rows = rows[[gate_passed(r) is not False for _, r in rows.iterrows()]]
     idx = pareto_front(rows[X].astype(float).tolist(), rows[Y].astype(float).tolist())
     return rows.iloc[idx].reset_index(drop=True)
 

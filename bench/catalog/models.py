@@ -228,6 +228,14 @@ class Slo(Strict):
     source: str
 
 
+class AccuracyFloor(Strict):
+    """The share of a task's questions a correct deployment of the model answers at least
+    (docs/accuracy.md): the gate passes when the score's 95% Wilson lower bound clears it."""
+
+    floor: float = Field(ge=0, le=1)
+    source: str
+
+
 class ModelSpec(Strict):
     """One models.yaml entry. Param counts left out are computed from the architecture."""
 
@@ -241,6 +249,8 @@ class ModelSpec(Strict):
     tiny: bool = False
     notes: list[str] = Field(default_factory=list)
     config: ArchConfig
+    # accuracy gate (docs/accuracy.md): per lm-eval task name, the floor and where it comes from
+    accuracy: dict[str, AccuracyFloor] = Field(default_factory=dict)
 
     @field_validator("total_params", "active_params", mode="before")
     @classmethod

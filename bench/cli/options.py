@@ -91,6 +91,11 @@ def engine_options(f):
                      help="Probe file from `bench probe`: measured bandwidth/FLOPS for the roofline."),
         click.option("--endpoint", type=click.Choice(["completions", "chat"]), help="OpenAI API endpoint to drive."),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for run folders [./runs]."),
+        # accuracy gate (docs/accuracy.md)
+        click.option("--accuracy", metavar="gsm8k|agreement|off|TASK",
+                     help="Accuracy beside the points: agreement with the model's bf16 configuration [default], "
+                          "an lm-eval task (gsm8k: 1,319 questions, minutes on a GPU), or off. "
+                          "Integrity checks run on every point regardless."),
     ])
 
 

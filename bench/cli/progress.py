@@ -320,4 +320,6 @@ def summary_table(result: RunResult) -> str:
     if any(tpot == NA for tpot, _ in cells):
         footer.append(NO_TPOT_NOTE)
     footer += [scenario] if scenario else []
-    return "\n".join([table, *footer, *notes])
+    accuracy = [f"accuracy {cid} ({v.kind}): {v.status}: {v.reason}"  # accuracy gate, one line each
+                for cid, verdicts in result.accuracy.items() for v in verdicts]
+    return "\n".join([table, *footer, *notes, *accuracy])

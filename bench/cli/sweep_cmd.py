@@ -32,7 +32,7 @@ def plan_text(the_plan, hardware) -> str:
     lines += [f"note: {n}" for n in d.notes]
     if d.skipped:
         lines += ["", f"skipped ({d.n_skipped} points):", format_table(d.skipped, list(d.skipped[0]))]
-    return "\n".join([*lines, "", d.estimate, d.assumptions])
+    return "\n".join([*lines, "", d.estimate, d.assumptions, d.accuracy])  # accuracy gate line
 
 
 @click.command()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.measure.groups import Energy, Metrics, ServerCounters, Validity
+from bench.measure.integrity import integrity_reasons
 
 if TYPE_CHECKING:
     from bench.load.driver import PointRun
@@ -124,6 +125,8 @@ def check_validity(metrics: Metrics, load: LoadSpec, run: PointRun, server_count
                        f"{th.min_requests_for_p99}: p99 unstable")
     if metrics.window_fallback:
         reasons.append("no steady-state window: throughput over the whole span")
+    # accuracy, layer 3 (docs/accuracy.md): the outputs are as long as asked, none empty
+    reasons += integrity_reasons(run.records)
     if energy is not None and energy.energy_valid is False:
         reasons.extend(f"energy: {r}" for r in energy.energy_invalid_reasons or ["energy invalid"])
     n_devices = energy.n_devices if energy is not None else None

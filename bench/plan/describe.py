@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.plan import preflight as pf
+from bench.plan.accuracy import EST_OUTPUT_TOKENS_PER_QUESTION, EST_STREAM_TOK_S, TASK_QUESTIONS, AccuracySettings
 from bench.plan.plan import Plan
 from bench.plan.pointid import PointId
 
@@ -24,6 +25,7 @@ class PlanDescription:
     n_skipped: int  # skipped points (a row of `skipped` may stand for several)
     estimate: str
     assumptions: str
+    accuracy: str = ""  # accuracy gate: what runs beside the points and its time estimate
 
 
 def describe_plan(plan: Plan, hardware: Any, catalog: Any = None) -> PlanDescription:
@@ -66,4 +68,19 @@ def describe_plan(plan: Plan, hardware: Any, catalog: Any = None) -> PlanDescrip
         "no queueing"
     )
     notes = sorted({n for p in plan.points for n in p.notes})
-    return PlanDescription(header, rows, notes, skipped, len(plan.skipped), estimate, assumptions)
+    return PlanDescription(header, rows, notes, skipped, len(plan.skipped), estimate, assumptions,
+                           accuracy=accuracy_line(plan.accuracy, len(plan.engine_configs)))
+
+
+def accuracy_line(settings: AccuracySettings, n_configs: int) -> str:
+    """The accuracy gate's line of `bench plan`: what runs and, for a task, its time on a GPU."""
+    line = settings.describe()
+    if not settings.runs_task:
+        return line
+    per_s = settings.estimate_s()
+    if per_s is None:
+        return f"{line} (time unknown: question count of '{settings.task}' not known to bench)"
+    n = settings.limit or TASK_QUESTIONS.get(settings.task)
+    return (f"{line}: {n} questions x {n_configs} configs, about {per_s * n_configs / 60:.0f} min on a GPU "
+            f"({EST_OUTPUT_TOKENS_PER_QUESTION} output tokens per question, {settings.num_concurrent} at once at "
+            f"{EST_STREAM_TOK_S:g} tok/s each; not in the estimate above; far longer on CPU)")

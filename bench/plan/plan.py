@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import PrecisionFields, precision_fields
 from bench.errors import ConfigError, one_line
+from bench.plan.accuracy import AccuracySettings
 from bench.plan.engineconfig import EngineConfig
 from bench.plan.inputs import InputFacts, check_inputs
 from bench.plan.pointid import PointId, load_tag
@@ -102,6 +103,8 @@ class Plan(BaseModel):
     telemetry: str = "auto"
     out_dir: str | None = None
     seed: int = 0
+    # accuracy gate (docs/accuracy.md); a Plan built in code runs none
+    accuracy: AccuracySettings = Field(default_factory=lambda: AccuracySettings(mode="off"))
 
     def points_for(self, config_id: str) -> list[PointSpec]:
         """The runnable points of one engine configuration, in run order."""
@@ -185,6 +188,7 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
         telemetry=sweep.telemetry,
         out_dir=sweep.out,
         seed=sweep.seed,
+        accuracy=sweep.accuracy,  # accuracy gate
     )
 
 

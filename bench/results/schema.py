@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.atomicio import atomic_write_text
 from bench.errors import ResultError, one_line, write_error
 from bench.load.records import RequestRecord
+from bench.measure.accuracy_verdict import AccuracyResult
 from bench.measure.groups import (
     ClientLoad,
     CostFigures,
@@ -121,6 +122,9 @@ class RunResult(_Strict):
     provenance: Provenance = Field(default_factory=Provenance, description="Environment: versions, devices, host.")
     points: list[PointResult] = Field(default_factory=list, description="Load points in the order they ran.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Idle baseline, probe used, notes.")
+    # accuracy gate (docs/accuracy.md); absent from older files
+    accuracy: dict[str, list[AccuracyResult]] = Field(
+        default_factory=dict, description="Per engine configuration id: its accuracy verdicts (task, agreement).")
 
 
 def write_summary(run_dir: Path, result: RunResult) -> Path:

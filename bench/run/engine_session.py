@@ -125,6 +125,10 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
             if restarts > MAX_RESTARTS:
                 fail_all(pending, f"engine died more than {MAX_RESTARTS} times; configuration abandoned", sink, emit)
                 return
+        if engine is not None and plan.accuracy.mode != "off":  # accuracy gate, on the engine the points ran on
+            from bench.run.accuracy_gate import probe_config
+
+            probe_config(plan, cfg, engine, ctx.run_dir)
     finally:
         if engine is not None:
             engine.stop()

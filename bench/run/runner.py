@@ -98,6 +98,10 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
                     run_engine_session(ctx, cfg, todo[cfg.config_id()], devices[cfg.config_id()],
                                        raise_start=raise_start)
         result.status, result.error = final_status(result.points)
+        if plan.accuracy.mode != "off":  # accuracy gate: verdicts once the reference has run
+            from bench.run.accuracy_gate import finish_accuracy
+
+            result.accuracy = finish_accuracy(plan, run_dir)
     except KeyboardInterrupt as e:
         result.status = "interrupted"
         result.error = f"{interruption(e)}; finished points are kept"

@@ -24,6 +24,7 @@ from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError
 from bench.results import RunResult
 from bench.safepath import check_rel_path, check_run_id
+from bench.store.accuracy_rows import accuracy_columns
 from bench.store.manifest import sha256_hex
 from bench.store.plausibility import n_gpus_of
 from bench.store.schema import (
@@ -93,6 +94,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
             "harness_version": run.harness.version, "device_name": prov.device_name,
             "run_date": run.created_utc[:10], "invalid_reasons": "; ".join(p.invalid_reasons),
             "weights": cfg.weights, **run_fields,
+            **accuracy_columns(run, p.engine_config_id),  # accuracy gate
         }
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}

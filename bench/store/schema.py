@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bench.store.accuracy_rows import (
+    ACCURACY_BOOL_COLUMNS,
+    ACCURACY_COLUMNS,
+    ACCURACY_INT_COLUMNS,
+    ACCURACY_STRING_COLUMNS,
+)
+
 if TYPE_CHECKING:  # imported where used: the CLI imports this module without them
     import pandas as pd
     import pyarrow as pa
@@ -29,6 +36,7 @@ BASE_COLUMNS = [
     "avg_power_w", "avg_power_w_per_gpu", "idle_power_w", "j_per_token", "j_per_output_token",
     "energy_method", "measured", "roofline_efficiency", "valid",
     "harness_version", "device_name", "run_date",
+    *ACCURACY_COLUMNS,  # accuracy gate (bench.store.accuracy_rows)
 ]
 CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
 # What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
@@ -45,10 +53,11 @@ STRING_COLUMNS = {
     "run_id", "point_id", "model", "hardware", "dtype", "quantization", "kv_cache_dtype", "precision",
     "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
     "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
+    *ACCURACY_STRING_COLUMNS,  # accuracy gate
 }
-BOOL_COLUMNS = {"measured", "valid", "synthetic"}
+BOOL_COLUMNS = {"measured", "valid", "synthetic", *ACCURACY_BOOL_COLUMNS}  # accuracy gate: its verdict
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
-               "run_n_points", "run_n_valid_points"}
+               "run_n_points", "run_n_valid_points", *ACCURACY_INT_COLUMNS}  # accuracy gate: questions
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
                    "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
                    "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)

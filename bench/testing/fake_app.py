@@ -53,6 +53,11 @@ class FakeServerConfig:
     # The Authorization header every /v1 request must carry (vLLM --api-key: "Bearer KEY"; a proxy's
     # basic auth: "Basic ..."); else 401, the credential given echoed in the body (OpenAI echoes part of it).
     require_authorization: str | None = None
+    # accuracy (docs/accuracy.md): end every stream with finish "stop" after this share of the asked
+    # tokens (0: never; a model that stops early), and answer a non-streaming completion with the
+    # solution of bench.testing.arith_task's last question (a model that is right)
+    stop_early_share: float = 0.0
+    solve_arithmetic: bool = False
 
 
 def _hit(every: int, k: int) -> bool:
@@ -74,17 +79,28 @@ class Ask(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    prompt: list[int] | str | None = None
+    prompt: list[int] | list[str] | str | None = None  # a list of texts: a batch (lm-eval sends one)
     messages: list[_Message] = []
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     stream_options: _StreamOptions | None = None
     return_token_ids: bool = False
+    stream: bool = False  # vLLM's default; a non-streaming answer is bench.testing.fake_answers
 
     @property
     def n_out(self) -> int:
         """Tokens asked for (vLLM's default 16 when neither limit is given)."""
         return self.max_tokens or self.max_completion_tokens or 16
+
+    def texts(self) -> list[str]:
+        """The prompts as texts: each of a batch, or the conversation joined (token ids as numbers)."""
+        if self.messages:
+            return [" ".join(str(m.content) for m in self.messages)]
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if self.prompt and all(isinstance(p, str) for p in self.prompt):
+            return [str(p) for p in self.prompt]
+        return [" ".join(map(str, self.prompt or []))]
 
     def units(self) -> list:
         """The prompt as the units the fake counts as prompt tokens and its prefix cache matches:
@@ -248,7 +264,13 @@ class _App:
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
         n_prompt = len(ask.units())
         self.prompt_tokens += n_prompt
+        if not ask.stream:
+            from bench.testing.fake_answers import answer
+
+            return answer(ask.texts(), bool(ask.messages), cfg.model, cfg.solve_arithmetic, n_prompt)
         n_out = ask.n_out
+        if cfg.stop_early_share:
+            n_out = int(n_out * (1 - cfg.stop_early_share))
         if _hit(cfg.short_every, k):
             n_out -= 1
         cut_after = n_out // 2 if _hit(cfg.cut_stream_every, k) else None
@@ -317,7 +339,7 @@ class _App:
             ids = list(range(1000 + done, 1000 + done + n_tok))
             done += n_tok
             text = "" if cfg.empty_text else "".join(f" t{i}" for i in ids)
-            finish = '"length"' if done >= n_out else "null"
+            finish = ('"stop"' if cfg.stop_early_share else '"length"') if done >= n_out else "null"
             self.generation_tokens += n_tok
             await emit(self._choice(chat, text, ids if ids_on else None, finish, field), done, n_tok)
         if usage_on:
