@@ -320,4 +320,6 @@ def summary_table(result: RunResult) -> str:
     if any(tpot == NA for tpot, _ in cells):
         footer.append(NO_TPOT_NOTE)
     footer += [scenario] if scenario else []
-    return "\n".join([table, *footer, *notes])
+    from bench.analysis.timebreak import time_lines  # where the time went (issue 22)
+
+    return "\n".join([table, *footer, *notes, *time_lines(result.timing)])

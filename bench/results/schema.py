@@ -39,6 +39,7 @@ from bench.measure.groups import (
 )
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
+from bench.results.timing import PointTiming, RunTiming
 from bench.safepath import UnsafePath, check_rel_path, inside
 
 SCHEMA_VERSION: Final = 2
@@ -92,6 +93,9 @@ class PointResult(_Strict):
                                           "on other devices of the box (bench sweep --pack); None: it ran alone.")
     started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
+    # time breakdown (issue 22, bench.results.timing): absent in older files
+    timing: PointTiming | None = Field(default=None, description="Reset, warm-up, window, drain and wall (s); "
+                                       "the adaptive stop's reason.")
 
     @field_validator("requests_file")
     @classmethod
@@ -120,6 +124,9 @@ class RunResult(_Strict):
     provenance: dict[str, Any] = Field(default_factory=dict, description="Environment: versions, devices, host.")
     points: list[PointResult] = Field(default_factory=list, description="Load points in the order they ran.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Idle baseline, probe used, notes.")
+    # time breakdown (issue 22, bench.results.timing): absent in older files
+    timing: RunTiming | None = Field(default=None, description="Wall time, window time, duty cycle, engine starts "
+                                     "and the run's dollars.")
 
 
 def write_summary(run_dir: Path, result: RunResult) -> Path:

@@ -10,6 +10,7 @@ engine sessions through the same context.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ from bench.redact import redact, redact_text
 from bench.results import Harness, RunResult, read_summary, write_summary
 from bench.results.config import StoredEngineConfig
 from bench.results.point import failed_point, utc_now
+from bench.results.timing import run_timing
 from bench.run.devices import plan_devices
 from bench.run.engine_session import RunContext, run_engine_session
 from bench.run.environment import RunEnvironment
 from bench.run.events import Notice, OnEvent, ignore
 from bench.run.provenance import collect, harness
 from bench.run.scope import ResultSink, write_power, write_server_metrics
+from bench.run.startcost import Prepared
 from bench.run.status import final_status, interruption
 
 
@@ -62,6 +65,7 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
 
 def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit: OnEvent, pack: bool,
              search=None) -> RunResult:
+    t_run = time.perf_counter()  # the run's wall time (time breakdown, issue 22)
     visible = env.visible_devices()  # devices checked before anything is written
     if pack:
         check_pack(env)
@@ -79,7 +83,8 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
     write_summary(run_dir, result)
 
     sink = ResultSink(run_dir, result)
-    ctx = RunContext(plan, run_dir, env, sink, emit, visible)
+    prepared = Prepared(env)
+    ctx = RunContext(plan, run_dir, env, sink, emit, visible, prepared)
     try:
         todo = {c.config_id(): [p for p in plan.points_for(c.config_id()) if p.point_id not in done]
                 for c in plan.engine_configs}
@@ -92,7 +97,10 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
 
             execute_packed(ctx, result, todo, devices)
         else:
-            for cfg in plan.engine_configs:
+            configs = [c for c in plan.engine_configs if todo[c.config_id()]]
+            for i, cfg in enumerate(configs):
+                if i + 1 < len(configs):  # the next folder is ready when this configuration ends
+                    prepared.ahead(configs[i + 1])
                 if todo[cfg.config_id()]:
                     raise_start = len(plan.engine_configs) == 1 and not any(p.status == "ok" for p in result.points)
                     run_engine_session(ctx, cfg, todo[cfg.config_id()], devices[cfg.config_id()],
@@ -107,8 +115,13 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
         result.error = one_line(redact_text(f"{type(e).__name__}: {e}"))  # redacted whole: a cut secret is no secret's shape
         raise
     finally:
+        prepared.close()
         write_power(run_dir, sink.power_frames, result)
         write_server_metrics(run_dir, sink.server_metrics_frames, result)
+        result.timing = run_timing([p.timing for p in result.points if p.timing is not None],
+                                   wall_s=time.perf_counter() - t_run, hardware=env.hardware,
+                                   n_devices=max(1, plan.n_devices or 1), engine_starts=sink.engine_starts,
+                                   previous=result.timing)
         result.finished_utc = utc_now()
         write_summary(run_dir, result)
     return result
