@@ -19,6 +19,7 @@ from bench.plan import EngineConfig, Plan
 from bench.redact import redact, redact_text
 from bench.results import Harness, RunResult, read_summary, write_summary
 from bench.results.config import StoredEngineConfig
+from bench.results.estimate import plan_check
 from bench.results.point import failed_point, utc_now
 from bench.results.timing import run_timing
 from bench.run.devices import plan_devices
@@ -46,7 +47,7 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 
 def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = False,
-            on_event: OnEvent | None = None, pack: bool = False, search=None) -> RunResult:
+            on_event: OnEvent | None = None, pack: bool = False, search=None, estimate=None) -> RunResult:
     """Run every point of `plan` into `run_dir`; returns the final RunResult.
 
     Each engine configuration runs on its own devices (bench.run.devices), measured by a
@@ -56,15 +57,16 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     The run folder is locked for the call (bench.run.lock): a second process is refused.
     `search` (a bench.plan.capacity.CapacitySearch) replaces the plan's points by an SLO
     capacity search on its one configuration and workload (bench.run.capacity).
+    `estimate` (bench.results.estimate.PlanEstimate): recorded beside the run's wall time.
     """
     from bench.run.lock import RunLock
 
     with RunLock(run_dir):
-        return _execute(plan, Path(run_dir), env, resume, on_event or ignore, pack, search)
+        return _execute(plan, Path(run_dir), env, resume, on_event or ignore, pack, search, estimate)
 
 
 def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit: OnEvent, pack: bool,
-             search=None) -> RunResult:
+             search=None, estimate=None) -> RunResult:
     t_run = time.perf_counter()  # the run's wall time (time breakdown, issue 22)
     visible = env.visible_devices()  # devices checked before anything is written
     if pack:
@@ -122,6 +124,8 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
                                    wall_s=time.perf_counter() - t_run, hardware=env.hardware,
                                    n_devices=max(1, plan.n_devices or 1), engine_starts=sink.engine_starts,
                                    previous=result.timing)
+        if estimate is not None and not resume:  # the plan's estimate vs this run (bench.results.estimate)
+            result.timing.plan_check = plan_check(estimate, result.timing.wall_s)
         result.finished_utc = utc_now()
         write_summary(run_dir, result)
     return result
