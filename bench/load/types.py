@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bench.errors import ConfigError
 from bench.load.client import ClientConfig
 from bench.load.records import RequestRecord
+from bench.plan.adaptive import AdaptiveStop
 from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad, parse_load
 
 Progress = Callable[[dict[str, Any]], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
@@ -84,6 +85,9 @@ class LoadJob:
     workers: int | None = 0
     progress: Progress | None = None
     stalled: Stalled | None = None
+    # adaptive point length (issue 22, bench.load.adaptive): a concurrency point may stop early;
+    # it then runs in the caller's loop (the check reads every finished record)
+    adaptive: AdaptiveStop | None = None
 
     def __post_init__(self) -> None:
         load = parse_load(self.load)
@@ -183,6 +187,7 @@ class PointRun:
     load: dict[str, Any] = field(default_factory=dict)
     loop_lag: dict[str, Any] = field(default_factory=dict)  # the worst loop's LoopStats.lag()
     loops: list[LoopStats] = field(default_factory=list)  # every loop's figures (client["workers"] as dicts)
+    stop_reason: str | None = None  # adaptive stop (issue 22): "converged" or "max_requests"; None: not adaptive
 
     @property
     def measured(self) -> list[RequestRecord]:

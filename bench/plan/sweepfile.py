@@ -29,6 +29,7 @@ from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
 from bench.errors import ConfigError, one_line
+from bench.plan.adaptive import AdaptiveStop
 from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
@@ -206,6 +207,8 @@ class SweepSpec(_Strict):
     # `bench capacity SWEEP`: an SLO capacity search instead of the loads (bench.plan.capacity).
     capacity: CapacitySettings | None = None
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
+    # adaptive point length (issue 22, bench.plan.adaptive): opt-in; n_requests is then the maximum
+    adaptive_stop: AdaptiveStop | None = None
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:

@@ -60,7 +60,7 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
             pr = run_point_sync(LoadJob(
                 engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
                 client=client_cfg, progress=lambda info: emit(RequestsDone(**info)), workers=env.client_workers,
-                stalled=lambda n: emit(RequestsStalled(n)),
+                stalled=lambda n: emit(RequestsStalled(n)), adaptive=env.adaptive,
             ))
             records = pr.records
             client = pr.client_token_counts()
@@ -85,7 +85,8 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         prefix_cache_reset=reset,
     )
     result.requests_file = write_requests(run_dir, point.point_id, pr.records)
-    result.timing = point_timing(pr, reset_s=reset_s, wall_s=time.perf_counter() - t_point)  # issue 22
+    result.timing = point_timing(pr, reset_s=reset_s, wall_s=time.perf_counter() - t_point,  # issue 22
+                                 stop_reason=pr.stop_reason, n_planned=point.n_requests)
     return result
 
 

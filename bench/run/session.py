@@ -22,6 +22,7 @@ from bench.run.runner import check_pack, execute, new_run_dir
 from bench.run.status import Terminated, exit_code, raise_terminated
 
 if TYPE_CHECKING:
+    from bench.plan.adaptive import AdaptiveStop
     from bench.plan.request import RunRequest
 
 PROBE_ENV = "BENCH_PROBE_FILE"
@@ -42,7 +43,7 @@ class RunOutcome:
 
 def prepare_run(hardware_id: str | None = None, probe_file: str | Path | None = None, *,
                 request_timeout_s: float | None = None, stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
-                client_workers: int | None = None) -> tuple[RunEnvironment, str]:
+                client_workers: int | None = None, adaptive: AdaptiveStop | None = None) -> tuple[RunEnvironment, str]:
     """The frozen run environment and a one-line description of the device it found.
 
     A probe file (`bench probe`, or BENCH_PROBE_FILE) replaces catalog bandwidth and FLOPS.
@@ -59,7 +60,7 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | Path | None = 
         probe = load_probe(probe_file)
         note += f"; roofline from probe {probe_file}"
     env = RunEnvironment(device=detected, hardware=hardware, probe=probe, request_timeout_s=request_timeout_s,
-                         stall_timeout_s=stall_timeout_s, client_workers=client_workers)
+                         stall_timeout_s=stall_timeout_s, client_workers=client_workers, adaptive=adaptive)
     return env, note
 
 
@@ -73,7 +74,7 @@ def run_request(request: RunRequest, on_event: OnEvent | None = None) -> RunOutc
     sweep = request.sweep
     env, note = prepare_run(request.machine_hardware_id, request.probe_file,
                             request_timeout_s=sweep.request_timeout_s, stall_timeout_s=sweep.stall_timeout_s,
-                            client_workers=sweep.client_workers)
+                            client_workers=sweep.client_workers, adaptive=sweep.adaptive_stop)
     if request.pack:
         check_pack(env)
     plan = request.plan(env.hardware, env.n_devices)
