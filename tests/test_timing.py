@@ -92,7 +92,7 @@ def test_run_timing_duty_cycle_dollars_and_a_resume_adds_up():
     no_price = run_timing([], wall_s=1.0, hardware=NoPrices(), n_devices=1, engine_starts=[])
     assert no_price.usd is None and "no rental price" in time_lines(no_price)[0]
     assert "duty cycle 20%" in time_lines(t)[0] and "$0.0024" in time_lines(t)[0]
-    assert "| engine starts | 60 | 0.6 |" in "\n".join(markdown_section(t))
+    assert "| engine starts | 60 | 60.0% |" in "\n".join(markdown_section(t))
 
 
 def test_a_run_records_its_timing_and_older_files_still_read(tmp_path, monkeypatch):

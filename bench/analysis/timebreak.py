@@ -19,14 +19,14 @@ PHASES = (  # (field of RunTiming, label): the wall time's parts, in the order t
     ("warmup_s", "warm-up"),
     ("window_s", "measurement windows"),
     ("drain_s", "ramp-up and drain"),
-    ("other_s", "other (resets, counters, writes, prepare)"),
+    ("other_s", "other (resets, counters, client workers, idle baselines, writes, stops)"),
 )
 
 
 def breakdown_rows(t: RunTiming) -> list[dict[str, Any]]:
-    """One row per part of the wall time: seconds and share of the wall."""
+    """One row per part of the wall time: seconds and share of the wall (text, in %)."""
     return [{"part": label, "seconds": getattr(t, name),
-             "share": getattr(t, name) / t.wall_s if t.wall_s > 0 else None} for name, label in PHASES]
+             "share": f"{getattr(t, name) / t.wall_s:.1%}" if t.wall_s > 0 else "-"} for name, label in PHASES]
 
 
 def start_rows(t: RunTiming) -> list[dict[str, Any]]:
