@@ -137,3 +137,10 @@ def test_a_vllm_start_records_the_phases_of_its_own_log_lines(tmp_path, monkeypa
     _, _, start = engine_session.timed_start(Cfg(), None, tmp_path, None)
     assert start.phases["kv_profile_s"] == 28.98 and start.compile_cache == "miss"
     assert start.phases["before_log_s"] == 0.0  # start_s (ms here) is below the log's own span
+
+
+@pytest.mark.vllm
+def test_the_shared_vllm_servers_own_log_names_its_phases(vllm_server):
+    """The parser against the live server of this box, whatever vLLM version is installed."""
+    phases = parse_start_log(vllm_server.log_path.read_text(errors="replace"))
+    assert phases.model_init_s is not None and phases.kv_profile_s is not None and phases.log_span_s is not None
