@@ -57,6 +57,13 @@ def test_gpu_phases_in_vllms_own_wording():
     assert phases.log_span_s == 29.0
 
 
+def test_a_cold_cache_start_that_only_saves_its_artifact_is_a_miss():
+    """A first start in an empty cache folder (captured on this box: no load attempt, only the save)."""
+    line = ("(Worker pid=14235) INFO 12-07 16:27:38 [decorators.py:743] [backbone] saved AOT compiled function to "
+            "/root/.cache/bench/vllm/torch_compile_cache/torch_aot_compile/9310d1cfa64a/rank_0_0/model")
+    assert parse_start_log(line).compile_cache == "miss"
+
+
 def test_foreign_and_malformed_lines_name_no_phase():
     text = "print: Loading weights took lots of seconds\ntorch.compile took -1 s\n\x00\xff garbage\n"
     assert parse_start_log(text) == StartPhases()

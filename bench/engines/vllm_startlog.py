@@ -10,6 +10,7 @@ vLLM logs the duration of each start phase on one INFO line (vllm 0.x, V1 engine
     Directly load AOT compilation from path ...                        -> compile cache hit
     Compiling a graph for compile range ... takes 4.1 s                -> compile cache miss
     Compiling model again due to a load failure from ...               -> compile cache miss
+    saved AOT compiled function to ...                                 -> compile cache miss (compiled now)
     Graph capturing finished in 3 secs, took 0.4 GiB                   -> graph_capture_s (CUDA graphs)
     Initial profiling/warmup run took 1.15 s                           -> profile_run_s
     init engine (profile, create kv cache, warmup model) took 20.1 s   -> kv_profile_s
@@ -51,7 +52,8 @@ _LONGEST = {
 _CACHE_HIT = re.compile(r"Directly load the compiled graph\(s\) for compile range .* from the cache"
                         r"|Directly load AOT compilation from path ")
 _CACHE_MISS = re.compile(r"Compiling a graph for compile range .* takes \d"
-                         r"|Compiling model again due to a load failure from ")
+                         r"|Compiling model again due to a load failure from "
+                         r"|saved AOT compiled function to ")  # compiled now: nothing was loaded
 # vLLM's line prefix: "(Worker pid=1) INFO 12-07 15:31:27 [file.py:82] ..." (month-day, local time)
 _STAMP = re.compile(r"^(?:\(\S+ pid=\d+\) )?(?:DEBUG|INFO|WARNING|ERROR) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) \[")
 _COMPILE_BEGIN = re.compile(r"Warming up model for the compilation")
