@@ -42,6 +42,10 @@ def in_this_loop(job: LoadJob) -> bool:
     return job.workers == 0 or isinstance(job.workload, ChatSessions) or adaptive(job)
 
 
+def _never() -> bool:
+    return False
+
+
 def adaptive(job: LoadJob) -> bool:
     """Whether the job may stop early (bench.load.adaptive): asked for, on a concurrency load."""
     return job.adaptive is not None and isinstance(job.load, ConcurrencyLoad)
@@ -60,7 +64,7 @@ async def run_point(job: LoadJob) -> PointRun:
     async with StreamingClient(job.base_url, job.model, job.client) as client:
         stop = Convergence(job.adaptive, records, job.n_warmup) if job.adaptive and adaptive(job) else None
         loop = LoadLoop(client, records, [], job.server_load, job.n_warmup, progress=job.progress, stalled=job.stalled,
-                        offsets=prep.offsets, **({"should_stop": stop} if stop else {}))
+                        offsets=prep.offsets, should_stop=stop if stop is not None else _never)
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(prep.payloads, records)]
         await loop.run()

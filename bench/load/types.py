@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bench.errors import ConfigError
 from bench.load.client import ClientConfig
@@ -187,7 +187,7 @@ class PointRun:
     load: dict[str, Any] = field(default_factory=dict)
     loop_lag: dict[str, Any] = field(default_factory=dict)  # the worst loop's LoopStats.lag()
     loops: list[LoopStats] = field(default_factory=list)  # every loop's figures (client["workers"] as dicts)
-    stop_reason: str | None = None  # adaptive stop (issue 22): "converged" or "max_requests"; None: not adaptive
+    stop_reason: Literal["converged", "max_requests"] | None = None  # adaptive stop (issue 22); None: not adaptive
 
     @property
     def measured(self) -> list[RequestRecord]:
