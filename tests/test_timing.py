@@ -60,7 +60,7 @@ def test_gpu_phases_in_vllms_own_wording():
 def test_a_cold_cache_start_that_only_saves_its_artifact_is_a_miss():
     """A first start in an empty cache folder (captured on this box: no load attempt, only the save)."""
     line = ("(Worker pid=14235) INFO 12-07 16:27:38 [decorators.py:743] [backbone] saved AOT compiled function to "
-            "/root/.cache/bench/vllm/torch_compile_cache/torch_aot_compile/9310d1cfa64a/rank_0_0/model")
+            "CACHE/vllm/torch_compile_cache/torch_aot_compile/9310d1cfa64a/rank_0_0/model")
     assert parse_start_log(line).compile_cache == "miss"
 
 
