@@ -104,7 +104,7 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
 def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows: list[dict], table_columns: list,
              cost_rows: list[dict], cost_columns: list, power: pd.DataFrame | None,
              windows: list[tuple[str, float | None, float | None]], about: str, synthetic: bool = False,
-             server_metrics: pd.DataFrame | None = None) -> Page:
+             server_metrics: pd.DataFrame | None = None, time_parts: list[str] | None = None) -> Page:
     """report.html of one run: plots of its ok points (invalid marked), power, server metrics, the tables."""
     figs: dict[str, Any] = {
         "throughput": interactivity_figure(points, "output_tok_s_per_gpu", f"{title}: output throughput per GPU"),
@@ -122,6 +122,7 @@ def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows
         parts.append(page.paragraph("Synthetic data: this run is a test fixture, not a measurement.", "note"))
     parts.append(page.paragraph("x markers are invalid points (hover for the reason)."))
     parts += [page.figure_html(fig, f"plot-{i}") for i, fig in enumerate(figs.values())]
+    parts += time_parts or []  # where the time went (bench.analysis.timebreak, issue 22)
     parts += [page.heading("Load points"),
               page.table_html(table_rows, present(table_rows, table_columns), _row_class, "points-table"),
               page.heading("Cost as stored with the run"),

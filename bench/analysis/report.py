@@ -24,6 +24,7 @@ from bench.analysis.plots import (
     server_metrics_over_time,
     throughput_vs_interactivity,
 )
+from bench.analysis.timebreak import html_parts, markdown_section
 from bench.errors import ConfigError
 from bench.escape import csv_safe, md_text
 from bench.measure.groups import Energy, Metrics, ServerCounters, metric_label
@@ -237,6 +238,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
          "(`bench costmodel build` recomputes them with current prices)."), "",
         markdown_table(costs, cost_columns) if scenarios else "No cost figures stored.", "",
         "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
+        *markdown_section(run.timing),  # time breakdown (issue 22)
         "## Provenance", "", "```json", json.dumps(about, indent=2, sort_keys=True, default=str), "```", "",
     ]
     path = out_dir / "report.md"
@@ -247,7 +249,8 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
             f"status {status}.")
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
-                    synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics)
+                    synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics,
+                    time_parts=html_parts(run.timing))  # time breakdown (issue 22)
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
 
 

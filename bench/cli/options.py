@@ -150,3 +150,16 @@ def collect_overrides(opts: dict) -> dict:
 
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def budget_options(f):
+    """Plan pricing (issue 22, docs/timing.md): the rental price and a budget the plan is trimmed
+    to (shared by `bench plan` and `bench sweep`)."""
+    return _apply(f, [
+        click.option("--price-usd-h", "price_usd_h", type=click.FloatRange(min=0, min_open=True),
+                     help="Rental price per device-hour the plan is priced at [the hardware's catalog on-demand price]."),
+        click.option("--budget-usd", "budget_usd", type=click.FloatRange(min=0, min_open=True),
+                     help="Trim the plan to this many dollars: points dropped from its end; refused if none fits."),
+        click.option("--budget-h", "budget_h", type=click.FloatRange(min=0, min_open=True),
+                     help="Trim the plan to this many device-hours (same order)."),
+    ])

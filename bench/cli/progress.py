@@ -322,4 +322,6 @@ def summary_table(result: RunResult) -> str:
     footer += [scenario] if scenario else []
     accuracy = [f"accuracy {cid} ({v.kind}): {v.status}: {v.reason}"  # accuracy gate, one line each
                 for cid, verdicts in result.accuracy.items() for v in verdicts]
-    return "\n".join([table, *footer, *notes, *accuracy])
+    from bench.analysis.timebreak import time_lines  # where the time went (issue 22)
+
+    return "\n".join([table, *footer, *notes, *accuracy, *time_lines(result.timing)])

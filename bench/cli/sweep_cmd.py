@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from bench.cli.options import collect_overrides, config_option, sweep_overrides
+from bench.cli.options import budget_options, collect_overrides, config_option, sweep_overrides
 
 
 @click.command()
@@ -13,13 +13,28 @@ from bench.cli.options import collect_overrides, config_option, sweep_overrides
 @sweep_overrides
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of tables.")
-def plan(sweep_file, as_json, config_id, probe_file, **opts):
-    """Print the ordered load points of SWEEP_FILE, what preflight skips and why, and an
-    estimated duration. Starts nothing."""
+@budget_options
+@click.option("--history", "history_dir", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Results folder whose earlier runs price the plan (same model and hardware).")
+def plan(sweep_file, as_json, config_id, probe_file, price_usd_h, budget_usd, budget_h, history_dir, **opts):
+    """Print the ordered load points of SWEEP_FILE, what preflight skips and why, an
+    estimated duration, and its device-hours and dollars. Starts nothing."""
+    from pathlib import Path
+
     from bench.plan.request import RunRequest, plan_here
+    from bench.results.estimate import priced_plan, read_history
 
     the_plan, hardware = plan_here(RunRequest.from_file(sweep_file, collect_overrides(opts), config_id=config_id))
-    click.echo(the_plan.model_dump_json(indent=2) if as_json else plan_text(the_plan, hardware))
+    the_plan, est = priced_plan(the_plan, hardware, read_history(Path(history_dir)), usd_per_device_h=price_usd_h,
+                                budget_usd=budget_usd, budget_h=budget_h)
+    click.echo(the_plan.model_dump_json(indent=2) if as_json else plan_text(the_plan, hardware) + "\n" + price_text(est))
+
+
+def price_text(est) -> str:
+    """The plan's price: time, device-hours, dollars and what the estimate rests on."""
+    usd = f"${est.usd:.4g} at {est.usd_per_device_h:g} $/device-h" if est.usd is not None else "no rental price"
+    return (f"price: {est.total_s / 60:.1f} min x {est.n_devices} devices = {est.device_hours:.3g} device-h, {usd}\n"
+            f"  from earlier runs of the same model and hardware: {est.basis_text()}; fallback: the estimate above")
 
 
 def plan_text(the_plan, hardware) -> str:
@@ -49,7 +64,8 @@ def plan_text(the_plan, hardware) -> str:
 @config_option
 @click.option("--upload", "upload_url", metavar="URL",
               help="Publish the run to the store at URL when it ends complete or partial (docs/store.md).")
-def sweep(sweep_file, resume_dir, pack, config_id, upload_url, probe_file, **opts):
+@budget_options
+def sweep(sweep_file, resume_dir, pack, config_id, upload_url, probe_file, price_usd_h, budget_usd, budget_h, **opts):
     """Run every point of SWEEP_FILE: one engine start per engine configuration, each
     finished point on disk before the next begins. Ctrl-C keeps what is done; --resume
     continues it."""
@@ -57,7 +73,8 @@ def sweep(sweep_file, resume_dir, pack, config_id, upload_url, probe_file, **opt
     from bench.plan.request import RunRequest
 
     request = RunRequest.from_file(sweep_file, collect_overrides(opts), config_id=config_id, pack=pack,
-                                   resume_dir=resume_dir, probe_file=probe_file)
+                                   resume_dir=resume_dir, probe_file=probe_file, price_usd_h=price_usd_h,
+                                   budget_usd=budget_usd, budget_h=budget_h)
     if upload_url:  # an unusable store URL (no s3fs, bad scheme) fails before hours of measuring
         from bench.store import Store
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.load.adaptive import Convergence
 from bench.load.client import StreamingClient, raise_fd_limit
 from bench.load.loop import LoadLoop, new_event_loop
 from bench.load.merge import merge_point
@@ -32,12 +33,22 @@ from bench.load.prepare import prepare
 from bench.load.sessions import ChatSessions, run_sessions_point
 from bench.load.types import ClientSummary, LoadJob, PointRun
 from bench.load.workers import run_point_workers
+from bench.plan.points import ConcurrencyLoad
 
 
 def in_this_loop(job: LoadJob) -> bool:
     """Whether the job runs in the caller's event loop: asked for (workers=0), or a sessions
     workload, whose turns are built from the answers before them (no worker process does that)."""
-    return job.workers == 0 or isinstance(job.workload, ChatSessions)
+    return job.workers == 0 or isinstance(job.workload, ChatSessions) or adaptive(job)
+
+
+def _never() -> bool:
+    return False
+
+
+def adaptive(job: LoadJob) -> bool:
+    """Whether the job may stop early (bench.load.adaptive): asked for, on a concurrency load."""
+    return job.adaptive is not None and isinstance(job.load, ConcurrencyLoad)
 
 
 async def run_point(job: LoadJob) -> PointRun:
@@ -51,13 +62,19 @@ async def run_point(job: LoadJob) -> PointRun:
     prep = prepare(job)
     records = prep.records
     async with StreamingClient(job.base_url, job.model, job.client) as client:
+        stop = Convergence(job.adaptive, records, job.n_warmup) if job.adaptive and adaptive(job) else None
         loop = LoadLoop(client, records, [], job.server_load, job.n_warmup, progress=job.progress, stalled=job.stalled,
-                        offsets=prep.offsets)
+                        offsets=prep.offsets, should_stop=stop if stop is not None else _never)
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
         loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(prep.payloads, records)]
         await loop.run()
     info = ClientSummary(job.client.describe(), client.tag, n_workers=0)
-    return merge_point(records, job.load, info, [loop.stats()])
+    if stop is not None:  # the requests never launched are no records of the point
+        records[:] = [r for r in records[:job.n_warmup]] + [r for r in records[job.n_warmup:] if r.t_done is not None]
+    run = merge_point(records, job.load, info, [loop.stats()])
+    if stop is not None:
+        run.stop_reason = "converged" if stop.converged else "max_requests"
+    return run
 
 
 def run_point_sync(job: LoadJob) -> PointRun:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bench.errors import ConfigError
 from bench.load.client import ClientConfig
 from bench.load.records import RequestRecord
+from bench.plan.adaptive import AdaptiveStop
 from bench.plan.points import ConcurrencyLoad, LoadSpec, RateLoad, TraceLoad, parse_load
 
 Progress = Callable[[dict[str, Any]], None]  # {"done", "total", "in_flight", "output_tokens", "elapsed_s"}
@@ -84,6 +85,9 @@ class LoadJob:
     workers: int | None = 0
     progress: Progress | None = None
     stalled: Stalled | None = None
+    # adaptive point length (issue 22, bench.load.adaptive): a concurrency point may stop early;
+    # it then runs in the caller's loop (the check reads every finished record)
+    adaptive: AdaptiveStop | None = None
 
     def __post_init__(self) -> None:
         load = parse_load(self.load)
@@ -187,6 +191,7 @@ class PointRun:
     client: ClientSummary | None = None  # None: no client ran (a batch engine's offline point)
     load: dict[str, Any] = field(default_factory=dict)
     loops: list[LoopStats] = field(default_factory=list)  # every loop's self-watch, in worker order
+    stop_reason: Literal["converged", "max_requests"] | None = None  # adaptive stop (issue 22); None: not adaptive
 
     @property
     def measured(self) -> list[RequestRecord]:

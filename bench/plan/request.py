@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.catalog.configbase import safe_id
 from bench.catalog.engines import get_engine
@@ -53,6 +53,11 @@ class RunRequest(BaseModel):
     search: bool = False  # an SLO capacity search (the sweep's `capacity`) instead of the loads
     pack: bool = False  # configurations side by side on disjoint GPUs (docs/packing.md)
     resume_dir: Path | None = None  # continue this run folder
+    # plan pricing (issue 22, bench.results.estimate): the rental price ($/device-h) the plan is
+    # priced at (None: the catalog's), and a budget the plan is trimmed to (bench.plan.budget)
+    price_usd_h: float | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0)
+    budget_h: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _search_has_an_slo(self) -> RunRequest:

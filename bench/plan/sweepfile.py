@@ -30,6 +30,7 @@ from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
 from bench.errors import ConfigError, one_line
 from bench.plan.accuracy import AccuracySettings
+from bench.plan.adaptive import AdaptiveStop
 from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
 from bench.plan.points import (
@@ -209,6 +210,8 @@ class SweepSpec(_Strict):
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
     # accuracy gate (docs/accuracy.md): gsm8k | agreement | off | an lm-eval task, or a mapping
     accuracy: AccuracySettings = Field(default_factory=AccuracySettings)
+    # adaptive point length (issue 22, bench.plan.adaptive): opt-in; n_requests is then the maximum
+    adaptive_stop: AdaptiveStop | None = None
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:

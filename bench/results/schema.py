@@ -41,6 +41,7 @@ from bench.measure.groups import (
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
 from bench.results.provenance import Provenance
+from bench.results.timing import PointTiming, RunTiming
 from bench.safepath import UnsafePath, check_rel_path, inside
 
 SCHEMA_VERSION: Final = 2
@@ -94,6 +95,9 @@ class PointResult(_Strict):
                                           "on other devices of the box (bench sweep --pack); None: it ran alone.")
     started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
+    # time breakdown (issue 22, bench.results.timing): absent in older files
+    timing: PointTiming | None = Field(default=None, description="Reset, warm-up, window, drain and wall (s); "
+                                       "the adaptive stop's reason.")
 
     @field_validator("requests_file")
     @classmethod
@@ -125,6 +129,9 @@ class RunResult(_Strict):
     # accuracy gate (docs/accuracy.md); absent from older files
     accuracy: dict[str, list[AccuracyResult]] = Field(
         default_factory=dict, description="Per engine configuration id: its accuracy verdicts (task, agreement).")
+    # time breakdown (issue 22, bench.results.timing): absent in older files
+    timing: RunTiming | None = Field(default=None, description="Wall time, window time, duty cycle, engine starts "
+                                     "and the run's dollars.")
 
 
 def write_summary(run_dir: Path, result: RunResult) -> Path:

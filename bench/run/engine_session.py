@@ -9,6 +9,7 @@ engine is restarted, at most 3 times; a configuration that does not fit is recor
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from bench.load.workers import ClientWorkerDied
 from bench.plan import EngineConfig, Plan, PointSpec
 from bench.results import PointResult, write_requests
 from bench.results.point import failed_point, utc_now
+from bench.results.timing import EngineStart
 from bench.run.environment import RunEnvironment
 from bench.run.events import (
     EngineReady,
@@ -31,6 +33,7 @@ from bench.run.events import (
 )
 from bench.run.measure_point import measure_point
 from bench.run.scope import idle_baseline, open_scoped, power_frame
+from bench.run.startcost import VLLM_CACHE_ENV, Prepared, compile_cache_root, model_folder, start_phases
 from bench.run.status import settle_point
 
 MAX_RESTARTS = 3  # an engine that dies more often than this abandons its configuration
@@ -52,6 +55,10 @@ class Sink(Protocol):
     def server_metrics(self, frame) -> None:
         """A point's /metrics samples (a DataFrame; None or empty: nothing)."""
 
+    # time breakdown (issue 22)
+    def engine_started(self, start: EngineStart) -> None:
+        """One engine start: its wall time and logged phases (bench.results.timing)."""
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -63,6 +70,7 @@ class RunContext:
     sink: Sink
     emit: OnEvent
     visible: list[int] | None  # device indices the run may use; None on a CPU host
+    prepared: Prepared | None = None  # model folders prepared ahead (time breakdown, issue 22)
 
 
 def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpec], devices: list[int] | None, *,
@@ -89,7 +97,7 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
             if engine is None:
                 emit(EngineStarting(cid, cfg.model, devices))
                 try:
-                    engine, spec = start_engine(cfg, env, ctx.run_dir, devices)
+                    engine, spec, started_engine = timed_start(cfg, env, ctx.run_dir, devices, ctx.prepared)
                 except EngineDoesNotFit as e:
                     fail_all(pending, f"does not fit: {e}", sink, emit)
                     return
@@ -99,6 +107,7 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
                     fail_all(pending, f"engine failed to start: {e}", sink, emit)
                     return
                 emit(EngineReady(cid, getattr(engine, "pid", None)))  # an endpoint has no process of ours
+                sink.engine_started(started_engine)
                 sink.note("engine_version", cid, engine.version())  # as started (an endpoint's own report)
                 if cfg.nnodes > 1:
                     sink.note("nodes", cid, engine.describe())
@@ -137,6 +146,27 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
             sink.power(power_frame(telemetry, cid))
 
 
+def timed_start(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None,
+                prepared: Prepared | None = None) -> tuple[Any, Any, EngineStart]:
+    """`start_engine`, timed: the engine, its catalog model and its EngineStart (launch to
+    healthy, the phases its log names from the bytes this start appended)."""
+    log = run_dir / f"engine-{cfg.config_id()}.log"
+    offset = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+    t0 = time.perf_counter()
+    if prepared is not None:  # its folder was prepared while the previous configuration measured
+        prepared.wait(cfg)
+    t1 = time.perf_counter()
+    engine, spec = start_engine(cfg, env, run_dir, devices)
+    start_s = time.perf_counter() - t0
+    phases = start_phases(cfg.engine, log, offset)
+    logged = phases.logged()
+    if phases.log_span_s is not None:  # before vLLM's first log line: the interpreter's start and imports
+        logged["before_log_s"] = max(0.0, start_s - (t1 - t0) - phases.log_span_s)
+    return engine, spec, EngineStart(config_id=cfg.config_id(), start_s=start_s, phases=logged,
+                                     compile_cache=phases.compile_cache,
+                                     prepare_s=t1 - t0 if prepared is not None else None)
+
+
 def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None = None):
     """The started engine of `cfg` (pinned to `devices`; None: every visible one) and its catalog model."""
     from bench.catalog import get_model
@@ -144,13 +174,16 @@ def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices:
     from bench.engines import engine_class
 
     if get_engine(cfg.engine).needs_model_files:
-        model_path, spec = _model_path(cfg, env)
+        model_path, spec = model_folder(cfg, env)
     else:
         model_path, spec = None, get_model(cfg.model)
     device: NodeDevice = "cpu" if env.on_cpu else "cuda"
     engine = engine_class(cfg.engine).from_config(
         cfg, model_path=model_path, model_spec=spec, log_path=run_dir / f"engine-{cfg.config_id()}.log",
         device=device, devices=devices, vendor=env.device.vendor, startup_timeout_s=env.startup_timeout_s)
+    if cfg.engine.startswith("vllm") and isinstance(getattr(engine, "env", None), dict):
+        # torch.compile artifacts persist in bench's cache folder across runs (docs/timing.md)
+        engine.env.setdefault(VLLM_CACHE_ENV, str(compile_cache_root(env.cache_dir)))
     if cfg.nnodes > 1:  # the followers' headless processes through their agents (bench.engines.multinode)
         from bench.engines.multinode import over_nodes
 
@@ -161,17 +194,6 @@ def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices:
         engine.stop()
         raise
     return engine, spec
-
-
-def _model_path(cfg: EngineConfig, env: RunEnvironment) -> tuple[str, Any]:
-    from bench.catalog import get_model
-
-    spec = get_model(cfg.model)
-    if cfg.weights == "dummy":
-        from bench.catalog.prepare import prepare_model
-
-        return str(prepare_model(spec, env.cache_dir)), spec
-    return cfg.weights, spec
 
 
 def died_point(point: PointSpec, reason: str, records, started: str, run_dir: Path) -> PointResult:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.load.client import DEFAULT_STALL_TIMEOUT_S
+from bench.plan.adaptive import AdaptiveStop
 from bench.run.devices import visible_gpu_indices
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class RunEnvironment:
     request_timeout_s: float | None = None
     stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S
     client_workers: int | None = None  # client worker processes; None: bench.load.workers.choose_workers
+    adaptive: AdaptiveStop | None = None  # adaptive point length (issue 22, bench.load.adaptive); None: off
 
     @property
     def on_cpu(self) -> bool:

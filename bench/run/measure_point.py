@@ -12,6 +12,7 @@ from bench.load.workload import make_workload
 from bench.plan import PointSpec
 from bench.results import PointResult, write_requests
 from bench.results.point import build_point_result
+from bench.results.timing import point_timing
 from bench.run.events import RequestsDone, RequestsStalled
 from bench.run.scope import server_metrics_frame
 
@@ -26,8 +27,12 @@ def workload_seed(sweep_seed: int, point: PointSpec) -> int:
 
 def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started,
              sink=None) -> PointResult:
+    import time
+
     from bench.telemetry.server_metrics import ServerMetricsScraper
 
+    t_point = time.perf_counter()
+    reset_s: float | None = None
     vocab = spec.config_json().get("vocab_size") if spec is not None else None
     workload = make_workload(point.workload, vocab_size=vocab or 32000, seed=workload_seed(plan.seed, point))
     scraper = reset = None
@@ -43,7 +48,9 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         from bench.load.driver import run_point_sync
         from bench.load.types import LoadJob
 
+        t_reset = time.perf_counter()
         reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
+        reset_s = time.perf_counter() - t_reset
         before = engine.server_counters()
         scraper = ServerMetricsScraper(engine.base_url).start()
         try:
@@ -53,7 +60,7 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
             pr = run_point_sync(LoadJob(
                 engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
                 client=client_cfg, progress=lambda info: emit(RequestsDone(**info)), workers=env.client_workers,
-                stalled=lambda n: emit(RequestsStalled(n)),
+                stalled=lambda n: emit(RequestsStalled(n)), adaptive=env.adaptive,
             ))
             records = pr.records
             client = pr.client_token_counts()
@@ -78,6 +85,8 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         prefix_cache_reset=reset,
     )
     result.requests_file = write_requests(run_dir, point.point_id, pr.records)
+    result.timing = point_timing(pr, reset_s=reset_s, wall_s=time.perf_counter() - t_point,  # issue 22
+                                 stop_reason=pr.stop_reason, n_planned=point.n_requests)
     return result
 
 

@@ -110,6 +110,9 @@ class _QueueSink:
         if frame is not None and len(frame):
             self.q.put(("server_metrics", self.config_id, frame.to_dict(orient="list")))
 
+    def engine_started(self, start) -> None:  # time breakdown (issue 22)
+        self.q.put(("engine_started", self.config_id, start.model_dump(mode="json")))
+
 
 def _worker(plan_json: str, config_id: str, point_ids: list[str], devices: list[int], visible: list[int],
             run_dir: str, env, q) -> None:
@@ -191,6 +194,10 @@ def execute_packed(ctx: RunContext, result, todo: dict[str, list], devices: dict
                 import pandas as pd
 
                 sink.server_metrics(pd.DataFrame(payload))
+            elif kind == "engine_started":  # time breakdown (issue 22)
+                from bench.results.timing import EngineStart
+
+                sink.engine_started(EngineStart.model_validate(payload))
             elif kind == "error":
                 failed[cid] = payload
             elif kind == "done":
@@ -246,6 +253,9 @@ class _ReferenceSink:
 
     def server_metrics(self, frame) -> None:
         pass
+
+    def engine_started(self, start) -> None:  # the solo reference's start is rented time too
+        self.parent.engine_started(start)
 
 
 __all__ = ["PACK_TOLERANCE", "execute_packed", "pack_waves", "packed_disagreement"]

@@ -10,6 +10,7 @@ engine sessions through the same context.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,16 @@ from bench.plan import EngineConfig, Plan
 from bench.redact import redact, redact_text
 from bench.results import Harness, RunResult, read_summary, write_summary
 from bench.results.config import StoredEngineConfig
+from bench.results.estimate import plan_check
 from bench.results.point import failed_point, utc_now
+from bench.results.timing import run_timing
 from bench.run.devices import plan_devices
 from bench.run.engine_session import RunContext, run_engine_session
 from bench.run.environment import RunEnvironment
 from bench.run.events import Notice, OnEvent, ignore
 from bench.run.provenance import collect, harness
 from bench.run.scope import ResultSink, write_power, write_server_metrics
+from bench.run.startcost import Prepared
 from bench.run.status import final_status, interruption
 
 
@@ -43,7 +47,7 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 
 def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = False,
-            on_event: OnEvent | None = None, pack: bool = False, search=None) -> RunResult:
+            on_event: OnEvent | None = None, pack: bool = False, search=None, estimate=None) -> RunResult:
     """Run every point of `plan` into `run_dir`; returns the final RunResult.
 
     Each engine configuration runs on its own devices (bench.run.devices), measured by a
@@ -53,15 +57,17 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     The run folder is locked for the call (bench.run.lock): a second process is refused.
     `search` (a bench.plan.capacity.CapacitySearch) replaces the plan's points by an SLO
     capacity search on its one configuration and workload (bench.run.capacity).
+    `estimate` (bench.results.estimate.PlanEstimate): recorded beside the run's wall time.
     """
     from bench.run.lock import RunLock
 
     with RunLock(run_dir):
-        return _execute(plan, Path(run_dir), env, resume, on_event or ignore, pack, search)
+        return _execute(plan, Path(run_dir), env, resume, on_event or ignore, pack, search, estimate)
 
 
 def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit: OnEvent, pack: bool,
-             search=None) -> RunResult:
+             search=None, estimate=None) -> RunResult:
+    t_run = time.perf_counter()  # the run's wall time (time breakdown, issue 22)
     visible = env.visible_devices()  # devices checked before anything is written
     if pack:
         check_pack(env)
@@ -79,7 +85,8 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
     write_summary(run_dir, result)
 
     sink = ResultSink(run_dir, result)
-    ctx = RunContext(plan, run_dir, env, sink, emit, visible)
+    prepared = Prepared(env)
+    ctx = RunContext(plan, run_dir, env, sink, emit, visible, prepared)
     try:
         todo = {c.config_id(): [p for p in plan.points_for(c.config_id()) if p.point_id not in done]
                 for c in plan.engine_configs}
@@ -92,7 +99,10 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
 
             execute_packed(ctx, result, todo, devices)
         else:
-            for cfg in plan.engine_configs:
+            configs = [c for c in plan.engine_configs if todo[c.config_id()]]
+            for i, cfg in enumerate(configs):
+                if i + 1 < len(configs):  # the next folder is ready when this configuration ends
+                    prepared.ahead(configs[i + 1])
                 if todo[cfg.config_id()]:
                     raise_start = len(plan.engine_configs) == 1 and not any(p.status == "ok" for p in result.points)
                     run_engine_session(ctx, cfg, todo[cfg.config_id()], devices[cfg.config_id()],
@@ -111,8 +121,15 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
         result.error = one_line(redact_text(f"{type(e).__name__}: {e}"))  # redacted whole: a cut secret is no secret's shape
         raise
     finally:
+        prepared.close()
         write_power(run_dir, sink.power_frames, result)
         write_server_metrics(run_dir, sink.server_metrics_frames, result)
+        result.timing = run_timing([p.timing for p in result.points if p.timing is not None],
+                                   wall_s=time.perf_counter() - t_run, hardware=env.hardware,
+                                   n_devices=max(1, plan.n_devices or 1), engine_starts=sink.engine_starts,
+                                   previous=result.timing)
+        if estimate is not None and not resume:  # the plan's estimate vs this run (bench.results.estimate)
+            result.timing.plan_check = plan_check(estimate, result.timing.wall_s)
         result.finished_utc = utc_now()
         write_summary(run_dir, result)
     return result

@@ -27,6 +27,7 @@ class ResultSink:
         self.result = result
         self.power_frames: list = []
         self.server_metrics_frames: list = []
+        self.engine_starts: list = []  # EngineStart of this process (time breakdown, issue 22)
 
     def point(self, pr: PointResult) -> None:
         self.result.points.append(pr)
@@ -43,6 +44,9 @@ class ResultSink:
     def server_metrics(self, frame) -> None:
         if frame is not None and len(frame):
             self.server_metrics_frames.append(frame)
+
+    def engine_started(self, start) -> None:
+        self.engine_starts.append(start)
 
 
 def open_scoped(requested: str, env, devices: list[int] | None, nodes: list[str] | None = None):

@@ -22,6 +22,7 @@ from bench.run.runner import check_pack, execute, new_run_dir
 from bench.run.status import Terminated, exit_code, raise_terminated
 
 if TYPE_CHECKING:
+    from bench.plan.adaptive import AdaptiveStop
     from bench.plan.request import RunRequest
 
 PROBE_ENV = "BENCH_PROBE_FILE"
@@ -42,7 +43,7 @@ class RunOutcome:
 
 def prepare_run(hardware_id: str | None = None, probe_file: str | Path | None = None, *,
                 request_timeout_s: float | None = None, stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S,
-                client_workers: int | None = None) -> tuple[RunEnvironment, str]:
+                client_workers: int | None = None, adaptive: AdaptiveStop | None = None) -> tuple[RunEnvironment, str]:
     """The frozen run environment and a one-line description of the device it found.
 
     A probe file (`bench probe`, or BENCH_PROBE_FILE) replaces catalog bandwidth and FLOPS.
@@ -59,7 +60,7 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | Path | None = 
         probe = load_probe(probe_file)
         note += f"; roofline from probe {probe_file}"
     env = RunEnvironment(device=detected, hardware=hardware, probe=probe, request_timeout_s=request_timeout_s,
-                         stall_timeout_s=stall_timeout_s, client_workers=client_workers)
+                         stall_timeout_s=stall_timeout_s, client_workers=client_workers, adaptive=adaptive)
     return env, note
 
 
@@ -73,18 +74,28 @@ def run_request(request: RunRequest, on_event: OnEvent | None = None) -> RunOutc
     sweep = request.sweep
     env, note = prepare_run(request.machine_hardware_id, request.probe_file,
                             request_timeout_s=sweep.request_timeout_s, stall_timeout_s=sweep.stall_timeout_s,
-                            client_workers=sweep.client_workers)
+                            client_workers=sweep.client_workers, adaptive=sweep.adaptive_stop)
     if request.pack:
         check_pack(env)
     plan = request.plan(env.hardware, env.n_devices)
     search = request.capacity_search()
+    plan, estimate = price(plan, env.hardware, request)  # plan pricing (issue 22)
     emit(RunPrepared(note, plan, env.hardware, search=search is not None))
     return run_plan(plan, request.out_dir, env, emit, resume_dir=request.resume_dir, pack=request.pack,
-                    search=search)
+                    search=search, estimate=estimate)
+
+
+def price(plan, hardware, request: RunRequest):
+    """(`plan` trimmed to the request's budget, its estimate) from the earlier runs in the
+    request's results folder (bench.results.estimate)."""
+    from bench.results.estimate import priced_plan, read_history
+
+    return priced_plan(plan, hardware, read_history(Path(request.out_dir)), usd_per_device_h=request.price_usd_h,
+                       budget_usd=request.budget_usd, budget_h=request.budget_h)
 
 
 def run_plan(plan, out_dir: Path, env: RunEnvironment, on_event: OnEvent | None = None,
-             resume_dir: Path | None = None, pack: bool = False, search=None) -> RunOutcome:
+             resume_dir: Path | None = None, pack: bool = False, search=None, estimate=None) -> RunOutcome:
     """Execute `plan` into a new run folder under `out_dir` (or resume `resume_dir`).
 
     `pack`: configurations on disjoint devices run at the same time (docs/packing.md)."""
@@ -94,7 +105,7 @@ def run_plan(plan, out_dir: Path, env: RunEnvironment, on_event: OnEvent | None 
     previous = signal.signal(signal.SIGTERM, raise_terminated)  # a terminated job keeps its points too
     try:
         result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack,
-                         search=search)
+                         search=search, estimate=estimate)
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         raise Interrupted(f"{how}; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None
