@@ -28,6 +28,7 @@ from pydantic import (
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
+from bench.plan.speculative import SpeculativeSpec
 from bench.errors import ConfigError, one_line
 from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
@@ -132,6 +133,8 @@ class EngineArgs(_Strict):
     max_num_seqs: _levels[PositiveInt | None] = [None]
     max_model_len: _levels[PositiveInt | None] = [None]
     extra: _levels[dict[str, Any]] = [{}]
+    # speculative decoding (issue 21): crossed like the others; null = off (the baseline to compare with)
+    speculative: _levels[SpeculativeSpec | None] = [None]
 
 
 class ModelEntry(_Strict):

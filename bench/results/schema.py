@@ -37,6 +37,7 @@ from bench.measure.groups import (
     ServerCounters,
     Window,
 )
+from bench.measure.specdecode import SpecDecode  # speculative decoding (issue 21)
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
 from bench.safepath import UnsafePath, check_rel_path, inside
@@ -92,6 +93,9 @@ class PointResult(_Strict):
                                           "on other devices of the box (bench sweep --pack); None: it ran alone.")
     started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
+    # speculative decoding (issue 21)
+    spec_decode: SpecDecode | None = Field(default=None, description="Draft acceptance from the server's "
+                                           "spec_decode counters; None: no speculative decoding.")
 
     @field_validator("requests_file")
     @classmethod
