@@ -92,7 +92,7 @@ def test_every_registered_engine_resolves_to_its_class_of_its_kind():
 
 
 def test_unknown_engine_names_the_registry():
-    with pytest.raises(ConfigError, match=r"unknown engine 'tgi' \(known: vllm, vllm-offline, hf, endpoint\)"):
+    with pytest.raises(ConfigError, match=r"unknown engine 'tgi' \(known: vllm, vllm-offline, hf, endpoint, sglang\)"):
         engine_class("tgi")
     assert get_engine("endpoint").needs_url and not get_engine("endpoint").needs_model_files
 
@@ -105,7 +105,7 @@ def test_registry_drives_the_cli_choice_and_the_sweep_file(tmp_path, monkeypatch
     from bench.plan import sweep_from_dict
 
     result = CliRunner().invoke(run, ["--engine", "tgi"])
-    assert result.exit_code != 0 and "'tgi' is not one of 'vllm', 'vllm-offline', 'hf', 'endpoint'" in result.output
+    assert result.exit_code != 0 and "'tgi' is not one of 'vllm', 'vllm-offline', 'hf', 'endpoint', 'sglang'" in result.output
     spec = {"models": ["tiny-llama"], "workloads": [{"kind": "random", "input_len": 8, "output_len": 4}],
             "loads": [{"kind": "concurrency", "concurrency": [1]}]}
     with pytest.raises(ConfigError, match="unknown engine 'tgi'"):

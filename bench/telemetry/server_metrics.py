@@ -9,8 +9,8 @@
 Like the power samples (bench.telemetry.base), every sample is stamped with
 `time.perf_counter()` at the midpoint of its GET, the clock of the client's window, so a
 window summary needs no offsets. vLLM's names are mapped to short ones in one table
-(bench.engines.vllm_metrics, which also parses the page); a server that exposes none of them
-(not vLLM) yields no samples, and the
+(bench.engines.vllm_metrics, which also parses the page; SGLang's in bench.engines.sglang_metrics);
+a server that exposes none of them yields no samples, and the
 scraper stops asking after a few failed reads
 (one that got a sample keeps asking: a late answer is a gap, not the end).
 
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
+from bench.engines.sglang_metrics import SGLANG_METRICS
 from bench.engines.vllm_metrics import BY_SHORT, SPEC_METRICS, parse_page
 
 DEFAULT_INTERVAL_S = 0.5
@@ -36,7 +37,9 @@ READ_TIMEOUT_S = 5.0  # a server busy with the load can answer late: the sample 
 GAUGE_METRICS = ("running_requests", "waiting_requests", "kv_cache_usage")
 COUNTER_METRICS = ("preemptions", "prefix_cache_queries", "prefix_cache_hits")
 # the token counters are read per point; the speculative-decoding ones also here, for their window deltas
-SCRAPED = (*(BY_SHORT[k] for k in (*GAUGE_METRICS, *COUNTER_METRICS)), *SPEC_METRICS)
+SCRAPED = (*(BY_SHORT[k] for k in (*GAUGE_METRICS, *COUNTER_METRICS)), *SPEC_METRICS,
+           # SGLang's gauges under the same short names (a page holds one engine's names)
+           *(m for m in SGLANG_METRICS if m.short in (*GAUGE_METRICS, *COUNTER_METRICS)))
 
 
 def parse_metrics(text: str) -> dict[str, float]:
