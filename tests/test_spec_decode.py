@@ -225,3 +225,33 @@ def test_a_point_on_a_speculating_server_records_acceptance(tmp_path, workload_k
     note = [r for r in p.invalid_reasons if "speculative decoding" in r]
     assert bool(note) == (workload_kind == "random")
     assert p.metrics.itl_s_p50 == pytest.approx(0.03 / 3, rel=0.5)  # a chunk's gap over its 3 tokens
+
+
+def test_speedup_against_the_same_config_without_speculation():
+    import pandas as pd
+
+    from bench.analysis.specdecode import spec_speedup
+
+    def row(cfg, c, tok_s, ix, method="none", wl="file-p"):
+        return {"point_id": f"{cfg}_{wl}_c{c}_r0", "model": "m", "hardware": "h", "n_gpus": 1, "precision": "bf16",
+                "engine": "vllm", "load_kind": "concurrency", "concurrency": c, "rate_rps": None,
+                "output_tok_s": tok_s, "output_tok_s_per_gpu": tok_s, "interactivity_tok_s_user": ix,
+                "spec_method": method, "spec_tokens": 3 if method != "none" else None,
+                "spec_mean_acceptance_length": 2.0 if method != "none" else None}
+    frame = pd.DataFrame([
+        row("base", 1, 100.0, 100.0), row("base", 4, 300.0, 75.0), row("base", 16, 600.0, 40.0),
+        row("spec", 4, 450.0, 90.0, "ngram"),          # between the baseline's c1 and c4
+        row("spec", 16, 700.0, 20.0, "ngram"),         # slower per user than any baseline point
+        row("spec", 1, 150.0, 150.0, "ngram", wl="rand-8-8"),  # no baseline on this workload
+    ])
+    a, b, c = spec_speedup(frame)
+    assert a.speedup_same_load == pytest.approx(1.5) and a.mean_acceptance_length == 2.0
+    # baseline at 90 tok/s/user: between (75, 300) and (100, 100) -> 300 - 200 * 15/25 = 180
+    assert a.speedup_at_interactivity == pytest.approx(450.0 / 180.0)
+    assert b.speedup_same_load == pytest.approx(700 / 600) and b.speedup_at_interactivity is None  # no extrapolation
+    assert c.speedup_same_load is None and c.speedup_at_interactivity is None
+    assert spec_speedup(frame.drop(columns=["spec_method"])) == []
+    from bench.analysis.report import _spec_section
+
+    text = "\n".join(_spec_section(frame))
+    assert "## Speculative decoding" in text and "2.5" in text and _spec_section(frame.drop(columns=["spec_method"])) == []

@@ -92,7 +92,7 @@ def point_groups(
         workload_kind=getattr(point.workload, "kind", None), server=server,
     )
     spec = spec_decode_figures(server_metrics.spec_in_window if server_metrics else None, server_delta)
-    problem = spec_workload_problem(point.workload) if cfg.speculative is not None or spec else None
+    problem = spec_workload_problem(point.workload) if getattr(cfg, "speculative", None) is not None or spec else None
     if problem:  # speculative decoding (issue 21): acceptance on random tokens is no figure of real traffic
         checked = Validity(valid=False, reasons=[*checked.reasons, problem])
     failed = [r for r in records if r.phase == "measured" and not r.ok]

@@ -29,6 +29,8 @@ BASE_COLUMNS = [
     "avg_power_w", "avg_power_w_per_gpu", "idle_power_w", "j_per_token", "j_per_output_token",
     "energy_method", "measured", "roofline_efficiency", "valid",
     "harness_version", "device_name", "run_date",
+    # speculative decoding (issue 21): method ("none" without), draft tokens per step, acceptance over the window
+    "spec_method", "spec_tokens", "spec_mean_acceptance_length", "spec_acceptance_rate",
 ]
 CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
 # What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
@@ -45,10 +47,11 @@ STRING_COLUMNS = {
     "run_id", "point_id", "model", "hardware", "dtype", "quantization", "kv_cache_dtype", "precision",
     "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
     "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
+    "spec_method",  # speculative decoding (issue 21)
 }
 BOOL_COLUMNS = {"measured", "valid", "synthetic"}
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
-               "run_n_points", "run_n_valid_points"}
+               "run_n_points", "run_n_valid_points", "spec_tokens"}
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
                    "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
                    "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)
