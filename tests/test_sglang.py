@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.engines import engine_class
+from bench.engines.base import engine_args_to_cli
 from bench.engines.sglang_metrics import SGLANG_COUNTERS
 from bench.engines.sglang_server import SglangServer, sglang_launch_args
 from bench.engines.vllm_metrics import parse_page
@@ -188,3 +189,26 @@ def test_a_run_with_engine_sglang_goes_through_the_registry_like_vllm(tmp_path, 
     assert {"running_requests", "waiting_requests", "kv_cache_usage"} <= set(series["metric"])
     run = read_summary(tmp_path / "run")
     assert run.extra["engine_version"][cfg.config_id()] == "0.5.23"
+
+
+def test_one_model_on_both_engines_plans_two_configurations():
+    from bench.catalog import get_hardware
+    from bench.plan import build_plan, load_sweep
+
+    plan = build_plan(load_sweep(REPO / "sweeps" / "gpu-vllm-vs-sglang.yaml"), get_hardware("h100-sxm"), 1)
+    engines = [c.engine for c in plan.engine_configs]
+    assert engines == ["vllm", "vllm", "sglang", "sglang"] and {c.model for c in plan.engine_configs} == {"llama-3.1-8b"}
+    argv = engine_args_to_cli(SglangServer.launch_args(plan.engine_configs[3], "cuda"))
+    assert argv[argv.index("--quantization") + 1] == "fp8" and "--enable-metrics" in argv
+    assert argv[argv.index("--context-length") + 1] == "10240"
+
+
+def test_a_model_entrys_engine_must_be_registered(tmp_path):
+    from bench.plan import load_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps({"models": [{"key": "tiny-llama", "engine": "sglangg"}],
+                                "workloads": [{"kind": "random", "input_len": 8, "output_len": 8}],
+                                "loads": [{"kind": "concurrency", "concurrency": 1}]}))
+    with pytest.raises(ConfigError, match="unknown engine 'sglangg'; did you mean 'sglang'"):
+        load_sweep(path)

@@ -251,7 +251,7 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
                     cfg = EngineConfig(
                         model=entry.key,
                         **_resolve_weights(weights, model, fields),
-                        engine=sweep.engine,
+                        engine=entry.engine or sweep.engine,
                         endpoint_url=sweep.endpoint_url,
                         tensor_parallel_size=tp,
                         **parallel,
