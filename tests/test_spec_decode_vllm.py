@@ -28,7 +28,8 @@ def test_ngram_speculation_runs_on_vllm_cpu_and_its_acceptance_is_measured(run_e
     assert not any("token mismatch" in r or "speculative" in r for r in p.invalid_reasons), p.invalid_reasons
     spec = p.spec_decode
     assert spec is not None and delta["spec_drafts"] > 0 and spec.drafts > 0
-    assert spec.draft_tokens == pytest.approx(3 * spec.drafts)  # every draft proposes num_speculative_tokens
+    # up to num_speculative_tokens a draft: n-gram proposes fewer where the match runs short (264 of 270 seen)
+    assert 0 < spec.draft_tokens <= 3 * spec.drafts
     assert 0.0 <= spec.acceptance_rate <= 1.0 and 1.0 <= spec.mean_acceptance_length <= 4.0
     assert spec.per_position_acceptance is not None and len(spec.per_position_acceptance) == 3
     assert spec.per_position_acceptance == sorted(spec.per_position_acceptance, reverse=True)  # k+1 needs k
