@@ -39,4 +39,17 @@ if [ "${BENCH_SKY_VENV:-1}" != 0 ]; then
   fi
   .venv-sky/bin/python -c "import sky; print('skypilot', sky.__version__, '(.venv-sky)')"
 fi
+# SGLang's own argument parser in a venv of its own (.venv-sglang/, gitignored): sglang pins its
+# own torch, transformers and more, which would replace this environment's; installed with
+# --no-deps over this environment's packages (--system-site-packages), only its parser is
+# imported: tests/test_sglang.py checks the argv bench builds with sglang/srt/server_args.py
+# ($BENCH_SGLANG_PYTHON overrides the path). SGLang does not run on a CPU box; nothing starts it.
+# BENCH_SGLANG_VENV=0 skips it.
+if [ "${BENCH_SGLANG_VENV:-1}" != 0 ]; then
+  if ! .venv-sglang/bin/python -c "import sglang.srt.server_args" >/dev/null 2>&1; then
+    python3 -m venv --system-site-packages .venv-sglang
+    .venv-sglang/bin/python -m pip install -q --no-deps "sglang==0.5.23"
+  fi
+  .venv-sglang/bin/python -c "import sglang; print('sglang', sglang.__version__, '(.venv-sglang, parser only)')"
+fi
 python3 -c "import vllm, bench; print('bench', bench.__version__, '- vllm', vllm.__version__)"

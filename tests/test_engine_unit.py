@@ -92,7 +92,7 @@ def test_every_registered_engine_resolves_to_its_class_of_its_kind():
 
 
 def test_unknown_engine_names_the_registry():
-    with pytest.raises(ConfigError, match=r"unknown engine 'tgi' \(known: vllm, vllm-offline, hf, endpoint\)"):
+    with pytest.raises(ConfigError, match=r"unknown engine 'tgi' \(known: vllm, vllm-offline, hf, endpoint, sglang\)"):
         engine_class("tgi")
     assert get_engine("endpoint").needs_url and not get_engine("endpoint").needs_model_files
 
@@ -105,7 +105,7 @@ def test_registry_drives_the_cli_choice_and_the_sweep_file(tmp_path, monkeypatch
     from bench.plan import sweep_from_dict
 
     result = CliRunner().invoke(run, ["--engine", "tgi"])
-    assert result.exit_code != 0 and "'tgi' is not one of 'vllm', 'vllm-offline', 'hf', 'endpoint'" in result.output
+    assert result.exit_code != 0 and "'tgi' is not one of 'vllm', 'vllm-offline', 'hf', 'endpoint', 'sglang'" in result.output
     spec = {"models": ["tiny-llama"], "workloads": [{"kind": "random", "input_len": 8, "output_len": 4}],
             "loads": [{"kind": "concurrency", "concurrency": [1]}]}
     with pytest.raises(ConfigError, match="unknown engine 'tgi'"):
@@ -153,7 +153,7 @@ def test_each_engine_reports_its_own_version(monkeypatch):
 def test_stored_engine_versions_prefer_the_configuration_and_mistrust_old_hf_runs():
     from bench.results.config import StoredEngineConfig
 
-    old_prov = {"engine_version": "0.32.0"}  # runs before per-configuration versions: vLLM's, whatever the engine
+    old_prov = "0.32.0"  # provenance.engine_version of runs before per-configuration versions: vLLM's, whatever the engine
     assert recorded_engine_version(StoredEngineConfig(engine="vllm"), old_prov) == "0.32.0"
     assert recorded_engine_version(StoredEngineConfig(), old_prov) == "0.32.0"  # no engine stored: vllm
     assert recorded_engine_version(StoredEngineConfig(engine="hf"), old_prov) is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.engines.vllm_metrics import COUNTERS, METRICS, page_text, parse_page
+from bench.engines.vllm_metrics import COUNTERS, METRICS, SPEC_METRICS, page_text, parse_page
 from bench.telemetry.server_metrics import SCRAPED, parse_metrics
 
 PAGE = (Path(__file__).parent / "data" / "vllm_0.32_cpu_metrics.txt").read_text()
@@ -18,6 +18,8 @@ def test_every_name_bench_reads_is_on_a_real_vllm_page_with_its_type():
     types = {f.name: f.type for f in text_string_to_metric_families(PAGE)}
     samples = {s.name for f in text_string_to_metric_families(PAGE) for s in f.samples}
     for m in METRICS:
+        if m in SPEC_METRICS:  # only on a speculating server: tests/test_spec_decode.py
+            continue
         assert m.name in samples, m.name
         family = m.name.removesuffix("_total")
         assert types[family] == m.kind, m.name
@@ -28,7 +30,7 @@ def test_the_real_page_reads_as_the_requests_sent():
                                           "prefix_cache_queries": 800.0, "prefix_cache_hits": 0.0}
     assert parse_metrics(PAGE) == {"running_requests": 0.0, "waiting_requests": 0.0, "kv_cache_usage": 0.0,
                                    "preemptions": 0.0, "prefix_cache_queries": 800.0, "prefix_cache_hits": 0.0}
-    assert {m.short for m in SCRAPED} == set(parse_metrics(PAGE))
+    assert {m.short for m in SCRAPED if m not in SPEC_METRICS} == set(parse_metrics(PAGE))
 
 
 def test_the_line_filter_reads_what_the_library_reads_from_the_whole_page():
@@ -50,6 +52,7 @@ def test_engines_of_a_dp_deployment_combine_by_sum_or_by_the_fullest():
 
 
 def test_the_fakes_page_reads_back_including_an_odd_model_name():
-    values = {m.short: float(i) for i, m in enumerate(METRICS)}
+    values = {m.short: float(i) for i, m in enumerate(METRICS) if m.split_by is None}
+    values |= {"spec_accepted_pos_0": 7.0, "spec_accepted_pos_1": 3.0}  # one sample per draft position
     page = page_text(values, {"engine": "0", "model_name": 'org/m} "x"\\y'})
     assert parse_page(page) == values

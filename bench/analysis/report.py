@@ -168,6 +168,7 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         *([f"{n_invalid} invalid load point(s) left out of the matching; compare.html shows them marked.", ""]
           if n_invalid else []),
         *_synthetic_note(synthetic),
+        *_spec_section(rows),  # speculative decoding (issue 21)
         *(_reference_section(model, *refs) if refs else []),
         "## Plots", "", "Interactive: [compare.html](compare.html).", "",
         *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
@@ -327,3 +328,20 @@ def _reference_section(model: str, published: list, matched: bool) -> list[str]:
              "black markers in compare.html; they never enter the measured cost-model table."), "",
             markdown_table(reference_rows(published), REFERENCE_COLUMNS), ""]
 
+
+
+def _spec_section(rows: pd.DataFrame) -> list[str]:
+    """Speculative points against the same configuration without speculation (issue 21); none: []."""
+    from bench.analysis.specdecode import spec_speedup
+
+    found = [vars(s) for s in spec_speedup(rows)]
+    if not found:
+        return []
+    columns = [("point_id", "point"), ("spec_method", "method"), ("spec_tokens", "draft tokens"),
+               ("mean_acceptance_length", "accept len"), ("interactivity_tok_s_user", "tok/s/user"),
+               ("speedup_same_load", "x same load"), ("speedup_at_interactivity", "x at interactivity")]
+    return ["## Speculative decoding", "",
+            ("Each speculative point against the same configuration and workload without speculation: output tok/s "
+             "at the same load, and output tok/s per GPU at the same interactivity (the baseline interpolated "
+             "between its loads, never extrapolated; `-`: no baseline there)."), "",
+            markdown_table(found, columns), ""]

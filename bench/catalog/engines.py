@@ -45,6 +45,9 @@ ENGINES: dict[str, EngineEntry] = {e.name: e for e in (
                 "transformers generate over static batches", distributions=("transformers", "torch")),
     EngineEntry("endpoint", "bench.engines.endpoint:Endpoint", "server", ("concurrency", "rate", "trace"),
                 "an existing OpenAI-compatible server (--url)", needs_url=True, needs_model_files=False),
+    # SGLang (issue 21): launched like vLLM; no run on this project's CPU box (docs/engines.md)
+    EngineEntry("sglang", "bench.engines.sglang_server:SglangServer", "server", ("concurrency", "rate", "trace"),
+                "the SGLang server (python -m sglang.launch_server)", distributions=("sglang",)),
 )}
 ENGINE_CLASSES: Registry[Any] = Registry("engine", {e.name: e.target for e in ENGINES.values()})
 

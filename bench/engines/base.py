@@ -84,6 +84,10 @@ class EngineCounters:
     prefix_cache_queries: float | None = None  # tokens looked up in the prefix cache
     prefix_cache_hits: float | None = None  # tokens found there
     preemptions: float | None = None
+    # speculative decoding (issue 21): drafts proposed, tokens drafted, tokens accepted
+    spec_drafts: float | None = None
+    spec_draft_tokens: float | None = None
+    spec_accepted_tokens: float | None = None
 
     @classmethod
     def from_samples(cls, values: dict[str, float]) -> EngineCounters | None:

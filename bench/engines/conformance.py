@@ -12,11 +12,12 @@ if TYPE_CHECKING:
     from bench.engines.base import BatchEngine, ServerEngine
     from bench.engines.endpoint import Endpoint
     from bench.engines.hf_engine import HfEngine
+    from bench.engines.sglang_server import SglangServer
     from bench.engines.vllm_offline import VllmOffline
     from bench.engines.vllm_server import VllmServer
 
-    def _servers(a: VllmServer, b: Endpoint) -> list[ServerEngine]:
-        return [a, b]
+    def _servers(a: VllmServer, b: Endpoint, c: SglangServer) -> list[ServerEngine]:
+        return [a, b, c]
 
     def _batches(a: VllmOffline, b: HfEngine) -> list[BatchEngine]:
         return [a, b]

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from bench.engines.base import EngineCounters, EngineDied, reset_prefix_cache
 from bench.engines.process import http_get
+from bench.engines.sglang_metrics import SGLANG_COUNTERS
 from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import ConfigError
 from bench.redact import is_secret_name, redact_text
@@ -143,7 +144,7 @@ class Endpoint:
         status, body = self._get("/metrics", 5.0)
         if status != 200:
             return None
-        return EngineCounters.from_samples(parse_page(body, COUNTERS))
+        return EngineCounters.from_samples(parse_page(body, COUNTERS + SGLANG_COUNTERS))  # a vLLM or an SGLang server
 
     def reset_prefix_cache(self) -> str:
         """Reset a vLLM endpoint's prefix cache where it allows it (VLLM_SERVER_DEV_MODE=1); once

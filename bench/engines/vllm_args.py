@@ -33,6 +33,8 @@ def vllm_launch_args(cfg: Any, device: str) -> dict[str, Any]:
     for key in ("max_num_seqs", "max_model_len"):
         if getattr(cfg, key) is not None:
             args[key] = getattr(cfg, key)
+    if getattr(cfg, "speculative", None) is not None:  # speculative decoding (issue 21): --speculative-config JSON
+        args["speculative_config"] = cfg.speculative.vllm_config()
     if device == "cpu" and args["tensor_parallel_size"] == 1:
         args.pop("tensor_parallel_size")
     return {**args, **cfg.extra_args}

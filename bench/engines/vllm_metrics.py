@@ -27,7 +27,21 @@ class EngineMetric:
     kind: Literal["counter", "gauge"]
     combine: Literal["sum", "max"]
     help: str
+    # a label whose values split the metric into one short name each, `<short>_<value>` (the draft
+    # position of vLLM's per-position acceptance); the other labels (engines) still combine
+    split_by: str | None = None
 
+
+SPEC_METRICS: tuple[EngineMetric, ...] = (
+    EngineMetric("vllm:spec_decode_num_drafts_total", "spec_drafts", "counter", "sum", "Number of spec decoding drafts."),
+    EngineMetric("vllm:spec_decode_num_draft_tokens_total", "spec_draft_tokens", "counter", "sum",
+                 "Number of draft tokens."),
+    EngineMetric("vllm:spec_decode_num_accepted_tokens_total", "spec_accepted_tokens", "counter", "sum",
+                 "Number of accepted tokens."),
+    EngineMetric("vllm:spec_decode_num_accepted_tokens_per_pos_total", "spec_accepted_pos", "counter", "sum",
+                 "Accepted tokens per draft position.", split_by="position"),  # -> spec_accepted_pos_0, _1, ...
+)
+SPEC_POS_PREFIX = "spec_accepted_pos_"  # + the 0-based draft position
 
 METRICS: tuple[EngineMetric, ...] = (
     EngineMetric("vllm:prompt_tokens_total", "prompt_tokens", "counter", "sum", "Number of prefill tokens processed."),
@@ -46,6 +60,9 @@ METRICS: tuple[EngineMetric, ...] = (
     # a fraction per engine (1.0 = full): the fullest engine counts
     EngineMetric("vllm:kv_cache_usage_perc", "kv_cache_usage", "gauge", "max",
                  "KV-cache usage. 1 means 100 percent usage."),
+    # speculative decoding (issue 21; vllm/v1/spec_decode/metrics.py SpecDecodingProm): only on a server
+    # started with --speculative-config. A draft is one proposal of up to num_speculative_tokens tokens.
+    *SPEC_METRICS,
 )
 BY_SHORT = {m.short: m for m in METRICS}
 COUNTERS = tuple(m for m in METRICS if m.kind == "counter")  # what server_counters() reports
@@ -59,6 +76,7 @@ def parse_page(text: str, metrics: Iterable[EngineMetric] = METRICS) -> dict[str
 
     wanted = {m.name: m for m in metrics}
     values: dict[str, list[float]] = {}
+    combine: dict[str, str] = {}
     for line in text.splitlines():
         if line.split("{", 1)[0].split(" ", 1)[0] not in wanted:  # comments, other metrics, buckets
             continue
@@ -68,8 +86,20 @@ def parse_page(text: str, metrics: Iterable[EngineMetric] = METRICS) -> dict[str
             continue
         for s in samples:
             if s.name in wanted and isinstance(s.value, (int, float)) and math.isfinite(s.value):
-                values.setdefault(s.name, []).append(float(s.value))
-    return {wanted[name].short: max(vs) if wanted[name].combine == "max" else sum(vs) for name, vs in values.items()}
+                key = _short_name(wanted[s.name], s.labels)
+                if key is not None:
+                    values.setdefault(key, []).append(float(s.value))
+                    combine[key] = wanted[s.name].combine
+    return {key: max(vs) if combine[key] == "max" else sum(vs) for key, vs in values.items()}
+
+
+def _short_name(metric: EngineMetric, labels: dict[str, str]) -> str | None:
+    """The short name one sample counts under: the metric's, or `<short>_<label value>` for a
+    split metric (None for a value that is not a small non-negative integer: any server's page)."""
+    if metric.split_by is None:
+        return metric.short
+    value = labels.get(metric.split_by, "")
+    return f"{metric.short}_{value}" if value.isdigit() and len(value) <= 3 else None
 
 
 def _escape(value: str) -> str:
@@ -83,7 +113,14 @@ def page_text(values: dict[str, float], labels: dict[str, str]) -> str:
     label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
     lines = []
     for m in METRICS:
-        if m.short in values:
+        if m.split_by is not None:  # {"spec_accepted_pos_0": 5.0, ...} -> one sample per position
+            split = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in values.items()
+                           if k.startswith(m.short + "_") and k.rsplit("_", 1)[1].isdigit())
+            if split:
+                lines += [f"# HELP {m.name} {m.help}", f"# TYPE {m.name} {m.kind}"]
+                sep = "," if label_text else ""
+                lines += [f'{m.name}{{{label_text}{sep}{m.split_by}="{pos}"}} {float(v)}' for pos, v in split]
+        elif m.short in values:
             lines += [f"# HELP {m.name} {m.help}", f"# TYPE {m.name} {m.kind}",
                       f"{m.name}{{{label_text}}} {float(values[m.short])}"]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from bench.measure.groups import (
     Validity,
     Window,
 )
+from bench.measure.specdecode import SpecDecode, spec_decode_figures, spec_workload_problem
 from bench.plan import EngineConfig, PointSpec
 from bench.plan.points import LoadSpec, engine_batch
 
@@ -50,6 +51,7 @@ class PointGroups:
     cost: dict[str, CostFigures] = field(default_factory=dict)
     roofline: Roofline | None = None
     validity: Validity = field(default_factory=Validity)
+    spec_decode: SpecDecode | None = None  # speculative decoding (issue 21)
 
 
 def point_groups(
@@ -89,6 +91,10 @@ def point_groups(
         client_counters=client_tokens_in_counter_interval, energy=energy_group, n_gpus=n_gpus,
         workload_kind=getattr(point.workload, "kind", None), server=server,
     )
+    spec = spec_decode_figures(server_metrics.spec_in_window if server_metrics else None, server_delta)
+    problem = spec_workload_problem(point.workload) if getattr(cfg, "speculative", None) is not None or spec else None
+    if problem:  # speculative decoding (issue 21): acceptance on random tokens is no figure of real traffic
+        checked = Validity(valid=False, reasons=[*checked.reasons, problem])
     failed = [r for r in records if r.phase == "measured" and not r.ok]
     return PointGroups(
         n_requests=sum(1 for r in records if r.phase == "measured"),
@@ -103,6 +109,7 @@ def point_groups(
         cost=cost,
         roofline=roofline,
         validity=checked,
+        spec_decode=spec,
     )
 
 

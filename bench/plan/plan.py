@@ -243,9 +243,10 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
         gpus = entry.gpus or sweep.gpus
         for weights, precision in itertools.product(entry.weights or sweep.weights, entry.precisions or sweep.precisions):
             fields = precision_fields(precision)
-            for tp, pp, dp, ep, nnodes, seqs, ctx, extra in itertools.product(
+            for tp, pp, dp, ep, nnodes, seqs, ctx, extra, speculative in itertools.product(
                 args.tensor_parallel_size, args.pipeline_parallel_size, args.data_parallel_size,
                 args.enable_expert_parallel, args.nnodes, args.max_num_seqs, args.max_model_len, args.extra,
+                args.speculative,  # speculative decoding (issue 21)
             ):
                 parallel = {"pipeline_parallel_size": pp, "data_parallel_size": dp, "enable_expert_parallel": ep,
                             "nnodes": nnodes, "nodes": sweep.nodes if nnodes > 1 else None}
@@ -254,7 +255,7 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
                     cfg = EngineConfig(
                         model=entry.key,
                         **_resolve_weights(weights, model, fields),
-                        engine=sweep.engine,
+                        engine=entry.engine or sweep.engine,
                         endpoint_url=sweep.endpoint_url,
                         tensor_parallel_size=tp,
                         **parallel,
@@ -262,6 +263,7 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
                         max_num_seqs=seqs,
                         max_model_len=ctx,
                         extra_args=extra,
+                        speculative=speculative,
                         **fields,
                     )
                 except ValidationError as e:

@@ -45,6 +45,7 @@ from bench.plan.points import (
     WorkloadSpec,
     kind_of,
 )
+from bench.plan.speculative import SpeculativeSpec
 
 
 class _Strict(BaseModel):  # not configbase.Strict: ruff (RUF012) must see list defaults on a BaseModel
@@ -134,6 +135,16 @@ class EngineArgs(_Strict):
     max_num_seqs: _levels[PositiveInt | None] = [None]
     max_model_len: _levels[PositiveInt | None] = [None]
     extra: _levels[dict[str, Any]] = [{}]
+    # speculative decoding (issue 21): crossed like the others; null = off (the baseline to compare with)
+    speculative: _levels[SpeculativeSpec | None] = [None]
+
+
+def _registered_engine(name: str) -> str:
+    """The engine's registered name; a ValueError (so the message names the file) when unknown."""
+    try:
+        return get_engine(name).name
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 class ModelEntry(_Strict):
@@ -144,6 +155,8 @@ class ModelEntry(_Strict):
     precisions: _levels[str] | None = None
     engine_args: EngineArgs | None = None
     gpus: _Gpus | None = None  # device indices for this model's configs (replaces the sweep's)
+    # the engine of this entry's configs (replaces the sweep's): one model on two engines is two entries (issue 21)
+    engine: Annotated[str, AfterValidator(_registered_engine)] | None = None
 
 
 _ModelItem = Annotated[
@@ -160,14 +173,6 @@ class SLO(_Strict):
 class PreflightSettings(_Strict):
     memory_fraction: float = Field(default=0.9, gt=0, le=1)  # vLLM gpu_memory_utilization; default= by keyword (mypy)
     kv_overflow: Literal["skip", "allow"] = "skip"  # batch KV larger than free memory
-
-
-def _registered_engine(name: str) -> str:
-    """The engine's registered name; a ValueError (so the message names the file) when unknown."""
-    try:
-        return get_engine(name).name
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
 
 
 class SweepSpec(_Strict):

@@ -46,6 +46,9 @@ class StoredEngineConfig(_Stored):
     pipeline_parallel_size: Any = Field(default=None, description="PP (as stored).")
     data_parallel_size: Any = Field(default=None, description="DP replicas (as stored).")
     devices: list[int] | None = Field(default=None, description="Device indices the configuration ran on.")
+    # speculative decoding (issue 21), as bench.plan.speculative.SpeculativeSpec dumps it
+    speculative: dict[str, Any] | None = Field(default=None, description="Speculative decoding (method, "
+                                               "num_speculative_tokens, model, ...); None: off.")
 
     def precision_label(self) -> str:
         """The label of the stored dtype fields by the one rule (bench.catalog.dtypes.precision_label):

@@ -44,6 +44,7 @@ def point_result(point: PointSpec, groups: PointGroups, started_utc: str | None 
         invalid_reasons=groups.validity.reasons,
         started_utc=started_utc,
         finished_utc=utc_now(),
+        spec_decode=groups.spec_decode,
     )
 
 

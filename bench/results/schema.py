@@ -38,6 +38,7 @@ from bench.measure.groups import (
     ServerCounters,
     Window,
 )
+from bench.measure.specdecode import SpecDecode  # speculative decoding (issue 21)
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
 from bench.results.provenance import Provenance
@@ -98,6 +99,9 @@ class PointResult(_Strict):
     # time breakdown (issue 22, bench.results.timing): absent in older files
     timing: PointTiming | None = Field(default=None, description="Reset, warm-up, window, drain and wall (s); "
                                        "the adaptive stop's reason.")
+    # speculative decoding (issue 21)
+    spec_decode: SpecDecode | None = Field(default=None, description="Draft acceptance from the server's "
+                                           "spec_decode counters; None: no speculative decoding.")
 
     @field_validator("requests_file")
     @classmethod

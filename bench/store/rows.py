@@ -96,10 +96,22 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
             "weights": cfg.weights, **run_fields,
             **accuracy_columns(run, p.engine_config_id),  # accuracy gate
         }
+        row |= spec_columns(cfg.speculative, p.spec_decode)  # speculative decoding (issue 21)
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}
         rows.append(row)
     return rows
+
+
+def spec_columns(speculative: dict | None, spec: Any) -> dict:
+    """The speculative-decoding columns of a row: method ("none": no speculation), draft tokens
+    per step, and the point's mean acceptance length (tokens/step) and acceptance rate."""
+    method = speculative.get("method") if isinstance(speculative, dict) else None
+    tokens = speculative.get("num_speculative_tokens") if isinstance(speculative, dict) else None
+    return {"spec_method": str(method) if method else "none",
+            "spec_tokens": tokens if type(tokens) is int else None,
+            "spec_mean_acceptance_length": spec.mean_acceptance_length if spec is not None else None,
+            "spec_acceptance_rate": spec.acceptance_rate if spec is not None else None}
 
 
 def catalog_model_info(model_key: str | None) -> dict:

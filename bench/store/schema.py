@@ -37,6 +37,8 @@ BASE_COLUMNS = [
     "energy_method", "measured", "roofline_efficiency", "valid",
     "harness_version", "device_name", "run_date",
     *ACCURACY_COLUMNS,  # accuracy gate (bench.store.accuracy_rows)
+    # speculative decoding (issue 21): method ("none" without), draft tokens per step, acceptance over the window
+    "spec_method", "spec_tokens", "spec_mean_acceptance_length", "spec_acceptance_rate",
 ]
 CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
 # What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
@@ -54,10 +56,12 @@ STRING_COLUMNS = {
     "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
     "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
     *ACCURACY_STRING_COLUMNS,  # accuracy gate
+    "spec_method",  # speculative decoding (issue 21)
 }
 BOOL_COLUMNS = {"measured", "valid", "synthetic", *ACCURACY_BOOL_COLUMNS}  # accuracy gate: its verdict
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
-               "run_n_points", "run_n_valid_points", *ACCURACY_INT_COLUMNS}  # accuracy gate: questions
+               "run_n_points", "run_n_valid_points", *ACCURACY_INT_COLUMNS,  # accuracy gate: questions
+               "spec_tokens"}  # speculative decoding
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
                    "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
                    "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)

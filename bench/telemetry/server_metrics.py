@@ -9,8 +9,8 @@
 Like the power samples (bench.telemetry.base), every sample is stamped with
 `time.perf_counter()` at the midpoint of its GET, the clock of the client's window, so a
 window summary needs no offsets. vLLM's names are mapped to short ones in one table
-(bench.engines.vllm_metrics, which also parses the page); a server that exposes none of them
-(not vLLM) yields no samples, and the
+(bench.engines.vllm_metrics, which also parses the page; SGLang's in bench.engines.sglang_metrics);
+a server that exposes none of them yields no samples, and the
 scraper stops asking after a few failed reads
 (one that got a sample keeps asking: a late answer is a gap, not the end).
 
@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
-from bench.engines.vllm_metrics import BY_SHORT, parse_page
+from bench.engines.sglang_metrics import SGLANG_METRICS
+from bench.engines.vllm_metrics import BY_SHORT, SPEC_METRICS, parse_page
 
 DEFAULT_INTERVAL_S = 0.5
 MAX_FAILED_READS = 3  # failed GETs before a scraper that never got a sample gives up (no /metrics)
@@ -35,7 +36,10 @@ READ_TIMEOUT_S = 5.0  # a server busy with the load can answer late: the sample 
 
 GAUGE_METRICS = ("running_requests", "waiting_requests", "kv_cache_usage")
 COUNTER_METRICS = ("preemptions", "prefix_cache_queries", "prefix_cache_hits")
-SCRAPED = tuple(BY_SHORT[k] for k in (*GAUGE_METRICS, *COUNTER_METRICS))  # the token counters are read per point
+# the token counters are read per point; the speculative-decoding ones also here, for their window deltas
+SCRAPED = (*(BY_SHORT[k] for k in (*GAUGE_METRICS, *COUNTER_METRICS)), *SPEC_METRICS,
+           # SGLang's gauges under the same short names (a page holds one engine's names)
+           *(m for m in SGLANG_METRICS if m.short in (*GAUGE_METRICS, *COUNTER_METRICS)))
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -136,6 +140,9 @@ class ServerWindow:
     preemptions_in_window: float | None
     prefix_cache_queries_in_window: float | None
     prefix_cache_hits_in_window: float | None
+    # speculative decoding (issue 21): every spec_* counter's delta over the window, by short name
+    # (spec_drafts, spec_draft_tokens, spec_accepted_tokens, spec_accepted_pos_<k>); None: none bracketed it
+    spec_in_window: dict[str, float] | None = None
 
 
 def window_summary(samples: list[tuple[float, dict[str, float]]], t0_s: float, t1_s: float,
@@ -167,4 +174,13 @@ def window_summary(samples: list[tuple[float, dict[str, float]]], t0_s: float, t
         in_server_requests_max=max(both) if both else None,
         preemptions_in_window=delta("preemptions"), prefix_cache_queries_in_window=delta("prefix_cache_queries"),
         prefix_cache_hits_in_window=delta("prefix_cache_hits"),
+        spec_in_window=_spec_deltas(samples, delta),
     )
+
+
+def _spec_deltas(samples: list[tuple[float, dict[str, float]]],
+                 delta: Callable[[str], float | None]) -> dict[str, float] | None:
+    """The window delta of every speculative-decoding counter the samples hold; None for none."""
+    keys = sorted({k for _, v in samples for k in v if k.startswith("spec_")})
+    out = {k: d for k in keys if (d := delta(k)) is not None}
+    return out or None

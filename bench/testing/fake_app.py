@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from bench.engines.vllm_metrics import METRICS, page_text
+from bench.engines.vllm_metrics import METRICS, SPEC_POS_PREFIX, page_text
 
 LISTEN_BACKLOG = 4096  # per listening socket; the kernel caps it at net.core.somaxconn
 FD_LIMIT = 65536  # open files wanted by a server process (one per connection); capped by the hard limit
@@ -28,6 +28,10 @@ class FakeServerConfig:
     ttft_s: float = 0.02  # request arrival -> first token-bearing chunk
     itl_s: float = 0.005  # between token-bearing chunks
     tokens_per_chunk: int = 1  # > 1 imitates speculative decoding
+    # > 0: serve vLLM's spec_decode counters as a server started with num_speculative_tokens = this: each
+    # token-bearing chunk of n tokens is one draft of this many tokens, n - 1 of them accepted (the n-th is
+    # the target model's bonus token), so tokens_per_chunk must not exceed this + 1
+    spec_tokens: int = 0
     role_chunk: bool = True  # chat: a role-only first chunk, as vLLM sends
     role_chunk_lead_s: float = 0.0  # send the role chunk this long before the first token
     empty_chunks: bool = False  # a chunk with no token before every token-bearing one
@@ -117,6 +121,7 @@ def _metrics_text(model: str, counts: dict, kv_capacity_tokens: int = 65536) -> 
     vLLM's names and labels."""
     usage = min(1.0, counts["kv_tokens"] / kv_capacity_tokens)
     values = {m.short: counts[m.short] for m in METRICS if m.short in counts} | {"kv_cache_usage": usage}
+    values |= {k: v for k, v in counts.items() if k.startswith(SPEC_POS_PREFIX)}  # one sample per draft position
     return page_text(values, {"engine": "0", "model_name": model})
 
 
@@ -141,6 +146,8 @@ class _App:
         self.preemptions = self.prefix_cache_queries = self.prefix_cache_hits = 0
         self.blocks: set[int] = set()  # chained hashes of the prompt blocks seen
         self.slots: asyncio.Semaphore | None = None  # max_num_seqs, made on the serving loop
+        self.spec = {"spec_drafts": 0, "spec_draft_tokens": 0, "spec_accepted_tokens": 0,
+                     **{f"{SPEC_POS_PREFIX}{k}": 0 for k in range(cfg.spec_tokens)}} if cfg.spec_tokens else {}
 
     async def _hold(self, request: web.Request) -> None:
         """Keep a request open until the server stops, then drop its connection."""
@@ -221,7 +228,7 @@ class _App:
                 "generation_tokens": self.generation_tokens, "cpu_s": time.thread_time(),
                 "running_requests": self.running, "waiting_requests": self.waiting, "kv_tokens": self.kv_tokens,
                 "preemptions": self.preemptions, "prefix_cache_queries": self.prefix_cache_queries,
-                "prefix_cache_hits": self.prefix_cache_hits}
+                "prefix_cache_hits": self.prefix_cache_hits, **self.spec}
 
     async def local_counters(self, request: web.Request) -> web.Response:
         return web.json_response(self.counters())
@@ -341,6 +348,7 @@ class _App:
             text = "" if cfg.empty_text else "".join(f" t{i}" for i in ids)
             finish = ('"stop"' if cfg.stop_early_share else '"length"') if done >= n_out else "null"
             self.generation_tokens += n_tok
+            self._count_draft(n_tok)
             await emit(self._choice(chat, text, ids if ids_on else None, finish, field), done, n_tok)
         if usage_on:
             final = (
@@ -352,6 +360,16 @@ class _App:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+    def _count_draft(self, n_tok: int) -> None:
+        """vLLM's SpecDecodingStats.observe_draft for a step that produced `n_tok` tokens."""
+        if self.spec:
+            accepted = min(n_tok - 1, self.cfg.spec_tokens)
+            self.spec["spec_drafts"] += 1
+            self.spec["spec_draft_tokens"] += self.cfg.spec_tokens
+            self.spec["spec_accepted_tokens"] += accepted
+            for k in range(accepted):
+                self.spec[f"{SPEC_POS_PREFIX}{k}"] += 1
 
     @staticmethod
     def _choice(chat: bool, text: str, ids: list[int] | None, finish: str | None, field: str = "content") -> str:
