@@ -19,6 +19,8 @@ from bench.plan.plan import RUN_CONCURRENCY, RUN_INPUT_LEN, RUN_MODEL, RUN_OUTPU
               help="Measured requests per level [max(100 + concurrency, 4 x concurrency): p99 needs 100 inside the measurement window].")
 @click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per level [the concurrency].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Measure every level this many times, same prompts each time; figures get a 95% interval [1].")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="Continue the interrupted run in RUN_DIR (same options): finished points are kept.")
 @click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(min=0, min_open=True),
