@@ -64,7 +64,8 @@ def _row_class(r: dict) -> str:
 
 def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, compared_columns: list,
                  points: pd.DataFrame, scenarios: list[str], runs_rows: list[dict], runs_columns: list,
-                 refs: tuple[list[PublishedResult], bool] | None = None, synthetic: bool = False) -> Page:
+                 refs: tuple[list[PublishedResult], bool] | None = None, synthetic: bool = False,
+                 explanation: Any = None) -> Page:
     """compare.html: the plots against interactivity, latency per load, and every table."""
     ref_rows, matched = refs if refs else ([], True)
     figs: dict[str, Any] = {
@@ -76,6 +77,10 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
     figs["cost"] = cost_figure(points, scenarios, f"{model}: $ per million output tokens",
                                lambda metric: ref_points(ref_rows, metric))
     figs["latency"] = latency_figure(points, f"{model}: latency percentiles per load (p50 solid, p99 dotted)")
+    if explanation is not None:  # bench compare --explain A B: the waterfall panel
+        from bench.analysis.explain import waterfall_figure
+
+        figs["explain"] = waterfall_figure(explanation)
     point_rows = point_table_rows(points)
     parts = [page.heading(f"{model}: comparison across hardware", 1), page.paragraph(lead, "lead")]
     if synthetic:
@@ -89,6 +94,13 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
         parts.append(page.paragraph(note, "note"))
     for i, fig in enumerate(figs.values()):
         parts.append(page.figure_html(fig, f"plot-{i}"))
+    if explanation is not None:
+        from bench.analysis.explain import EXPLAIN_COLUMNS
+
+        parts += [page.heading(f"Why {explanation.b} costs {explanation.ratio:.4f} x {explanation.a}"),
+                  page.paragraph("The factors of the cost law multiply to the measured $/Mtok ratio; sparsity "
+                                 "explains, it is never multiplied in."),
+                  page.table_html(explanation.rows(), EXPLAIN_COLUMNS, table_id="explain-table")]
     parts += [page.heading("Matched operating point"),
               page.table_html(compared.astype(object).where(compared.notna(), None).to_dict("records"),
                               compared_columns, table_id="compare-table"),

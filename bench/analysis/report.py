@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.cells import cell_text, fmt
-from bench.analysis.pareto import Operating, X, Y, compare_table
+from bench.analysis.pareto import Operating, X, Y, baseline_names
+from bench.analysis.significance import compare_with_intervals
 from bench.analysis.plots import (
     Plot,
     metric_vs_interactivity,
@@ -42,6 +43,7 @@ class Report:
     status: str | None = None  # one run's status as it stands now ("stale (process gone)" included)
     html: Path | None = None  # the interactive page
     figures: dict[str, Any] = field(default_factory=dict)  # its plotly figures by name
+    explanation: Any = None  # bench.analysis.explain.Explanation of `bench compare --explain A B`
 
 
 __all__ = ["PROVENANCE_COLUMNS", "Report", "compare_report", "fmt", "markdown_table", "run_report"]
@@ -108,19 +110,29 @@ PROVENANCE_COLUMNS = ["run_id", "date", "hardware", "device", "n_gpus", "precisi
 def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None, model: str, out_dir: Path,
                    op: Operating, baseline: str | None = "h100-sxm",
                    scenario_names: list[str] | None = None, reference: bool = False,
-                   points: pd.DataFrame | None = None) -> Report:
+                   points: pd.DataFrame | None = None, explain: tuple[str, str, str] | None = None) -> Report:
     """Compare every series of MODEL in a cost-model table; writes report.md, compare.html,
     compare.csv, plots. With `reference`, published figures (published.yaml) are drawn and
     tabled beside the measured ones, labelled `source: published`. Without `runs`, `points`
     (every ok point of MODEL with its run columns: bench.store.query.compare_points) stands
-    in for them."""
+    in for them. With `explain` (series A, series B, scenario), the $/Mtok ratio B / A is
+    decomposed into the cost law's factors (bench.analysis.explain): a table and a waterfall."""
     rows = table[table["model"] == model]
     if rows.empty:
         known = ", ".join(sorted(set(table["model"].dropna()))) or "none"
         raise ConfigError(f"no valid load points for model '{model}' (models with data: {known})")
     scenarios = _scenarios(table, scenario_names)
     cost_columns = [f"{f}__{s}" for s in scenarios for f in ("usd_per_mtok_output", "usd_per_mtok_total", "utilization")]
-    compared = compare_table(rows, model, op, baseline, cost_columns)
+    compared = compare_with_intervals(rows, model, op, baseline, cost_columns)
+    expl = None
+    if explain is not None:
+        from bench.analysis.explain import explain as explain_pair
+        from bench.analysis.explain import explain_columns
+
+        a, b, scenario = explain
+        expl = explain_pair(compare_with_intervals(rows, model, op, baseline, explain_columns(scenario)), a, b, scenario)
+    named = baseline_names(compared)  # a baseline is one of the series compared, or none is named
+    base_text = ", ".join(named) if named else (f"none (no series on {baseline})" if baseline else "none")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_safe(compared).to_csv(out_dir / "compare.csv", index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
@@ -133,12 +145,12 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         plots.append(metric_vs_interactivity(rows, f"usd_per_mtok_output__{s}", out_dir / f"usd_per_mtok_{s}.png",
                                              f"{model}: $ per million output tokens ({s})",
                                              ylabel="$ / Mtok output"))
-    columns: list[Any] = ["series", "status", *((k, metric_label(k, short=True)) for k in (X, Y)),
-                          (f"{Y}_vs_baseline", "x base"), ("j_per_token", metric_label("j_per_token", short=True)),
-                          ("j_per_token_vs_baseline", "x base")]
+    columns: list[Any] = ["series", "status", ("n_repeats", "repeats"),
+                          *((k, metric_label(k, short=True)) for k in (X, Y)), *_ratio_columns(Y),
+                          ("j_per_token", metric_label("j_per_token", short=True)), *_ratio_columns("j_per_token")]
     for s in scenarios:
-        columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok out ({s})"),
-                    (f"usd_per_mtok_output__{s}_vs_baseline", "x base"), (f"utilization__{s}", "util.")]
+        columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok output ({s})"),
+                    *_ratio_columns(f"usd_per_mtok_output__{s}"), (f"utilization__{s}", "util.")]
     if runs is not None:
         used = [r for r in runs if r[0] in set(rows["run_id"])]
         points, provenance = _with_invalid(rows, runs, model), provenance_rows(used)
@@ -159,7 +171,9 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         refs = select_published(model)
     text = [
         f"# {md_text(model)}: comparison across hardware", "",
-        f"Operating point: **{op.describe()}**. Baseline: **{md_text(baseline or 'none')}**.",
+        f"Operating point: **{op.describe()}**. Baseline: **{md_text(base_text)}**.",
+        ("Ratios carry their 95% interval over repeats (delta method; docs/compare.md) and a verdict; "
+         "a series measured once is labelled `single run`, with no interval."),
         ("Matched by piecewise-linear interpolation along each series' Pareto front of throughput per GPU "
          "vs interactivity; targets outside a series' measured range are not extrapolated. "
          "$/Mtok assumes the utilization shown (share of hours serving at this load)."), "",
@@ -168,6 +182,7 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
           if n_invalid else []),
         *_synthetic_note(synthetic),
         *(_reference_section(model, *refs) if refs else []),
+        *(_explain_section(expl) if expl is not None else []),
         "## Plots", "", "Interactive: [compare.html](compare.html).", "",
         *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
         "## Runs used", "", markdown_table(provenance, PROVENANCE_COLUMNS), "",
@@ -176,11 +191,11 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
     path.write_text("\n".join(text))
     from bench.analysis.pages import compare_page
 
-    lead = (f"Operating point: {op.describe()}. Baseline: {baseline or 'none'}. {len(provenance)} runs, "
+    lead = (f"Operating point: {op.describe()}. Baseline: {base_text}. {len(provenance)} runs, "
             f"{len(points)} load points ({n_invalid} invalid).")
     html = compare_page(out_dir / "compare.html", model, lead, compared, columns, points, scenarios,
-                        provenance, PROVENANCE_COLUMNS, refs, synthetic=synthetic)
-    return Report(path, compared, plots, html=html.path, figures=html.figures)
+                        provenance, PROVENANCE_COLUMNS, refs, synthetic=synthetic, explanation=expl)
+    return Report(path, compared, plots, html=html.path, figures=html.figures, explanation=expl)
 
 
 def run_report(run_dir: Path, out_dir: Path) -> Report:
@@ -251,6 +266,12 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
 
 
+def _ratio_columns(metric: str) -> list[tuple[str, str]]:
+    """A ratio against the baseline, its 95% interval and its verdict (bench.analysis.significance)."""
+    return [(f"{metric}_vs_baseline", "x base"), (f"{metric}_vs_baseline_ci95", "x base 95% CI"),
+            (f"{metric}_vs_baseline_verdict", "verdict")]
+
+
 def _point_row(p) -> dict:
     if p.load.kind == "concurrency":
         load_text = f"concurrency {p.load.concurrency}"
@@ -283,6 +304,14 @@ def _cost_row(p) -> dict:
     return row
 
 
+def default_scenario(table: pd.DataFrame) -> str:
+    """The first cost scenario of the table (by name); ConfigError when it has none."""
+    present = _scenarios(table, None)
+    if not present:
+        raise ConfigError("no cost scenario in the table: --explain needs $/Mtok figures")
+    return present[0]
+
+
 def _scenarios(table: pd.DataFrame, names: list[str] | None) -> list[str]:
     present = sorted({c.split("__", 1)[1] for c in table.columns if c.startswith("usd_per_mtok_output__")})
     if not names:
@@ -312,6 +341,16 @@ def _with_reasons(points: pd.DataFrame, runs: list[tuple[str, RunResult]]) -> pd
     reasons = {(rid, p.point_id): "; ".join(p.invalid_reasons) for rid, run in runs for p in run.points}
     return points.assign(valid=points["valid"].astype(bool),
                          reasons=[reasons.get(k, "") for k in zip(points["run_id"], points["point_id"])])
+
+
+def _explain_section(expl) -> list[str]:
+    from bench.analysis.explain import EXPLAIN_COLUMNS
+
+    return [f"## Why {md_text(expl.b)} costs {expl.ratio:.4f} x {md_text(expl.a)} per output token", "",
+            (f"$/Mtok output ({md_text(expl.scenario)}) at {md_text(expl.operating_point)}, decomposed into the cost "
+             f"law's factors; they multiply to the measured ratio ({expl.product:.6f}). Sparsity explains, it is "
+             "never multiplied in (docs/compare.md)."), "",
+            markdown_table(expl.rows(), EXPLAIN_COLUMNS), ""]
 
 
 def _reference_section(model: str, published: list, matched: bool) -> list[str]:
