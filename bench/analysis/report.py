@@ -17,7 +17,6 @@ import pandas as pd
 
 from bench.analysis.cells import cell_text, fmt
 from bench.analysis.pareto import Operating, X, Y, baseline_names
-from bench.analysis.significance import compare_with_intervals
 from bench.analysis.plots import (
     Plot,
     metric_vs_interactivity,
@@ -25,6 +24,7 @@ from bench.analysis.plots import (
     server_metrics_over_time,
     throughput_vs_interactivity,
 )
+from bench.analysis.significance import compare_with_intervals
 from bench.errors import ConfigError
 from bench.escape import csv_safe, md_text
 from bench.measure.groups import Energy, Metrics, ServerCounters, metric_label

@@ -15,8 +15,8 @@ import math
 
 import pandas as pd
 
-from bench.analysis.pareto import RATIO_METRICS, X, Y, Operating, compare_table, front_rows, split_series
-from bench.measure.intervals import Interval, blend, ratio_interval, summarize
+from bench.analysis.pareto import RATIO_METRICS, Operating, X, Y, compare_table, front_rows, split_series
+from bench.measure.intervals import Interval, Ratio, blend, ratio_interval, summarize
 
 LOAD_KEY = ["load_kind", "concurrency", "rate_rps", "isl", "osl"]  # one load point of a series
 REPEAT_KEY = "_load_point"
@@ -91,7 +91,8 @@ def compare_with_intervals(table: pd.DataFrame, model: str, op: Operating, basel
            for label, (c, s) in spreads.items()}
     frame["n_repeats"] = [_n(ivs[label].get(Y)) for label in frame["series"]]
     for m in [c[: -len("_vs_baseline")] for c in frame.columns if c.endswith("_vs_baseline")]:
-        cis, verdicts = [], []
+        cis: list[str | None] = []
+        verdicts: list[str | None] = []
         for label, base in zip(frame["series"], frame["baseline_series"]):
             if not isinstance(base, str):
                 cis.append(None)
@@ -114,7 +115,7 @@ def _n(iv: Interval | None) -> int | None:
     return None if iv is None else iv.n
 
 
-def ratio_cells(ratio) -> dict[str, object]:
+def ratio_cells(ratio: Ratio | None) -> dict[str, str | None]:
     """The table cells of one ratio: its 95% interval as text and its verdict."""
     if ratio is None:
         return {"ci95": None, "verdict": None}
