@@ -3,6 +3,8 @@ measurement is repeated), and `bench run --repeats N` plans N of each point."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.load.workload import make_workload
 from bench.plan import PointSpec
 from bench.plan.engineconfig import EngineConfig
@@ -54,3 +56,18 @@ def test_bench_run_repeats_every_level_against_the_fake_server(tmp_path):
     (path,) = tmp_path.rglob("run.json")
     ids = [p["point_id"] for p in json.loads(path.read_text())["points"]]
     assert [i.rsplit("_", 1)[1] for i in ids] == ["r0", "r1", "r2"]
+    # every repeat keeps its own per-request records
+    assert sorted(p.name for p in (path.parent / "requests").iterdir()) == sorted(f"{i}.parquet" for i in ids)
+    table = res.output.split("over repeats", 1)[1]
+    row = next(line for line in table.splitlines() if "tok/s per GPU (input + output)" in line)
+    assert row.split()[-6] == "3"  # n, then mean, sd, CV %, 95% CI low and high: numbers
+    mean, sd, cv, lo, hi = map(float, row.split()[-5:])
+    assert lo < mean < hi and sd > 0 and cv == pytest.approx(100 * sd / mean, rel=1e-3)
+    assert "TTFT p99" in table and " ms " in table
+
+    report = CliRunner().invoke(cli, ["report", str(path.parent), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Over repeats" in md and "TTFT p50 (ms)" in md and "tok/s/GPU (in+out)" in md
+    assert (tmp_path / "rep" / "usd_per_mtok_rental-on-demand.png").is_file()  # the run report's $/Mtok chart
+    assert "repeats-table" in (tmp_path / "rep" / "report.html").read_text()

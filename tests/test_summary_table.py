@@ -52,7 +52,8 @@ def _row(text: str, point_id: str) -> str:
 def _cells(text: str, point_id: str) -> dict[str, str]:
     """The table row of `point_id` as {header: cell} (cells hold no spaces in these tables)."""
     header = text.splitlines()[0].replace("out tok/s", "out_tok/s").replace(" p50 ms", "_p50_ms") \
-        .replace(" p99 ms", "_p99_ms").replace("$/Mtok out", "$/Mtok_out")
+        .replace(" p99 ms", "_p99_ms").replace("$/Mtok out", "$/Mtok_out").replace(" (in+out)", "_in+out") \
+        .replace("J/output tok", "J/output_tok")
     row = _row(text, point_id).replace("conc ", "conc_")
     return dict(zip(header.split(), row.split()))
 

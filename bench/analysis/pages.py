@@ -116,13 +116,16 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
 def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows: list[dict], table_columns: list,
              cost_rows: list[dict], cost_columns: list, power: pd.DataFrame | None,
              windows: list[tuple[str, float | None, float | None]], about: str, synthetic: bool = False,
-             server_metrics: pd.DataFrame | None = None) -> Page:
+             server_metrics: pd.DataFrame | None = None, cost_scenarios: list[str] | None = None,
+             repeat_table: tuple[list[dict], list] | None = None) -> Page:
     """report.html of one run: plots of its ok points (invalid marked), power, server metrics, the tables."""
     figs: dict[str, Any] = {
         "throughput": interactivity_figure(points, "output_tok_s_per_gpu", f"{title}: output throughput per GPU"),
         "energy": interactivity_figure(points, "j_per_output_token", f"{title}: energy per output token"),
         "latency": latency_figure(points, f"{title}: latency percentiles per load (p50 solid, p99 dotted)"),
     }
+    if cost_scenarios:  # $ per million output tokens, the basis of the cost table
+        figs["cost"] = cost_figure(points, cost_scenarios, f"{title}: $ per million output tokens")
     if power is not None:
         figs["power"] = power_figure(power, f"{title}: board power over time (measurement windows shaded)", windows)
     if server_metrics is not None:
@@ -138,6 +141,9 @@ def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows
               page.table_html(table_rows, present(table_rows, table_columns), _row_class, "points-table"),
               page.heading("Cost as stored with the run"),
               page.table_html(cost_rows, cost_columns, table_id="cost-table") if cost_rows and len(cost_columns) > 1
-              else page.paragraph("No cost figures stored."),
-              page.heading("Provenance"), page.preformatted(about, "run configuration and provenance (JSON)")]
+              else page.paragraph("No cost figures stored.")]
+    if repeat_table and repeat_table[0]:
+        parts += [page.heading("Over repeats (Student-t 95% interval of the mean)"),
+                  page.table_html(repeat_table[0], repeat_table[1], table_id="repeats-table")]
+    parts += [page.heading("Provenance"), page.preformatted(about, "run configuration and provenance (JSON)")]
     return Page(page.write_page(path, title, parts), figs)

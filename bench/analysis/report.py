@@ -228,15 +228,31 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     if server_metrics is not None:
         plots.append(server_metrics_over_time(server_metrics, out_dir / "server_metrics_over_time.png",
                                               windows=windows))
+    # one token basis per column, named; latencies in ms (the results keep seconds)
     columns: list[str | tuple[str, str]] = [
                "point_id", "load", "status", "valid", "reasons", "n_requests", (Y, metric_label(Y, short=True)),
-               (X, metric_label(X, short=True)), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
-               "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency", "prefix_cache_hit_rate",
-               "running_requests_max", "preemptions_in_window"]
+               ("output_tok_s_per_gpu", metric_label("output_tok_s_per_gpu", short=True)),
+               (X, metric_label(X, short=True)), *_MS_COLUMNS, "error_rate",
+               ("avg_power_w", "power (W)"), "energy_method", ("j_per_token", metric_label("j_per_token", short=True)),
+               ("j_per_output_token", metric_label("j_per_output_token", short=True)), "roofline_efficiency",
+               "prefix_cache_hit_rate", "running_requests_max", "preemptions_in_window"]
     costs = [_cost_row(p) for p in run.points if p.status == "ok"]
     scenarios = sorted({k.split("__", 1)[1] for row in costs for k in row if "__" in k})
     cost_columns: list[str | tuple[str, str]] = ["point_id"]
-    cost_columns += [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"), (f"util__{s}", "util."))]
+    cost_columns += [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok output ({s})"), (f"util__{s}", "util."))]
+    by_point = {row["point_id"]: row for row in costs}
+    ok_points = ok_points.assign(**{f"usd_per_mtok_output__{s}": [by_point.get(pid, {}).get(f"usd__{s}")
+                                                                 for pid in ok_points["point_id"]] for s in scenarios})
+    for s in scenarios:
+        plots.append(metric_vs_interactivity(ok_points[ok_points["valid"]], f"usd_per_mtok_output__{s}",
+                                             out_dir / f"usd_per_mtok_{s}.png",
+                                             f"{run.run_id}: $ per million output tokens ({s})",
+                                             ylabel="$ / Mtok output"))
+    from bench.analysis.repeats import REPEAT_COLUMNS, has_repeats, repeat_rows
+    from bench.results.repeats import repeat_summaries
+
+    summaries = repeat_summaries(run)
+    repeats = repeat_rows(summaries) if has_repeats(summaries) else []
     about = {"status": status, "error": run.error, "created_utc": run.created_utc,
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config.model_dump(mode="json"),
              "provenance": run.provenance, "extra": run.extra}
@@ -251,6 +267,10 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
         ("$ per million output tokens for each cost scenario, at the utilization shown "
          "(`bench costmodel build` recomputes them with current prices)."), "",
         markdown_table(costs, cost_columns) if scenarios else "No cost figures stored.", "",
+        *(["## Over repeats", "",
+           ("Each figure over a load point's valid repeats (same prompts and schedule each time): n, mean, sd, "
+            "CV and the Student-t 95% interval of the mean; a figure measured once is a single run."), "",
+           markdown_table(repeats, REPEAT_COLUMNS), ""] if repeats else []),
         "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
         "## Provenance", "", "```json", json.dumps(about, indent=2, sort_keys=True, default=str), "```", "",
     ]
@@ -262,8 +282,13 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
             f"status {status}.")
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
-                    synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics)
+                    synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics,
+                    cost_scenarios=scenarios, repeat_table=(repeats, REPEAT_COLUMNS))
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
+
+
+_MS_COLUMNS = [("ttft_ms_p50", "TTFT p50 (ms)"), ("ttft_ms_p99", "TTFT p99 (ms)"), ("tpot_ms_p50", "TPOT p50 (ms)"),
+               ("tpot_ms_p99", "TPOT p99 (ms)")]
 
 
 def _ratio_columns(metric: str) -> list[tuple[str, str]]:
@@ -282,9 +307,12 @@ def _point_row(p) -> dict:
            "reasons": "; ".join(reasons), "n_requests": p.n_requests}
     # each group's fields by name: a group the point lacks gives None for all of them
     m, e = p.metrics or Metrics(), p.energy or Energy()
-    for key in (Y, X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
+    for key in (Y, "output_tok_s_per_gpu", X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
         row[key] = getattr(m, key)
-    for key in ("avg_power_w", "j_per_token", "energy_method"):
+    for key, _ in _MS_COLUMNS:
+        seconds = row[key.replace("_ms_", "_s_")]
+        row[key] = seconds * 1000.0 if seconds is not None else None
+    for key in ("avg_power_w", "j_per_token", "j_per_output_token", "energy_method"):
         row[key] = getattr(e, key)
     row["roofline_efficiency"] = p.roofline.roofline_efficiency if p.roofline is not None else None
     server = p.server or ServerCounters()

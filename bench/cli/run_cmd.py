@@ -44,6 +44,14 @@ def run(model, concurrency, input_len, output_len, resume_dir, hardware_id, prob
                                     hardware_id=hardware_id, probe_file=probe_file, resume_dir=resume_dir)
     outcome = run_with_progress(request)
     click.echo(summary_table(outcome.result))
+    from bench.analysis.repeats import REPEAT_COLUMNS, has_repeats, repeat_rows
+    from bench.cli.textable import format_table
+    from bench.results.repeats import repeat_summaries
+
+    summaries = repeat_summaries(outcome.result)
+    if has_repeats(summaries):  # --repeats N: each figure over its valid repeats
+        click.echo("\nover repeats (Student-t 95% interval of the mean; invalid repeats left out):")
+        click.echo(format_table(repeat_rows(summaries), REPEAT_COLUMNS))
     click.echo(f"result: {outcome.run_dir}")
     if outcome.exit_code:  # partial 4, failed 1 (docs/reliability.md)
         raise SystemExit(outcome.exit_code)
