@@ -44,6 +44,7 @@ class Report:
     html: Path | None = None  # the interactive page
     figures: dict[str, Any] = field(default_factory=dict)  # its plotly figures by name
     explanation: Any = None  # bench.analysis.explain.Explanation of `bench compare --explain A B`
+    warnings: list[str] = field(default_factory=list)  # one line each, for the terminal (a power-scope mix)
 
 
 __all__ = ["PROVENANCE_COLUMNS", "Report", "compare_report", "fmt", "markdown_table", "run_report"]
@@ -131,6 +132,11 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
 
         a, b, scenario = explain
         expl = explain_pair(compare_with_intervals(rows, model, op, baseline, explain_columns(scenario)), a, b, scenario)
+    from bench.analysis.powerscope import power_scopes
+
+    scopes, scope_note = power_scopes(rows)
+    if not compared.empty:
+        compared["power_scope"] = [scopes.get(label) for label in compared["series"]]
     named = baseline_names(compared)  # a baseline is one of the series compared, or none is named
     base_text = ", ".join(named) if named else (f"none (no series on {baseline})" if baseline else "none")
     out_dir = Path(out_dir)
@@ -147,7 +153,8 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
                                              ylabel="$ / Mtok output"))
     columns: list[Any] = ["series", "status", ("n_repeats", "repeats"),
                           *((k, metric_label(k, short=True)) for k in (X, Y)), *_ratio_columns(Y),
-                          ("j_per_token", metric_label("j_per_token", short=True)), *_ratio_columns("j_per_token")]
+                          ("j_per_token", metric_label("j_per_token", short=True)), *_ratio_columns("j_per_token"),
+                          ("power_scope", "power scope")]
     for s in scenarios:
         columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok output ({s})"),
                     *_ratio_columns(f"usd_per_mtok_output__{s}"), (f"utilization__{s}", "util.")]
@@ -178,6 +185,7 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
          "vs interactivity; targets outside a series' measured range are not extrapolated. "
          "$/Mtok assumes the utilization shown (share of hours serving at this load)."), "",
         markdown_table(compared.to_dict("records"), columns), "",
+        *([f"> **{md_text(scope_note)}**", ""] if scope_note else []),
         *([f"{n_invalid} invalid load point(s) left out of the matching; compare.html shows them marked.", ""]
           if n_invalid else []),
         *_synthetic_note(synthetic),
@@ -192,10 +200,11 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
     from bench.analysis.pages import compare_page
 
     lead = (f"Operating point: {op.describe()}. Baseline: {base_text}. {len(provenance)} runs, "
-            f"{len(points)} load points ({n_invalid} invalid).")
+            f"{len(points)} load points ({n_invalid} invalid)." + (f" {scope_note}" if scope_note else ""))
     html = compare_page(out_dir / "compare.html", model, lead, compared, columns, points, scenarios,
                         provenance, PROVENANCE_COLUMNS, refs, synthetic=synthetic, explanation=expl)
-    return Report(path, compared, plots, html=html.path, figures=html.figures, explanation=expl)
+    return Report(path, compared, plots, html=html.path, figures=html.figures, explanation=expl,
+                  warnings=[scope_note] if scope_note else [])
 
 
 def run_report(run_dir: Path, out_dir: Path) -> Report:

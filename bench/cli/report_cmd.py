@@ -73,6 +73,8 @@ def compare(results, url, model, hardware, baseline, explain, at_interactivity, 
              "tok_s_per_gpu_vs_baseline_ci95", "tok_s_per_gpu_vs_baseline_verdict", "j_per_token"]
     rows = rep.table.astype(object).where(rep.table.notna(), None).to_dict("records")
     click.echo(format_table(rows, [c for c in shown if c in rep.table]))
+    for warning in rep.warnings:
+        click.echo(f"bench: warning: {terminal_text(warning)}", err=True)
     if reference:
         from bench.analysis.reference import select_published
 

@@ -259,6 +259,8 @@ class Energy(Group):
     j_per_output_token_net: float | None = _f("energy_net_j / window output tokens (J/token).")
     j_per_token_net: float | None = _f("energy_net_j / window input + output tokens (J/token).")
     output_tok_per_j_net: float | None = _f("Window output tokens / energy_net_j (token/J).")
+    # issue 20 item 6 (power scope)
+    power_scope: str | None = _f("What NVML's power covers: gpu, module (Grace: CPU + GPU), mixed; None: not known.")
 
     @classmethod
     def from_window(cls, window: WindowEnergy, output_tokens: float | None, total_tokens: float | None) -> Energy:

@@ -38,7 +38,8 @@ from bench.store.schema import (
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _METRICS = ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
             "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s")
-_ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token")
+_ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token",
+           "power_scope")  # issue 20 item 6
 
 
 def engine_version_of(run: RunResult, config_id: str) -> str | None:
