@@ -71,3 +71,75 @@ def test_bench_run_repeats_every_level_against_the_fake_server(tmp_path):
     assert "## Over repeats" in md and "TTFT p50 (ms)" in md and "tok/s/GPU (in+out)" in md
     assert (tmp_path / "rep" / "usd_per_mtok_rental-on-demand.png").is_file()  # the run report's $/Mtok chart
     assert "repeats-table" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def _run_fake(tmp_path, *extra: str, requests: int = 6):
+    import json
+
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+    from bench.testing.fake_server import FakeServer, FakeServerConfig
+
+    with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001)) as srv:
+        res = CliRunner().invoke(cli, ["run", "--engine", "endpoint", "--url", srv.base_url, "--concurrency", "1",
+                                       "--input-len", "8", "--output-len", "4", "--requests", str(requests), "--warmup",
+                                       "0", "--hardware", "cpu-host", "--telemetry", "none", "--out", str(tmp_path), *extra])
+    (path,) = tmp_path.rglob("run.json")
+    return res, json.loads(path.read_text())
+
+
+def _result(point: PointSpec, tok_s: float, valid: bool = True):
+    from bench.measure.groups import Metrics
+    from bench.results import PointResult
+
+    return PointResult(point_id=point.point_id, engine_config_id=point.engine_config_id, load=point.load,
+                       status="ok", valid=valid, invalid_reasons=[] if valid else ["x"],
+                       n_requests=100, n_failed=0, metrics=Metrics(tok_s_per_gpu=tok_s))
+
+
+def test_adaptive_repeats_drop_a_points_later_repeats_once_its_interval_is_narrow():
+    from bench.plan.sweepfile import RepeatUntil
+    from bench.run.repeats import AdaptiveRepeats
+
+    stop = AdaptiveRepeats(RepeatUntil(metric="tok_s_per_gpu", share=0.05, min_repeats=3))
+    c2 = [_point("c2", r) for r in range(6)]
+    c4 = [_point("c4", r) for r in range(2)]
+    pending = [*c2[1:], *c4]
+    for done, value in ((c2[0], 100.0), (c2[1], 101.0)):
+        pending, dropped = stop.after(_result(done, value), pending[1:] if done is not c2[0] else pending)
+        assert not dropped  # fewer than min_repeats valid repeats: keep going
+    pending, dropped = stop.after(_result(c2[2], 99.0, valid=False), pending[1:])
+    assert not dropped  # an invalid repeat is no value
+    pending, dropped = stop.after(_result(c2[3], 100.5), pending[1:])
+    assert [p.point_id for p, _ in dropped] == [c2[4].point_id, c2[5].point_id]
+    assert dropped[0][1].startswith("converged: the 95% interval of tok_s_per_gpu over 3 valid repeats")
+    assert pending == c4  # the other load point's repeats are untouched
+
+
+def test_a_converged_repeat_left_out_keeps_the_run_complete():
+    from bench.results.point import failed_point
+    from bench.run.status import final_status
+
+    ok = [_result(_point("c2", r), 100.0) for r in range(3)]
+    skipped = failed_point(_point("c2", 3), "skipped", "converged: ...")
+    assert final_status([*ok, skipped]) == ("complete", None)
+    assert final_status([*ok, failed_point(_point("c2", 3), "skipped", "does not fit")])[0] == "partial"
+
+
+def test_adaptive_repeats_run_every_repeat_when_the_interval_stays_wide(tmp_path):
+    res, run = _run_fake(tmp_path, "--repeats", "4", "--repeat-until", "output_tok_s:0.000001")
+    assert res.exit_code == 0, res.output
+    assert [p["status"] for p in run["points"]] == ["ok"] * 4
+
+
+def test_a_bad_repeat_until_is_a_one_line_usage_error():
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    res = CliRunner().invoke(cli, ["run", "--repeat-until", "tok_s_per_gpu"])
+    assert res.exit_code == 2 and "expected METRIC:SHARE" in res.output
+    res = CliRunner().invoke(cli, ["run", "--engine", "endpoint", "--url", "http://127.0.0.1:9", "--repeat-until",
+                                   "nonsense:0.1"])
+    assert res.exit_code != 0 and "repeat_until" in res.output

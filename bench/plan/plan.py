@@ -43,6 +43,7 @@ from bench.plan.sweepfile import (
     OfflineLevels,
     PreflightSettings,
     RateLevels,
+    RepeatUntil,
     SweepSpec,
     apply_overrides,
     gpus_problem,
@@ -102,6 +103,7 @@ class Plan(BaseModel):
     telemetry: str = "auto"
     out_dir: str | None = None
     seed: int = 0
+    repeat_until: RepeatUntil | None = None  # issue 20 item 2: adaptive repeats; None: every repeat runs
 
     def points_for(self, config_id: str) -> list[PointSpec]:
         """The runnable points of one engine configuration, in run order."""
@@ -185,6 +187,7 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
         telemetry=sweep.telemetry,
         out_dir=sweep.out,
         seed=sweep.seed,
+        repeat_until=sweep.repeat_until,
     )
 
 
