@@ -124,7 +124,16 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         raise ConfigError(f"no valid load points for model '{model}' (models with data: {known})")
     scenarios = _scenarios(table, scenario_names)
     cost_columns = [f"{f}__{s}" for s in scenarios for f in ("usd_per_mtok_output", "usd_per_mtok_total", "utilization")]
+    from bench.analysis.accuracy import GATE_FAILED, gate_failed, mark_failed, series_accuracy
+
+    accuracy = series_accuracy(rows)
+    all_rows, rows = rows, rows[~gate_failed(rows)]  # a configuration failing its gate: never matched, never a win
     compared = compare_with_intervals(rows, model, op, baseline, cost_columns)
+    if accuracy:
+        gated = [{"series": s, "status": GATE_FAILED} for s in sorted(accuracy)
+                 if s not in set(compared.get("series", []))]
+        compared = pd.concat([compared, pd.DataFrame(gated)], ignore_index=True) if gated else compared
+        compared["accuracy"] = [accuracy.get(s) for s in compared["series"]]
     expl = None
     if explain is not None:
         from bench.analysis.explain import explain as explain_pair
@@ -134,7 +143,7 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         expl = explain_pair(compare_with_intervals(rows, model, op, baseline, explain_columns(scenario)), a, b, scenario)
     from bench.analysis.powerscope import power_scopes
 
-    scopes, scope_note = power_scopes(rows)
+    scopes, scope_note = power_scopes(all_rows)
     if not compared.empty:
         compared["power_scope"] = [scopes.get(label) for label in compared["series"]]
     named = baseline_names(compared)  # a baseline is one of the series compared, or none is named
@@ -154,22 +163,23 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
     columns: list[Any] = ["series", "status", ("n_repeats", "repeats"),
                           *((k, metric_label(k, short=True)) for k in (X, Y)), *_ratio_columns(Y),
                           ("j_per_token", metric_label("j_per_token", short=True)), *_ratio_columns("j_per_token"),
-                          ("power_scope", "power scope")]
+                          ("power_scope", "power scope"), *([("accuracy", "accuracy")] if accuracy else [])]
     for s in scenarios:
         columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok output ({s})"),
                     *_ratio_columns(f"usd_per_mtok_output__{s}"), (f"utilization__{s}", "util.")]
     if runs is not None:
-        used = [r for r in runs if r[0] in set(rows["run_id"])]
-        points, provenance = _with_invalid(rows, runs, model), provenance_rows(used)
+        used = [r for r in runs if r[0] in set(all_rows["run_id"])]
+        points, provenance = _with_invalid(all_rows, runs, model), provenance_rows(used)
         synthetic = any(run.extra.get("synthetic") for _, run in used)
     else:
         if points is None:  # the TypeError indexing None gave, with its cause
             raise TypeError("compare_report: `points` stands in for `runs` when runs is None")
         points = points[points["model"] == model]
-        provenance = provenance_from_points(points[points["run_id"].isin(set(rows["run_id"]))])
+        provenance = provenance_from_points(points[points["run_id"].isin(set(all_rows["run_id"]))])
         synthetic = bool(points["synthetic"].fillna(False).any())
         points = points.assign(valid=points["valid"].fillna(False).astype(bool),
                                reasons=points["invalid_reasons"].fillna("").astype(str))
+    points = mark_failed(points)  # drawn as x markers with the reason, never on a front
     n_invalid = int((~points["valid"].astype(bool)).sum())
     refs = None
     if reference:
