@@ -69,10 +69,16 @@ def compare(results, url, model, hardware, baseline, explain, at_interactivity, 
         explain_args = (*explain, scenarios[0] if scenarios else default_scenario(table))
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
                          list(scenarios) or None, reference=reference, points=points, explain=explain_args)
-    shown = ["series", "status", "n_repeats", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
-             "tok_s_per_gpu_vs_baseline_ci95", "tok_s_per_gpu_vs_baseline_verdict", "j_per_token"]
+    from bench.measure.groups import metric_label
+
+    shown = [("series", "series"), ("status", "status"), ("n_repeats", "repeats"),
+             ("interactivity_tok_s_user", metric_label("interactivity_tok_s_user", short=True)),
+             ("tok_s_per_gpu", metric_label("tok_s_per_gpu", short=True)), ("tok_s_per_gpu_vs_baseline", "x base"),
+             ("tok_s_per_gpu_vs_baseline_ci95", "x base 95% CI"), ("tok_s_per_gpu_vs_baseline_verdict", "verdict"),
+             ("j_per_output_token", metric_label("j_per_output_token", short=True)), ("power_scope", "power scope"),
+             ("accuracy", "accuracy")]
     rows = rep.table.astype(object).where(rep.table.notna(), None).to_dict("records")
-    click.echo(format_table(rows, [c for c in shown if c in rep.table]))
+    click.echo(format_table(rows, [c for c in shown if c[0] in rep.table]))
     for warning in rep.warnings:
         click.echo(f"bench: warning: {terminal_text(warning)}", err=True)
     if reference:
