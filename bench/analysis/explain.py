@@ -8,9 +8,10 @@ split where bench knows the parts:
 - $ per GPU-hour (ownership): capital, electricity (measured power x host x PUE x $/kWh) and
   O&M, one after the other (A's part replaced by B's in that order: the split of a ratio of
   sums depends on the order, the product does not); renting: the hourly price, one factor;
-- throughput per GPU: the roofline bound (tok_s_per_gpu / roofline_efficiency: the card's
-  bandwidth and FLOPS and the precision's bytes), the share of that bound reached (roofline
-  efficiency), and the output share of all tokens (1 for the same workload);
+- output throughput per GPU: the roofline bound per GPU (output_tok_s_per_gpu /
+  roofline_efficiency, the decode bound in output tok/s: the card's bandwidth and FLOPS and the
+  precision's bytes, measure/roofline.py) and the share of that bound reached (roofline
+  efficiency = output tok/s / bound);
 - a last factor, "repeats averaged / interpolated", is the measured ratio over the product of
   the others: exactly 1 for measured single-run points; a mean of $/Mtok over repeats is not
   the price over the mean throughput, nor is a value read between two points.
@@ -143,20 +144,18 @@ def _parts(row: pd.Series, scenario: str) -> tuple[float, float, float] | None:
 
 
 def _throughput_factors(ra: pd.Series, rb: pd.Series) -> list[Factor]:
-    """Output tok/s per GPU A / B, split into the roofline bound, the share of it reached and
-    the output share of all tokens when the roofline is known."""
+    """Output tok/s per GPU A / B, split into the roofline bound and the share of it reached
+    when the roofline is known (output tok/s = efficiency x bound, measure/roofline.py)."""
     oa, ob = _get(ra, "output_tok_s_per_gpu"), _get(rb, "output_tok_s_per_gpu")
     if not oa or not ob:
         return []
-    ta, tb = _get(ra, "tok_s_per_gpu"), _get(rb, "tok_s_per_gpu")
     ea, eb = _get(ra, "roofline_efficiency"), _get(rb, "roofline_efficiency")
-    if not (ta and tb and ea and eb):
+    if not (ea and eb):
         return [Factor("throughput per GPU (output tok/s), inverse", oa / ob, oa, ob, "output tok/s per GPU")]
-    ba, bb = ta / ea, tb / eb
+    ba, bb = oa / ea, ob / eb
     return [
-        Factor("roofline bound per GPU (card x precision), inverse", ba / bb, ba, bb, "tok/s per GPU, all tokens"),
+        Factor("roofline bound per GPU (card x precision), inverse", ba / bb, ba, bb, "output tok/s per GPU"),
         Factor("roofline efficiency (share of the bound reached), inverse", ea / eb, ea, eb, "share"),
-        Factor("output share of all tokens, inverse", (oa / ta) / (ob / tb), oa / ta, ob / tb, "share"),
     ]
 
 
