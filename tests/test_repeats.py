@@ -143,3 +143,31 @@ def test_a_bad_repeat_until_is_a_one_line_usage_error():
     res = CliRunner().invoke(cli, ["run", "--engine", "endpoint", "--url", "http://127.0.0.1:9", "--repeat-until",
                                    "nonsense:0.1"])
     assert res.exit_code != 0 and "repeat_until" in res.output
+
+
+def test_the_table_rows_of_a_points_repeats_carry_its_intervals():
+    from pathlib import Path
+
+    from bench.measure.intervals import summarize
+    from bench.results import read_summary
+    from bench.store.rows import point_rows
+
+    run = read_summary(Path(__file__).resolve().parent.parent / "results" / "cpu-host" /
+                       "20261201T185745Z_run-tiny-llama")
+    first = run.points[0]
+    copies = []
+    for r, k in ((1, 1.02), (2, 0.97)):
+        metrics = first.metrics.model_copy(update={"tok_s_per_gpu": first.metrics.tok_s_per_gpu * k})
+        copies.append(first.model_copy(update={"point_id": first.point_id.replace("_r0", f"_r{r}"),
+                                               "metrics": metrics}))
+    run = run.model_copy(update={"points": [first, *copies, *run.points[1:]]})
+    rows = {r["point_id"]: r for r in point_rows("rid", run, model_info=lambda _: {})}
+    values = [first.metrics.tok_s_per_gpu * k for k in (1, 1.02, 0.97)]
+    iv = summarize(values)
+    for pid in (first.point_id, copies[0].point_id, copies[1].point_id):
+        row = rows[pid]
+        assert row["repeat_of"] == first.point_id[: -len("_r0")] and row["repeats_n"] == 3
+        assert row["tok_s_per_gpu_mean"] == pytest.approx(iv.mean)
+        assert (row["tok_s_per_gpu_ci95_lo"], row["tok_s_per_gpu_ci95_hi"]) == (pytest.approx(iv.lo), pytest.approx(iv.hi))
+    single = rows[run.points[3].point_id]
+    assert single["repeats_n"] == 1 and single["tok_s_per_gpu_sd"] is None

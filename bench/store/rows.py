@@ -70,6 +70,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
                   "driver_version": prov.get("driver_version"), "harness_git_sha": run.harness.git_sha,
                   "synthetic": bool(run.extra.get("synthetic"))}
     rows = []
+    repeats = _repeat_columns(run)
     for p in run.points:
         if p.status != "ok" or not (p.valid or include_invalid):
             continue
@@ -97,8 +98,27 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
         }
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}
+        row |= repeats.get(p.point_id, {})
         rows.append(row)
     return rows
+
+
+def _repeat_columns(run: RunResult) -> dict[str, dict[str, Any]]:
+    """{point id: REPEAT_COLUMNS} of every point of `run` that is a valid repeat of its load point."""
+    from bench.results.repeats import repeat_summaries
+    from bench.store.schema import REPEAT_FIGURES
+
+    out: dict[str, dict[str, Any]] = {}
+    for s in repeat_summaries(run):
+        if s.invalid:
+            continue
+        cols: dict[str, Any] = {"repeat_of": s.point, "repeats_n": s.n}
+        for f in REPEAT_FIGURES:
+            iv = s.figures.get(f)
+            if iv is not None:
+                cols |= {f"{f}_mean": iv.mean, f"{f}_sd": iv.sd, f"{f}_ci95_lo": iv.lo, f"{f}_ci95_hi": iv.hi}
+        out |= dict.fromkeys(s.point_ids, cols)
+    return out
 
 
 def catalog_model_info(model_key: str | None) -> dict:
