@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.analysis.cellformat import fmt
 from bench.cli.progress import Progress, summary_table
 from bench.measure.groups import CostFigures, Metrics
 from bench.results import read_summary
@@ -142,7 +143,7 @@ def test_a_cpu_host_run_prints_dollars_per_mtok_and_labels_nominal_energy(tmp_pa
     assert cost.usd_per_gpu_hour == hw.prices.rental_usd_per_gpu_hour.value
     text = summary_table(result)
     cells = _cells(text, p.point_id)
-    assert cells["$/Mtok_out"] == f"{cost.usd_per_mtok_output:.3g}"
+    assert cells["$/Mtok_out"] == fmt(cost.usd_per_mtok_output)  # the one cell formatter, never 1e-05
     assert cells["energy"] == "nominal*"
     assert "$/Mtok under scenario 'rental-on-demand' at utilization 1" in text.splitlines()
     assert "* energy estimated from nominal catalog power (not measured)" in text.splitlines()
