@@ -75,7 +75,8 @@ def final_status(points) -> tuple[RunStatus, str | None]:
     n_skipped = sum(1 for p in points if p.status == "skipped")
     n_failed = len(points) - n_ok - n_skipped
     # a repeat left out because its point's interval converged (adaptive repeats) is done as asked
-    n_converged = sum(1 for p in points if p.status == "skipped" and (p.error or "").startswith(CONVERGED))
+    n_converged = sum(1 for p in points
+                      if p.status == "skipped" and (getattr(p, "error", None) or "").startswith(CONVERGED))
     if n_ok + n_converged == len(points) and n_ok:
         return "complete", None
     counts = f"{n_ok} ok, {n_failed} failed, {n_skipped} skipped of {len(points)} points"
