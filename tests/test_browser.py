@@ -128,8 +128,8 @@ def column(page, table: str, index: int) -> list[str]:
 def test_run_page_and_sorting(browser, pages):
     page, problems = open_page(browser, pages["run"])
     plots = page.evaluate(TRACES_JS)
-    assert len(plots) == 4  # throughput, energy, latency, power
-    samples = [t["n"] for t in plots[3]]
+    assert len(plots) == 5  # throughput, energy, latency, $/Mtok output, power
+    samples = [t["n"] for t in plots[4]]
     assert len(samples) == 2 and samples[0] == samples[1] > 2  # one line per GPU of the 2-GPU run, every sample
     assert any(t["kind"] == "invalid" and t["symbol"] == "x-thin-open" for t in plots[0])
     headers = page.eval_on_selector_all("#points-table th", "hs => hs.map(h => h.textContent)")

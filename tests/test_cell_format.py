@@ -15,7 +15,7 @@ from bench.cli.textable import format_table
 
 @pytest.mark.parametrize(("value", "text"), [
     (float("nan"), "-"), (None, "-"), (pd.NA, "-"), (12345.6, "12346"), (1000.0, "1000"), (-2500.4, "-2500"),
-    (999.96, "1000"), (999.4, "999.4"), (0.012345, "0.01235"), (1e-5, "1e-05"), (3.0, "3"), (7, "7"),
+    (999.96, "1000"), (999.4, "999.4"), (0.012345, "0.01235"), (1e-5, "0.00001"), (1.2345e-05, "0.00001234"), (-3.3e-7, "-0.00000033"), (3.0, "3"), (7, "7"),
     (math.inf, "inf"), (True, "yes"), (False, "no"),
 ])
 def test_the_reports_and_the_terminal_show_a_cell_alike(value, text):

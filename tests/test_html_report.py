@@ -128,7 +128,7 @@ def test_run_report_marks_invalid_latency_and_never_shows_a_zero_tpot(tmp_path):
     from bench.analysis.report import run_report
 
     rep = run_report(run, tmp_path / "again")
-    assert set(rep.figures) == {"throughput", "energy", "latency", "power"}
+    assert set(rep.figures) == {"throughput", "energy", "latency", "cost", "power"}
     drawn = {(round(x, 6)) for t in rep.figures["throughput"].data if t.meta["kind"] != "front" for x in t.x}
     assert len(drawn) == 3  # c1, c4 valid, c8 invalid; c2 (TPOT 0) and the failed c16 are not drawn
     assert kinds(rep.figures["power"]) == {"power": 1}

@@ -15,7 +15,7 @@ def test_a_labelled_field_has_an_axis_title_and_a_header():
     assert {X, Y, "output_tok_s_per_gpu", "j_per_token", "j_per_output_token"} <= set(labelled)
     for name, shown in labelled.items():
         assert metric_label(name) == shown["label"] and metric_label(name, short=True) == shown["short"]
-    assert metric_label(X) == "interactivity (output tok/s per user)" and metric_label(Y, short=True) == "tok/s/GPU"
+    assert metric_label(X) == "interactivity (output tok/s per user)" and metric_label(Y, short=True) == "tok/s/GPU (in+out)"
     assert metric_label("ttft_s_p99", short=True) == "TTFT p99 (s)" and metric_label("run_id") == "run_id"
 
 

@@ -131,7 +131,7 @@ def test_run_report_lists_every_point_with_reasons(tmp_path):
     assert text.split("## Cost")[0].count("| c00") == 5
     assert '"engine_version": "0.0.0-synthetic"' in text
     cost = text.split("## Cost as stored with the run")[1].split("## Plots")[0]
-    assert "$/Mtok out (synthetic-rental)" in cost and cost.count("| c00") == 4  # the failed point has none
+    assert "$/Mtok output (synthetic-rental)" in cost and cost.count("| c00") == 4  # the failed point has none
     points = pd.read_csv(out / "points.csv")
     assert list(points["valid"]) == [True, True, True, False, False]
     for name in ("throughput_vs_interactivity.png", "j_per_token_vs_interactivity.png", "power_over_time.png"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.analysis.cellformat import fmt
 from bench.cli.progress import Progress, summary_table
 from bench.measure.groups import CostFigures, Metrics
 from bench.results import read_summary
@@ -52,7 +53,8 @@ def _row(text: str, point_id: str) -> str:
 def _cells(text: str, point_id: str) -> dict[str, str]:
     """The table row of `point_id` as {header: cell} (cells hold no spaces in these tables)."""
     header = text.splitlines()[0].replace("out tok/s", "out_tok/s").replace(" p50 ms", "_p50_ms") \
-        .replace(" p99 ms", "_p99_ms").replace("$/Mtok out", "$/Mtok_out")
+        .replace(" p99 ms", "_p99_ms").replace("$/Mtok out", "$/Mtok_out").replace(" (in+out)", "_in+out") \
+        .replace("J/output tok", "J/output_tok")
     row = _row(text, point_id).replace("conc ", "conc_")
     return dict(zip(header.split(), row.split()))
 
@@ -141,7 +143,7 @@ def test_a_cpu_host_run_prints_dollars_per_mtok_and_labels_nominal_energy(tmp_pa
     assert cost.usd_per_gpu_hour == hw.prices.rental_usd_per_gpu_hour.value
     text = summary_table(result)
     cells = _cells(text, p.point_id)
-    assert cells["$/Mtok_out"] == f"{cost.usd_per_mtok_output:.3g}"
+    assert cells["$/Mtok_out"] == fmt(cost.usd_per_mtok_output)  # the one cell formatter, never 1e-05
     assert cells["energy"] == "nominal*"
     assert "$/Mtok under scenario 'rental-on-demand' at utilization 1" in text.splitlines()
     assert "* energy estimated from nominal catalog power (not measured)" in text.splitlines()

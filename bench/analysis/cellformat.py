@@ -2,10 +2,12 @@
 terminal tables. Light (no pandas): the CLI's tables import it.
 
     fmt(0.012345) == "0.01235"; fmt(12345.6) == "12346"; fmt(float("nan")) == fmt(None) == "-"
+    fmt(1.2345e-05) == "0.00001234"   # never scientific notation
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 WHOLE_FROM = 1000  # from here up a float shows no decimals (an exponent is hard to read in a table)
@@ -29,5 +31,10 @@ def fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= WHOLE_FROM else f"{value:.4g}"
+        if abs(value) >= WHOLE_FROM:
+            return f"{value:.0f}"
+        text = f"{value:.4g}"
+        if "e" in text and abs(value) >= 1e-15:  # below 1e-4: positional, 4 significant digits, never 1.234e-05
+            text = f"{value:.{3 - math.floor(math.log10(abs(value)))}f}".rstrip("0")
+        return text
     return str(value)

@@ -94,7 +94,15 @@ def point_hover(row: dict, lines: list[str]) -> str:
         f"engine {r.get('engine')} {r.get('engine_version') or ''} · {r.get('n_gpus')} GPU(s)",
         f"device {r.get('device_name') or '-'} · harness {r.get('harness_version') or '-'} · {r.get('run_date') or ''}",
         f"energy: {energy}",
+        *([f"accuracy: {_accuracy(row)}"] if "accuracy_passed" in row else []),
     ])
+
+
+def _accuracy(row: dict) -> str:
+    """The accuracy gate's verdict and score of a point (issue 20 item 1's columns)."""
+    passed, score = row.get("accuracy_passed"), row.get("accuracy_score")
+    verdict = "not run" if not _num(passed) else ("passed" if bool(passed) else "FAILED")
+    return verdict + (f" ({score:.4g})" if _num(score) else "")
 
 
 def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: str | None = None,

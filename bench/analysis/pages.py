@@ -64,7 +64,8 @@ def _row_class(r: dict) -> str:
 
 def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, compared_columns: list,
                  points: pd.DataFrame, scenarios: list[str], runs_rows: list[dict], runs_columns: list,
-                 refs: tuple[list[PublishedResult], bool] | None = None, synthetic: bool = False) -> Page:
+                 refs: tuple[list[PublishedResult], bool] | None = None, synthetic: bool = False,
+                 explanation: Any = None) -> Page:
     """compare.html: the plots against interactivity, latency per load, and every table."""
     ref_rows, matched = refs if refs else ([], True)
     figs: dict[str, Any] = {
@@ -76,6 +77,10 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
     figs["cost"] = cost_figure(points, scenarios, f"{model}: $ per million output tokens",
                                lambda metric: ref_points(ref_rows, metric))
     figs["latency"] = latency_figure(points, f"{model}: latency percentiles per load (p50 solid, p99 dotted)")
+    if explanation is not None:  # bench compare --explain A B: the waterfall panel
+        from bench.analysis.explain import waterfall_figure
+
+        figs["explain"] = waterfall_figure(explanation)
     point_rows = point_table_rows(points)
     parts = [page.heading(f"{model}: comparison across hardware", 1), page.paragraph(lead, "lead")]
     if synthetic:
@@ -89,6 +94,13 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
         parts.append(page.paragraph(note, "note"))
     for i, fig in enumerate(figs.values()):
         parts.append(page.figure_html(fig, f"plot-{i}"))
+    if explanation is not None:
+        from bench.analysis.explain import EXPLAIN_COLUMNS
+
+        parts += [page.heading(f"Why {explanation.b} costs {explanation.ratio:.4f} x {explanation.a}"),
+                  page.paragraph("The factors of the cost law multiply to the measured $/Mtok ratio; sparsity "
+                                 "explains, it is never multiplied in."),
+                  page.table_html(explanation.rows(), EXPLAIN_COLUMNS, table_id="explain-table")]
     parts += [page.heading("Matched operating point"),
               page.table_html(compared.astype(object).where(compared.notna(), None).to_dict("records"),
                               compared_columns, table_id="compare-table"),
@@ -104,13 +116,17 @@ def compare_page(path: Path, model: str, lead: str, compared: pd.DataFrame, comp
 def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows: list[dict], table_columns: list,
              cost_rows: list[dict], cost_columns: list, power: pd.DataFrame | None,
              windows: list[tuple[str, float | None, float | None]], about: str, synthetic: bool = False,
-             server_metrics: pd.DataFrame | None = None, time_parts: list[str] | None = None) -> Page:
+             server_metrics: pd.DataFrame | None = None, time_parts: list[str] | None = None,
+             cost_scenarios: list[str] | None = None,
+             repeat_table: tuple[list[dict], list] | None = None) -> Page:
     """report.html of one run: plots of its ok points (invalid marked), power, server metrics, the tables."""
     figs: dict[str, Any] = {
         "throughput": interactivity_figure(points, "output_tok_s_per_gpu", f"{title}: output throughput per GPU"),
         "energy": interactivity_figure(points, "j_per_output_token", f"{title}: energy per output token"),
         "latency": latency_figure(points, f"{title}: latency percentiles per load (p50 solid, p99 dotted)"),
     }
+    if cost_scenarios:  # $ per million output tokens, the basis of the cost table
+        figs["cost"] = cost_figure(points, cost_scenarios, f"{title}: $ per million output tokens")
     if power is not None:
         figs["power"] = power_figure(power, f"{title}: board power over time (measurement windows shaded)", windows)
     if server_metrics is not None:
@@ -127,6 +143,9 @@ def run_page(path: Path, title: str, lead: str, points: pd.DataFrame, table_rows
               page.table_html(table_rows, present(table_rows, table_columns), _row_class, "points-table"),
               page.heading("Cost as stored with the run"),
               page.table_html(cost_rows, cost_columns, table_id="cost-table") if cost_rows and len(cost_columns) > 1
-              else page.paragraph("No cost figures stored."),
-              page.heading("Provenance"), page.preformatted(about, "run configuration and provenance (JSON)")]
+              else page.paragraph("No cost figures stored.")]
+    if repeat_table and repeat_table[0]:
+        parts += [page.heading("Over repeats (Student-t 95% interval of the mean)"),
+                  page.table_html(repeat_table[0], repeat_table[1], table_id="repeats-table")]
+    parts += [page.heading("Provenance"), page.preformatted(about, "run configuration and provenance (JSON)")]
     return Page(page.write_page(path, title, parts), figs)

@@ -126,7 +126,8 @@ def match_series(rows: pd.DataFrame, op: Operating, metrics: list[str]) -> tuple
 
 def compare_table(table: pd.DataFrame, model: str, op: Operating, baseline: str | None = "h100-sxm",
                   cost_columns: list[str] | None = None) -> pd.DataFrame:
-    """One row per series of MODEL at the operating point, with ratios against BASELINE.
+    """One row per series of MODEL at the operating point, with ratios against BASELINE (a
+    series label: every row divides by that series; else a hardware id, as follows).
 
     Ratios (`<metric>_vs_baseline`) divide by the baseline series with the same precision,
     KV dtype, engine and GPU count when the baseline hardware has one, else by the baseline
@@ -148,17 +149,28 @@ def compare_table(table: pd.DataFrame, model: str, op: Operating, baseline: str 
         return frame
     base = _baseline_rows(frame, baseline)
     ratio_cols = RATIO_METRICS + [c for c in cost_columns if c.startswith("usd_")]
-    picks = [_pick_baseline(r, base) if base is not None else None for _, r in frame.iterrows()]  # once per series
+    if base is not None and baseline in set(frame["series"]):  # one named series: every row divides by it
+        picks = [base.iloc[0] for _ in range(len(frame))]
+    else:
+        picks = [_pick_baseline(r, base) if base is not None else None for _, r in frame.iterrows()]
     frame["baseline_series"] = [p["series"] if p is not None else None for p in picks]
     for m in ratio_cols:
         frame[f"{m}_vs_baseline"] = [_ratio(v, p[m] if p is not None else math.nan) for v, p in zip(frame[m], picks)]
     return frame
 
 
+def baseline_names(frame: pd.DataFrame) -> list[str]:
+    """The series the ratios of a compare_table frame divide by (none: no baseline found)."""
+    if frame.empty or "baseline_series" not in frame:
+        return []
+    return sorted({b for b in frame["baseline_series"] if isinstance(b, str)})
+
+
 def _baseline_rows(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame | None:
     if not baseline:
         return None
-    base = frame[(frame["hardware"] == baseline) & frame[Y].notna()]
+    named = frame["series"] == baseline  # a series label, else a hardware id
+    base = frame[(named if named.any() else frame["hardware"] == baseline) & frame[Y].notna()]
     return None if base.empty else base
 
 

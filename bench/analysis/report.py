@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.cells import cell_text, fmt
-from bench.analysis.pareto import Operating, X, Y, compare_table
+from bench.analysis.pareto import Operating, X, Y, baseline_names
 from bench.analysis.plots import (
     Plot,
     metric_vs_interactivity,
@@ -24,6 +24,7 @@ from bench.analysis.plots import (
     server_metrics_over_time,
     throughput_vs_interactivity,
 )
+from bench.analysis.significance import compare_with_intervals
 from bench.analysis.timebreak import html_parts, markdown_section
 from bench.errors import ConfigError
 from bench.escape import csv_safe, md_text
@@ -43,6 +44,8 @@ class Report:
     status: str | None = None  # one run's status as it stands now ("stale (process gone)" included)
     html: Path | None = None  # the interactive page
     figures: dict[str, Any] = field(default_factory=dict)  # its plotly figures by name
+    explanation: Any = None  # bench.analysis.explain.Explanation of `bench compare --explain A B`
+    warnings: list[str] = field(default_factory=list)  # one line each, for the terminal (a power-scope mix)
 
 
 __all__ = ["PROVENANCE_COLUMNS", "Report", "compare_report", "fmt", "markdown_table", "run_report"]
@@ -109,19 +112,43 @@ PROVENANCE_COLUMNS = ["run_id", "date", "hardware", "device", "n_gpus", "precisi
 def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None, model: str, out_dir: Path,
                    op: Operating, baseline: str | None = "h100-sxm",
                    scenario_names: list[str] | None = None, reference: bool = False,
-                   points: pd.DataFrame | None = None) -> Report:
+                   points: pd.DataFrame | None = None, explain: tuple[str, str, str] | None = None) -> Report:
     """Compare every series of MODEL in a cost-model table; writes report.md, compare.html,
     compare.csv, plots. With `reference`, published figures (published.yaml) are drawn and
     tabled beside the measured ones, labelled `source: published`. Without `runs`, `points`
     (every ok point of MODEL with its run columns: bench.store.query.compare_points) stands
-    in for them."""
+    in for them. With `explain` (series A, series B, scenario), the $/Mtok ratio B / A is
+    decomposed into the cost law's factors (bench.analysis.explain): a table and a waterfall."""
     rows = table[table["model"] == model]
     if rows.empty:
         known = ", ".join(sorted(set(table["model"].dropna()))) or "none"
         raise ConfigError(f"no valid load points for model '{model}' (models with data: {known})")
     scenarios = _scenarios(table, scenario_names)
     cost_columns = [f"{f}__{s}" for s in scenarios for f in ("usd_per_mtok_output", "usd_per_mtok_total", "utilization")]
-    compared = compare_table(rows, model, op, baseline, cost_columns)
+    from bench.analysis.accuracy import GATE_FAILED, gate_failed, mark_failed, series_accuracy
+
+    accuracy = series_accuracy(rows)
+    all_rows, rows = rows, rows[~gate_failed(rows)]  # a configuration failing its gate: never matched, never a win
+    compared = compare_with_intervals(rows, model, op, baseline, cost_columns)
+    if accuracy:
+        gated = [{"series": s, "status": GATE_FAILED} for s in sorted(accuracy)
+                 if s not in set(compared.get("series", []))]
+        compared = pd.concat([compared, pd.DataFrame(gated)], ignore_index=True) if gated else compared
+        compared["accuracy"] = [accuracy.get(s) for s in compared["series"]]
+    expl = None
+    if explain is not None:
+        from bench.analysis.explain import explain as explain_pair
+        from bench.analysis.explain import explain_columns
+
+        a, b, scenario = explain
+        expl = explain_pair(compare_with_intervals(rows, model, op, baseline, explain_columns(scenario)), a, b, scenario)
+    from bench.analysis.powerscope import power_scopes
+
+    scopes, scope_note = power_scopes(all_rows)
+    if not compared.empty:
+        compared["power_scope"] = [scopes.get(label) for label in compared["series"]]
+    named = baseline_names(compared)  # a baseline is one of the series compared, or none is named
+    base_text = ", ".join(named) if named else (f"none (no series on {baseline})" if baseline else "none")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_safe(compared).to_csv(out_dir / "compare.csv", index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
@@ -134,24 +161,26 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         plots.append(metric_vs_interactivity(rows, f"usd_per_mtok_output__{s}", out_dir / f"usd_per_mtok_{s}.png",
                                              f"{model}: $ per million output tokens ({s})",
                                              ylabel="$ / Mtok output"))
-    columns: list[Any] = ["series", "status", *((k, metric_label(k, short=True)) for k in (X, Y)),
-                          (f"{Y}_vs_baseline", "x base"), ("j_per_token", metric_label("j_per_token", short=True)),
-                          ("j_per_token_vs_baseline", "x base")]
+    columns: list[Any] = ["series", "status", ("n_repeats", "repeats"),
+                          *((k, metric_label(k, short=True)) for k in (X, Y)), *_ratio_columns(Y),
+                          ("j_per_token", metric_label("j_per_token", short=True)), *_ratio_columns("j_per_token"),
+                          ("power_scope", "power scope"), *([("accuracy", "accuracy")] if accuracy else [])]
     for s in scenarios:
-        columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok out ({s})"),
-                    (f"usd_per_mtok_output__{s}_vs_baseline", "x base"), (f"utilization__{s}", "util.")]
+        columns += [(f"usd_per_mtok_output__{s}", f"$/Mtok output ({s})"),
+                    *_ratio_columns(f"usd_per_mtok_output__{s}"), (f"utilization__{s}", "util.")]
     if runs is not None:
-        used = [r for r in runs if r[0] in set(rows["run_id"])]
-        points, provenance = _with_invalid(rows, runs, model), provenance_rows(used)
+        used = [r for r in runs if r[0] in set(all_rows["run_id"])]
+        points, provenance = _with_invalid(all_rows, runs, model), provenance_rows(used)
         synthetic = any(run.extra.get("synthetic") for _, run in used)
     else:
         if points is None:  # the TypeError indexing None gave, with its cause
             raise TypeError("compare_report: `points` stands in for `runs` when runs is None")
         points = points[points["model"] == model]
-        provenance = provenance_from_points(points[points["run_id"].isin(set(rows["run_id"]))])
+        provenance = provenance_from_points(points[points["run_id"].isin(set(all_rows["run_id"]))])
         synthetic = bool(points["synthetic"].fillna(False).any())
         points = points.assign(valid=points["valid"].fillna(False).astype(bool),
                                reasons=points["invalid_reasons"].fillna("").astype(str))
+    points = mark_failed(points)  # drawn as x markers with the reason, never on a front
     n_invalid = int((~points["valid"].astype(bool)).sum())
     refs = None
     if reference:
@@ -160,16 +189,20 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
         refs = select_published(model)
     text = [
         f"# {md_text(model)}: comparison across hardware", "",
-        f"Operating point: **{op.describe()}**. Baseline: **{md_text(baseline or 'none')}**.",
+        f"Operating point: **{op.describe()}**. Baseline: **{md_text(base_text)}**.",
+        ("Ratios carry their 95% interval over repeats (delta method; docs/compare.md) and a verdict; "
+         "a series measured once is labelled `single run`, with no interval."),
         ("Matched by piecewise-linear interpolation along each series' Pareto front of throughput per GPU "
          "vs interactivity; targets outside a series' measured range are not extrapolated. "
          "$/Mtok assumes the utilization shown (share of hours serving at this load)."), "",
         markdown_table(compared.to_dict("records"), columns), "",
+        *([f"> **{md_text(scope_note)}**", ""] if scope_note else []),
         *([f"{n_invalid} invalid load point(s) left out of the matching; compare.html shows them marked.", ""]
           if n_invalid else []),
         *_synthetic_note(synthetic),
         *_spec_section(rows),  # speculative decoding (issue 21)
         *(_reference_section(model, *refs) if refs else []),
+        *(_explain_section(expl) if expl is not None else []),
         "## Plots", "", "Interactive: [compare.html](compare.html).", "",
         *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
         "## Runs used", "", markdown_table(provenance, PROVENANCE_COLUMNS), "",
@@ -178,11 +211,12 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
     path.write_text("\n".join(text))
     from bench.analysis.pages import compare_page
 
-    lead = (f"Operating point: {op.describe()}. Baseline: {baseline or 'none'}. {len(provenance)} runs, "
-            f"{len(points)} load points ({n_invalid} invalid).")
+    lead = (f"Operating point: {op.describe()}. Baseline: {base_text}. {len(provenance)} runs, "
+            f"{len(points)} load points ({n_invalid} invalid)." + (f" {scope_note}" if scope_note else ""))
     html = compare_page(out_dir / "compare.html", model, lead, compared, columns, points, scenarios,
-                        provenance, PROVENANCE_COLUMNS, refs, synthetic=synthetic)
-    return Report(path, compared, plots, html=html.path, figures=html.figures)
+                        provenance, PROVENANCE_COLUMNS, refs, synthetic=synthetic, explanation=expl)
+    return Report(path, compared, plots, html=html.path, figures=html.figures, explanation=expl,
+                  warnings=[scope_note] if scope_note else [])
 
 
 def run_report(run_dir: Path, out_dir: Path) -> Report:
@@ -215,15 +249,31 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     if server_metrics is not None:
         plots.append(server_metrics_over_time(server_metrics, out_dir / "server_metrics_over_time.png",
                                               windows=windows))
+    # one token basis per column, named; latencies in ms (the results keep seconds)
     columns: list[str | tuple[str, str]] = [
                "point_id", "load", "status", "valid", "reasons", "n_requests", (Y, metric_label(Y, short=True)),
-               (X, metric_label(X, short=True)), "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate",
-               "avg_power_w", "energy_method", "j_per_token", "roofline_efficiency", "prefix_cache_hit_rate",
-               "running_requests_max", "preemptions_in_window"]
+               ("output_tok_s_per_gpu", metric_label("output_tok_s_per_gpu", short=True)),
+               (X, metric_label(X, short=True)), *_MS_COLUMNS, "error_rate",
+               ("avg_power_w", "power (W)"), "energy_method", ("j_per_token", metric_label("j_per_token", short=True)),
+               ("j_per_output_token", metric_label("j_per_output_token", short=True)), "roofline_efficiency",
+               "prefix_cache_hit_rate", "running_requests_max", "preemptions_in_window"]
     costs = [_cost_row(p) for p in run.points if p.status == "ok"]
     scenarios = sorted({k.split("__", 1)[1] for row in costs for k in row if "__" in k})
     cost_columns: list[str | tuple[str, str]] = ["point_id"]
-    cost_columns += [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok out ({s})"), (f"util__{s}", "util."))]
+    cost_columns += [c for s in scenarios for c in ((f"usd__{s}", f"$/Mtok output ({s})"), (f"util__{s}", "util."))]
+    by_point = {row["point_id"]: row for row in costs}
+    ok_points = ok_points.assign(**{f"usd_per_mtok_output__{s}": [by_point.get(pid, {}).get(f"usd__{s}")
+                                                                 for pid in ok_points["point_id"]] for s in scenarios})
+    for s in scenarios:
+        plots.append(metric_vs_interactivity(ok_points[ok_points["valid"]], f"usd_per_mtok_output__{s}",
+                                             out_dir / f"usd_per_mtok_{s}.png",
+                                             f"{run.run_id}: $ per million output tokens ({s})",
+                                             ylabel="$ / Mtok output"))
+    from bench.analysis.repeats import REPEAT_COLUMNS, has_repeats, repeat_rows
+    from bench.results.repeats import repeat_summaries
+
+    summaries = repeat_summaries(run)
+    repeats = repeat_rows(summaries) if has_repeats(summaries) else []
     about = {"status": status, "error": run.error, "created_utc": run.created_utc,
              "finished_utc": run.finished_utc, "harness": run.harness.model_dump(), "config": run.config.model_dump(mode="json"),
              "provenance": run.provenance.model_dump(mode="json"), "extra": run.extra}
@@ -238,6 +288,10 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
         ("$ per million output tokens for each cost scenario, at the utilization shown "
          "(`bench costmodel build` recomputes them with current prices)."), "",
         markdown_table(costs, cost_columns) if scenarios else "No cost figures stored.", "",
+        *(["## Over repeats", "",
+           ("Each figure over a load point's valid repeats (same prompts and schedule each time): n, mean, sd, "
+            "CV and the Student-t 95% interval of the mean; a figure measured once is a single run."), "",
+           markdown_table(repeats, REPEAT_COLUMNS), ""] if repeats else []),
         "## Plots", "", *[f"![{p.path.stem}]({p.path.name})" for p in plots], "",
         *markdown_section(run.timing),  # time breakdown (issue 22)
         "## Provenance", "", "```json", json.dumps(about, indent=2, sort_keys=True, default=str), "```", "",
@@ -251,8 +305,19 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
                     synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics,
-                    time_parts=html_parts(run.timing))  # time breakdown (issue 22)
+                    time_parts=html_parts(run.timing),  # time breakdown (issue 22)
+                    cost_scenarios=scenarios, repeat_table=(repeats, REPEAT_COLUMNS))
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)
+
+
+_MS_COLUMNS = [("ttft_ms_p50", "TTFT p50 (ms)"), ("ttft_ms_p99", "TTFT p99 (ms)"), ("tpot_ms_p50", "TPOT p50 (ms)"),
+               ("tpot_ms_p99", "TPOT p99 (ms)")]
+
+
+def _ratio_columns(metric: str) -> list[tuple[str, str]]:
+    """A ratio against the baseline, its 95% interval and its verdict (bench.analysis.significance)."""
+    return [(f"{metric}_vs_baseline", "x base"), (f"{metric}_vs_baseline_ci95", "x base 95% CI"),
+            (f"{metric}_vs_baseline_verdict", "verdict")]
 
 
 def _point_row(p) -> dict:
@@ -265,9 +330,12 @@ def _point_row(p) -> dict:
            "reasons": "; ".join(reasons), "n_requests": p.n_requests}
     # each group's fields by name: a group the point lacks gives None for all of them
     m, e = p.metrics or Metrics(), p.energy or Energy()
-    for key in (Y, X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
+    for key in (Y, "output_tok_s_per_gpu", X, "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate"):
         row[key] = getattr(m, key)
-    for key in ("avg_power_w", "j_per_token", "energy_method"):
+    for key, _ in _MS_COLUMNS:
+        seconds = row[key.replace("_ms_", "_s_")]
+        row[key] = seconds * 1000.0 if seconds is not None else None
+    for key in ("avg_power_w", "j_per_token", "j_per_output_token", "energy_method"):
         row[key] = getattr(e, key)
     row["roofline_efficiency"] = p.roofline.roofline_efficiency if p.roofline is not None else None
     server = p.server or ServerCounters()
@@ -285,6 +353,14 @@ def _cost_row(p) -> dict:
         row[f"usd__{name}"] = figures.usd_per_mtok_output
         row[f"util__{name}"] = figures.utilization
     return row
+
+
+def default_scenario(table: pd.DataFrame) -> str:
+    """The first cost scenario of the table (by name); ConfigError when it has none."""
+    present = _scenarios(table, None)
+    if not present:
+        raise ConfigError("no cost scenario in the table: --explain needs $/Mtok figures")
+    return present[0]
 
 
 def _scenarios(table: pd.DataFrame, names: list[str] | None) -> list[str]:
@@ -316,6 +392,16 @@ def _with_reasons(points: pd.DataFrame, runs: list[tuple[str, RunResult]]) -> pd
     reasons = {(rid, p.point_id): "; ".join(p.invalid_reasons) for rid, run in runs for p in run.points}
     return points.assign(valid=points["valid"].astype(bool),
                          reasons=[reasons.get(k, "") for k in zip(points["run_id"], points["point_id"])])
+
+
+def _explain_section(expl) -> list[str]:
+    from bench.analysis.explain import EXPLAIN_COLUMNS
+
+    return [f"## Why {md_text(expl.b)} costs {expl.ratio:.4f} x {md_text(expl.a)} per output token", "",
+            (f"$/Mtok output ({md_text(expl.scenario)}) at {md_text(expl.operating_point)}, decomposed into the cost "
+             f"law's factors; they multiply to the measured ratio ({expl.product:.6f}). Sparsity explains, it is "
+             "never multiplied in (docs/compare.md)."), "",
+            markdown_table(expl.rows(), EXPLAIN_COLUMNS), ""]
 
 
 def _reference_section(model: str, published: list, matched: bool) -> list[str]:

@@ -219,6 +219,13 @@ def _num(v, fmt="{:.1f}"):
     return "" if v is None else fmt.format(v)
 
 
+def _sig(v) -> str:
+    """4 significant digits, never scientific notation (bench.analysis.cellformat.fmt)."""
+    from bench.analysis.cellformat import fmt
+
+    return "" if v is None else fmt(float(v))
+
+
 def _marked(cell: str, valid: bool) -> str:
     """A figure of an invalid point in brackets; n/a and blanks as they are."""
     return cell if valid or cell in ("", NA) else f"[{cell}]"
@@ -301,13 +308,13 @@ def summary_table(result: RunResult) -> str:
             "load": _load_cell(p.load),
             "status": p.status if p.status != "ok" else ("ok" if p.valid else "INVALID"),
             "out tok/s": _num(m.output_tok_s if m is not None else None),
-            "tok/s/gpu": _num(m.tok_s_per_gpu if m is not None else None),
+            "tok/s/GPU (in+out)": _num(m.tok_s_per_gpu if m is not None else None),
             **latency,
             "errors": "" if p.status != "ok" else str(p.n_failed),
             "W": _num(e.avg_power_w if e is not None else None),
-            "J/tok": _num(e.j_per_token if e is not None else None, "{:.3g}"),
+            "J/output tok": _sig(e.j_per_output_token if e is not None else None),  # $/Mtok's basis
             "energy": _energy_cell(e),
-            "$/Mtok out": _num(cost.usd_per_mtok_output if cost is not None else None, "{:.3g}"),
+            "$/Mtok out": _sig(cost.usd_per_mtok_output if cost is not None else None),
         })
     table = format_table(rows, list(rows[0]) if rows else ["point"])
     notes = [f"{p.point_id}: {p.error or '; '.join(p.invalid_reasons)}" for p in result.points

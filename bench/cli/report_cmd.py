@@ -17,7 +17,11 @@ from bench.escape import terminal_text
 @click.option("--model", required=True, help="Model key to compare.")
 @click.option("--hardware", "hardware", multiple=True,
               help="Only this hardware id (repeatable) [all]; with --store, only its partitions are read.")
-@click.option("--baseline", default="h100-sxm", show_default=True, help="Hardware id the ratios divide by.")
+@click.option("--baseline", default="h100-sxm", show_default=True,
+              help="What the ratios divide by: a series label (e.g. 'h100-sxm bf16 vllm') or a hardware id.")
+@click.option("--explain", nargs=2, metavar="A B", default=None,
+              help="Decompose the $/Mtok ratio of series B over series A into the cost law's factors "
+                   "(first --scenario, else the first in the table): a table and a waterfall in compare.html.")
 @click.option("--at-interactivity", type=float, default=None, help="Match series at this tok/s per user.")
 @click.option("--ttft-slo", type=float, default=None, help="Only points with TTFT p99 at or under this (s).")
 @click.option("--scenario", "scenarios", multiple=True, help="Cost scenarios to show (default: all).")
@@ -27,7 +31,7 @@ from bench.escape import terminal_text
               help="Report folder [compare-<model> in the folder holding RESULTS; with --store, "
                    "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
 @trust_option
-def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo, scenarios, reference, out, trust):
+def compare(results, url, model, hardware, baseline, explain, at_interactivity, ttft_slo, scenarios, reference, out, trust):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points.
 
     With --store, the model's points are read from the store's point files (partition
@@ -58,12 +62,25 @@ def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo,
             runs = [(rid, run) for rid, run in runs if run.config.hardware_id in hardware]
         table = build_table(runs)
     out = out or default_compare_dir(results, model)
+    explain_args = None
+    if explain:
+        from bench.analysis.report import default_scenario
+
+        explain_args = (*explain, scenarios[0] if scenarios else default_scenario(table))
     rep = compare_report(table, runs, model, out, Operating(at_interactivity, ttft_slo), baseline,
-                         list(scenarios) or None, reference=reference, points=points)
-    shown = ["series", "status", "interactivity_tok_s_user", "tok_s_per_gpu", "tok_s_per_gpu_vs_baseline",
-             "j_per_token", "j_per_token_vs_baseline"]
+                         list(scenarios) or None, reference=reference, points=points, explain=explain_args)
+    from bench.measure.groups import metric_label
+
+    shown = [("series", "series"), ("status", "status"), ("n_repeats", "repeats"),
+             ("interactivity_tok_s_user", metric_label("interactivity_tok_s_user", short=True)),
+             ("tok_s_per_gpu", metric_label("tok_s_per_gpu", short=True)), ("tok_s_per_gpu_vs_baseline", "x base"),
+             ("tok_s_per_gpu_vs_baseline_ci95", "x base 95% CI"), ("tok_s_per_gpu_vs_baseline_verdict", "verdict"),
+             ("j_per_output_token", metric_label("j_per_output_token", short=True)), ("power_scope", "power scope"),
+             ("accuracy", "accuracy")]
     rows = rep.table.astype(object).where(rep.table.notna(), None).to_dict("records")
-    click.echo(format_table(rows, [c for c in shown if c in rep.table]))
+    click.echo(format_table(rows, [c for c in shown if c[0] in rep.table]))
+    for warning in rep.warnings:
+        click.echo(f"bench: warning: {terminal_text(warning)}", err=True)
     if reference:
         from bench.analysis.reference import select_published
 
@@ -72,6 +89,13 @@ def compare(results, url, model, hardware, baseline, at_interactivity, ttft_slo,
                    f"{'of ' + model if matched else 'none of ' + model + ', all shown for scale'}):")
         click.echo(format_table([{"id": r.id, "precision": r.precision, "figures": r.as_published}
                                  for r in published], ["id", "precision", "figures"]))
+    if rep.explanation is not None:
+        from bench.analysis.explain import EXPLAIN_COLUMNS
+
+        e = rep.explanation
+        click.echo(f"\n$/Mtok output ({e.scenario}) of {e.b} / {e.a} = {e.ratio:.4f} at {e.operating_point}; "
+                   f"the factors multiply to {e.product:.4f}:")
+        click.echo(format_table(e.rows(), EXPLAIN_COLUMNS))
     click.echo(f"report: {rep.path}")
     click.echo(f"interactive: {rep.html}")
 

@@ -19,6 +19,11 @@ from bench.plan.plan import RUN_CONCURRENCY, RUN_INPUT_LEN, RUN_MODEL, RUN_OUTPU
               help="Measured requests per level [max(100 + concurrency, 4 x concurrency): p99 needs 100 inside the measurement window].")
 @click.option("--warmup", "n_warmup", type=int, help="Warm-up requests per level [the concurrency].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Measure every level this many times, same prompts each time; figures get a 95% interval [1].")
+@click.option("--repeat-until", "repeat_until", metavar="METRIC:SHARE", callback=lambda _c, _p, v: _repeat_until(v),
+              help="Adaptive repeats: stop repeating a level once the 95% interval of METRIC is within SHARE of its "
+                   "mean (e.g. tok_s_per_gpu:0.05), after 3 repeats; --repeats is the most.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="Continue the interrupted run in RUN_DIR (same options): finished points are kept.")
 @click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(min=0, min_open=True),
@@ -42,6 +47,29 @@ def run(model, concurrency, input_len, output_len, resume_dir, hardware_id, prob
                                     hardware_id=hardware_id, probe_file=probe_file, resume_dir=resume_dir)
     outcome = run_with_progress(request)
     click.echo(summary_table(outcome.result))
+    from bench.analysis.repeats import REPEAT_COLUMNS, has_repeats, repeat_rows
+    from bench.cli.textable import format_table
+    from bench.results.repeats import repeat_summaries
+
+    summaries = repeat_summaries(outcome.result)
+    if has_repeats(summaries):  # --repeats N: each figure over its valid repeats
+        click.echo("\nover repeats (Student-t 95% interval of the mean; invalid repeats left out):")
+        click.echo(format_table(repeat_rows(summaries), REPEAT_COLUMNS))
     click.echo(f"result: {outcome.run_dir}")
     if outcome.exit_code:  # partial 4, failed 1 (docs/reliability.md)
         raise SystemExit(outcome.exit_code)
+
+
+def _repeat_until(value: str | None) -> dict | None:
+    """`METRIC:SHARE` -> the sweep's `repeat_until` (validated with the sweep)."""
+    if value is None:
+        return None
+    metric, sep, share = value.rpartition(":")
+    try:
+        return {"metric": metric, "share": float(share)} if sep and metric else _bad(value)
+    except ValueError:
+        return _bad(value)
+
+
+def _bad(value: str) -> dict:
+    raise click.BadParameter(f"{value!r}: expected METRIC:SHARE, e.g. tok_s_per_gpu:0.05")

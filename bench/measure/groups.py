@@ -112,7 +112,7 @@ class _MetricsBase(Group):
     total_tok_s: float | None = _f("Input + output tokens per second over the window.")
     request_s: float | None = _f("Successful requests completed per second over the window.")
     tok_s_per_gpu: float | None = _f("total_tok_s / n_gpus (TP x PP x DP).",
-                                     label="throughput per GPU (tok/s, input + output)", short="tok/s/GPU")
+                                     label="throughput per GPU (tok/s, input + output)", short="tok/s/GPU (in+out)")
     output_tok_s_per_gpu: float | None = _f("output_tok_s / n_gpus.", label="output throughput per GPU (tok/s)",
                                             short="output tok/s/GPU")
     output_tokens_total: int | None = _f(
@@ -256,11 +256,13 @@ class Energy(Group):
     j_per_output_token: float | None = _f("energy_j / window output tokens of successful requests (J/token).",
                                           label="energy per output token (J)", short="J/output tok")
     j_per_token: float | None = _f("energy_j / window input + output tokens of successful requests (J/token).",
-                                   label="energy per token (J, input + output)", short="J/tok")
+                                   label="energy per token (J, input + output)", short="J/tok (in+out)")
     output_tok_per_j: float | None = _f("Window output tokens / energy_j (token/J).")
     j_per_output_token_net: float | None = _f("energy_net_j / window output tokens (J/token).")
     j_per_token_net: float | None = _f("energy_net_j / window input + output tokens (J/token).")
     output_tok_per_j_net: float | None = _f("Window output tokens / energy_net_j (token/J).")
+    # issue 20 item 6 (power scope)
+    power_scope: str | None = _f("What NVML's power covers: gpu, module (Grace: CPU + GPU), mixed; None: not known.")
 
     @classmethod
     def from_window(cls, window: WindowEnergy, output_tokens: float | None, total_tokens: float | None) -> Energy:

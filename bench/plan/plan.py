@@ -44,6 +44,7 @@ from bench.plan.sweepfile import (
     OfflineLevels,
     PreflightSettings,
     RateLevels,
+    RepeatUntil,
     SweepSpec,
     apply_overrides,
     gpus_problem,
@@ -105,6 +106,7 @@ class Plan(BaseModel):
     seed: int = 0
     # accuracy gate (docs/accuracy.md); a Plan built in code runs none
     accuracy: AccuracySettings = Field(default_factory=lambda: AccuracySettings(mode="off"))
+    repeat_until: RepeatUntil | None = None  # issue 20 item 2: adaptive repeats; None: every repeat runs
 
     def points_for(self, config_id: str) -> list[PointSpec]:
         """The runnable points of one engine configuration, in run order."""
@@ -189,6 +191,7 @@ def _build_plan(sweep: SweepSpec, hardware: Any, n_devices: int, catalog: Any) -
         out_dir=sweep.out,
         seed=sweep.seed,
         accuracy=sweep.accuracy,  # accuracy gate
+        repeat_until=sweep.repeat_until,
     )
 
 

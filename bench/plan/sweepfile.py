@@ -175,6 +175,20 @@ class PreflightSettings(_Strict):
     kv_overflow: Literal["skip", "allow"] = "skip"  # batch KV larger than free memory
 
 
+REPEAT_METRICS = ("tok_s_per_gpu", "output_tok_s", "j_per_token", "j_per_output_token", "ttft_s_p50", "ttft_s_p99",
+                  "tpot_s_p50", "tpot_s_p99", "goodput_output_tok_s")  # figures an adaptive repeat can watch
+
+
+class RepeatUntil(_Strict):
+    """Adaptive repeats (AIPerf's convergence rule): after `min_repeats`, stop repeating a point
+    once the Student-t 95% interval of `metric` over its valid repeats is at most `share` x its
+    mean on either side; `repeats` stays the most. docs/sweeps.md, "Repeats"."""
+
+    metric: Literal[REPEAT_METRICS] = "tok_s_per_gpu"  # type: ignore[valid-type]
+    share: float = Field(default=0.05, gt=0, lt=1)
+    min_repeats: Annotated[int, Field(strict=True, ge=2)] = 3
+
+
 class SweepSpec(_Strict):
     """A sweep file, validated. See docs/sweeps.md for every key."""
 
@@ -217,6 +231,8 @@ class SweepSpec(_Strict):
     accuracy: AccuracySettings = Field(default_factory=AccuracySettings)
     # adaptive point length (issue 22, bench.plan.adaptive): opt-in; n_requests is then the maximum
     adaptive_stop: AdaptiveStop | None = None
+    # issue 20 item 2 (adaptive repeats): stop a point's repeats early once its interval is narrow
+    repeat_until: RepeatUntil | None = None
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:

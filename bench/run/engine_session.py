@@ -92,6 +92,11 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
     engine = spec = None
     pending = list(points)
     restarts = 0
+    adaptive = None
+    if plan.repeat_until is not None:  # issue 20 item 2: a point's later repeats dropped once converged
+        from bench.run.repeats import AdaptiveRepeats
+
+        adaptive = AdaptiveRepeats(plan.repeat_until)
     try:
         while pending:
             if engine is None:
@@ -129,6 +134,12 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
             sink.point(pr)
             emit(PointDone(pr))
             pending.pop(0)
+            if adaptive is not None:
+                pending, dropped = adaptive.after(pr, pending)
+                for skipped, why in dropped:
+                    done = failed_point(skipped, "skipped", why)
+                    sink.point(done)
+                    emit(PointDone(done))
             if more is not None:
                 pending.extend(more(pr))
             if restarts > MAX_RESTARTS:

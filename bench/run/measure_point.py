@@ -6,10 +6,13 @@ that finished before it."""
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 from bench.engines.base import EngineCounters, EngineDied
+from bench.errors import ConfigError
 from bench.load.workload import make_workload
 from bench.plan import PointSpec
+from bench.plan.pointid import PointId
 from bench.results import PointResult, write_requests
 from bench.results.point import build_point_result
 from bench.results.timing import point_timing
@@ -21,8 +24,14 @@ def workload_seed(sweep_seed: int, point: PointSpec) -> int:
     """The prompt seed of a point whose workload sets none: a stable hash (crc32, not Python's
     salted hash()) of the sweep seed and the point id, so every point of a run gets prompts of
     its own (a prefix cache never serves one point with another's prompts) and a resumed or
-    repeated run gets the same ones. The point id holds the repeat index, so repeats differ too."""
-    return zlib.crc32(f"{sweep_seed}:{point.point_id}".encode())
+    repeated run gets the same ones. The repeat index (and a capacity probe's retry) is left out
+    of the id hashed: every repeat of a point sends the same prompts on the same schedule, so
+    repeats measure the run-to-run noise of one load, not the spread of prompt draws."""
+    try:
+        pid = str(replace(PointId.parse(point.point_id), repeat=0, retry=0))
+    except ConfigError:  # an id no plan builds (a hand-made test point): hashed as it is
+        pid = point.point_id
+    return zlib.crc32(f"{sweep_seed}:{pid}".encode())
 
 
 def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run_dir, emit, started,

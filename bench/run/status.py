@@ -66,12 +66,18 @@ def settle_point(point):
     return point
 
 
+CONVERGED = "converged"  # the reason's first word for a repeat adaptive repeats left out (bench.run.repeats)
+
+
 def final_status(points) -> tuple[RunStatus, str | None]:
     """(status, one-line error or None) of a run whose loop ended without an exception."""
     n_ok = sum(1 for p in points if p.status == "ok" and not no_success(p))
     n_skipped = sum(1 for p in points if p.status == "skipped")
     n_failed = len(points) - n_ok - n_skipped
-    if n_ok == len(points) and points:
+    # a repeat left out because its point's interval converged (adaptive repeats) is done as asked
+    n_converged = sum(1 for p in points
+                      if p.status == "skipped" and (getattr(p, "error", None) or "").startswith(CONVERGED))
+    if n_ok + n_converged == len(points) and n_ok:
         return "complete", None
     counts = f"{n_ok} ok, {n_failed} failed, {n_skipped} skipped of {len(points)} points"
     if n_ok == 0:

@@ -39,7 +39,8 @@ from bench.store.schema import (
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _METRICS = ("output_tok_s", "input_tok_s", "total_tok_s", "tok_s_per_gpu", "interactivity_tok_s_user",
             "ttft_s_p50", "ttft_s_p99", "tpot_s_p50", "tpot_s_p99", "error_rate", "goodput_output_tok_s")
-_ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token")
+_ENERGY = ("avg_power_w", "idle_power_w", "j_per_token", "j_per_output_token",
+           "power_scope")  # issue 20 item 6
 
 
 def engine_version_of(run: RunResult, config_id: str) -> str | None:
@@ -70,6 +71,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
                   "driver_version": prov.driver_version, "harness_git_sha": run.harness.git_sha,
                   "synthetic": bool(run.extra.get("synthetic"))}
     rows = []
+    repeats = _repeat_columns(run)
     for p in run.points:
         if p.status != "ok" or not (p.valid or include_invalid):
             continue
@@ -99,6 +101,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
         row |= spec_columns(cfg.speculative, p.spec_decode)  # speculative decoding (issue 21)
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}
+        row |= repeats.get(p.point_id, {})
         rows.append(row)
     return rows
 
@@ -112,6 +115,24 @@ def spec_columns(speculative: dict | None, spec: Any) -> dict:
             "spec_tokens": tokens if type(tokens) is int else None,
             "spec_mean_acceptance_length": spec.mean_acceptance_length if spec is not None else None,
             "spec_acceptance_rate": spec.acceptance_rate if spec is not None else None}
+
+
+def _repeat_columns(run: RunResult) -> dict[str, dict[str, Any]]:
+    """{point id: REPEAT_COLUMNS} of every point of `run` that is a valid repeat of its load point."""
+    from bench.results.repeats import repeat_summaries
+    from bench.store.schema import REPEAT_FIGURES
+
+    out: dict[str, dict[str, Any]] = {}
+    for s in repeat_summaries(run):
+        if s.invalid:
+            continue
+        cols: dict[str, Any] = {"repeat_of": s.point, "repeats_n": s.n}
+        for f in REPEAT_FIGURES:
+            iv = s.figures.get(f)
+            if iv is not None:
+                cols |= {f"{f}_mean": iv.mean, f"{f}_sd": iv.sd, f"{f}_ci95_lo": iv.lo, f"{f}_ci95_hi": iv.hi}
+        out |= dict.fromkeys(s.point_ids, cols)
+    return out
 
 
 def catalog_model_info(model_key: str | None) -> dict:

@@ -39,7 +39,15 @@ BASE_COLUMNS = [
     *ACCURACY_COLUMNS,  # accuracy gate (bench.store.accuracy_rows)
     # speculative decoding (issue 21): method ("none" without), draft tokens per step, acceptance over the window
     "spec_method", "spec_tokens", "spec_mean_acceptance_length", "spec_acceptance_rate",
+    "power_scope",  # issue 20 item 6: gpu | module | mixed | null
 ]
+# issue 20 item 2 (repeats): each row's load point over its valid repeats in the run: the point id
+# without its repeat, n, and per headline figure mean, sd and the Student-t 95% interval
+REPEAT_FIGURES = ["tok_s_per_gpu", "output_tok_s", "j_per_token", "j_per_output_token", "ttft_s_p50", "ttft_s_p99",
+                  "tpot_s_p50", "tpot_s_p99", "goodput_output_tok_s"]
+REPEAT_COLUMNS = ["repeat_of", "repeats_n", *(f"{f}_{s}" for f in REPEAT_FIGURES for s in ("mean", "sd", "ci95_lo",
+                                                                                          "ci95_hi"))]
+BASE_COLUMNS += REPEAT_COLUMNS
 CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
 # What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
 # the run's provenance (for `bench compare --store`, which reads no run.json).
@@ -57,11 +65,13 @@ STRING_COLUMNS = {
     "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
     *ACCURACY_STRING_COLUMNS,  # accuracy gate
     "spec_method",  # speculative decoding (issue 21)
+    "power_scope", "repeat_of",
 }
 BOOL_COLUMNS = {"measured", "valid", "synthetic", *ACCURACY_BOOL_COLUMNS}  # accuracy gate: its verdict
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
                "run_n_points", "run_n_valid_points", *ACCURACY_INT_COLUMNS,  # accuracy gate: questions
-               "spec_tokens"}  # speculative decoding
+               "spec_tokens",  # speculative decoding
+               "repeats_n"}  # repeats
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
                    "write_statistics": True, "version": "2.6", "data_page_version": "1.0",
                    "write_page_checksum": True}  # a CRC32 a page (bench.results.schema.PARQUET_WRITE_OPTIONS)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Self
 
 from bench.telemetry.energy import measured_energy
@@ -212,6 +212,7 @@ class TelemetrySession:
             with self._lock:
                 snapshot = [(list(s.t_s), list(s.energy_j), list(s.power_w)) for s in self._series]
             out = measured_energy(self.meter, snapshot, t0_s, t1_s)
+            out = replace(out, power_scope=getattr(self.meter, "power_scope", None))  # gpu | module (nvml)
         if self.device_indices is not None and self.meter.devices:
             out = out.on_devices(self.device_indices)
         return out.net_of(self.idle_power_w if net else None)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import pynvml as _real  # constants and the error class only; never initialised here
 
 NVMLError = _real.NVMLError
-_CONSTANTS = {k: getattr(_real, k) for k in dir(_real) if k.startswith(("NVML_ERROR_", "NVML_DEVICE_ARCH_", "NVML_FI_", "NVMLError_"))}
+_CONSTANTS = {k: getattr(_real, k) for k in dir(_real) if k.startswith(("NVML_ERROR_", "NVML_DEVICE_ARCH_", "NVML_FI_", "NVMLError_",
+                                                                       "NVML_POWER_SCOPE_", "NVML_SUCCESS"))}
 
 
 class FakeClock:
@@ -54,6 +55,17 @@ class FakeGpu:
     memory_total_bytes: int = 85_520_809_984  # nvmlDeviceGetMemoryInfo(...).total
     memory_used_bytes: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # function name -> NVML_ERROR_* to raise
+    # Power scopes nvmlDeviceGetFieldValues answers (NVML_FI_DEV_POWER_* with a scopeId): a discrete
+    # board ("gpu",); a Grace module with a current driver ("gpu", "module"); an older one ("module",),
+    # whose every power and energy reading then covers the whole module: the board's profile plus
+    # `module_extra_w` (the CPU and memory beside the GPU). () : no field API (an old driver).
+    power_scopes: tuple[str, ...] = ("gpu",)
+    module_extra_w: float = 0.0
+
+    @property
+    def legacy_extra_w(self) -> float:
+        """What the scope-less readings (counter, nvmlDeviceGetPowerUsage) add to the GPU's power."""
+        return self.module_extra_w if "gpu" not in self.power_scopes and "module" in self.power_scopes else 0.0
 
     def energy_since_zero_j(self, t_s: float) -> float:
         """Exact integral of the profile from t=0 to t_s (J)."""
@@ -146,7 +158,7 @@ class FakeNvml:
         if gpu.counter_period_s > 0:
             t_s = (t_s // gpu.counter_period_s) * gpu.counter_period_s
         i = handle.index
-        joules = gpu.energy_since_zero_j(t_s) - self._reset_at_j[i]
+        joules = gpu.energy_since_zero_j(t_s) + gpu.legacy_extra_w * t_s - self._reset_at_j[i]
         offset = 0 if self._was_reset[i] else gpu.counter_offset_mj
         return int(max(joules, 0.0) * 1000) + offset
 
@@ -158,7 +170,29 @@ class FakeNvml:
             watts = (gpu.energy_since_zero_j(t_s) - gpu.energy_since_zero_j(lo)) / max(t_s - lo, 1e-9)
         else:
             watts = gpu.power_at_w(t_s)
-        return int(watts * 1000)
+        return int((watts + gpu.legacy_extra_w) * 1000)
+
+    def nvmlDeviceGetFieldValues(self, handle, field_ids):
+        """As pynvml: one c_nvmlFieldValue_t per id (an int, or (fieldId, scopeId)); a field the
+        board does not answer has nvmlReturn NVML_ERROR_NOT_SUPPORTED, the call itself succeeds.
+        Power fields are instantaneous, in mW, of the scope asked (module = GPU + module_extra_w)."""
+        gpu = self._gpu(handle, "nvmlDeviceGetFieldValues")
+        if not gpu.power_scopes:
+            raise NVMLError(_real.NVML_ERROR_FUNCTION_NOT_FOUND)
+        names = {_real.NVML_POWER_SCOPE_GPU: "gpu", _real.NVML_POWER_SCOPE_MODULE: "module"}
+        out = (_real.c_nvmlFieldValue_t * len(field_ids))()
+        for slot, fid in zip(out, field_ids):
+            field_id, scope_id = fid if isinstance(fid, tuple) else (fid, 0)
+            slot.fieldId, slot.scopeId = field_id, scope_id
+            scope = names.get(scope_id)
+            power = field_id in (_real.NVML_FI_DEV_POWER_INSTANT, _real.NVML_FI_DEV_POWER_AVERAGE)
+            if not power or scope not in gpu.power_scopes:
+                slot.nvmlReturn = _real.NVML_ERROR_NOT_SUPPORTED
+                continue
+            watts = gpu.power_at_w(self.clock()) + (gpu.module_extra_w if scope == "module" else 0.0)
+            slot.nvmlReturn, slot.valueType = _real.NVML_SUCCESS, _real.NVML_VALUE_TYPE_UNSIGNED_INT
+            slot.value.uiVal = int(watts * 1000)
+        return out
 
     def _str(self, text: str) -> str | bytes:
         return text.encode() if self.bytes_strings else text

@@ -6,6 +6,12 @@ the cross-check; on Ampere and newer that reading is itself a ~1 s running avera
 lags steps in load and the counter is the figure of record. On boards without the counter
 (NVML_ERROR_NOT_SUPPORTED, pre-Volta) the polled power is integrated instead
 (`nvml_power_sampled`). Units are converted here: mJ -> J, mW -> W.
+
+Power scope: on Grace superchips (GH200, GB200, GB300) NVML's power may cover the whole module
+(CPU + GPU + memory), not the GPU. As Zeus does, the meter asks NVML for the GPU scope first
+(nvmlDeviceGetFieldValues, NVML_FI_DEV_POWER_INSTANT with NVML_POWER_SCOPE_GPU) and falls back
+to the module scope with a warning; `power_scope` records what each device answered: "gpu",
+"module", or None where the field API is missing (an old driver: a discrete board's power).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ class NvmlMeter:
     measured = True
     nominal_power_w = None
 
-    def __init__(self, nvml, handles, labels, names, archs, use_counter: bool, has_power: bool, driver):
+    def __init__(self, nvml, handles, labels, names, archs, use_counter: bool, has_power: bool, driver,
+                 scopes: list[str | None] | None = None):
         self.nvml = nvml
         self.handles = handles
         self.devices = labels
@@ -42,6 +49,12 @@ class NvmlMeter:
         self.counter_range_j = [None] * len(handles)
         self.read_errors = 0
         self.last_error: str | None = None
+        self.power_scopes = list(scopes) if scopes is not None else [None] * len(handles)
+        # one scope for the meter's figures: a device's, when all agree; else "mixed"
+        self.power_scope = self.power_scopes[0] if len(set(self.power_scopes)) == 1 else "mixed"
+        self.warning = (f"nvml: power of {', '.join(d for d, s in zip(labels, self.power_scopes) if s == 'module')} "
+                        "covers the whole module (CPU + GPU), not the GPU alone: NVML has no GPU scope here"
+                        if "module" in self.power_scopes else None)
 
     def read(self) -> list[Reading]:
         return [self._read_one(h) for h in self.handles]
@@ -72,6 +85,9 @@ class NvmlMeter:
             "architectures": self.archs,
             "driver_version": self.driver_version,
             "power_sampled": self.has_power,
+            "power_scope": self.power_scope,
+            "power_scopes": self.power_scopes,
+            "warning": self.warning,
             "last_error": self.last_error,
         }
 
@@ -110,7 +126,21 @@ def _probe_devices(nvml, gpu_indices) -> NvmlMeter:
     except (nvml.NVMLError, AttributeError):
         driver = None
     labels = [f"gpu{i}" for i in indices]
-    return NvmlMeter(nvml, handles, labels, names, archs, counter_ok, power_ok, driver)
+    scopes = [power_scope(nvml, h) for h in handles]
+    return NvmlMeter(nvml, handles, labels, names, archs, counter_ok, power_ok, driver, scopes)
+
+
+def power_scope(nvml, handle) -> str | None:
+    """"gpu" when NVML answers the GPU-scope power field, else "module" when it answers the
+    module scope (a Grace superchip: CPU + GPU), else None (no field API: an older driver)."""
+    for name, scope in (("gpu", "NVML_POWER_SCOPE_GPU"), ("module", "NVML_POWER_SCOPE_MODULE")):
+        try:
+            (value,) = nvml.nvmlDeviceGetFieldValues(handle, [(nvml.NVML_FI_DEV_POWER_INSTANT, getattr(nvml, scope))])
+        except (nvml.NVMLError, AttributeError):
+            return None
+        if value.nvmlReturn == nvml.NVML_SUCCESS:
+            return name
+    return None
 
 
 def _supported(nvml, fn, handle) -> bool:

@@ -83,6 +83,9 @@ class WindowEnergy:
     devices: tuple[Any, ...] | None = None  # the device indices the session measures (None: not GPUs)
     idle_power_w: float | None = None  # idle baseline subtracted for energy_net_j (W)
     energy_net_j: float | None = None  # energy_j - idle_power_w x window_s (J)
+    # issue 20 item 6 (power scope): "gpu" or "module" (a Grace superchip's CPU + GPU) as NVML
+    # answered for these devices; None where the meter cannot tell (old driver, other vendors)
+    power_scope: str | None = None
 
     @classmethod
     def of(cls, method: str, measured: bool, window_s: float, per_gpu: list[float] | None,
