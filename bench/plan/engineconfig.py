@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_label
+from bench.plan.lora import LoraConfig
 from bench.plan.sweepfile import gpus_problem
 
 
@@ -49,6 +50,7 @@ class EngineConfig(BaseModel):
     max_num_seqs: int | None = Field(None, ge=1)
     max_model_len: int | None = Field(None, ge=1)
     extra_args: dict[str, Any] = Field(default_factory=dict)  # more engine args (--key value)
+    lora: LoraConfig | None = None  # LoRA adapters served beside the base model (issue 21, lora; bench.plan.lora)
 
     @model_validator(mode="before")
     @classmethod

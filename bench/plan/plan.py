@@ -258,6 +258,7 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
                         max_num_seqs=seqs,
                         max_model_len=ctx,
                         extra_args=extra,
+                        lora=sweep.lora,  # issue 21, lora
                         **fields,
                     )
                 except ValidationError as e:

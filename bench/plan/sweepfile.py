@@ -31,6 +31,7 @@ from bench.catalog.engines import get_engine
 from bench.errors import ConfigError, one_line
 from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
+from bench.plan.lora import LoraConfig, workload_problem
 from bench.plan.points import (
     Arrival,
     ConcurrencyLoad,
@@ -206,6 +207,16 @@ class SweepSpec(_Strict):
     # `bench capacity SWEEP`: an SLO capacity search instead of the loads (bench.plan.capacity).
     capacity: CapacitySettings | None = None
     preflight: PreflightSettings = Field(default_factory=PreflightSettings)
+    # LoRA adapters every engine configuration serves (issue 21, lora; bench.plan.lora)
+    lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _workloads_runnable(self) -> SweepSpec:  # issue 21, lora: LoRA mixes and structured output
+        for wl in self.workloads:
+            reason = workload_problem(wl, self.lora, self.engine, self.endpoint)
+            if reason:
+                raise ValueError(reason)
+        return self
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:
