@@ -37,6 +37,7 @@ from bench.measure.groups import (
     ServerCounters,
     Window,
 )
+from bench.measure.traffic import AdapterFigures, StructuredFigures  # issue 21, lora
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
 from bench.safepath import UnsafePath, check_rel_path, inside
@@ -92,6 +93,11 @@ class PointResult(_Strict):
                                           "on other devices of the box (bench sweep --pack); None: it ran alone.")
     started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
+    # issue 21, lora: a LoRA mix's per-adapter figures and structured output's parse share
+    adapters: list[AdapterFigures] | None = Field(default=None, exclude_if=lambda v: v is None, description=(
+        "Per LoRA adapter (and base, the base model) of a lora workload: requests, tokens, latency, over the window."))
+    structured: StructuredFigures | None = Field(default=None, exclude_if=lambda v: v is None, description=(
+        "Structured output: answers checked against their JSON schema, and the share that follow it."))
 
     @field_validator("requests_file")
     @classmethod

@@ -96,8 +96,20 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
         }
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}
+        row |= traffic_columns(p)  # issue 21, lora
         rows.append(row)
     return rows
+
+
+def traffic_columns(p: Any) -> dict:
+    """A point's LoRA mix and structured-output columns (None where its workload has none)."""
+    from bench.plan.points import LoraWorkload
+
+    w = p.workload
+    s = p.structured
+    return {"lora_mix": w.mix_label() if isinstance(w, LoraWorkload) else None,
+            "structured_mode": s.mode if s is not None else None,
+            "structured_valid_share": s.valid_share if s is not None else None}
 
 
 def catalog_model_info(model_key: str | None) -> dict:

@@ -29,6 +29,8 @@ BASE_COLUMNS = [
     "avg_power_w", "avg_power_w_per_gpu", "idle_power_w", "j_per_token", "j_per_output_token",
     "energy_method", "measured", "roofline_efficiency", "valid",
     "harness_version", "device_name", "run_date",
+    # issue 21, lora: the LoRA mix ("base:0.5,sql:0.5") and structured output's mode and parse share
+    "lora_mix", "structured_mode", "structured_valid_share",
 ]
 CATALOG_COLUMNS = ["total_params", "active_params", "sparsity"]  # from models.yaml when the table is made
 # What a run's point rows carry beyond the table: a cost input, why a point is invalid, and
@@ -45,6 +47,7 @@ STRING_COLUMNS = {
     "run_id", "point_id", "model", "hardware", "dtype", "quantization", "kv_cache_dtype", "precision",
     "engine", "engine_version", "load_kind", "energy_method", "harness_version", "device_name", "run_date",
     "invalid_reasons", "run_status", "weights", "driver_version", "harness_git_sha",
+    "lora_mix", "structured_mode",  # issue 21, lora
 }
 BOOL_COLUMNS = {"measured", "valid", "synthetic"}
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",
