@@ -132,7 +132,9 @@ class WorkerJob:
     model: str
     config: ClientConfig
     tag: str  # the point's X-Request-Id prefix, the same in every worker
-    expected: list[tuple[str, int, int, str | None, bool]]  # per request: phase, n_in/n_out_expected, model, ignore_eos
+    # per request: phase, n_in_expected, n_out_expected[, model, ignore_eos] (issue 21, lora: a LoRA adapter,
+    # structured output's early end)
+    expected: list[tuple]
     bodies_name: str
     bodies_offsets: list[int]
     load: ServerLoad
@@ -201,8 +203,7 @@ async def _work(job: WorkerJob, conn, commands, readers: dict, stop) -> tuple[li
             last["t"] = now
             conn.send(("progress", info))
 
-    records = [RequestRecord(i, ph, n_in, n_out, model=model, ignore_eos=eos)
-               for i, (ph, n_in, n_out, model, eos) in enumerate(job.expected)]
+    records = [_record(i, e) for i, e in enumerate(job.expected)]
     bodies = SharedBodies(job.bodies_name, job.bodies_offsets)
     try:
         async with StreamingClient(job.base_url, job.model, job.config) as client:
@@ -230,6 +231,13 @@ def process_context(preload: list[str]):
         ctx.set_forkserver_preload(preload)
         return ctx
     return mp.get_context("spawn")
+
+
+def _record(i: int, expected: tuple) -> RequestRecord:
+    """Request `i`'s record from its `WorkerJob.expected` entry."""
+    phase, n_in, n_out, *rest = expected
+    return RequestRecord(i, phase, n_in, n_out, model=rest[0] if rest else None,
+                         ignore_eos=rest[1] if len(rest) > 1 else True)
 
 
 def run_point_workers(job: LoadJob) -> PointRun:
