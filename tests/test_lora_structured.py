@@ -267,3 +267,18 @@ def test_unknown_adapter_is_a_failed_request_with_the_servers_reason():
     bad = [r for r in pr.records if r.model == "chat"]
     assert bad and all(r.error.startswith("HTTP 404") and "`chat` does not exist" in r.error for r in bad)
     assert all(r.ok for r in pr.records if r.model != "chat")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unconstrained_server_gives_a_parse_share_of_zero(workers):
+    """The fake server has no grammar: its answers (" t12 t40 ...") are not JSON. The answers reach
+    the records through client workers too, and the share says so."""
+    spec = parse_workload({"kind": "structured", "prompt_len": 4, "output_len": 6})
+    cfg = FakeServerConfig(model=TINY, ttft_s=0.005, itl_s=0.001)
+    with FakeServer(cfg, mode="thread") as srv:
+        pr = run_point_sync(LoadJob(srv.base_url, TINY, make_workload(spec, 500, seed=1),
+                                    {"kind": "concurrency", "concurrency": 2}, 1, 8, workers=workers,
+                                    client=ClientConfig(endpoint="chat", keep_answers=wants_answers(spec))))
+    assert all(r.ok and r.answer and r.answer.startswith(" t") and not r.ignore_eos for r in pr.records)
+    s = structured_figures(pr.records, spec)
+    assert (s.n_checked, s.n_valid, s.valid_share) == (8, 0, 0.0) and s.first_invalid.startswith("not JSON")
