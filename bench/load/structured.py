@@ -2,8 +2,8 @@
 `response_format: {type: json_schema}` or as a named tool call (`tools` + `tool_choice`).
 
 vLLM 0.32 serves both through its structured-output backend (xgrammar by default, guidance
-as the fallback): a named `tool_choice` is guided decoding of the tool's parameters schema,
-so it needs neither `--enable-auto-tool-choice` nor a `--tool-call-parser`. The answer ends
+as the fallback); a named `tool_choice` still needs the server started with a
+`--tool-call-parser` (HTTP 400 without one, seen on vLLM CPU). The answer ends
 when its JSON does (`ignore_eos` off for these requests: with it the server would keep
 sampling past the closed grammar), so `max_tokens` is a bound, not the length asked.
 """
