@@ -38,3 +38,26 @@ def vllm_launch_args(cfg: Any, device: str) -> dict[str, Any]:
     if device == "cpu" and args["tensor_parallel_size"] == 1:
         args.pop("tensor_parallel_size")
     return {**args, **cfg.extra_args}
+
+
+def lora_launch_args(cfg: Any, model_spec: Any, model_path: str) -> dict[str, Any]:
+    """`--enable-lora --max-loras --max-lora-rank --lora-modules name=path ...` for `cfg.lora`
+    ({} without one). An adapter without a path gets random weights, built once beside the
+    dummy-weight model folder (bench.catalog.lora); real weights need every adapter's path."""
+    lora = getattr(cfg, "lora", None)
+    if lora is None:
+        return {}
+    from pathlib import Path
+
+    from bench.catalog.lora import prepare_adapter
+    from bench.errors import ConfigError
+
+    paths: dict[str, str] = {}
+    for a in lora.adapters:
+        if a.path is not None:
+            paths[a.name] = a.path
+        elif cfg.weights != "dummy":
+            raise ConfigError(f"LoRA adapter '{a.name}' has no path: random adapters are made for dummy weights only")
+        else:
+            paths[a.name] = str(prepare_adapter(model_spec, Path(model_path).parent, a.name, a.rank, a.seed))
+    return lora.launch_args(paths)

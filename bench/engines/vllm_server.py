@@ -21,7 +21,7 @@ from bench.engines.base import (
     vllm_child_env,
 )
 from bench.engines.process import ChildProcess, free_port, http_get, log_tail
-from bench.engines.vllm_args import vllm_launch_args
+from bench.engines.vllm_args import lora_launch_args, vllm_launch_args
 from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import EngineError
 
@@ -76,7 +76,8 @@ class VllmServer:
                     devices: list[int] | None = None, vendor: str | None = None,
                     startup_timeout_s: float = 600.0) -> VllmServer:
         """The server for one EngineConfig, pinned to `devices` (None: every visible one)."""
-        return cls(model_path, cfg.model, log_path, engine_args=cls.launch_args(cfg, device), device=device,
+        args = {**lora_launch_args(cfg, model_spec, model_path), **cls.launch_args(cfg, device)}  # extra_args win
+        return cls(model_path, cfg.model, log_path, engine_args=args, device=device,
                    n_gpus=cfg.n_gpus, startup_timeout_s=startup_timeout_s, env=device_env(devices, vendor))
 
     def version(self) -> str:

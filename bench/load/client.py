@@ -71,6 +71,7 @@ class ClientConfig:
     # Extra request headers, (name, value) pairs: an endpoint's `Authorization`. They travel to the
     # client workers with the config (pickled through a pipe) and are never described or written.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    keep_answers: bool = False  # issue 21, lora: keep each answer's JSON text in its record (structured output)
 
     def describe(self) -> dict:
         auth = {"auth": ", ".join(name for name, _ in self.headers)} if self.headers else {}
@@ -254,27 +255,31 @@ class StreamingClient:
         """Open connections (idle or carrying a request)."""
         return [c for c in self._all if c.open]
 
-    def body(self, prompt: list[int] | str, max_tokens: int) -> bytes:
-        """The JSON request body, serialized before `t_send` is stamped."""
+    def body(self, prompt: list[int] | str, max_tokens: int, extra: dict | None = None) -> bytes:
+        """The JSON request body, serialized before `t_send` is stamped; `extra` fields (a LoRA
+        adapter's `model`, structured output's `response_format` or `tools`) replace or add to the
+        defaults."""
         if self.config.endpoint == "chat":
             if not isinstance(prompt, str):
                 raise ValueError("the chat endpoint needs a text prompt")
-            return self.chat_body([{"role": "user", "content": prompt}], max_tokens)
-        return self._encode("prompt", prompt, max_tokens)
+            return self.chat_body([{"role": "user", "content": prompt}], max_tokens, extra)
+        return self._encode("prompt", prompt, max_tokens, extra)
 
-    def chat_body(self, messages: list[dict], max_tokens: int) -> bytes:
+    def chat_body(self, messages: list[dict], max_tokens: int, extra: dict | None = None) -> bytes:
         """The JSON body of a chat request with the whole conversation so far (`[{"role", "content"}, ...]`)."""
         if self.config.endpoint != "chat":
             raise ValueError(f"a conversation needs the chat endpoint, not {self.config.endpoint!r}")
-        return self._encode("messages", messages, max_tokens)
+        return self._encode("messages", messages, max_tokens, extra)
 
-    def _encode(self, key: str, value, max_tokens: int) -> bytes:
+    def _encode(self, key: str, value, max_tokens: int, extra: dict | None = None) -> bytes:
         cfg = self.config
         payload: dict = {"model": self.model, "max_tokens": max_tokens, "temperature": cfg.temperature,
                          "stream": True, "ignore_eos": cfg.ignore_eos, key: value}
         payload["stream_options"] = {"include_usage": True, "continuous_usage_stats": cfg.continuous_usage}
         if cfg.return_token_ids:
             payload["return_token_ids"] = True
+        if extra:
+            payload.update(extra)
         return json.dumps(payload, separators=(",", ":")).encode()
 
     async def _connection(self) -> _Connection:
@@ -310,7 +315,10 @@ class StreamingClient:
             body = self.body(prompt, record.n_out_expected)
         message = b"".join((self._head, b"X-Request-Id: ", f"{self.tag}-{record.request_id}".encode(),
                             b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
-        parser = StreamParser(record) if parser is None else parser
+        if parser is None:
+            parser = StreamParser(record, keep_text=self.config.keep_answers)
+        elif self.config.keep_answers and parser.text is None:
+            raise ValueError("keep_answers needs a parser that keeps the text")
         limit_s = self.config.request_timeout_s(record.n_in_expected, record.n_out_expected)
         watch = _StallWatch(record, self.config.stall_timeout_s)
         conn: _Connection | None = None
@@ -344,6 +352,8 @@ class StreamingClient:
         if record.error is not None and conn is not None and conn._status not in (0, 200):
             return record  # an HTTP error: no stream to finish
         parser.finish()
+        if self.config.keep_answers:
+            record.answer, record.tool_name = parser.answer_json()
         return record
 
 

@@ -66,7 +66,7 @@ async def run_point(job: LoadJob) -> PointRun:
         loop = LoadLoop(client, records, [], job.server_load, job.n_warmup, progress=job.progress, stalled=job.stalled,
                         offsets=prep.offsets, should_stop=stop if stop is not None else _never)
         raise_fd_limit(4 * max(loop.width(), job.n_warmup) + 256)
-        loop.bodies = [client.body(p, r.n_out_expected) for p, r in zip(prep.payloads, records)]
+        loop.bodies = [client.body(p, r.n_out_expected, x) for p, r, x in zip(prep.payloads, records, prep.each_extra())]
         await loop.run()
     info = ClientSummary(job.client.describe(), client.tag, n_workers=0)
     if stop is not None:  # the requests never launched are no records of the point

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from bench.errors import ConfigError
 from bench.load.arrivals import arrival_offsets_s
 from bench.load.records import RequestRecord
-from bench.load.types import LoadJob
+from bench.load.types import LoadJob, Prompt
 from bench.plan.points import RateLoad, TraceLoad
 
 
@@ -21,6 +21,11 @@ class Prepared:
     records: list[RequestRecord]
     payloads: list
     offsets: list[float]
+    extras: list[dict | None] | None = None  # issue 21, lora: per request, body fields besides the prompt (model, ...)
+
+    def each_extra(self) -> list[dict | None]:
+        """Each request's extra body fields (None: none), in record order."""
+        return self.extras if self.extras is not None else [None] * len(self.records)
 
 
 def prepare(job: LoadJob) -> Prepared:
@@ -34,8 +39,10 @@ def prepare(job: LoadJob) -> Prepared:
     if len(prompts) <= n_warmup:
         raise ConfigError(f"the workload has {len(prompts)} requests: none left to measure after {n_warmup} warm-up")
     payloads = [p.for_endpoint(job.client.endpoint) for p in prompts]
-    records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected)
+    records = [RequestRecord(i, "warmup" if i < n_warmup else "measured", p.n_in_expected, p.n_out_expected,
+                             model=p.model, ignore_eos=(p.extra or {}).get("ignore_eos", True) is not False)
                for i, p in enumerate(prompts)]
+    extras = [_extra(p) for p in prompts]
     n_meas = len(prompts) - n_warmup
     if isinstance(spec, RateLoad):
         offsets = arrival_offsets_s(n_meas, spec.rate_rps, spec.arrival, spec.burstiness, job.seed).tolist()
@@ -47,4 +54,11 @@ def prepare(job: LoadJob) -> Prepared:
         offsets = [t - known[0] for t in known]
     else:
         offsets = []
-    return Prepared(records, payloads, offsets)
+    return Prepared(records, payloads, offsets, extras)
+
+
+def _extra(p: Prompt) -> dict | None:
+    """The body fields of `p` besides its prompt and length: its model (a LoRA adapter) and its extra fields."""
+    if p.model is None and not p.extra:
+        return None
+    return {**(p.extra or {}), **({"model": p.model} if p.model is not None else {})}

@@ -34,6 +34,11 @@ class RequestRecord:
     n_reasoning: int = 0  # tokens of reasoning chunks; inside n_out (the server counts them as completion tokens)
     session: int | None = None  # sessions workload: the conversation this turn belongs to
     turn: int | None = None  # sessions workload: 0-based turn index within its session
+    # issue 21, lora: LoRA traffic and structured output
+    model: str | None = None  # the LoRA adapter the request named; None: the base model
+    ignore_eos: bool = True  # sent with ignore_eos: fewer tokens than asked is a failure
+    answer: str | None = None  # the answer's JSON text (a structured-output request: content, or the tool call's arguments)
+    tool_name: str | None = None  # the function a tool-call answer named
 
     @property
     def ok(self) -> bool:
@@ -97,7 +102,7 @@ class RequestRecord:
         kw["chunk_t"] = [float(x) for x in (chunk_t if chunk_t is not None else [])]
         kw["chunk_tokens"] = [int(x) for x in (chunk_tokens if chunk_tokens is not None else [])]
         for k in ("t_first", "t_last", "t_done", "t_sched", "n_in", "error", "t_first_reasoning", "t_first_answer",
-                  "session", "turn"):
+                  "session", "turn", "model", "answer", "tool_name"):
             v = kw.get(k)
             if isinstance(v, float) and math.isnan(v):  # NaN from a Parquet null
                 kw[k] = None

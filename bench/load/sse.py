@@ -52,7 +52,7 @@ class StreamParser:
     reasoning) for `answer_text`: every event is then parsed in full, so only callers that need
     the text (multi-turn sessions, bench.load.sessions) ask for it."""
 
-    __slots__ = ("buf", "cum", "done", "fast", "final_usage", "rec", "source", "text")
+    __slots__ = ("buf", "cum", "done", "fast", "final_usage", "rec", "source", "text", "tool_args", "tool_name")
 
     def __init__(self, record: RequestRecord, keep_text: bool = False):
         self.rec = record
@@ -62,6 +62,8 @@ class StreamParser:
         self.done = False
         self.source: str | None = None
         self.text: list[str] | None = [] if keep_text else None
+        self.tool_args: list[str] = []  # with keep_text: the first tool call's arguments, as streamed
+        self.tool_name: str | None = None
         self.fast = _FULL  # how the next token chunk may be read; set by each fully parsed token event
 
     @property
@@ -140,6 +142,8 @@ class StreamParser:
             text, reasoning = choice.get("text"), None
         if self.text is not None and isinstance(text, str):
             self.text.append(text)
+        if self.text is not None and isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+            self._tool_call(delta["tool_calls"])
         if completion is not None:
             n = completion - self.cum
             self.source = "usage"
@@ -157,6 +161,25 @@ class StreamParser:
             self.fast = _FAST_CHAT if isinstance(delta, dict) else _FAST
         if n > 0:
             self._add(n, t, reasoning=reasoning is not None and not text)
+
+    def _tool_call(self, calls: list) -> None:
+        """The first tool call's name and argument pieces of a chat delta (OpenAI's streamed shape)."""
+        for call in calls:
+            if not isinstance(call, dict) or call.get("index", 0) != 0:
+                continue
+            fn = call.get("function")
+            if isinstance(fn, dict):
+                if isinstance(fn.get("name"), str):
+                    self.tool_name = fn["name"]
+                if isinstance(fn.get("arguments"), str):
+                    self.tool_args.append(fn["arguments"])
+
+    def answer_json(self) -> tuple[str, str | None]:
+        """(the answer's JSON text, the tool it called): a tool call's arguments when the answer
+        was one, else the content (with `keep_text`)."""
+        if self.tool_name is not None or self.tool_args:
+            return "".join(self.tool_args), self.tool_name
+        return self.answer_text, None
 
     def _add(self, n: int, t: float, reasoning: bool = False) -> None:
         """A chunk that carried `n` >= 1 generated tokens, arrived at `t`: of the answer, or
@@ -184,5 +207,5 @@ class StreamParser:
             return
         if not self.done:
             rec.error = "stream ended before [DONE]"
-        elif rec.n_out < rec.n_out_expected:
+        elif rec.n_out < rec.n_out_expected and rec.ignore_eos:
             rec.error = f"fewer tokens than asked: {rec.n_out} of {rec.n_out_expected}"

@@ -42,6 +42,10 @@ class Prompt:
     token_ids: list[int] | None = None
     text: str | None = None
     t_sched_s: float | None = None  # a trace's send time, s after the replay starts (already scaled)
+    # issue 21, lora: the model the request names (a LoRA adapter; None: the served base model), and
+    # request fields merged into its body (structured output: response_format / tools, ignore_eos)
+    model: str | None = None
+    extra: dict[str, Any] | None = None
 
     def for_endpoint(self, endpoint: str) -> list[int] | str:
         """What the client sends: token ids to completions when there are some, else text."""

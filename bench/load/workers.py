@@ -132,7 +132,9 @@ class WorkerJob:
     model: str
     config: ClientConfig
     tag: str  # the point's X-Request-Id prefix, the same in every worker
-    expected: list[tuple[str, int, int]]  # per request: phase, n_in_expected, n_out_expected
+    # per request: phase, n_in_expected, n_out_expected[, model, ignore_eos] (issue 21, lora: a LoRA adapter,
+    # structured output's early end)
+    expected: list[tuple]
     bodies_name: str
     bodies_offsets: list[int]
     load: ServerLoad
@@ -201,7 +203,7 @@ async def _work(job: WorkerJob, conn, commands, readers: dict, stop) -> tuple[li
             last["t"] = now
             conn.send(("progress", info))
 
-    records = [RequestRecord(i, ph, n_in, n_out) for i, (ph, n_in, n_out) in enumerate(job.expected)]
+    records = [_record(i, e) for i, e in enumerate(job.expected)]
     bodies = SharedBodies(job.bodies_name, job.bodies_offsets)
     try:
         async with StreamingClient(job.base_url, job.model, job.config) as client:
@@ -231,6 +233,13 @@ def process_context(preload: list[str]):
     return mp.get_context("spawn")
 
 
+def _record(i: int, expected: tuple) -> RequestRecord:
+    """Request `i`'s record from its `WorkerJob.expected` entry."""
+    phase, n_in, n_out, *rest = expected
+    return RequestRecord(i, phase, n_in, n_out, model=rest[0] if rest else None,
+                         ignore_eos=rest[1] if len(rest) > 1 else True)
+
+
 def run_point_workers(job: LoadJob) -> PointRun:
     """`bench.load.driver.run_point` in `job.workers` client processes (None: `choose_workers`)."""
     spec, n_warmup, cfg, workers = job.server_load, job.n_warmup, job.client, job.workers
@@ -240,7 +249,7 @@ def run_point_workers(job: LoadJob) -> PointRun:
     width = spec.concurrency if isinstance(spec, ConcurrencyLoad) else (spec.max_concurrency or len(records))
     n = max(1, min(n, width))  # no worker without a slot
     encoder = StreamingClient(job.base_url, job.model, cfg)
-    bodies = SharedBodies.create([encoder.body(p, r.n_out_expected) for p, r in zip(payloads, records)])
+    bodies = SharedBodies.create([encoder.body(p, r.n_out_expected, x) for p, r, x in zip(payloads, records, prep.each_extra())])
     team = None
     feeds: dict[int, IndexFeed] = {}
     try:  # from here on the block is unlinked and the feeds closed however the point ends (Ctrl-C included)
@@ -251,7 +260,7 @@ def run_point_workers(job: LoadJob) -> PointRun:
         if isinstance(spec, ConcurrencyLoad):
             feeds[n_warmup] = IndexFeed(n_warmup, len(records))
         jobs = [WorkerJob(k, n, job.base_url, job.model, cfg, encoder.tag,
-                          [(r.phase, r.n_in_expected, r.n_out_expected) for r in records],
+                          [(r.phase, r.n_in_expected, r.n_out_expected, r.model, r.ignore_eos) for r in records],
                           bodies.shm.name, bodies.offsets, spec, n_warmup, prep.offsets,
                           job.stalled is not None) for k in range(n)]
         team = Team(ctx, _worker_main, jobs, feeds, stop, job.progress, job.stalled, len(records))

@@ -2,9 +2,11 @@
 
 What a workload is (its kind, fields, units and valid ranges) is defined once, by the
 point-level specs in `bench.plan.points` (RandomWorkload | SharedPrefixWorkload |
-FileWorkload | TraceWorkload | SessionsWorkload); `make_workload(spec, vocab_size, seed)`
-builds the generator of a spec: `RandomPrompts`, `SharedPrefixPrompts` and `FilePrompts`
-here, `TraceReplay` (bench.load.traces) and `ChatSessions` (bench.load.sessions). A
+FileWorkload | TraceWorkload | SessionsWorkload | StructuredWorkload | LoraWorkload);
+`make_workload(spec, vocab_size, seed)` builds the generator of a spec: `RandomPrompts`,
+`SharedPrefixPrompts` and `FilePrompts` here, `TraceReplay` (bench.load.traces),
+`ChatSessions` (bench.load.sessions), `StructuredPrompts` (bench.load.structured) and
+`LoraMix` (bench.load.mix, a mix of LoRA adapters over another workload's requests). A
 generator turns `n` into a list of `Prompt`s: `prompts(n)` returns the same list for the
 same seed, every time, from its own `numpy.random.Generator` (never the global RNG).
 `describe()` is the dict stored in the result config.
@@ -24,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.load.mix import LoraMix
 from bench.load.sessions import ChatSessions
+from bench.load.structured import StructuredPrompts
 from bench.load.tokens import TokenSampler, words
 from bench.load.traces import TraceReplay
 from bench.load.types import Prompt, Workload
@@ -163,4 +167,8 @@ def make_workload(spec: points.WorkloadSpec | dict, vocab_size: int, seed: int) 
                            limit=spec.limit, block_size=spec.block_size)
     if isinstance(spec, points.SessionsWorkload):
         return ChatSessions.from_spec(spec, own_seed)
+    if isinstance(spec, points.StructuredWorkload):  # issue 21, lora
+        return StructuredPrompts(spec, own_seed)
+    if isinstance(spec, points.LoraWorkload):  # issue 21, lora: the inner workload keeps its own seed rule
+        return LoraMix(make_workload(spec.requests, vocab_size, seed), spec.shares(), own_seed)
     return FilePrompts(spec.path, seed=own_seed, output_len=spec.output_len)

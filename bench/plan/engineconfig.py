@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.catalog.configbase import safe_id
 from bench.catalog.dtypes import precision_label
+from bench.plan.lora import LoraConfig
 from bench.plan.speculative import SpeculativeSpec
 from bench.plan.sweepfile import gpus_problem
 
@@ -52,6 +53,7 @@ class EngineConfig(BaseModel):
     extra_args: dict[str, Any] = Field(default_factory=dict)  # more engine args (--key value)
     # speculative decoding (issue 21): None = off, so every existing config_id is kept
     speculative: SpeculativeSpec | None = None
+    lora: LoraConfig | None = None  # LoRA adapters served beside the base model (issue 21, lora; bench.plan.lora)
 
     @model_validator(mode="before")
     @classmethod

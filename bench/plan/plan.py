@@ -267,6 +267,7 @@ def _engine_configs(sweep: SweepSpec, catalog: Any) -> list[EngineConfig]:
                         max_model_len=ctx,
                         extra_args=extra,
                         speculative=speculative,
+                        lora=sweep.lora,  # issue 21, lora
                         **fields,
                     )
                 except ValidationError as e:

@@ -267,12 +267,104 @@ class SessionsWorkload(_WorkloadSpec):
         return self.turns * (self.prompt_len + self.answer_len), self.answer_len
 
 
+# ---------------------------------------------------------------- LoRA mix and structured output (issue 21, lora)
+
+StructuredMode = Literal["json_schema", "tool_call"]
+# A schema whose every value is bounded (enums, a boolean), so a constrained answer ends within a
+# few tokens even from random weights; a schema with free strings or numbers may run to max_tokens.
+DEFAULT_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "enum": ["paris", "rome", "oslo", "lima"]},
+                   "open": {"type": "boolean"},
+                   "stars": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "required": ["city", "open", "stars"],
+    "additionalProperties": False,
+}
+
+
+class StructuredWorkload(_WorkloadSpec):
+    """Chat requests whose answer is constrained to a JSON schema: `response_format: json_schema`,
+    or a tool call (`tools` with that schema as the parameters, `tool_choice` naming the tool),
+    through the chat endpoint (bench.load.structured). Each answer is checked against the schema."""
+
+    kind: Literal["structured"]
+    mode: StructuredMode = Field("json_schema", description="json_schema: response_format; tool_call: a named tool call.")
+    json_schema: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_JSON_SCHEMA),
+                                        description="The JSON Schema an answer must follow (a tool's parameters).")
+    tool_name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")] = Field(
+        "record", description="The tool's name (tool_call mode).")
+    prompt_len: PositiveInt = Field(32, description="User message (about tokens: words).")
+    output_len: PositiveInt = Field(128, description="max_tokens; the answer ends when its JSON does (tokens).")
+    seed: Seed | None = Field(None, description="Prompt RNG seed; None: derived from the sweep seed and the point id (disjoint prompts per point).")
+
+    @model_validator(mode="after")
+    def _schema_is_a_schema(self) -> StructuredWorkload:
+        from jsonschema.exceptions import SchemaError
+        from jsonschema.validators import validator_for
+
+        try:
+            validator_for(self.json_schema).check_schema(self.json_schema)
+        except SchemaError as e:
+            raise ValueError(f"json_schema is not a JSON Schema: {e.message}") from None
+        return self
+
+    def tag(self) -> str:
+        import hashlib
+        import json
+
+        digest = hashlib.sha1(json.dumps(self.json_schema, sort_keys=True).encode()).hexdigest()[:6]
+        mode = "json" if self.mode == "json_schema" else "tool"
+        return f"so-{mode}-{digest}-{self.prompt_len}-{self.output_len}" + (f"-s{self.seed}" if self.seed is not None else "")
+
+    def lengths(self) -> tuple[int, int]:
+        return self.prompt_len, self.output_len
+
+
+MixWeight = Annotated[float, Field(strict=False, gt=0, allow_inf_nan=False)]
+
+
+class LoraWorkload(_WorkloadSpec):
+    """A weighted mix of LoRA adapters (and `base`, the base model) over the requests of another
+    workload: each request's `model` is drawn from `mix` (weights relative), seeded. The engine
+    configuration serves the adapters (the sweep's `lora` block, bench.plan.lora)."""
+
+    kind: Literal["lora"]
+    mix: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$")], MixWeight] = Field(
+        min_length=1, description="Adapter name (or base) -> relative share of the requests.")
+    requests: Annotated[
+        Annotated[RandomWorkload, Tag("<random>")]
+        | Annotated[FileWorkload, Tag("<file>")]
+        | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")]
+        | Annotated[StructuredWorkload, Tag("<structured>")],
+        kind_of("random"),
+    ] = Field(description="The workload whose requests are spread over the mix.")
+    seed: Seed | None = Field(None, description="Mix RNG seed; None: derived from the sweep seed and the point id.")
+
+    def shares(self) -> dict[str, float]:
+        """Each name's share of the requests (sums to 1), in the mix's order."""
+        total = sum(self.mix.values())
+        return {name: w / total for name, w in self.mix.items()}
+
+    def mix_label(self) -> str:
+        """e.g. "base:0.5,sql:0.25,chat:0.25": the store's lora_mix column."""
+        return ",".join(f"{name}:{share:.3g}" for name, share in self.shares().items())
+
+    def tag(self) -> str:
+        mix = "-".join(f"{name}x{w:g}" for name, w in self.mix.items())
+        return f"lora-{mix}-{self.requests.tag()}" + (f"-s{self.seed}" if self.seed is not None else "")
+
+    def lengths(self) -> tuple[int, int] | None:
+        return self.requests.lengths()
+
+
 WorkloadSpec = Annotated[
     Annotated[RandomWorkload, Tag("<random>")]
     | Annotated[FileWorkload, Tag("<file>")]
     | Annotated[SharedPrefixWorkload, Tag("<shared_prefix>")]
     | Annotated[TraceWorkload, Tag("<trace>")]
-    | Annotated[SessionsWorkload, Tag("<sessions>")],
+    | Annotated[SessionsWorkload, Tag("<sessions>")]
+    | Annotated[StructuredWorkload, Tag("<structured>")]  # issue 21, lora
+    | Annotated[LoraWorkload, Tag("<lora>")],  # issue 21, lora
     kind_of("random"),
 ]
 
@@ -285,9 +377,11 @@ def parse_load(load: Any) -> ConcurrencyLoad | RateLoad | TraceLoad | OfflineLoa
     return load if isinstance(load, (ConcurrencyLoad, RateLoad, TraceLoad, OfflineLoad)) else _parse(_LOADS, load, "load")
 
 
-def parse_workload(workload: Any) -> RandomWorkload | FileWorkload | SharedPrefixWorkload | TraceWorkload | SessionsWorkload:
+def parse_workload(workload: Any) -> (RandomWorkload | FileWorkload | SharedPrefixWorkload | TraceWorkload
+                                      | SessionsWorkload | StructuredWorkload | LoraWorkload):
     """A typed workload from a dict (or a typed workload, returned as is); ConfigError, one line."""
-    if isinstance(workload, (RandomWorkload, FileWorkload, SharedPrefixWorkload, TraceWorkload, SessionsWorkload)):
+    if isinstance(workload, (RandomWorkload, FileWorkload, SharedPrefixWorkload, TraceWorkload, SessionsWorkload,
+                             StructuredWorkload, LoraWorkload)):
         return workload
     return _parse(_WORKLOADS, workload, "workload")
 

@@ -33,6 +33,7 @@ from bench.plan.accuracy import AccuracySettings
 from bench.plan.adaptive import AdaptiveStop
 from bench.plan.capacity import CapacitySettings
 from bench.plan.inputs import MAX_REPLAY_S
+from bench.plan.lora import LoraConfig, workload_problem
 from bench.plan.points import (
     Arrival,
     ConcurrencyLoad,
@@ -233,6 +234,16 @@ class SweepSpec(_Strict):
     adaptive_stop: AdaptiveStop | None = None
     # issue 20 item 2 (adaptive repeats): stop a point's repeats early once its interval is narrow
     repeat_until: RepeatUntil | None = None
+    # LoRA adapters every engine configuration serves (issue 21, lora; bench.plan.lora)
+    lora: LoraConfig | None = None
+
+    @model_validator(mode="after")
+    def _workloads_runnable(self) -> SweepSpec:  # issue 21, lora: LoRA mixes and structured output
+        for wl in self.workloads:
+            reason = workload_problem(wl, self.lora, self.engine, self.endpoint)
+            if reason:
+                raise ValueError(reason)
+        return self
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> SweepSpec:

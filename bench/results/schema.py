@@ -39,6 +39,7 @@ from bench.measure.groups import (
     Window,
 )
 from bench.measure.specdecode import SpecDecode  # speculative decoding (issue 21)
+from bench.measure.traffic import AdapterFigures, StructuredFigures  # issue 21, lora
 from bench.plan.points import LoadSpec, WorkloadSpec
 from bench.results.config import RunConfig
 from bench.results.provenance import Provenance
@@ -102,6 +103,11 @@ class PointResult(_Strict):
     # speculative decoding (issue 21)
     spec_decode: SpecDecode | None = Field(default=None, description="Draft acceptance from the server's "
                                            "spec_decode counters; None: no speculative decoding.")
+    # issue 21, lora: a LoRA mix's per-adapter figures and structured output's parse share
+    adapters: list[AdapterFigures] | None = Field(default=None, exclude_if=lambda v: v is None, description=(
+        "Per LoRA adapter (and base, the base model) of a lora workload: requests, tokens, latency, over the window."))
+    structured: StructuredFigures | None = Field(default=None, exclude_if=lambda v: v is None, description=(
+        "Structured output: answers checked against their JSON schema, and the share that follow it."))
 
     @field_validator("requests_file")
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import replace
 from bench.engines.base import EngineCounters, EngineDied
 from bench.errors import ConfigError
 from bench.load.workload import make_workload
+from bench.measure.traffic import traffic_figures, wants_answers
 from bench.plan import PointSpec
 from bench.plan.pointid import PointId
 from bench.results import PointResult, write_requests
@@ -65,7 +66,8 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         try:
             headers = tuple(getattr(engine, "request_headers", {}).items())  # an endpoint's credentials
             client_cfg = ClientConfig(endpoint=plan.endpoint, timeout_s=env.request_timeout_s,
-                                      stall_timeout_s=env.stall_timeout_s, headers=headers)
+                                      stall_timeout_s=env.stall_timeout_s, headers=headers,
+                                      keep_answers=wants_answers(point.workload))  # issue 21, lora
             pr = run_point_sync(LoadJob(
                 engine.base_url, engine.served_model, workload, point.load, point.n_warmup, point.n_requests,
                 client=client_cfg, progress=lambda info: emit(RequestsDone(**info)), workers=env.client_workers,
@@ -93,6 +95,7 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         started_utc=started, server_metrics=scraper.summary_between(t0, t1) if scraper else None,
         prefix_cache_reset=reset,
     )
+    result.adapters, result.structured = traffic_figures(point.workload, pr.records, (t0, t1))  # issue 21, lora
     result.requests_file = write_requests(run_dir, point.point_id, pr.records)
     result.timing = point_timing(pr, reset_s=reset_s, wall_s=time.perf_counter() - t_point,  # issue 22
                                  stop_reason=pr.stop_reason, n_planned=point.n_requests)

@@ -102,6 +102,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
         row |= {key: getattr(m, key) if m is not None else None for key in _METRICS}
         row |= {key: getattr(e, key) if e is not None else None for key in _ENERGY}
         row |= repeats.get(p.point_id, {})
+        row |= traffic_columns(p)  # issue 21, lora
         rows.append(row)
     return rows
 
@@ -133,6 +134,17 @@ def _repeat_columns(run: RunResult) -> dict[str, dict[str, Any]]:
                 cols |= {f"{f}_mean": iv.mean, f"{f}_sd": iv.sd, f"{f}_ci95_lo": iv.lo, f"{f}_ci95_hi": iv.hi}
         out |= dict.fromkeys(s.point_ids, cols)
     return out
+
+
+def traffic_columns(p: Any) -> dict:
+    """A point's LoRA mix and structured-output columns (None where its workload has none)."""
+    from bench.plan.points import LoraWorkload
+
+    w = p.workload
+    s = p.structured
+    return {"lora_mix": w.mix_label() if isinstance(w, LoraWorkload) else None,
+            "structured_mode": s.mode if s is not None else None,
+            "structured_valid_share": s.valid_share if s is not None else None}
 
 
 def catalog_model_info(model_key: str | None) -> dict:

@@ -40,6 +40,8 @@ BASE_COLUMNS = [
     # speculative decoding (issue 21): method ("none" without), draft tokens per step, acceptance over the window
     "spec_method", "spec_tokens", "spec_mean_acceptance_length", "spec_acceptance_rate",
     "power_scope",  # issue 20 item 6: gpu | module | mixed | null
+    # issue 21, lora: the LoRA mix ("base:0.5,sql:0.5") and structured output's mode and parse share
+    "lora_mix", "structured_mode", "structured_valid_share",
 ]
 # issue 20 item 2 (repeats): each row's load point over its valid repeats in the run: the point id
 # without its repeat, n, and per headline figure mean, sd and the Student-t 95% interval
@@ -66,6 +68,7 @@ STRING_COLUMNS = {
     *ACCURACY_STRING_COLUMNS,  # accuracy gate
     "spec_method",  # speculative decoding (issue 21)
     "power_scope", "repeat_of",
+    "lora_mix", "structured_mode",  # issue 21, lora
 }
 BOOL_COLUMNS = {"measured", "valid", "synthetic", *ACCURACY_BOOL_COLUMNS}  # accuracy gate: its verdict
 INT_COLUMNS = {"n_gpus", "total_params", "active_params", "isl", "osl", "concurrency", "n_requests",

@@ -49,6 +49,7 @@ class FakeServerConfig:
     reasoning_tokens: int = 0  # chat: the first N generated tokens stream as reasoning deltas, then the answer
     reasoning_field: str = "reasoning"  # the delta key of reasoning text (vLLM >= 0.10); "reasoning_content" before
     model: str = "fake-model"
+    adapters: tuple[str, ...] = ()  # LoRA adapters served beside `model` (vLLM --lora-modules); a request names one in `model`
     max_num_seqs: int = 0  # requests generating at once; the rest wait (0: no cap)
     preempt_every: int = 0  # count a preemption when the k-th request is admitted
     kv_capacity_tokens: int = 65536  # KV-cache size for the usage gauge (tokens)
@@ -90,6 +91,7 @@ class Ask(BaseModel):
     stream_options: _StreamOptions | None = None
     return_token_ids: bool = False
     stream: bool = False  # vLLM's default; a non-streaming answer is bench.testing.fake_answers
+    model: str | None = None  # the served model or LoRA adapter the request names
 
     @property
     def n_out(self) -> int:
@@ -262,6 +264,11 @@ class _App:
         chat = request.path.endswith("chat/completions")
         if _hit(cfg.fail_http_every, k):
             return web.json_response({"error": {"message": "injected failure", "code": 500}}, status=500)
+        # Serving adapters, the fake checks the name as vLLM does (without, it answers any name: older tests
+        # name their own model).
+        if cfg.adapters and ask.model is not None and ask.model not in (cfg.model, *cfg.adapters):
+            return web.json_response({"error": {"message": f"The model `{ask.model}` does not exist.",
+                                                "type": "NotFoundError", "param": "model", "code": 404}}, status=404)
         if _hit(cfg.hang_every, k):
             await self._hold(request)
             return web.Response(status=500)  # never sent: the connection is gone
@@ -300,6 +307,7 @@ class _App:
             record["prompt"] = ask.prompt
         if chat:
             record["n_messages"] = len(ask.messages)
+        record["model"] = ask.model
         if self.index is not None:
             record["proc"] = self.index
         self.emits[key] = record
