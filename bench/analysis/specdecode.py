@@ -38,37 +38,67 @@ class SpecSpeedup:
     speedup_at_interactivity: float | None  # output tok/s per GPU / the baseline's at this interactivity
 
 
+@dataclass(frozen=True)
+class _Point:
+    """One row of the frame as the speed-up reads it."""
+
+    key: tuple[Any, ...]  # SAME + the workload: rows that are the same configuration
+    spec: str | None  # the speculative method; None: no speculation
+    point_id: str
+    spec_tokens: int | None
+    acceptance_length: float | None
+    load: tuple[Any, Any]  # (concurrency, rate_rps)
+    interactivity: float | None
+    output_tok_s: float | None
+    output_tok_s_per_gpu: float | None
+
+
+def _points(frame: pd.DataFrame) -> list[_Point]:
+    """The frame's rows, each read once, by column (a column the frame lacks reads as missing)."""
+    def col(name: str) -> list[Any]:
+        return frame[name].tolist() if name in frame.columns else [None] * len(frame)
+
+    same = [col(k) for k in SAME]
+    ids, methods, tokens, lengths = col("point_id"), col("spec_method"), col("spec_tokens"), col("spec_mean_acceptance_length")
+    conc, rate, ix = col("concurrency"), col("rate_rps"), col("interactivity_tok_s_user")
+    out_s, out_gpu = col("output_tok_s"), col("output_tok_s_per_gpu")
+    points = []
+    for i in range(len(frame)):
+        method = methods[i]
+        points.append(_Point(
+            key=(*(_plain(c[i]) for c in same), _workload(ids[i])),
+            spec=method if isinstance(method, str) and method and method != "none" else None,
+            point_id=str(ids[i]), spec_tokens=_int(tokens[i]), acceptance_length=_num(lengths[i]),
+            load=(_plain(conc[i]), _plain(rate[i])), interactivity=_num(ix[i]),
+            output_tok_s=_num(out_s[i]), output_tok_s_per_gpu=_num(out_gpu[i])))
+    return points
+
+
 def spec_speedup(frame: pd.DataFrame) -> list[SpecSpeedup]:
     """Every speculative row's speed-up over the rows of the same configuration and workload
     without speculation; rows without `spec_method` count as without speculation."""
     if frame.empty or "spec_method" not in frame.columns:
         return []
-    rows = [dict(r) for _, r in frame.iterrows()]
-    for r in rows:
-        r["_key"] = (*(_plain(r.get(k)) for k in SAME), _workload(r.get("point_id")))
-        method = r.get("spec_method")
-        r["_spec"] = method if isinstance(method, str) and method and method != "none" else None
+    points = _points(frame)
     out = []
-    for r in rows:
-        if r["_spec"] is None:
+    for p in points:
+        if p.spec is None:
             continue
-        base = [b for b in rows if b["_spec"] is None and b["_key"] == r["_key"]]
-        same = [b for b in base if _plain(b.get("concurrency")) == _plain(r.get("concurrency"))
-                and _plain(b.get("rate_rps")) == _plain(r.get("rate_rps"))]
-        ix = _num(r.get("interactivity_tok_s_user"))
+        base = [b for b in points if b.spec is None and b.key == p.key]
+        same = [b for b in base if b.load == p.load]
         out.append(SpecSpeedup(
-            point_id=str(r.get("point_id")), spec_method=r["_spec"], spec_tokens=_int(r.get("spec_tokens")),
-            mean_acceptance_length=_num(r.get("spec_mean_acceptance_length")), interactivity_tok_s_user=ix,
-            speedup_same_load=_ratio(_num(r.get("output_tok_s")), _num(same[0].get("output_tok_s")) if same else None),
-            speedup_at_interactivity=_ratio(_num(r.get("output_tok_s_per_gpu")), _at(base, ix)),
+            point_id=p.point_id, spec_method=p.spec, spec_tokens=p.spec_tokens,
+            mean_acceptance_length=p.acceptance_length, interactivity_tok_s_user=p.interactivity,
+            speedup_same_load=_ratio(p.output_tok_s, same[0].output_tok_s if same else None),
+            speedup_at_interactivity=_ratio(p.output_tok_s_per_gpu, _at(base, p.interactivity)),
         ))
     return out
 
 
-def _at(base: list[dict[str, Any]], ix: float | None) -> float | None:
+def _at(base: list[_Point], ix: float | None) -> float | None:
     """The baseline's output tok/s per GPU at interactivity `ix`, linear between measured points."""
-    pts = sorted((x, y) for b in base if (x := _num(b.get("interactivity_tok_s_user"))) is not None
-                 and (y := _num(b.get("output_tok_s_per_gpu"))) is not None)
+    pts = sorted((b.interactivity, b.output_tok_s_per_gpu) for b in base
+                 if b.interactivity is not None and b.output_tok_s_per_gpu is not None)
     if ix is None or not pts or not pts[0][0] <= ix <= pts[-1][0]:
         return None
     for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[-1:]):

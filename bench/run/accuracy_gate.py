@@ -11,9 +11,10 @@ reason is recorded (`accuracy: not run`), never an exception that ends the run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.atomicio import atomic_write_text
 from bench.errors import one_line
@@ -32,27 +33,47 @@ from bench.run.agreement import PROMPT_SET, prompt_topk
 
 ACCURACY_DIR = "accuracy"
 MAX_FILE_BYTES = 64 << 20  # an outcome file larger than this is not one bench wrote
+_O = TypeVar("_O", bound=BaseModel)
 
 
 def _file(run_dir: Path, cid: str, kind: str) -> Path:
     return run_dir / ACCURACY_DIR / f"{cid}.{kind}.json"
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+class TaskOutcome(BaseModel):
+    """accuracy/<config>.task.json: the task's per-question outcome, or why it did not run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task: str
+    per_question: list[bool] | None = None  # in the task's document order
+    seconds: float | None = None
+    not_run: str | None = None
+
+
+class TopkOutcome(BaseModel):
+    """accuracy/<config>.topk.json: the top-k log-probabilities per prompt position, or why not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prompt_set: str
+    positions: list[dict[str, float]] | None = None  # token -> logprob, per position
+    not_run: str | None = None
+
+
+def _write(path: Path, outcome: BaseModel) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(data, separators=(",", ":")))
+    atomic_write_text(path, outcome.model_dump_json(exclude_none=True))
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path, kind: type[_O]) -> _O | str | None:
+    """The outcome file: the typed outcome, a one-line reason it cannot be read, or None (none written)."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            return {"not_run": f"{path.name} larger than {MAX_FILE_BYTES} bytes"}
-        data = json.loads(path.read_text())
+            return f"{path.name} larger than {MAX_FILE_BYTES} bytes"
+        return kind.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        return {"not_run": one_line(f"{path.name} unreadable: {e}")}
-    return data if isinstance(data, dict) else {"not_run": f"{path.name} is not a JSON object"}
+    except (OSError, ValidationError) as e:
+        return one_line(f"{path.name} unreadable: {e}")
 
 
 def reference_config(plan: Plan, cfg: EngineConfig) -> EngineConfig | None:
@@ -83,18 +104,18 @@ def probe_config(plan: Plan, cfg: EngineConfig, engine: Any, run_dir: Path) -> N
             if not server:
                 raise AccuracyNotRun("the task gate needs a server engine (an OpenAI endpoint)")
             score = task_score(engine.base_url, engine.served_model, _task_spec(plan))
-            _write(_file(run_dir, cid, "task"), {"task": score.task, "per_question": list(score.per_question),
-                                                 "seconds": score.seconds})
+            _write(_file(run_dir, cid, "task"), TaskOutcome(task=score.task, per_question=list(score.per_question),
+                                                            seconds=score.seconds))
         except AccuracyNotRun as e:
-            _write(_file(run_dir, cid, "task"), {"task": settings.task, "not_run": str(e)})
+            _write(_file(run_dir, cid, "task"), TaskOutcome(task=settings.task, not_run=str(e)))
     if settings.runs_agreement and reference_config(plan, cfg) is not None:
         try:
             if not server:
                 raise AccuracyNotRun("agreement needs a server engine (an OpenAI endpoint)")
-            _write(_file(run_dir, cid, "topk"), {"prompt_set": PROMPT_SET,
-                                                 "positions": prompt_topk(engine.base_url, engine.served_model)})
+            _write(_file(run_dir, cid, "topk"), TopkOutcome(
+                prompt_set=PROMPT_SET, positions=prompt_topk(engine.base_url, engine.served_model)))
         except AccuracyNotRun as e:
-            _write(_file(run_dir, cid, "topk"), {"prompt_set": PROMPT_SET, "not_run": str(e)})
+            _write(_file(run_dir, cid, "topk"), TopkOutcome(prompt_set=PROMPT_SET, not_run=str(e)))
 
 
 def _floor(model: str, task: str) -> tuple[float | None, str | None]:
@@ -105,42 +126,40 @@ def _floor(model: str, task: str) -> tuple[float | None, str | None]:
 
 
 def _task_result(plan: Plan, cfg: EngineConfig, run_dir: Path) -> AccuracyResult | None:
-    raw = _read(_file(run_dir, cfg.config_id(), "task"))
+    raw = _read(_file(run_dir, cfg.config_id(), "task"), TaskOutcome)
     if raw is None:
         return None
-    task = str(raw.get("task") or plan.accuracy.task)
-    per_q = raw.get("per_question")
-    if "not_run" in raw or not isinstance(per_q, list):
-        return not_run("task", task, str(raw.get("not_run", "no per-question outcome")))
+    if isinstance(raw, str) or raw.not_run is not None or raw.per_question is None:
+        reason = raw if isinstance(raw, str) else raw.not_run or "no per-question outcome"
+        return not_run("task", raw.task if isinstance(raw, TaskOutcome) else plan.accuracy.task, reason)
     ref_cfg = reference_config(plan, cfg)
     reference = None
     if ref_cfg is not None and ref_cfg.config_id() != cfg.config_id():
-        ref_raw = _read(_file(run_dir, ref_cfg.config_id(), "task")) or {}
-        if isinstance(ref_raw.get("per_question"), list):
-            reference = ReferenceScore(ref_cfg.config_id(), ref_cfg.precision(), [bool(x) for x in ref_raw["per_question"]])
-    floor, source = _floor(cfg.model, task)
-    seconds = raw.get("seconds")
-    return task_verdict(task, [bool(x) for x in per_q], floor=floor, floor_source=source, reference=reference,
-                        tolerance=plan.accuracy.drop_tolerance,
-                        seconds=float(seconds) if isinstance(seconds, (int, float)) else None)
+        ref_raw = _read(_file(run_dir, ref_cfg.config_id(), "task"), TaskOutcome)
+        if isinstance(ref_raw, TaskOutcome) and ref_raw.per_question is not None:
+            reference = ReferenceScore(ref_cfg.config_id(), ref_cfg.precision(), ref_raw.per_question)
+    floor, source = _floor(cfg.model, raw.task)
+    return task_verdict(raw.task, raw.per_question, floor=floor, floor_source=source, reference=reference,
+                        tolerance=plan.accuracy.drop_tolerance, seconds=raw.seconds)
 
 
-def _positions(raw: dict[str, Any]) -> list[dict[str, float]]:
-    pos = raw.get("positions")
-    if not isinstance(pos, list) or not all(isinstance(p, dict) for p in pos):
-        raise AccuracyNotRun(str(raw.get("not_run", "no top-k positions recorded")))
-    return [{str(k): float(v) for k, v in p.items() if isinstance(v, (int, float))} for p in pos]
+def _positions(raw: TopkOutcome | str) -> list[dict[str, float]]:
+    if isinstance(raw, str):
+        raise AccuracyNotRun(raw)
+    if raw.positions is None:
+        raise AccuracyNotRun(raw.not_run or "no top-k positions recorded")
+    return raw.positions
 
 
 def _agreement_result(plan: Plan, cfg: EngineConfig, run_dir: Path) -> AccuracyResult | None:
     ref_cfg = reference_config(plan, cfg)
     if ref_cfg is None or ref_cfg.config_id() == cfg.config_id():
         return None  # the reference itself, or no reference: nothing to agree with
-    raw = _read(_file(run_dir, cfg.config_id(), "topk"))
+    raw = _read(_file(run_dir, cfg.config_id(), "topk"), TopkOutcome)
     if raw is None:
         return None
     try:
-        ref_raw = _read(_file(run_dir, ref_cfg.config_id(), "topk"))
+        ref_raw = _read(_file(run_dir, ref_cfg.config_id(), "topk"), TopkOutcome)
         if ref_raw is None:
             raise AccuracyNotRun(f"the reference {ref_cfg.config_id()} has no top-k probe")
         a = agreement(_positions(ref_raw), _positions(raw))
