@@ -67,7 +67,7 @@ def provenance_rows(runs: list[tuple[str, RunResult]]) -> list[dict]:
     for run_id, run in sorted(runs, key=lambda r: r[0]):
         cfg, prov = run.config, run.provenance
         out.append({
-            "run_id": run_id + (" (SYNTHETIC)" if run.extra.get("synthetic") else ""),
+            "run_id": run_id + (" (SYNTHETIC)" if run.synthetic else ""),
             "date": run.created_utc[:10], "model": cfg.model, "hardware": cfg.hardware_id,
             "device": prov.device_name,
             "n_gpus": ", ".join(sorted({str(c.n_gpus) for c in cfg.configs()})),
@@ -171,7 +171,7 @@ def compare_report(table: pd.DataFrame, runs: list[tuple[str, RunResult]] | None
     if runs is not None:
         used = [r for r in runs if r[0] in set(all_rows["run_id"])]
         points, provenance = _with_invalid(all_rows, runs, model), provenance_rows(used)
-        synthetic = any(run.extra.get("synthetic") for _, run in used)
+        synthetic = any(run.synthetic for _, run in used)
     else:
         if points is None:  # the TypeError indexing None gave, with its cause
             raise TypeError("compare_report: `points` stands in for `runs` when runs is None")
@@ -282,7 +282,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
         (f"{md_text(', '.join(run_models(run)))} on {md_text(run.config.hardware_id)}, "
          f"{len(run.points)} load points, status **{md_text(status)}**."), "",
         "Interactive: [report.html](report.html). Latencies of invalid points are marked (invalid).", "",
-        *_synthetic_note(bool(run.extra.get("synthetic"))),
+        *_synthetic_note(run.synthetic),
         "## Load points", "", markdown_table(points, columns), "",
         "## Cost as stored with the run", "",
         ("$ per million output tokens for each cost scenario, at the utilization shown "
@@ -304,7 +304,7 @@ def run_report(run_dir: Path, out_dir: Path) -> Report:
             f"status {status}.")
     html = run_page(out_dir / "report.html", f"Run {run.run_id}", lead, ok_points, points, columns, costs,
                     cost_columns, power, windows, json.dumps(about, indent=2, sort_keys=True, default=str),
-                    synthetic=bool(run.extra.get("synthetic")), server_metrics=server_metrics,
+                    synthetic=run.synthetic, server_metrics=server_metrics,
                     time_parts=html_parts(run.timing),  # time breakdown (issue 22)
                     cost_scenarios=scenarios, repeat_table=(repeats, REPEAT_COLUMNS))
     return Report(path, pd.DataFrame(points), plots, status, html=html.path, figures=html.figures)

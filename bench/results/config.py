@@ -29,6 +29,14 @@ class _Stored(BaseModel):
         return {k: v for k, v in data.items() if k in kept}
 
 
+class StoredSpeculative(_Stored):
+    """A stored configuration's speculative-decoding block (bench.plan.speculative.SpeculativeSpec
+    as it dumps it): read leniently, the other keys kept."""
+
+    method: str | None = None
+    num_speculative_tokens: int | None = None
+
+
 class StoredEngineConfig(_Stored):
     """One engine configuration of a run (bench.plan.EngineConfig as run.json records it)."""
 
@@ -47,8 +55,8 @@ class StoredEngineConfig(_Stored):
     data_parallel_size: Any = Field(default=None, description="DP replicas (as stored).")
     devices: list[int] | None = Field(default=None, description="Device indices the configuration ran on.")
     # speculative decoding (issue 21), as bench.plan.speculative.SpeculativeSpec dumps it
-    speculative: dict[str, Any] | None = Field(default=None, description="Speculative decoding (method, "
-                                               "num_speculative_tokens, model, ...); None: off.")
+    speculative: StoredSpeculative | None = Field(default=None, description="Speculative decoding (method, "
+                                                  "num_speculative_tokens, model, ...); None: off.")
 
     def precision_label(self) -> str:
         """The label of the stored dtype fields by the one rule (bench.catalog.dtypes.precision_label):

@@ -136,6 +136,12 @@ class RunResult(_Strict):
     provenance: Provenance = Field(default_factory=Provenance, description="Environment: versions, devices, host.")
     points: list[PointResult] = Field(default_factory=list, description="Load points in the order they ran.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Idle baseline, probe used, notes.")
+
+    @property
+    def synthetic(self) -> bool:
+        """True for a run a test fixture made (`extra.synthetic`): its figures were never measured."""
+        return bool(self.extra.get("synthetic"))
+
     # accuracy gate (docs/accuracy.md); absent from older files
     accuracy: dict[str, list[AccuracyResult]] = Field(
         default_factory=dict, description="Per engine configuration id: its accuracy verdicts (task, agreement).")

@@ -23,6 +23,7 @@ from typing import Any
 from bench.catalog.engines import recorded_engine_version
 from bench.errors import BenchError
 from bench.results import RunResult
+from bench.results.config import StoredSpeculative
 from bench.safepath import check_rel_path, check_run_id
 from bench.store.accuracy_rows import accuracy_columns
 from bench.store.manifest import sha256_hex
@@ -69,7 +70,7 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
     run_fields = {"run_status": run.status, "run_n_points": len(run.points),
                   "run_n_valid_points": sum(1 for p in run.points if p.valid and p.status == "ok"),
                   "driver_version": prov.driver_version, "harness_git_sha": run.harness.git_sha,
-                  "synthetic": bool(run.extra.get("synthetic"))}
+                  "synthetic": run.synthetic}
     rows = []
     repeats = _repeat_columns(run)
     for p in run.points:
@@ -107,11 +108,11 @@ def point_rows(run_id: str, run: RunResult, model_info: ModelInfoFn | None = Non
     return rows
 
 
-def spec_columns(speculative: dict | None, spec: Any) -> dict:
+def spec_columns(speculative: StoredSpeculative | None, spec: Any) -> dict:
     """The speculative-decoding columns of a row: method ("none": no speculation), draft tokens
     per step, and the point's mean acceptance length (tokens/step) and acceptance rate."""
-    method = speculative.get("method") if isinstance(speculative, dict) else None
-    tokens = speculative.get("num_speculative_tokens") if isinstance(speculative, dict) else None
+    method = speculative.method if speculative is not None else None
+    tokens = speculative.num_speculative_tokens if speculative is not None else None
     return {"spec_method": str(method) if method else "none",
             "spec_tokens": tokens if type(tokens) is int else None,
             "spec_mean_acceptance_length": spec.mean_acceptance_length if spec is not None else None,
