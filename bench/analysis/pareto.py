@@ -1,6 +1,8 @@
 """Pareto fronts and matched operating points across hardware, precision and engine.
 
-A series is one (hardware, precision, KV-cache dtype, engine, GPU count) of one model. Its
+A series is one (hardware, precision, KV-cache dtype, engine, GPU count) of one model, and
+one setting of each serving lever the table records (speculative method, LoRA mix,
+structured-output mode): a speculative point never shares a front with its baseline. Its
 front is the upper-right Pareto front of throughput per GPU (y) against interactivity,
 tokens per second per user (x): no measured point has both more x and more y. Along the
 front y falls as x rises, and values between two measured front points are read by
@@ -20,6 +22,7 @@ from bench.store.accuracy_rows import gate_passed
 X = "interactivity_tok_s_user"
 Y = "tok_s_per_gpu"
 SERIES_COLUMNS = ["hardware", "precision", "kv_cache_dtype", "engine", "n_gpus"]
+LEVER_COLUMNS = ["spec_method", "lora_mix", "structured_mode"]  # issue 21: a series per lever setting, when recorded
 MATCHED_METRICS = [
     "tok_s_per_gpu", "output_tok_s_per_gpu", "j_per_token", "j_per_output_token",
     "avg_power_w_per_gpu", "ttft_s_p99", "tpot_s_p50",
@@ -62,7 +65,11 @@ def series_label(key: dict) -> str:
     kv_part = f" kv-{kv}" if kv and kv != "auto" else ""
     n = key.get("n_gpus")
     n_part = f" x{int(n)}" if n and not _nan(n) and int(n) > 1 else ""
-    return f"{key['hardware']} {key['precision']}{kv_part} {key['engine']}{n_part}"
+    spec = key.get("spec_method")
+    levers = f" spec-{spec}" if spec and spec != "none" else ""
+    levers += f" lora[{key['lora_mix']}]" if key.get("lora_mix") else ""
+    levers += f" {key['structured_mode']}" if key.get("structured_mode") else ""
+    return f"{key['hardware']} {key['precision']}{kv_part} {key['engine']}{n_part}{levers}"
 
 
 def split_series(table: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
@@ -70,11 +77,24 @@ def split_series(table: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
     out: list[tuple[str, dict, pd.DataFrame]] = []
     if table.empty:
         return out
-    keyed = table.assign(**{c: table[c].astype(object) for c in SERIES_COLUMNS})
-    for values, rows in keyed.groupby(SERIES_COLUMNS, dropna=False, sort=False):
-        key = {c: (None if _nan(v) else v) for c, v in zip(SERIES_COLUMNS, values)}
+    columns = SERIES_COLUMNS + [c for c in LEVER_COLUMNS if c in table.columns]
+    keyed = table.assign(**{c: table[c].astype(object) for c in columns})
+    for values, rows in keyed.groupby(columns, dropna=False, sort=False):
+        key = {c: (None if _nan(v) else v) for c, v in zip(columns, values)}
         out.append((series_label(key), key, rows.reset_index(drop=True)))
     return sorted(out, key=lambda s: s[0])
+
+
+def hold_fixed(table: pd.DataFrame, where: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The rows whose column `c` reads `v` for every (c, v) of `where` (as text: `--where
+    spec_method=none`), so a comparison varies only the axes left free. ValueError naming an
+    unknown column."""
+    for column, value in where:
+        if column not in table.columns:
+            raise ValueError(f"--where {column}=...: no such column (known: {', '.join(sorted(table.columns))[:300]})")
+        cells = table[column].astype(object)
+        table = table[[(str(c) if not _nan(c) else "") == value for c in cells]]
+    return table
 
 
 def front_rows(rows: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,13 @@ from bench.errors import ConfigError
 from bench.escape import terminal_text
 
 
+def _pair(text: str) -> tuple[str, str]:
+    column, sep, value = text.partition("=")
+    if not sep or not column:
+        raise click.BadParameter(f"{text!r}: expected COLUMN=VALUE")
+    return column.strip(), value.strip()
+
+
 @click.command()
 @click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--store", "url", default=None, help="Store URL (instead of local RESULTS folders).")
@@ -30,8 +37,13 @@ from bench.escape import terminal_text
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder [compare-<model> in the folder holding RESULTS; with --store, "
                    "$BENCH_CACHE_DIR/reports or ~/.cache/bench/reports].")
+@click.option("--where", "where", multiple=True, metavar="COLUMN=VALUE", callback=lambda _c, _p, v: [_pair(x) for x in v],
+              help="Hold a table column fixed (repeatable), e.g. --where spec_method=none --where engine=vllm: "
+                   "the series then differ only in the axes left free (hardware, precision, engine, "
+                   "speculative method, LoRA mix, structured mode).")
 @trust_option
-def compare(results, url, model, hardware, baseline, explain, at_interactivity, ttft_slo, scenarios, reference, out, trust):
+def compare(results, url, model, hardware, baseline, explain, at_interactivity, ttft_slo, scenarios, reference, out, trust,
+            where):
     """Compare tok/s per GPU, J/token and $/Mtok across hardware at matched operating points.
 
     With --store, the model's points are read from the store's point files (partition
@@ -61,6 +73,14 @@ def compare(results, url, model, hardware, baseline, explain, at_interactivity, 
         if hardware:
             runs = [(rid, run) for rid, run in runs if run.config.hardware_id in hardware]
         table = build_table(runs)
+    if where:  # hold these axes fixed: the series then differ only in the others
+        from bench.analysis.pareto import hold_fixed
+
+        try:
+            table = hold_fixed(table, where)
+            points = hold_fixed(points, where) if points is not None else None
+        except ValueError as bad:
+            raise ConfigError(str(bad)) from None
     out = out or default_compare_dir(results, model)
     explain_args = None
     if explain:
