@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import write_error
@@ -33,3 +35,24 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_folder(final: Path, marker: str, write: Callable[[Path], None]) -> Path:
+    """The folder `final`, built once: `write(tmp)` fills a temporary sibling, which is renamed
+    into place, so a crash never leaves a half-written folder. A folder holding `marker` is
+    complete and kept; a concurrent builder's twin that won the rename is taken as is."""
+    if (final / marker).is_file():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+        write(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / marker).is_file():  # not a concurrent twin: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

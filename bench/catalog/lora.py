@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.atomicio import atomic_folder
 from bench.catalog import ModelSpec
 from bench.errors import ConfigError
 
@@ -83,23 +81,11 @@ def prepare_adapter(spec: ModelSpec, cache_dir: str | Path, name: str, rank: int
         raise ConfigError(f"LoRA rank {rank} is not one vLLM accepts ({', '.join(map(str, LORA_RANKS))})")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    final = cache / adapter_folder_name(spec, name, rank, seed)
-    if (final / MARKER_FILE).is_file():
-        return final
-    tensors = adapter_tensors(spec, rank, seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache))
-    try:
-        tmp.chmod(0o755)
-        save_file(tensors, str(tmp / "adapter_model.safetensors"))
+
+    def write(tmp: Path) -> None:
+        save_file(adapter_tensors(spec, rank, seed), str(tmp / "adapter_model.safetensors"))
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config(spec, rank), indent=2, sort_keys=True) + "\n")
         (tmp / MARKER_FILE).write_text(json.dumps({"model": spec.key, "adapter": name, "rank": rank, "seed": seed,
                                                    "weights": "random"}, sort_keys=True) + "\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / MARKER_FILE).is_file():  # not a concurrent twin: a real failure
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return atomic_folder(cache / adapter_folder_name(spec, name, rank, seed), MARKER_FILE, write)

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.atomicio import atomic_folder
 from bench.catalog import ModelSpec
 from bench.errors import ConfigError
 
@@ -178,19 +176,4 @@ def prepare_model(spec: ModelSpec, cache_dir: str | Path) -> Path:
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    final = cache / folder_name(spec)
-    if (final / MARKER_FILE).is_file():
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-        _write_folder(spec, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / MARKER_FILE).is_file():  # not a concurrent twin: a real failure
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return atomic_folder(cache / folder_name(spec), MARKER_FILE, lambda tmp: _write_folder(spec, tmp))
