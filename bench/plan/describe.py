@@ -64,7 +64,7 @@ def describe_plan(plan: Plan, hardware: Any, catalog: Any = None) -> PlanDescrip
     )
     assumptions = (
         f"  assumes decode steps moving weights + KV at {pf.BANDWIDTH_EFFICIENCY:g} x {hardware.bandwidth_tbs:g} TB/s, "
-        f"at least {pf.STEP_FLOOR_S[kind] * 1000:.0f} ms each; prefill at {pf.COMPUTE_EFFICIENCY:g} x catalog TFLOPS; "
+        f"at least {pf.STEP_FLOOR_S[kind] * 1000:g} ms + {pf.SEQ_STEP_S[kind] * 1000:g} ms per sequence each; prefill at {pf.COMPUTE_EFFICIENCY:g} x catalog TFLOPS; "
         "no queueing"
     )
     notes = sorted({n for p in plan.points for n in p.notes})

