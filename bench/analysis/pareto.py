@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -102,7 +103,8 @@ def split_series(table: pd.DataFrame) -> list[tuple[str, SeriesKey, pd.DataFrame
     columns = SERIES_COLUMNS + list(levers)
     keyed = table.assign(**{c: table[c].astype(object) for c in columns})
     for values, rows in keyed.groupby(columns, dropna=False, sort=False):
-        key = SeriesKey(**{c: (None if _nan(v) else v) for c, v in zip(columns, values)}, levers=levers)
+        cells: dict[str, Any] = {c: (None if _nan(v) else v) for c, v in zip(columns, values)}
+        key = SeriesKey(**cells, levers=levers)
         out.append((key.label, key, rows.reset_index(drop=True)))
     return sorted(out, key=lambda s: s[0])
 
