@@ -158,3 +158,20 @@ def test_a_configuration_that_fails_its_gate_is_never_on_the_pareto_front():
                          "accuracy_passed": pd.array([True, None, False], dtype="boolean")})
     front = front_rows(rows)
     assert front["tok_s_per_gpu"].tolist() == [300.0, 250.0]  # the failed 400 would dominate both
+
+
+def test_lm_eval_logged_samples_are_read_typed_by_question_and_filter():
+    """lm-eval's logged samples are decoded once (doc_id, filter); the verdict per question is
+    the metric of the filter asked, in doc_id order; samples of another shape are one line."""
+    from bench.run.accuracy_task import _per_question
+
+    samples = [{"doc_id": 1, "filter": "strict", "exact_match": 1.0, "doc": {"q": "?"}, "resps": [["7"]]},
+               {"doc_id": 0, "filter": "strict", "exact_match": 0.0},
+               {"doc_id": 0, "filter": "flexible", "exact_match": 1.0}]
+    assert _per_question(samples, "exact_match", None) == (False, True)
+    assert _per_question(samples, "exact_match", "flexible") == (True,)
+    with pytest.raises(AccuracyNotRun, match="no 'acc' for filter 'strict'"):
+        _per_question(samples, "acc", None)
+    with pytest.raises(AccuracyNotRun, match="malformed samples") as info:
+        _per_question([{"doc_id": "first\nquestion", "filter": "strict"}], "exact_match", None)
+    assert "\n" not in str(info.value)

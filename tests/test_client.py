@@ -218,6 +218,27 @@ def test_parser_server_error_and_missing_done():
     assert rec.error == "stream ended before [DONE]" and rec.n_out == 3 and rec.token_source == "token_ids"
 
 
+@pytest.mark.parametrize("event, error", [
+    ({"choices": {"0": {"text": "x"}}}, "malformed stream event"),  # each event is decoded once, typed
+    ({"choices": [{"text": 5}]}, "malformed stream event"),
+    ({"choices": [], "usage": {"completion_tokens": True}}, "malformed stream event"),
+    ({"error": "overloaded"}, "server error: overloaded"),
+    ({"object": "error", "message": "bad request", "code": 400}, "server error: bad request"),
+    ({"error": {"code": 500}}, "server error: no message (code 500)"),
+    ({"error": None}, "server error: None"),
+])
+def test_parser_event_shapes(event, error):
+    rec = _parse([_ev(event), b"data: [DONE]\n\n"])
+    assert rec.error is not None and rec.error.startswith(error) and rec.chunk_tokens == []
+
+
+def test_parser_ignores_a_negative_count_and_keys_it_does_not_read():
+    ev = {"choices": [{"index": 0, "text": "ab", "token_ids": [1, 2], "logprobs": {"tokens": ["a"]}, "extra": [1]}],
+          "usage": {"prompt_tokens": -1, "completion_tokens": -3}, "system_fingerprint": None}
+    rec = _parse([_ev(ev), b"data: [DONE]\n\n"], n_out_expected=2)
+    assert rec.ok and rec.n_in is None and rec.chunk_tokens == [2] and rec.token_source == "token_ids"
+
+
 def test_request_body_matches_vllm_protocol():
     client = StreamingClient("http://x/", "m", ClientConfig(temperature=1.0))
     body = json.loads(client.body([1, 2, 3], 7))

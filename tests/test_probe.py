@@ -58,6 +58,27 @@ def test_load_probe_refuses_other_files(tmp_path):
         load_probe(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("content, why", [
+    ({"probe_version": "1", "bandwidth_tbs": 1.0, "tflops": {}}, "not a bench probe file"),
+    ({"probe_version": 1, "bandwidth_tbs": "fast", "tflops": {}}, "not a bench probe file"),
+    ({"probe_version": 1, "bandwidth_tbs": 1.0, "tflops": [1.0]}, "not a bench probe file"),
+    ({"probe_version": 1, "bandwidth_tbs": 1.0, "tflops": {"bf16": True}}, "not a bench probe file"),
+    ({"probe_version": 1, "bandwidth_tbs": 0.0, "tflops": {}}, "lacks a positive bandwidth_tbs"),
+    ({"probe_version": 1, "bandwidth_tbs": 1.0}, "lacks a positive"),
+    ({"probe_version": 1, "bandwidth_tbs": 1.0, "tflops": {"bf16": -2.0}}, "lacks a positive"),
+    ([1, 2], "not a bench probe file"),
+])
+def test_a_probe_file_is_read_typed_or_refused_in_one_line(tmp_path, content, why):
+    (tmp_path / "p.json").write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match=why) as info:
+        load_probe(tmp_path / "p.json")
+    assert "\n" not in str(info.value)
+    (tmp_path / "ok.json").write_text(json.dumps({"probe_version": 1, "bandwidth_tbs": 2, "tflops": {"bf16": 3,
+                                                                                                     "fp8": None}}))
+    ok = load_probe(tmp_path / "ok.json")
+    assert (ok.bandwidth_tbs, ok.tflops) == (2.0, {"bf16": 3.0, "fp8": None})
+
+
 def test_nvml_counter_check_against_the_fake():
     nvml = FakeNvml([FakeGpu(profile=[(0.0, 200.0)], counter_period_s=0.05)], clock=time.perf_counter)
     r = measure_nvml_counter(nvml=nvml, load=time.sleep, poll_s=0.4, load_s=0.6)

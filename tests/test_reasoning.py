@@ -4,7 +4,6 @@ server, whose emits say which tokens went out as reasoning and when each chunk w
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
@@ -80,21 +79,22 @@ def test_stream_without_reasoning_is_unchanged(endpoint):
     assert "reasoning_share" not in m
 
 
-class _CountingJson:
+class _CountingDecode:
     def __init__(self):
         self.calls = 0
+        self.decode = sse._DECODE
 
-    def loads(self, payload):
+    def __call__(self, payload):
         self.calls += 1
-        return json.loads(payload)
+        return self.decode(payload)
 
 
 @pytest.mark.parametrize("n_think,full_parses", [(0, 2), (3, 5)])
 def test_fast_path_still_taken_by_answer_chunks(monkeypatch, n_think, full_parses):
     """Full parses: the role chunk (first event), each reasoning chunk and the final usage-only
     chunk; every answer chunk is read by the bytes search."""
-    counting = _CountingJson()
-    monkeypatch.setattr(sse, "json", types.SimpleNamespace(loads=counting.loads))
+    counting = _CountingDecode()
+    monkeypatch.setattr(sse, "_DECODE", counting)
     cfg = FakeServerConfig(ttft_s=0.005, itl_s=0.001, reasoning_tokens=n_think)
     with FakeServer(cfg, mode="thread") as srv:
         import asyncio

@@ -180,3 +180,18 @@ def test_a_partial_run_whose_kept_requests_disagree_is_refused_in_one_line(tmp_p
     with pytest.raises(StoreError, match="point c0004: requests/c0004.parquet: 100 measured rows, run.json says "
                                          "n_requests 7"):
         upload([run], str(tmp_path / "store"))
+
+
+@pytest.mark.parametrize("described, ranges", [
+    ({"energy_method": "rapl", "meter": {"method": "rapl", "counter_range_j": [262143.99, None]}}, [262143.99, None]),
+    ({"meter": {"method": "nvml_counter"}}, None),
+    (None, None),
+    ({"meter": {"counter_range_j": "wide"}}, None),  # another shape: read as no range, never a crash
+    ({"meter": {"counter_range_j": [True]}}, None),
+    ({"meter": ["rapl"]}, None),
+    ([1, 2], None),
+])
+def test_a_stored_telemetry_description_is_decoded_once_for_the_recompute(described, ranges):
+    from bench.store.recompute import StoredTelemetry
+
+    assert StoredTelemetry.of(described).counter_range_j == ranges

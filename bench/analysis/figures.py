@@ -77,30 +77,41 @@ def plottable(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[ok]
 
 
-def point_hover(row: dict, lines: list[str]) -> str:
-    """Hover text of one measured point: values, validity and provenance (each value escaped;
-    `lines` are the caller's, already plotly text)."""
-    r = {k: esc(v) if isinstance(v, str) else v for k, v in row.items()}
-    valid = row.get("valid")
-    reasons = r.get("reasons") or ""
-    verdict = "valid" if valid is True or valid == 1 else f"<b>INVALID</b>: {reasons or 'see report'}"
-    load = f"concurrency {r['concurrency']}" if _num(row.get("concurrency")) else (
-        f"rate {r['rate_rps']} req/s" if _num(row.get("rate_rps")) else str(r.get("load_kind") or "-"))
-    shape = f"{r.get('isl')} in / {r.get('osl')} out" if _num(row.get("isl")) else ""
-    energy = str(r.get("energy_method") or "-") + (" (estimate, not measured)" if row.get("measured") is False else "")
+# The columns a point's hover text reads; a column the table lacks reads as empty.
+HOVER_COLUMNS = ["valid", "reasons", "concurrency", "rate_rps", "load_kind", "isl", "osl", "energy_method", "measured",
+                 "run_id", "point_id", "engine", "engine_version", "n_gpus", "device_name", "harness_version",
+                 "run_date", "accuracy_passed", "accuracy_score"]
+
+
+def point_hovers(rows: pd.DataFrame, series: str, lines: list[list[str]]) -> list[str]:
+    """Hover text of each measured point of `rows` (one series): values, validity and
+    provenance, each value escaped; `lines[i]` are the caller's for row i, already plotly text."""
+    frame = rows.reindex(columns=HOVER_COLUMNS).astype(object)
+    frame = frame.where(frame.notna(), None)
+    accuracy = "accuracy_passed" in rows.columns
+    return [_hover(r, esc(series), extra, accuracy) for r, extra in zip(frame.itertuples(index=False), lines)]
+
+
+def _hover(r: Any, series: str, lines: list[str], accuracy: bool) -> str:
+    """One point's hover text from its HOVER_COLUMNS tuple `r` (None where empty)."""
+    e = {k: esc(v) if isinstance(v, str) else v for k, v in r._asdict().items()}  # every text escaped once
+    verdict = "valid" if r.valid is True or r.valid == 1 else f"<b>INVALID</b>: {e['reasons'] or 'see report'}"
+    load = f"concurrency {e['concurrency']}" if _num(r.concurrency) else (
+        f"rate {e['rate_rps']} req/s" if _num(r.rate_rps) else str(e["load_kind"] or "-"))
+    shape = f"{e['isl']} in / {e['osl']} out" if _num(r.isl) else ""
+    energy = str(e["energy_method"] or "-") + (" (estimate, not measured)" if r.measured is False else "")
     return "<br>".join([
-        f"<b>{r.get('series', '')}</b>", *lines, f"{load}{' · ' + shape if shape else ''}", verdict,
-        f"run {r.get('run_id')} · point {r.get('point_id')}",
-        f"engine {r.get('engine')} {r.get('engine_version') or ''} · {r.get('n_gpus')} GPU(s)",
-        f"device {r.get('device_name') or '-'} · harness {r.get('harness_version') or '-'} · {r.get('run_date') or ''}",
+        f"<b>{series}</b>", *lines, f"{load}{' · ' + shape if shape else ''}", verdict,
+        f"run {e['run_id']} · point {e['point_id']}",
+        f"engine {e['engine']} {e['engine_version'] or ''} · {e['n_gpus']} GPU(s)",
+        f"device {e['device_name'] or '-'} · harness {e['harness_version'] or '-'} · {e['run_date'] or ''}",
         f"energy: {energy}",
-        *([f"accuracy: {_accuracy(row)}"] if "accuracy_passed" in row else []),
+        *([f"accuracy: {_accuracy(r.accuracy_passed, r.accuracy_score)}"] if accuracy else []),
     ])
 
 
-def _accuracy(row: dict) -> str:
+def _accuracy(passed: Any, score: Any) -> str:
     """The accuracy gate's verdict and score of a point (issue 20 item 1's columns)."""
-    passed, score = row.get("accuracy_passed"), row.get("accuracy_score")
     verdict = "not run" if not _num(passed) else ("passed" if bool(passed) else "FAILED")
     return verdict + (f" ({score:.4g})" if _num(score) else "")
 
@@ -179,10 +190,9 @@ def _points_trace(fig, rows: pd.DataFrame, metric: str, name: str, color: str, k
 
     if rows.empty:
         return
-    records = rows.to_dict("records")
     invalid = kind == "invalid"
-    hover = [point_hover({**r, "series": series or name},
-                         [f"{metric_label(X)}: {_g(r[X])}", f"{esc(ylabel)}: {_g(r[metric])}"]) for r in records]
+    hover = point_hovers(rows, series or name, [[f"{metric_label(X)}: {_g(x)}", f"{esc(ylabel)}: {_g(y)}"]
+                                                for x, y in zip(rows[X], rows[metric])])
     fig.add_trace(go.Scatter(
         x=rows[X].astype(float).tolist(), y=rows[metric].astype(float).tolist(), mode="markers", name=esc(name),
         marker={"color": color, "size": 11 if invalid else 9, "symbol": INVALID_SYMBOL if invalid else "circle",
@@ -233,8 +243,7 @@ def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load lev
                 for part, kind in ((valid, "measured"), (invalid, "invalid")):
                     if part.empty:
                         continue
-                    records = part.to_dict("records")
-                    hover = [point_hover({**r, "series": label}, [f"{key}: {_g(r[key])} s"]) for r in records]
+                    hover = point_hovers(part, label, [[f"{key}: {_g(v)} s"] for v in part[key]])
                     bad = kind == "invalid"
                     fig.add_trace(go.Scatter(
                         x=part["level"].astype(float).tolist(), y=part[key].astype(float).tolist(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -60,28 +61,51 @@ def interpolate(xs: Sequence[float], values: Sequence[float], x: float) -> float
     return None
 
 
-def series_label(key: dict) -> str:
-    kv = key.get("kv_cache_dtype")
-    kv_part = f" kv-{kv}" if kv and kv != "auto" else ""
-    n = key.get("n_gpus")
-    n_part = f" x{int(n)}" if n and not _nan(n) and int(n) > 1 else ""
-    spec = key.get("spec_method")
-    levers = f" spec-{spec}" if spec and spec != "none" else ""
-    levers += f" lora[{key['lora_mix']}]" if key.get("lora_mix") else ""
-    levers += f" {key['structured_mode']}" if key.get("structured_mode") else ""
-    return f"{key['hardware']} {key['precision']}{kv_part} {key['engine']}{n_part}{levers}"
+@dataclass(frozen=True)
+class SeriesKey:
+    """What one series holds fixed: its SERIES_COLUMNS and the LEVER_COLUMNS the table records
+    (`levers`); a cell the table leaves empty is None."""
+
+    hardware: str
+    precision: str
+    kv_cache_dtype: str | None
+    engine: str
+    n_gpus: int | None
+    spec_method: str | None = None
+    lora_mix: str | None = None
+    structured_mode: str | None = None
+    levers: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The series' name in tables and legends, e.g. "h100-sxm fp8 kv-fp8 vllm x2 spec-ngram"."""
+        kv = self.kv_cache_dtype
+        kv_part = f" kv-{kv}" if kv and kv != "auto" else ""
+        n = self.n_gpus
+        n_part = f" x{int(n)}" if n and int(n) > 1 else ""
+        spec = self.spec_method
+        levers = f" spec-{spec}" if spec and spec != "none" else ""
+        levers += f" lora[{self.lora_mix}]" if self.lora_mix else ""
+        levers += f" {self.structured_mode}" if self.structured_mode else ""
+        return f"{self.hardware} {self.precision}{kv_part} {self.engine}{n_part}{levers}"
+
+    def columns(self) -> dict:
+        """{column: value} of the columns the series was split by (a compare_table row's key)."""
+        return {c: getattr(self, c) for c in (*SERIES_COLUMNS, *self.levers)}
 
 
-def split_series(table: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
+def split_series(table: pd.DataFrame) -> list[tuple[str, SeriesKey, pd.DataFrame]]:
     """(label, key, rows) of each series in the cost-model table, sorted by label."""
-    out: list[tuple[str, dict, pd.DataFrame]] = []
+    out: list[tuple[str, SeriesKey, pd.DataFrame]] = []
     if table.empty:
         return out
-    columns = SERIES_COLUMNS + [c for c in LEVER_COLUMNS if c in table.columns]
+    levers = tuple(c for c in LEVER_COLUMNS if c in table.columns)
+    columns = SERIES_COLUMNS + list(levers)
     keyed = table.assign(**{c: table[c].astype(object) for c in columns})
     for values, rows in keyed.groupby(columns, dropna=False, sort=False):
-        key = {c: (None if _nan(v) else v) for c, v in zip(columns, values)}
-        out.append((series_label(key), key, rows.reset_index(drop=True)))
+        cells: dict[str, Any] = {c: (None if _nan(v) else v) for c, v in zip(columns, values)}
+        key = SeriesKey(**cells, levers=levers)
+        out.append((key.label, key, rows.reset_index(drop=True)))
     return sorted(out, key=lambda s: s[0])
 
 
@@ -130,7 +154,7 @@ def match_series(rows: pd.DataFrame, op: Operating, metrics: list[str]) -> tuple
             return "no point meets the TTFT limit", {}
     if op.at_interactivity is None:
         best = rows.loc[rows[Y].astype(float).idxmax()]
-        return "measured", {m: _float(best.get(m)) for m in [X, *metrics]}
+        return "measured", {m: _float(best[m]) if m in rows.columns else math.nan for m in [X, *metrics]}
     front = front_rows(rows)
     xs = front[X].astype(float).tolist()
     target = op.at_interactivity
@@ -161,9 +185,10 @@ def compare_table(table: pd.DataFrame, model: str, op: Operating, baseline: str 
     for label, key, series in split_series(rows):
         status, values = match_series(series, op, metrics)
         lo, hi = float(series[X].min()), float(series[X].max())
-        out.append({"series": label, **key, "operating_point": op.describe(), "status": status,
+        unmatched = dict.fromkeys([X, *metrics], math.nan)  # {} from match_series: every value NaN
+        out.append({"series": label, **key.columns(), "operating_point": op.describe(), "status": status,
                     "n_points": len(series), "measured_interactivity_range": f"{lo:.3g}-{hi:.3g}",
-                    X: values.get(X, math.nan), **{m: values.get(m, math.nan) for m in metrics}})
+                    **unmatched, **values})
     frame = pd.DataFrame(out)
     if frame.empty:
         return frame

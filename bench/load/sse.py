@@ -5,8 +5,10 @@ Token counts come from the server (docs/measurement.md section 1): the cumulativ
 `token_ids`, else one token per chunk with text (labelled `text_chunks`). Role-only, empty
 and usage-only chunks carry no token and never stamp `t_first`. After a request's first
 event, a token chunk with usage is read by a bytes search for its `"completion_tokens"`
-instead of a full `json.loads` (the hot path: one such chunk per streamed token or few).
-A server's garbage is a failed request (`record.error`), never an exception.
+instead of a full decode (the hot path: one such chunk per streamed token or few).
+Every other event is decoded once, by msgspec, into a typed `StreamEvent`; the code after
+reads its attributes. A server's garbage (not JSON, or a named key of another JSON type) is
+a failed request (`record.error`), never an exception.
 
 Reasoning. A chat chunk whose delta carries `reasoning` (vLLM >= 0.10; `reasoning_content`
 before) and no `content` is a reasoning chunk: its tokens count in `n_reasoning` and its
@@ -18,8 +20,9 @@ ever taken by answer chunks.
 
 from __future__ import annotations
 
-import json
 import re
+
+import msgspec
 
 from bench.errors import one_line
 from bench.load.records import RequestRecord
@@ -32,17 +35,73 @@ _REASONING = b'"reasoning'  # "reasoning" and "reasoning_content" keys (or that 
 _FULL, _FAST, _FAST_CHAT = 0, 1, 2  # StreamParser.fast: parse in full; bytes search; bytes search unless reasoning
 
 
-def _reasoning(delta: dict) -> str | None:
-    """The reasoning text of a chat delta (`reasoning`, else the older `reasoning_content`), or None."""
-    text = delta.get("reasoning")
-    if text is None:
-        text = delta.get("reasoning_content")
-    return text if isinstance(text, str) else None
+# One streamed event of the OpenAI completions / chat API, as vLLM and SGLang send it. Keys
+# not named here are ignored; a named key of another JSON type makes the event malformed.
+class Usage(msgspec.Struct):
+    """A chunk's token counts (continuous usage stats: cumulative over the request)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
-def _count(value) -> int | None:
-    """A token count from a server's JSON: a non-negative int (not a bool), else None."""
-    return value if type(value) is int and value >= 0 else None
+class ToolFunction(msgspec.Struct):
+    """The function part of a streamed tool call: its name (first piece) and an argument piece."""
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCall(msgspec.Struct):
+    """One streamed tool-call piece of a chat delta; `index` says which call it extends."""
+    index: int = 0
+    function: ToolFunction | None = None
+
+
+class Delta(msgspec.Struct):
+    """A chat chunk's delta: answer text, reasoning text (`reasoning`, vLLM >= 0.10;
+    `reasoning_content` before) and tool-call pieces."""
+    content: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    @property
+    def reasoning_text(self) -> str | None:
+        """The reasoning text (`reasoning`, else the older `reasoning_content`), or None."""
+        return self.reasoning if self.reasoning is not None else self.reasoning_content
+
+
+class Choice(msgspec.Struct):
+    """One choice of a chunk: a completion's `text` or a chat `delta`; vLLM's `token_ids` when asked."""
+    text: str | None = None
+    delta: Delta | None = None
+    token_ids: list[int] | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """The `error` object of a server's error event."""
+    message: str | None = None
+    code: int | str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.message if self.message is not None else f"no message (code {self.code})"
+
+
+class StreamEvent(msgspec.Struct):
+    """One `data:` event: choices and/or usage, or an error (`{"error": ...}`, or vLLM's older
+    top-level `{"object": "error", "message": ...}`)."""
+    choices: list[Choice] | None = None
+    usage: Usage | None = None
+    error: ErrorBody | str | None | msgspec.UnsetType = msgspec.UNSET
+    object: str | None = None
+    message: str | None = None
+
+
+_DECODE = msgspec.json.Decoder(StreamEvent).decode
+
+
+def _count(value: int | None) -> int | None:
+    """A server's token count if it is non-negative, else None (read as absent)."""
+    return value if value is not None and value >= 0 else None
 
 
 class StreamParser:
@@ -88,9 +147,11 @@ class StreamParser:
                 n = self._usage_tokens(payload)
                 if n is None:
                     try:
-                        self._event(json.loads(payload), t)
-                    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
+                        event = _DECODE(payload)
+                    except (msgspec.DecodeError, RecursionError):
                         self._malformed(payload)  # a server's garbage is a failed request, not a crash
+                    else:
+                        self._event(event, t)
                 elif n > 0:
                     self._add(n, t)
 
@@ -100,7 +161,7 @@ class StreamParser:
 
     def _usage_tokens(self, payload: bytes) -> int | None:
         """Tokens in a token chunk read from its cumulative usage by a bytes search, without
-        json.loads; None (parse it in full) for the first event, a chunk with no choice or
+        decoding it; None (decode it in full) for the first event, a chunk with no choice or
         no integer usage.completion_tokens, one before which a chunk lacked usage, a chunk that
         names reasoning, or any chunk when the text is kept (`self.fast`, from the last full parse)."""
         fast = self.fast
@@ -116,63 +177,57 @@ class StreamParser:
         self.source = "usage"
         return int(m.group(1)) - self.cum
 
-    def _event(self, obj: dict, t: float) -> None:
+    def _event(self, ev: StreamEvent, t: float) -> None:
         rec = self.rec
-        if not isinstance(obj, dict):
-            raise TypeError("not a JSON object")
-        usage = obj.get("usage")
-        if not isinstance(usage, dict):
-            usage = None
-        choices = obj.get("choices")
-        if usage is not None and _count(usage.get("prompt_tokens")) is not None:
-            rec.n_in = _count(usage["prompt_tokens"])
-        completion = _count(usage.get("completion_tokens")) if usage is not None else None
-        if not choices or not isinstance(choices, list):
+        usage = ev.usage
+        completion = None
+        if usage is not None:
+            if _count(usage.prompt_tokens) is not None:
+                rec.n_in = usage.prompt_tokens
+            completion = _count(usage.completion_tokens)
+        if not ev.choices:
             if completion is not None:
                 self.final_usage = completion  # usage-only chunk: no token in it
-            elif "error" in obj or obj.get("object") == "error":
-                err = obj.get("error", obj)
-                rec.error = one_line(f"server error: {err.get('message', err) if isinstance(err, dict) else err}")
+            elif ev.error is not msgspec.UNSET or ev.object == "error":
+                err = ev.error if ev.error is not msgspec.UNSET else ErrorBody(ev.message)
+                rec.error = one_line(f"server error: {err.text if isinstance(err, ErrorBody) else err}")
             return
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            text, reasoning = delta.get("content"), _reasoning(delta)
+        choice = ev.choices[0]
+        delta = choice.delta
+        if delta is not None:
+            text, reasoning = delta.content, delta.reasoning_text
+            if self.text is not None and delta.tool_calls:
+                self._tool_call(delta.tool_calls)
         else:
-            text, reasoning = choice.get("text"), None
-        if self.text is not None and isinstance(text, str):
+            text, reasoning = choice.text, None
+        if self.text is not None and text is not None:
             self.text.append(text)
-        if self.text is not None and isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
-            self._tool_call(delta["tool_calls"])
         if completion is not None:
             n = completion - self.cum
             self.source = "usage"
+        elif choice.token_ids is not None:
+            n = len(choice.token_ids)
+            self.source = "token_ids"
         else:
-            ids = choice.get("token_ids")
-            if isinstance(ids, list):
-                n = len(ids)
-                self.source = "token_ids"
-            else:
-                n = 1 if text or reasoning else 0
-                self.source = self.source or "text_chunks"
+            n = 1 if text or reasoning else 0
+            self.source = self.source or "text_chunks"
         if rec.n_in is None or self.source not in (None, "usage") or self.text is not None:
             self.fast = _FULL
         else:
-            self.fast = _FAST_CHAT if isinstance(delta, dict) else _FAST
+            self.fast = _FAST_CHAT if delta is not None else _FAST
         if n > 0:
             self._add(n, t, reasoning=reasoning is not None and not text)
 
-    def _tool_call(self, calls: list) -> None:
+    def _tool_call(self, calls: list[ToolCall]) -> None:
         """The first tool call's name and argument pieces of a chat delta (OpenAI's streamed shape)."""
         for call in calls:
-            if not isinstance(call, dict) or call.get("index", 0) != 0:
+            fn = call.function
+            if call.index != 0 or fn is None:
                 continue
-            fn = call.get("function")
-            if isinstance(fn, dict):
-                if isinstance(fn.get("name"), str):
-                    self.tool_name = fn["name"]
-                if isinstance(fn.get("arguments"), str):
-                    self.tool_args.append(fn["arguments"])
+            if fn.name is not None:
+                self.tool_name = fn.name
+            if fn.arguments is not None:
+                self.tool_args.append(fn.arguments)
 
     def answer_json(self) -> tuple[str, str | None]:
         """(the answer's JSON text, the tool it called): a tool call's arguments when the answer

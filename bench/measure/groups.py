@@ -156,6 +156,21 @@ Metrics = create_model(  # type: ignore[call-overload]  # mypy matches **fields 
 )
 
 
+def prefix_cache_hit_rate(counter_delta: Mapping[str, Any] | None) -> float | None:
+    """Prefix-cache hits / queries over a point (fraction) from its counter deltas, keyed by the
+    names bench.engines.vllm_metrics gives them (the server's own set, so a mapping); None
+    without queries or where a count is not a number (a stored result is read by it too)."""
+    d = counter_delta or {}
+    queries, hits = d.get("prefix_cache_queries"), d.get("prefix_cache_hits")
+    if not (_count(queries) and queries and _count(hits)):
+        return None
+    return hits / queries
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 class ServerCounters(Group):
     """The server's own view of the point (vLLM /metrics): token counters against the client's
     counts over the same interval, the prefix cache, and the engine's gauges sampled over the
@@ -190,9 +205,7 @@ class ServerCounters(Group):
                           reset: str | None = None, scraped: ServerWindow | None = None) -> ServerCounters:
         """From the counter deltas, the client's counts, the reset outcome and
         `bench.telemetry.server_metrics.window_summary` (None: not scraped)."""
-        d = counter_delta or {}
-        queries, hits = d.get("prefix_cache_queries"), d.get("prefix_cache_hits")
-        rate = hits / queries if queries and hits is not None else None
+        rate = prefix_cache_hit_rate(counter_delta)
         w = scraped
         return cls(counter_delta=counter_delta, client_counts=client_counts, prefix_cache_reset=reset,
                    prefix_cache_hit_rate=rate, metric_samples=w.n_samples if w else None,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from bench.errors import ConfigError
 from bench.plan.points import (
     FileWorkload,
@@ -57,24 +59,39 @@ def read_sessions(path: Path) -> list[tuple[str, ...]]:
     return out
 
 
+class _Conversation(msgspec.Struct):
+    """A sessions-file line: its turns, each read on its own (`sharegpt_turns`)."""
+    conversations: list[Any]
+
+
+class _Turn(msgspec.Struct):
+    """A well-formed ShareGPT turn: who speaks ("human", "gpt", ...) and the text."""
+    speaker: str = msgspec.field(name="from")
+    value: str
+
+
 def _human_turns(line: str, where: str) -> tuple[str, ...]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("conversations"), list):
-        raise ConfigError(f"{where}: expected a JSON object with a 'conversations' list")
-    return tuple(text for speaker, text in sharegpt_turns(obj["conversations"]) if speaker in HUMAN and text.strip())
+    try:
+        conversation = msgspec.convert(obj, _Conversation)
+    except msgspec.ValidationError:
+        raise ConfigError(f"{where}: expected a JSON object with a 'conversations' list") from None
+    return tuple(text for speaker, text in sharegpt_turns(conversation.conversations)
+                 if speaker in HUMAN and text.strip())
 
 
 def sharegpt_turns(turns: Any) -> list[tuple[str, str]]:
     """(speaker, text) of each well-formed turn of a ShareGPT `conversations` list; others are skipped."""
     out = []
     for turn in turns if isinstance(turns, list) else ():
-        if isinstance(turn, dict):
-            speaker, text = turn.get("from"), turn.get("value")
-            if isinstance(speaker, str) and isinstance(text, str):
-                out.append((speaker, text))
+        try:
+            typed = msgspec.convert(turn, _Turn)
+        except msgspec.ValidationError:
+            continue  # a turn of another shape: skipped, as ShareGPT dumps hold some
+        out.append((typed.speaker, typed.value))
     return out
 
 

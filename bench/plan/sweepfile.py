@@ -308,9 +308,9 @@ def overrides_from_options(options: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in options.items() if v is not None and k not in _PRECISION_OPTIONS}
     if "engine_args" in out:
         out["extra_args"] = out.pop("engine_args") or None
-    given = {k: options.get(k) for k in _PRECISION_OPTIONS if options.get(k) is not None}
+    given = {k: options[k] for k in _PRECISION_OPTIONS if options.get(k) is not None}
     if given:
-        out["precisions"] = [precision_name(given.get("dtype"), given.get("quantization"), given.get("kv_cache_dtype"))]
+        out["precisions"] = [precision_name(**given)]
     return out
 
 

@@ -17,7 +17,10 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
+
+import msgspec
 
 from bench.errors import BenchError, one_line
 
@@ -113,13 +116,30 @@ def _model_args(base_url: str, model: str, spec: TaskSpec, tokenizer: str | None
     }
 
 
-def _per_question(samples: list[dict], metric: str, wanted: str | None) -> tuple[bool, ...]:
-    filters = [s.get("filter") for s in samples]
+class _Sample(msgspec.Struct):
+    """The keys the gate reads of one lm-eval logged sample (others are ignored): which question,
+    which filter of the answer; its metric's value is read by the metric's name (`score`)."""
+    doc_id: int = 0
+    filter: str | None = None
+
+
+class _Output(msgspec.Struct):
+    """The part of lm-eval's `simple_evaluate` result the gate reads: {task: [logged sample]}."""
+    samples: dict[str, list[dict[str, Any]]] = {}
+
+
+def _per_question(samples: list[dict[str, Any]], metric: str, wanted: str | None) -> tuple[bool, ...]:
+    """Per question (by doc_id) whether it scored, under the filter `wanted` (None: the first logged)."""
+    try:
+        typed = msgspec.convert(samples, list[_Sample])
+    except msgspec.ValidationError as e:
+        raise AccuracyNotRun(one_line(f"lm-eval logged malformed samples: {e}")) from None
+    filters = [s.filter for s in typed]
     chosen = wanted if wanted is not None else (filters[0] if filters else None)
-    rows = sorted((s for s in samples if s.get("filter") == chosen), key=lambda s: s.get("doc_id", 0))
-    if not rows or metric not in rows[0]:
+    rows = sorted((i for i, s in enumerate(typed) if s.filter == chosen), key=lambda i: typed[i].doc_id)
+    if not rows or metric not in samples[rows[0]]:
         raise AccuracyNotRun(f"lm-eval gave no '{metric}' for filter '{chosen}' (filters: {sorted(set(map(str, filters)))})")
-    return tuple(bool(s[metric]) for s in rows)
+    return tuple(bool(samples[i][metric]) for i in rows)
 
 
 def task_score(base_url: str, model: str, spec: TaskSpec = TaskSpec(), *, tokenizer: str | None = None) -> TaskScore:
@@ -149,7 +169,11 @@ def task_score(base_url: str, model: str, spec: TaskSpec = TaskSpec(), *, tokeni
         raise
     except Exception as e:
         raise AccuracyNotRun(one_line(f"lm-eval '{spec.name}' failed: {type(e).__name__}: {e}")) from e
-    if not out or spec.name not in (out.get("samples") or {}):
+    try:
+        logged = msgspec.convert(out or {}, _Output).samples
+    except msgspec.ValidationError as e:
+        raise AccuracyNotRun(one_line(f"lm-eval returned a malformed result: {e}")) from None
+    if spec.name not in logged:
         raise AccuracyNotRun(f"lm-eval returned no samples for '{spec.name}'")
-    per_q = _per_question(out["samples"][spec.name], spec.metric, spec.filter or DEFAULT_FILTER.get(spec.name))
+    per_q = _per_question(logged[spec.name], spec.metric, spec.filter or DEFAULT_FILTER.get(spec.name))
     return TaskScore(task=spec.name, metric=spec.metric, per_question=per_q, seconds=time.perf_counter() - t0)

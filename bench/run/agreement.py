@@ -13,6 +13,8 @@ import json
 import urllib.error
 import urllib.request
 
+import msgspec
+
 from bench.errors import one_line
 from bench.run.accuracy_task import AccuracyNotRun
 
@@ -32,24 +34,43 @@ TOP_K = 5  # within vLLM's default --max-logprobs (20)
 REQUEST_TIMEOUT_S = 120.0
 
 
-def _post(url: str, body: dict, timeout_s: float) -> dict:
+class _Logprob(msgspec.Struct):
+    """One candidate token of a position: its natural-log probability and its rank (1 = most likely)."""
+    logprob: float
+    rank: int | None = None
+
+
+class _Choice(msgspec.Struct):
+    """vLLM's prompt_logprobs: None for the first token, then {token_id: candidate} per position."""
+    prompt_logprobs: list[dict[str, _Logprob] | None] | None = None
+
+
+class _Answer(msgspec.Struct):
+    """The part of a completions answer the probe reads (other keys are ignored)."""
+    choices: list[_Choice] = []
+
+
+def _post(url: str, body: dict, timeout_s: float) -> _Answer:
+    """The server's answer to one request, decoded into an `_Answer`; AccuracyNotRun when its
+    shape is not a completions answer."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout_s) as r:
-        return json.loads(r.read(8 << 20))
+        out = json.loads(r.read(8 << 20))  # json, not msgspec: it reads a -Infinity logprob
+    try:
+        return msgspec.convert(out, _Answer)
+    except msgspec.ValidationError as e:
+        raise AccuracyNotRun(one_line(f"agreement probe: malformed answer from the server: {e}")) from None
 
 
-def _positions(entries: object, k: int) -> list[dict[str, float]]:
+def _positions(entries: list[dict[str, _Logprob] | None] | None, k: int) -> list[dict[str, float]]:
     """vLLM's prompt_logprobs (None first, then {token_id: {logprob, rank, ...}}) -> the top-k per position."""
-    if not isinstance(entries, list):
+    if entries is None:
         raise AccuracyNotRun("the server returned no prompt_logprobs (agreement needs vLLM's prompt_logprobs)")
     out = []
     for e in entries[1:]:
-        if not isinstance(e, dict):
+        if e is None:
             raise AccuracyNotRun("malformed prompt_logprobs from the server")
-        top = {str(t): float(v["logprob"]) for t, v in e.items()
-               if isinstance(v, dict) and isinstance(v.get("logprob"), (int, float))
-               and (not isinstance(v.get("rank"), int) or v["rank"] <= k)}
-        out.append(top)
+        out.append({t: v.logprob for t, v in e.items() if v.rank is None or v.rank <= k})
     return out
 
 
@@ -66,8 +87,7 @@ def prompt_topk(base_url: str, model: str, prompts: tuple[str, ...] = PROMPTS, k
             out = _post(f"{root}/v1/completions", body, timeout_s)
         except (OSError, urllib.error.URLError, ValueError) as e:
             raise AccuracyNotRun(one_line(f"agreement probe failed: {e}")) from e
-        choices = out.get("choices") if isinstance(out, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if not out.choices:
             raise AccuracyNotRun("agreement probe: the server's answer has no choice")
-        positions += _positions(choices[0].get("prompt_logprobs"), k)
+        positions += _positions(out.choices[0].prompt_logprobs, k)
     return positions

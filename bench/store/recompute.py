@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import msgspec
+
 from bench.errors import StoreError
 from bench.load.records import RequestRecord
 from bench.telemetry.types import MEASURED_METHODS, EnergyMethod, ProbeFigures
@@ -77,11 +79,36 @@ def compare(group: str, stored, derived: dict, keys) -> None:
             raise Disagreement(f"{group}.{key}: stored {_show(value)}, recomputed {_show(derived.get(key))}")
 
 
+class _StoredMeter(msgspec.Struct):
+    """A meter's stored description: each device counter's wrap range (J; None: never wraps)."""
+    counter_range_j: list[float | None] | None = None
+
+
+class StoredTelemetry(msgspec.Struct):
+    """The part of a run's telemetry description of one configuration
+    (`run.extra["telemetry"][config id]`, the session's `describe()`) a recompute reads."""
+    meter: _StoredMeter | None = None
+
+    @classmethod
+    def of(cls, described: Any) -> StoredTelemetry:
+        """Decoded once from the stored JSON; None or a description of another shape reads as
+        one without counter ranges (every counter read as never wrapping)."""
+        try:
+            return cls() if described is None else msgspec.convert(described, cls)
+        except msgspec.ValidationError:
+            return cls()
+
+    @property
+    def counter_range_j(self) -> list[float | None] | None:
+        return self.meter.counter_range_j if self.meter is not None else None
+
+
 def recompute_point(point, cfg: StoredEngineConfig, n_gpus: int, records: list[RequestRecord], power,
-                    telemetry: dict | None, model, hardware) -> PointFigures:
+                    telemetry: StoredTelemetry | None, model, hardware) -> PointFigures:
     """The point's figures from its records (see the module); Disagreement on the first stored
     figure that differs. `power`: the run's power series (`power_series`; None: none);
-    `telemetry`: run.extra["telemetry"][config id]; `model`/`hardware`: catalog entries or None."""
+    `telemetry`: run.extra["telemetry"][config id], decoded (`StoredTelemetry.of`); `model`/`hardware`:
+    catalog entries or None."""
     from bench.load.merge import merge_point
     from bench.load.types import LoopStats
     from bench.measure.metrics import summarize
@@ -133,7 +160,7 @@ def _slo(metrics) -> dict | None:
     return slo or None
 
 
-def _energy(point, cfg: StoredEngineConfig, power, telemetry, hardware, metrics, t0: float, t1: float):
+def _energy(point, cfg: StoredEngineConfig, power, telemetry: StoredTelemetry | None, hardware, metrics, t0: float, t1: float):
     """(The Energy group of the window, recomputed as bench.telemetry computes it; reasons the
     point is invalid when it cannot be: no series, hardware unknown to the catalog)."""
     from bench.measure.groups import Energy
@@ -159,11 +186,9 @@ def _energy(point, cfg: StoredEngineConfig, power, telemetry, hardware, metrics,
         series = power.get(point.engine_config_id) or (power.get(None) if set(power) == {None} else None)
         if not series:
             return None, ["energy: not recomputable (no power series of this configuration in the run)"]
-        meter_info = telemetry.get("meter") if isinstance(telemetry, dict) else None
-        ranges = meter_info.get("counter_range_j") if isinstance(meter_info, dict) else None
+        ranges = telemetry.counter_range_j if telemetry is not None else None
         labels = list(series)
-        if not (isinstance(ranges, list) and len(ranges) == len(labels)
-                and all(r is None or (_number(r) and r > 0) for r in ranges)):
+        if not (ranges is not None and len(ranges) == len(labels) and all(r is None or r > 0 for r in ranges)):
             ranges = [None] * len(labels)
         meter = SimpleNamespace(method=method, has_counter=EnergyMethod(method).has_counter, devices=labels,
                                 counter_range_j=ranges)
@@ -249,13 +274,13 @@ def engine_namespace(cfg: StoredEngineConfig) -> SimpleNamespace:
 def _validity(point, metrics, run, counts: dict, energy, n_gpus: int) -> list[str]:
     """bench.measure.validity.check_validity on the recomputed figures; the server's counters and
     gauges as stored (they are the server's, not the records')."""
+    from bench.measure.groups import prefix_cache_hit_rate
     from bench.measure.validity import check_validity
 
     delta = point.server.counter_delta if point.server is not None else None
     if isinstance(delta, dict):  # the server's names, untyped: as the server exposed them
-        queries, hits = delta.get("prefix_cache_queries"), delta.get("prefix_cache_hits")
-        rate = hits / queries if _number(queries) and queries and _number(hits) else None
-        compare("server", point.server, {"prefix_cache_hit_rate": rate}, ("prefix_cache_hit_rate",))
+        compare("server", point.server, {"prefix_cache_hit_rate": prefix_cache_hit_rate(delta)},
+                ("prefix_cache_hit_rate",))
     return check_validity(
         metrics, point.load, run, server_counters=delta, client_counters=counts, energy=energy, n_gpus=n_gpus,
         workload_kind=getattr(point.workload, "kind", None), server=point.server).reasons

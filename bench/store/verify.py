@@ -84,7 +84,7 @@ def read_verified_run(store, run_id: str, manifest=None) -> RunResult:
 def _verify_point(run: RunResult, point, cfg: StoredEngineConfig, read: READ, power: _LazyPower, where: str):
     from bench.store import plausibility
     from bench.store.integrity import check_requests
-    from bench.store.recompute import recompute_point
+    from bench.store.recompute import StoredTelemetry, recompute_point
 
     n_gpus = plausibility.n_gpus_of(cfg.model_dump())  # the stored counts, checked before use
     if not point.requests_file:
@@ -94,7 +94,7 @@ def _verify_point(run: RunResult, point, cfg: StoredEngineConfig, read: READ, po
     records = check_requests(_need(read, point.requests_file, where), point, where)
     model, hardware = _catalog_model(cfg.model), _catalog_hardware(cfg.hardware_id)
     described = run.extra.get("telemetry")  # per configuration: the meter, e.g. a RAPL counter's wrap range
-    telemetry = described.get(point.engine_config_id) if isinstance(described, dict) else None
+    telemetry = StoredTelemetry.of(described.get(point.engine_config_id) if isinstance(described, dict) else None)
     figures = recompute_point(point, cfg, n_gpus, records, power.table if _uses_series(point) else None,
                               telemetry, model, hardware)
     plausibility.check_figures({"metrics": figures.metrics, "energy": figures.energy, "roofline": figures.roofline})

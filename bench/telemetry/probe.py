@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
+import msgspec
+
 from bench.catalog.dtypes import dtype_name
-from bench.errors import ConfigError, TelemetryError
+from bench.errors import ConfigError, TelemetryError, one_line
 from bench.telemetry.types import ProbeFigures
 
 PROBE_VERSION = 1
@@ -238,20 +240,28 @@ def write_probe(probe: dict, path: str | Path) -> Path:
     return path
 
 
+class _ProbeFile(msgspec.Struct):
+    """The keys of a probe file the roofline reads (the others are provenance and raw measurements)."""
+    probe_version: int | None = None
+    bandwidth_tbs: float | None = None  # TB/s
+    tflops: dict[str, float | None] | None = None  # per dtype name; None: not measurable here
+
+
 def load_probe(path: str | Path) -> ProbeFigures:
     """The roofline figures of a probe file; ConfigError for one of another version or without them."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read probe file ({e})") from None
-    if not isinstance(data, dict) or data.get("probe_version") != PROBE_VERSION:
+        data = msgspec.json.decode(path.read_bytes(), type=_ProbeFile)
+    except msgspec.ValidationError as e:
+        raise ConfigError(one_line(f"{path}: not a bench probe file of version {PROBE_VERSION} ({e})")) from None
+    except (OSError, msgspec.DecodeError) as e:
+        raise ConfigError(one_line(f"{path}: cannot read probe file ({e})")) from None
+    if data.probe_version != PROBE_VERSION:
         raise ConfigError(f"{path}: not a bench probe file of version {PROBE_VERSION}")
-    bandwidth, tflops = data.get("bandwidth_tbs"), data.get("tflops")
-    if not _positive(bandwidth) or not isinstance(tflops, dict) \
-            or not all(v is None or _positive(v) for v in tflops.values()):
+    bandwidth, tflops = data.bandwidth_tbs, data.tflops
+    if not _positive(bandwidth) or tflops is None or not all(v is None or _positive(v) for v in tflops.values()):
         raise ConfigError(f"{path}: probe file lacks a positive bandwidth_tbs or tflops per dtype")
-    return ProbeFigures(bandwidth_tbs=float(bandwidth), tflops={str(k): v for k, v in tflops.items()})
+    return ProbeFigures(bandwidth_tbs=float(bandwidth), tflops=dict(tflops))
 
 
 def _positive(value: Any) -> TypeGuard[float]:
