@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -100,8 +101,8 @@ class EngineAhead:
         """Launch the start on its thread; its record goes to run.json's extra at once."""
         self.launch_t_s, self.started_utc = time.perf_counter(), _utc()
         self._thread.start()
-        self.ctx.emit(Notice(f"pre-starting {self.config_id} on device(s) {self.devices} while {self.during} measures"))
         self._note()
+        self.ctx.emit(Notice(f"pre-starting {self.config_id} on device(s) {self.devices} while {self.during} measures"))
 
     def _run(self) -> None:
         ctx = self.ctx
@@ -205,7 +206,7 @@ class _BesideSink:
 
 
 def run_in_order(ctx: RunContext, configs: list, todo: dict[str, list], devices: dict[str, list[int] | None],
-                 ahead_devices: dict[str, list[int]], raise_start) -> None:
+                 ahead_devices: dict[str, list[int]], raise_start: Callable[[], bool]) -> None:
     """Each configuration of `configs` in turn (its `todo` points on its `devices`); one in
     `ahead_devices` is started on those devices once the configuration before it is ready
     (`EngineAhead`). `raise_start()`: whether a start failure should end the run. Every engine
