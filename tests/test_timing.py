@@ -135,7 +135,7 @@ def test_a_vllm_start_records_the_phases_of_its_own_log_lines(tmp_path, monkeypa
         def config_id(self):
             return "c"
 
-    def fake_start(cfg, env, run_dir, devices=None, on_built=None):
+    def fake_start(cfg, env, run_dir, devices=None):
         with open(log, "a") as f:
             f.write(CPU_LOG.read_text())
         return object(), None

@@ -197,7 +197,10 @@ def timed_start(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: 
     if prepared is not None:  # its folder was prepared while the previous configuration measured
         prepared.wait(cfg)
     t1 = time.perf_counter()
-    engine, spec = start_engine(cfg, env, run_dir, devices, on_built=on_built)
+    if on_built is None:  # the plain call: tests replace start_engine with fakes of this shape
+        engine, spec = start_engine(cfg, env, run_dir, devices)
+    else:
+        engine, spec = start_engine(cfg, env, run_dir, devices, on_built=on_built)
     start_s = time.perf_counter() - t0
     phases = start_phases(cfg.engine, log, offset)
     logged = phases.logged()

@@ -149,7 +149,8 @@ class EngineAhead:
             self._taken = True
             engine, spec, start = self._result
         assert self.launch_t_s is not None and self.ready_t_s is not None
-        hidden_s = max(0.0, min(self.ready_t_s, need_t) - self.launch_t_s)
+        # the start's own clock began just after launch_t_s (the thread's start): at most its start_s
+        hidden_s = min(start.start_s, max(0.0, min(self.ready_t_s, need_t) - self.launch_t_s))
         self._note()
         return engine, spec, start.model_copy(update={"prestart_during": self.during, "hidden_s": hidden_s})
 
