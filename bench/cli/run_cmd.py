@@ -34,8 +34,10 @@ from bench.plan.plan import RUN_CONCURRENCY, RUN_INPUT_LEN, RUN_MODEL, RUN_OUTPU
 @click.option("--client-workers", "client_workers", type=click.IntRange(min=1),
               help="Client worker processes driving the load [chosen from the load and the cores: "
                    "one per 256 streams, at most half the cores beyond two; 1 on 2 cores].")
+@click.option("--prestart", is_flag=True,
+              help="Start the next engine config on spare GPUs while the current one measures (docs/timing.md).")
 @engine_options
-def run(model, concurrency, input_len, output_len, resume_dir, hardware_id, probe_file, **options):
+def run(model, concurrency, input_len, output_len, resume_dir, hardware_id, probe_file, prestart, **options):
     """Serve a model, drive load at each concurrency level, write a versioned result.
 
     With no arguments: the tiny Llama with dummy weights on the local device."""
@@ -44,7 +46,8 @@ def run(model, concurrency, input_len, output_len, resume_dir, hardware_id, prob
 
     options["engine_args"] = parse_engine_args(options["engine_args"])
     request = RunRequest.single_run(model, int_list(concurrency), input_len, output_len, options,
-                                    hardware_id=hardware_id, probe_file=probe_file, resume_dir=resume_dir)
+                                    hardware_id=hardware_id, probe_file=probe_file, resume_dir=resume_dir,
+                                    prestart=prestart)
     outcome = run_with_progress(request)
     click.echo(summary_table(outcome.result))
     from bench.analysis.repeats import REPEAT_COLUMNS, has_repeats, repeat_rows

@@ -58,6 +58,9 @@ def plan_text(the_plan, hardware) -> str:
 @click.option("--pack", is_flag=True,
               help="Run independent engine configs at the same time on disjoint GPUs of this box "
                    "(docs/packing.md); off by default.")
+@click.option("--prestart", is_flag=True,
+              help="Start the next engine config on spare GPUs while the current one measures "
+                   "(docs/timing.md); off by default (or the file's prestart: true).")
 @click.option("--client-workers", "client_workers", type=click.IntRange(min=1),
               help="Client worker processes driving the load [the file's client_workers, else chosen "
                    "from the load and the cores].")
@@ -65,14 +68,15 @@ def plan_text(the_plan, hardware) -> str:
 @click.option("--upload", "upload_url", metavar="URL",
               help="Publish the run to the store at URL when it ends complete or partial (docs/store.md).")
 @budget_options
-def sweep(sweep_file, resume_dir, pack, config_id, upload_url, probe_file, price_usd_h, budget_usd, budget_h, **opts):
+def sweep(sweep_file, resume_dir, pack, prestart, config_id, upload_url, probe_file, price_usd_h, budget_usd, budget_h,
+          **opts):
     """Run every point of SWEEP_FILE: one engine start per engine configuration, each
     finished point on disk before the next begins. Ctrl-C keeps what is done; --resume
     continues it."""
     from bench.cli.progress import run_with_progress, summary_table
     from bench.plan.request import RunRequest
 
-    request = RunRequest.from_file(sweep_file, collect_overrides(opts), config_id=config_id, pack=pack,
+    request = RunRequest.from_file(sweep_file, collect_overrides(opts), config_id=config_id, pack=pack, prestart=prestart,
                                    resume_dir=resume_dir, probe_file=probe_file, price_usd_h=price_usd_h,
                                    budget_usd=budget_usd, budget_h=budget_h)
     if upload_url:  # an unusable store URL (no s3fs, bad scheme) fails before hours of measuring

@@ -116,6 +116,9 @@ class ChildProcess:
         self.proc: subprocess.Popen | None = None
         self.watchdog: subprocess.Popen | None = None
         self._lifeline_fd: int | None = None  # the write end the watchdog waits on; never written
+        # stop() may come from two threads at once (a pre-start cancelled mid-start, bench.run.prestart):
+        # one at a time, or both would close the same lifeline fd number
+        self._stop_lock = threading.Lock()
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +184,10 @@ class ChildProcess:
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGINT, then SIGTERM the whole process group, then SIGKILL what is left after `grace_s`."""
+        with self._stop_lock:
+            self._stop(grace_s)
+
+    def _stop(self, grace_s: float) -> None:
         if self.proc is None:
             return
         pgid = self.proc.pid

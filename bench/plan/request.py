@@ -52,6 +52,7 @@ class RunRequest(BaseModel):
     config_id: str | None = None  # only this engine configuration of the plan
     search: bool = False  # an SLO capacity search (the sweep's `capacity`) instead of the loads
     pack: bool = False  # configurations side by side on disjoint GPUs (docs/packing.md)
+    prestart: bool = False  # `--prestart`: the next engine started on spare GPUs (docs/timing.md); or the sweep's key
     resume_dir: Path | None = None  # continue this run folder
     # plan pricing (issue 22, bench.results.estimate): the rental price ($/device-h) the plan is
     # priced at (None: the catalog's), and a budget the plan is trimmed to (bench.plan.budget)
@@ -120,6 +121,12 @@ class RunRequest(BaseModel):
         """The catalog id of the machine the run is on: `--hardware` of `bench run`, else the
         sweep's `hardware` (None: the detected device's)."""
         return self.hardware_id or self.sweep.hardware
+
+    @property
+    def wants_prestart(self) -> bool:
+        """`--prestart`, or the sweep's `prestart: true`: start the next configuration's engine on
+        spare devices while the current one measures (bench.run.prestart)."""
+        return self.prestart or self.sweep.prestart
 
     @property
     def out_dir(self) -> Path:

@@ -236,6 +236,9 @@ class SweepSpec(_Strict):
     repeat_until: RepeatUntil | None = None
     # LoRA adapters every engine configuration serves (issue 21, lora; bench.plan.lora)
     lora: LoraConfig | None = None
+    # issue 22 item 2: the next configuration's engine started on spare GPUs while the current one
+    # measures (`--prestart`; bench.run.prestart, docs/timing.md); off by default
+    prestart: StrictBool = False
 
     @model_validator(mode="after")
     def _workloads_runnable(self) -> SweepSpec:  # issue 21, lora: LoRA mixes and structured output

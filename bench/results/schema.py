@@ -95,6 +95,10 @@ class PointResult(_Strict):
     requests_file: str | None = Field(default=None, description="Per-request Parquet, relative to the run folder.")
     packed_with: list[str] | None = Field(default=None, description="Engine configurations that ran at the same time "
                                           "on other devices of the box (bench sweep --pack); None: it ran alone.")
+    # --prestart (docs/timing.md): a note, never a reason to invalidate; absent in older files
+    engine_starting_beside: str | None = Field(default=None, exclude_if=lambda v: v is None, description=(
+        "The engine configuration whose engine was starting on other devices of the box during this point's "
+        "measurement window (--prestart): the host was shared with that start. None: none."))
     started_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     finished_utc: str | None = Field(default=None, description="ISO 8601 UTC.")
     # time breakdown (issue 22, bench.results.timing): absent in older files

@@ -52,6 +52,11 @@ class EngineStart(_Strict):
                                                          "loaded from the cache (hit) or compiled (miss).")
     prepare_s: float | None = Field(default=None, description="Wait for the model folder prepared ahead (s); "
                                     "None: none was prepared ahead.")
+    # --prestart (bench.run.prestart): started on spare devices while the previous configuration measured
+    prestart_during: str | None = Field(default=None, description="The configuration that measured while this "
+                                        "engine started (--prestart); None: started on its own.")
+    hidden_s: float | None = Field(default=None, description="Of start_s, the part before the run needed the "
+                                   "engine (the previous configuration still measuring): off the critical path (s).")
 
 
 class PlanCheck(_Strict):
@@ -69,7 +74,10 @@ class RunTiming(_Strict):
     wall_s: float = Field(description="The run's wall time, every process of it (resumes add up) (s).")
     window_s: float = Field(description="Sum of the points' measurement windows (s).")
     duty_cycle: float | None = Field(default=None, description="window_s / wall_s.")
-    start_s: float = Field(default=0.0, description="Sum of the engine starts (s).")
+    start_s: float = Field(default=0.0, description="Engine starts on the run's critical path: the sum of the "
+                           "starts' start_s less prestart_hidden_s (s).")
+    prestart_hidden_s: float = Field(default=0.0, description="Engine-start time hidden behind the previous "
+                                     "configuration's measurement (--prestart) (s); 0: none.")
     warmup_s: float = Field(default=0.0, description="Sum of the points' warm-ups (s).")
     drain_s: float = Field(default=0.0, description="Sum of the points' ramps and drains (s).")
     other_s: float = Field(default=0.0, description="wall_s less starts, warm-ups, windows, ramps and drains (s).")
@@ -104,12 +112,13 @@ def run_timing(timed: list[PointTiming], *, wall_s: float, hardware: Any, n_devi
     warmup_s = sum(t.warmup_s or 0.0 for t in timed)
     drain_s = sum((t.ramp_s or 0.0) + (t.drain_s or 0.0) for t in timed)
     starts = [*(previous.engine_starts if previous else []), *engine_starts]
-    start_s = sum(s.start_s for s in starts)
+    hidden_s = sum(s.hidden_s or 0.0 for s in starts)  # counted once: inside the previous configuration's time
+    start_s = sum(s.start_s for s in starts) - hidden_s
     wall_s += previous.wall_s if previous else 0.0
     price = getattr(getattr(getattr(hardware, "prices", None), "rental_usd_per_gpu_hour", None), "value", None)
     return RunTiming(
         wall_s=wall_s, window_s=window_s, duty_cycle=window_s / wall_s if wall_s > 0 else None,
-        start_s=start_s, warmup_s=warmup_s, drain_s=drain_s,
+        start_s=start_s, prestart_hidden_s=hidden_s, warmup_s=warmup_s, drain_s=drain_s,
         other_s=max(0.0, wall_s - start_s - warmup_s - window_s - drain_s),
         n_devices=n_devices, rental_usd_per_gpu_hour=price,
         usd=wall_s / 3600 * n_devices * price if price is not None else None,

@@ -73,22 +73,44 @@ class RunContext:
     prepared: Prepared | None = None  # model folders prepared ahead (time breakdown, issue 22)
 
 
+Started = tuple[Any, Any, EngineStart]  # (engine, catalog model, its start): timed_start's answer
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A sequential run's hand-over between configurations (`--prestart`, bench.run.prestart).
+
+    `first_start()`: this configuration's engine, already started on a spare device while the
+    previous one measured (it raises what its start raised); restarts after a death start
+    normally. `on_ready()`: called once, after the first start is ready and its idle baseline
+    taken (the next configuration's pre-start begins there). `beside`: devices another engine
+    may hold during this session, left out of the other devices' idle power."""
+
+    first_start: Callable[[], Started] | None = None
+    on_ready: Callable[[], None] | None = None
+    beside: tuple[int, ...] = ()
+
+
 def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpec], devices: list[int] | None, *,
                        raise_start: bool = False, measure_others: bool = True,
-                       more: Callable[[PointResult], list[PointSpec]] | None = None) -> None:
+                       more: Callable[[PointResult], list[PointSpec]] | None = None,
+                       handover: Handover | None = None) -> None:
     """Start `cfg`'s engine once on `devices`, run `points`, restart it if it dies mid-point.
 
     Telemetry covers exactly `devices`; with `measure_others` the idle power of the run's
     other visible devices is recorded beside it (never added). `raise_start`: an engine that
     fails to start raises (nothing else of the run could be measured) instead of failing the
     points. `more(point_result)`, when given, returns the points to run next on the same engine
-    (an adaptive search)."""
+    (an adaptive search). `handover`: a pre-started first engine and the hook after it is ready."""
     plan, env, sink, emit = ctx.plan, ctx.env, ctx.sink, ctx.emit
     cid = cfg.config_id()
     telemetry = open_scoped(plan.telemetry, env, devices, nodes=cfg.nodes if cfg.nnodes > 1 else None)
     if telemetry is not None:
         sink.note("telemetry", cid, telemetry.describe())
-    others = [d for d in (ctx.visible or []) if d not in (devices or [])] if measure_others else []
+    hand = handover or Handover()
+    held = {*(devices or []), *hand.beside}  # a pre-starting engine's devices are not idle
+    others = [d for d in (ctx.visible or []) if d not in held] if measure_others else []
+    first_start, on_ready = hand.first_start, hand.on_ready
     engine = spec = None
     pending = list(points)
     restarts = 0
@@ -102,7 +124,11 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
             if engine is None:
                 emit(EngineStarting(cid, cfg.model, devices))
                 try:
-                    engine, spec, started_engine = timed_start(cfg, env, ctx.run_dir, devices, ctx.prepared)
+                    if first_start is not None:  # started while the previous configuration measured
+                        begun, first_start = first_start, None
+                        engine, spec, started_engine = begun()
+                    else:
+                        engine, spec, started_engine = timed_start(cfg, env, ctx.run_dir, devices, ctx.prepared)
                 except EngineDoesNotFit as e:
                     fail_all(pending, f"does not fit: {e}", sink, emit)
                     return
@@ -118,6 +144,9 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
                     sink.note("nodes", cid, engine.describe())
                 if telemetry is not None:  # after every (re)start: the loaded, idle engine
                     sink.note("idle_baseline", cid, idle_baseline(telemetry, plan.telemetry, env, others))
+                if on_ready is not None:  # once: after the first start and its idle baseline
+                    ready, on_ready = on_ready, None
+                    ready()
             point = pending[0]
             started = utc_now()
             emit(PointStarting(point.point_id, point.n_warmup + point.n_requests))
@@ -158,16 +187,20 @@ def run_engine_session(ctx: RunContext, cfg: EngineConfig, points: list[PointSpe
 
 
 def timed_start(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None,
-                prepared: Prepared | None = None) -> tuple[Any, Any, EngineStart]:
+                prepared: Prepared | None = None, on_built: Callable[[Any], None] | None = None) -> Started:
     """`start_engine`, timed: the engine, its catalog model and its EngineStart (launch to
-    healthy, the phases its log names from the bytes this start appended)."""
+    healthy, the phases its log names from the bytes this start appended). `on_built(engine)`:
+    see `start_engine`."""
     log = run_dir / f"engine-{cfg.config_id()}.log"
     offset = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     t0 = time.perf_counter()
     if prepared is not None:  # its folder was prepared while the previous configuration measured
         prepared.wait(cfg)
     t1 = time.perf_counter()
-    engine, spec = start_engine(cfg, env, run_dir, devices)
+    if on_built is None:  # the plain call: tests replace start_engine with fakes of this shape
+        engine, spec = start_engine(cfg, env, run_dir, devices)
+    else:
+        engine, spec = start_engine(cfg, env, run_dir, devices, on_built=on_built)
     start_s = time.perf_counter() - t0
     phases = start_phases(cfg.engine, log, offset)
     logged = phases.logged()
@@ -178,8 +211,13 @@ def timed_start(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: 
                                      prepare_s=t1 - t0 if prepared is not None else None)
 
 
-def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None = None):
-    """The started engine of `cfg` (pinned to `devices`; None: every visible one) and its catalog model."""
+def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices: list[int] | None = None,
+                 on_built: Callable[[Any], None] | None = None):
+    """The started engine of `cfg` (pinned to `devices`; None: every visible one) and its catalog model.
+
+    `on_built(engine)` is called with the engine object before it starts (nothing runs yet), so
+    that another thread can stop a start in progress (bench.run.prestart); raising there
+    starts nothing."""
     from bench.catalog import get_model
     from bench.catalog.engines import get_engine
     from bench.engines import engine_class
@@ -199,6 +237,8 @@ def start_engine(cfg: EngineConfig, env: RunEnvironment, run_dir: Path, devices:
         from bench.engines.multinode import over_nodes
 
         engine = over_nodes(engine, cfg, device)
+    if on_built is not None:
+        on_built(engine)
     try:
         engine.start()
     except BaseException:

@@ -4,7 +4,8 @@ its load points in order, every finished point on disk before the next begins.
 The runner owns the run folder: run.json opened (or resumed), skipped points recorded, the
 final status; Ctrl-C (or SIGTERM) marks the run interrupted and keeps every point already
 measured. A capacity search (bench.run.capacity) and `--pack` (bench.run.pack) run their
-engine sessions through the same context.
+engine sessions through the same context; `--prestart` starts the next configuration's
+engine beside the one measuring (bench.run.prestart).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from bench.results.estimate import plan_check
 from bench.results.point import failed_point, utc_now
 from bench.results.timing import run_timing
 from bench.run.devices import plan_devices
-from bench.run.engine_session import RunContext, run_engine_session
+from bench.run.engine_session import RunContext
 from bench.run.environment import RunEnvironment
 from bench.run.events import Notice, OnEvent, ignore
+from bench.run.prestart import check_prestart, prestart_devices, run_in_order
 from bench.run.provenance import collect, harness
 from bench.run.scope import ResultSink, write_power, write_server_metrics
 from bench.run.startcost import Prepared
@@ -47,7 +49,8 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 
 def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = False,
-            on_event: OnEvent | None = None, pack: bool = False, search=None, estimate=None) -> RunResult:
+            on_event: OnEvent | None = None, pack: bool = False, search=None, estimate=None,
+            prestart: bool = False) -> RunResult:
     """Run every point of `plan` into `run_dir`; returns the final RunResult.
 
     Each engine configuration runs on its own devices (bench.run.devices), measured by a
@@ -58,23 +61,34 @@ def execute(plan: Plan, run_dir: Path, env: RunEnvironment, *, resume: bool = Fa
     `search` (a bench.plan.capacity.CapacitySearch) replaces the plan's points by an SLO
     capacity search on its one configuration and workload (bench.run.capacity).
     `estimate` (bench.results.estimate.PlanEstimate): recorded beside the run's wall time.
+    `prestart=True` starts the next configuration's engine on spare devices while the current
+    one measures (bench.run.prestart, docs/timing.md).
     """
     from bench.run.lock import RunLock
 
     with RunLock(run_dir):
-        return _execute(plan, Path(run_dir), env, resume, on_event or ignore, pack, search, estimate)
+        return _execute(plan, Path(run_dir), env, resume, on_event or ignore, pack, search, estimate, prestart)
 
 
 def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit: OnEvent, pack: bool,
-             search=None, estimate=None) -> RunResult:
+             search=None, estimate=None, prestart: bool = False) -> RunResult:
     t_run = time.perf_counter()  # the run's wall time (time breakdown, issue 22)
     visible = env.visible_devices()  # devices checked before anything is written
     if pack:
         check_pack(env)
+    if prestart:
+        check_prestart(env, pack)
     devices = plan_devices(plan.engine_configs, visible)
     result = _open_result(plan, run_dir, env, resume)
     _stop_stale_engines(run_dir, result, emit)
     done = {p.point_id for p in result.points if p.status in ("ok", "skipped")}
+    todo = {c.config_id(): [p for p in plan.points_for(c.config_id()) if p.point_id not in done]
+            for c in plan.engine_configs}
+    configs = [c for c in plan.engine_configs if todo[c.config_id()]]
+    ahead: dict[str, list[int]] = {}
+    if prestart and search is None:  # a pre-started configuration runs on its pre-start devices
+        ahead = prestart_devices(configs, visible, devices)
+        devices.update(ahead)
     result.points = [p for p in result.points if p.point_id in done]
     for s in plan.skipped:
         if s.point.point_id not in done:
@@ -88,8 +102,6 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
     prepared = Prepared(env)
     ctx = RunContext(plan, run_dir, env, sink, emit, visible, prepared)
     try:
-        todo = {c.config_id(): [p for p in plan.points_for(c.config_id()) if p.point_id not in done]
-                for c in plan.engine_configs}
         if search is not None:
             from bench.run.capacity import run_capacity
 
@@ -98,15 +110,9 @@ def _execute(plan: Plan, run_dir: Path, env: RunEnvironment, resume: bool, emit:
             from bench.run.pack import execute_packed
 
             execute_packed(ctx, result, todo, devices)
-        else:
-            configs = [c for c in plan.engine_configs if todo[c.config_id()]]
-            for i, cfg in enumerate(configs):
-                if i + 1 < len(configs):  # the next folder is ready when this configuration ends
-                    prepared.ahead(configs[i + 1])
-                if todo[cfg.config_id()]:
-                    raise_start = len(plan.engine_configs) == 1 and not any(p.status == "ok" for p in result.points)
-                    run_engine_session(ctx, cfg, todo[cfg.config_id()], devices[cfg.config_id()],
-                                       raise_start=raise_start)
+        else:  # one configuration after another (the next one's engine pre-started where planned)
+            run_in_order(ctx, configs, todo, devices, ahead, raise_start=lambda: len(plan.engine_configs) == 1
+                         and not any(p.status == "ok" for p in result.points))
         result.status, result.error = final_status(result.points)
         if plan.accuracy.mode != "off":  # accuracy gate: verdicts once the reference has run
             from bench.run.accuracy_gate import finish_accuracy

@@ -18,6 +18,7 @@ from bench.load.client import DEFAULT_STALL_TIMEOUT_S
 from bench.results import RunResult
 from bench.run.environment import RunEnvironment
 from bench.run.events import OnEvent, RunPrepared, ignore
+from bench.run.prestart import check_prestart
 from bench.run.runner import check_pack, execute, new_run_dir
 from bench.run.status import Terminated, exit_code, raise_terminated
 
@@ -67,7 +68,7 @@ def prepare_run(hardware_id: str | None = None, probe_file: str | Path | None = 
 def run_request(request: RunRequest, on_event: OnEvent | None = None) -> RunOutcome:
     """The one entry point of `bench run`, `bench sweep` and `bench capacity`: prepare this
     machine (frozen), plan the request on it, tell `on_event` (RunPrepared), then execute into
-    a new run folder (or the one resumed). `--pack` on a CPU host is refused before the plan
+    a new run folder (or the one resumed). `--pack` (or `--prestart`) on a CPU host is refused before the plan
     is shown or a folder exists. Raises the library's domain errors; `Interrupted` on Ctrl-C
     or SIGTERM, every measured point kept."""
     emit = on_event or ignore
@@ -77,12 +78,14 @@ def run_request(request: RunRequest, on_event: OnEvent | None = None) -> RunOutc
                             client_workers=sweep.client_workers, adaptive=sweep.adaptive_stop)
     if request.pack:
         check_pack(env)
+    if request.wants_prestart:
+        check_prestart(env, request.pack)
     plan = request.plan(env.hardware, env.n_devices)
     search = request.capacity_search()
     plan, estimate = price(plan, env.hardware, request)  # plan pricing (issue 22)
     emit(RunPrepared(note, plan, env.hardware, search=search is not None))
     return run_plan(plan, request.out_dir, env, emit, resume_dir=request.resume_dir, pack=request.pack,
-                    search=search, estimate=estimate)
+                    search=search, estimate=estimate, prestart=request.wants_prestart)
 
 
 def price(plan, hardware, request: RunRequest):
@@ -95,17 +98,22 @@ def price(plan, hardware, request: RunRequest):
 
 
 def run_plan(plan, out_dir: Path, env: RunEnvironment, on_event: OnEvent | None = None,
-             resume_dir: Path | None = None, pack: bool = False, search=None, estimate=None) -> RunOutcome:
+             resume_dir: Path | None = None, pack: bool = False, search=None, estimate=None,
+             prestart: bool = False) -> RunOutcome:
     """Execute `plan` into a new run folder under `out_dir` (or resume `resume_dir`).
 
-    `pack`: configurations on disjoint devices run at the same time (docs/packing.md)."""
+    `pack`: configurations on disjoint devices run at the same time (docs/packing.md).
+    `prestart`: the next configuration's engine starts on spare devices while the current one
+    measures (bench.run.prestart, docs/timing.md)."""
     if pack:  # refused before a run folder exists
         check_pack(env)
+    if prestart:
+        check_prestart(env, pack)
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(out_dir, plan.name)
     previous = signal.signal(signal.SIGTERM, raise_terminated)  # a terminated job keeps its points too
     try:
         result = execute(plan, run_dir, env, resume=resume_dir is not None, on_event=on_event, pack=pack,
-                         search=search, estimate=estimate)
+                         search=search, estimate=estimate, prestart=prestart)
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         raise Interrupted(f"{how}; finished points are kept in {run_dir} (continue with --resume {run_dir})") from None

@@ -17,7 +17,9 @@ What bench.engines.sglang_server talks to, as SGLang 0.5.23 answers it
 - `/v1/completions`, `/v1/chat/completions`: the vLLM fake's streaming (bench.testing.fake_app),
   whose SSE framing SGLang's OpenAI server shares.
 
-`--model-path` names no file that is read; the other flags are recorded, never acted on.
+`--model-path` names no file that is read; the other flags are recorded, never acted on, except
+`--fake-fail-start` (not SGLang's): the server exits with code 1 after its startup time, as a
+start that fails (for the runner's start-failure paths).
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ def main(argv: list[str]) -> None:
     cfg = FakeServerConfig(ttft_s=0.01, itl_s=0.002, model=str(args.get("served_model_name", "fake-model")),
                            dev_mode=False)
     startup_s = float(os.environ.get("BENCH_FAKE_SGLANG_STARTUP_S", "0.5"))
+    if args.get("fake_fail_start"):
+        time.sleep(startup_s)
+        print("RuntimeError: fake SGLang failed its start (--fake-fail-start)", flush=True)
+        sys.exit(1)
 
     async def serve() -> None:
         app = _SglangApp(cfg, args, startup_s)
