@@ -88,11 +88,29 @@ def _env():
     return RunEnvironment(device=fake_device("cpu", name="test"), idle_baseline_s=0.0, client_workers=1)
 
 
+def _steps(summary) -> str:
+    """Each step's level and why it failed: what an assertion shows."""
+    return "; ".join(f"{s['level']:g}: {'pass' if s['passed'] else s['why']}" for s in summary["steps"])
+
+
+def _loop_lag_left_to_its_own_tests(monkeypatch) -> None:
+    """Probes judged by every validity rule but the event-loop lag limit. The client's loop lag is
+    the one figure the host alone decides: with three busy processes on this 2-core box a probe
+    at 1 in flight (client 5-8 % busy) showed a lag p99 of 16-40 ms against the 10 ms limit and
+    failed its level: the search went [4, 2, 1] (a fast-tier run: [4, 8, 16, 12, 14, 15]). The
+    rule itself is tested in test_metrics; here its limit is 1 s."""
+    from bench.measure import validity
+
+    check, relaxed = validity.check_validity, validity.Thresholds(max_loop_lag_s=1.0)
+    monkeypatch.setattr(validity, "check_validity", lambda *a, **kw: check(*a, **{**kw, "thresholds": relaxed}))
+
+
 def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(tmp_path, monkeypatch):
     from bench.results import read_summary
     from bench.run.events import EngineStarting
     from bench.run.runner import execute
 
+    _loop_lag_left_to_its_own_tests(monkeypatch)
     # probes follow the plan rule (>= 100 requests in the window): a probe that is invalid fails its level
     events = []
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.001), mode="thread") as srv:
@@ -105,20 +123,24 @@ def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(t
         assert sum(isinstance(e, EngineStarting) for e in events) == 1 and len(result.points) == 4
         assert {p.point_id.rsplit("_", 2)[-2] for p in result.points} == {"capacity-c2", "capacity-c1"}
 
+        # 1 s is 200x the fake's TTFT: every level passes, whatever else runs on the box
         again = CapacitySearch(parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=4, max_level=16)
         run2 = tmp_path / "run2"
         run2.mkdir()
         result = execute(_plan(srv.base_url), run2, _env(), search=again)
         (summary,) = result.extra["capacity"].values()
-        assert [s["level"] for s in summary["steps"]] == [4.0, 8.0, 16.0] and summary["boundary"] == 16.0
+        assert [s["level"] for s in summary["steps"]] == [4.0, 8.0, 16.0] and summary["boundary"] == 16.0, \
+            _steps(summary)
         fig = summary["at_boundary"]
         assert fig["tok_s_per_gpu"]["n"] == 2 and fig["tok_s_per_gpu"]["mean"] > 0
         assert fig["goodput_output_tok_s"]["mean"] > 0  # the SLO is the probes' goodput SLO too
 
         # resumed: every probe is on disk, nothing is measured again, the same verdicts
         n_before = len(read_summary(run2).points)
+        n_requests = srv.counters()["n_requests"]
         resumed = execute(_plan(srv.base_url), run2, _env(), resume=True, search=CapacitySearch(
             parse_slo("ttft_p95=1s"), kind="concurrency", repeats=2, start=4, max_level=16))
+        assert srv.counters()["n_requests"] == n_requests  # the server saw no request
     assert len(resumed.points) == n_before == 6
     (summary,) = resumed.extra["capacity"].values()
     assert summary["boundary"] == 16.0 and len(summary["steps"]) == 3

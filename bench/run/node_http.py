@@ -56,6 +56,11 @@ class AgentServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that refuses other addresses at accept and bounds its connections."""
 
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5). Connections wait in it until accepted,
+    # refused or answered 503; with 5 slots a burst of strangers filled it and the kernel
+    # dropped the next SYNs, so every connection after them, the head's included, waited for
+    # TCP's 1 s, 3 s ... SYN retry (60 stranger connects took 9 s on a 2-core box).
+    request_queue_size = 128
 
     def __init__(self, address, handler, *, allowed: set[str], max_connections: int, log: Callable[[str], None]):
         self.allowed = set(allowed)
