@@ -252,7 +252,9 @@ def test_bench_plan_cli():
     for p in plan.points:
         assert p.engine_config_id in result.output
     assert "6 points on 2 engine configs, 0 skipped" in result.output
-    assert "estimate: 2 engine starts x 60 s" in result.output
+    from bench.plan.preflight import ENGINE_START_S
+
+    assert f"estimate: 2 engine starts x {ENGINE_START_S['cpu']:.0f} s" in result.output
 
 
 def test_bench_plan_cli_overrides_and_skips():

@@ -102,6 +102,19 @@ def test_run_timing_duty_cycle_dollars_and_a_resume_adds_up():
     assert "| engine starts | 60 | 60.0% |" in "\n".join(markdown_section(t))
 
 
+
+def test_the_breakdown_says_what_a_prestart_hid():
+    points = [PointTiming(window_s=10.0, warmup_s=2.0, ramp_s=0.5, drain_s=0.5)] * 2
+    first = EngineStart(config_id="a", start_s=60.0)
+    ahead = EngineStart(config_id="b", start_s=50.0, prestart_during="a", hidden_s=20.0)
+    t = run_timing(points, wall_s=140.0, hardware=get_hardware("cpu-host"), n_devices=2, engine_starts=[first, ahead])
+    lines = time_lines(t)
+    assert t.start_s == 90.0 and "pre-started engines hid 20 s of starts" in lines[0]
+    assert "start b: 50 s" in lines[2] and "pre-started beside a, 20 s hidden" in lines[2]
+    assert "pre-started" not in lines[1]  # the first start ran alone
+    md = "\n".join(markdown_section(t))
+    assert "| engine starts | 90 | 64.3% |" in md and "| beside a, 20 s hidden |" in md
+
 def test_a_run_records_its_timing_and_older_files_still_read(tmp_path, monkeypatch):
     from tests.test_runner_fast import endpoint, make_env, make_plan
 

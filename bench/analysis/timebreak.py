@@ -33,7 +33,12 @@ def start_rows(t: RunTiming) -> list[dict[str, Any]]:
     """One row per engine start: its wall, the phases its log named, the compile cache."""
     return [{"config": s.config_id, "start_s": s.start_s,
              "phases": ", ".join(f"{k.removesuffix('_s')} {fmt(v)} s" for k, v in s.phases.items()) or "-",
-             "compile cache": s.compile_cache or "-"} for s in t.engine_starts]
+             "compile cache": s.compile_cache or "-",
+             "pre-started": f"beside {s.prestart_during}, {fmt(s.hidden_s or 0.0)} s hidden" if s.prestart_during
+             else "-"} for s in t.engine_starts]
+
+
+START_COLUMNS = ["config", "start_s", "phases", "compile cache", "pre-started"]
 
 
 def price_text(t: RunTiming) -> str:
@@ -50,8 +55,12 @@ def time_lines(t: RunTiming | None) -> list[str]:
     duty = f"{t.duty_cycle:.0%}" if t.duty_cycle is not None else "-"
     parts = "; ".join(f"{r['part'].split(' (')[0]} {fmt(r['seconds'])} s" for r in breakdown_rows(t))
     lines = [f"time: wall {fmt(t.wall_s)} s = {parts}; duty cycle {duty}; {price_text(t)}"]
+    if t.prestart_hidden_s > 0:  # --prestart: starts overlapped the previous configuration's points
+        lines[0] += f"; pre-started engines hid {fmt(t.prestart_hidden_s)} s of starts"
     for r in start_rows(t):
-        lines.append(f"  start {r['config']}: {fmt(r['start_s'])} s ({r['phases']}; compile cache {r['compile cache']})")
+        beside = f"; pre-started {r['pre-started']}" if r["pre-started"] != "-" else ""
+        lines.append(f"  start {r['config']}: {fmt(r['start_s'])} s ({r['phases']}; compile cache {r['compile cache']}"
+                     f"{beside})")
     if t.plan_check is not None:
         c = t.plan_check
         lines.append(f"  plan estimate {fmt(c.estimate_s)} s vs actual {fmt(c.actual_s)} s: error {c.error:+.0%} ({c.basis})")
@@ -72,7 +81,7 @@ def markdown_section(t: RunTiming | None) -> list[str]:
         return []
     return ["## Where the time went", "", *[f"{line}  " for line in time_lines(t)[:1]], "",
             _md_table(breakdown_rows(t), ["part", "seconds", "share"]), "",
-            _md_table(start_rows(t), ["config", "start_s", "phases", "compile cache"]) if t.engine_starts
+            _md_table(start_rows(t), START_COLUMNS) if t.engine_starts
             else "No engine start recorded.", ""]
 
 
@@ -85,7 +94,7 @@ def html_parts(t: RunTiming | None) -> list[str]:
     return [page.heading("Where the time went"), page.paragraph(time_lines(t)[0]),
             page.figure_html(breakdown_figure(t), "plot-time"),
             page.table_html(breakdown_rows(t), ["part", "seconds", "share"], table_id="time-table"),
-            page.table_html(start_rows(t), ["config", "start_s", "phases", "compile cache"], table_id="start-table")]
+            page.table_html(start_rows(t), START_COLUMNS, table_id="start-table")]
 
 
 def breakdown_figure(t: RunTiming) -> Any:
