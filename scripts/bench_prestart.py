@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=2, help="points per configuration")
     ap.add_argument("--configs", type=int, default=3)
     ap.add_argument("--devices", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep both run folders under this folder (for `bench report`), instead of a temporary one")
     args = ap.parse_args(argv)
 
     from bench.engines.sglang_server import SglangServer
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.configs} configurations x {args.points} points, S = {args.start_s:g} s, P ~ {args.point_s:g} s, "
           f"{args.devices} fake devices; load average {os.getloadavg()[0]:.1f}")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-prestart-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-prestart-") as scratch:
+        tmp = args.keep or scratch
         for prestart in (False, True):
             wall_s, t = run_once(plan, Path(tmp) / ("with" if prestart else "without"), Path(tmp) / "models",
                                  args.devices, prestart)
