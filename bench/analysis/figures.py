@@ -30,18 +30,20 @@ INVALID_SYMBOL = "x-thin-open"
 
 def _layout(fig, title: str, xlabel: str, ylabel: str, log: bool = True):
     """Titles, legend, and per axis a log scale where its values span more than LOG_SPAN."""
+    # One update_layout call: each call walks plotly's validators (the template alone ~30 ms).
+    axes: dict[str, dict] = {}
+    for which, label in (("x", xlabel), ("y", ylabel)):
+        values: dict[str, list[float]] = {}
+        for t in fig.data:
+            values.setdefault(getattr(t, f"{which}axis") or which, []).extend(
+                float(v) for v in (getattr(t, which) or ()) if _num(v) and float(v) > 0)
+        for name, vs in values.items():
+            axes[name.replace(which, f"{which}axis", 1)] = {"title_text": esc(label), **_axis(vs, log)}
     fig.update_layout(
         title={"text": esc(title), "x": 0.01, "xanchor": "left"}, template="plotly_white", height=480,
         margin={"l": 70, "r": 20, "t": 60, "b": 60}, hovermode="closest", showlegend=True,
-        legend={"font": {"size": 11}, "itemsizing": "constant"},
+        legend={"font": {"size": 11}, "itemsizing": "constant"}, **axes,
     )
-    for which, label in (("x", xlabel), ("y", ylabel)):
-        axes: dict[str, list[float]] = {}
-        for t in fig.data:
-            axes.setdefault(getattr(t, f"{which}axis") or which, []).extend(
-                float(v) for v in (getattr(t, which) or ()) if _num(v) and float(v) > 0)
-        for name, values in axes.items():
-            fig.layout[name.replace(which, f"{which}axis", 1)].update(title_text=esc(label), **_axis(values, log))
     return fig
 
 
@@ -86,27 +88,38 @@ HOVER_COLUMNS = ["valid", "reasons", "concurrency", "rate_rps", "load_kind", "is
 def point_hovers(rows: pd.DataFrame, series: str, lines: list[list[str]]) -> list[str]:
     """Hover text of each measured point of `rows` (one series): values, validity and
     provenance, each value escaped; `lines[i]` are the caller's for row i, already plotly text."""
-    frame = rows.reindex(columns=HOVER_COLUMNS).astype(object)
-    frame = frame.where(frame.notna(), None)
+    # Plain lists, one pass: per-row pandas access cost most of a figure's build time.
+    n = len(rows)
+    columns = [[None if _missing(v) else v for v in rows[c].tolist()] if c in rows.columns else [None] * n
+               for c in HOVER_COLUMNS]
     accuracy = "accuracy_passed" in rows.columns
-    return [_hover(r, esc(series), extra, accuracy) for r, extra in zip(frame.itertuples(index=False), lines)]
+    return [_hover(dict(zip(HOVER_COLUMNS, r)), esc(series), extra, accuracy)
+            for r, extra in zip(zip(*columns), lines)]
 
 
-def _hover(r: Any, series: str, lines: list[str], accuracy: bool) -> str:
-    """One point's hover text from its HOVER_COLUMNS tuple `r` (None where empty)."""
-    e = {k: esc(v) if isinstance(v, str) else v for k, v in r._asdict().items()}  # every text escaped once
-    verdict = "valid" if r.valid is True or r.valid == 1 else f"<b>INVALID</b>: {e['reasons'] or 'see report'}"
-    load = f"concurrency {e['concurrency']}" if _num(r.concurrency) else (
-        f"rate {e['rate_rps']} req/s" if _num(r.rate_rps) else str(e["load_kind"] or "-"))
-    shape = f"{e['isl']} in / {e['osl']} out" if _num(r.isl) else ""
-    energy = str(e["energy_method"] or "-") + (" (estimate, not measured)" if r.measured is False else "")
+def _missing(v: Any) -> bool:
+    """True for a cell pandas reads as empty (None, NaN, NaT, pd.NA)."""
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _hover(r: dict[str, Any], series: str, lines: list[str], accuracy: bool) -> str:
+    """One point's hover text from its HOVER_COLUMNS values `r` (None where empty)."""
+    e = {k: esc(v) if isinstance(v, str) else v for k, v in r.items()}  # every text escaped once
+    verdict = "valid" if r["valid"] is True or r["valid"] == 1 else f"<b>INVALID</b>: {e['reasons'] or 'see report'}"
+    load = f"concurrency {e['concurrency']}" if _num(r["concurrency"]) else (
+        f"rate {e['rate_rps']} req/s" if _num(r["rate_rps"]) else str(e["load_kind"] or "-"))
+    shape = f"{e['isl']} in / {e['osl']} out" if _num(r["isl"]) else ""
+    energy = str(e["energy_method"] or "-") + (" (estimate, not measured)" if r["measured"] is False else "")
     return "<br>".join([
         f"<b>{series}</b>", *lines, f"{load}{' · ' + shape if shape else ''}", verdict,
         f"run {e['run_id']} · point {e['point_id']}",
         f"engine {e['engine']} {e['engine_version'] or ''} · {e['n_gpus']} GPU(s)",
         f"device {e['device_name'] or '-'} · harness {e['harness_version'] or '-'} · {e['run_date'] or ''}",
         f"energy: {energy}",
-        *([f"accuracy: {_accuracy(r.accuracy_passed, r.accuracy_score)}"] if accuracy else []),
+        *([f"accuracy: {_accuracy(r['accuracy_passed'], r['accuracy_score'])}"] if accuracy else []),
     ])
 
 
@@ -122,27 +135,33 @@ def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: 
     and its invalid points (x markers); published points (refs) as distinct markers."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
     ylabel = ylabel or metric_label(metric)
+    fig = go.Figure(data=_interactivity_traces(points, metric, ylabel, refs or []))
+    if not fig.data:
+        fig.add_annotation(text="no points to plot", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    return _layout(fig, title, metric_label(X), ylabel)
+
+
+def _interactivity_traces(points: pd.DataFrame, metric: str, ylabel: str, refs: list[RefPoint]) -> list[dict]:
+    """The traces of interactivity_figure as plain dicts: plotly validates them once, in the Figure."""
+    traces: list[dict] = []
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     for i, (label, rows) in enumerate(series_of(points)):
         color = COLORS[i % len(COLORS)]
         rows = plottable(rows, metric)
         valid = rows[rows["valid"].astype(bool)] if "valid" in rows else rows
         invalid = rows[~rows["valid"].astype(bool)] if "valid" in rows else rows.iloc[0:0]
-        _points_trace(fig, valid, metric, label, color, "measured", ylabel)
+        _points_trace(traces, valid, metric, label, color, "measured", ylabel)
         if not valid.empty:
             xs, ys = valid[X].astype(float).tolist(), valid[metric].astype(float).tolist()
             idx = pareto_front(xs, [sign * y for y in ys])
-            fig.add_trace(go.Scatter(
-                x=[xs[k] for k in idx], y=[ys[k] for k in idx], mode="lines", name=esc(f"{label} front"),
-                line={"color": color, "width": 2}, legendgroup=label, showlegend=False, hoverinfo="skip",
-                meta={"kind": "front", "series": label}))
-        _points_trace(fig, invalid, metric, f"{label} (invalid)", color, "invalid", ylabel, series=label)
-    _ref_traces(fig, refs or [], ylabel)
-    if not fig.data:
-        fig.add_annotation(text="no points to plot", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-    return _layout(fig, title, metric_label(X), ylabel)
+            traces.append({
+                "type": "scatter", "x": [xs[k] for k in idx], "y": [ys[k] for k in idx], "mode": "lines",
+                "name": esc(f"{label} front"), "line": {"color": color, "width": 2}, "legendgroup": label,
+                "showlegend": False, "hoverinfo": "skip", "meta": {"kind": "front", "series": label}})
+        _points_trace(traces, invalid, metric, f"{label} (invalid)", color, "invalid", ylabel, series=label)
+    _ref_traces(traces, refs, ylabel)
+    return traces
 
 
 def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for=None):
@@ -150,18 +169,16 @@ def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for
     scenario (meta["scenario"]); a menu shows one scenario at a time, the first at start."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
     names = scenarios or [""]
+    traces: list[dict] = []
     spans = []
     for s in names:
         metric = f"usd_per_mtok_output__{s}" if s else "usd_per_mtok_output"
-        one = interactivity_figure(points, metric, title, "$ / Mtok output", refs_for(metric) if refs_for else None)
-        start = len(fig.data)
-        for t in one.data:
-            t.meta = {**t.meta, "scenario": s}
-            t.visible = s == names[0]
-            fig.add_trace(t)
-        spans.append((s, start, len(fig.data)))
+        start = len(traces)
+        for t in _interactivity_traces(points, metric, "$ / Mtok output", refs_for(metric) if refs_for else []):
+            traces.append({**t, "meta": {**t["meta"], "scenario": s}, "visible": s == names[0]})
+        spans.append((s, start, len(traces)))
+    fig = go.Figure(data=traces)
     if len(names) > 1:
         buttons = [{"label": esc(s), "method": "update",
                     "args": [{"visible": [a <= k < b for k in range(len(fig.data))]},
@@ -184,26 +201,25 @@ def series_of(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(f"{m} {label}", rows) for m in models for label, _, rows in split_series(points[points["model"] == m])]
 
 
-def _points_trace(fig, rows: pd.DataFrame, metric: str, name: str, color: str, kind: str, ylabel: str,
-                  series: str | None = None) -> None:
-    import plotly.graph_objects as go
-
+def _points_trace(traces: list[dict], rows: pd.DataFrame, metric: str, name: str, color: str, kind: str,
+                  ylabel: str, series: str | None = None) -> None:
+    """Appends the markers of `rows` (one series, one kind) to `traces`, as a plotly scatter dict."""
     if rows.empty:
         return
     invalid = kind == "invalid"
+    xs, ys = rows[X].astype(float).tolist(), rows[metric].astype(float).tolist()
     hover = point_hovers(rows, series or name, [[f"{metric_label(X)}: {_g(x)}", f"{esc(ylabel)}: {_g(y)}"]
-                                                for x, y in zip(rows[X], rows[metric])])
-    fig.add_trace(go.Scatter(
-        x=rows[X].astype(float).tolist(), y=rows[metric].astype(float).tolist(), mode="markers", name=esc(name),
-        marker={"color": color, "size": 11 if invalid else 9, "symbol": INVALID_SYMBOL if invalid else "circle",
-                "line": {"width": 2, "color": color}},
-        legendgroup=series or name, hovertext=hover, hoverinfo="text",
-        meta={"kind": kind, "series": series or name}))
+                                                for x, y in zip(xs, ys)])
+    traces.append({
+        "type": "scatter", "x": xs, "y": ys, "mode": "markers", "name": esc(name),
+        "marker": {"color": color, "size": 11 if invalid else 9, "symbol": INVALID_SYMBOL if invalid else "circle",
+                   "line": {"width": 2, "color": color}},
+        "legendgroup": series or name, "hovertext": hover, "hoverinfo": "text",
+        "meta": {"kind": kind, "series": series or name}})
 
 
-def _ref_traces(fig, refs: list[RefPoint], ylabel: str) -> None:
-    import plotly.graph_objects as go
-
+def _ref_traces(traces: list[dict], refs: list[RefPoint], ylabel: str) -> None:
+    """Appends one marker trace per publisher group of `refs` to `traces`."""
     groups: dict[str, list[RefPoint]] = {}
     for p in refs:
         groups.setdefault(ref_label(p.row), []).append(p)
@@ -213,21 +229,22 @@ def _ref_traces(fig, refs: list[RefPoint], ylabel: str) -> None:
                               f"{metric_label(X)}: {_g(p.x)}", f"{esc(ylabel)}: {_g(p.y)}", *map(esc, p.derived),
                               esc(f"{p.row.load} · {p.row.workload}"), esc(f"as published: {p.row.as_published}"),
                               esc(f"where: {p.row.where}"), *[esc(f"note: {n}") for n in p.row.notes]]) for p in pts]
-        fig.add_trace(go.Scatter(
-            x=[p.x for p in pts], y=[p.y for p in pts], mode="markers", name=esc(label), hovertext=hover,
-            hoverinfo="text", marker={"symbol": symbol, "size": 14, "color": "#222222",
-                                      "line": {"width": 1, "color": "#ffd400"}},
-            meta={"kind": "published", "series": label}))
+        traces.append({
+            "type": "scatter", "x": [p.x for p in pts], "y": [p.y for p in pts], "mode": "markers",
+            "name": esc(label), "hovertext": hover, "hoverinfo": "text",
+            "marker": {"symbol": symbol, "size": 14, "color": "#222222", "line": {"width": 1, "color": "#ffd400"}},
+            "meta": {"kind": "published", "series": label}})
 
 
 def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load level (concurrency or req/s)"):
     """TTFT and TPOT p50/p99 per load level, one pair of lines per series; invalid points
     as x markers; a TPOT of 0 is left out."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("time to first token (s)", "time per output token (s)"),
                         horizontal_spacing=0.1)
+    traces: list[dict] = []  # added in one call: plotly validates them once
+    cols: list[int] = []
     rows_all = points.assign(level=_load_level(points)) if not points.empty else points
     for i, (label, rows) in enumerate(series_of(rows_all)):
         color = COLORS[i % len(COLORS)]
@@ -245,15 +262,19 @@ def latency_figure(points: pd.DataFrame, title: str, load_label: str = "load lev
                         continue
                     hover = point_hovers(part, label, [[f"{key}: {_g(v)} s"] for v in part[key]])
                     bad = kind == "invalid"
-                    fig.add_trace(go.Scatter(
-                        x=part["level"].astype(float).tolist(), y=part[key].astype(float).tolist(),
-                        mode="markers" if bad else "lines+markers",
-                        name=esc((label if col == 1 and q == "p50" else f"{label} {key}") + (" (invalid)" if bad else "")),
-                        line={"color": color, "dash": dash}, legendgroup=label,
-                        marker={"color": color, "symbol": INVALID_SYMBOL if bad else "circle",
-                                "size": 11 if bad else 7, "line": {"width": 2, "color": color}},
-                        showlegend=col == 1 and q == "p50", hovertext=hover, hoverinfo="text",
-                        meta={"kind": kind, "series": label, "metric": key}), row=1, col=col)
+                    traces.append({
+                        "type": "scatter", "x": part["level"].astype(float).tolist(),
+                        "y": part[key].astype(float).tolist(), "mode": "markers" if bad else "lines+markers",
+                        "name": esc((label if col == 1 and q == "p50" else f"{label} {key}")
+                                    + (" (invalid)" if bad else "")),
+                        "line": {"color": color, "dash": dash}, "legendgroup": label,
+                        "marker": {"color": color, "symbol": INVALID_SYMBOL if bad else "circle",
+                                   "size": 11 if bad else 7, "line": {"width": 2, "color": color}},
+                        "showlegend": col == 1 and q == "p50", "hovertext": hover, "hoverinfo": "text",
+                        "meta": {"kind": kind, "series": label, "metric": key}})
+                    cols.append(col)
+    if traces:
+        fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
     return _layout(fig, title, load_label, "seconds")
 
 
