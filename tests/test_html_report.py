@@ -81,17 +81,16 @@ def test_compare_figures_series_fronts_and_invalid_markers(results, tmp_path):
 
 
 def test_reference_markers_and_table(results, tmp_path):
-    out = tmp_path / "ref"
-    res = CliRunner().invoke(cli, ["compare", str(results), "--model", "tiny-llama", "--reference", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    text = (out / "compare.html").read_text()
-    assert text.count('<tr class="published">') == 20 and "for scale only" in text
+    # One render, its page and its figures: `bench compare --reference` itself is run by
+    # test_published and test_browser.
     from bench.analysis.pareto import Operating
     from bench.analysis.report import compare_report
     from bench.store.costmodel import build_table, runs_from_dirs
 
     runs = runs_from_dirs([results])
     rep = compare_report(build_table(runs), runs, "tiny-llama", tmp_path / "r", Operating(), reference=True)
+    text = (tmp_path / "r" / "compare.html").read_text()
+    assert text.count('<tr class="published">') == 20 and "for scale only" in text
     published = [t for t in rep.figures["throughput"].data if t.meta["kind"] == "published"]
     assert sum(len(t.x) for t in published) == 6  # 4 Llama-8B H100 + 2 Llama-70B rows with tok/s and ITL
     assert all("source: published" in h for t in published for h in t.hovertext)
