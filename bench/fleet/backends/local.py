@@ -1,13 +1,13 @@
 """The local backend: shards as detached processes on this machine.
 
-Each shard is a process of its own session (so `bench fleet launch` returns, and a shard
-and everything it starts can be found and stopped together) that first takes exclusive
-locks in WORK/locks/ and then becomes the shard command. The locks make the pool: without
-`--pack`, slot locks (`--parallel N` slots, 1 by default: shards run one after another,
-each with the whole box); with `--pack` on a multi-GPU box, one lock per GPU of the
-shard's device set (bench.run.pack.pack_waves, as `bench sweep --pack` places
-configurations) and CUDA_VISIBLE_DEVICES set to it. The OS drops a lock when its process
-dies, however it dies, so a killed shard never blocks the others.
+Each shard is a process of its own session (so `bench fleet launch` returns, and a shard and
+everything it starts can be found and stopped together) that first takes exclusive locks in
+WORK/locks/ (bench.fleet.backends.lockwait, standard library only) and then becomes the
+shard command. The locks make the pool: without `--pack`, slot locks (`--parallel N` slots,
+1 by default: shards run one after another, each with the whole box); with `--pack` on a
+multi-GPU box, one lock per GPU of the shard's device set (bench.run.pack.pack_waves, as
+`bench sweep --pack` places configurations) and CUDA_VISIBLE_DEVICES set to it. The OS drops
+a lock when its process dies, however it dies, so a killed shard never blocks the others.
 
     WORK/<fleet>/<shard>/launch.json   the shard's process: host, boot, pid, start time, ids
     WORK/<fleet>/<shard>/shard.log     its output; WORK/<fleet>/<shard>/<attempt>/ its run folders
