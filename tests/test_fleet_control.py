@@ -66,13 +66,40 @@ def plant_fleet(store_url: str, backend: dict) -> None:
 
 def bench_cli(*args, env: dict) -> subprocess.CompletedProcess:
     """`python -m bench ARGS` in a process of its own (Ray's client state never enters this one)."""
+    return bench_clis(list(args), env=env)[0]
+
+
+# each command through bench.cli.main, its stdout/stderr captured apart, its exit code kept
+RUN_EACH = """import contextlib, io, json, sys
+from bench.cli import main
+done = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    done.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(done))
+"""
+
+
+def bench_clis(*commands: list[str], env: dict) -> list[subprocess.CompletedProcess]:
+    """Each command as `bench ARGS` would run it, one after another in one process of their own
+    (Ray's client state never enters this one; bench is imported once, not once a command)."""
     here = str(Path(bench.__file__).resolve().parent.parent)
     full = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-c", RUN_EACH, json.dumps([list(c) for c in commands])]
     try:
-        return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=full,
-                              timeout=CLI_TIMEOUT_S, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=full, timeout=CLI_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(e.cmd, -9, str(e.stdout or ""), f"timed out after {CLI_TIMEOUT_S} s")
+        return [subprocess.CompletedProcess(e.cmd, -9, str(e.stdout or ""), f"timed out after {CLI_TIMEOUT_S} s")]
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return [subprocess.CompletedProcess(argv, proc.returncode or -1, proc.stdout, proc.stderr)]
+    return [subprocess.CompletedProcess(c, code, out, err)
+            for c, (code, out, err) in zip(commands, json.loads(proc.stdout.splitlines()[-1]), strict=True)]
 
 
 @pytest.fixture
@@ -89,12 +116,13 @@ def test_a_ray_address_in_the_store_is_never_connected_to(tmp_path, clean_env):
     listener = ConnectRecorder()
     try:
         plant_fleet(store_url, {"name": "ray", "address": f"ray://127.0.0.1:{listener.port}"})
-        results = [bench_cli("fleet", "status", "--store", store_url, "--ask-backend", env=clean_env),
-                   bench_cli("fleet", "logs", SHARD, "--store", store_url, env=clean_env),
-                   bench_cli("fleet", "cancel", "--store", store_url, env=clean_env)]
+        results = bench_clis(["fleet", "status", "--store", store_url, "--ask-backend"],
+                             ["fleet", "logs", SHARD, "--store", store_url],
+                             ["fleet", "cancel", "--store", store_url], env=clean_env)
     finally:
         listener.close()
     assert listener.connects == 0, [r.stderr[-500:] for r in results]
+    assert len(results) == 3, results[0].stderr[-2000:]
     for r in results:
         assert r.returncode == 0, r.stderr[-2000:]
     status, logs, cancel = (r.stdout for r in results)
@@ -123,8 +151,8 @@ def test_a_work_folder_in_the_store_never_chooses_a_process(tmp_path, clean_env)
     try:
         write_launch(planted, {"pid": victim.pid, "start": None})
         plant_fleet(store_url, {"name": "local", "work_dir": str(planted), "host": socket.gethostname()})
-        status = bench_cli("fleet", "status", "--store", store_url, env=clean_env)
-        cancel = bench_cli("fleet", "cancel", SHARD, "--store", store_url, env=clean_env)
+        status, cancel = bench_clis(["fleet", "status", "--store", store_url],
+                                    ["fleet", "cancel", SHARD, "--store", store_url], env=clean_env)
         alive = victim.poll() is None
     finally:
         victim.kill()

@@ -59,14 +59,16 @@ class StoppableS3:
 @pytest.fixture
 def outage_s3(monkeypatch, tmp_path):
     """(store URL, server): a bucket on a server of this test's own. Each store call tries once
-    (botocore's retries off), so a refused connection fails in about a second."""
+    (botocore's `max_attempts` counts retries after the first try: 0 is none; 1 would add a
+    retry after up to a second's backoff to every call the outage refuses), so a refused
+    connection fails in milliseconds."""
     import uuid
 
     server = StoppableS3()
     server.start()
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                  "BENCH_S3_ENDPOINT_URL": server.endpoint, "BENCH_CACHE_DIR": str(tmp_path / "cache"),
-                 "BENCH_STORE_OPTIONS": json.dumps({"config_kwargs": {"retries": {"max_attempts": 1}}})}.items():
+                 "BENCH_STORE_OPTIONS": json.dumps({"config_kwargs": {"retries": {"max_attempts": 0}}})}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     bucket = f"outage-{uuid.uuid4().hex[:10]}"
@@ -165,7 +167,7 @@ def test_the_final_publish_retries_through_a_short_store_outage(tmp_path, outage
 @pytest.mark.timeout(300)
 def test_a_store_down_past_the_retry_window_re_measures_nothing(tmp_path, outage_s3, monkeypatch):
     store_url, s3 = outage_s3
-    monkeypatch.setenv("BENCH_FLEET_PUBLISH_RETRY_S", "3")
+    monkeypatch.setenv("BENCH_FLEET_PUBLISH_RETRY_S", "1")  # one retry, then it gives up
     work = tmp_path / "work"
     with FakeServer(SLOW) as srv:
         sweep = sweep_file(tmp_path, srv.base_url)

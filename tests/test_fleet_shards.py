@@ -212,3 +212,36 @@ def test_a_multinode_shard_hands_its_followers_to_bench_sweep(tmp_path, monkeypa
     i = seen["argv"].index("--set")
     assert seen["argv"][i + 1] == 'nodes=["10.0.0.2:8790", "10.0.0.3:8790"]'
 
+
+
+def test_a_queued_shard_waits_in_a_process_that_imports_no_store(sweep, tmp_path):
+    """The process a local shard starts in (it waits for its slot, then becomes `bench fleet
+    shard`) imports no store, pandas or pydantic: its import time is on every shard's start.
+    The slot is held here, so the waiter is caught waiting; its module is then imported alone."""
+    import fcntl
+    import os
+    import signal
+
+    from bench.fleet.backends.local import kill_session, session_pids
+
+    def cpu():
+        return detected("cpu", "cpu-host", "cpu", 1)
+
+    fleet = plan_fleet(sweep, ["cpu-host"])
+    backend = LocalBackend(tmp_path / "work", detect=cpu)
+    (tmp_path / "work" / "locks").mkdir(parents=True)
+    slot = os.open(tmp_path / "work" / "locks" / "slot-0.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(slot, fcntl.LOCK_EX)  # held: the shard waits for it
+    folder = tmp_path / "work" / fleet.fleet_id / fleet.shards[0].shard_id
+    try:
+        backend.submit(fleet, fleet.shards[:1], str(tmp_path / "store"))
+        pid = json.loads((folder / "launch.json").read_text())["pid"]
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")
+        assert (folder / "queued").exists() and session_pids(pid) == [pid]
+    finally:
+        kill_session(json.loads((folder / "launch.json").read_text())["pid"], signal.SIGKILL)
+        os.close(slot)
+    module = argv[argv.index("-m") + 1]
+    code = f"import sys, {module}\nprint(sorted(m for m in ('bench.store', 'pandas', 'pydantic') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (module, out.stdout, out.stderr[-500:])

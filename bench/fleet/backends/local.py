@@ -1,13 +1,13 @@
 """The local backend: shards as detached processes on this machine.
 
-Each shard is a process of its own session (so `bench fleet launch` returns, and a shard
-and everything it starts can be found and stopped together) that first takes exclusive
-locks in WORK/locks/ and then becomes the shard command. The locks make the pool: without
-`--pack`, slot locks (`--parallel N` slots, 1 by default: shards run one after another,
-each with the whole box); with `--pack` on a multi-GPU box, one lock per GPU of the
-shard's device set (bench.run.pack.pack_waves, as `bench sweep --pack` places
-configurations) and CUDA_VISIBLE_DEVICES set to it. The OS drops a lock when its process
-dies, however it dies, so a killed shard never blocks the others.
+Each shard is a process of its own session (so `bench fleet launch` returns, and a shard and
+everything it starts can be found and stopped together) that first takes exclusive locks in
+WORK/locks/ (bench.fleet.backends.lockwait, standard library only) and then becomes the
+shard command. The locks make the pool: without `--pack`, slot locks (`--parallel N` slots,
+1 by default: shards run one after another, each with the whole box); with `--pack` on a
+multi-GPU box, one lock per GPU of the shard's device set (bench.run.pack.pack_waves, as
+`bench sweep --pack` places configurations) and CUDA_VISIBLE_DEVICES set to it. The OS drops
+a lock when its process dies, however it dies, so a killed shard never blocks the others.
 
     WORK/<fleet>/<shard>/launch.json   the shard's process: host, boot, pid, start time, ids
     WORK/<fleet>/<shard>/shard.log     its output; WORK/<fleet>/<shard>/<attempt>/ its run folders
@@ -38,6 +38,7 @@ from bench.fleet.state import View, utc_now
 from bench.safepath import UnsafePath, check_run_id
 
 CANCEL_GRACE_S = 30.0
+LOCK_WAITER = "bench.fleet.backends.lockwait"  # the stdlib-only module a shard starts in
 
 
 def default_root() -> Path:
@@ -82,7 +83,7 @@ class LocalBackend:
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
         command = shard_argv(fleet.fleet_id, shard, str(Path(fleet.sweep_path).resolve()), self.name,
                              python=sys.executable) + ["--work-dir", str(folder)]
-        argv = [sys.executable, "-m", "bench.fleet.backends.local", str(folder), str(self.root / "locks"), *locks,
+        argv = [sys.executable, "-m", LOCK_WAITER, str(folder), str(self.root / "locks"), *locks,
                 "--", *command]
         import bench
 
@@ -287,22 +288,3 @@ def kill_session(session: int, sig: int = signal.SIGKILL) -> int:
         except ProcessLookupError:
             pass
     return len(pids)
-
-
-def _launcher(argv: list[str]) -> None:
-    """`python -m bench.fleet.backends.local SHARD_DIR LOCK_DIR LOCK... -- COMMAND...`: take
-    the locks (waiting while another shard holds one), then become COMMAND, the locks held."""
-    import fcntl
-
-    sep = argv.index("--")
-    folder, lock_dir, locks, command = Path(argv[0]), Path(argv[1]), argv[2:sep], argv[sep + 1:]
-    for name in sorted(locks):  # one order for every shard: no two wait on each other
-        fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.set_inheritable(fd, True)
-    (folder / "queued").unlink(missing_ok=True)
-    os.execv(command[0], command)
-
-
-if __name__ == "__main__":
-    _launcher(sys.argv[1:])
