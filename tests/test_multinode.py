@@ -273,7 +273,9 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
     try:
         t0 = time.perf_counter()
         _wait_for(lambda: samples_after(t0) >= 2 * 3, 30, "three samples of both nodes in the window")
-        whole = session.energy_between(t0, time.perf_counter())
+        t_end = time.perf_counter()  # both nodes' counters read after it too, however late the sampler runs
+        _wait_for(lambda: samples_after(t_end) >= 2, 30, "a sample of both nodes after the window end")
+        whole = session.energy_between(t0, t_end)
         assert whole.energy_valid and whole.avg_power_w == pytest.approx(350, rel=0.05)
         assert remote.read_errors == 0
         server.shutdown()
