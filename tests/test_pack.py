@@ -115,7 +115,8 @@ def test_four_tp2_configs_run_packed_and_every_point_lands_on_disk(tmp_path):
     assert ref["point"]["requests_file"] != packed_twin["requests_file"]
 
 
-def test_bench_sweep_pack_on_a_cpu_host_is_one_line_and_starts_nothing(tmp_path):
+@pytest.mark.parametrize("flag", ["--pack", "--prestart"])  # --prestart: bench.run.prestart
+def test_bench_sweep_pack_on_a_cpu_host_is_one_line_and_starts_nothing(tmp_path, flag):
     from pathlib import Path
 
     from click.testing import CliRunner
@@ -123,7 +124,7 @@ def test_bench_sweep_pack_on_a_cpu_host_is_one_line_and_starts_nothing(tmp_path)
     from bench.cli import cli
 
     sweep = Path(__file__).resolve().parents[1] / "sweeps" / "cpu-tiny.yaml"
-    result = CliRunner().invoke(cli, ["sweep", str(sweep), "--hardware", "cpu-host", "--pack", "--out", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["sweep", str(sweep), "--hardware", "cpu-host", flag, "--out", str(tmp_path)])
     assert result.exit_code == 2, result.output
-    assert "--pack needs GPUs" in result.output
+    assert f"bench: error: {flag} needs GPUs" in result.output
     assert not list(tmp_path.rglob("run.json")) and not list(tmp_path.rglob("engine-*.log"))

@@ -223,20 +223,6 @@ def test_ctrl_c_or_an_error_mid_run_leaves_no_engine(tmp_path, model_cache, fake
     assert _engines_left(tmp_path) == []
 
 
-def test_bench_sweep_prestart_on_a_cpu_host_is_one_line_and_starts_nothing(tmp_path):
-    from pathlib import Path
-
-    from click.testing import CliRunner
-
-    from bench.cli import cli
-
-    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "cpu-tiny.yaml"
-    result = CliRunner().invoke(cli, ["sweep", str(sweep), "--hardware", "cpu-host", "--prestart", "--out", str(tmp_path)])
-    assert result.exit_code == 2, result.output
-    assert "bench: error: --prestart needs GPUs" in result.output
-    assert not list(tmp_path.rglob("run.json")) and not list(tmp_path.rglob("engine-*.log"))
-
-
 def test_the_sweep_key_prestart_turns_it_on():
     from pathlib import Path
 
