@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from bench.load.driver import PointRun
 
 
-def utc_now() -> str:
-    """Now, ISO 8601 UTC to the second ("2026-01-15T10:00:00Z")."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def utc_now(timespec: str = "seconds") -> str:
+    """Now, ISO 8601 UTC to the second ("2026-01-15T10:00:00Z"), or to `timespec`
+    ("milliseconds": "2026-01-15T10:00:00.123Z")."""
+    return datetime.now(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def point_result(point: PointSpec, groups: PointGroups, started_utc: str | None = None) -> PointResult:

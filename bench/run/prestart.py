@@ -19,16 +19,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from bench.errors import ConfigError, EngineError, one_line
+from bench.results.point import utc_now
 from bench.run.engine_session import Handover, RunContext, Started, run_engine_session, timed_start
 from bench.run.events import Notice
 from bench.run.startcost import PREPARE_TIMEOUT_S
 
 CLOSE_TIMEOUT_S = 60.0  # an engine stop takes up to ~25 s (SIGINT, SIGTERM, SIGKILL); a start in progress, one more
 NOTE_KEY = "prestart"  # run.json extra["prestart"][config_id]
+NO_GPUS = "--prestart needs GPUs: on a CPU host every configuration would share the same cores"
 
 
 def check_prestart(env: Any, pack: bool = False) -> None:
@@ -37,7 +38,7 @@ def check_prestart(env: Any, pack: bool = False) -> None:
     if pack:
         raise ConfigError("--prestart and --pack exclude each other: --pack already runs configurations side by side")
     if env.visible_devices() is None:
-        raise ConfigError("--prestart needs GPUs: on a CPU host every configuration would share the same cores")
+        raise ConfigError(NO_GPUS)
 
 
 def prestart_devices(configs: list, visible: list[int] | None,
@@ -52,7 +53,7 @@ def prestart_devices(configs: list, visible: list[int] | None,
     from bench.run.devices import devices_for
 
     if visible is None:
-        raise ConfigError("--prestart needs GPUs: on a CPU host every configuration would share the same cores")
+        raise ConfigError(NO_GPUS)
     out: dict[str, list[int]] = {}
     for prev, cfg in zip(configs, configs[1:], strict=False):
         busy = set(out.get(prev.config_id()) or devices[prev.config_id()] or visible)  # what prev's engine holds
@@ -65,10 +66,6 @@ def prestart_devices(configs: list, visible: list[int] | None,
         if not busy & set(chosen):  # explicit gpus are returned as they are: check them
             out[cfg.config_id()] = chosen
     return out
-
-
-def _utc() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class EngineAhead:
@@ -99,7 +96,7 @@ class EngineAhead:
 
     def begin(self) -> None:
         """Launch the start on its thread; its record goes to run.json's extra at once."""
-        self.launch_t_s, self.started_utc = time.perf_counter(), _utc()
+        self.launch_t_s, self.started_utc = time.perf_counter(), utc_now("milliseconds")
         self._thread.start()
         self._note()
         self.ctx.emit(Notice(f"pre-starting {self.config_id} on device(s) {self.devices} while {self.during} measures"))
@@ -114,7 +111,7 @@ class EngineAhead:
         with self._lock:
             closed = self._closed
             self.ready_t_s = self.end_t_s = time.perf_counter()
-            self.ready_utc = _utc()
+            self.ready_utc = utc_now("milliseconds")
             if not closed:
                 self._result = started
         if closed:  # the run ended (or failed) while it started: nobody will take it
