@@ -4,10 +4,21 @@ test session: it takes about a minute to start on 2 cores."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+# Bytecode caches on, for this session and every process it starts (bench CLIs, fleet
+# shards, fake servers, node agents), even where the environment turns them off
+# (PYTHONDONTWRITEBYTECODE=1 on the project's build machines): without them each xdist worker
+# re-parses and assert-rewrites every test module (collection 19 s -> 9 s) and each child
+# process compiles bench from source (`import bench.fleet.shard` 3.5 s -> 1.7 s). The caches
+# land in __pycache__/ (git-ignored). BENCH_TEST_BYTECODE=0 keeps the environment's choice.
+if os.environ.get("BENCH_TEST_BYTECODE", "1") != "0":
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Property tests: a quick sweep in the everyday tier, a deep one on demand
 # (HYPOTHESIS_PROFILE=deep python3 -m pytest tests/test_properties.py ...).
@@ -20,9 +31,9 @@ TINY = "tiny-llama"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
-    """The fast tier (`-m "not vllm and not torch"`) runs on two worker processes when
-    pytest-xdist is installed and no `-n` was given: its tests wait on fake servers and
-    subprocesses as much as they compute. Anything that may start vLLM stays in one process
+    """The tiers without vLLM (`-m "not vllm and not torch"`, and the fast tier, which adds
+    `and not slow`) run on two worker processes when pytest-xdist is installed and no `-n` was
+    given: their tests wait on fake servers and subprocesses as much as they compute. Anything that may start vLLM stays in one process
     (one shared server, and vLLM's CPU backend busy-polls a core of its own)."""
     markexpr = (config.option.markexpr or "").replace(" ", "")
     fast = "notvllm" in markexpr and "nottorch" in markexpr
@@ -32,6 +43,38 @@ def pytest_cmdline_main(config):
         return
     config.option.numprocesses = 2
     config.option.dist = "load"
+
+
+SLOW_S = 1.0
+# Fixtures whose tests are slow by their cause: a real S3 API (moto) answers each call in
+# milliseconds where a folder answers in microseconds, and a store test makes hundreds.
+SLOW_FIXTURES = frozenset({"moto_endpoint"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` every test that uses a slow real part through a fixture (SLOW_FIXTURES)."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """In a tier that leaves `slow` out, name each test that took SLOW_S or more (setup, call
+    and teardown together) without the mark, so the fast tier stays fast as tests are added:
+    mark it `@pytest.mark.slow` or make it cheaper (docs/testing.md)."""
+    markexpr = (config.option.markexpr or "").replace(" ", "")
+    if "notslow" not in markexpr:
+        return
+    took: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) and "slow" not in getattr(report, "keywords", {}):
+                took[report.nodeid] = took.get(report.nodeid, 0.0) + report.duration
+    over = sorted(((s, nodeid) for nodeid, s in took.items() if s >= SLOW_S), reverse=True)
+    if over:
+        terminalreporter.write_sep("=", f"{len(over)} unmarked test(s) took {SLOW_S:g} s or more")
+        for s, nodeid in over:
+            terminalreporter.write_line(f"{s:6.2f} s  {nodeid}")
 
 
 def _vllm_importable() -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.analysis.pareto import Operating
 from bench.analysis.report import compare_report
 from bench.store.costmodel import build_table, runs_from_dirs
@@ -13,6 +15,7 @@ HOST = Path(__file__).resolve().parent.parent / "results" / "cpu-host"
 RUNS = [HOST / "20261124T002254Z_run-tiny-llama", HOST / "20261124T002410Z_run-tiny-llama"]
 
 
+@pytest.mark.slow
 def test_a_gate_failing_series_is_marked_never_matched_nor_a_win(tmp_path):
     runs = runs_from_dirs(RUNS)
     table = build_table(runs)

@@ -28,6 +28,7 @@ def _plan(cfg: EngineConfig, accuracy: AccuracySettings) -> Plan:
     return Plan(engine_configs=[cfg], points=[point], name="acc", telemetry="none", accuracy=accuracy)
 
 
+@pytest.mark.slow
 def test_a_server_that_answers_right_passes_the_gate_in_a_run(tmp_path):
     """The fake answers every generated question right: lm-eval scores 50/50, the Wilson bound
     clears tiny-llama's floor, and run.json keeps the verdict beside the configuration."""
@@ -46,6 +47,7 @@ def test_a_server_that_answers_right_passes_the_gate_in_a_run(tmp_path):
     assert raw["accuracy"][cfg.config_id()][0]["passed"] is True
 
 
+@pytest.mark.slow
 def test_a_server_that_answers_wrong_fails_with_one_line(tmp_path):
     folder = write_arith_task(tmp_path / "task", n=20)
     with FakeServer(FakeServerConfig(ttft_s=0.001)) as srv:  # answers "fake" to everything
@@ -106,6 +108,7 @@ def test_the_gate_fails_on_dummy_weights_through_real_vllm(vllm_server, tmp_path
     assert v.passed is False and "below the floor" in v.reason and "\n" not in v.reason
 
 
+@pytest.mark.slow
 def test_the_verdict_is_a_cost_model_column_and_gate_passed_reads_it(tmp_path):
     from bench.store.accuracy_rows import gate_passed
     from bench.store.rows import point_rows, rows_to_arrow

@@ -62,6 +62,7 @@ def test_the_rule_is_checked_and_never_stops_before_the_minimum():
         AdaptiveStop(rel_half_width=1.5)
 
 
+@pytest.mark.slow
 def test_a_point_against_known_latency_stops_once_sure(server):
     run = run_point_sync(_job(server, 400, AdaptiveStop(min_requests=20, rel_half_width=0.2)))
     measured = run.measured
@@ -72,6 +73,7 @@ def test_a_point_against_known_latency_stops_once_sure(server):
     assert interval_share(e2e, 0.95) < 0.2 + 0.1  # the recorded requests bear the rule out (a few more finished)
 
 
+@pytest.mark.slow
 def test_a_point_that_never_gets_sure_runs_to_its_maximum(server):
     run = run_point_sync(_job(server, 30, AdaptiveStop(min_requests=10, rel_half_width=1e-9)))
     assert run.stop_reason == "max_requests" and len(run.measured) == 30
@@ -79,6 +81,7 @@ def test_a_point_that_never_gets_sure_runs_to_its_maximum(server):
     assert plain.stop_reason is None and len(plain.measured) == 12  # not asked for: nothing changes
 
 
+@pytest.mark.slow
 def test_the_stop_reason_is_recorded_and_validity_unchanged(tmp_path, server):
     from dataclasses import replace
 

@@ -67,6 +67,7 @@ def _probe(answer) -> list[dict[str, float]]:
         return prompt_topk(url, "m", prompts=("one", "two"), k=2, timeout_s=5.0)
 
 
+@pytest.mark.slow
 def test_the_top_k_of_each_position_is_read_from_vllms_answer():
     positions = _probe(VLLM_ANSWER)
     one = [{"5": -0.1, "6": -2.5}, {"5": -0.2, "9": -1.0}]  # rank 40 is outside the top 2
@@ -84,6 +85,7 @@ def test_the_top_k_of_each_position_is_read_from_vllms_answer():
     ([1, 2], "malformed answer"),
     (b"not json\nat all", "agreement probe failed"),
 ])
+@pytest.mark.slow
 def test_an_answer_of_another_shape_is_one_line_not_a_crash(answer, why):
     with pytest.raises(AccuracyNotRun, match=why) as info:
         _probe(answer)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import bench
 
 ROOT = Path(bench.__file__).parent
@@ -71,6 +73,7 @@ def test_every_folder_is_a_known_step():
 KNOWN: set[str] = set()
 
 
+@pytest.mark.slow
 def test_imports_only_point_back_along_the_flow():
     assert [b for b in backward_imports() if b.split(" (")[0] not in KNOWN] == []
 
@@ -155,6 +158,7 @@ def cycles_inside_folders(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_no_cycle_inside_a_folder():
     cycles = cycles_inside_folders(import_graph())
     assert cycles == [], "\n".join(" <-> ".join(c) for c in cycles)

@@ -81,6 +81,7 @@ def open_page(browser, path: Path):
     return page, problems
 
 
+@pytest.mark.slow
 def test_synthetic_compare_page(browser, pages):
     page, problems = open_page(browser, pages["synthetic"])
     plots = page.evaluate(TRACES_JS)
@@ -98,6 +99,7 @@ def test_synthetic_compare_page(browser, pages):
     page.close()
 
 
+@pytest.mark.slow
 def test_committed_results_with_reference(browser, pages):
     page, problems = open_page(browser, pages["reference"])
     plots = page.evaluate(TRACES_JS)
@@ -125,6 +127,7 @@ def column(page, table: str, index: int) -> list[str]:
     return page.eval_on_selector_all(f"#{table} tbody tr", f"rows => rows.map(r => r.cells[{index}].textContent)")
 
 
+@pytest.mark.slow
 def test_run_page_and_sorting(browser, pages):
     page, problems = open_page(browser, pages["run"])
     plots = page.evaluate(TRACES_JS)

@@ -105,6 +105,7 @@ def _loop_lag_left_to_its_own_tests(monkeypatch) -> None:
     monkeypatch.setattr(validity, "check_validity", lambda *a, **kw: check(*a, **{**kw, "thresholds": relaxed}))
 
 
+@pytest.mark.slow
 def test_the_runner_searches_on_one_engine_and_resumes_without_measuring_again(tmp_path, monkeypatch):
     from bench.results import read_summary
     from bench.run.events import EngineStarting

@@ -4,6 +4,8 @@ failing stops the search without claiming a boundary, and the exit code follows 
 
 from __future__ import annotations
 
+import pytest
+
 from bench.engines.base import EngineDied
 from bench.measure.groups import Metrics
 from bench.plan import EngineConfig, Plan, PointSpec
@@ -122,6 +124,7 @@ def _env():
     return RunEnvironment(device=fake_device("cpu", name="test"), idle_baseline_s=0.0, client_workers=1)
 
 
+@pytest.mark.slow
 def test_an_engine_killed_during_a_probe_is_restarted_and_the_probe_retried(tmp_path):
     """The fake server (the engine) is killed during the first probe (c4) and comes back on its
     port; the probe runs again on the restarted engine and the search ends at the true boundary

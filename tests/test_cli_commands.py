@@ -44,6 +44,7 @@ def _capacity_file(tmp_path: Path, url: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_capacity_with_a_sweep_file_applies_the_engine_options_as_overrides(server, tmp_path):
     """Defect (base 848b156): with a sweep file, `bench capacity` read only --hardware, --probe
     and --out; --max-num-seqs, --engine-arg, --telemetry were dropped without a word."""

@@ -47,6 +47,7 @@ def _server_view(pr, emits, rec):
     ],
     ids=["one-token-chunks", "multi-token-chunks", "chat-role-empty-chunks"],
 )
+@pytest.mark.slow
 def test_timing_matches_server_emits(cfg, endpoint):
     pr, emits = _run(cfg, {"kind": "concurrency", "concurrency": 4}, 2, 12, out_len=10, endpoint=endpoint)
     assert all(r.ok for r in pr.records), [r.error for r in pr.records]
@@ -82,6 +83,7 @@ def _within(name: str, err: list[float]) -> None:
 
 
 
+@pytest.mark.slow
 def test_failed_requests_are_recorded_not_raised():
     cfg = FakeServerConfig(ttft_s=0.005, itl_s=0.001, fail_http_every=3, cut_stream_every=4, short_every=5)
     pr, _ = _run(cfg, {"kind": "concurrency", "concurrency": 1}, 0, 10, mode="thread")
@@ -93,6 +95,7 @@ def test_failed_requests_are_recorded_not_raised():
     assert all("\n" not in e for e in errors.values() if e)
 
 
+@pytest.mark.slow
 def test_timeout_and_unreachable_server_are_errors():
     pr, _ = _run(FakeServerConfig(ttft_s=1.0), {"kind": "concurrency", "concurrency": 2}, 0, 2,
                  mode="thread", timeout_s=0.3)
@@ -102,6 +105,7 @@ def test_timeout_and_unreachable_server_are_errors():
     assert all(r.error and "onnect" in r.error for r in pr.records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("continuous,ids,source", [(False, True, "token_ids"), (False, False, "text_chunks")])
 def test_token_count_fallbacks(continuous, ids, source):
     cfg = FakeServerConfig(ttft_s=0.005, itl_s=0.001, tokens_per_chunk=2 if ids else 1,
@@ -112,6 +116,7 @@ def test_token_count_fallbacks(continuous, ids, source):
         assert sum(r.chunk_tokens) == 8 and r.n_in == 12
 
 
+@pytest.mark.slow
 def test_concurrency_window_and_in_flight():
     pr, _ = _run(FakeServerConfig(ttft_s=0.01, itl_s=0.002), {"kind": "concurrency", "concurrency": 3}, 2, 9,
                  mode="thread")
@@ -124,6 +129,7 @@ def test_concurrency_window_and_in_flight():
     assert pr.client_token_counts() == {"generation_tokens": 11 * 8, "prompt_tokens": 11 * 12}
 
 
+@pytest.mark.slow
 def test_rate_load_window_and_progress():
     calls = []
     pr, _ = _run(FakeServerConfig(ttft_s=0.005, itl_s=0.001),
@@ -252,6 +258,7 @@ def test_request_body_matches_vllm_protocol():
         chat.body([1], 2)
 
 
+@pytest.mark.slow
 def test_fake_server_counters_match_client_counts():
     cfg = FakeServerConfig(ttft_s=0.002, itl_s=0.001, short_every=4)
     wl = RandomPrompts(12, 8, 500, seed=3)

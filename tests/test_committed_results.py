@@ -25,6 +25,7 @@ RUN_DIRS = sorted(p.parent for p in RESULTS.glob("*/run.json"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_every_committed_run_validates_and_recomputes():
     assert len(RUN_DIRS) >= 4
     for run_dir in RUN_DIRS:
@@ -53,6 +54,7 @@ def test_costmodel_table_from_committed_runs_is_deterministic():
     assert table_bytes(table) == table_bytes(build_table(runs_from_dirs([RESULTS])))
 
 
+@pytest.mark.slow
 def test_compare_and_report_on_committed_runs(tmp_path):
     out = tmp_path / "cmp"
     res = CliRunner().invoke(cli, ["compare", str(RESULTS), "--model", "tiny-llama", "--baseline", "cpu-host",
@@ -103,6 +105,7 @@ def test_v1_keys_v2_does_not_name_are_kept_in_extra(tmp_path):
     assert again.points[0].metrics.extra == {"queue_s_p50": 0.25} and again == run
 
 
+@pytest.mark.slow
 def test_published_json_schema_is_the_generated_one():
     assert SCHEMA_FILE.read_text() == schema_text(), "run: python3 -m bench.results.schema_json"
     assert schema_main(["--check"]) == 0
@@ -114,6 +117,7 @@ def test_published_json_schema_is_the_generated_one():
         assert all(f.get("description") for f in schema["$defs"][group]["properties"].values()), group
 
 
+@pytest.mark.slow
 def test_a_fresh_v2_run_validates_against_the_published_schema(tmp_path):
     import jsonschema  # brought by moto[server] (dev) and vllm
 
@@ -135,6 +139,7 @@ def _mixed(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_compare_report_cost_and_costmodel_read_v1_and_v2_together(tmp_path):
     root = _mixed(tmp_path)
     versions = {json.loads(p.read_text())["schema_version"] for p in root.glob("*/run.json")}

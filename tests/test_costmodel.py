@@ -51,6 +51,7 @@ def run_dirs(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_one_row_per_valid_ok_point_with_recomputed_cost(run_dirs):
     table = build_table(runs_from_dirs(run_dirs), **INJECT)
     assert len(table) == 3 + 5 + 5  # h100: c16 invalid and c8 failed are left out
@@ -70,6 +71,7 @@ def test_one_row_per_valid_ok_point_with_recomputed_cost(run_dirs):
     assert 0 < moe["sparsity"] < 1 and moe["active_params"] < moe["total_params"]
 
 
+@pytest.mark.slow
 def test_scenario_filter_and_unknown_scenario(run_dirs):
     table = build_table(runs_from_dirs(run_dirs), ["flat"], **INJECT)
     assert not [c for c in table.columns if "half-busy" in c]
@@ -77,6 +79,7 @@ def test_scenario_filter_and_unknown_scenario(run_dirs):
         build_table(runs_from_dirs(run_dirs), ["nope"], **INJECT)
 
 
+@pytest.mark.slow
 def test_real_cost_scenarios_from_the_catalog(run_dirs):
     table = build_table(runs_from_dirs(run_dirs))
     row = table[table["hardware"] == "h100-sxm"].iloc[0]
@@ -100,6 +103,7 @@ def test_points_of_a_multi_configuration_run_take_their_own_configuration(tmp_pa
     assert by_point.loc["b-c0001", "tok_s_per_gpu"] == pytest.approx(by_point.loc["b-c0001", "total_tok_s"] / 2)
 
 
+@pytest.mark.slow
 def test_same_runs_give_the_same_bytes(run_dirs, tmp_path):
     runs = runs_from_dirs(run_dirs)
     first = table_bytes(build_table(runs, **INJECT))
@@ -119,6 +123,7 @@ def test_empty_store_gives_an_empty_table_with_every_column():
     assert table_bytes(table)["csv"].decode().strip() == ",".join(BASE_COLUMNS)
 
 
+@pytest.mark.slow
 def test_build_from_store_writes_back_and_loads_with_pandas(run_dirs, tmp_path):
     url = str(tmp_path / "store")
     upload(run_dirs, url)
@@ -134,6 +139,7 @@ def test_build_from_store_writes_back_and_loads_with_pandas(run_dirs, tmp_path):
     assert len(frame) == 13 and frame["tok_s_per_gpu"].notna().all()
 
 
+@pytest.mark.slow
 def test_cli_costmodel_build(run_dirs, tmp_path):
     url = str(tmp_path / "store")
     upload(run_dirs, url)
@@ -161,6 +167,7 @@ def test_invalid_points_are_never_counted(tmp_path):
     assert build_table(runs_from_dirs([run_dir]), **INJECT).empty
 
 
+@pytest.mark.slow
 def test_a_run_of_an_unknown_schema_in_the_store_is_skipped_not_fatal(run_dirs, tmp_path):
     url = str(tmp_path / "store")
     done = upload(run_dirs, url)

@@ -105,6 +105,7 @@ def test_different_rows_under_the_same_run_id_are_refused(local_store, tmp_path)
     assert s.get_bytes(rel) == buf.getvalue()
 
 
+@pytest.mark.slow
 def test_parallel_uploads_to_one_partition_do_not_clash(store_url, tmp_path):
     runs = [_small(tmp_path / "runs", speed=1 + i / 10) for i in range(4)]
     results, errors = upload_at_once(runs, store_url)
@@ -157,6 +158,7 @@ def three_runs(tmp_path):
             make_run(tmp_path / "runs", hardware="mi300x", speed=1.2, model="tiny-qwen3-moe")]
 
 
+@pytest.mark.slow
 def test_build_compacts_the_point_files_into_the_old_table(three_runs, store_url, tmp_path):
     upload(three_runs, store_url)
     from_runs = table_bytes(build_table(runs_from_store(store_url)))  # the run.json path, every run read
@@ -173,6 +175,7 @@ def test_build_compacts_the_point_files_into_the_old_table(three_runs, store_url
     assert _compacted(store_url) == compacted  # rebuilt, byte for byte
 
 
+@pytest.mark.slow
 def test_a_rebuild_after_an_upload_verifies_only_the_new_run_and_equals_a_full_one(three_runs, local_store, tmp_path,
                                                                                  monkeypatch):
     upload(three_runs, local_store)
@@ -195,6 +198,7 @@ def test_a_rebuild_after_an_upload_verifies_only_the_new_run_and_equals_a_full_o
         == table_bytes(build_table(runs_from_store(local_store)))
 
 
+@pytest.mark.slow
 def test_an_old_store_without_point_files_is_backfilled(three_runs, local_store):
     upload(three_runs, local_store)
     s = Store(local_store)
@@ -206,6 +210,7 @@ def test_an_old_store_without_point_files_is_backfilled(three_runs, local_store)
     assert table_bytes(done.table) == table_bytes(build_table(runs_from_store(local_store)))
 
 
+@pytest.mark.slow
 def test_point_files_of_unpublished_runs_are_left_out(three_runs, local_store):
     done = upload(three_runs, local_store)
     s = Store(local_store)

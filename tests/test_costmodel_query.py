@@ -44,6 +44,7 @@ def test_parse_where_types_values_and_refuses_unknown_columns():
             parse_where([bad])
 
 
+@pytest.mark.slow
 def test_where_on_partition_keys_opens_only_that_partition(runs, tmp_path, monkeypatch):
     url = str(tmp_path / "store")
     done = {(u.source.name): u.run_id for u in upload(runs, url)}
@@ -67,6 +68,7 @@ def test_where_on_partition_keys_opens_only_that_partition(runs, tmp_path, monke
     assert not [p for p in listed if "model=tiny-llama" in p]
 
 
+@pytest.mark.slow
 def test_after_a_build_a_partition_is_one_compacted_file_plus_new_uploads(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -82,6 +84,7 @@ def test_after_a_build_a_partition_is_one_compacted_file_plus_new_uploads(runs, 
     assert set(after["run_id"]) == set(before["run_id"]) | {new.run_id}
 
 
+@pytest.mark.slow
 def test_query_rows_are_the_table_rows_with_cost_computed_now(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -98,6 +101,7 @@ def test_query_rows_are_the_table_rows_with_cost_computed_now(runs, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "store").rglob("*.parquet")} == files
 
 
+@pytest.mark.slow
 def test_the_table_cost_is_the_per_point_cost_formula(runs, tmp_path):
     """Each $/Mtok cell is exactly what bench.measure.cost.cost_for_point gives the point,
     a point with no output and one with no power (ownership has no total then) included."""
@@ -127,6 +131,7 @@ def test_the_table_cost_is_the_per_point_cost_formula(runs, tmp_path):
     assert math.isnan(table.loc[1, "usd_per_gpu_hour__own"]) and table.loc[1, "usd_per_gpu_hour__rental-on-demand"] > 0
 
 
+@pytest.mark.slow
 def test_sql_runs_on_the_points_view_and_nothing_else(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -143,6 +148,7 @@ def test_sql_runs_on_the_points_view_and_nothing_else(runs, tmp_path):
         assert res.exit_code != 0 and res.output.startswith(f"bench: error: {why}") and "root:" not in res.output
 
 
+@pytest.mark.slow
 def test_a_filter_on_valid_replaces_the_default(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -152,6 +158,7 @@ def test_a_filter_on_valid_replaces_the_default(runs, tmp_path):
     assert len(query(url, ["valid=true,valid=false"]).table) == 18
 
 
+@pytest.mark.slow
 def test_cli_query_writes_csv_or_parquet(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -166,6 +173,7 @@ def test_cli_query_writes_csv_or_parquet(runs, tmp_path):
     assert res.exit_code != 0 and "no column 'nope'" in res.output
 
 
+@pytest.mark.slow
 def test_query_and_build_on_a_folder_and_on_s3(store_url, tmp_path):
     runs = [make_run(tmp_path / "runs", hardware=hw, concurrencies=(1, 4)) for hw in ("h100-sxm", "b200")]
     upload(runs, store_url)
@@ -184,6 +192,7 @@ def test_query_and_build_on_a_folder_and_on_s3(store_url, tmp_path):
         "compacted/hardware=b200/model=tiny-llama/compacted.parquet"}
 
 
+@pytest.mark.slow
 def test_cli_compare_store_matches_compare_of_the_pulled_runs(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -205,6 +214,7 @@ def test_cli_compare_store_matches_compare_of_the_pulled_runs(runs, tmp_path):
     assert res.exit_code != 0 and "models with data: tiny-llama, tiny-qwen3-moe" in res.output
 
 
+@pytest.mark.slow
 def test_compare_points_keep_invalid_points_and_their_reasons(runs, tmp_path):
     url = str(tmp_path / "store")
     upload(runs, url)
@@ -215,6 +225,7 @@ def test_compare_points_keep_invalid_points_and_their_reasons(runs, tmp_path):
     assert invalid["invalid_reasons"].tolist() == ["client saturation"]
 
 
+@pytest.mark.slow
 def test_bench_help_imports_no_duckdb():
     code = ("import sys; from bench.cli import cli\n"
             "for args in (['--help'], ['costmodel', '--help'], ['costmodel', 'query', '--help'], ['compare', '--help']):\n"
@@ -225,6 +236,7 @@ def test_bench_help_imports_no_duckdb():
     assert out.strip().endswith("[]")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("older", [0, 1])
 def test_compacted_files_of_an_older_and_a_newer_writer_read_together(tmp_path, older):
     """A compacted file without a column (an older bench) reads with that column empty,

@@ -60,6 +60,7 @@ def test_without_the_key_the_endpoint_is_refused_at_start_in_one_line(tmp_path, 
             execute(_plan(cfg), tmp_path, _env())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_without_the_key_every_request_is_a_failed_401_record(workers):
     """A server whose health route is open but whose completions are guarded: each request
@@ -83,6 +84,7 @@ def test_the_key_from_an_environment_variable_is_sent_and_never_written(tmp_path
     assert result.config.engine_args["api_key_env"] == "MY_ENDPOINT_KEY"  # where the key is: kept
 
 
+@pytest.mark.slow
 def test_bench_api_key_is_read_by_default_and_a_key_file_works(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_API_KEY", KEY)
     with _server(f"Bearer {KEY}") as srv:
@@ -168,6 +170,7 @@ def test_the_client_sends_the_header_from_every_worker(workers):
     assert pr.client.options["auth"] == "Authorization"
 
 
+@pytest.mark.slow
 def test_a_refused_request_error_never_carries_the_key():
     """A server that echoes the credential it was given in its 401 body (OpenAI masks
     part of it; this fake echoes all of it)."""

@@ -105,6 +105,7 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["main", "thread"])
 def test_a_sigkilled_bench_leaves_no_process_of_its_engine_group(tmp_path, how):
     """From the main thread: parent-death signal and watchdog; from a thread that ended: the
@@ -123,6 +124,7 @@ def test_a_sigkilled_bench_leaves_no_process_of_its_engine_group(tmp_path, how):
     assert "bench exited; stopping engine process group" in (tmp_path / "engine-fake.log").read_text()
 
 
+@pytest.mark.slow
 def test_the_parent_death_signal_alone_ends_the_engine(tmp_path):
     """Without its watchdog (killed first), the engine leader still gets SIGTERM when bench dies."""
     bench, engine = _start_bench(tmp_path, "main")
@@ -171,6 +173,7 @@ def _plant_stale_engine(run_dir: Path, name: str = "engine-old", ticks_delta: in
     return leader.pid, engine["children"]
 
 
+@pytest.mark.slow
 def test_resume_stops_a_stale_engine_recorded_in_the_run_folder_and_says_so(tmp_path):
     from test_runner_fast import FAST, endpoint, make_env, make_plan
 
@@ -247,6 +250,7 @@ time.sleep(300)
 """
 
 
+@pytest.mark.slow
 def test_a_guarded_command_gets_one_sigterm_when_its_threaded_parent_is_killed(tmp_path):
     """The kernel signals a parent-death once per exiting thread of the parent; the guard
     (bench.engines.lifeline.guarded) turns them into exactly one SIGTERM for its command."""

@@ -259,6 +259,7 @@ def test_child_runs_in_its_own_group_but_in_benchs_session_and_autogroup(tmp_pat
     assert not child.alive()
 
 
+@pytest.mark.slow
 def test_server_that_exits_at_start_quotes_its_log(tmp_path, monkeypatch):
     server = VllmServer("m", "m", tmp_path / "engine.log", device="cuda", startup_timeout_s=30)
     monkeypatch.setattr(server, "argv", lambda: [sys.executable, "-c",
@@ -267,6 +268,7 @@ def test_server_that_exits_at_start_quotes_its_log(tmp_path, monkeypatch):
         server.start()
 
 
+@pytest.mark.slow
 def test_server_out_of_memory_at_start_means_does_not_fit(tmp_path, monkeypatch):
     from bench.engines.base import EngineDoesNotFit
 

@@ -83,6 +83,7 @@ def _rendered_markdown(path) -> str:
     return markdown_it.MarkdownIt("gfm-like").render(path.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("report", ["cmp", "run"])
 def test_report_md_renders_no_html_link_or_image_from_a_run(hostile, report):
     html = _rendered_markdown(hostile / report / "report.md")
@@ -102,6 +103,7 @@ def _labels(fig) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_plotly_labels_show_hostile_ids_as_text(hostile):
     from bench.analysis.pareto import Operating
     from bench.analysis.report import compare_report
@@ -116,6 +118,7 @@ def test_plotly_labels_show_hostile_ids_as_text(hostile):
     assert any("run =HYPERLINK" in label for label in labels)  # hover text names the run, escaped
 
 
+@pytest.mark.slow
 def test_csv_files_never_start_a_cell_with_a_formula(hostile):
     from bench.store.costmodel import build_table, runs_from_dirs, table_bytes
 
@@ -127,6 +130,7 @@ def test_csv_files_never_start_a_cell_with_a_formula(hostile):
     assert "'=HYPERLINK" in csv and not re.search(r'(^|,)"?=HYPERLINK', csv, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_png_plots_with_a_dollar_in_a_label_are_written(tmp_path):
     results = tmp_path / "results"
     run = make_run(results / "a", hardware=f"h100{MATH}", engine=f"vllm{MATH}")
@@ -162,6 +166,7 @@ def test_an_error_line_prints_no_escape_sequence():
     assert "\x1b" not in buf.getvalue() and "sk-aaaa" not in buf.getvalue()
 
 
+@pytest.mark.slow
 def test_a_hostile_label_neither_runs_nor_links_in_chromium(hostile):
     """The page in headless Chromium: no <img> is created, nothing sets window.__pwned, no
     link to the attacker exists in the legends or hover labels, the text shows as typed."""

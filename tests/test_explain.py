@@ -31,6 +31,7 @@ PAIRS = {  # (runs, series A, series B, operating point)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(PAIRS))
 def test_the_factors_multiply_exactly_to_the_measured_ratio(case):
     dirs, a, b, op = PAIRS[case]
@@ -63,6 +64,7 @@ def test_repeats_across_runs_give_intervals_and_single_runs_are_labelled():
     assert frame.loc["cpu-host auto vllm", "tok_s_per_gpu_vs_baseline_verdict"] == "baseline"
 
 
+@pytest.mark.slow
 def test_compare_explain_prints_the_factors_and_draws_the_waterfall(tmp_path):
     res = CliRunner().invoke(cli, ["compare", str(BF16), str(FP32), "--model", "tiny-llama", "--baseline",
                                    "cpu-host auto vllm", "--explain", "cpu-host auto vllm", "cpu-host fp32 vllm",
@@ -80,6 +82,7 @@ def test_an_unknown_explain_series_is_a_one_line_error(tmp_path):
     assert res.exit_code != 0 and "no series 'x'" in res.output and res.output.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_baseline_no_series_has_is_not_named(tmp_path):
     """Defect (base da21030, docs/compare.png): the page said "Baseline: h100-sxm" for CPU results."""
     res = CliRunner().invoke(cli, ["compare", str(BF16), "--model", "tiny-llama", "--out", str(tmp_path)])

@@ -43,6 +43,7 @@ def _wait_gone(pids: list[int], timeout_s: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_requests_are_spread_over_the_processes_and_read_as_one_server():
     wl = RandomPrompts(12, 8, 500, seed=5)
     with FakeServer(FAST, mode="process", processes=2) as srv:
@@ -68,6 +69,7 @@ def test_requests_are_spread_over_the_processes_and_read_as_one_server():
     assert counters["n_requests"] == 260 and counters["generation_tokens"] == client["generation_tokens"]
 
 
+@pytest.mark.slow
 def test_one_process_records_as_before():
     with FakeServer(FAST, mode="process") as srv:
         pr = run_point_sync(LoadJob(srv.base_url, FAST.model, RandomPrompts(12, 4, 500, seed=1),
@@ -79,6 +81,7 @@ def test_one_process_records_as_before():
     assert all(r.ok for r in pr.records)
 
 
+@pytest.mark.slow
 def test_the_processes_stop_with_the_server():
     with FakeServer(FAST, mode="process", processes=3) as srv:
         pids = srv.pids
@@ -87,6 +90,7 @@ def test_the_processes_stop_with_the_server():
     assert srv.pids == []
 
 
+@pytest.mark.slow
 def test_the_processes_exit_when_their_parent_is_killed():
     code = ("import json, time\n"
             "from bench.testing.fake_server import FakeServer, FakeServerConfig\n"

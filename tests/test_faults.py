@@ -27,6 +27,7 @@ def _run(cfg: FakeServerConfig, n: int, out_len: int = 8, load: dict = CONC2, st
     return pr, time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_fails_each_request_at_the_stall_limit():
     pr, wall_s = _run(FakeServerConfig(hang_every=1), 3, stall_timeout_s=0.4, timeout_s=60)
     assert [r.error for r in pr.records] == ["timeout: stalled, no bytes for 0.4 s while waiting for a response"] * 3
@@ -34,6 +35,7 @@ def test_a_server_that_never_answers_fails_each_request_at_the_stall_limit():
     assert wall_s < 10  # two waves of 0.4 s, not the request limit
 
 
+@pytest.mark.slow
 def test_a_stream_that_stops_half_way_fails_at_the_stall_limit_and_keeps_its_tokens():
     cfg = FakeServerConfig(ttft_s=0.01, itl_s=0.005, stall_every=2)
     pr, wall_s = _run(cfg, 4, out_len=10, stall_timeout_s=0.5, timeout_s=60,
@@ -46,6 +48,7 @@ def test_a_stream_that_stops_half_way_fails_at_the_stall_limit_and_keeps_its_tok
     assert wall_s < 10
 
 
+@pytest.mark.slow
 def test_the_request_limit_ends_a_slow_but_live_stream():
     cfg = FakeServerConfig(ttft_s=0.01, itl_s=0.1)  # 40 tokens: 4 s, bytes every 0.1 s
     pr, wall_s = _run(cfg, 2, out_len=40, stall_timeout_s=5.0, timeout_s=0.6)
@@ -54,6 +57,7 @@ def test_the_request_limit_ends_a_slow_but_live_stream():
     assert wall_s < 4
 
 
+@pytest.mark.slow
 def test_slow_headers_under_the_stall_limit_are_fine_and_over_it_a_stall():
     ok, _ = _run(FakeServerConfig(headers_delay_s=0.2), 2, stall_timeout_s=2.0)
     assert all(r.ok for r in ok.records), [r.error for r in ok.records]
@@ -61,6 +65,7 @@ def test_slow_headers_under_the_stall_limit_are_fine_and_over_it_a_stall():
     assert all(r.error.startswith("timeout: stalled") for r in slow.records)
 
 
+@pytest.mark.slow
 def test_garbage_in_the_stream_is_a_failed_request_not_a_crash():
     pr, _ = _run(FakeServerConfig(garbage_every=2), 4, load={"kind": "concurrency", "concurrency": 1})
     errors = [r.error for r in pr.records]
@@ -69,6 +74,7 @@ def test_garbage_in_the_stream_is_a_failed_request_not_a_crash():
     assert all("\n" not in e for e in errors if e)
 
 
+@pytest.mark.slow
 def test_a_body_that_is_not_sse_and_other_faults_at_once():
     cfg = FakeServerConfig(not_sse_every=5, fail_http_every=3, cut_stream_every=4, hang_every=7)
     pr, wall_s = _run(cfg, 16, load={"kind": "concurrency", "concurrency": 4}, stall_timeout_s=0.5)
@@ -82,6 +88,7 @@ def test_a_body_that_is_not_sse_and_other_faults_at_once():
     assert wall_s < 15
 
 
+@pytest.mark.slow
 def test_stalled_requests_are_reported_while_the_point_runs(monkeypatch):
     monkeypatch.setattr(loop, "STALL_SHOW_S", 0.3)  # read by the in-process loop
     seen: list[int] = []

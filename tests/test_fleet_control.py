@@ -110,6 +110,7 @@ def clean_env(tmp_path):
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(4 * CLI_TIMEOUT_S)
 def test_a_ray_address_in_the_store_is_never_connected_to(tmp_path, clean_env):
     store_url = str(tmp_path / "store")
@@ -142,6 +143,7 @@ def write_launch(folder: Path, launch: dict) -> None:
     path.write_text(json.dumps(launch))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(3 * CLI_TIMEOUT_S)
 def test_a_work_folder_in_the_store_never_chooses_a_process(tmp_path, clean_env):
     """fleet.json names a work folder holding a launch.json with `start: null` that names an
@@ -162,6 +164,7 @@ def test_a_work_folder_in_the_store_never_chooses_a_process(tmp_path, clean_env)
     assert status.returncode == 0 and "1 missing" in status.stdout and f"pid {victim.pid}" not in status.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["null", "its own"])
 @pytest.mark.timeout(3 * CLI_TIMEOUT_S)
 def test_a_launch_record_that_names_another_process_signals_nothing(tmp_path, clean_env, start):

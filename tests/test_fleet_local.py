@@ -10,6 +10,7 @@ import json
 import signal
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from bench.cli import cli
@@ -63,6 +64,7 @@ def wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_two_shards_one_killed_and_relaunched(tmp_path, s3_url):
     work = tmp_path / "work"
     with FakeServer(SLOW) as srv:
@@ -125,6 +127,7 @@ def _mirrored_points(url: str, fleet_id: str, shard_id: str) -> dict[str, str]:
     return {p["point_id"]: p["started_utc"] for p in points if p["status"] == "ok"}
 
 
+@pytest.mark.slow
 def test_one_slot_queues_and_cancel_keeps_what_is_done(tmp_path):
     """--parallel 1 (the default): the second shard waits for the slot; `cancel` stops both,
     the running one through SIGTERM (its run ends interrupted, its finished points mirrored)."""

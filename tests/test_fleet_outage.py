@@ -139,6 +139,7 @@ def shard_state(store_url: str, fleet_id: str, work):
     return st
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_final_publish_retries_through_a_short_store_outage(tmp_path, outage_s3, monkeypatch):
     store_url, s3 = outage_s3
@@ -164,6 +165,7 @@ def test_the_final_publish_retries_through_a_short_store_outage(tmp_path, outage
     assert len(list(shard.folder.glob("*/attempt.json"))) == 1  # one attempt
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_store_down_past_the_retry_window_re_measures_nothing(tmp_path, outage_s3, monkeypatch):
     store_url, s3 = outage_s3
@@ -196,6 +198,7 @@ def test_a_store_down_past_the_retry_window_re_measures_nothing(tmp_path, outage
     assert "publishing the complete run" in shard.log()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_killed_shard_stops_its_sweep(tmp_path, outage_s3):
     """SIGKILL of the shard process alone: its `bench sweep` child is sent SIGTERM by the

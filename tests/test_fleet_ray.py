@@ -71,6 +71,7 @@ def tasks_returned(record, timeout_s: float) -> dict:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_shards_land_on_the_node_of_their_type(cluster, tmp_path):
     store_url = str(tmp_path / "store")
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.004)) as srv:

@@ -87,6 +87,7 @@ def test_sweep_config_unknown_id_lists_the_known(sweep):
         assert line.count("tiny-llama-") == 2
 
 
+@pytest.mark.slow
 def test_sweep_one_config_and_upload(tmp_path):
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.002)) as srv:
         path = tmp_path / "one.yaml"

@@ -129,6 +129,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_skypilot_loads_every_task_file(sweep, credentials, tmp_path):
     """Every task file of a sweep, and the one job of a configuration over two nodes, read by
     SkyPilot in one process (its import is most of this test's time: once, not once a file set)."""

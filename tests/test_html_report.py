@@ -36,6 +36,7 @@ def assert_self_contained(text: str) -> None:
     assert "<link" not in text  # no stylesheet or font from elsewhere
 
 
+@pytest.mark.slow
 def test_compare_writes_one_self_contained_page(results, tmp_path):
     out = tmp_path / "cmp"
     res = CliRunner().invoke(cli, ["compare", str(results), "--model", "tiny-llama", "--out", str(out)])
@@ -49,6 +50,7 @@ def test_compare_writes_one_self_contained_page(results, tmp_path):
     assert len(re.findall(r'<tr class="invalid">', text)) == 1  # the invalid point, in the points table
 
 
+@pytest.mark.slow
 def test_compare_figures_series_fronts_and_invalid_markers(results, tmp_path):
     from bench.analysis.pareto import Operating
     from bench.analysis.report import compare_report
@@ -80,6 +82,7 @@ def test_compare_figures_series_fronts_and_invalid_markers(results, tmp_path):
     assert sum(t.meta["kind"] == "invalid" for t in latency.data) == 4
 
 
+@pytest.mark.slow
 def test_reference_markers_and_table(results, tmp_path):
     # One render, its page and its figures: `bench compare --reference` itself is run by
     # test_published and test_browser.
@@ -110,6 +113,7 @@ def _starve(run_dir, concurrency: int) -> None:
     write_summary(run_dir, run)
 
 
+@pytest.mark.slow
 def test_run_report_marks_invalid_latency_and_never_shows_a_zero_tpot(tmp_path):
     run = make_run(tmp_path / "runs", invalid={8: "client saturation: 6.1 in flight of 8"}, failed=(16,))
     _starve(run, 2)

@@ -29,6 +29,7 @@ def test_ruff_finds_nothing():
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_mypy_finds_nothing_in_bench():
     done = _run([sys.executable, "-m", "mypy"], timeout_s=900)  # files, strictness: [tool.mypy]
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]

@@ -130,6 +130,7 @@ def test_sweep_checks_mix_against_served_adapters():
 # ---------------------------------------------------------------- workloads and request bodies
 
 
+@pytest.mark.slow
 def test_lora_mix_is_seeded_and_follows_weights():
     spec = parse_workload(MIX)
     assert spec.mix_label() == "base:0.5,sql:0.25,chat:0.25"
@@ -242,6 +243,7 @@ def test_table_columns_of_a_lora_structured_point():
 # ---------------------------------------------------------------- end to end against the fake server
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_lora_point_sends_each_request_to_its_adapter(workers):
     cfg = FakeServerConfig(model=TINY, adapters=("sql", "chat"), ttft_s=0.005, itl_s=0.001)

@@ -165,6 +165,7 @@ def _multinode(url: str, nodes: list[Node]) -> EngineConfig:
     return endpoint(url, data_parallel_size=3, nnodes=3, nodes=[n.addr for n in nodes])
 
 
+@pytest.mark.slow
 def test_energy_is_summed_over_every_node_in_the_heads_window(nodes, tmp_path):
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.01)) as server:
         cfg = _multinode(server.base_url, nodes)
@@ -208,6 +209,7 @@ class _KillDuringPoint(threading.Thread):
         self.stop.set()
 
 
+@pytest.mark.slow
 def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_restart(nodes, tmp_path):
     def kill_child():
         pid = nodes[1].health().child.pid
@@ -227,6 +229,7 @@ def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_resta
     assert second.energy.model_dump()["energy_valid"]
 
 
+@pytest.mark.slow
 def test_an_agent_that_dies_fails_the_point_and_the_configuration(nodes, tmp_path):
     with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.03)) as server:
         cfg = _multinode(server.base_url, nodes)
@@ -295,6 +298,7 @@ def test_a_missed_snapshot_at_the_window_end_makes_energy_invalid_naming_the_nod
     assert session.describe()["read_errors"] >= 1  # the agent's missed reads count as the session's
 
 
+@pytest.mark.slow
 def test_the_agent_answers_only_the_head_and_only_its_own_version(tmp_path):
     from bench.engines.multinode import NodeClient, start_request
     from bench.errors import EngineError
@@ -338,6 +342,7 @@ def test_a_sweep_file_spans_nodes_and_preflight_counts_devices_per_node():
                         source="t.yaml")
 
 
+@pytest.mark.slow
 def test_bench_node_release_stops_the_agent_and_its_child(nodes, tmp_path):
     from click.testing import CliRunner
 

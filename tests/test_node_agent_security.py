@@ -127,6 +127,7 @@ def test_a_stale_or_future_timestamp_is_refused(agent, offset_s):
     assert status == 401 and "clock" in answer["error"]
 
 
+@pytest.mark.slow
 def test_an_answer_not_signed_by_the_agent_is_refused(tmp_path):
     """An impostor on the agent's port (energy figures are a lie vector) is not believed."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -192,6 +193,7 @@ def test_the_head_refuses_to_use_nodes_without_a_secret(agent, monkeypatch):
         NodeClient(agent.addr).health()
 
 
+@pytest.mark.slow
 def test_a_sweep_without_a_secret_fails_its_multinode_configuration_in_one_line(agent, monkeypatch, tmp_path):
     from bench.run.runner import execute
     from bench.testing.fake_server import FakeServer, FakeServerConfig
@@ -346,6 +348,7 @@ def test_idle_connections_from_other_addresses_are_closed_and_the_head_is_still_
     assert sum("127.0.0.2" in line for line in agent.log) == 1  # one line per address, not a flood
 
 
+@pytest.mark.slow
 def test_idle_connections_from_the_head_time_out_and_their_number_is_bounded(tmp_path):
     a = Agent(tmp_path, timeout_s=0.5, max_connections=3)
     idle = []
@@ -367,6 +370,7 @@ def test_idle_connections_from_the_head_time_out_and_their_number_is_bounded(tmp
         a.close()
 
 
+@pytest.mark.slow
 def test_a_request_dripped_byte_by_byte_is_cut_at_the_read_deadline(tmp_path):
     a = Agent(tmp_path, timeout_s=0.6)
     try:

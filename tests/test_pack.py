@@ -81,6 +81,7 @@ def test_a_disagreeing_packed_point_is_marked_invalid_and_others_are_untouched()
     assert _mark_packed(other, solo) is other
 
 
+@pytest.mark.slow
 def test_four_tp2_configs_run_packed_and_every_point_lands_on_disk(tmp_path):
     from bench.run.runner import execute
 

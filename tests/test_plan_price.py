@@ -60,6 +60,7 @@ def test_budget_drops_points_from_the_end_and_then_the_configuration_start():
         trim_plan(plan, Budget(usd=1.0), start_s, point_s, usd_per_device_h=None)
 
 
+@pytest.mark.slow
 def test_estimates_come_from_an_earlier_run_of_the_same_model_and_the_run_records_its_error(tmp_path):
     runs = tmp_path / "runs"
     env = make_env(hardware=CPU)

@@ -49,6 +49,7 @@ def test_an_old_driver_without_the_field_api_records_no_scope():
     assert tel.meter.power_scope is None and e.power_scope is None
 
 
+@pytest.mark.slow
 def test_compare_says_so_when_a_module_figure_stands_beside_a_gpu_one(tmp_path):
     runs = runs_from_dirs(RUNS)
     table = build_table(runs)
@@ -61,6 +62,7 @@ def test_compare_says_so_when_a_module_figure_stands_beside_a_gpu_one(tmp_path):
     assert warning in rep.path.read_text() and "module power" in rep.html.read_text()
 
 
+@pytest.mark.slow
 def test_compare_stays_quiet_when_every_series_has_the_same_boundary(tmp_path):
     runs = runs_from_dirs(RUNS)
     table = build_table(runs)

@@ -48,6 +48,7 @@ def test_word_tokens_round_trip_and_any_text_encodes():
     assert encoded and max(encoded) < 4096 and 4 in encoded  # <|user|> is one special token
 
 
+@pytest.mark.slow
 def test_large_vocab_builds_fast():
     t0 = time.perf_counter()
     tok = build_tokenizer(201088)  # gpt-oss

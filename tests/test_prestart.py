@@ -70,6 +70,7 @@ def _plans(draw):
     return configs, visible
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(_plans())
 def test_two_engines_alive_at_once_never_share_a_device(drawn):
@@ -152,6 +153,7 @@ def _cmdline(p) -> list[str]:
         return []
 
 
+@pytest.mark.slow
 def test_the_second_engine_starts_while_the_first_measures_on_the_other_device(tmp_path, model_cache, fake_sglang):
     a, b = _two()
     plan = _sweep([a, b])
@@ -187,6 +189,7 @@ def test_the_second_engine_starts_while_the_first_measures_on_the_other_device(t
     assert _engines_left(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_failed_prestart_fails_only_its_configuration_with_the_usual_reason(tmp_path, model_cache, fake_sglang):
     a, b = _two(fail_second=True)
     result = execute(_sweep([a, b]), tmp_path, _env(model_cache), prestart=True)
@@ -200,6 +203,7 @@ def test_a_failed_prestart_fails_only_its_configuration_with_the_usual_reason(tm
     assert _engines_left(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["mid_start", "after_first_point"])
 @pytest.mark.parametrize("raised", [KeyboardInterrupt, RuntimeError])
 def test_ctrl_c_or_an_error_mid_run_leaves_no_engine(tmp_path, model_cache, fake_sglang, when, raised):

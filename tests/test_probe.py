@@ -79,6 +79,7 @@ def test_a_probe_file_is_read_typed_or_refused_in_one_line(tmp_path, content, wh
     assert (ok.bandwidth_tbs, ok.tflops) == (2.0, {"bf16": 3.0, "fp8": None})
 
 
+@pytest.mark.slow
 def test_nvml_counter_check_against_the_fake():
     nvml = FakeNvml([FakeGpu(profile=[(0.0, 200.0)], counter_period_s=0.05)], clock=time.perf_counter)
     r = measure_nvml_counter(nvml=nvml, load=time.sleep, poll_s=0.4, load_s=0.6)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -115,6 +116,7 @@ def test_sse_comments_and_fields_are_ignored(n_out, noise, cuts):
 # ---------------------------------------------------------------- run.json
 
 
+@pytest.mark.slow
 @settings(deadline=None)
 @given(data=st.dictionaries(st.sampled_from(["schema_version", "run_id", "status", "created_utc", "harness",
                                              "config", "points", "extra", "error"]), json_values, max_size=9))
@@ -176,6 +178,7 @@ line = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(line, max_size=5), raw=st.binary(max_size=40))
 def test_a_prompt_file_of_any_content_is_read_or_refused_in_one_line(tmp_path_factory, lines, raw):

@@ -137,6 +137,7 @@ def test_bench_plan_accepts_every_anchor_recipe(path):
     assert '"points"' in res.output
 
 
+@pytest.mark.slow
 def test_compare_committed_results_with_the_reference(tmp_path):
     out = tmp_path / "cmp"
     res = CliRunner().invoke(cli, ["compare", str(RESULTS), "--model", "tiny-llama", "--reference", "--out", str(out)])

@@ -34,6 +34,7 @@ def _server_chunks(pr, emits, rec) -> tuple[list[tuple[float, int]], int]:
     return [(t, k) for t, k in e["chunks"] if k > 0], e["reasoning_tokens"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
 @pytest.mark.parametrize("per_chunk", [1, 3])
 def test_reasoning_times_and_counts_match_server_emits(field, per_chunk):
@@ -65,6 +66,7 @@ def test_reasoning_times_and_counts_match_server_emits(field, per_chunk):
     assert m.ttfat_s_p99 >= m.ttfat_s_p50
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endpoint", ["chat", "completions"])
 def test_stream_without_reasoning_is_unchanged(endpoint):
     # completions never carry reasoning, whatever the server is told

@@ -163,6 +163,7 @@ def test_bench_values_survive(value):
     assert redact({"value": value, "list": [value]}) == {"value": value, "list": [value]}
 
 
+@pytest.mark.slow
 @given(st.lists(git_sha | sha256 | uuid | number, min_size=1, max_size=6), st.sampled_from([" ", "\n", ", ", "/"]))
 def test_hashes_ids_and_numbers_survive(values, sep):
     text = sep.join(values)

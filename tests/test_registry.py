@@ -65,6 +65,7 @@ def test_each_domain_refuses_a_typo_with_the_close_name():
         engine_class("vlm")
 
 
+@pytest.mark.slow
 def test_nothing_a_registry_names_is_imported_before_it_is_asked_for():
     code = ("import sys; import bench.cli, bench.telemetry, bench.fleet.backends, bench.engines; "
             "from bench.cli import main\n"

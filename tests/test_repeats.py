@@ -38,6 +38,7 @@ def test_bench_run_plans_each_level_repeats_times():
         ["c1", f"r{r}"] for r in range(3)] + [["c4", f"r{r}"] for r in range(3)]
 
 
+@pytest.mark.slow
 def test_bench_run_repeats_every_level_against_the_fake_server(tmp_path):
     """Defect (base da21030): `bench run` had no --repeats (only `bench sweep` did)."""
     import json
@@ -127,6 +128,7 @@ def test_a_converged_repeat_left_out_keeps_the_run_complete():
     assert final_status([*ok, failed_point(_point("c2", 3), "skipped", "does not fit")])[0] == "partial"
 
 
+@pytest.mark.slow
 def test_adaptive_repeats_run_every_repeat_when_the_interval_stays_wide(tmp_path):
     res, run = _run_fake(tmp_path, "--repeats", "4", "--repeat-until", "output_tok_s:0.000001")
     assert res.exit_code == 0, res.output

@@ -41,6 +41,7 @@ def _legend(plot) -> list[str]:
     return [t.get_text() for t in plot.figure.axes[0].get_legend().get_texts()]
 
 
+@pytest.mark.slow
 def test_plots_draw_one_series_per_hardware_precision_engine(results, tmp_path):
     table = build_table(runs_from_dirs([results]))
     table = table[table["model"] == "tiny-llama"]
@@ -57,6 +58,7 @@ def test_plots_draw_one_series_per_hardware_precision_engine(results, tmp_path):
     assert energy.n_series == 1 and len(energy.figure.axes[0].get_lines()[0].get_xdata()) == 5
 
 
+@pytest.mark.slow
 def test_power_plot_has_one_line_per_device(tmp_path):
     power = pd.DataFrame([{"t_s": 100.0 + 0.1 * k, "device": d, "power_w": 300.0 + d + k} for k in range(50)
                           for d in range(4)])
@@ -66,12 +68,14 @@ def test_power_plot_has_one_line_per_device(tmp_path):
     assert min(plot.figure.axes[0].get_lines()[0].get_xdata()) == 0.0
 
 
+@pytest.mark.slow
 def test_empty_plot_still_writes_a_png(tmp_path):
     plot = throughput_vs_interactivity(build_table([]), tmp_path / "e.png")
     assert plot.path.read_bytes()[:8] == PNG_MAGIC and plot.n_series == 0
     assert [t.get_text() for t in plot.figure.axes[0].texts] == ["no valid points"]
 
 
+@pytest.mark.slow
 def test_compare_cli_on_local_results(results, tmp_path):
     out = tmp_path / "cmp"
     res = CliRunner().invoke(cli, ["compare", str(results), "--model", "tiny-llama", "--at-interactivity", "50",
@@ -95,6 +99,7 @@ def test_compare_cli_on_local_results(results, tmp_path):
     assert "tiny-qwen3-moe" not in report
 
 
+@pytest.mark.slow
 def test_compare_from_a_store_with_ttft_limit(results, tmp_path):
     url = str(tmp_path / "store")
     upload([p.parent for p in results.rglob("run.json")], url)
@@ -110,6 +115,7 @@ def test_compare_from_a_store_with_ttft_limit(results, tmp_path):
     assert "20260115-tiny-llama-" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_compare_refuses_bad_arguments(results, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["compare", str(results), "--model", "nope", "--out", str(tmp_path / "x")])
@@ -121,6 +127,7 @@ def test_compare_refuses_bad_arguments(results, tmp_path):
     assert res.exit_code != 0 and "free-lunch" in res.output
 
 
+@pytest.mark.slow
 def test_run_report_lists_every_point_with_reasons(tmp_path):
     run = make_run(tmp_path / "runs", n_gpus=2, invalid={8: "client saturation: 6.1 in flight of 8"}, failed=(16,))
     out = tmp_path / "rep"

@@ -53,6 +53,7 @@ def server():
         yield srv
 
 
+@pytest.mark.slow
 def test_tp1_on_device_3_measures_device_3_only(server, tmp_path):
     cfg = endpoint(server.base_url, gpus=[3])
     result = execute(make_plan([cfg]), tmp_path, make_env())
@@ -69,6 +70,7 @@ def test_tp1_on_device_3_measures_device_3_only(server, tmp_path):
     assert idle["other_devices_idle_w"] == pytest.approx(sum(WATTS) - WATTS[3], rel=0.02)
 
 
+@pytest.mark.slow
 def test_tp2_on_devices_4_5_sums_those_two(server, tmp_path):
     cfg = endpoint(server.base_url, tensor_parallel_size=2, gpus=[4, 5])
     result = execute(make_plan([cfg]), tmp_path, make_env())
@@ -77,6 +79,7 @@ def test_tp2_on_devices_4_5_sums_those_two(server, tmp_path):
     assert energy["devices"] == [4, 5] and energy["n_devices"] == 2
 
 
+@pytest.mark.slow
 def test_dp2_tp2_occupies_four_devices_and_is_measured_on_them(server, tmp_path):
     cfg = endpoint(server.base_url, tensor_parallel_size=2, data_parallel_size=2)
     result = execute(make_plan([cfg]), tmp_path, make_env())
@@ -89,6 +92,7 @@ def test_dp2_tp2_occupies_four_devices_and_is_measured_on_them(server, tmp_path)
     assert metrics["output_tok_s_per_gpu"] == pytest.approx(metrics["output_tok_s"] / 4)
 
 
+@pytest.mark.slow
 def test_automatic_devices_honour_cuda_visible_devices(server, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
     cfg = endpoint(server.base_url)
@@ -97,6 +101,7 @@ def test_automatic_devices_honour_cuda_visible_devices(server, tmp_path, monkeyp
     assert energy["devices"] == [6] and power_w == pytest.approx(WATTS[6], rel=0.01)
 
 
+@pytest.mark.slow
 def test_nominal_meter_counts_the_engine_devices_only(server, tmp_path):
     from bench.catalog import get_hardware
 
@@ -116,6 +121,7 @@ def test_device_index_missing_on_the_box_is_refused(server, tmp_path):
         execute(make_plan([cfg]), tmp_path, make_env(watts=WATTS[:4]))
 
 
+@pytest.mark.slow
 def test_engine_death_mid_point_is_recorded_and_the_engine_restarted(tmp_path):
     """The server process dies during the first point; the point is failed with the reason,
     the engine is restarted (the server comes back on the same port) and the next point runs."""
@@ -151,6 +157,7 @@ def test_engine_death_mid_point_is_recorded_and_the_engine_restarted(tmp_path):
     assert [p["status"] for p in on_disk["points"]] == ["failed", "ok"]
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_points(server, tmp_path):
     cfg = endpoint(server.base_url)
     plan = make_plan([cfg], n_points=2)
@@ -176,6 +183,7 @@ def test_resume_runs_only_the_missing_points(server, tmp_path):
     assert power.iloc[:len(first_power)].reset_index(drop=True).equals(first_power)
 
 
+@pytest.mark.slow
 def test_a_locked_run_folder_refuses_a_second_process_and_a_free_one_is_stale(server, tmp_path):
     """Issue 11 defect 2: one process per run folder; a `running` run whose lock is free is stale."""
     import subprocess
@@ -208,6 +216,7 @@ def test_a_locked_run_folder_refuses_a_second_process_and_a_free_one_is_stale(se
     assert again.extra["resumed_from"] == ["stale (process gone)"]
 
 
+@pytest.mark.slow
 def test_engine_death_in_the_last_point_ends_partial_not_complete(tmp_path):
     """Issue 11 defect 6: a real engine death in the last point must not end `complete` / exit 0."""
     from bench.run.status import exit_code
@@ -245,6 +254,7 @@ def test_final_status_and_exit_codes():
     assert [exit_code(s) for s in ("complete", "partial", "failed", "interrupted")] == [0, 4, 1, 130]
 
 
+@pytest.mark.slow
 def test_report_shows_a_dead_writers_run_as_stale(server, tmp_path):
     """Issue 11 defect 2: `bench report` tells a live run from one whose process is gone."""
     from click.testing import CliRunner

@@ -63,6 +63,7 @@ def test_a_store_url_password_is_never_echoed(monkeypatch):
     assert res.exit_code != 0 and PASSWORD not in res.output
 
 
+@pytest.mark.slow
 def test_costmodel_build_writes_to_the_store_only_unless_out_is_given(tmp_path, monkeypatch):
     url = str(tmp_path / "store")
     upload([make_run(tmp_path / "runs", concurrencies=(1, 4))], url)
@@ -76,6 +77,7 @@ def test_costmodel_build_writes_to_the_store_only_unless_out_is_given(tmp_path, 
     assert (tmp_path / "mine" / "costmodel.csv").is_file()
 
 
+@pytest.mark.slow
 def test_report_goes_into_the_run_folder_and_is_not_uploaded(tmp_path, monkeypatch):
     run = make_run(tmp_path / "runs", concurrencies=(1, 4))
     before = prepare(run).run_id
@@ -86,6 +88,7 @@ def test_report_goes_into_the_run_folder_and_is_not_uploaded(tmp_path, monkeypat
     assert prepare(run).run_id == before  # a derived report does not change the run's content
 
 
+@pytest.mark.slow
 def test_compare_goes_beside_the_results_it_compares(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     make_run(runs, hardware="h100-sxm", concurrencies=(1, 4))

@@ -108,6 +108,7 @@ def test_fake_metrics_model_prefix_hits_and_reset():
         assert parse_metrics(srv.metrics_text())["prefix_cache_hits"] == 2 * 32  # nothing left to hit
 
 
+@pytest.mark.slow
 def test_reset_is_unavailable_without_dev_mode_and_a_refusal_is_retried_then_failed():
     with FakeServer(FakeServerConfig(dev_mode=False)) as srv:
         assert http_post(srv.base_url + "/reset_prefix_cache")[0] == 404
@@ -154,6 +155,7 @@ def test_a_line_that_does_not_parse_is_passed_over_not_raised():
 # ------------------------------------------------------------------ the scraper and its summary
 
 
+@pytest.mark.slow
 def test_scraper_samples_on_the_client_clock_and_summarizes_the_window():
     with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.02, preempt_every=3)) as srv:
         scraper = ServerMetricsScraper(srv.base_url, interval_s=0.05).start()
@@ -247,6 +249,7 @@ def test_points_get_disjoint_prompts_stable_across_runs():
     assert fixed == make_workload({**RANDOM, "seed": 7}, 32000, workload_seed(0, b)).prompts(2)  # its own seed wins
 
 
+@pytest.mark.slow
 def test_run_resets_the_cache_records_hit_rates_and_writes_server_metrics(tmp_path):
     with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.03)) as srv:  # windows of a few 0.5 s samples
         # two random points on one server: with the same prompts and no reset the 2nd would hit
@@ -284,6 +287,7 @@ def test_run_resets_the_cache_records_hit_rates_and_writes_server_metrics(tmp_pa
     assert "prefix_cache_hit_rate" in text and "server_metrics_over_time.png" in text
 
 
+@pytest.mark.slow
 def test_same_prompts_without_a_reset_are_flagged(tmp_path):
     """A random workload with its own seed repeats its prompts in every point: on a server
     without a reset the second point is served from the cache and marked invalid."""
@@ -296,6 +300,7 @@ def test_same_prompts_without_a_reset_are_flagged(tmp_path):
     assert any(r.startswith("prefix cache hits inflate a random workload: hit rate") for r in second.invalid_reasons)
 
 
+@pytest.mark.slow
 def test_preemptions_and_a_server_that_never_saw_the_load_invalidate_the_point(tmp_path):
     cfg = FakeServerConfig(ttft_s=0.05, itl_s=0.02, preempt_every=2)
     with FakeServer(cfg) as srv:
@@ -311,6 +316,7 @@ def test_preemptions_and_a_server_that_never_saw_the_load_invalidate_the_point(t
     assert not any("never had the target" in r for r in p.invalid_reasons)
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_server_metrics_of_points_already_measured(tmp_path):
     with FakeServer(FAST) as srv:
         plan = _plan(srv.base_url, [RANDOM], concurrency=(1, 2))
@@ -330,6 +336,7 @@ def test_resume_keeps_the_server_metrics_of_points_already_measured(tmp_path):
     assert set(after["point_id"]) == {p.point_id for p in plan.points}
 
 
+@pytest.mark.slow
 def test_server_metrics_travel_with_the_run_through_the_store(tmp_path):
     from bench.store import pull, upload
 

@@ -74,6 +74,7 @@ def test_sessions_from_a_sharegpt_file(tmp_path):
         ChatSessions(tmp_path / "missing.jsonl").plan(0, 1)
 
 
+@pytest.mark.slow
 def test_history_grows_turn_by_turn_with_exact_token_counts():
     wl = ChatSessions(turns=3, prompt_len=5, answer_len=4, seed=1)
     pr, emits, counters = _run(wl)
@@ -100,6 +101,7 @@ def test_history_grows_turn_by_turn_with_exact_token_counts():
     assert session_metrics(recs) == {k: getattr(m, k) for k in session_metrics(recs)}
 
 
+@pytest.mark.slow
 def test_sessions_run_concurrently_up_to_the_limit_with_think_time():
     think = 0.05
     wl = ChatSessions(turns=3, prompt_len=4, answer_len=3, think_time_s=think, seed=2)
@@ -123,6 +125,7 @@ def test_sessions_run_concurrently_up_to_the_limit_with_think_time():
     assert m.session_s_p50 >= 2 * think
 
 
+@pytest.mark.slow
 def test_reasoning_stays_out_of_the_history():
     wl = ChatSessions(turns=2, prompt_len=3, answer_len=5, seed=3)
     pr, emits, _ = _run(wl, cfg=FakeServerConfig(ttft_s=0.005, itl_s=0.001, reasoning_tokens=2), n_warmup=0, n=4)
@@ -132,6 +135,7 @@ def test_reasoning_stays_out_of_the_history():
         assert _emit(pr, emits, r)["prompt_tokens"] == r.n_in == (3 if r.turn == 0 else 3 + 3 + 3)
 
 
+@pytest.mark.slow
 def test_failed_turn_is_data_and_the_session_goes_on():
     wl = ChatSessions(turns=3, prompt_len=3, answer_len=2, seed=4)
     pr, _, counters = _run(wl, cfg=FakeServerConfig(ttft_s=0.005, itl_s=0.001, fail_http_every=4), n_warmup=0, n=9)
@@ -160,6 +164,7 @@ def test_session_fields_survive_parquet(tmp_path):
     assert type(back[0].session) is int
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sync", [False, True], ids=["run_point", "run_point_sync"])
 def test_run_point_keeps_sessions_in_its_own_loop(sync):
     import asyncio

@@ -129,6 +129,7 @@ def _wait_running(engine: SglangServer, timeout_s: float = 10.0) -> None:
     raise AssertionError(f"no running request within {timeout_s} s")
 
 
+@pytest.mark.slow
 def test_lifecycle_against_the_fake_sglang(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_FAKE_SGLANG_STARTUP_S", "1.0")  # /health answers 503 first, as SGLang starting
     cfg = EngineConfig(model="tiny-llama", max_num_seqs=4)
@@ -158,6 +159,7 @@ def test_lifecycle_against_the_fake_sglang(tmp_path, monkeypatch):
     assert "fake SGLang 0.5.23 serving" in engine.log_tail()
 
 
+@pytest.mark.slow
 def test_a_run_with_engine_sglang_goes_through_the_registry_like_vllm(tmp_path, monkeypatch, model_cache):
     """No runner special case: the registry resolves 'sglang', the runner starts it, measures the
     point from its counters and gauges, resets its cache (/flush_cache) and records its version."""

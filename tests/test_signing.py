@@ -70,6 +70,7 @@ def test_keys_new_writes_a_private_key_only_its_owner_reads_and_prints_its_id(tm
     assert load_signer(private).key_id == key_id  # untouched
 
 
+@pytest.mark.slow
 def test_trust_shows_only_runs_signed_by_the_trusted_keys(tmp_path, keys, three_runs):
     url, ids = three_runs
     res = _cli("costmodel", "query", "--store", url, "--trust", keys["alice"][2])
@@ -87,6 +88,7 @@ def test_trust_shows_only_runs_signed_by_the_trusted_keys(tmp_path, keys, three_
     assert set(pd.read_csv(io.StringIO(plain.stdout))["run_id"]) == set(ids.values())
 
 
+@pytest.mark.slow
 def test_compare_and_build_with_trust(tmp_path, keys, three_runs):
     url, ids = three_runs
     res = _cli("compare", "--store", url, "--model", "tiny-llama", "--baseline", "h100-sxm",
@@ -106,6 +108,7 @@ def _signed_point_file(url: str, run_id: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_changed_point_file_of_a_signed_run_is_excluded(tmp_path, keys, three_runs):
     url, ids = three_runs
     path = _signed_point_file(url, ids["h100-sxm"])
@@ -130,6 +133,7 @@ def _parquet(frame) -> bytes:
     ("edited", "bad signature"),
     ("manifest", "signed another manifest"),
 ])
+@pytest.mark.slow
 def test_forged_signatures_exclude_the_run(tmp_path, keys, three_runs, forge, why):
     url, ids = three_runs
     store = Store(url)
@@ -160,6 +164,7 @@ def test_a_private_key_others_can_read_is_refused_and_nothing_uploaded(tmp_path,
     assert not url.exists()
 
 
+@pytest.mark.slow
 def test_trust_takes_public_keys_only(tmp_path, keys, three_runs):
     url, _ = three_runs
     for path, why in ((keys["alice"][1], "a private key; give its public key"),
@@ -191,6 +196,7 @@ def test_trust_with_no_signed_run_is_one_line(tmp_path, keys):
     assert res.exit_code == 2 and "none of the 1 run(s) read is signed by a trusted key" in res.output
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=200) | st.builds(lambda k, v: json.dumps({k: v}).encode(), st.text(max_size=10),
                                                 st.integers() | st.text(max_size=10) | st.none()))

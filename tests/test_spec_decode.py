@@ -192,6 +192,7 @@ def _prompts(tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workload_kind", ["file", "random"])
 def test_a_point_on_a_speculating_server_records_acceptance(tmp_path, workload_kind):
     """End to end through the runner: the fake serves vLLM's spec_decode counters (3-token drafts,

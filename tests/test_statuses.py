@@ -78,6 +78,7 @@ def _disk_full_at_parquet(monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_run_exits_5_not_the_configuration_code(tmp_path, monkeypatch):
     _disk_full_at_parquet(monkeypatch)
     with FakeServer(FAST) as srv:
@@ -117,6 +118,7 @@ def _report_dir_disk_full(monkeypatch):
     monkeypatch.setattr(pages, "run_page", disk_full)
 
 
+@pytest.mark.slow
 def test_bench_report_on_a_full_disk_is_one_line_and_leaves_no_partial_report(finished_run, monkeypatch):
     _report_dir_disk_full(monkeypatch)
     message = _one_line_error(_bench("report", str(finished_run)), 5)  # was an internal error, exit 1
@@ -125,6 +127,7 @@ def test_bench_report_on_a_full_disk_is_one_line_and_leaves_no_partial_report(fi
     assert sorted(p.name for p in finished_run.iterdir() if p.name.startswith((".report", "report"))) == []
 
 
+@pytest.mark.slow
 def test_bench_report_replaces_a_report_only_once_the_new_one_is_whole(finished_run, monkeypatch):
     ok = _bench("report", str(finished_run))
     assert ok.exit_code == 0, ok.output

@@ -66,6 +66,7 @@ def test_duplicate_upload_is_a_noop(local_store_url, tmp_path):
     assert upload([local], local_store_url)[0].status == "exists"
 
 
+@pytest.mark.slow
 def test_run_id_is_content_derived(tmp_path):
     a = make_run(tmp_path / "a", name="r")
     b = make_run(tmp_path / "b", name="r")
@@ -75,6 +76,7 @@ def test_run_id_is_content_derived(tmp_path):
     assert ida.startswith("20260115-tiny-llama-h100-sxm-")
 
 
+@pytest.mark.slow
 def test_malformed_runs_are_refused_and_nothing_uploaded(local_store_url, tmp_path):
     good = make_run(tmp_path / "runs", name="good")
     bad_json = make_run(tmp_path / "runs", name="badjson")
@@ -165,6 +167,7 @@ def test_pull_verifies_checksums_filters_and_caches(local_store_url, tmp_path, m
         pull(local_store_url, tmp_path / "fresh", hardware="h100-sxm")
 
 
+@pytest.mark.slow
 def test_concurrent_writers_keep_every_run_intact(store_url, tmp_path):
     runs = [make_run(tmp_path / "runs", hardware=hw, speed=1 + i / 10) for i, hw in enumerate(["h100-sxm", "b200", "mi300x"])]
     jobs = runs + [runs[0], runs[0]]  # three distinct runs, one of them three times at once
@@ -222,6 +225,7 @@ def test_cli_upload_ls_pull(store_url, tmp_path):
     assert res.exit_code != 0 and res.output.startswith("bench: error: refused:")
 
 
+@pytest.mark.slow
 def test_costmodel_written_back_to_the_store_loads_with_pandas(store_url, tmp_path):
     import pandas as pd
 

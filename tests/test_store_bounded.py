@@ -89,6 +89,7 @@ def test_a_deeply_nested_manifest_is_one_refusal_for_ls_pull_and_build(tmp_path)
     assert (tmp_path / "dest" / good).is_dir()  # the other run still came
 
 
+@pytest.mark.slow
 def test_a_nested_compacted_footer_does_not_stop_query_or_compare(tmp_path):
     url, _ = _published(tmp_path, concurrencies=(1, 4))
     build(url)
@@ -178,6 +179,7 @@ print(*skipped, sep="\\n")
 """
 
 
+@pytest.mark.slow
 def test_a_parquet_that_decodes_to_gigabytes_is_refused_before_its_columns_are_read(tmp_path):
     url, run_id = _published(tmp_path)
     bomb = _constant_parquet(6_000_000)  # 960 MB decoded from
@@ -235,6 +237,7 @@ def test_the_manifest_size_bounds_every_read(store_url, tmp_path):
 
 # -- local stores: regular files only ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_fifo_named_run_json_does_not_hang_pull(tmp_path):
     url, run_id = _published(tmp_path)
     content = (Path(url) / "runs" / run_id / "run.json").read_bytes()
@@ -244,6 +247,7 @@ def test_a_fifo_named_run_json_does_not_hang_pull(tmp_path):
     assert f"run {run_id}: run.json: refused: not a regular file" in res.stderr
 
 
+@pytest.mark.slow
 def test_a_fifo_among_point_files_does_not_hang_query(tmp_path):
     url, _ = _published(tmp_path)
     [partition] = [p for p in (Path(url) / "costmodel" / "points").glob("*/*")]
@@ -267,6 +271,7 @@ def test_a_symbolic_link_in_a_local_store_is_not_followed(tmp_path):
     assert Store(url).published_run_ids() == [run_id]
 
 
+@pytest.mark.slow
 def test_compaction_writes_only_inside_the_store(tmp_path):
     url, _ = _published(tmp_path)
     build(url)

@@ -109,6 +109,7 @@ def _publish_unchecked(monkeypatch, run_dirs, url):
         return upload(run_dirs, url)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper", [_flip_byte, _inflate_n_out], ids=["flipped-byte", "n_out-x10"])
 def test_pull_skips_a_bad_published_run_and_goes_on(tmp_path, monkeypatch, tamper):
     url = str(tmp_path / "store")
@@ -127,6 +128,7 @@ def test_pull_skips_a_bad_published_run_and_goes_on(tmp_path, monkeypatch, tampe
         read_summary(p)
 
 
+@pytest.mark.slow
 def test_costmodel_build_skips_a_bad_run_and_says_how_many(tmp_path, monkeypatch):
     url = str(tmp_path / "store")
     good = _run(tmp_path / "runs", "good", hardware="h100-sxm")
@@ -157,6 +159,7 @@ def test_read_checked_run_reads_every_requests_file(tmp_path):
 
 # ---- a partial run (issue 18, defect 3): a failed point that kept its finished requests has no metrics
 
+@pytest.mark.slow
 def test_a_partial_run_uploads_and_its_finished_points_build(tmp_path):
     run = make_run(tmp_path / "runs", name="partial", concurrencies=(1, 4, 8), partial=(4,), status="partial")
     url = str(tmp_path / "store")

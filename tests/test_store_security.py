@@ -271,6 +271,7 @@ def _tail_flips_refused(data: bytes, columns: list[int]) -> int:
     return refused
 
 
+@pytest.mark.slow
 def test_every_parquet_bench_writes_has_page_checksums(tmp_path):
     import pandas as pd
 
@@ -308,6 +309,7 @@ def _real_run(tmp_path):
     return run, max((p.requests_file for p in result.points if p.requests_file), key=lambda r: (run / r).stat().st_size)
 
 
+@pytest.mark.slow
 def test_every_flipped_bit_of_a_request_parquet_is_refused_at_upload_or_on_read(tmp_path):
     """FLIPS random single-bit flips of a real request Parquet (95 kB, 132 rows). Before upload
     each is refused (page checksums, or the checks against run.json), or it changed no row

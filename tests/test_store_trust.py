@@ -87,6 +87,7 @@ FORGED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(FORGED))
 def test_a_forged_published_run_is_left_out_and_the_honest_ones_build(tmp_path, kind):
     make, why = FORGED[kind]
@@ -114,6 +115,7 @@ def test_upload_refuses_a_forged_run_in_one_line(tmp_path, kind):
     assert res.exit_code == 2 and res.output.startswith("bench: error: ") and res.output.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_compare_store_never_ranks_a_forged_run(tmp_path):
     url = str(tmp_path / "store")
     upload([_small(tmp_path / "runs", "honest", model="llama-3.1-8b", speed=0.5)], url)
@@ -131,6 +133,7 @@ def _ghost(store_root: Path, honest_id: str) -> Path:
     return rewrite_points(src, src.with_name(f"{GHOST}.parquet"), run_id=GHOST, throughput_x=1000.0)
 
 
+@pytest.mark.slow
 def test_a_ghost_point_file_is_never_read(tmp_path):
     url = str(tmp_path / "store")
     [honest] = upload([_small(tmp_path / "runs", "honest")], url)
@@ -148,6 +151,7 @@ def test_a_ghost_point_file_is_never_read(tmp_path):
     assert set(query(url, []).table["run_id"]) == {honest.run_id}  # after the build: the compacted file, not the ghost
 
 
+@pytest.mark.slow
 def test_a_tampered_point_file_is_never_read(tmp_path):
     url = str(tmp_path / "store")
     honest, other = upload([_small(tmp_path / "runs", "honest"), _small(tmp_path / "runs", "other", hardware="b200")],
@@ -166,6 +170,7 @@ def test_a_tampered_point_file_is_never_read(tmp_path):
     assert compare_points(url, "tiny-llama").table["output_tok_s"].max() < 1e4
 
 
+@pytest.mark.slow
 def test_compaction_never_writes_through_a_planted_symbolic_link(tmp_path):
     url, outside = str(tmp_path / "store"), tmp_path / "outside"
     outside.mkdir()
@@ -279,6 +284,7 @@ def _with(run, group: str, key: str, value):
     return run.model_copy(update={"points": [point.model_copy(update={group: changed})]})
 
 
+@pytest.mark.slow
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(figure=st.sampled_from(FIGURES),
        value=st.one_of(st.sampled_from([math.nan, math.inf, -math.inf]), st.floats(max_value=-1e-12)))
@@ -291,6 +297,7 @@ def test_any_non_finite_or_negative_figure_is_refused_naming_it(honest, figure, 
     assert f"{figure[0]}.{figure[1]}" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(figure=st.sampled_from(FIGURES), factor=st.one_of(st.floats(1 + 1e-6, 1e6), st.floats(1e-6, 1 - 1e-6)))
 def test_any_figure_altered_beyond_rounding_is_refused_naming_it(honest, figure, factor):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import string
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,6 +49,7 @@ sweeps = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sweeps)
 def test_any_dict_plans_or_fails_with_one_config_error_line(raw):
@@ -63,6 +65,7 @@ def test_any_dict_plans_or_fails_with_one_config_error_line(raw):
         assert "\n" not in str(e)
 
 
+@pytest.mark.slow
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=200), sweeps.map(lambda v: yaml.safe_dump(v, allow_unicode=True))))
 def test_any_yaml_text_loads_or_fails_with_one_config_error_line(tmp_path, text):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
@@ -17,6 +19,7 @@ def test_the_project_bounds_every_test(pytestconfig):
     assert pytestconfig.getini("timeout_method") == "signal"
 
 
+@pytest.mark.slow
 def test_a_hanging_test_fails_alone_and_the_session_goes_on(tmp_path):
     """The project's configuration, its bound shortened to 2 s, on a test that waits forever."""
     (tmp_path / "test_hang.py").write_text(

@@ -115,6 +115,7 @@ def test_the_breakdown_says_what_a_prestart_hid():
     md = "\n".join(markdown_section(t))
     assert "| engine starts | 90 | 64.3% |" in md and "| beside a, 20 s hidden |" in md
 
+@pytest.mark.slow
 def test_a_run_records_its_timing_and_older_files_still_read(tmp_path, monkeypatch):
     from tests.test_runner_fast import endpoint, make_env, make_plan
 

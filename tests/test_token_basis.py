@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.analysis.cellformat import fmt
 from bench.analysis.report import run_report
 from bench.cli.progress import summary_table
@@ -26,6 +28,7 @@ def test_the_terminal_table_names_its_token_basis_and_energy_is_per_output_token
     assert fmt(p.energy.j_per_output_token) in row.split()
 
 
+@pytest.mark.slow
 def test_the_run_report_shows_ms_latencies_both_throughputs_and_a_cost_chart(tmp_path):
     """Defect (base da21030): the run report's table gave seconds and only all-token throughput
     while its chart showed output tokens, and it had no $/Mtok chart."""

@@ -34,6 +34,7 @@ class Timed:
 BURSTY = [0.0, 0.01, 0.02, 0.3, 0.31, 0.6, 0.6, 0.6, 0.9, 1.2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_trace_load_sends_each_request_at_its_timestamp(workers):
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.002), mode="thread") as srv:
@@ -52,6 +53,7 @@ def test_a_trace_load_sends_each_request_at_its_timestamp(workers):
         assert {r.worker for r in meas} == {0, 1}
 
 
+@pytest.mark.slow
 def test_a_stalling_server_grows_latency_from_the_schedule_not_from_the_send():
     """Coordinated omission: capped at 1 in flight, each request waits for the one before;
     TTFT from the actual send stays the server's 0.2 s, TTFT from the schedule grows."""
@@ -70,6 +72,7 @@ def test_a_stalling_server_grows_latency_from_the_schedule_not_from_the_send():
     assert not any("behind schedule" in r for r in reasons)
 
 
+@pytest.mark.slow
 def test_a_client_that_falls_behind_an_uncapped_schedule_is_invalid():
     def busy(info):  # runs on the in-process event loop: blocks it, as a starved client would be
         time.sleep(0.03)
@@ -83,6 +86,7 @@ def test_a_client_that_falls_behind_an_uncapped_schedule_is_invalid():
     assert any(r.startswith("client behind schedule: send lag p99") for r in reasons), reasons
 
 
+@pytest.mark.slow
 def test_closed_loops_have_no_schedule_and_a_trace_load_needs_timestamps():
     with FakeServer(FakeServerConfig(ttft_s=0.002, itl_s=0.001), mode="thread") as srv:
         pr = run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 2, 500), {"kind": "concurrency",
@@ -93,6 +97,7 @@ def test_closed_loops_have_no_schedule_and_a_trace_load_needs_timestamps():
             run_point_sync(LoadJob(srv.base_url, "fake-model", RandomPrompts(8, 2, 500), {"kind": "trace"}, 0, 6))
 
 
+@pytest.mark.slow
 def test_a_mooncake_replay_shows_the_server_identical_prefixes_exactly_where_hash_ids_repeat():
     import json
     from pathlib import Path

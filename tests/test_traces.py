@@ -233,6 +233,7 @@ def test_samples_are_labelled_synthetic_and_remade_byte_for_byte(tmp_path):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_distinct_hash_ids_never_share_a_block_even_at_a_tiny_vocab(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("".join(f'{{"timestamp_s": {i}, "input_len": 64, "output_len": 1, "hash_ids": [{i * 7919}]}}\n'

@@ -81,6 +81,7 @@ def test_a_worker_that_exits_while_loading_is_an_engine_death_with_its_log(tmp_p
         engine.start()
 
 
+@pytest.mark.slow
 def test_a_worker_never_ready_times_out_and_is_stopped(tmp_path):
     engine = _Scripted("import time; time.sleep(60)", tmp_path, startup_timeout_s=1.0)
     t0 = time.monotonic()

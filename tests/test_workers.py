@@ -41,6 +41,7 @@ def teams(monkeypatch):
     return made
 
 
+@pytest.mark.slow
 def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
     wl = RandomPrompts(12, 8, 500, seed=3)
     with FakeServer(FAST, mode="thread") as srv:
@@ -69,6 +70,7 @@ def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
     assert all(not p.is_alive() for p in teams[0].procs.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
     rate, n, burst = 150.0, 240, 0.5
@@ -92,6 +94,7 @@ def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
     assert gaps.std() / gaps.mean() == pytest.approx(1 / np.sqrt(burst), rel=0.3)  # the dispersion of gamma(0.5)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_mid_point_fails_it_and_the_others_records_are_kept(teams):
     wl = RandomPrompts(8, 16, 500, seed=1)
     killed = []
@@ -135,6 +138,7 @@ def _bounded(fn, timeout_s: float):
     return not t.is_alive(), out.get("value")
 
 
+@pytest.mark.slow
 def test_a_frozen_worker_is_given_up_after_its_silence_and_the_others_never_wait_on_it(teams, monkeypatch):
     """Issue 18: a worker stopped (SIGSTOP) in the middle of the measured phase holds nothing the
     others need: they go on taking requests, and the orchestrator kills it after WORKER_SILENT_S
@@ -217,6 +221,7 @@ def test_a_worker_reaching_a_barrier_after_a_death_is_released(teams, monkeypatc
     assert set(teams[0].records) == {0, 2}  # both survivors sent their records back
 
 
+@pytest.mark.slow
 def test_the_worker_kill_check_reports_no_hang():
     """scripts/worker_kill_check.py, a few kills at random moments (the lead runs 200): every point
     ends within its bound, failed with the others' records (base: a kill inside the shared
@@ -233,6 +238,7 @@ def test_the_worker_kill_check_reports_no_hang():
     assert done.returncode == 0 and last.startswith("kills: 2, hangs: 0, wrong outcomes: 0"), done.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_the_feed_hands_every_index_to_exactly_one_reader_and_tops_up_a_small_pipe(monkeypatch):
     """The pipe that replaced the locked counter (bench.load.feed): 3 readers with 8 slots each
     take 60,000 indices through a 64 KiB pipe (16,384 at a time, the rest topped up)."""
@@ -312,6 +318,7 @@ def test_a_stopped_feed_ends_the_phase_for_every_reader():
     feed.close()
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_every_worker(teams):
     wl = RandomPrompts(8, 64, 500, seed=1)
 
@@ -395,6 +402,7 @@ def _runner_env(workers: int):
     return RunEnvironment(device=fake_device("cpu", name="test"), idle_baseline_s=0.0, client_workers=workers)
 
 
+@pytest.mark.slow
 def test_in_a_run_a_dead_worker_fails_its_point_and_the_next_point_runs(teams, tmp_path):
     from bench.results import read_requests, read_summary
     from bench.run.events import RequestsDone
@@ -414,6 +422,7 @@ def test_in_a_run_a_dead_worker_fails_its_point_and_the_next_point_runs(teams, t
     assert read_summary(tmp_path).status == "partial"
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_run_ends_every_worker_and_keeps_the_finished_point(teams, tmp_path):
     from bench.results import read_summary
     from bench.run.events import RequestsDone
