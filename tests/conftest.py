@@ -51,8 +51,10 @@ SLOW_S = 1.0
 SLOW_FIXTURES = frozenset({"moto_endpoint"})
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark `slow` every test that uses a slow real part through a fixture (SLOW_FIXTURES)."""
+    """Mark `slow` every test that uses a slow real part through a fixture (SLOW_FIXTURES);
+    first, so that `-m "not slow"` sees the mark."""
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
@@ -156,7 +158,7 @@ def s3_url(moto_endpoint, monkeypatch):
     return f"s3://{bucket}/shared"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def store_url(request, tmp_path):
     """A fresh, empty store: a local folder, or a new bucket on the moto S3 server."""
     if request.param == "local":
