@@ -9,9 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-import ray  # a dev dependency (pyproject `dev`): missing, this module fails; it never skips
 from click.testing import CliRunner
-from ray.cluster_utils import Cluster
 
 import bench
 from bench.cli import cli
@@ -26,7 +24,11 @@ from bench.testing.fake_server import FakeServer, FakeServerConfig
 def cluster(tmp_path_factory):
     """Head: 1 CPU, 1 GPU, accelerator_type:H100; second node: 1 CPU, 1 GPU, accelerator_type:A100.
     (No real GPU: Ray schedules by the declared resources.) The nodes' workers import this
-    checkout of bench and keep their shard folders in a temporary cache."""
+    checkout of bench and keep their shard folders in a temporary cache. Ray is imported here,
+    not at the top (0.9 s a worker in every tier); missing, the test fails, never skips."""
+    import ray  # a dev dependency (pyproject `dev`)
+    from ray.cluster_utils import Cluster
+
     with pytest.MonkeyPatch.context() as mp:
         here = str(Path(bench.__file__).resolve().parent.parent)
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
@@ -113,11 +115,14 @@ client_workers: 1
         assert run.config.hardware_id == hw and [p.status for p in run.points] == ["ok", "ok"]
 
 
+@pytest.mark.slow  # imports ray (1-3 s)
 @pytest.mark.parametrize("url", ["s3://user:pa55word@bucket/x", "https://storage.example.com/x?token=abcdefgh12345678",
                                  "https://b.s3.amazonaws.com/x?X-Amz-Signature=0123456789abcdef"])
 def test_a_credential_never_travels_to_ray(tmp_path, url, monkeypatch):
     """Ray has no secrets: a store URL (or a plain setting) that carries a credential is refused
     before anything connects; the nodes bring their own credentials."""
+    import ray
+
     from bench.errors import ConfigError
     from bench.fleet.shards import plan_fleet
 
