@@ -25,10 +25,14 @@ def fake_child(cfg, model_path, rank, rdv, device) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import gc
+
     from bench.engines.node_auth import take_secret
     from bench.run.node_agent import NodeAgent
     from bench.run.node_serve import serve_agent
     from bench.telemetry.fake_nvml import FakeNvmlTelemetry
+
+    gc.freeze()  # the modules live as long as the agent: its exit on SIGTERM skips walking them (fake_sglang)
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
