@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench.engines.lifeline import end_group, group_members, start_ticks
 from bench.errors import EngineError
 
-
 # Between /health checks while a server starts: a ready server is seen at most this late (a
 # check on the local host costs about a millisecond; every start waited 0.25 s more on average
 # at 0.5 s).

@@ -62,7 +62,6 @@ from bench.testing.fake_app import (
     _sum_counters,
 )
 
-
 PORT_FROM_STDIN = -1  # a process of a multi-process server started before the first one has its port
 
 
