@@ -23,7 +23,7 @@ from bench.engines.node_wire import ChildState, Rendezvous
 from bench.plan import EngineConfig
 from bench.run.runner import execute
 from bench.testing.fake_server import FakeServer, FakeServerConfig
-from tests.test_runner_fast import endpoint, make_env, make_plan
+from tests.test_runner_fast import FAST, endpoint, make_env, make_plan
 
 RDV = Rendezvous(head_addr="10.0.0.1", master_port=29501, dp_rpc_port=13345)
 LOCAL_RDV = Rendezvous(head_addr="127.0.0.1", master_port=29501, dp_rpc_port=13345)  # the agents' head here
@@ -109,17 +109,22 @@ def test_every_node_argv_parses_with_vllms_own_parser(fields):
 class Node:
     """A fake node agent in its own process (bench.testing.fake_node)."""
 
-    def __init__(self, tmp_path, name: str, watts: str):
+    def __init__(self, tmp_path, name: str, watts: str, wait: bool = True):
         self.dir = tmp_path / name
         self.dir.mkdir()
-        ready = self.dir / "ready.json"
+        self.ready = self.dir / "ready.json"
         self.proc = subprocess.Popen([PY, "-m", "bench.testing.fake_node", "--watts", watts, "--log-dir", str(self.dir),
-                                      "--ready-file", str(ready)], start_new_session=True)
+                                      "--ready-file", str(self.ready)], start_new_session=True)
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Until the agent listens (its ready file), bounded."""
         deadline = time.monotonic() + 30
-        while not ready.exists():
+        while not self.ready.exists():
             assert self.proc.poll() is None and time.monotonic() < deadline, "fake node did not start"
-            time.sleep(0.05)
-        self.addr = f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+            time.sleep(0.01)  # the poll period of a bounded wait on the agent's ready file
+        self.addr = f"127.0.0.1:{json.loads(self.ready.read_text())['port']}"
 
     def health(self):
         return NodeClient(self.addr).health()
@@ -149,7 +154,15 @@ def _zombie(pid: int) -> bool:
 
 @pytest.fixture
 def nodes(tmp_path):
-    made = [Node(tmp_path, "node1", "200"), Node(tmp_path, "node2", "300")]
+    made = [Node(tmp_path, "node1", "200", wait=False), Node(tmp_path, "node2", "300", wait=False)]
+    try:
+        for n in made:  # both started before either is waited for: their imports overlap
+            n.wait()
+    except BaseException:
+        for n in made:
+            os.killpg(n.proc.pid, signal.SIGKILL)
+            n.proc.wait()
+        raise
     yield made
     for n in made:
         if n.proc.poll() is None:
@@ -231,9 +244,9 @@ def test_a_follower_that_dies_fails_the_point_and_the_next_point_runs_on_a_resta
 
 @pytest.mark.slow
 def test_an_agent_that_dies_fails_the_point_and_the_configuration(nodes, tmp_path):
-    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.03)) as server:
+    with FakeServer(FakeServerConfig(ttft_s=0.01, itl_s=0.03)) as server, FakeServer(FAST) as quick:
         cfg = _multinode(server.base_url, nodes)
-        other = endpoint(server.base_url)  # the next configuration goes on
+        other = endpoint(quick.base_url)  # the next configuration goes on (its points need not be long)
         killer = _KillDuringPoint(server, nodes[0].kill)
         try:
             result = execute(make_plan([cfg, other], n_points=2, n_requests=8), tmp_path / "run",

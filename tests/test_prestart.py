@@ -21,7 +21,8 @@ from bench.run.prestart import prestart_devices
 from bench.run.runner import execute
 
 FAKE_MODULE = "bench.testing.fake_sglang"
-START_S = 2.0  # the fake engine answers /health this long after its process starts
+START_S = 2.0  # the pre-started engine answers /health this long after its process starts
+FIRST_START_S = 0.2  # the first engine's start (nothing runs beside it: no need to be long)
 
 
 def _cfg(tp=1, gpus=None, tag=""):
@@ -116,9 +117,11 @@ def _env(model_cache):
                           startup_timeout_s=60.0)
 
 
-def _sweep(configs, n_points=2, n_requests=20):
+def _sweep(configs, n_points=2, n_requests=8):
+    """Points of about 0.1 s of load each (fake_sglang: 10 ms to the first token, then 2 ms each):
+    what is tested is where they fall against the next engine's START_S start, not their length."""
     points = [PointSpec(point_id=f"{c.config_id()}_w{i}_c2_r0", engine_config_id=c.config_id(),
-                        workload={"kind": "random", "input_len": 8, "output_len": 50},
+                        workload={"kind": "random", "input_len": 8, "output_len": 16},
                         load={"kind": "concurrency", "concurrency": 2}, n_warmup=1, n_requests=n_requests)
               for c in configs for i in range(n_points)]
     return Plan(engine_configs=configs, points=points, name="prestart", n_devices=2, telemetry="nvml")
@@ -129,13 +132,14 @@ def fake_sglang(monkeypatch):
     from bench.engines.sglang_server import SglangServer
 
     monkeypatch.setattr(SglangServer, "server_module", FAKE_MODULE)
-    monkeypatch.setenv("BENCH_FAKE_SGLANG_STARTUP_S", str(START_S))
 
 
 def _two(fail_second=False):
-    a = EngineConfig(model="tiny-llama", engine="sglang", max_num_seqs=4)
-    b = EngineConfig(model="tiny-llama", engine="sglang", max_num_seqs=8,
-                     extra_args={"fake_fail_start": True} if fail_second else {})
+    """a starts at once; b, pre-started beside a's points, takes START_S, or fails at once
+    (fake_sglang's flags)."""
+    a = EngineConfig(model="tiny-llama", engine="sglang", max_num_seqs=4, extra_args={"fake_startup_s": FIRST_START_S})
+    b_start = {"fake_startup_s": FIRST_START_S, "fake_fail_start": True} if fail_second else {"fake_startup_s": START_S}
+    b = EngineConfig(model="tiny-llama", engine="sglang", max_num_seqs=8, extra_args=b_start)
     return a, b
 
 

@@ -46,8 +46,13 @@ def _plan(url: str, workloads: list[dict], concurrency=(2,), n_requests: int = 8
     return Plan(engine_configs=[cfg], points=points, name="prefix", n_devices=1, telemetry="none")
 
 
+SCRAPE_S = 0.1  # the runs' /metrics interval: windows of a few samples from points well under a second
+TIMED = FakeServerConfig(ttft_s=0.01, itl_s=0.007)  # ~0.1 s a request of 12 tokens: each window holds samples
+
+
 def _env() -> RunEnvironment:
-    return RunEnvironment(device=fake_device("cpu", 0, name="cpu"), idle_baseline_s=0.0)
+    return RunEnvironment(device=fake_device("cpu", 0, name="cpu"), idle_baseline_s=0.0,
+                          server_metrics_interval_s=SCRAPE_S)
 
 
 # ------------------------------------------------------------------ the fake server's metrics
@@ -251,7 +256,7 @@ def test_points_get_disjoint_prompts_stable_across_runs():
 
 @pytest.mark.slow
 def test_run_resets_the_cache_records_hit_rates_and_writes_server_metrics(tmp_path):
-    with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.03)) as srv:  # windows of a few 0.5 s samples
+    with FakeServer(TIMED) as srv:  # windows of a few SCRAPE_S samples
         # two random points on one server: with the same prompts and no reset the 2nd would hit
         result = execute(_plan(srv.base_url, [RANDOM, SHARED], concurrency=(1, 2)), tmp_path / "run", _env())
         totals = parse_metrics(srv.metrics_text())
@@ -260,6 +265,7 @@ def test_run_resets_the_cache_records_hit_rates_and_writes_server_metrics(tmp_pa
     for p in result.points:
         assert p.server.prefix_cache_reset == "done"
         assert p.server.metric_samples is not None and p.server.running_requests_max is not None
+        assert p.server.metric_interval_s == SCRAPE_S  # the run environment's interval, not the 0.5 s default
     for p in rand:
         assert p.server.prefix_cache_hit_rate == 0.0
         assert not any("prefix cache" in r for r in p.invalid_reasons)
@@ -302,14 +308,14 @@ def test_same_prompts_without_a_reset_are_flagged(tmp_path):
 
 @pytest.mark.slow
 def test_preemptions_and_a_server_that_never_saw_the_load_invalidate_the_point(tmp_path):
-    cfg = FakeServerConfig(ttft_s=0.05, itl_s=0.02, preempt_every=2)
+    cfg = FakeServerConfig(ttft_s=TIMED.ttft_s, itl_s=TIMED.itl_s, preempt_every=2)
     with FakeServer(cfg) as srv:
         result = execute(_plan(srv.base_url, [RANDOM], concurrency=(2,), n_requests=12), tmp_path / "run", _env())
     (p,) = result.points
     assert p.server.preemptions_in_window >= 1
     assert any(r.startswith("preemptions during the window: ") for r in p.invalid_reasons)
     # the gauge the server reports is what counts: one that capped its batch at 1 still queued the other
-    with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.02, max_num_seqs=1)) as srv:
+    with FakeServer(FakeServerConfig(ttft_s=TIMED.ttft_s, itl_s=TIMED.itl_s, max_num_seqs=1)) as srv:
         result = execute(_plan(srv.base_url, [RANDOM], concurrency=(2,), n_requests=8), tmp_path / "run2", _env())
     (p,) = result.points
     assert p.server.running_requests_max == 1 and p.server.in_server_requests_max == 2
@@ -340,7 +346,7 @@ def test_resume_keeps_the_server_metrics_of_points_already_measured(tmp_path):
 def test_server_metrics_travel_with_the_run_through_the_store(tmp_path):
     from bench.store import pull, upload
 
-    with FakeServer(FakeServerConfig(ttft_s=0.05, itl_s=0.03)) as srv:
+    with FakeServer(TIMED) as srv:
         execute(_plan(srv.base_url, [RANDOM], concurrency=(2,)), tmp_path / "run", _env())
     [done] = upload([tmp_path / "run"], str(tmp_path / "store"))
     assert done.status == "published"

@@ -138,6 +138,10 @@ def test_lifecycle_against_the_fake_sglang(tmp_path, monkeypatch):
     try:
         engine.start()
         assert engine.healthy() and engine.version() == "0.5.23"  # from /server_info
+        # /health was checked every HEALTH_POLL_S (0.1 s) of the 1 s start, so the ready server was
+        # seen within about 0.1 s of turning healthy (base: every 0.5 s, at most 3 checks answered 503)
+        with urllib.request.urlopen(engine.base_url + "/server_info", timeout=10) as r:
+            assert json.loads(r.read())["fake_health_503s"] >= 5
         before = engine.server_counters()
         _stream(engine.base_url, engine.served_model, 7)
         _stream(engine.base_url, engine.served_model, 7)
@@ -145,8 +149,8 @@ def test_lifecycle_against_the_fake_sglang(tmp_path, monkeypatch):
         assert delta.generation_tokens == 14 and delta.prompt_tokens == 8
         assert delta.prefix_cache_queries == delta.prompt_tokens  # SGLang: every prompt token is looked up
         assert engine.reset_prefix_cache() == "done"
-        slow = threading.Thread(target=_stream, args=(engine.base_url, engine.served_model, 1500))
-        slow.start()  # ~3 s of streaming: /flush_cache answers 400 while it runs
+        slow = threading.Thread(target=_stream, args=(engine.base_url, engine.served_model, 500))
+        slow.start()  # >= 1 s of streaming (500 x 2 ms, longer on a busy box): /flush_cache answers 400 while it runs
         try:
             _wait_running(engine)
             assert engine.reset_prefix_cache(retry_s=0.3) == "failed: HTTP 400"

@@ -70,14 +70,20 @@ def test_two_workers_merge_into_one_closed_loop_with_exact_token_counts(teams):
     assert all(not p.is_alive() for p in teams[0].procs.values())
 
 
+@pytest.fixture(scope="module")
+def rate_server():
+    """A fake server in its own process (its CPU is not this one's), shared by the seeds: they only send to it."""
+    with FakeServer(FakeServerConfig(ttft_s=0.003, itl_s=0.001), mode="process") as srv:
+        yield srv
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed):
+def test_a_rate_load_over_two_workers_keeps_the_global_arrival_schedule(seed, rate_server):
     rate, n, burst = 150.0, 240, 0.5
     load = {"kind": "rate", "rate_rps": rate, "arrival": "gamma", "burstiness": burst}
     wl = RandomPrompts(8, 4, 500, seed=seed)
-    with FakeServer(FakeServerConfig(ttft_s=0.003, itl_s=0.001), mode="process") as srv:
-        pr = run_point_sync(LoadJob(srv.base_url, FAST.model, wl, load, 0, n, workers=2, seed=seed))
+    pr = run_point_sync(LoadJob(rate_server.base_url, FAST.model, wl, load, 0, n, workers=2, seed=seed))
     meas = sorted(pr.measured, key=lambda r: r.request_id)
     assert all(r.ok for r in meas) and {r.worker for r in meas} == {0, 1}
     assert [r.worker for r in meas[:4]] == [0, 1, 0, 1]  # every other arrival of one schedule
@@ -384,14 +390,16 @@ def test_shared_bodies_round_trip_and_unlink():
         W.SharedBodies(shared.shm.name, shared.offsets)
 
 
-def _runner_plan(url: str, n_points: int, n_requests: int):
+def _runner_plan(url: str, n_requests: list[int]):
+    """One point per entry of `n_requests` (a point stopped by the test is long enough not to end
+    first; one that must run through is short)."""
     from bench.plan import EngineConfig, Plan, PointSpec
 
     cfg = EngineConfig(model="tiny-llama", engine="endpoint", endpoint_url=url)
     points = [PointSpec(point_id=f"p{i}_c4", engine_config_id=cfg.config_id(),
                         workload={"kind": "random", "input_len": 8, "output_len": 16},
-                        load={"kind": "concurrency", "concurrency": 4}, n_warmup=0, n_requests=n_requests)
-              for i in range(n_points)]
+                        load={"kind": "concurrency", "concurrency": 4}, n_warmup=0, n_requests=n)
+              for i, n in enumerate(n_requests)]
     return Plan(engine_configs=[cfg], points=points, name="workers", n_devices=1, telemetry="none")
 
 
@@ -413,7 +421,7 @@ def test_in_a_run_a_dead_worker_fails_its_point_and_the_next_point_runs(teams, t
             os.kill(teams[0].procs[1].pid, signal.SIGKILL)
 
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
-        result = execute(_runner_plan(srv.base_url, 2, 200), tmp_path, _runner_env(2), on_event=kill_worker_1)
+        result = execute(_runner_plan(srv.base_url, [200, 24]), tmp_path, _runner_env(2), on_event=kill_worker_1)
     first, second = result.points
     assert first.status == "failed" and "client worker 1" in first.error and "died mid-point" in first.error
     assert second.status == "ok" and second.client.n_workers == 2  # same engine, fresh workers
@@ -434,7 +442,7 @@ def test_ctrl_c_in_a_run_ends_every_worker_and_keeps_the_finished_point(teams, t
 
     with FakeServer(FakeServerConfig(ttft_s=0.005, itl_s=0.004), mode="thread") as srv:
         with pytest.raises(KeyboardInterrupt):
-            execute(_runner_plan(srv.base_url, 2, 100), tmp_path, _runner_env(2), on_event=interrupt_second_point)
+            execute(_runner_plan(srv.base_url, [24, 100]), tmp_path, _runner_env(2), on_event=interrupt_second_point)
     run = read_summary(tmp_path)
     assert run.status == "interrupted" and [p.status for p in run.points] == ["ok"]
     assert all(not p.is_alive() for team in teams for p in team.procs.values())

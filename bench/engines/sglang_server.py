@@ -31,7 +31,7 @@ from bench.engines.base import (
     last_error_line,
     quote_log,
 )
-from bench.engines.process import ChildProcess, free_port, http_get, http_post, log_tail
+from bench.engines.process import HEALTH_POLL_S, ChildProcess, free_port, http_get, http_post, log_tail
 from bench.engines.sglang_metrics import PROMPT_TOKENS, SGLANG_COUNTERS
 from bench.engines.vllm_metrics import parse_page
 from bench.errors import ConfigError, EngineError
@@ -132,7 +132,7 @@ class SglangServer:
             if http_get(f"{self.base_url}/health", timeout_s=2.0)[0] == 200:  # 503 while it starts
                 self._reported_version = self._server_version()
                 return
-            time.sleep(0.5)
+            time.sleep(HEALTH_POLL_S)
         self.stop()
         raise EngineError(f"SGLang server not healthy after {self.startup_timeout_s:.0f} s; log: {self.log_path}"
                           + quote_log(self.log_tail(5)))

@@ -20,7 +20,7 @@ from bench.engines.base import (
     reset_prefix_cache,
     vllm_child_env,
 )
-from bench.engines.process import ChildProcess, free_port, http_get, log_tail
+from bench.engines.process import HEALTH_POLL_S, ChildProcess, free_port, http_get, log_tail
 from bench.engines.vllm_args import lora_launch_args, vllm_launch_args
 from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import EngineError
@@ -114,7 +114,7 @@ class VllmServer:
             status, _ = http_get(f"{self.base_url}/health", timeout_s=2.0)
             if status == 200:
                 return
-            time.sleep(0.5)
+            time.sleep(HEALTH_POLL_S)
         self.stop()
         raise EngineError(
             f"vLLM server not healthy after {self.startup_timeout_s:.0f} s; log: {self.log_path}"

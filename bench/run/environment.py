@@ -43,6 +43,9 @@ class RunEnvironment:
     stall_timeout_s: float | None = DEFAULT_STALL_TIMEOUT_S
     client_workers: int | None = None  # client worker processes; None: bench.load.workers.choose_workers
     adaptive: AdaptiveStop | None = None  # adaptive point length (issue 22, bench.load.adaptive); None: off
+    # s between scrapes of the engine's /metrics during a point; None: bench.telemetry.server_metrics'
+    # DEFAULT_INTERVAL_S (tests with short fake points sample faster instead of running longer points)
+    server_metrics_interval_s: float | None = None
 
     @property
     def on_cpu(self) -> bool:

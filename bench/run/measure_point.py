@@ -39,7 +39,7 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
              sink=None) -> PointResult:
     import time
 
-    from bench.telemetry.server_metrics import ServerMetricsScraper
+    from bench.telemetry.server_metrics import DEFAULT_INTERVAL_S, ServerMetricsScraper
 
     t_point = time.perf_counter()
     reset_s: float | None = None
@@ -62,7 +62,7 @@ def measure_point(point: PointSpec, cfg, engine, spec, plan, env, telemetry, run
         reset = engine.reset_prefix_cache()  # before the warm-up: nothing earlier can hit the cache
         reset_s = time.perf_counter() - t_reset
         before = engine.server_counters()
-        scraper = ServerMetricsScraper(engine.base_url).start()
+        scraper = ServerMetricsScraper(engine.base_url, env.server_metrics_interval_s or DEFAULT_INTERVAL_S).start()
         try:
             headers = tuple(getattr(engine, "request_headers", {}).items())  # an endpoint's credentials
             client_cfg = ClientConfig(endpoint=plan.endpoint, timeout_s=env.request_timeout_s,

@@ -25,10 +25,18 @@ def fake_child(cfg, model_path, rank, rdv, device) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import gc
+
+    # bench.plan: what the agent imports at its first start request (the typed EngineConfig),
+    # imported before it says it is ready: tests start their agents at once, so these imports
+    # overlap instead of adding up inside the head's start, one agent after the other.
+    import bench.plan  # noqa: F401
     from bench.engines.node_auth import take_secret
     from bench.run.node_agent import NodeAgent
     from bench.run.node_serve import serve_agent
     from bench.telemetry.fake_nvml import FakeNvmlTelemetry
+
+    gc.freeze()  # the modules live as long as the agent: its exit on SIGTERM skips walking them (fake_sglang)
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)

@@ -62,6 +62,8 @@ from bench.testing.fake_app import (
     _sum_counters,
 )
 
+PORT_FROM_STDIN = -1  # a process of a multi-process server started before the first one has its port
+
 
 class FakeServer:
     """Context manager: the fake server on 127.0.0.1 in a thread (default) or its own process(es)."""
@@ -155,9 +157,16 @@ class FakeServer:
             if self.processes == 1:
                 self.port = self._ports(self._spawn(self.port))[0]
                 return
-            # the first process picks the port (when 0); the others bind the same one
-            self.port, first_control = self._ports(self._spawn(self.port, 0))
-            rest = [self._spawn(self.port, i) for i in range(1, self.processes)]
+            # the first process picks the port (when 0); the others, started at once (their imports
+            # overlap its), are told it on stdin and bind the same one
+            first = self._spawn(self.port, 0)
+            rest = [self._spawn(PORT_FROM_STDIN, i) for i in range(1, self.processes)]
+            self.port, first_control = self._ports(first)
+            for proc in rest:
+                if proc.stdin is None:  # _spawn pipes it when given an index
+                    raise RuntimeError("fake server process started without a stdin pipe")
+                proc.stdin.write(f"PORT {self.port}\n")
+                proc.stdin.flush()
             self._control_ports = [first_control] + [self._ports(proc)[1] for proc in rest]
             for proc in self._procs:  # each learns the others' control ports, for /metrics on the shared port
                 if proc.stdin is None or proc.stdout is None:  # _spawn pipes both when given an index
@@ -231,8 +240,11 @@ class FakeServer:
 
 
 def _serve(config: FakeServerConfig, port: int, index: int | None) -> None:
-    """Serve until killed; as process `index` of a multi-process server, until stdin closes."""
+    """Serve until killed; as process `index` of a multi-process server, until stdin closes
+    (port PORT_FROM_STDIN: the first line of stdin, `PORT p`, names it)."""
     raise_fd_limit(FD_LIMIT)
+    if port == PORT_FROM_STDIN:
+        port = int(sys.stdin.readline().split()[1])
 
     async def main() -> None:
         app = _App(config, index)
