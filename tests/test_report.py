@@ -26,9 +26,10 @@ def assert_png(path: Path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 5000, path
 
 
-@pytest.fixture
-def results(tmp_path):
-    root = tmp_path / "results"
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Five synthetic runs, shared by the module's tests: they read them, never write there."""
+    root = tmp_path_factory.mktemp("report") / "results"
     make_run(root / "h100", hardware="h100-sxm", speed=1.0, invalid={16: "client saturation"})
     make_run(root / "h100", hardware="h100-sxm", speed=1.6, quantization="fp8")
     make_run(root / "b200", hardware="b200", speed=2.5)
