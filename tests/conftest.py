@@ -47,8 +47,9 @@ def pytest_cmdline_main(config):
 
 SLOW_S = 1.0
 # Fixtures whose tests are slow by their cause: a real S3 API (moto) answers each call in
-# milliseconds where a folder answers in microseconds, and a store test makes hundreds.
-SLOW_FIXTURES = frozenset({"moto_endpoint"})
+# milliseconds where a folder answers in microseconds, and a store test makes hundreds;
+# Chromium (tests/chromium.py's `browser`) takes seconds to launch and to draw a page.
+SLOW_FIXTURES = frozenset({"moto_endpoint", "browser"})
 
 
 @pytest.hookimpl(tryfirst=True)

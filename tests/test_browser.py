@@ -2,14 +2,13 @@
 they load offline with no console error, draw the expected series and points, mark
 invalid and published points, and their tables sort.
 
-scripts/install.sh installs chromium where it is missing; set BENCH_CHROMIUM to use
-another Chromium or Chrome, or BENCH_NO_BROWSER=1 to skip these tests knowingly.
+One Chromium serves the session (tests/chromium.py), a fresh page per test. scripts/install.sh
+installs chromium where it is missing; set BENCH_CHROMIUM to use another Chromium or Chrome,
+or BENCH_NO_BROWSER=1 to skip these tests knowingly.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,34 +17,11 @@ from result_factory import make_run
 
 from bench.cli import cli
 
+pytest_plugins = ["chromium"]  # the session's one Chromium: `browser` and `open_page`
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu-host"
 TRACES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => d.data.map(t => ({
     kind: t.meta.kind, name: t.name, n: t.x ? t.x.length : 0, symbol: t.marker ? t.marker.symbol : null,
     visible: t.visible !== false})))"""
-
-
-def chromium_path() -> str:
-    """The Chromium executable (BENCH_CHROMIUM, else chromium on PATH); fails when absent."""
-    if os.environ.get("BENCH_NO_BROWSER") == "1":
-        pytest.skip("BENCH_NO_BROWSER=1: browser tests skipped on request")
-    found = os.environ.get("BENCH_CHROMIUM") or next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    if not found:
-        pytest.fail("no chromium: run scripts/install.sh (apt-get install chromium) or set BENCH_CHROMIUM")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -e .[dev]")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -68,22 +44,9 @@ def pages(tmp_path_factory):
             "run": root / "run" / "report.html"}
 
 
-def open_page(browser, path: Path):
-    """(page, problems): console errors, page errors and any request that leaves the file."""
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("request", lambda r: problems.append(f"request {r.url}") if not r.url.startswith("file://") else None)
-    page.goto(path.as_uri())
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === "
-                           "document.querySelectorAll('.plotly-graph-div').length")
-    return page, problems
-
-
 @pytest.mark.slow
-def test_synthetic_compare_page(browser, pages):
-    page, problems = open_page(browser, pages["synthetic"])
+def test_synthetic_compare_page(open_page, pages):
+    page, problems = open_page(pages["synthetic"])
     plots = page.evaluate(TRACES_JS)
     assert page.evaluate("document.querySelectorAll('script[src], link[href]').length") == 0
     assert len(plots) == 4  # throughput, energy, $/Mtok, latency
@@ -96,12 +59,11 @@ def test_synthetic_compare_page(browser, pages):
     assert sum(t["kind"] == "invalid" for t in plots[3]) == 4  # TTFT and TPOT, p50 and p99
     assert page.locator("#points-table tr.invalid").count() == 1
     assert problems == []
-    page.close()
 
 
 @pytest.mark.slow
-def test_committed_results_with_reference(browser, pages):
-    page, problems = open_page(browser, pages["reference"])
+def test_committed_results_with_reference(open_page, pages):
+    page, problems = open_page(pages["reference"])
     plots = page.evaluate(TRACES_JS)
     throughput, energy, cost = plots[0], plots[1], plots[2]
     published = [t for t in throughput if t["kind"] == "published"]
@@ -120,7 +82,6 @@ def test_committed_results_with_reference(browser, pages):
     assert "source: published" in page.evaluate(
         "document.querySelectorAll('.js-plotly-plot')[0].data.find(t => t.meta.kind === 'published').hovertext[0]")
     assert problems == []
-    page.close()
 
 
 def column(page, table: str, index: int) -> list[str]:
@@ -128,8 +89,8 @@ def column(page, table: str, index: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_run_page_and_sorting(browser, pages):
-    page, problems = open_page(browser, pages["run"])
+def test_run_page_and_sorting(open_page, pages):
+    page, problems = open_page(pages["run"])
     plots = page.evaluate(TRACES_JS)
     assert len(plots) == 5  # throughput, energy, latency, $/Mtok output, power
     samples = [t["n"] for t in plots[4]]
@@ -147,4 +108,3 @@ def test_run_page_and_sorting(browser, pages):
     ids = column(page, "points-table", 0)
     assert ids == sorted(ids)
     assert problems == []
-    page.close()

@@ -2,7 +2,8 @@
 names and reasons from runs and stores go through the real rendering (plotly figures,
 report.md read by a GFM renderer with raw HTML and autolinks on, the CSV files,
 `bench ls`, matplotlib PNGs, the error line) and show as text, never as markup, a
-formula or a terminal command. tests/test_browser.py-style: one page in headless Chromium.
+formula or a terminal command. tests/test_browser.py-style: one page in the session's headless
+Chromium (tests/chromium.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from result_factory import make_run
 
 from bench.cli import cli
 from bench.errors import StoreError
+
+pytest_plugins = ["chromium"]  # the session's one Chromium (shared with test_browser.py): `open_page`
 
 IMG = '<img src=x onerror="window.__pwned=1">'
 LINK = '<a href="https://evil.example/">click</a>'
@@ -167,26 +170,19 @@ def test_an_error_line_prints_no_escape_sequence():
 
 
 @pytest.mark.slow
-def test_a_hostile_label_neither_runs_nor_links_in_chromium(hostile):
+def test_a_hostile_label_neither_runs_nor_links_in_chromium(open_page, hostile):
     """The page in headless Chromium: no <img> is created, nothing sets window.__pwned, no
     link to the attacker exists in the legends or hover labels, the text shows as typed."""
-    from playwright.sync_api import sync_playwright
-    from test_browser import chromium_path, open_page
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(),
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        page, problems = open_page(browser, hostile / "cmp" / "compare.html")
-        plot = page.locator(".js-plotly-plot").first
-        box = plot.bounding_box()
-        for dx in range(0, int(box["width"]), 12):  # hover across the plot: hover labels are drawn
-            page.mouse.move(box["x"] + dx, box["y"] + box["height"] / 2)
-        assert page.evaluate("window.__pwned") is None
-        assert page.evaluate("document.querySelectorAll('img').length") == 0
-        hrefs = page.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href') "
-                              "|| a.getAttribute('xlink:href') || '')")
-        assert not any("evil.example" in h for h in hrefs), hrefs
-        legend = page.evaluate("Array.from(document.querySelectorAll('.legendtext')).map(t => t.textContent)")
-        assert any('h100<img src=x onerror="window.__pwned=1">' in t for t in legend), legend
-        assert problems == []
-        browser.close()
+    page, problems = open_page(hostile / "cmp" / "compare.html")
+    plot = page.locator(".js-plotly-plot").first
+    box = plot.bounding_box()
+    for dx in range(0, int(box["width"]), 12):  # hover across the plot: hover labels are drawn
+        page.mouse.move(box["x"] + dx, box["y"] + box["height"] / 2)
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.querySelectorAll('img').length") == 0
+    hrefs = page.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href') "
+                          "|| a.getAttribute('xlink:href') || '')")
+    assert not any("evil.example" in h for h in hrefs), hrefs
+    legend = page.evaluate("Array.from(document.querySelectorAll('.legendtext')).map(t => t.textContent)")
+    assert any('h100<img src=x onerror="window.__pwned=1">' in t for t in legend), legend
+    assert problems == []

@@ -17,9 +17,10 @@ from bench.cli import cli
 from bench.results import read_summary, write_summary
 
 
-@pytest.fixture
-def results(tmp_path):
-    root = tmp_path / "results"
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Three synthetic runs, shared by the module's tests: they read them, never write there."""
+    root = tmp_path_factory.mktemp("html") / "results"
     make_run(root / "h100", hardware="h100-sxm", speed=1.0, invalid={16: "client saturation: 6.1 in flight of 16"})
     make_run(root / "h100", hardware="h100-sxm", speed=1.6, quantization="fp8")
     make_run(root / "b200", hardware="b200", speed=2.5)

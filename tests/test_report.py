@@ -26,9 +26,10 @@ def assert_png(path: Path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 5000, path
 
 
-@pytest.fixture
-def results(tmp_path):
-    root = tmp_path / "results"
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Five synthetic runs, shared by the module's tests: they read them, never write there."""
+    root = tmp_path_factory.mktemp("report") / "results"
     make_run(root / "h100", hardware="h100-sxm", speed=1.0, invalid={16: "client saturation"})
     make_run(root / "h100", hardware="h100-sxm", speed=1.6, quantization="fp8")
     make_run(root / "b200", hardware="b200", speed=2.5)
@@ -73,6 +74,22 @@ def test_empty_plot_still_writes_a_png(tmp_path):
     plot = throughput_vs_interactivity(build_table([]), tmp_path / "e.png")
     assert plot.path.read_bytes()[:8] == PNG_MAGIC and plot.n_series == 0
     assert [t.get_text() for t in plot.figure.axes[0].texts] == ["no valid points"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 4e5])
+def test_png_labels_fit_inside_the_figure(tmp_path, scale):
+    """The plots against interactivity are laid out by fixed margins (not tight_layout): the
+    title, axis labels and every tick label stay inside the image, from J/token-sized values
+    (0.0004) to throughput-sized ones (1.2e6)."""
+    rows = [{"model": "m", "hardware": hw, "precision": "bf16", "kv_cache_dtype": "auto", "engine": "vllm",
+             "n_gpus": 1, "interactivity_tok_s_user": x, "j_per_token": scale * (i + 1) * k}
+            for hw, k in (("h100-sxm", 1.0), ("b200", 3.3)) for i, x in enumerate([5.0, 20.0, 60.0, 120.0])]
+    plot = metric_vs_interactivity(pd.DataFrame(rows), "j_per_token", tmp_path / "p.png",
+                                   "m: energy per token, a title of some length")
+    fig = plot.figure
+    drawn = fig.axes[0].get_tightbbox(fig.canvas.get_renderer())  # title, labels, the tick labels drawn
+    assert fig.bbox.x0 <= drawn.x0 and drawn.x1 <= fig.bbox.x1 and fig.bbox.y0 <= drawn.y0 and drawn.y1 <= fig.bbox.y1
 
 
 @pytest.mark.slow

@@ -142,11 +142,13 @@ def interactivity_figure(points: pd.DataFrame, metric: str, title: str, ylabel: 
     return _layout(fig, title, metric_label(X), ylabel)
 
 
-def _interactivity_traces(points: pd.DataFrame, metric: str, ylabel: str, refs: list[RefPoint]) -> list[dict]:
-    """The traces of interactivity_figure as plain dicts: plotly validates them once, in the Figure."""
+def _interactivity_traces(points: pd.DataFrame, metric: str, ylabel: str, refs: list[RefPoint],
+                          series: list[tuple[str, pd.DataFrame]] | None = None) -> list[dict]:
+    """The traces of interactivity_figure as plain dicts: plotly validates them once, in the Figure.
+    `series`: series_of(points) where the caller has it already."""
     traces: list[dict] = []
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-    for i, (label, rows) in enumerate(series_of(points)):
+    for i, (label, rows) in enumerate(series_of(points) if series is None else series):
         color = COLORS[i % len(COLORS)]
         rows = plottable(rows, metric)
         valid = rows[rows["valid"].astype(bool)] if "valid" in rows else rows
@@ -172,10 +174,12 @@ def cost_figure(points: pd.DataFrame, scenarios: list[str], title: str, refs_for
     names = scenarios or [""]
     traces: list[dict] = []
     spans = []
+    series = series_of(points)  # split once, drawn once per scenario
     for s in names:
         metric = f"usd_per_mtok_output__{s}" if s else "usd_per_mtok_output"
         start = len(traces)
-        for t in _interactivity_traces(points, metric, "$ / Mtok output", refs_for(metric) if refs_for else []):
+        for t in _interactivity_traces(points, metric, "$ / Mtok output", refs_for(metric) if refs_for else [],
+                                       series):
             traces.append({**t, "meta": {**t["meta"], "scenario": s}, "visible": s == names[0]})
         spans.append((s, start, len(traces)))
     fig = go.Figure(data=traces)
