@@ -239,3 +239,36 @@ def test_costmodel_written_back_to_the_store_loads_with_pandas(store_url, tmp_pa
     frame = pd.read_parquet(url, storage_options=options)
     assert len(frame) == len(first.table) == len(second.table) == 2
     assert not [p for p in _all_files(store_url) if "/staging/" in p]
+
+
+def _count_s3_requests(monkeypatch) -> list[str]:
+    """Every S3 API call s3fs makes from now on, by operation name (the wrapper forwards each)."""
+    import s3fs
+
+    calls: list[str] = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        calls.append(method if isinstance(method, str) else getattr(method, "__name__", str(method)))
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    return calls
+
+
+def test_an_s3_upload_and_read_cost_few_requests_a_file(s3_url, tmp_path, monkeypatch):
+    """Round trips are what an object store charges in time: a file is written to staging,
+    read back, stated, copied into place and read back (5 requests, plus a few for the run:
+    its manifest looked up, its staging folder listed and deleted at once), and a published
+    file is read in one ranged GET (no stat first). fe7b476 made 11 a file."""
+    run = make_run(tmp_path / "runs")
+    calls = _count_s3_requests(monkeypatch)
+    [done] = upload([run], s3_url)
+    n_files = done.n_files + 1 + done.point_files  # the run's files, its manifest, its point files
+    assert len(calls) <= 5 * n_files + 10, sorted(calls)
+    store = Store(s3_url)
+    manifest = store.read_manifest(done.run_id)
+    calls.clear()
+    for entry in manifest.files:
+        store.read_file(done.run_id, entry.path, manifest)
+    assert calls == ["get_object"] * len(manifest.files)

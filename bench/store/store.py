@@ -12,7 +12,8 @@ and can simply be repeated. The run id is derived from the content (the redacted
 and the hashes of every file), so two writers of different runs never share a prefix, and
 two writers of the same run write the same bytes. Every file is written to staging,
 verified by re-reading it, then moved into place (an atomic rename locally, one atomic
-object copy on object stores); the manifest is moved last.
+object copy on object stores, the staging folder deleted in one batch at the end); the
+manifest is moved last. A remote read is one ranged GET (docs/store.md).
 
 Credentials come from each backend's usual environment and config files; nothing here
 writes them anywhere. Extra fsspec options: the `storage_options` argument, the JSON object
@@ -257,6 +258,9 @@ class Store:
         try:
             if self._local():
                 return bounded.read_local(self.root, path, where, max_bytes, expect_size, expected_by)
+            data = self._read_at_once(path, max_bytes, expect_size)
+            if data is not None:
+                return data
             size = self._io("stat", self.fs.size, path, missing_ok=True)
             if not isinstance(size, int):
                 raise StoreError(f"{where}: the store gives no size for it")
@@ -269,6 +273,23 @@ class Store:
             raise StoreError(f"{where}: not found") from None
         except OSError as e:
             raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+
+    def _read_at_once(self, path: str, max_bytes: int, expect_size: int | None) -> bytes | None:
+        """A remote file in one ranged GET of one byte more than allowed: its bytes when within
+        the limits, else None (and for any failure but a missing file): the stat-first path
+        then gives the verdict and its message. One round trip where a stat and a read took two."""
+        allowed = max_bytes if expect_size is None else min(max_bytes, expect_size)
+        if allowed <= 0:
+            return None  # an empty file: object stores refuse a range of one (HTTP 416)
+        try:
+            data = self.fs.cat_file(path, start=0, end=allowed + 1)
+        except FileNotFoundError:
+            raise
+        except Exception:  # noqa: BLE001 - not decisive here: the stat-first path reads it again
+            return None
+        if not isinstance(data, bytes) or len(data) > allowed or (expect_size is not None and len(data) != expect_size):
+            return None
+        return data
 
     def parquet_footer(self, path: str, limits: bounded.ParquetLimits, what: str = "Parquet footer"):
         """The footer (pyarrow FileMetaData) of one Parquet file of the store, read alone and
@@ -346,7 +367,10 @@ class Store:
     def _publish_file(self, staged: str, final: str, data: bytes) -> None:
         """Move one verified staged file into its published place, then check it there."""
         self._inside(final)
-        self._io("publish", self.fs.mv, staged, final)
+        if self._local():
+            self._io("publish", self.fs.mv, staged, final)  # an atomic rename
+        else:  # one object copy; the staged copy goes with its staging folder (one batch delete)
+            self._io("publish", self.fs.cp_file, staged, final)
         self._verify(final, data)
 
     def _inside(self, path: str) -> None:
@@ -365,8 +389,7 @@ class Store:
 
     def _remove_quietly(self, path: str) -> None:
         try:
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            self.fs.rm(path, recursive=True)  # a path already gone raises, and is ignored: no existence check first
         except Exception:  # noqa: BLE001, S110 - staging leftovers are never read; a failed cleanup is harmless
             pass
 
