@@ -25,6 +25,7 @@ from bench.store.points import (
     list_point_files,
     partition_of,
     partition_value,
+    point_listing,
     run_point_files,
 )
 
@@ -227,3 +228,34 @@ def test_a_run_with_no_ok_point_gets_an_empty_file(local_store, tmp_path):
 
 def _compacted(url: str) -> dict[str, bytes]:
     return {p: b for p, b in _files(url).items() if "/costmodel/compacted/" in p}
+
+
+def test_every_partition_of_a_remote_store_is_found_by_one_listing(s3_url, monkeypatch):
+    """The build and an unfiltered query list the point files of every partition in one
+    recursive listing (fe7b476 listed each folder: 1 + hardware + partitions requests), and
+    find what the listing of each folder finds."""
+    import s3fs
+
+    s = Store(s3_url)
+    run_ids = [f"20261201T00000{i}Z_r-{i:012x}" for i in range(3)]
+    for rel in [f"{POINTS_DIR}/hardware=h100-sxm/model=tiny-llama/{run_ids[0]}.parquet",
+                f"{POINTS_DIR}/hardware=h100-sxm/model=tiny-qwen3-moe/{run_ids[1]}.parquet",
+                f"{POINTS_DIR}/hardware=b200/model=tiny-llama/{run_ids[2]}.parquet",
+                f"{POINTS_DIR}/hardware=b200/model=tiny-llama/notes.txt",  # not a point file: its partition only
+                f"{POINTS_DIR}/hardware=mi300x/model=x/deeper/{run_ids[0]}.parquet",  # not in a partition's folder
+                f"{POINTS_DIR}/stray.parquet", f"{POINTS_DIR}/model=x/hardware=y/{run_ids[0]}.parquet"]:
+        s.fs.pipe_file(s.path(rel), b"x")
+    per_folder = {part: list_point_files(s, part) for part in list_partitions(s)}
+    calls = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        calls.append(method)
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    assert point_listing(s) == per_folder
+    assert calls == ["list_objects_v2"]
+    assert sorted(per_folder) == ["hardware=b200/model=tiny-llama", "hardware=h100-sxm/model=tiny-llama",
+                                  "hardware=h100-sxm/model=tiny-qwen3-moe", "hardware=mi300x/model=x"]
+    assert sorted(r for files in per_folder.values() for r in files) == run_ids

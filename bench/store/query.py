@@ -31,7 +31,7 @@ from bench.store.points import (
     PointsRead,
     compacted_rel,
     list_partitions,
-    list_point_files,
+    point_listing,
     protocols,
     run_list,
 )
@@ -85,8 +85,7 @@ def read_points(store, filters: dict[str, list], include_invalid: bool = False, 
     partitions = 0
     allowed: set[str] = set()
     loose: list[tuple[str, str]] = []  # (partition, run id) of point files no compacted file names
-    for part in list_partitions(store, hardware=filters.get("hardware"), model=filters.get("model")):
-        files = list_point_files(store, part)
+    for part, files in point_listing(store, hardware=filters.get("hardware"), model=filters.get("model")).items():
         if not files:
             continue
         partitions += 1

@@ -239,6 +239,17 @@ class Store:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
+    def list_below(self, path: str) -> list[str]:
+        """Paths of every file below one folder of a remote store (PATH from `path()`), relative
+        to it, sorted, from one recursive listing (paged by the store, no request a folder)."""
+        self.fs.invalidate_cache(path)
+        try:
+            found = self._io("list", self.fs.find, path, missing_ok=True)
+        except FileNotFoundError:
+            return []
+        prefix = path.rstrip("/") + "/"
+        return sorted(p[len(prefix):] for p in map(str, found) if p.startswith(prefix))
+
     def get_bytes(self, rel: str, max_bytes: int = MAX_FILE_BYTES) -> bytes | None:
         """A store-level file (e.g. a point file), at most `max_bytes` (a larger one is a
         StoreError), its content unchecked; None when there is none."""
