@@ -125,13 +125,9 @@ class Store:
         """Folder names of runs with a MANIFEST.json, sorted, from one listing (nothing read or checked)."""
         if self._local():  # one stat a run: fsspec's local glob stats every file of every run (9 s for 100k)
             return sorted(n for n in self.list_names(self.path(RUNS_DIR)) if self._local_manifest(n))
-        self.fs.invalidate_cache()
-        pattern = self.path(RUNS_DIR, "*", MANIFEST_FILE)
-        try:
-            paths = self._io("list runs", self.fs.glob, pattern, missing_ok=True)
-        except FileNotFoundError:
-            return []
-        return sorted(p.rstrip("/").split("/")[-2] for p in paths)
+        # one recursive listing, paged by the store: a glob of runs/*/MANIFEST.json lists each run's folder
+        return sorted(rel.split("/", 1)[0] for rel in self.list_below(self.path(RUNS_DIR))
+                      if rel.count("/") == 1 and rel.endswith(f"/{MANIFEST_FILE}"))
 
     def manifests(self, refused: list[str] | None = None) -> list[Manifest]:
         """Manifests of every published run, sorted by run id.
