@@ -52,6 +52,7 @@ from bench.store.manifest import (
 from bench.store.publish import PreparedRun, prepare, publish_run_points
 
 RUNS_DIR = "runs"
+FOOTER_TAIL_BYTES = 128 << 10  # a Parquet footer is read from one suffix GET of this many bytes
 STAGING_DIR = "staging"
 
 
@@ -311,11 +312,29 @@ class Store:
                         return f.read(end - start)
 
                     return bounded.footer_from(read_range, size, where, limits)
-            size = self._io("stat", self.fs.size, path)
-            return bounded.footer_from(
-                lambda start, end: self._io(what, self.fs.cat_file, path, start=start, end=end), size, where, limits)
+            tail, size = self._tail(path, what)
+            at = size - len(tail)  # the store offset of tail[0]
+
+            def read_remote(start: int, end: int) -> bytes:
+                if start >= at:
+                    return tail[start - at:end - at]
+                return self._io(what, self.fs.cat_file, path, start=start, end=end)
+
+            return bounded.footer_from(read_remote, size, where, limits)
         except OSError as e:
             raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
+
+    def _tail(self, path: str, what: str) -> tuple[bytes, int]:
+        """(the last FOOTER_TAIL_BYTES of a remote file, its size): one suffix-range GET, which
+        holds a small file whole (its size is then known) and most footers; a stat otherwise."""
+        try:
+            tail = self.fs.cat_file(path, start=-FOOTER_TAIL_BYTES)
+        except Exception:  # noqa: BLE001 - e.g. an empty file (no range of it): the stat and reads say why
+            tail = b""
+        if isinstance(tail, bytes) and 0 < len(tail) < FOOTER_TAIL_BYTES:
+            return tail, len(tail)
+        size = self._io("stat", self.fs.size, path)
+        return (tail if isinstance(tail, bytes) and len(tail) <= size else b""), size
 
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
