@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from result_factory import make_run, upload_at_once
+from test_store import count_s3_requests
 
 from bench.errors import StoreError
 from bench.safepath import check_rel_path
@@ -246,7 +247,7 @@ def test_every_partition_of_a_remote_store_is_found_by_one_listing(s3_url, monke
                 f"{POINTS_DIR}/stray.parquet", f"{POINTS_DIR}/model=x/hardware=y/{run_ids[0]}.parquet"]:
         s.fs.pipe_file(s.path(rel), b"x")
     per_folder = {part: list_point_files(s, part) for part in list_partitions(s)}
-    calls = _count_s3_requests(monkeypatch)
+    calls = count_s3_requests(monkeypatch)
     assert point_listing(s) == per_folder
     assert calls == ["list_objects_v2"]
     assert sorted(per_folder) == ["hardware=b200/model=tiny-llama", "hardware=h100-sxm/model=tiny-llama",
@@ -262,23 +263,9 @@ def test_a_remote_footer_is_read_in_one_request(s3_url, monkeypatch):
     pq.write_table(pa.table({"run_id": ["a"] * 1000}), buf)
     s.fs.pipe_file(s.path("f.parquet"), buf.getvalue())
     s.fs.pipe_file(s.path("empty.parquet"), b"")
-    calls = _count_s3_requests(monkeypatch)
+    calls = count_s3_requests(monkeypatch)
     assert s.parquet_footer(s.path("f.parquet"), POINTS_LIMITS).num_rows == 1000
     assert calls == ["get_object"]
     with pytest.raises(StoreError, match="does not read as Parquet"):
         s.parquet_footer(s.path("empty.parquet"), POINTS_LIMITS)
 
-
-def _count_s3_requests(monkeypatch) -> list[str]:
-    """Every S3 API call s3fs makes from now on, by operation name (the wrapper forwards each)."""
-    import s3fs
-
-    calls: list[str] = []
-    real = s3fs.S3FileSystem._call_s3
-
-    async def counted(self, method, *args, **kwargs):
-        calls.append(method)
-        return await real(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
-    return calls

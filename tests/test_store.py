@@ -241,8 +241,9 @@ def test_costmodel_written_back_to_the_store_loads_with_pandas(store_url, tmp_pa
     assert not [p for p in _all_files(store_url) if "/staging/" in p]
 
 
-def _count_s3_requests(monkeypatch) -> list[str]:
-    """Every S3 API call s3fs makes from now on, by operation name (the wrapper forwards each)."""
+def count_s3_requests(monkeypatch) -> list[str]:
+    """Every S3 API call s3fs makes from now on, by operation name (the wrapper forwards each);
+    the store's and costmodel's tests count round trips with it."""
     import s3fs
 
     calls: list[str] = []
@@ -262,7 +263,7 @@ def test_an_s3_upload_and_read_cost_few_requests_a_file(s3_url, tmp_path, monkey
     its manifest looked up, its staging folder listed and deleted at once), and a published
     file is read in one ranged GET (no stat first). fe7b476 made 11 a file."""
     run = make_run(tmp_path / "runs")
-    calls = _count_s3_requests(monkeypatch)
+    calls = count_s3_requests(monkeypatch)
     [done] = upload([run], s3_url)
     n_files = done.n_files + 1 + done.point_files  # the run's files, its manifest, its point files
     assert len(calls) <= 5 * n_files + 10, sorted(calls)

@@ -329,6 +329,8 @@ class Store:
         holds a small file whole (its size is then known) and most footers; a stat otherwise."""
         try:
             tail = self.fs.cat_file(path, start=-FOOTER_TAIL_BYTES)
+        except FileNotFoundError:
+            raise StoreError(f"{self.where}: {what} failed: not found: {_one_line(path, self.url)}") from None
         except Exception:  # noqa: BLE001 - e.g. an empty file (no range of it): the stat and reads say why
             tail = b""
         if isinstance(tail, bytes) and 0 < len(tail) < FOOTER_TAIL_BYTES:
