@@ -275,3 +275,6 @@ def test_an_s3_upload_and_read_cost_few_requests_a_file(s3_url, tmp_path, monkey
     for entry in manifest.files:
         store.read_file(done.run_id, entry.path, manifest)
     assert calls == ["get_object"] * len(manifest.files)
+    calls.clear()
+    store.put_bytes("costmodel/x.csv", b"a,b\n")  # a store-level file (the table, a compacted file)
+    assert calls == ["put_object", "get_object", "head_object", "copy_object", "get_object", "delete_object"]

@@ -350,7 +350,7 @@ class Store:
             self._put_verified(staged, data)
             self._publish_file(staged, self.path(rel), data)
         finally:
-            self._remove_quietly(staged)
+            self._remove_quietly(staged, folder=False)
         return f"{self.where.rstrip('/')}/{rel}"
 
     # -- internals ----------------------------------------------------------------------
@@ -415,9 +415,10 @@ class Store:
         if sha256_hex(remote) != sha256_hex(data):
             raise StoreError(f"{self.where}: {path}: checksum mismatch after upload")
 
-    def _remove_quietly(self, path: str) -> None:
-        try:
-            self.fs.rm(path, recursive=True)  # a path already gone raises, and is ignored: no existence check first
+    def _remove_quietly(self, path: str, folder: bool = True) -> None:
+        """Remove a staging folder (or one staged file: one delete request, no listing)."""
+        try:  # a path already gone raises, and is ignored: no existence check first
+            self.fs.rm(path, recursive=True) if folder else self.fs.rm_file(path)
         except Exception:  # noqa: BLE001, S110 - staging leftovers are never read; a failed cleanup is harmless
             pass
 
