@@ -278,3 +278,19 @@ def test_an_s3_upload_and_read_cost_few_requests_a_file(s3_url, tmp_path, monkey
     calls.clear()
     store.put_bytes("costmodel/x.csv", b"a,b\n")  # a store-level file (the table, a compacted file)
     assert calls == ["put_object", "get_object", "head_object", "copy_object", "get_object", "delete_object"]
+
+
+def test_a_failed_remote_read_is_reported_at_once(s3_url, tmp_path, monkeypatch):
+    """A GET the store fails (after botocore's own retries) is a one-line StoreUnavailable
+    at once: no stat is sent after it to wait out the same outage again."""
+    from bench.errors import StoreUnavailable
+
+    [done] = upload([make_run(tmp_path / "runs")], s3_url)
+    store = Store(s3_url)
+    manifest = store.read_manifest(done.run_id)
+    stats = []
+    monkeypatch.setattr(store.fs, "size", lambda path: stats.append(path) or 0)
+    monkeypatch.setattr(store.fs, "cat_file", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("link down")))
+    with pytest.raises(StoreUnavailable, match="read failed: ConnectionError: link down") as err:
+        store.read_file(done.run_id, "run.json", manifest)
+    assert stats == [] and "\n" not in str(err.value)

@@ -22,6 +22,7 @@ in `$BENCH_STORE_OPTIONS`, and `$BENCH_S3_ENDPOINT_URL` for S3-compatible server
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -284,20 +285,28 @@ class Store:
 
     def _read_at_once(self, path: str, max_bytes: int, expect_size: int | None) -> bytes | None:
         """A remote file in one ranged GET of one byte more than allowed: its bytes when within
-        the limits, else None (and for any failure but a missing file): the stat-first path
-        then gives the verdict and its message. One round trip where a stat and a read took two."""
+        the limits, else None: the stat-first path then gives the verdict and its message. One
+        round trip where a stat and a read took two."""
         allowed = max_bytes if expect_size is None else min(max_bytes, expect_size)
-        if allowed <= 0:
-            return None  # an empty file: object stores refuse a range of one (HTTP 416)
-        try:
-            data = self.fs.cat_file(path, start=0, end=allowed + 1)
-        except FileNotFoundError:
-            raise
-        except Exception:  # noqa: BLE001 - not decisive here: the stat-first path reads it again
-            return None
-        if not isinstance(data, bytes) or len(data) > allowed or (expect_size is not None and len(data) != expect_size):
+        data = self._get_range(path, "read", start=0, end=allowed + 1) if allowed > 0 else None
+        if data is None or len(data) > allowed or (expect_size is not None and len(data) != expect_size):
             return None
         return data
+
+    def _get_range(self, path: str, what: str, **byte_range) -> bytes | None:
+        """One ranged GET; None when the store refuses the range (an empty file: HTTP 416).
+        A missing file raises FileNotFoundError; any other failure is the store's (StoreUnavailable,
+        raised at once: the botocore retries already ran, a stat after them would only wait again)."""
+        def get():
+            try:
+                return self.fs.cat_file(path, **byte_range)
+            except OSError as e:
+                if e.errno == errno.EINVAL:  # s3fs's "requested range is not satisfiable"
+                    return None
+                raise
+
+        data = self._io(what, get, missing_ok=True)
+        return data if isinstance(data, bytes) else None
 
     def parquet_footer(self, path: str, limits: bounded.ParquetLimits, what: str = "Parquet footer"):
         """The footer (pyarrow FileMetaData) of one Parquet file of the store, read alone and
@@ -328,15 +337,13 @@ class Store:
         """(the last FOOTER_TAIL_BYTES of a remote file, its size): one suffix-range GET, which
         holds a small file whole (its size is then known) and most footers; a stat otherwise."""
         try:
-            tail = self.fs.cat_file(path, start=-FOOTER_TAIL_BYTES)
+            tail = self._get_range(path, what, start=-FOOTER_TAIL_BYTES) or b""
         except FileNotFoundError:
             raise StoreError(f"{self.where}: {what} failed: not found: {_one_line(path, self.url)}") from None
-        except Exception:  # noqa: BLE001 - e.g. an empty file (no range of it): the stat and reads say why
-            tail = b""
-        if isinstance(tail, bytes) and 0 < len(tail) < FOOTER_TAIL_BYTES:
+        if 0 < len(tail) < FOOTER_TAIL_BYTES:
             return tail, len(tail)
         size = self._io("stat", self.fs.size, path)
-        return (tail if isinstance(tail, bytes) and len(tail) <= size else b""), size
+        return (tail if len(tail) <= size else b""), size
 
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
