@@ -22,7 +22,6 @@ in `$BENCH_STORE_OPTIONS`, and `$BENCH_S3_ENDPOINT_URL` for S3-compatible server
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -35,7 +34,7 @@ from bench.errors import BenchError, ResultError, StoreError, StoreUnavailable, 
 from bench.redact import redact_text, redact_text_of
 from bench.results import SUMMARY_FILE, RunResult, parse_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id
-from bench.store import bounded
+from bench.store import bounded, remote
 from bench.store.bounded import (
     MAX_FILE_BYTES,
     MAX_MANIFEST_BYTES,
@@ -53,7 +52,6 @@ from bench.store.manifest import (
 from bench.store.publish import PreparedRun, prepare, publish_run_points
 
 RUNS_DIR = "runs"
-FOOTER_TAIL_BYTES = 128 << 10  # a Parquet footer is read from one suffix GET of this many bytes
 STAGING_DIR = "staging"
 
 
@@ -267,7 +265,7 @@ class Store:
         try:
             if self._local():
                 return bounded.read_local(self.root, path, where, max_bytes, expect_size, expected_by)
-            data = self._read_at_once(path, max_bytes, expect_size)
+            data = remote.read_at_once(self, path, max_bytes, expect_size)
             if data is not None:
                 return data
             size = self._io("stat", self.fs.size, path, missing_ok=True)
@@ -283,31 +281,6 @@ class Store:
         except OSError as e:
             raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
-    def _read_at_once(self, path: str, max_bytes: int, expect_size: int | None) -> bytes | None:
-        """A remote file in one ranged GET of one byte more than allowed: its bytes when within
-        the limits, else None: the stat-first path then gives the verdict and its message. One
-        round trip where a stat and a read took two."""
-        allowed = max_bytes if expect_size is None else min(max_bytes, expect_size)
-        data = self._get_range(path, "read", start=0, end=allowed + 1) if allowed > 0 else None
-        if data is None or len(data) > allowed or (expect_size is not None and len(data) != expect_size):
-            return None
-        return data
-
-    def _get_range(self, path: str, what: str, **byte_range) -> bytes | None:
-        """One ranged GET; None when the store refuses the range (an empty file: HTTP 416).
-        A missing file raises FileNotFoundError; any other failure is the store's (StoreUnavailable,
-        raised at once: the botocore retries already ran, a stat after them would only wait again)."""
-        def get():
-            try:
-                return self.fs.cat_file(path, **byte_range)
-            except OSError as e:
-                if e.errno == errno.EINVAL:  # s3fs's "requested range is not satisfiable"
-                    return None
-                raise
-
-        data = self._io(what, get, missing_ok=True)
-        return data if isinstance(data, bytes) else None
-
     def parquet_footer(self, path: str, limits: bounded.ParquetLimits, what: str = "Parquet footer"):
         """The footer (pyarrow FileMetaData) of one Parquet file of the store, read alone and
         checked against LIMITS before it is parsed (bench.store.bounded.footer_from)."""
@@ -321,7 +294,7 @@ class Store:
                         return f.read(end - start)
 
                     return bounded.footer_from(read_range, size, where, limits)
-            tail, size = self._tail(path, what)
+            tail, size = remote.tail(self, path, what)
             at = size - len(tail)  # the store offset of tail[0]
 
             def read_remote(start: int, end: int) -> bytes:
@@ -332,18 +305,6 @@ class Store:
             return bounded.footer_from(read_remote, size, where, limits)
         except OSError as e:
             raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
-
-    def _tail(self, path: str, what: str) -> tuple[bytes, int]:
-        """(the last FOOTER_TAIL_BYTES of a remote file, its size): one suffix-range GET, which
-        holds a small file whole (its size is then known) and most footers; a stat otherwise."""
-        try:
-            tail = self._get_range(path, what, start=-FOOTER_TAIL_BYTES) or b""
-        except FileNotFoundError:
-            raise StoreError(f"{self.where}: {what} failed: not found: {_one_line(path, self.url)}") from None
-        if 0 < len(tail) < FOOTER_TAIL_BYTES:
-            return tail, len(tail)
-        size = self._io("stat", self.fs.size, path)
-        return (tail if len(tail) <= size else b""), size
 
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a store-level file (e.g. costmodel/costmodel.csv) via staging; returns its
