@@ -124,10 +124,16 @@ def test_empty_store_gives_an_empty_table_with_every_column():
 
 
 @pytest.mark.slow
-def test_build_from_store_writes_back_and_loads_with_pandas(run_dirs, tmp_path):
+def test_build_from_store_writes_back_and_loads_with_pandas(run_dirs, tmp_path, monkeypatch):
+    import bench.store.costmodel as costmodel_mod
+
     url = str(tmp_path / "store")
     upload(run_dirs, url)
+    serialized = []
+    monkeypatch.setattr(costmodel_mod, "table_bytes", lambda t: serialized.append(len(t)) or table_bytes(t))
     done = build(url, out_dir=tmp_path / "out", **INJECT)
+    assert serialized == [13]  # the table made into bytes once: the local copy and the store's are the same bytes
+    monkeypatch.undo()
     assert len(done.table) == 13
     assert set(done.table["run_id"]) == {json.loads(p.read_text())["run_id"]
                                          for p in (tmp_path / "store" / "runs").glob("*/MANIFEST.json")}

@@ -8,15 +8,18 @@ import io
 import json
 import string
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from result_factory import make_run, upload_at_once
+from test_store import count_s3_requests
 
 from bench.errors import StoreError
 from bench.safepath import check_rel_path
 from bench.store import Store, upload
+from bench.store.bounded import POINTS_LIMITS
 from bench.store.costmodel import build, build_table, runs_from_store, table_bytes
 from bench.store.points import (
     POINT_COLUMNS,
@@ -25,6 +28,7 @@ from bench.store.points import (
     list_point_files,
     partition_of,
     partition_value,
+    point_listing,
     run_point_files,
 )
 
@@ -232,3 +236,41 @@ def test_a_run_with_no_ok_point_gets_an_empty_file(local_store, tmp_path):
 
 def _compacted(url: str) -> dict[str, bytes]:
     return {p: b for p, b in _files(url).items() if "/costmodel/compacted/" in p}
+
+
+def test_every_partition_of_a_remote_store_is_found_by_one_listing(s3_url, monkeypatch):
+    """The build and an unfiltered query list the point files of every partition in one
+    recursive listing (fe7b476 listed each folder: 1 + hardware + partitions requests), and
+    find what the listing of each folder finds."""
+    s = Store(s3_url)
+    run_ids = [f"20261201T00000{i}Z_r-{i:012x}" for i in range(3)]
+    for rel in [f"{POINTS_DIR}/hardware=h100-sxm/model=tiny-llama/{run_ids[0]}.parquet",
+                f"{POINTS_DIR}/hardware=h100-sxm/model=tiny-qwen3-moe/{run_ids[1]}.parquet",
+                f"{POINTS_DIR}/hardware=b200/model=tiny-llama/{run_ids[2]}.parquet",
+                f"{POINTS_DIR}/hardware=b200/model=tiny-llama/notes.txt",  # not a point file: its partition only
+                f"{POINTS_DIR}/hardware=mi300x/model=x/deeper/{run_ids[0]}.parquet",  # not in a partition's folder
+                f"{POINTS_DIR}/stray.parquet", f"{POINTS_DIR}/model=x/hardware=y/{run_ids[0]}.parquet"]:
+        s.fs.pipe_file(s.path(rel), b"x")
+    per_folder = {part: list_point_files(s, part) for part in list_partitions(s)}
+    calls = count_s3_requests(monkeypatch)
+    assert point_listing(s) == per_folder
+    assert calls == ["list_objects_v2"]
+    assert sorted(per_folder) == ["hardware=b200/model=tiny-llama", "hardware=h100-sxm/model=tiny-llama",
+                                  "hardware=h100-sxm/model=tiny-qwen3-moe", "hardware=mi300x/model=x"]
+    assert sorted(r for files in per_folder.values() for r in files) == run_ids
+
+
+def test_a_remote_footer_is_read_in_one_request(s3_url, monkeypatch):
+    """A query reads each compacted file's footer (its covered runs): one suffix-range GET
+    holds a small file's footer, where a stat and two range reads took three (fe7b476)."""
+    s = Store(s3_url)
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"run_id": ["a"] * 1000}), buf)
+    s.fs.pipe_file(s.path("f.parquet"), buf.getvalue())
+    s.fs.pipe_file(s.path("empty.parquet"), b"")
+    calls = count_s3_requests(monkeypatch)
+    assert s.parquet_footer(s.path("f.parquet"), POINTS_LIMITS).num_rows == 1000
+    assert calls == ["get_object"]
+    with pytest.raises(StoreError, match="does not read as Parquet"):
+        s.parquet_footer(s.path("empty.parquet"), POINTS_LIMITS)
+

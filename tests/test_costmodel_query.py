@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from result_factory import make_run
+from test_store import count_s3_requests
 
 from bench.cli import cli
 from bench.errors import ConfigError
@@ -174,7 +175,7 @@ def test_cli_query_writes_csv_or_parquet(runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_query_and_build_on_a_folder_and_on_s3(store_url, tmp_path):
+def test_query_and_build_on_a_folder_and_on_s3(store_url, tmp_path, monkeypatch):
     runs = [make_run(tmp_path / "runs", hardware=hw, concurrencies=(1, 4)) for hw in ("h100-sxm", "b200")]
     upload(runs, store_url)
     read = query(store_url, ["hardware=b200"])
@@ -190,6 +191,10 @@ def test_query_and_build_on_a_folder_and_on_s3(store_url, tmp_path):
     assert _names(again.files) == ["model=tiny-llama/compacted.parquet"] and len(again.table) == 2
     assert opened and {p.split("/costmodel/", 1)[1] for p in opened} == {
         "compacted/hardware=b200/model=tiny-llama/compacted.parquet"}
+    if store_url.startswith("s3://"):  # DuckDB's questions about a file come from one listing of its folder
+        calls = count_s3_requests(monkeypatch)
+        assert len(read_points(Store(store_url), parse_where(["hardware=b200"])).table) == 2
+        assert "head_object" not in calls, calls  # fe7b476 made 14 HEAD requests here
 
 
 @pytest.mark.slow

@@ -243,3 +243,58 @@ def test_costmodel_written_back_to_the_store_loads_with_pandas(store_url, tmp_pa
     frame = pd.read_parquet(url, storage_options=options)
     assert len(frame) == len(first.table) == len(second.table) == 2
     assert not [p for p in _all_files(store_url) if "/staging/" in p]
+
+
+def count_s3_requests(monkeypatch) -> list[str]:
+    """Every S3 API call s3fs makes from now on, by operation name (the wrapper forwards each);
+    the store's and costmodel's tests count round trips with it."""
+    import s3fs
+
+    calls: list[str] = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        calls.append(method if isinstance(method, str) else getattr(method, "__name__", str(method)))
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    return calls
+
+
+def test_an_s3_upload_and_read_cost_few_requests_a_file(s3_url, tmp_path, monkeypatch):
+    """Round trips are what an object store charges in time: a file is written to staging,
+    read back, stated, copied into place and read back (5 requests, plus a few for the run:
+    its manifest looked up, its staging folder listed and deleted at once), and a published
+    file is read in one ranged GET (no stat first). fe7b476 made 11 a file."""
+    run = make_run(tmp_path / "runs")
+    calls = count_s3_requests(monkeypatch)
+    [done] = upload([run], s3_url)
+    n_files = done.n_files + 1 + done.point_files  # the run's files, its manifest, its point files
+    assert len(calls) <= 5 * n_files + 10, sorted(calls)
+    store = Store(s3_url)
+    calls.clear()
+    [manifest] = store.manifests()  # the runs from one listing (a glob listed each run's folder), then one GET each
+    assert calls == ["list_objects_v2", "get_object"]
+    calls.clear()
+    for entry in manifest.files:
+        store.read_file(done.run_id, entry.path, manifest)
+    assert calls == ["get_object"] * len(manifest.files)
+    calls.clear()
+    store.put_bytes("costmodel/x.csv", b"a,b\n")  # a store-level file (the table, a compacted file)
+    assert calls == ["put_object", "get_object", "head_object", "copy_object", "get_object", "delete_object"]
+
+
+def test_a_failed_remote_read_is_reported_at_once(s3_url, tmp_path, monkeypatch):
+    """A GET the store fails (after botocore's own retries) is a one-line StoreUnavailable
+    at once: no stat is sent after it to wait out the same outage again."""
+    from bench.errors import StoreUnavailable
+
+    [done] = upload([make_run(tmp_path / "runs")], s3_url)
+    store = Store(s3_url)
+    manifest = store.read_manifest(done.run_id)
+    stats = []
+    monkeypatch.setattr(store.fs, "size", lambda path: stats.append(path) or 0)
+    monkeypatch.setattr(store.fs, "cat_file", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("link down")))
+    with pytest.raises(StoreUnavailable, match="read failed: ConnectionError: link down") as err:
+        store.read_file(done.run_id, "run.json", manifest)
+    assert stats == [] and "\n" not in str(err.value)

@@ -198,3 +198,17 @@ def test_a_stored_telemetry_description_is_decoded_once_for_the_recompute(descri
     from bench.store.recompute import StoredTelemetry
 
     assert StoredTelemetry.of(described).counter_range_j == ranges
+
+
+def test_the_list_checks_agree_with_the_per_value_ones():
+    """`_all_counts` / `_all_reals` (C-level loops over a row's chunk lists) answer what
+    `_is_count` / `_is_real` of every value answer, on every mix of the awkward values."""
+    import itertools
+
+    from bench.store.integrity import _all_counts, _all_reals, _is_count, _is_real
+
+    values = [0, 1, -1, True, False, 0.0, 1.5, float("nan"), float("inf"), -float("inf"), None, "1", 2**70, -2**70]
+    for k in range(4):
+        for combo in map(list, itertools.product(values, repeat=k)):
+            assert _all_counts(combo) == all(_is_count(v) for v in combo), combo
+            assert _all_reals(combo) == all(_is_real(v) for v in combo), combo

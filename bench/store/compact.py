@@ -37,8 +37,7 @@ from bench.store.bounded import POINTS_LIMITS, read_parquet
 from bench.store.points import (
     compacted_metadata,
     compacted_rel,
-    list_partitions,
-    list_point_files,
+    point_listing,
     publish_point_files,
     put_inside,
     run_list,
@@ -107,7 +106,7 @@ def compact(store, full: bool = False) -> Compaction:
     verdicts = _Verdicts(store, done)
     # point files first: an upload writes its manifest before them, so every point file seen
     # here belongs to a run the listing of manifests below sees as published
-    listing = {part: list_point_files(store, part) for part in list_partitions(store)}
+    listing = point_listing(store)
     published = set(store.published_run_ids())
     have = {run_id for files in listing.values() for run_id in files}
     for run_id in sorted(published - have):

@@ -166,9 +166,13 @@ def table_bytes(table: pd.DataFrame) -> dict[str, bytes]:
 
 def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write OUT_DIR/costmodel.parquet and .csv (atomically); returns both paths."""
+    return _write_blobs(table_bytes(table), out_dir)
+
+
+def _write_blobs(data: dict[str, bytes], out_dir: Path) -> list[Path]:
+    """`table_bytes` output as OUT_DIR/costmodel.<ext>, each written atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = table_bytes(table)
     paths = []
     for ext, blob in data.items():
         path = out_dir / f"{TABLE_NAME}.{ext}"
@@ -252,9 +256,10 @@ def build(store_url: str, out_dir: Path | None = None, scenario_names: list[str]
     table = table_frame(points, scenario_names, **inject)
     result = CostModelBuild(table, skipped=done.skipped, point_files=done.point_files, backfilled=done.backfilled,
                             ignored=done.ignored, verified=done.verified, partitions=done.partitions)
+    data = table_bytes(table)  # once: the local copy and the store's are the same bytes
     if out_dir is not None:
-        result.local_paths = write_table(table, out_dir)
-    for ext, blob in table_bytes(table).items():
+        result.local_paths = _write_blobs(data, out_dir)
+    for ext, blob in data.items():
         rel = f"{COSTMODEL_DIR}/{TABLE_NAME}.{ext}"
         put_inside(store, rel, blob)
         result.store_paths.append(f"{store.where.rstrip('/')}/{rel}")

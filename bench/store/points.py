@@ -117,6 +117,26 @@ def list_point_files(store, partition: str) -> dict[str, str]:
             if name.endswith(".parquet") and RUN_ID_RE.match(name[:-8])}
 
 
+def point_listing(store, hardware: list | None = None, model: list | None = None) -> dict[str, dict[str, str]]:
+    """{partition: {run_id: path}}: `list_point_files` of each of `list_partitions`. On a
+    remote store asked for every partition, one recursive listing finds them all (a listing
+    a folder costs a round trip each: 1 + hardware + partitions of them)."""
+    if hardware or model or "file" in protocols(store.fs):  # locally each listing is checked (no link followed)
+        return {part: list_point_files(store, part) for part in list_partitions(store, hardware=hardware, model=model)}
+    base = store.path(POINTS_DIR)
+    out: dict[str, dict[str, str]] = {}
+    for rel in store.list_below(base):
+        parts = rel.split("/")
+        if (len(parts) < 3 or not parts[0].startswith("hardware=") or not parts[1].startswith("model=")
+                or _safe(parts[:2]) != parts[:2]):
+            continue
+        files = out.setdefault(f"{parts[0]}/{parts[1]}", {})
+        name = parts[2]
+        if len(parts) == 3 and name.endswith(".parquet") and RUN_ID_RE.match(name[:-8]):
+            files[name[:-8]] = f"{base}/{rel}"
+    return dict(sorted(out.items()))
+
+
 def compacted_rel(partition: str) -> str:
     return f"{COMPACTED_DIR}/{partition}/{COMPACTED_FILE}"
 

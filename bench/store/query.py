@@ -31,7 +31,7 @@ from bench.store.points import (
     PointsRead,
     compacted_rel,
     list_partitions,
-    list_point_files,
+    point_listing,
     protocols,
     run_list,
 )
@@ -85,8 +85,7 @@ def read_points(store, filters: dict[str, list], include_invalid: bool = False, 
     partitions = 0
     allowed: set[str] = set()
     loose: list[tuple[str, str]] = []  # (partition, run id) of point files no compacted file names
-    for part in list_partitions(store, hardware=filters.get("hardware"), model=filters.get("model")):
-        files = list_point_files(store, part)
+    for part, files in point_listing(store, hardware=filters.get("hardware"), model=filters.get("model")).items():
         if not files:
             continue
         partitions += 1
@@ -227,7 +226,9 @@ def _duckdb_read(store, paths: list[str], where: str, params: dict):
     import duckdb
 
     cursor = _database(store).cursor()  # a cursor per read: safe beside other threads' reads
-    if "file" not in protocols(store.fs):
+    remote = "file" not in protocols(store.fs)
+    folders = _listed(store, paths) if remote else []
+    if remote:
         paths = [f"{protocols(store.fs)[0]}://{p}" for p in paths]
     try:
         for union in ("false", "true"):
@@ -247,6 +248,21 @@ def _duckdb_read(store, paths: list[str], where: str, params: dict):
         raise StoreError(f"{store.where}: {name}: does not read as point rows ({type(e).__name__}: {first})") from None
     finally:
         cursor.close()
+        for folder in folders:
+            store.fs.invalidate_cache(folder)  # the listing served this scan only
+
+
+def _listed(store, paths: list[str]) -> list[str]:
+    """The folders of remote PATHS, each listed once into the filesystem's cache: DuckDB asks
+    the filesystem about each file (glob, exists, size: ~11 HEAD requests a file on S3), and
+    a cached listing answers them."""
+    folders = sorted({p.rsplit("/", 1)[0] for p in paths})
+    for folder in folders:
+        try:
+            store.fs.ls(folder, detail=True, refresh=True)
+        except Exception:  # noqa: BLE001, S110 - only a cache: the scan asks again and reports what fails
+            pass
+    return folders
 
 
 _DATABASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

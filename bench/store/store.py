@@ -12,7 +12,8 @@ and can simply be repeated. The run id is derived from the content (the redacted
 and the hashes of every file), so two writers of different runs never share a prefix, and
 two writers of the same run write the same bytes. Every file is written to staging,
 verified by re-reading it, then moved into place (an atomic rename locally, one atomic
-object copy on object stores); the manifest is moved last.
+object copy on object stores, the staging folder deleted in one batch at the end); the
+manifest is moved last. A remote read is one ranged GET (docs/store.md).
 
 Credentials come from each backend's usual environment and config files; nothing here
 writes them anywhere. Extra fsspec options: the `storage_options` argument, the JSON object
@@ -33,7 +34,7 @@ from bench.errors import BenchError, ResultError, StoreError, StoreUnavailable, 
 from bench.redact import redact_text, redact_text_of
 from bench.results import SUMMARY_FILE, RunResult, parse_summary
 from bench.safepath import UnsafePath, check_rel_path, check_run_id
-from bench.store import bounded
+from bench.store import bounded, remote
 from bench.store.bounded import (
     MAX_FILE_BYTES,
     MAX_MANIFEST_BYTES,
@@ -124,13 +125,9 @@ class Store:
         """Folder names of runs with a MANIFEST.json, sorted, from one listing (nothing read or checked)."""
         if self._local():  # one stat a run: fsspec's local glob stats every file of every run (9 s for 100k)
             return sorted(n for n in self.list_names(self.path(RUNS_DIR)) if self._local_manifest(n))
-        self.fs.invalidate_cache()
-        pattern = self.path(RUNS_DIR, "*", MANIFEST_FILE)
-        try:
-            paths = self._io("list runs", self.fs.glob, pattern, missing_ok=True)
-        except FileNotFoundError:
-            return []
-        return sorted(p.rstrip("/").split("/")[-2] for p in paths)
+        # one recursive listing, paged by the store: a glob of runs/*/MANIFEST.json lists each run's folder
+        return sorted(rel.split("/", 1)[0] for rel in self.list_below(self.path(RUNS_DIR))
+                      if rel.count("/") == 1 and rel.endswith(f"/{MANIFEST_FILE}"))
 
     def manifests(self, refused: list[str] | None = None) -> list[Manifest]:
         """Manifests of every published run, sorted by run id.
@@ -238,6 +235,17 @@ class Store:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
+    def list_below(self, path: str) -> list[str]:
+        """Paths of every file below one folder of a remote store (PATH from `path()`), relative
+        to it, sorted, from one recursive listing (paged by the store, no request a folder)."""
+        self.fs.invalidate_cache(path)
+        try:
+            found = self._io("list", self.fs.find, path, missing_ok=True)
+        except FileNotFoundError:
+            return []
+        prefix = path.rstrip("/") + "/"
+        return sorted(p[len(prefix):] for p in map(str, found) if p.startswith(prefix))
+
     def get_bytes(self, rel: str, max_bytes: int = MAX_FILE_BYTES) -> bytes | None:
         """A store-level file (e.g. a point file), at most `max_bytes` (a larger one is a
         StoreError), its content unchecked; None when there is none."""
@@ -257,6 +265,9 @@ class Store:
         try:
             if self._local():
                 return bounded.read_local(self.root, path, where, max_bytes, expect_size, expected_by)
+            data = remote.read_at_once(self, path, max_bytes, expect_size)
+            if data is not None:
+                return data
             size = self._io("stat", self.fs.size, path, missing_ok=True)
             if not isinstance(size, int):
                 raise StoreError(f"{where}: the store gives no size for it")
@@ -283,9 +294,15 @@ class Store:
                         return f.read(end - start)
 
                     return bounded.footer_from(read_range, size, where, limits)
-            size = self._io("stat", self.fs.size, path)
-            return bounded.footer_from(
-                lambda start, end: self._io(what, self.fs.cat_file, path, start=start, end=end), size, where, limits)
+            tail, size = remote.tail(self, path, what)
+            at = size - len(tail)  # the store offset of tail[0]
+
+            def read_remote(start: int, end: int) -> bytes:
+                if start >= at:
+                    return tail[start - at:end - at]
+                return self._io(what, self.fs.cat_file, path, start=start, end=end)
+
+            return bounded.footer_from(read_remote, size, where, limits)
         except OSError as e:
             raise StoreUnavailable(f"{where}: read failed: {type(e).__name__}: {_one_line(e, self.url)}") from None
 
@@ -301,7 +318,7 @@ class Store:
             self._put_verified(staged, data)
             self._publish_file(staged, self.path(rel), data)
         finally:
-            self._remove_quietly(staged)
+            self._remove_quietly(staged, folder=False)
         return f"{self.where.rstrip('/')}/{rel}"
 
     # -- internals ----------------------------------------------------------------------
@@ -346,7 +363,10 @@ class Store:
     def _publish_file(self, staged: str, final: str, data: bytes) -> None:
         """Move one verified staged file into its published place, then check it there."""
         self._inside(final)
-        self._io("publish", self.fs.mv, staged, final)
+        if self._local():
+            self._io("publish", self.fs.mv, staged, final)  # an atomic rename
+        else:  # one object copy; the staged copy goes with its staging folder (one batch delete)
+            self._io("publish", self.fs.cp_file, staged, final)
         self._verify(final, data)
 
     def _inside(self, path: str) -> None:
@@ -363,10 +383,10 @@ class Store:
         if sha256_hex(remote) != sha256_hex(data):
             raise StoreError(f"{self.where}: {path}: checksum mismatch after upload")
 
-    def _remove_quietly(self, path: str) -> None:
-        try:
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+    def _remove_quietly(self, path: str, folder: bool = True) -> None:
+        """Remove a staging folder (or one staged file: one delete request, no listing)."""
+        try:  # a path already gone raises, and is ignored: no existence check first
+            self.fs.rm(path, recursive=True) if folder else self.fs.rm_file(path)
         except Exception:  # noqa: BLE001, S110 - staging leftovers are never read; a failed cleanup is harmless
             pass
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from bench.errors import StoreError
 from bench.store.bounded import MAX_FILE_BYTES, POINTS_LIMITS, read_parquet
 from bench.store.costmodel import CostModelBuild, table_frame, write_table
-from bench.store.points import PointsRead, list_partitions, list_point_files
+from bench.store.points import PointsRead, point_listing
 from bench.store.schema import POINTS_DIR, conform, point_schema, to_pandas
 from bench.store.signing import Signed, TrustedKeys, verify_run
 from bench.store.store import Store
@@ -46,8 +46,7 @@ def trusted_rows(store, trusted: TrustedKeys, hardware: list | None = None, mode
 
     by_run: dict[str, list[str]] = {}
     out = TrustedRows(None)
-    for part in list_partitions(store, hardware=hardware, model=model):
-        files = list_point_files(store, part)
+    for part, files in point_listing(store, hardware=hardware, model=model).items():
         out.partitions += bool(files)
         for run_id in files:
             by_run.setdefault(run_id, []).append(f"{POINTS_DIR}/{part}/{run_id}.parquet")
