@@ -24,9 +24,9 @@ CASES = {
     "results schema": (["bench.results.schema"], TABLES + ARRAYS + CATALOG),
     # `bench sweep` / `bench run` before their first point: pandas comes with the first Parquet write
     "run stack": (["bench.cli.sweep_cmd", "bench.run.session"], TABLES),
-    # what the tests launch as servers and followers: HTTP and counters, no catalog, no table
+    # what the tests launch as servers and followers: HTTP and counters; no catalog, no table, no client
     "fake servers": (["bench.testing.fake_server", "bench.testing.fake_sglang", "bench.testing.fake_node"],
-                     TABLES + ARRAYS + CATALOG),
+                     TABLES + ARRAYS + CATALOG + ("bench.load.client",)),
 }
 
 
