@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import ConfigError
@@ -33,6 +32,8 @@ def catalog_dir() -> Path:
 
 def read_yaml(path: Path) -> Any:
     """The parsed YAML of a catalog file; ConfigError naming the file when absent or invalid."""
+    import yaml  # here, not at the top: safe_id and Strict are imported where no YAML is read
+
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from bench.atomicio import atomic_folder
-from bench.catalog import ModelSpec
 from bench.errors import ConfigError
+
+if TYPE_CHECKING:  # a sweep's lora block reads LORA_RANKS only: no numpy, no catalog models for it
+    import numpy as np
+
+    from bench.catalog import ModelSpec
 
 ADAPTER_LAYOUT = 1  # bump when the folder layout changes: new folders are built
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -46,6 +48,8 @@ def projection_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
 
 def adapter_tensors(spec: ModelSpec, rank: int, seed: int) -> dict[str, np.ndarray]:
     """The adapter's tensors by PEFT key (float32), drawn from `seed` (same seed, same bytes)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for layer in range(spec.config.num_hidden_layers):

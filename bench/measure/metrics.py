@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-
 from bench.load.records import RequestRecord
 from bench.measure.groups import Metrics
 
@@ -32,6 +30,8 @@ def stats(values: Sequence[float | None], prefix: str) -> dict:
     keys = [f"{prefix}_mean", f"{prefix}_std"] + [f"{prefix}_p{p}" for p in PERCENTILES]
     if len(values) == 0:
         return dict.fromkeys(keys)
+    import numpy as np  # here, not at the top: reading a result's types (results.schema) needs no numpy
+
     arr = np.asarray(values, dtype=float)
     out = [arr.mean(), arr.std()] + list(np.percentile(arr, PERCENTILES))
     return {k: float(v) for k, v in zip(keys, out)}
@@ -47,6 +47,8 @@ def span_of(records: Iterable[RequestRecord]) -> tuple[float, float] | None:
 
 def _tokens_in(records: Sequence[RequestRecord], t0: float, t1: float) -> tuple[int, int]:
     """(output tokens by chunk arrival, input tokens at t_first) inside [t0, t1]."""
+    import numpy as np
+
     out = inp = 0
     for r in records:
         if r.chunk_t:
@@ -146,6 +148,8 @@ def summarize(records: Sequence[RequestRecord], window: tuple[float, float] | No
 
 
 def _p(values: Sequence[float | None], q: float) -> float | None:
+    import numpy as np
+
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
 
 

@@ -2,7 +2,25 @@
 ordered load points; preflight (fit, precision, devices) decides what is skipped and why.
 
     from bench.plan import build_plan, load_sweep, plan_from_options
+
+The package re-exports `bench.plan.plan`'s `__all__` on first use (PEP 562), so importing one
+of its modules (`bench.plan.points` for a result's types) does not import the sweep file's
+reader and the whole planner.
 """
 
-from bench.plan.plan import *  # noqa: F403 - the package re-exports its module's __all__
-from bench.plan.plan import __all__  # noqa: F401
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.plan.plan import *  # noqa: F403 - the package re-exports its module's __all__
+    from bench.plan.plan import __all__  # noqa: F401
+else:
+    def __getattr__(name: str):
+        import importlib
+
+        plan = importlib.import_module("bench.plan.plan")
+        if name != "__all__" and name not in plan.__all__:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals().update({n: getattr(plan, n) for n in plan.__all__}, __all__=plan.__all__)
+        return globals()[name]

@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.atomicio import atomic_write_text
@@ -166,6 +165,8 @@ def write_requests(run_dir: Path, point_id: str, records: list[RequestRecord]) -
     path = Path(run_dir) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    import pandas as pd  # here, not at the top: a process that reads run.json only never pays for pandas
+
     frame = pd.DataFrame([r.to_row() for r in records])
     try:
         frame.to_parquet(tmp, index=False, **PARQUET_WRITE_OPTIONS)
@@ -239,6 +240,8 @@ def read_summary(run_dir: Path) -> RunResult:
 def read_requests(run_dir: Path, point: PointResult) -> list[RequestRecord]:
     if not point.requests_file:
         return []
+    import pandas as pd
+
     frame = pd.read_parquet(inside(Path(run_dir), point.requests_file), **PARQUET_READ_OPTIONS)
     return [RequestRecord.from_row(row) for row in frame.to_dict("records")]
 

@@ -52,7 +52,6 @@ from typing import Self
 
 from aiohttp import web
 
-from bench.load.client import raise_fd_limit
 from bench.testing.fake_app import (
     FD_LIMIT,
     LISTEN_BACKLOG,
@@ -242,6 +241,8 @@ class FakeServer:
 def _serve(config: FakeServerConfig, port: int, index: int | None) -> None:
     """Serve until killed; as process `index` of a multi-process server, until stdin closes
     (port PORT_FROM_STDIN: the first line of stdin, `PORT p`, names it)."""
+    from bench.load.client import raise_fd_limit  # here: a server process has no use for the client's parser
+
     raise_fd_limit(FD_LIMIT)
     if port == PORT_FROM_STDIN:
         port = int(sys.stdin.readline().split()[1])

@@ -4,7 +4,8 @@ then becomes COMMAND with the locks held (bench.fleet.backends.local).
 
 Standard library only: it runs once per shard before the shard's own process, and every
 second it spends importing is a second the shard starts later (bench.fleet.backends.local
-imports the store and pandas: about 1.8 s on a quiet 2-core box, this module 0.05 s).
+imports the store and the fleet's pydantic records: about 1.4 s on a busy 2-core box, 3 s while
+bench.results.schema imported pandas at its top; this module 0.05 s).
 """
 
 from __future__ import annotations
