@@ -242,6 +242,7 @@ def test_a_queued_shard_waits_in_a_process_that_imports_no_store(sweep, tmp_path
     finally:
         kill_session(json.loads((folder / "launch.json").read_text())["pid"], signal.SIGKILL)
         os.close(slot)
+    assert "-m" in argv, (argv, (folder / "shard.log").read_text(errors="replace")[-500:])  # seen once at load 5
     module = argv[argv.index("-m") + 1]
     code = f"import sys, {module}\nprint(sorted(m for m in ('bench.store', 'pandas', 'pydantic') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
