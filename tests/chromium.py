@@ -1,11 +1,12 @@
-"""One headless Chromium (Debian's `chromium`, driven by Playwright) for the whole test session.
+"""One headless Chromium (Debian's `chromium`, driven by Playwright) per test module.
 
 A pytest plugin: a test module that opens pages names it in `pytest_plugins = ["chromium"]`
 and takes the `open_page` fixture: each test opens its own pages, each in a fresh browser
-context, so no cookie, storage or script state passes between tests; the session-scoped
-`browser` beneath is launched once.
-Launching Chromium costs seconds on a small box; test_browser.py and test_escaping.py
-share one launch per test process (per xdist worker).
+context, so no cookie, storage or script state passes between tests; the module-scoped
+`browser` beneath is launched once per module. Not once per session: while Playwright's sync
+API is started it holds an event loop running on the main thread, so every later test of the
+process that calls asyncio.run() would fail ("cannot be called from a running event loop":
+seen when it was session-scoped).
 
 scripts/install.sh installs chromium where it is missing; set BENCH_CHROMIUM to use
 another Chromium or Chrome, or BENCH_NO_BROWSER=1 to skip these tests knowingly.
@@ -33,9 +34,9 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A launched Chromium, shared by every test of the session; closed at its end."""
+    """A launched Chromium, shared by the tests of one module; closed at the module's end."""
     path = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
