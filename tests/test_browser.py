@@ -17,7 +17,7 @@ from result_factory import make_run
 
 from bench.cli import cli
 
-pytest_plugins = ["chromium"]  # the session's one Chromium: `browser` and `open_page`
+pytest_plugins = ["chromium"]  # the module's one Chromium: `browser` and `open_page`
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu-host"
 TRACES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => d.data.map(t => ({
     kind: t.meta.kind, name: t.name, n: t.x ? t.x.length : 0, symbol: t.marker ? t.marker.symbol : null,

@@ -20,7 +20,7 @@ from result_factory import make_run
 from bench.cli import cli
 from bench.errors import StoreError
 
-pytest_plugins = ["chromium"]  # the session's one Chromium (shared with test_browser.py): `open_page`
+pytest_plugins = ["chromium"]  # a Chromium for this module's page test: `open_page`
 
 IMG = '<img src=x onerror="window.__pwned=1">'
 LINK = '<a href="https://evil.example/">click</a>'
