@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Iterator, Mapping
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from bench.errors import ConfigError
 
@@ -68,3 +68,17 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"unknown {self.kind} '{name}'{hint} (known: {', '.join(known)})"
+
+
+def reexport(package: dict[str, Any], module: str) -> Callable[[str], Any]:
+    """A PEP 562 `__getattr__` for a package (PACKAGE is its `globals()`): the names of
+    MODULE's `__all__`, imported on first use and kept in the package from then on, so
+    importing one of the package's other modules does not import MODULE."""
+    def __getattr__(name: str) -> Any:
+        mod = importlib.import_module(module)
+        if name != "__all__" and name not in mod.__all__:
+            raise AttributeError(f"module {package['__name__']!r} has no attribute {name!r}")
+        package.update({n: getattr(mod, n) for n in mod.__all__}, __all__=mod.__all__)
+        return package[name]
+
+    return __getattr__

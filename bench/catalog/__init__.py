@@ -15,11 +15,6 @@ if TYPE_CHECKING:
     from bench.catalog.models import *  # noqa: F403 - the package re-exports its module's __all__
     from bench.catalog.models import __all__  # noqa: F401
 else:
-    def __getattr__(name: str):
-        import importlib
+    from bench.registry import reexport
 
-        models = importlib.import_module("bench.catalog.models")
-        if name != "__all__" and name not in models.__all__:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        globals().update({n: getattr(models, n) for n in models.__all__}, __all__=models.__all__)
-        return globals()[name]
+    __getattr__ = reexport(globals(), "bench.catalog.models")

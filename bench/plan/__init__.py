@@ -16,11 +16,6 @@ if TYPE_CHECKING:
     from bench.plan.plan import *  # noqa: F403 - the package re-exports its module's __all__
     from bench.plan.plan import __all__  # noqa: F401
 else:
-    def __getattr__(name: str):
-        import importlib
+    from bench.registry import reexport
 
-        plan = importlib.import_module("bench.plan.plan")
-        if name != "__all__" and name not in plan.__all__:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        globals().update({n: getattr(plan, n) for n in plan.__all__}, __all__=plan.__all__)
-        return globals()[name]
+    __getattr__ = reexport(globals(), "bench.plan.plan")
