@@ -113,8 +113,13 @@ def list_partitions(store, base: str = POINTS_DIR, hardware: list | None = None,
 def list_point_files(store, partition: str) -> dict[str, str]:
     """{run_id: path} of the point files in one partition (one listing); other names are ignored."""
     folder = store.path(POINTS_DIR, partition)
-    return {name[:-8]: f"{folder}/{name}" for name in _names(store, folder)
-            if name.endswith(".parquet") and RUN_ID_RE.match(name[:-8])}
+    return {run_id: f"{folder}/{name}" for name in _names(store, folder) if (run_id := _point_file_run_id(name))}
+
+
+def _point_file_run_id(name: str) -> str | None:
+    """The run id a point file's NAME (`<run id>.parquet`) gives; None for any other name."""
+    run_id = name.removesuffix(".parquet")
+    return run_id if run_id != name and RUN_ID_RE.match(run_id) else None
 
 
 def point_listing(store, hardware: list | None = None, model: list | None = None) -> dict[str, dict[str, str]]:
@@ -131,9 +136,8 @@ def point_listing(store, hardware: list | None = None, model: list | None = None
                 or _safe(parts[:2]) != parts[:2]):
             continue
         files = out.setdefault(f"{parts[0]}/{parts[1]}", {})
-        name = parts[2]
-        if len(parts) == 3 and name.endswith(".parquet") and RUN_ID_RE.match(name[:-8]):
-            files[name[:-8]] = f"{base}/{rel}"
+        if len(parts) == 3 and (run_id := _point_file_run_id(parts[2])):
+            files[run_id] = f"{base}/{rel}"
     return dict(sorted(out.items()))
 
 

@@ -386,7 +386,10 @@ class Store:
     def _remove_quietly(self, path: str, folder: bool = True) -> None:
         """Remove a staging folder (or one staged file: one delete request, no listing)."""
         try:  # a path already gone raises, and is ignored: no existence check first
-            self.fs.rm(path, recursive=True) if folder else self.fs.rm_file(path)
+            if folder:
+                self.fs.rm(path, recursive=True)
+            else:
+                self.fs.rm_file(path)
         except Exception:  # noqa: BLE001, S110 - staging leftovers are never read; a failed cleanup is harmless
             pass
 
