@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,6 +66,19 @@ def http_get(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = 
         return e.code, ""
     except (urllib.error.URLError, OSError) as e:
         return 0, str(e)
+
+
+def wait_healthy(child: ChildProcess, health_url: str, timeout_s: float) -> Literal["ready", "exited", "timeout"]:
+    """Poll a starting server's HEALTH_URL every HEALTH_POLL_S: "ready" at its first 200,
+    "exited" once CHILD has exited, "timeout" after TIMEOUT_S (the caller says why, its way)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not child.alive():
+            return "exited"
+        if http_get(health_url, timeout_s=2.0)[0] == 200:  # 503 or no answer while it starts
+            return "ready"
+        time.sleep(HEALTH_POLL_S)
+    return "timeout"
 
 
 def http_post(url: str, timeout_s: float = 5.0) -> tuple[int, str]:

@@ -31,7 +31,7 @@ from bench.engines.base import (
     last_error_line,
     quote_log,
 )
-from bench.engines.process import HEALTH_POLL_S, ChildProcess, free_port, http_get, http_post, log_tail
+from bench.engines.process import ChildProcess, free_port, http_get, http_post, log_tail, wait_healthy
 from bench.engines.sglang_metrics import PROMPT_TOKENS, SGLANG_COUNTERS
 from bench.engines.vllm_metrics import parse_page
 from bench.errors import ConfigError, EngineError
@@ -125,14 +125,12 @@ class SglangServer:
             self.port = free_port(self.host)
         child = self._child = ChildProcess(self.argv(), self.log_path, self.env)
         child.start()
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if not child.alive():
-                raise self._start_failure(f"SGLang server exited with code {child.returncode} during start")
-            if http_get(f"{self.base_url}/health", timeout_s=2.0)[0] == 200:  # 503 while it starts
-                self._reported_version = self._server_version()
-                return
-            time.sleep(HEALTH_POLL_S)
+        outcome = wait_healthy(child, f"{self.base_url}/health", self.startup_timeout_s)
+        if outcome == "ready":
+            self._reported_version = self._server_version()
+            return
+        if outcome == "exited":
+            raise self._start_failure(f"SGLang server exited with code {child.returncode} during start")
         self.stop()
         raise EngineError(f"SGLang server not healthy after {self.startup_timeout_s:.0f} s; log: {self.log_path}"
                           + quote_log(self.log_tail(5)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +19,7 @@ from bench.engines.base import (
     reset_prefix_cache,
     vllm_child_env,
 )
-from bench.engines.process import HEALTH_POLL_S, ChildProcess, free_port, http_get, log_tail
+from bench.engines.process import ChildProcess, free_port, http_get, log_tail, wait_healthy
 from bench.engines.vllm_args import lora_launch_args, vllm_launch_args
 from bench.engines.vllm_metrics import COUNTERS, parse_page
 from bench.errors import EngineError
@@ -107,14 +106,11 @@ class VllmServer:
         self._wait_healthy(child)
 
     def _wait_healthy(self, child: ChildProcess) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if not child.alive():
-                raise self._start_failure(f"vLLM server exited with code {child.returncode} during start")
-            status, _ = http_get(f"{self.base_url}/health", timeout_s=2.0)
-            if status == 200:
-                return
-            time.sleep(HEALTH_POLL_S)
+        outcome = wait_healthy(child, f"{self.base_url}/health", self.startup_timeout_s)
+        if outcome == "ready":
+            return
+        if outcome == "exited":
+            raise self._start_failure(f"vLLM server exited with code {child.returncode} during start")
         self.stop()
         raise EngineError(
             f"vLLM server not healthy after {self.startup_timeout_s:.0f} s; log: {self.log_path}"
